@@ -91,9 +91,11 @@ def prepare(unit, params=None, *, waves=False):
 
 
 def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=None,
-        timescale=("1ns", "1ps")):
+        extra_env=None, timescale=("1ns", "1ps")):
     """Build ``unit`` for ``params`` with Verilator and run its cocotb testbench.
 
+    ``test_module`` defaults to ``attnforge.testbench.<unit>``; ``testcase`` selects cocotb
+    tests by name; ``extra_env`` reaches the testbench (e.g. where a benchmark writes figures).
     Raises ``AssertionError`` naming the seed when any cocotb test fails.
     """
     from cocotb_tools.runner import get_runner
@@ -120,9 +122,9 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
             runner.build_dir = work.resolve()   # reuse the model built for this text
             runner.hdl_toplevel = unit
             runner.waves = waves
-        extra_env = {UNIT_ENV: unit, PARAMS_ENV: json.dumps(params)}
+        extra_env = {**(extra_env or {}), UNIT_ENV: unit, PARAMS_ENV: json.dumps(params)}
         try:
-            runner.test(test_module=test_module or f"attnforge.testbench.{unit.split('_')[0]}",
+            runner.test(test_module=test_module or f"attnforge.testbench.{unit}",
                         hdl_toplevel=unit, hdl_toplevel_lang="verilog", testcase=testcase,
                         seed=seed, waves=waves,
                         build_dir=work, test_dir=work, extra_env=extra_env,
