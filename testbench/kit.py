@@ -46,7 +46,9 @@ def unit_under_test():
     layouts and properties (``acc_bits``, ``max_depth`` ...) for free.
     """
     from ..rtl import build
-    return build(os.environ[UNIT_ENV], **json.loads(os.environ.get(PARAMS_ENV, "{}")))
+    unit = build(os.environ[UNIT_ENV], **json.loads(os.environ.get(PARAMS_ENV, "{}")))
+    unit._MustUse__silence = True       # read-only use: never elaborated here on purpose
+    return unit
 
 
 def make_rng(salt=""):

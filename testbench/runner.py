@@ -33,16 +33,16 @@ BUILD = ROOT / "build"
 
 #: Warnings waived for generated code, each for a stated reason (DESIGN.md section 6).
 VERILATOR_WAIVERS = [
-    # Amaranth zero-extends narrow operands by assignment width; the extension is intended.
+    # Amaranth extends narrow operands to the assignment width; the extension is intended.
     "-Wno-WIDTHEXPAND",
-    # Amaranth truncates by slicing into narrower wires (e.g. after a shift); intended.
+    # Amaranth truncates by slicing (e.g. the low bits of a wider sum); intended.
     "-Wno-WIDTHTRUNC",
-    # Struct payload fields that a unit does not read (e.g. the FX16 baseline's mode).
+    # Bits of internal wires (and payload fields such as the FX16 baseline's `mode`) that a
+    # unit does not read; Amaranth still names them.
     "-Wno-UNUSEDSIGNAL",
-    # Generated intermediate wires named after Python locals are not all used by every mode.
-    "-Wno-UNUSEDPARAM",
-    # Amaranth emits one process per domain statement group; Verilator would merge them.
-    "-Wno-DECLFILENAME",
+    # Amaranth declares registers with their reset value (`reg r = init;`) and assigns them in
+    # an always block: the power-up value is intended.
+    "-Wno-PROCASSINIT",
 ]
 
 
