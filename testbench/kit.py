@@ -28,13 +28,15 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 __all__ = [
-    "PARAMS_ENV", "UNIT_ENV", "unit_under_test", "make_rng", "reset", "start",
+    "PARAMS_ENV", "UNIT_ENV", "FIGURES_ENV", "unit_under_test", "record_figures", "make_rng", "reset", "start",
     "Codec", "View", "pack", "unpack", "corner_ints", "StreamSource", "StreamSink", "Scoreboard", "BackPressure",
 ]
 
 #: Environment variables the runner uses to tell a testbench which generator it is testing.
 UNIT_ENV = "ATTNFORGE_UNIT"
 PARAMS_ENV = "ATTNFORGE_PARAMS"
+#: Where a testbench run by a benchmark writes the figures it measured (JSON).
+FIGURES_ENV = "ATTNFORGE_FIGURES"
 
 log = logging.getLogger("attnforge.tb")
 
@@ -49,6 +51,14 @@ def unit_under_test():
     unit = build(os.environ[UNIT_ENV], **json.loads(os.environ.get(PARAMS_ENV, "{}")))
     unit._MustUse__silence = True       # read-only use: never elaborated here on purpose
     return unit
+
+
+def record_figures(figures):
+    """Write measured figures (a JSON-able dict) where a benchmark asked for them, if it did."""
+    path = os.environ.get(FIGURES_ENV)
+    if path:
+        with open(path, "w") as f:
+            json.dump(figures, f, indent=1)
 
 
 def make_rng(salt=""):

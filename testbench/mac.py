@@ -14,7 +14,7 @@ from ..golden.mac import MACModel, TILE_ROWS, Word
 from ..golden.numbers import Precision, pack as pack_lanes
 from ..rtl.mac import act_layout, result_layout, weight_layout
 from .kit import (BackPressure, Scoreboard, StreamSink, StreamSource, corner_ints, make_rng,
-                  reset, start, unit_under_test)
+                  record_figures, reset, start, unit_under_test)
 
 
 def random_word(rng, mode, corner=0.3):
@@ -181,6 +181,7 @@ async def throughput(dut):
     i.e. 1, 4, 16, 64 MACs per cycle; results are checked as everywhere else."""
     await start(dut)
     tb = MACBench(dut, gaps=0, stalls=0)
+    figures = {}
     for mode in tb.unit.modes:
         tiles, words = random_program(tb.rng, [mode], 64, 8, swap_p=0)
         tiles = [[random_word(tb.rng, mode) for _ in range(mode.lanes)]]
@@ -193,3 +194,6 @@ async def throughput(dut):
         dut._log.info("%s: %d words in %d cycles: %.2f MACs/cycle", mode.name, len(times),
                       cycles, mode.macs_per_word * len(times) / cycles)
         assert len(times) == len(words) and cycles == len(words), (len(times), cycles)
+        figures[mode.name] = {"words": len(times), "cycles": int(cycles),
+                              "macs_per_cycle": mode.macs_per_word * len(times) / cycles}
+    record_figures(figures)
