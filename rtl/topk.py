@@ -1,0 +1,398 @@
+"""Top-k engine (DESIGN.md section 4.4, SpAtten's top-k engine): quick-select with P parallel
+comparators, run-time ``n`` and ``k``, winners' indices in ascending order.
+
+The contract (which beats leave, every bit of them) is :mod:`attnforge.golden.topk`; the cycle
+count is :meth:`attnforge.golden.topk.TopKModel.cycles`, matched exactly.
+
+Design
+------
+Three banked memories of ``max_n`` scores, each split into P single-port-write banks of
+``max_n / P`` rows (lane ``j`` of row ``i`` is element ``i*P + j``):
+
+* ``mem``: the scores as they arrive (read again by the emission scan),
+* ``buf[0]``, ``buf[1]``: the candidate buffers.
+
+A pass streams the candidates (one row of P per cycle) past P comparators against the pivot.
+Each comparator says ``>``, ``==`` or ``<``. The ``>`` elements are *compacted* and written back
+**in place** into the buffer being read (the "larger" FIFO: its write pointer can never pass
+the read pointer), the ``<`` elements into the other buffer (the "smaller" FIFO), the ``==``
+ones are only counted. Compaction is a prefix count of the lane masks plus a rotate: element
+number ``w + prefix`` lands in bank ``(w + prefix) mod P`` at row ``(w + prefix) div P``, so
+every bank takes at most one write per cycle and the buffer always holds its candidates densely
+from slot 0, in index order. After the pass the side holding the k-th element becomes the
+candidate set (a 1-bit buffer swap, no copy). No sort ever happens: a pass costs
+``ceil(c / P)`` cycles for ``c`` candidates, plus 2.
+
+The first pass runs *while the scores load* (pivot: median of lanes 0, P/2, P-1 of beat 0).
+Later pivots are sampled at an LFSR-chosen position of the candidate buffer (a 1-cycle read
+overlapped with the pass start). When the pivot's ``==`` group holds the target rank, the pivot
+is the k-th value, and the number of ``==`` elements that win (``quota``) is known. The emission
+scan reads ``mem`` in index order, P per cycle, keeps ``x > kth`` and the first ``quota``
+elements ``== kth`` (prefix count again), packs the row's winners into the low lanes of one
+output beat and stops at the row of the k-th winner.
+
+Ports
+-----
+``req`` (in): ``{n, k}``. ``s`` (in): ``{data: P signed scores}``, exactly ``ceil(n/P)``
+beats per request (also for a bad request, whose scores are dropped). ``o`` (out): ``{kth,
+error, count, last, idx[P]}`` (see the golden model). One request is handled at a time;
+``req.ready`` is high only while the engine is idle.
+
+Latency
+-------
+``ceil(n/P) + 2`` cycles to load (and run pass 1), ``ceil(c/P) + 2`` per later pass,
+``last_winner_row + 3`` to emit. A bad request costs ``ceil(n/P) + 2`` (drain + error beat).
+Worst case (every pass removes only the pivot) is bounded by
+:func:`attnforge.golden.topk.cycle_bound`; the LFSR pivot makes that vanishingly rare for any
+input not built against the LFSR sequence.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
+
+from ..golden.topk import LFSR_BITS, LFSR_SEED, LFSR_TAPS
+from .numbers import check_choice, check_int
+
+__all__ = ["TopK", "req_layout", "score_layout", "out_layout", "median3", "prefix_counts",
+           "popcount", "lfsr_next"]
+
+LANE_CHOICES = (1, 2, 4, 8, 16, 32)
+
+
+def req_layout(max_n):
+    """Request payload: ``n`` and ``k``, each wide enough to express ``n > max_n``."""
+    bits = max_n.bit_length() + 1
+    return data.StructLayout({"n": unsigned(bits), "k": unsigned(bits)})
+
+
+def score_layout(width, lanes):
+    """Score beat payload: P signed scores, lane 0 = lowest index."""
+    return data.StructLayout({"data": data.ArrayLayout(signed(width), lanes)})
+
+
+def out_layout(width, lanes, max_n):
+    """Output beat payload (see :mod:`attnforge.golden.topk`)."""
+    return data.StructLayout({
+        "kth":   signed(width),
+        "error": 1,
+        "count": range(lanes + 1),
+        "last":  1,
+        "idx":   data.ArrayLayout(unsigned(max(ceil_log2(max_n), 1)), lanes),
+    })
+
+
+def median3(a, b, c):
+    """Median of three signed values: ``max(min(a, b), min(max(a, b), c))``."""
+    lo = Mux(a < b, a, b)
+    hi = Mux(a < b, b, a)
+    mid = Mux(hi < c, hi, c)
+    return Mux(lo > mid, lo, mid)
+
+
+def prefix_counts(bits):
+    """Exclusive prefix counts of a list of 1-bit values: ``[0, b0, b0+b1, ...]``."""
+    out, acc = [], Const(0, 1)
+    for b in bits:
+        out.append(acc)
+        acc = acc + b
+    return out
+
+
+def popcount(bits):
+    """Number of set bits among ``bits`` (a list of 1-bit values)."""
+    acc = Const(0, 1)
+    for b in bits:
+        acc = acc + b
+    return acc
+
+
+def lfsr_next(state):
+    """Next state of the 16-bit Galois LFSR of :func:`attnforge.golden.topk.lfsr_step`."""
+    return Mux(state[0], (state >> 1) ^ LFSR_TAPS, state >> 1)
+
+
+class _Shell(wiring.Component):
+    """Ports, parameters, loading and the emission scan shared by the engine and its baseline."""
+
+    def __init__(self, *, max_n=256, width=16, lanes=4):
+        self._lanes = check_choice("lanes", lanes, LANE_CHOICES)
+        self._max_n = check_int("max_n", max_n, 2 * lanes, 1 << 16)
+        if max_n % lanes:
+            raise ValueError(f"max_n must be a multiple of lanes ({lanes}), not {max_n!r}")
+        self._width = check_int("width", width, 2, 32)
+        super().__init__({
+            "req": In(stream.Signature(req_layout(max_n))),
+            "s":   In(stream.Signature(score_layout(width, lanes))),
+            "o":   Out(stream.Signature(out_layout(width, lanes, max_n))),
+        })
+
+    @property
+    def max_n(self):
+        """Largest ``n`` a request may carry."""
+        return self._max_n
+
+    @property
+    def width(self):
+        """Score width in bits (signed)."""
+        return self._width
+
+    @property
+    def lanes(self):
+        """P: scores per beat and parallel comparators."""
+        return self._lanes
+
+
+class TopK(_Shell):
+    """Top-k engine: quick-select over partition buffers, P comparators, run-time ``n``, ``k``.
+
+    Parameters
+    ----------
+    max_n : int
+        Largest number of scores per request, a multiple of ``lanes``, ``2*lanes .. 65536``
+        (default 256). Sets the three memories (``3 * max_n`` scores).
+    width : int
+        Signed score width, 2..32 bits (default 16).
+    lanes : int
+        P, scores per beat and comparators per pass: 1, 2, 4, 8, 16 or 32 (default 4).
+
+    Members
+    -------
+    req : ``In(stream.Signature(req_layout(max_n)))``
+        One ``{n, k}`` per operation.
+    s : ``In(stream.Signature(score_layout(width, lanes)))``
+        ``ceil(n / lanes)`` beats of scores per request.
+    o : ``Out(stream.Signature(out_layout(width, lanes, max_n)))``
+        Winner beats (indices ascending, ``last`` on the final one) or one error beat.
+
+    See the module docstring for the algorithm, timing and the design trick.
+    """
+
+    def elaborate(self, platform):
+        m = Module()
+        P, W, N = self._lanes, self._width, self._max_n
+        LP = exact_log2(P)
+        D = N // P
+        CB = N.bit_length()                       # counts 0..max_n
+        QB = CB + 1                               # request fields
+
+        mem = [Memory(shape=signed(W), depth=D, init=[]) for _ in range(P)]
+        buf = [[Memory(shape=signed(W), depth=D, init=[]) for _ in range(P)] for _ in range(2)]
+        for j in range(P):
+            m.submodules[f"mem{j}"] = mem[j]
+            m.submodules[f"bufa{j}"] = buf[0][j]
+            m.submodules[f"bufb{j}"] = buf[1][j]
+        mem_w = [x.write_port() for x in mem]
+        mem_r = [x.read_port(transparent_for=()) for x in mem]
+        buf_w = [[x.write_port() for x in b] for b in buf]
+        buf_r = [[x.read_port(transparent_for=()) for x in b] for b in buf]
+
+        n = Signal(QB)
+        k = Signal(QB)
+        rows_left = Signal(QB)                    # score beats still to accept
+        beat = Signal(range(D + 1))               # row the next score beat goes to
+        r = Signal(CB)                            # target rank among the candidates
+        c = Signal(CB)                            # candidates
+        cur = Signal()                            # buffer holding the candidates
+        pivot = Signal(signed(W))
+        lfsr = Signal(LFSR_BITS, init=LFSR_SEED)
+        gcount = Signal(CB)
+        lcount = Signal(CB)
+        ecount = Signal(CB)
+        rd_row = Signal(range(D + 1))
+        piv_lane = Signal(range(P))
+        # Partition stage input (either the registered score beat or a buffer row).
+        s1_valid = Signal()
+        s1_data = Signal(data.ArrayLayout(signed(W), P))
+        s1_mask = Signal(P)
+        pv = Signal()                             # a buffer row arrives this cycle
+        prow = Signal(range(D))
+        # Emission.
+        kth = Signal(signed(W))
+        quota = Signal(CB)
+        emitted = Signal(CB)
+        erow = Signal(range(D + 1))
+        d_valid = Signal()
+        d_row = Signal(range(D))
+
+        # --- partition datapath -------------------------------------------------------------
+        loading = Signal()
+        part_valid = Signal()
+        part_x = [Signal(signed(W), name=f"part_x{j}") for j in range(P)]
+        part_m = Signal(P)
+        rows_c = (c + (P - 1)) >> LP
+        with m.If(loading):
+            m.d.comb += part_valid.eq(s1_valid)
+            m.d.comb += [part_x[j].eq(s1_data[j]) for j in range(P)]
+            m.d.comb += part_m.eq(s1_mask)
+        with m.Else():
+            m.d.comb += part_valid.eq(pv)
+            for j in range(P):
+                m.d.comb += part_x[j].eq(Mux(cur, buf_r[1][j].data, buf_r[0][j].data))
+                m.d.comb += part_m[j].eq(Cat(Const(j, LP), prow) < c)
+        gt = [part_valid & part_m[j] & (part_x[j] > pivot) for j in range(P)]
+        eq = [part_valid & part_m[j] & (part_x[j] == pivot) for j in range(P)]
+        lt = [part_valid & part_m[j] & (part_x[j] < pivot) for j in range(P)]
+        for b in range(2):
+            mine = cur == b                       # G goes back into the buffer being read
+            mask = [Mux(mine, g, l) for g, l in zip(gt, lt)]
+            base = Mux(mine, gcount, lcount)
+            pos = [Signal(CB + 1, name=f"pos{b}_{j}") for j in range(P)]
+            for j, p in enumerate(prefix_counts(mask)):
+                m.d.comb += pos[j].eq(base + p)
+            for q in range(P):
+                port = buf_w[b][q]
+                for j in range(P):
+                    hit = mask[j] & (pos[j][:LP] == q) if LP else mask[j]
+                    with m.If(hit):
+                        m.d.comb += [port.en.eq(1), port.data.eq(part_x[j]),
+                                     port.addr.eq(pos[j][LP:])]
+        m.d.sync += [gcount.eq(gcount + popcount(gt)), lcount.eq(lcount + popcount(lt)),
+                     ecount.eq(ecount + popcount(eq))]
+
+        # Buffer reads (both buffers get the same address; `cur` picks the data).
+        rd_addr = Signal(range(D))
+        for b in range(2):
+            for j in range(P):
+                m.d.comb += [buf_r[b][j].addr.eq(rd_addr), buf_r[b][j].en.eq(1)]
+
+        # Score memory writes while loading.
+        take_s = self.s.valid & self.s.ready
+        for j in range(P):
+            m.d.comb += [mem_w[j].addr.eq(beat), mem_w[j].data.eq(self.s.payload.data[j]),
+                         mem_w[j].en.eq(take_s & (beat < D))]
+
+        # --- emission datapath --------------------------------------------------------------
+        e_x = [mem_r[j].data for j in range(P)]
+        e_idx = [Cat(Const(j, LP), d_row) if LP else d_row for j in range(P)]
+        e_in = [d_valid & (e_idx[j] < n) for j in range(P)]
+        e_gt = [e_in[j] & (e_x[j] > kth) for j in range(P)]
+        e_eq = [e_in[j] & (e_x[j] == kth) for j in range(P)]
+        e_take = [Signal(name=f"e_take{j}") for j in range(P)]
+        for j, pe in enumerate(prefix_counts(e_eq)):
+            m.d.comb += e_take[j].eq(e_gt[j] | (e_eq[j] & (pe < quota)))
+        e_count = popcount(e_take)
+        e_eqtaken = popcount([e_take[j] & e_eq[j] for j in range(P)])
+        o_free = ~self.o.valid | self.o.ready
+        consume = Signal()
+        m.d.comb += consume.eq(d_valid & ((e_count == 0) | o_free))
+        adv = ~d_valid | consume
+        rows_n = (n + (P - 1)) >> LP
+        m.d.comb += [mem_r[j].addr.eq(erow) for j in range(P)]
+        m.d.comb += [mem_r[j].en.eq(adv) for j in range(P)]
+
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+
+        # --- control ------------------------------------------------------------------------
+        bad = ((self.req.payload.n == 0) | (self.req.payload.n > N) |
+               (self.req.payload.k == 0) | (self.req.payload.k > self.req.payload.n))
+        beat0 = self.s.payload.data
+        if P >= 2:
+            pivot1 = Mux(n >= P, median3(beat0[0], beat0[P // 2], beat0[P - 1]), beat0[0])
+        else:
+            pivot1 = beat0[0]
+
+        new_c = Signal(CB)
+        new_cur = Signal()
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.req.ready.eq(1)
+                with m.If(self.req.valid):
+                    req = self.req.payload
+                    m.d.sync += [n.eq(req.n), k.eq(req.k), r.eq(req.k), c.eq(req.n),
+                                 rows_left.eq((req.n + (P - 1)) >> LP), beat.eq(0),
+                                 cur.eq(0), lfsr.eq(LFSR_SEED), gcount.eq(0), lcount.eq(0),
+                                 ecount.eq(0), s1_valid.eq(0)]
+                    with m.If(req.n == 0):
+                        m.next = "ERROR"
+                    with m.Elif(bad):
+                        m.next = "DRAIN"
+                    with m.Else():
+                        m.next = "LOAD"
+            with m.State("DRAIN"):
+                m.d.comb += self.s.ready.eq(1)
+                with m.If(self.s.valid):
+                    m.d.sync += rows_left.eq(rows_left - 1)
+                    with m.If(rows_left == 1):
+                        m.next = "ERROR"
+            with m.State("ERROR"):
+                with m.If(o_free):
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(0),
+                                 self.o.payload.error.eq(1), self.o.payload.last.eq(1)]
+                    m.next = "IDLE"
+            with m.State("LOAD"):
+                m.d.comb += [loading.eq(1), self.s.ready.eq(1)]
+                m.d.sync += s1_valid.eq(self.s.valid)
+                with m.If(self.s.valid):
+                    m.d.sync += [s1_data.eq(beat0), beat.eq(beat + 1),
+                                 rows_left.eq(rows_left - 1)]
+                    base = Cat(Const(0, LP), beat) if LP else beat
+                    m.d.sync += [s1_mask[j].eq(base + j < n) for j in range(P)]
+                    with m.If(beat == 0):
+                        m.d.sync += pivot.eq(pivot1)
+                    with m.If(rows_left == 1):
+                        m.next = "LOADED"
+            with m.State("LOADED"):
+                m.d.comb += loading.eq(1)          # partition the last beat
+                m.d.sync += s1_valid.eq(0)
+                m.next = "DECIDE"
+            with m.State("DECIDE"):
+                g, e = gcount, ecount
+                with m.If(r <= g):
+                    m.d.comb += [new_c.eq(g), new_cur.eq(cur)]
+                with m.Else():
+                    m.d.comb += [new_c.eq(lcount), new_cur.eq(~cur)]
+                    m.d.sync += r.eq(r - g - e)
+                step = lfsr_next(lfsr)
+                sample = (step * new_c) >> LFSR_BITS
+                m.d.comb += rd_addr.eq(sample >> LP)
+                m.d.sync += [lfsr.eq(step), c.eq(new_c), cur.eq(new_cur), piv_lane.eq(sample),
+                             gcount.eq(0), lcount.eq(0), ecount.eq(0), rd_row.eq(1)]
+                with m.If((r > g) & (r <= g + e)):
+                    m.d.sync += [kth.eq(pivot), quota.eq(r - g), emitted.eq(0), erow.eq(0),
+                                 d_valid.eq(0), cur.eq(cur), r.eq(r)]
+                    m.next = "EMIT"
+                with m.Else():
+                    m.next = "PIVOT"
+            with m.State("PIVOT"):
+                lanes_data = [Mux(cur, buf_r[1][j].data, buf_r[0][j].data) for j in range(P)]
+                sel = lanes_data[0]
+                for j in range(1, P):
+                    sel = Mux(piv_lane == j, lanes_data[j], sel)
+                m.d.sync += [pivot.eq(sel), pv.eq(1), prow.eq(0)]
+                m.d.comb += rd_addr.eq(0)
+                m.next = "PASS"
+            with m.State("PASS"):
+                m.d.comb += rd_addr.eq(rd_row)
+                with m.If(rd_row < rows_c):
+                    m.d.sync += [rd_row.eq(rd_row + 1), pv.eq(1), prow.eq(rd_row)]
+                with m.Else():
+                    m.d.sync += pv.eq(0)
+                with m.If(pv & (prow == rows_c - 1)):
+                    m.d.sync += pv.eq(0)
+                    m.next = "DECIDE"
+            with m.State("EMIT"):
+                with m.If(adv):
+                    with m.If(erow < rows_n):
+                        m.d.sync += [erow.eq(erow + 1), d_valid.eq(1), d_row.eq(erow)]
+                    with m.Else():
+                        m.d.sync += d_valid.eq(0)
+                with m.If(consume & (e_count != 0)):
+                    done = emitted + e_count == k
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.kth.eq(kth),
+                                 self.o.payload.error.eq(0), self.o.payload.count.eq(e_count),
+                                 self.o.payload.last.eq(done),
+                                 emitted.eq(emitted + e_count), quota.eq(quota - e_eqtaken)]
+                    pfx = prefix_counts(e_take)
+                    for q in range(P):
+                        val = Const(0, 1)
+                        for j in range(q, P):
+                            val = Mux(e_take[j] & (pfx[j] == q), e_idx[j], val)
+                        m.d.sync += self.o.payload.idx[q].eq(val)
+                    with m.If(done):
+                        m.d.sync += d_valid.eq(0)
+                        m.next = "IDLE"
+        return m
