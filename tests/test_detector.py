@@ -127,3 +127,127 @@ def test_input_beats_pad():
     beats = m.input_beats(Command(length=5), [[1, 2, 3, 4, 5]], fill=lambda n: [-8] * n)
     assert beats == [[1, 2, 3, 4], [5, -8, -8, -8]]
     assert m.input_beats(Command(length=0), None) == []
+
+
+# ---------------------------------------------------------------- RTL: Amaranth simulator
+
+import random  # noqa: E402
+
+from amaranth.sim import Simulator  # noqa: E402
+
+from attnforge.rtl.detector import Detector  # noqa: E402
+from attnforge.testbench.detector import (bad_ops, compare_idx, compare_mask,  # noqa: E402
+                                          expected_beats, random_ops)
+
+
+def simulate(dut, ops, seed=0, *, gaps=0.3, stalls=0.3, max_cycles=20000):
+    """Run ``ops`` through ``dut`` in the Amaranth simulator with random gaps and stalls;
+    return ``(expected masks, got masks, expected idx beats, got idx beats, cycles)``."""
+    model = DetectorModel(parallel=dut.parallel, max_len=dut.max_len,
+                          score_bits=dut.score_bits, lanes=dut.lanes)
+    rng = random.Random(seed)
+    cmds, beats, masks, idx = expected_beats(model, ops, rng)
+    got_m, got_i, state = [], [], {"cycles": 0, "accepted": []}
+
+    def source(port, items, times=None):
+        async def run(ctx):
+            t = 0
+            for item in items:
+                while rng.random() < gaps:
+                    ctx.set(port.valid, 0)
+                    await ctx.tick()
+                    t += 1
+                ctx.set(port.payload, item)
+                ctx.set(port.valid, 1)
+                while True:
+                    _, _, ready = await ctx.tick().sample(port.ready)
+                    t += 1
+                    if ready:
+                        break
+                if times is not None:
+                    times.append(t)
+            ctx.set(port.valid, 0)
+        return run
+
+    def sink(port, out):
+        async def run(ctx):
+            while True:
+                ready = rng.random() >= stalls
+                ctx.set(port.ready, ready)
+                _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+                if ready and valid:
+                    out.append(payload)
+        return run
+
+    async def watch(ctx):
+        while (len(got_m) < len(masks) or len(got_i) < len(idx)) and \
+                state["cycles"] < max_cycles:
+            await ctx.tick()
+            state["cycles"] += 1
+        await ctx.tick().repeat(5)                 # nothing extra may follow
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(source(dut.cmd, cmds))
+    sim.add_testbench(source(dut.i, [{"scores": b["scores"]} for b in beats], state["accepted"]))
+    sim.add_testbench(sink(dut.mask, got_m), background=True)
+    sim.add_testbench(sink(dut.idx, got_i), background=True)
+    sim.add_testbench(watch)
+    sim.run()
+    return masks, got_m, idx, got_i, state["accepted"]
+
+
+def _check(masks, got_m, idx, got_i):
+    assert len(got_m) == len(masks) and len(got_i) == len(idx), \
+        (len(got_m), len(masks), len(got_i), len(idx))
+    for k, (e, a) in enumerate(zip(masks, got_m)):
+        assert compare_mask(e, a) is None, (k, compare_mask(e, a))
+    for k, (e, a) in enumerate(zip(idx, got_i)):
+        assert compare_idx(e, a) is None, (k, compare_idx(e, a))
+
+
+@pytest.mark.parametrize("params, seed", [
+    (dict(parallel=4, max_len=16, score_bits=4, lanes=3), 1),
+    (dict(parallel=2, max_len=8, score_bits=2, lanes=2), 2),
+    (dict(parallel=8, max_len=32, score_bits=8, lanes=4), 3),
+])
+def test_sim_random(params, seed):
+    dut = Detector(**params)
+    model = DetectorModel(**{k: v for k, v in params.items()})
+    ops = random_ops(random.Random(seed), model, 120, bad_p=0.08)
+    _check(*simulate(dut, ops, seed)[:4])
+
+
+def test_sim_bad_requests_only():
+    dut = Detector(parallel=4, max_len=16, score_bits=4, lanes=2)
+    model = DetectorModel(parallel=4, max_len=16, score_bits=4, lanes=2)
+    ops = bad_ops(random.Random(5), model, 40)
+    masks = simulate(dut, ops, 5)
+    assert all(e["err"] for e in masks[0])
+    _check(*masks[:4])
+
+
+@pytest.mark.parametrize("length", [16, 13, 3])
+def test_sim_no_bubbles(length):
+    """Threshold rows of one length (every row of a head) back to back: every beat is accepted
+    in consecutive cycles, whatever the granularity mix."""
+    dut = Detector(parallel=4, max_len=16, score_bits=4, lanes=2)
+    model = DetectorModel(parallel=4, max_len=16, score_bits=4, lanes=2)
+    ops = random_ops(random.Random(length), model, 30, modes=(Mode.THRESHOLD,),
+                     grans=(Gran.ELEM, Gran.VEC4, Gran.BLK8), lengths=[length])
+    masks, got_m, idx, got_i, times = simulate(dut, ops, 9, gaps=0, stalls=0)
+    _check(masks, got_m, idx, got_i)
+    beats = sum(-(-c.length // 4) * Gran(c.gran).rows for c, _ in ops)
+    assert len(times) == beats and times[-1] - times[0] + 1 == beats, (times[:5], beats)
+
+
+@pytest.mark.parametrize("name, value, match", [
+    ("parallel", 3, "parallel"), ("parallel", 64, "parallel"),
+    ("max_len", 12, "multiple"), ("max_len", 2048, "max_len"), ("max_len", 4, "max_len"),
+    ("score_bits", 16, "score_bits"), ("lanes", 0, "lanes"), ("lanes", 17, "lanes"),
+])
+def test_init_wrong_params(name, value, match):
+    params = dict(parallel=8, max_len=64)
+    params[name] = value
+    with pytest.raises(ValueError, match=match):
+        Detector(**params)
