@@ -201,6 +201,8 @@ class Detector(wiring.Component):
                 with m.Case(g.value):
                     m.d.comb += [c_logc.eq(_LOG_COLS[g]), c_logr.eq(_LOG_ROWS[g]),
                                  c_good_gran.eq(1)]
+            with m.Default():                       # codes 6, 7: a bad request
+                m.d.comb += [c_logc.eq(0), c_logr.eq(0), c_good_gran.eq(0)]
         c_ng = Signal(len_w + 1)
         m.d.comb += c_ng.eq((c.length + (Const(1, 6) << c_logc) - 1) >> c_logc)
         c_bad = Signal()

@@ -1,0 +1,278 @@
+"""cocotb testbench of the detector + lane scheduler, checked against
+:class:`attnforge.golden.detector.DetectorModel`.
+
+Stimulus is a timing-free list of operations ``(Command, scores)``; the golden model turns it
+into the expected ``mask`` and ``idx`` beats; the drivers put commands and score beats on
+``cmd`` and ``i`` with random gaps while the monitors take ``mask`` and ``idx`` under random
+stalls, and two scoreboards check every beat in order. :func:`random_ops` is also used by the
+quick Amaranth-simulator tests (``tests/test_detector.py``).
+"""
+
+import cocotb
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from ..golden.detector import Command, DetectorModel, Gran, Mode
+from ..golden.numbers import value_range
+from ..rtl.detector import cmd_layout, idx_layout, mask_layout, score_layout
+from .kit import (BackPressure, Scoreboard, StreamSink, StreamSource, make_rng, reset, start,
+                  unit_under_test)
+
+__all__ = ["random_ops", "bad_ops", "cmd_fields", "compare_mask", "compare_idx"]
+
+
+def _scores(rng, bits, shape, style):
+    lo, hi = value_range(bits)
+    r, n = shape
+    if style == "ties":                      # few distinct values: ties everywhere
+        vals = sorted({rng.randint(lo, hi) for _ in range(2)} | {lo, hi})
+        return [[rng.choice(vals) for _ in range(n)] for _ in range(r)]
+    if style == "flat":
+        v = rng.choice((lo, hi, 0, -1))
+        return [[v] * n for _ in range(r)]
+    edges = (lo, hi, 0, -1, 1 if hi >= 1 else 0)
+    return [[rng.choice(edges) if rng.random() < 0.3 else rng.randint(lo, hi) for _ in range(n)]
+            for _ in range(r)]
+
+
+def random_ops(rng, model, n, *, grans=tuple(Gran), modes=tuple(Mode), bad_p=0.0,
+               restart_p=0.05, lengths=None):
+    """``n`` random good operations (and bad ones with probability ``bad_p``).
+
+    Lengths mix rows shorter than P, a full ``max_len`` and uniform draws; scores mix uniform,
+    corner, few-valued (ties) and constant rows; thresholds hit "keep all" (most negative),
+    "keep none" (most positive + 1), a value present in the row (ties at the threshold) and
+    any value of the field; k hits 1, G and uniform draws.
+    """
+    b, N, P = model.score_bits, model.max_len, model.parallel
+    ops = []
+    for _ in range(n):
+        if rng.random() < bad_p:
+            ops.append(bad_ops(rng, model, 1)[0])
+            continue
+        gran = Gran(rng.choice(grans))
+        if lengths:
+            length = rng.choice(lengths)
+        else:
+            length = rng.choice([rng.randint(1, P), N, rng.randint(1, N), rng.randint(1, N)])
+        style = rng.choice(["uniform", "uniform", "ties", "flat"])
+        s = _scores(rng, b, (gran.rows, length), style)
+        mode = Mode(rng.choice(modes))
+        g = -(-length // gran.cols)
+        lo, hi = value_range(b)
+        flat = [x for r in s for x in r]
+        thr = rng.choice([lo, hi + 1, rng.choice(flat), rng.choice(flat),
+                          rng.randint(lo, hi), rng.randint(-(1 << b), (1 << b) - 1)])
+        k = rng.choice([1, g, rng.randint(1, g), rng.randint(1, g)])
+        ops.append((Command(mode=mode, gran=gran, length=length, threshold=thr, k=k,
+                            restart=rng.random() < restart_p), s))
+    return ops
+
+
+def bad_ops(rng, model, n):
+    """``n`` bad requests: gran code 6/7, length 0 or > max_len, top-k with k 0 or > G."""
+    N = model.max_len
+    field_max = (1 << N.bit_length()) - 1
+    ops = []
+    for _ in range(n):
+        kind = rng.randrange(5)
+        length = rng.randint(1, N)
+        cmd = Command(mode=rng.choice(tuple(Mode)), gran=rng.choice(tuple(Gran)), length=length,
+                      threshold=rng.randint(-(1 << model.score_bits), (1 << model.score_bits) - 1),
+                      k=rng.randint(0, field_max), restart=rng.random() < 0.1)
+        if kind == 0:
+            cmd = Command(**{**cmd.__dict__, "gran": rng.choice((6, 7))})
+        elif kind == 1:
+            cmd = Command(**{**cmd.__dict__, "length": 0})
+        elif kind == 2:
+            cmd = Command(**{**cmd.__dict__, "length": rng.randint(N + 1, field_max)})
+        else:
+            g = -(-length // Gran(cmd.gran).cols)
+            k = 0 if kind == 3 else rng.randint(g + 1, field_max)
+            cmd = Command(**{**cmd.__dict__, "mode": Mode.TOPK, "k": k})
+        ops.append((cmd, None))
+    return ops
+
+
+def cmd_fields(cmd):
+    return {"mode": int(cmd.mode), "gran": int(cmd.gran), "length": cmd.length,
+            "threshold": cmd.threshold, "k": cmd.k, "restart": int(cmd.restart)}
+
+
+def expected_beats(model, ops, rng=None):
+    """``(cmd payloads, score payloads, mask beats, idx beats)`` for ``ops``."""
+    lo, hi = value_range(model.score_bits)
+    fill = (lambda n: [rng.randint(lo, hi) for _ in range(n)]) if rng else None
+    results = model.run(ops)
+    cmds = [cmd_fields(c) for c, _ in ops]
+    beats = [{"scores": b} for c, s in ops for b in model.input_beats(c, s, fill)]
+    masks = [{"mask": r["mask"], "count": r["count"], "lane": r["lane"], "err": r["err"]}
+             for r in results]
+    idx = [b for r in results for b in model.idx_beats(r)]
+    return cmds, beats, masks, idx
+
+
+def compare_mask(expected, actual):
+    got = {"mask": int(actual["mask"]), "count": int(actual["count"]),
+           "lane": int(actual["lane"]), "err": bool(actual["err"])}
+    return None if got == expected else f"expected {expected}, got {got}"
+
+
+def compare_idx(expected, actual):
+    got = {"idx": [int(x) for x in actual["idx"]], "n": int(actual["n"]),
+           "lane": int(actual["lane"]), "last": bool(actual["last"])}
+    return None if got == expected else f"expected {expected}, got {got}"
+
+
+class DetectorBench:
+    """Drivers, monitors and scoreboards around the detector.
+
+    The scheduler's state (lane loads) spans operations, so the bench keeps every operation
+    since the last reset and expects what the model gives for the ones :meth:`play` adds.
+    """
+
+    def __init__(self, dut, *, gaps=0.3, stalls=0.3):
+        self.dut = dut
+        u = self.unit = unit_under_test()
+        self.model = DetectorModel(parallel=u.parallel, max_len=u.max_len,
+                                   score_bits=u.score_bits, lanes=u.lanes)
+        self.rng = make_rng("detector")
+        self.cmd = StreamSource(dut, "cmd", cmd_layout(u.max_len, u.score_bits), self.rng,
+                                gaps=BackPressure(self.rng, gaps))
+        self.i = StreamSource(dut, "i", score_layout(u.parallel, u.score_bits), self.rng,
+                              gaps=BackPressure(self.rng, gaps))
+        self.masks = Scoreboard("detector.mask", compare_mask)
+        self.idxs = Scoreboard("detector.idx", compare_idx)
+        self.stalls = stalls
+        self._sinks()
+        self.ops = []
+
+    def _sinks(self):
+        u = self.unit
+        self.mask_sink = StreamSink(self.dut, "mask", mask_layout(u.max_len, u.lanes), self.rng,
+                                    self.masks, stalls=BackPressure(self.rng, self.stalls))
+        self.idx_sink = StreamSink(self.dut, "idx", idx_layout(u.parallel, u.max_len, u.lanes),
+                                   self.rng, self.idxs,
+                                   stalls=BackPressure(self.rng, self.stalls))
+
+    async def reset(self):
+        """Reset mid-stream: whatever was in flight is dropped; loads restart from zero."""
+        self.mask_sink.stop()
+        self.idx_sink.stop()
+        await reset(self.dut)
+        self._sinks()
+        self.ops = []
+        self.masks.expected, self.masks.checked = [], 0
+        self.idxs.expected, self.idxs.checked = [], 0
+
+    def play(self, ops):
+        n_old = len(self.ops)
+        self.ops += ops
+        _, _, masks, idx = expected_beats(self.model, self.ops)
+        old_idx = len(expected_beats(self.model, self.ops[:n_old])[3]) if n_old else 0
+        self.masks.expect_all(masks[n_old:])
+        self.idxs.expect_all(idx[old_idx:])
+        cmds, beats, _, _ = expected_beats(self.model, ops, self.rng)
+        self.cmd.send_all(cmds)
+        self.i.send_all(beats)
+        return len(beats)
+
+    async def finish(self, beats):
+        await self.masks.wait(self.dut.clk, 20 * beats + 60 * len(self.ops) + 200)
+        await self.idxs.wait(self.dut.clk, 200)
+
+
+@cocotb.test()
+async def random_all(dut):
+    """Random rows in every mode and granularity (short, full, ties, constant), a few bad
+    requests and scheduler restarts, random gaps on both inputs and stalls on both outputs."""
+    await start(dut)
+    tb = DetectorBench(dut)
+    beats = tb.play(random_ops(tb.rng, tb.model, 400, bad_p=0.05))
+    await tb.finish(beats)
+    dut._log.info("checked %d rows, %d idx beats", tb.masks.checked, tb.idxs.checked)
+
+
+@cocotb.test()
+async def corners_every_granularity(dut):
+    """Per granularity and mode: all-kept and none-kept rows, ties at the threshold, top-k
+    among equal scores (lower index wins), rows shorter than P and of exactly max_len."""
+    await start(dut)
+    tb = DetectorBench(dut, gaps=0.2, stalls=0.2)
+    m = tb.model
+    lo, hi = value_range(m.score_bits)
+    ops = []
+    for gran in Gran:
+        for length in sorted({1, max(1, m.parallel - 1), m.parallel, m.max_len,
+                              min(m.max_len, gran.cols + 1)}):
+            g = -(-length // gran.cols)
+            rows = lambda v: [[v] * length for _ in range(gran.rows)]  # noqa: E731
+            rnd = [[tb.rng.randint(lo, hi) for _ in range(length)] for _ in range(gran.rows)]
+            ops += [(Command(gran=gran, length=length, threshold=lo), rnd),          # all kept
+                    (Command(gran=gran, length=length, threshold=hi + 1), rnd),      # none
+                    (Command(gran=gran, length=length, threshold=-(1 << m.score_bits)), rnd),
+                    (Command(gran=gran, length=length, threshold=3 % (hi + 1)),
+                     rows(3 % (hi + 1))),                                            # ties
+                    (Command(mode=Mode.TOPK, gran=gran, length=length, k=1), rows(lo)),
+                    (Command(mode=Mode.TOPK, gran=gran, length=length, k=g), rnd),
+                    (Command(mode=Mode.TOPK, gran=gran, length=length,
+                             k=max(1, g // 2)), rows(hi))]
+    beats = tb.play(ops)
+    await tb.finish(beats)
+
+
+@cocotb.test()
+async def bad_requests(dut):
+    """Every kind of bad command, between good ones: an error result, no beats consumed."""
+    await start(dut)
+    tb = DetectorBench(dut)
+    ops = []
+    for _ in range(30):
+        ops += bad_ops(tb.rng, tb.model, tb.rng.randint(1, 3))
+        ops += random_ops(tb.rng, tb.model, tb.rng.randint(0, 2))
+    beats = tb.play(ops)
+    await tb.finish(beats)
+    assert sum(e["err"] for e in tb.masks.expected) >= 30
+
+
+@cocotb.test()
+async def reset_mid_stream(dut):
+    """Reset with a row half received and lanes loaded: nothing survives, loads restart."""
+    await start(dut)
+    tb = DetectorBench(dut, gaps=0.1, stalls=0.1)
+    beats = tb.play(random_ops(tb.rng, tb.model, 20))
+    await tb.finish(beats)
+    m = tb.model
+    tb.cmd.send(cmd_fields(Command(gran=Gran.ELEM, length=m.max_len)))
+    tb.i.send({"scores": [0] * m.parallel})
+    while not (tb.cmd.idle and tb.i.idle):
+        await RisingEdge(dut.clk)
+    await ClockCycles(dut.clk, 3)
+    await tb.reset()
+    await ClockCycles(dut.clk, 2)
+    assert not dut.mask__valid.value and not dut.idx__valid.value, "a result survived reset"
+    beats = tb.play(random_ops(tb.rng, tb.model, 60, bad_p=0.05, restart_p=0))
+    await tb.finish(beats)
+
+
+@cocotb.test()
+async def throughput(dut):
+    """Without gaps or stalls, threshold rows of one length stream at P scores per cycle with
+    no bubble between rows (every beat accepted in consecutive cycles); top-k rows cost at
+    most score_bits + 1 extra cycles each."""
+    await start(dut)
+    tb = DetectorBench(dut, gaps=0, stalls=0)
+    m = tb.model
+    for mode, grans, slack in [(Mode.THRESHOLD, (Gran.ELEM, Gran.VEC4, Gran.BLK8), 0),
+                               (Mode.TOPK, (Gran.ELEM,), tb.unit.topk_cycles)]:
+        ops = random_ops(tb.rng, m, 40, grans=grans, modes=(mode,), restart_p=0,
+                         lengths=[m.max_len - 1])
+        first = len(tb.i.accept_times)
+        beats = tb.play(ops)
+        await tb.finish(beats)
+        times = tb.i.accept_times[first:]
+        cycles = (times[-1] - times[0]) / 10 + 1
+        rows = len(ops)
+        dut._log.info("%s: %d beats (%d scores/beat) in %d cycles", mode.name, beats,
+                      m.parallel, cycles)
+        assert len(times) == beats
+        assert cycles <= beats + slack * rows, (cycles, beats, rows)
