@@ -27,7 +27,7 @@ sim: $(STAMP)
 	$(PY) -m pytest -m sim -n $(JOBS) -q
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q
+	$(PY) -m pytest -n $(JOBS) -q --durations=15
 
 verilog: $(STAMP)
 	$(PY) -m attnforge verilog-all -o build/verilog

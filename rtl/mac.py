@@ -21,9 +21,9 @@ multiplier array per precision, side by side, muxed by the mode).
 
 Timing
 ------
-Three register stages after the accepting one: input register -> datapath -> lane register ->
-accumulator -> requantize -> output register. A packet's result leaves 4 cycles after its
-``last`` word is accepted when the output is not stalled. ``a`` accepts one word per cycle
+Three register stages: input register -> datapath -> lane register -> accumulators, which drive
+the output through the requantizer. A packet's result is valid 3 cycles after its ``last`` word
+is accepted when the output is not stalled. ``a`` accepts one word per cycle
 (II = 1) whenever the output is not stalled; a stalled output freezes the whole pipeline. The
 weight port ``w`` is independent: while a tile is waiting in the shadow buffer ``w.ready`` is
 low; a word with ``swap`` waits (``a.ready`` low) until a complete tile is in the shadow buffer.
@@ -230,7 +230,7 @@ class _MACBase(wiring.Component):
     @property
     def latency(self):
         """Cycles from accepting a packet's last word to its result being valid."""
-        return 4
+        return 3
 
     def elaborate(self, platform):
         m = Module()
@@ -315,19 +315,19 @@ class _MACBase(wiring.Component):
                          s3.requant.eq(s2.requant)]
         m.d.comb += s3.overflow.eq(count > self._max_depth)
 
-        # Stage 4: requantization -> output register.
-        with m.If(adv):
-            m.d.sync += self.o.valid.eq(s3.valid)
-            m.d.sync += [self.o.payload.mode.eq(s3.mode), self.o.payload.requant.eq(s3.requant),
-                         self.o.payload.overflow.eq(s3.overflow)]
-            for i, a in enumerate(acc):
-                if not self._lane_bits[i]:
-                    m.d.sync += self.o.payload.lanes[i].eq(0)
-                    continue
-                q = {p: requantize(a, self._frac_bits if p == Precision.FX16 else 0, p.bits)
-                     for p in self.modes if i < p.lanes}
-                m.d.sync += self.o.payload.lanes[i].eq(
-                    Mux(s3.requant, _mode_mux(s3.mode, q, None), a))
+
+        # Output: the accumulators, frozen while the result waits, requantized on the way out.
+        # No output register: the payload is stable while valid and not ready because a
+        # stalled output stops the accumulators too.
+        m.d.comb += [self.o.valid.eq(s3.valid), self.o.payload.mode.eq(s3.mode),
+                     self.o.payload.requant.eq(s3.requant),
+                     self.o.payload.overflow.eq(s3.overflow)]
+        for i, a in enumerate(acc):
+            if not self._lane_bits[i]:
+                continue
+            q = {p: requantize(a, self._frac_bits if p == Precision.FX16 else 0, p.bits)
+                 for p in self.modes if i < p.lanes}
+            m.d.comb += self.o.payload.lanes[i].eq(Mux(s3.requant, _mode_mux(s3.mode, q, None), a))
         return m
 
     def _prod_bits(self, lane):

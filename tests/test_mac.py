@@ -125,7 +125,7 @@ def test_rtl_broken_golden_is_caught():
 
 def test_properties():
     mac = MAC(frac_bits=10, max_depth=256)
-    assert (mac.frac_bits, mac.max_depth, mac.acc_bits, mac.latency) == (10, 256, 40, 4)
+    assert (mac.frac_bits, mac.max_depth, mac.acc_bits, mac.latency) == (10, 256, 40, 3)
     assert mac.modes == tuple(Precision) and FX16MAC().modes == (Precision.FX16,)
 
 
