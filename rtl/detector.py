@@ -36,8 +36,8 @@ Threshold mode: ``P`` scores per cycle sustained, rows back to back with no bubb
 takes ``R * ceil(length / P)`` cycles per command, select ``ceil(G / P)`` <= that). Top-k mode
 adds ``score_bits + 1`` radix cycles per command in the select stage, so rows shorter than
 ``P * (score_bits + 1)`` see bubbles (``P * W / (W + b + 1)`` scores per cycle for rows of
-``W`` beats). The first ``idx`` beat of a row leaves 2 cycles after its last score beat
-(threshold) or ``b + 3`` (top-k). A bad command costs one ingest and one select cycle.
+``W`` beats). The first ``idx`` beat of a row is valid 3 cycles after the cycle its last score
+beat is taken (threshold) or ``b + 4`` (top-k). A bad command costs one ingest and one select cycle.
 
 Swapping in the top-k engine (``rtl/topk.py``, issue 5): the radix select is the only part
 that depends on the mode; any engine that returns ``(t, q)`` -- the k-th value and the tie
