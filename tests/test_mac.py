@@ -112,6 +112,15 @@ def test_rtl_matches_golden(cls, modes):
     assert simulate(dut, tiles, words, seed=1) == expected
 
 
+@pytest.mark.parametrize("frac_bits, max_depth", [(0, 1), (15, 3)])
+def test_rtl_parameter_edges(frac_bits, max_depth):
+    rng = random.Random(frac_bits)
+    tiles, words = random_program(rng, tuple(Precision), 100, 2 * max_depth + 1)
+    expected = MACModel(frac_bits=frac_bits, max_depth=max_depth).run(tiles, words)
+    assert any(r["overflow"] for r in expected)
+    assert simulate(MAC(frac_bits=frac_bits, max_depth=max_depth), tiles, words) == expected
+
+
 def test_rtl_broken_golden_is_caught():
     # The comparison can fail: perturb one expected lane and the check must notice.
     rng = random.Random(8)

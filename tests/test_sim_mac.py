@@ -10,7 +10,6 @@ pytestmark = pytest.mark.sim
 @pytest.mark.parametrize("unit, params", [
     ("mac", {}),                                  # defaults: frac_bits 8, max_depth 1024
     ("mac", {"frac_bits": 0, "max_depth": 8}),    # small depth: overflow and bounds
-    ("mac", {"frac_bits": 15, "max_depth": 3}),
     ("mac_fx16", {"max_depth": 8}),
     ("mac_separate", {"frac_bits": 4, "max_depth": 8}),
 ], ids=lambda x: x if isinstance(x, str) else "-".join(f"{k}{v}" for k, v in x.items()) or "default")
