@@ -114,6 +114,61 @@ def lfsr_next(state):
     return Mux(state[0], (state >> 1) ^ LFSR_TAPS, state >> 1)
 
 
+
+class _Emitter:
+    """The emission scan shared by the engine and its baseline.
+
+    ``x`` is the row ``d_row`` of the score store (valid when ``d_valid``), read through a
+    synchronous port whose address the caller drives with the row counter and whose enable is
+    :attr:`adv`. Keeps ``x > kth`` and the first ``quota`` of ``x == kth``, packs the row's winners
+    into the low lanes of an output beat.
+    """
+
+    def __init__(self, m, o, P, x, d_valid, d_row, n, k, kth, quota, emitted):
+        LP = exact_log2(P)
+        self.o, self.P = o, P
+        self.d_valid, self.d_row, self.k, self.quota, self.emitted = d_valid, d_row, k, quota, emitted
+        self.idx = [Cat(Const(j, LP), d_row) if LP else d_row for j in range(P)]
+        inside = [d_valid & (self.idx[j] < n) for j in range(P)]
+        gt = [inside[j] & (x[j] > kth) for j in range(P)]
+        eq = [inside[j] & (x[j] == kth) for j in range(P)]
+        self.take = [Signal(name=f"e_take{j}") for j in range(P)]
+        for j, pe in enumerate(prefix_counts(eq)):
+            m.d.comb += self.take[j].eq(gt[j] | (eq[j] & (pe < quota)))
+        self.count = popcount(self.take)
+        self.eq_taken = popcount([self.take[j] & eq[j] for j in range(P)])
+        self.kth = kth
+        self.o_free = ~o.valid | o.ready
+        self.consume = Signal()
+        m.d.comb += self.consume.eq(d_valid & ((self.count == 0) | self.o_free))
+        self.adv = ~d_valid | self.consume
+
+    def step(self, m, erow, rows):
+        """Statements of one cycle of the scan (call inside the emitting state); returns the
+        1-bit ``done`` (the last beat is being registered)."""
+        o, P = self.o, self.P
+        with m.If(self.adv):
+            with m.If(erow < rows):
+                m.d.sync += [erow.eq(erow + 1), self.d_valid.eq(1), self.d_row.eq(erow)]
+            with m.Else():
+                m.d.sync += self.d_valid.eq(0)
+        done = Signal()
+        with m.If(self.consume & (self.count != 0)):
+            m.d.comb += done.eq(self.emitted + self.count == self.k)
+            m.d.sync += [o.valid.eq(1), o.payload.kth.eq(self.kth), o.payload.error.eq(0),
+                         o.payload.count.eq(self.count), o.payload.last.eq(done),
+                         self.emitted.eq(self.emitted + self.count),
+                         self.quota.eq(self.quota - self.eq_taken)]
+            pfx = prefix_counts(self.take)
+            for q in range(P):
+                val = Const(0, 1)
+                for j in range(q, P):
+                    val = Mux(self.take[j] & (pfx[j] == q), self.idx[j], val)
+                m.d.sync += o.payload.idx[q].eq(val)
+            with m.If(done):
+                m.d.sync += self.d_valid.eq(0)
+        return done
+
 class _Shell(wiring.Component):
     """Ports, parameters, loading and the emission scan shared by the engine and its baseline."""
 
@@ -265,23 +320,11 @@ class TopK(_Shell):
                          mem_w[j].en.eq(take_s & (beat < D))]
 
         # --- emission datapath --------------------------------------------------------------
-        e_x = [mem_r[j].data for j in range(P)]
-        e_idx = [Cat(Const(j, LP), d_row) if LP else d_row for j in range(P)]
-        e_in = [d_valid & (e_idx[j] < n) for j in range(P)]
-        e_gt = [e_in[j] & (e_x[j] > kth) for j in range(P)]
-        e_eq = [e_in[j] & (e_x[j] == kth) for j in range(P)]
-        e_take = [Signal(name=f"e_take{j}") for j in range(P)]
-        for j, pe in enumerate(prefix_counts(e_eq)):
-            m.d.comb += e_take[j].eq(e_gt[j] | (e_eq[j] & (pe < quota)))
-        e_count = popcount(e_take)
-        e_eqtaken = popcount([e_take[j] & e_eq[j] for j in range(P)])
-        o_free = ~self.o.valid | self.o.ready
-        consume = Signal()
-        m.d.comb += consume.eq(d_valid & ((e_count == 0) | o_free))
-        adv = ~d_valid | consume
-        rows_n = (n + (P - 1)) >> LP
+        em = _Emitter(m, self.o, P, [mem_r[j].data for j in range(P)], d_valid, d_row, n, k,
+                      kth, quota, emitted)
+        o_free = em.o_free
         m.d.comb += [mem_r[j].addr.eq(erow) for j in range(P)]
-        m.d.comb += [mem_r[j].en.eq(adv) for j in range(P)]
+        m.d.comb += [mem_r[j].en.eq(em.adv) for j in range(P)]
 
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
@@ -297,8 +340,11 @@ class TopK(_Shell):
 
         new_c = Signal(CB)
         new_cur = Signal()
-        with m.FSM():
-            with m.State("IDLE"):
+        # Control: a plain state register (if/elif, so the Verilog has no incomplete case).
+        IDLE, DRAIN, ERROR, LOAD, LOADED, DECIDE, PIVOT, PASS, EMIT = range(9)
+        state = Signal(range(9))
+        if True:
+            with m.If(state == IDLE):
                 m.d.comb += self.req.ready.eq(1)
                 with m.If(self.req.valid):
                     req = self.req.payload
@@ -307,23 +353,23 @@ class TopK(_Shell):
                                  cur.eq(0), lfsr.eq(LFSR_SEED), gcount.eq(0), lcount.eq(0),
                                  ecount.eq(0), s1_valid.eq(0)]
                     with m.If(req.n == 0):
-                        m.next = "ERROR"
+                        m.d.sync += state.eq(ERROR)
                     with m.Elif(bad):
-                        m.next = "DRAIN"
+                        m.d.sync += state.eq(DRAIN)
                     with m.Else():
-                        m.next = "LOAD"
-            with m.State("DRAIN"):
+                        m.d.sync += state.eq(LOAD)
+            with m.Elif(state == DRAIN):
                 m.d.comb += self.s.ready.eq(1)
                 with m.If(self.s.valid):
                     m.d.sync += rows_left.eq(rows_left - 1)
                     with m.If(rows_left == 1):
-                        m.next = "ERROR"
-            with m.State("ERROR"):
+                        m.d.sync += state.eq(ERROR)
+            with m.Elif(state == ERROR):
                 with m.If(o_free):
                     m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(0),
                                  self.o.payload.error.eq(1), self.o.payload.last.eq(1)]
-                    m.next = "IDLE"
-            with m.State("LOAD"):
+                    m.d.sync += state.eq(IDLE)
+            with m.Elif(state == LOAD):
                 m.d.comb += [loading.eq(1), self.s.ready.eq(1)]
                 m.d.sync += s1_valid.eq(self.s.valid)
                 with m.If(self.s.valid):
@@ -334,12 +380,12 @@ class TopK(_Shell):
                     with m.If(beat == 0):
                         m.d.sync += pivot.eq(pivot1)
                     with m.If(rows_left == 1):
-                        m.next = "LOADED"
-            with m.State("LOADED"):
+                        m.d.sync += state.eq(LOADED)
+            with m.Elif(state == LOADED):
                 m.d.comb += loading.eq(1)          # partition the last beat
                 m.d.sync += s1_valid.eq(0)
-                m.next = "DECIDE"
-            with m.State("DECIDE"):
+                m.d.sync += state.eq(DECIDE)
+            with m.Elif(state == DECIDE):
                 g, e = gcount, ecount
                 with m.If(r <= g):
                     m.d.comb += [new_c.eq(g), new_cur.eq(cur)]
@@ -354,18 +400,18 @@ class TopK(_Shell):
                 with m.If((r > g) & (r <= g + e)):
                     m.d.sync += [kth.eq(pivot), quota.eq(r - g), emitted.eq(0), erow.eq(0),
                                  d_valid.eq(0), cur.eq(cur), r.eq(r)]
-                    m.next = "EMIT"
+                    m.d.sync += state.eq(EMIT)
                 with m.Else():
-                    m.next = "PIVOT"
-            with m.State("PIVOT"):
+                    m.d.sync += state.eq(PIVOT)
+            with m.Elif(state == PIVOT):
                 lanes_data = [Mux(cur, buf_r[1][j].data, buf_r[0][j].data) for j in range(P)]
                 sel = lanes_data[0]
                 for j in range(1, P):
                     sel = Mux(piv_lane == j, lanes_data[j], sel)
                 m.d.sync += [pivot.eq(sel), pv.eq(1), prow.eq(0)]
                 m.d.comb += rd_addr.eq(0)
-                m.next = "PASS"
-            with m.State("PASS"):
+                m.d.sync += state.eq(PASS)
+            with m.Elif(state == PASS):
                 m.d.comb += rd_addr.eq(rd_row)
                 with m.If(rd_row < rows_c):
                     m.d.sync += [rd_row.eq(rd_row + 1), pv.eq(1), prow.eq(rd_row)]
@@ -373,26 +419,8 @@ class TopK(_Shell):
                     m.d.sync += pv.eq(0)
                 with m.If(pv & (prow == rows_c - 1)):
                     m.d.sync += pv.eq(0)
-                    m.next = "DECIDE"
-            with m.State("EMIT"):
-                with m.If(adv):
-                    with m.If(erow < rows_n):
-                        m.d.sync += [erow.eq(erow + 1), d_valid.eq(1), d_row.eq(erow)]
-                    with m.Else():
-                        m.d.sync += d_valid.eq(0)
-                with m.If(consume & (e_count != 0)):
-                    done = emitted + e_count == k
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.kth.eq(kth),
-                                 self.o.payload.error.eq(0), self.o.payload.count.eq(e_count),
-                                 self.o.payload.last.eq(done),
-                                 emitted.eq(emitted + e_count), quota.eq(quota - e_eqtaken)]
-                    pfx = prefix_counts(e_take)
-                    for q in range(P):
-                        val = Const(0, 1)
-                        for j in range(q, P):
-                            val = Mux(e_take[j] & (pfx[j] == q), e_idx[j], val)
-                        m.d.sync += self.o.payload.idx[q].eq(val)
-                    with m.If(done):
-                        m.d.sync += d_valid.eq(0)
-                        m.next = "IDLE"
+                    m.d.sync += state.eq(DECIDE)
+            with m.Elif(state == EMIT):
+                with m.If(em.step(m, erow, (n + (P - 1)) >> LP)):
+                    m.d.sync += state.eq(IDLE)
         return m

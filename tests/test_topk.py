@@ -256,3 +256,20 @@ def test_sim_gaps_and_stalls(max_n, width, lanes):
     reqs = random_requests(rng, max_n, width, 60, lanes=lanes)
     outs, _ = simulate(dut, reqs, gaps=0.3, stalls=0.4, seed=lanes)
     assert outs == expected(model, reqs)
+
+
+def test_sim_bitonic_baseline():
+    """The bitonic baseline gives the same beats as the golden model (gaps and stalls)."""
+    from attnforge.rtl._bitonic import BitonicTopK
+    rng = random.Random(11)
+    dut = BitonicTopK(max_n=16, width=6, lanes=4)
+    model = TopKModel(max_n=16, width=6, lanes=4)
+    reqs = random_requests(rng, 16, 6, 50, lanes=4)
+    outs, _ = simulate(dut, reqs, gaps=0.2, stalls=0.3, seed=3)
+    assert outs == expected(model, reqs)
+
+
+def test_init_wrong_bitonic_max_n():
+    from attnforge.rtl._bitonic import BitonicTopK
+    with pytest.raises(ValueError, match="max_n must be a power of two"):
+        BitonicTopK(max_n=24, lanes=4)
