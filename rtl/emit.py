@@ -36,6 +36,8 @@ UNITS = {u.name: u for u in [
     Unit("mac", "mac:MAC", "multi-precision MAC / PE (FX16, INT8, INT4, INT2)"),
     Unit("mac_fx16", "mac:FX16MAC", "baseline: FX16-only MAC with the same ports"),
     Unit("mac_separate", "mac:SeparateMAC", "baseline: four fixed-precision MACs side by side"),
+    Unit("topk", "topk:TopK", "top-k engine: quick-select, P comparators, run-time n and k"),
+    Unit("topk_bitonic", "_bitonic:BitonicTopK", "baseline: top-k by a full bitonic sorting network"),
     Unit("softmax", "softmax:Softmax", "streaming max-subtracted fixed-point softmax (dense or sparse rows)"),
     Unit("detector", "detector:Detector", "threshold/top-k detector (element, 1xV, BxB) + greedy lane scheduler"),
 ]}
