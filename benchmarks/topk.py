@@ -84,7 +84,11 @@ def rtl_confirm():
 def area_table():
     from attnforge.synth.yosys import synthesize
     rows, data = [], []
-    for N, P in ((16, 4), (32, 4), (32, 16)):
+    # The bitonic network is slow to map (N=16: ~7 min of abc on this machine), so the
+    # default comparison is N=16, P=4; TOPK_AREA="16x4,32x4,32x16" asks for more.
+    sizes = [tuple(map(int, s.split("x"))) for s in
+             os.environ.get("TOPK_AREA", "16x4").split(",")]
+    for N, P in sizes:
         params = {"max_n": N, "width": WIDTH, "lanes": P}
         q = synthesize("topk", params)
         b = synthesize("topk_bitonic", params)

@@ -50,11 +50,12 @@ def bitonic_network(m, values, width):
 class BitonicTopK(_Shell):
     """Baseline top-k by sorting: registers + a bitonic sorting network + the shared emitter.
 
-    Parameters as :class:`attnforge.rtl.topk.TopK`; ``max_n`` must also be a power of two.
+    Parameters as :class:`attnforge.rtl.topk.TopK` (default ``max_n`` 16: the network is slow
+    to synthesize); ``max_n`` must also be a power of two.
     Latency: ``ceil(n/P) + 1`` to load, 2 to select, ``last_winner_row + 3`` to emit.
     """
 
-    def __init__(self, *, max_n=32, width=16, lanes=4):
+    def __init__(self, *, max_n=16, width=16, lanes=4):
         super().__init__(max_n=max_n, width=width, lanes=lanes)
         if max_n & (max_n - 1):
             raise ValueError(f"max_n must be a power of two for the bitonic network, "
