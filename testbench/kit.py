@@ -173,6 +173,15 @@ class BackPressure:
         return self.rng.randint(1, self.burst)
 
 
+def _bind_stream(obj, dut, prefix, layout):
+    """Attach the clock, the ``<prefix>__valid/ready/payload`` handles and a payload codec."""
+    obj.clk = dut.clk
+    obj.valid = getattr(dut, f"{prefix}__valid")
+    obj.ready = getattr(dut, f"{prefix}__ready")
+    obj.payload = getattr(dut, f"{prefix}__payload")
+    obj.codec = Codec(layout)
+
+
 class StreamSource:
     """Driver for an ``In(stream.Signature(layout))`` port named ``prefix`` of the DUT.
 
@@ -182,11 +191,7 @@ class StreamSource:
     """
 
     def __init__(self, dut, prefix, layout, rng, *, gaps=None, on_accept=None):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
-        self.codec = Codec(layout)
+        _bind_stream(self, dut, prefix, layout)
         self.gaps = gaps if gaps is not None else BackPressure(rng, 0)
         self.on_accept = on_accept
         self.queue = []
@@ -241,11 +246,7 @@ class StreamSink:
     """
 
     def __init__(self, dut, prefix, layout, rng, callback, *, stalls=None):
-        self.clk = dut.clk
-        self.valid = getattr(dut, f"{prefix}__valid")
-        self.ready = getattr(dut, f"{prefix}__ready")
-        self.payload = getattr(dut, f"{prefix}__payload")
-        self.codec = Codec(layout)
+        _bind_stream(self, dut, prefix, layout)
         self.stalls = stalls if stalls is not None else BackPressure(rng, 0)
         self.callback = callback
         self.count = 0
