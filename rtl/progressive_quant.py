@@ -18,17 +18,24 @@ The input word that starts a plane carries ``first`` and the run-time width (an 
 ``widths``): it discards leftover bits of the previous plane (fewer than one beat: ``first``
 waits until every complete beat has been taken).
 
-The top-level progressive-quantization unit (MSB-plane scores, softmax, threshold, LSB fetch)
-is specified by :mod:`attnforge.golden.progressive_quant` but not built yet.
+The top-level unit :class:`ProgressiveQuant` (MSB-plane scores, softmax, threshold, LSB fetch
+over a memory request/response stream) is the bit-exact twin of
+:func:`attnforge.golden.progressive_quant.progressive_query`; see its docstring.
 """
 
-from amaranth.hdl import Module, Mux, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2, exact_log2
 
-from .numbers import check_int
+from ..golden.progressive_quant import PQConfig, words_for
+from ..golden.softmax import SoftmaxFormat
+from .numbers import check_int, requantize
+from .softmax import Softmax
 
-__all__ = ["BitwidthConverter", "word_layout", "beat_layout"]
+__all__ = ["BitwidthConverter", "word_layout", "beat_layout", "ProgressiveQuant", "cmd_layout",
+           "req_layout", "resp_layout", "prob_layout"]
 
 
 def word_layout(word_bits, n_widths):
@@ -123,4 +130,343 @@ class BitwidthConverter(wiring.Component):
                              cnt.eq(after_cnt + w)]
         with m.Else():
             m.d.sync += [buf.eq(after_buf), cnt.eq(after_cnt)]
+        return m
+
+
+# ====================================================================== top-level unit
+
+def cmd_layout(dim, q_bits, n_bits, thr_bits, addr_bits):
+    """Payload of the query/command stream ``cmd``: one query."""
+    return data.StructLayout({
+        "q":         data.ArrayLayout(signed(q_bits), dim),   # the query vector, element 0 first
+        "n":         unsigned(n_bits),      # keys; 1..max_len, else an error response
+        "threshold": unsigned(thr_bits),    # fetch LSBs when max(p) < threshold (out_frac frac)
+        "msb_addr":  unsigned(addr_bits),   # word address of the MSB plane
+        "lsb_addr":  unsigned(addr_bits),   # word address of the LSB plane
+    })
+
+
+def req_layout(addr_bits, count_bits):
+    """Payload of the memory request stream ``req``: one whole plane."""
+    return data.StructLayout({
+        "plane": 1,                         # 0: MSB plane, 1: LSB plane (informational)
+        "addr":  unsigned(addr_bits),       # first word address
+        "count": unsigned(count_bits),      # words, returned in address order on ``resp``
+    })
+
+
+def resp_layout(word_bits):
+    """Payload of the memory response stream ``resp``: one word."""
+    return data.StructLayout({"data": unsigned(word_bits)})
+
+
+def prob_layout(lanes, out_frac):
+    """Payload of the output stream ``o``: one beat of probabilities plus the query status."""
+    return data.StructLayout({
+        "prob":    data.ArrayLayout(unsigned(out_frac + 1), lanes),   # key b*lanes + l in lane l
+        "count":   range(lanes + 1),   # valid lanes: lanes, except on the last beat (0 on error)
+        "last":    1,                  # last beat of the query
+        "fetched": 1,                  # the LSB plane was fetched (same on every beat of a query)
+        "error":   1,                  # bad request (n = 0 or n > max_len): one beat, no probs
+    })
+
+
+class ProgressiveQuant(wiring.Component):
+    """Progressive quantization: MSB-plane scores and softmax, LSB plane fetched on demand.
+
+    Bit-exact twin of :func:`attnforge.golden.progressive_quant.progressive_query`.
+
+    Parameters
+    ----------
+    dim : int
+        Query/key dimension, 1..256 (default 8).
+    macs : int
+        Multipliers of the dot product (key elements per cycle), a divisor of ``dim``
+        (default 4); also the bitwidth converter's lanes.
+    q_bits : int
+        Signed query element width, 2..16 (default 8).
+    msb_bits, lsb_bits : int
+        Key plane widths, 1..8 each (default 4 + 4); keys are signed ``msb_bits + lsb_bits``.
+    word_bits : int
+        Memory word width, a power of two 8..256 (default 64).
+    score_shift : int
+        Requantization shift from the integer score to the softmax input, 0..40 (default 4).
+    lanes, max_len, in_bits, in_frac, out_frac, table_bits : int
+        The :class:`~attnforge.rtl.softmax.Softmax` parameters (defaults 2, 16, 16, 8, 8, 6):
+        probabilities per output beat, most keys per query, softmax input format, probability
+        fraction bits, exp table bits.
+    addr_bits : int
+        Word address width of the memory, 1..48 (default 16).
+
+    Members
+    -------
+    cmd : ``In(stream.Signature(cmd_layout(...)))``
+        One query per transaction (accepted only when the unit is idle).
+    req : ``Out(stream.Signature(req_layout(...)))``
+        One request per plane read: ``count = ceil(n * dim * p / word_bits)`` words from
+        ``addr``. The MSB plane once per query, the LSB plane when fetched; never twice.
+    resp : ``In(stream.Signature(resp_layout(...)))``
+        The requested words, in order, any latency, any gaps.
+    o : ``Out(stream.Signature(prob_layout(...)))``
+        ``ceil(n / lanes)`` beats of probabilities per query, ``last`` on the final one, the
+        query's ``fetched`` flag on every beat; a bad query gets one ``error`` beat instead
+        (``count = 0``, probabilities 0, no memory request).
+
+    Design
+    ------
+    The response words go through a :class:`BitwidthConverter` (``lanes = macs``, widths
+    ``msb_bits`` and ``lsb_bits``) into a ``macs``-wide multiply-add: one converter beat per
+    cycle, ``dim / macs`` beats per key. The trick that keeps the MSB plane from being fetched
+    twice is linearity: ``k = (msb << lsb_bits) + lsb`` with an unsigned ``lsb``, so the full
+    score is ``(q . msb << lsb_bits) + q . lsb``. The MSB pass stores the ``n`` integer scores
+    ``q . msb`` (``max_len`` words, far smaller than the MSB plane); the LSB pass computes only
+    ``q . lsb`` and adds the stored score. Scores are requantized (``rtl.numbers.requantize``),
+    gathered ``lanes`` at a time and streamed into a :class:`~attnforge.rtl.softmax.Softmax`
+    submodule. The MSB-pass probabilities go to a buffer while their maximum is tracked; when the
+    row ends, ``max(p) < threshold`` either requests the LSB plane (the second softmax row then
+    streams straight to ``o``) or the buffer is played out on ``o``.
+
+    Latency and throughput
+    ----------------------
+    One query at a time (``cmd`` is accepted when the previous query's last beat has left).
+    With ``K = n * dim / macs`` converter beats and ``B = ceil(n / lanes)``, a query without
+    LSB fetch costs about ``2 + L_mem + K + (B + recip_bits + 5) + B`` cycles when memory
+    words arrive at least as fast as the converter consumes them (``L_mem``: request to first
+    word); a fetch adds another request, ``K`` beats and softmax row. Measured figures:
+    ``benchmarks/progressive_quant.py``.
+    """
+
+    def __init__(self, *, dim=8, macs=4, q_bits=8, msb_bits=4, lsb_bits=4, word_bits=64,
+                 score_shift=4, lanes=2, max_len=16, in_bits=16, in_frac=8, out_frac=8,
+                 table_bits=6, addr_bits=16):
+        self._dim = check_int("dim", dim, 1, 256)
+        self._macs = check_int("macs", macs, 1, dim)
+        if dim % macs:
+            raise ValueError(f"macs must divide dim ({dim}), not {macs!r}")
+        self._q_bits = check_int("q_bits", q_bits, 2, 16)
+        self._msb_bits = check_int("msb_bits", msb_bits, 1, 8)
+        self._lsb_bits = check_int("lsb_bits", lsb_bits, 1, 8)
+        check_int("word_bits", word_bits, 8, 256)
+        if word_bits & (word_bits - 1):
+            raise ValueError(f"word_bits must be a power of two in [8, 256], not {word_bits!r}")
+        self._word_bits = word_bits
+        self._score_shift = check_int("score_shift", score_shift, 0, 40)
+        self._lanes = check_int("lanes", lanes, 1, 16)
+        check_int("max_len", max_len, lanes, 4096)
+        if max_len % lanes:
+            raise ValueError(f"max_len must be a multiple of lanes ({lanes}), not {max_len!r}")
+        check_int("in_bits", in_bits, 2, 24)
+        check_int("in_frac", in_frac, 0, in_bits)
+        check_int("out_frac", out_frac, 2, 12)
+        check_int("table_bits", table_bits, 2, 10)
+        self._addr_bits = check_int("addr_bits", addr_bits, 1, 48)
+        self._fmt = SoftmaxFormat(in_bits=in_bits, in_frac=in_frac, out_frac=out_frac,
+                                  table_bits=table_bits, max_len=max_len)
+        super().__init__({
+            "cmd":  In(stream.Signature(cmd_layout(dim, q_bits, self.n_bits, out_frac + 1,
+                                                   addr_bits))),
+            "req":  Out(stream.Signature(req_layout(addr_bits, self.count_bits))),
+            "resp": In(stream.Signature(resp_layout(word_bits))),
+            "o":    Out(stream.Signature(prob_layout(lanes, out_frac))),
+        })
+
+    dim = property(lambda self: self._dim, doc="Query/key dimension.")
+    macs = property(lambda self: self._macs, doc="Multipliers (key elements per cycle).")
+    q_bits = property(lambda self: self._q_bits, doc="Query element width.")
+    msb_bits = property(lambda self: self._msb_bits, doc="MSB plane width.")
+    lsb_bits = property(lambda self: self._lsb_bits, doc="LSB plane width.")
+    word_bits = property(lambda self: self._word_bits, doc="Memory word width.")
+    score_shift = property(lambda self: self._score_shift, doc="Score requantization shift.")
+    lanes = property(lambda self: self._lanes, doc="Probabilities per output beat.")
+    max_len = property(lambda self: self._fmt.max_len, doc="Most keys per query.")
+    out_frac = property(lambda self: self._fmt.out_frac, doc="Probability fraction bits.")
+    addr_bits = property(lambda self: self._addr_bits, doc="Memory word address width.")
+    fmt = property(lambda self: self._fmt, doc="The golden :class:`SoftmaxFormat`.")
+
+    @property
+    def config(self):
+        """The golden :class:`~attnforge.golden.progressive_quant.PQConfig` of this unit."""
+        return PQConfig(dim=self._dim, q_bits=self._q_bits, msb_bits=self._msb_bits,
+                        lsb_bits=self._lsb_bits, word_bits=self._word_bits,
+                        score_shift=self._score_shift, softmax=self._fmt)
+
+    @property
+    def n_bits(self):
+        """Width of ``cmd.n`` (wide enough to express the bad values ``n > max_len``)."""
+        return self.max_len.bit_length() + 1
+
+    @property
+    def count_bits(self):
+        """Width of ``req.count``."""
+        most = words_for(self.max_len * self._dim, max(self._msb_bits, self._lsb_bits),
+                         self._word_bits)
+        return most.bit_length()
+
+    @property
+    def recip_bits(self):
+        """Divider cycles of each softmax row."""
+        return self._fmt.recip_bits
+
+    def plane_words(self, n, p):
+        """``req.count`` of a plane of ``n`` keys of ``p``-bit elements."""
+        return words_for(n * self._dim, p, self._word_bits)
+
+    def elaborate(self, platform):
+        m = Module()
+        fmt, P, D, M = self._fmt, self._lanes, self._dim, self._macs
+        S = D // M                                       # converter beats per key
+        mb, lb = self._msb_bits, self._lsb_bits
+        widths = (mb, lb) if mb != lb else (mb,)
+        lsb_sel = len(widths) - 1
+        m.submodules.conv = conv = BitwidthConverter(word_bits=self._word_bits, lanes=M,
+                                                     widths=widths)
+        m.submodules.softmax = sm = Softmax(lanes=P, max_len=fmt.max_len, in_bits=fmt.in_bits,
+                                            in_frac=fmt.in_frac, out_frac=fmt.out_frac,
+                                            table_bits=fmt.table_bits, index_bits=1)
+        msb_score_bits = self._q_bits + mb + ceil_log2(D) + 1
+        acc_bits = self._q_bits + max(mb, lb + 1) + ceil_log2(D) + 1
+        m.submodules.scores = smem = Memory(shape=signed(msb_score_bits), depth=fmt.max_len,
+                                            init=[])
+        s_wp, s_rp = smem.write_port(), smem.read_port(domain="comb")
+        MB = max(fmt.max_len // P, 2)                   # (2: no zero-width address)
+        m.submodules.probs = pmem = Memory(shape=self.o.payload.prob.shape(), depth=MB, init=[])
+        p_wp, p_rp = pmem.write_port(), pmem.read_port(domain="comb")
+
+        IDLE, ERR, REQ, LOAD, DECIDE, PASS, BUF = range(7)
+        phase = Signal(range(7))
+        plane = Signal()                                 # 0: MSB pass, 1: LSB pass
+        q = Signal(data.ArrayLayout(signed(self._q_bits), D))
+        n = Signal(range(fmt.max_len + 1))
+        thr = Signal(self.out_frac + 1)
+        lsb_addr = Signal(self._addr_bits)
+        req_addr = Signal(self._addr_bits)
+        req_count = Signal(self.count_bits)
+
+        def words(nn, p):                                # ceil(n * dim * p / w)
+            return (nn * (D * p) + (self._word_bits - 1)) >> exact_log2(self._word_bits)
+
+        # ------------------------------------------------------------ command, request
+        cp = self.cmd.payload
+        m.d.comb += self.cmd.ready.eq(phase == IDLE)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [q.eq(cp.q), n.eq(cp.n), thr.eq(cp.threshold),
+                         lsb_addr.eq(cp.lsb_addr), plane.eq(0),
+                         req_addr.eq(cp.msb_addr), req_count.eq(words(cp.n, mb))]
+            with m.If((cp.n == 0) | (cp.n > fmt.max_len)):
+                m.d.sync += phase.eq(ERR)
+            with m.Else():
+                m.d.sync += phase.eq(REQ)
+
+        m.d.comb += [self.req.valid.eq(phase == REQ), self.req.payload.plane.eq(plane),
+                     self.req.payload.addr.eq(req_addr), self.req.payload.count.eq(req_count)]
+
+        # ------------------------------------------------------------ words -> converter
+        words_left = Signal(self.count_bits)
+        first = Signal()                                 # the next word starts the plane
+        started = Signal()                               # converter beats belong to this plane
+        taking = (phase == LOAD) & (words_left != 0)
+        m.d.comb += [conv.i.valid.eq(self.resp.valid & taking),
+                     self.resp.ready.eq(conv.i.ready & taking),
+                     conv.i.payload.data.eq(self.resp.payload.data),
+                     conv.i.payload.first.eq(first),
+                     conv.i.payload.width.eq(Mux(plane, lsb_sel, 0))]
+        with m.If(self.req.valid & self.req.ready):
+            m.d.sync += [phase.eq(LOAD), words_left.eq(req_count), first.eq(1), started.eq(0)]
+        with m.If(conv.i.valid & conv.i.ready):
+            m.d.sync += [words_left.eq(words_left - 1), first.eq(0)]
+            with m.If(first):
+                m.d.sync += started.eq(1)
+
+        # ------------------------------------------------------------ dot product
+        kb = Signal(range(max(S, 2)))                    # beat within the key
+        key = Signal(range(fmt.max_len))
+        acc = Signal(signed(acc_bits))
+        gvalid = Signal()                                # gather register full (softmax beat)
+        key_end = kb == S - 1
+        # Converter beats before this plane's first word are the previous plane's padding:
+        # drained (ready) and ignored.
+        m.d.comb += conv.o.ready.eq(~started | ((phase == LOAD) & ~(gvalid & key_end)))
+        beat = conv.o.valid & conv.o.ready & started
+        fields = conv.o.payload.lanes
+        partial = 0
+        for j in range(M):
+            qj = q[j]
+            for s in range(1, S):
+                qj = Mux(kb == s, q[s * M + j], qj)
+            v = Mux(plane, fields[j][:lb], fields[j][:mb].as_signed())
+            partial = partial + qj * v
+        total = Signal(signed(acc_bits))
+        m.d.comb += total.eq(acc + partial)
+        full = Signal(signed(acc_bits + mb + lb))
+        m.d.comb += [s_wp.addr.eq(key), s_wp.data.eq(total), s_rp.addr.eq(key),
+                     full.eq(Mux(plane, (s_rp.data << lb) + total, total << lb))]
+        x = Signal(signed(fmt.in_bits))
+        m.d.comb += x.eq(requantize(full, self._score_shift, fmt.in_bits))
+
+        g = [Signal(signed(fmt.in_bits), name=f"g{j}") for j in range(P)]
+        gcnt = Signal(range(P + 1))
+        glast = Signal()
+        sp = sm.i.payload
+        m.d.comb += [sm.i.valid.eq(gvalid), sp.count.eq(gcnt), sp.last.eq(glast)]
+        for j in range(P):
+            m.d.comb += [sp.data[j].eq(g[j]), sp.index[j].eq(0)]
+        with m.If(sm.i.valid & sm.i.ready):
+            m.d.sync += [gvalid.eq(0), gcnt.eq(0)]
+
+        with m.If(beat):
+            with m.If(key_end):
+                row_end = key == n - 1
+                m.d.comb += s_wp.en.eq(~plane)
+                for j in range(P):
+                    with m.If(gcnt == j):
+                        m.d.sync += g[j].eq(x)
+                m.d.sync += [kb.eq(0), acc.eq(0), key.eq(key + 1), gcnt.eq(gcnt + 1)]
+                with m.If((gcnt == P - 1) | row_end):
+                    m.d.sync += [gvalid.eq(1), glast.eq(row_end)]
+                with m.If(row_end):
+                    m.d.sync += [key.eq(0), started.eq(0),
+                                 phase.eq(Mux(plane, PASS, DECIDE))]
+            with m.Else():
+                m.d.sync += [kb.eq(kb + 1), acc.eq(total)]
+
+        # ------------------------------------------------------------ MSB probabilities
+        ob = Signal(range(MB))                           # beats buffered / played out
+        pmax = Signal(self.out_frac + 1)
+        plast = Signal(range(MB))
+        pcount = Signal(range(P + 1))
+        so = sm.o.payload
+        new_max = pmax
+        for j in range(P):
+            new_max = Mux(so.prob[j] > new_max, so.prob[j], new_max)
+        m.d.comb += [p_wp.addr.eq(ob), p_wp.data.eq(so.prob)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [pmax.eq(0), ob.eq(0)]
+        with m.If((phase == DECIDE) & sm.o.valid):
+            m.d.comb += [sm.o.ready.eq(1), p_wp.en.eq(1)]
+            m.d.sync += [pmax.eq(new_max), ob.eq(ob + 1)]
+            with m.If(so.last):
+                m.d.sync += [plast.eq(ob), pcount.eq(so.count), ob.eq(0)]
+                with m.If(new_max < thr):
+                    m.d.sync += [plane.eq(1), req_addr.eq(lsb_addr),
+                                 req_count.eq(words(n, lb)), phase.eq(REQ)]
+                with m.Else():
+                    m.d.sync += phase.eq(BUF)
+
+        # ------------------------------------------------------------ output
+        op = self.o.payload
+        m.d.comb += p_rp.addr.eq(ob)
+        with m.If(phase == ERR):
+            m.d.comb += [self.o.valid.eq(1), op.error.eq(1), op.last.eq(1)]
+        with m.Elif(phase == PASS):
+            m.d.comb += [self.o.valid.eq(sm.o.valid), sm.o.ready.eq(self.o.ready),
+                         op.prob.eq(so.prob), op.count.eq(so.count), op.last.eq(so.last),
+                         op.fetched.eq(1)]
+        with m.Elif(phase == BUF):
+            m.d.comb += [self.o.valid.eq(1), op.prob.eq(p_rp.data),
+                         op.count.eq(Mux(ob == plast, pcount, P)), op.last.eq(ob == plast)]
+        with m.If(self.o.valid & self.o.ready):
+            with m.If(phase == BUF):
+                m.d.sync += ob.eq(ob + 1)
+            with m.If(op.last):
+                m.d.sync += [phase.eq(IDLE), ob.eq(0)]
         return m

@@ -1,5 +1,7 @@
-"""Progressive quantization: golden-model tests and Amaranth-simulator tests of the bitwidth
-converter (every width, values straddling word boundaries, gaps and stalls)."""
+"""Progressive quantization: golden-model tests, Amaranth-simulator tests of the bitwidth
+converter (every width, values straddling word boundaries, gaps and stalls) and of the top-level
+unit (queries against a memory model with random latency, checked against the golden model),
+and generator-parameter checks."""
 
 import random
 
@@ -11,7 +13,7 @@ from attnforge.golden.progressive_quant import (PQConfig, convert, pack_dense, p
                                                 run_queries, split_planes, unpack_dense,
                                                 words_for)
 from attnforge.golden.softmax import softmax_fx
-from attnforge.rtl.progressive_quant import BitwidthConverter
+from attnforge.rtl.progressive_quant import BitwidthConverter, ProgressiveQuant
 
 CFG = PQConfig()
 
@@ -158,3 +160,191 @@ def test_converter_full_rate():
     vals = list(range(4)) * 64
     got, exp = run_converter(dut, [(0, vals)], gaps=0, stalls=0)
     assert got == exp
+
+
+# ------------------------------------------------------------------ top level (Amaranth sim)
+
+def make_queries(dut, rng, n_queries):
+    """Random queries covering the corners: random rows, equal keys, one dominant key, n = 1,
+    n = max_len, thresholds 0 / random / above 1.0 / exactly max(p) or one above, and bad n
+    (0, > max_len)."""
+    cfg = dut.config
+    klo, khi = -(1 << (cfg.key_bits - 1)), (1 << (cfg.key_bits - 1)) - 1
+    qlo, qhi = -(1 << (cfg.q_bits - 1)), (1 << (cfg.q_bits - 1)) - 1
+    one = 1 << dut.out_frac
+    out = []
+    for k in range(n_queries):
+        kind = k % 6
+        n = int(rng.choice([1, dut.max_len, rng.integers(1, dut.max_len + 1)]))
+        q = rng.integers(qlo, qhi + 1, cfg.dim)
+        keys = rng.integers(klo, khi + 1, (n, cfg.dim))
+        if kind == 1:
+            keys[:] = keys[0]                                 # equal scores
+        elif kind == 2:
+            keys = rng.integers(-2, 3, (n, cfg.dim))          # one dominant score
+            keys[rng.integers(n)] = np.where(q >= 0, khi, klo)
+        thr = int(rng.choice([0, one + 1, (1 << (dut.out_frac + 1)) - 1,
+                              rng.integers(0, one + 1), rng.integers(0, one + 1)]))
+        if kind == 3:                   # threshold exactly at max(p) (no fetch) or one above
+            thr = int(progressive_query(q, keys, 0, cfg)[0].max()) + int(rng.integers(2))
+        if kind == 5:
+            out.append((q, None, thr, int(rng.choice([0, dut.max_len + 1,
+                                                        (1 << dut.n_bits) - 1]))))
+        else:
+            out.append((q, keys, thr, n))
+    return out
+
+
+def run_pq(dut, queries, *, seed=0, latency=(0, 8), gaps=0.3, stalls=0.3):
+    """Drive ``queries`` ((q, keys or None, threshold, n)) through ``dut`` with a memory model
+    of random latency; returns (outputs per query, requests per query, expected, cycles)."""
+    rng = random.Random(seed)
+    cfg = dut.config
+    mem, cmds, expected = {}, [], []
+    addr = 0
+    for q, keys, thr, n in queries:
+        if keys is None:
+            cmds.append({"q": list(q), "n": n, "threshold": thr, "msb_addr": 0, "lsb_addr": 0})
+            expected.append(None)
+            continue
+        msb, lsb = split_planes(keys, cfg.msb_bits, cfg.lsb_bits)
+        planes = [pack_dense(msb.ravel(), cfg.msb_bits, cfg.word_bits),
+                  pack_dense(lsb.ravel(), cfg.lsb_bits, cfg.word_bits)]
+        bases = []
+        for words in planes:
+            addr += rng.randrange(3)
+            bases.append(addr % (1 << dut.addr_bits))
+            for i, wd in enumerate(words):
+                mem[(addr + i) % (1 << dut.addr_bits)] = wd
+            addr += len(words)
+        cmds.append({"q": list(q), "n": len(keys), "threshold": thr, "msb_addr": bases[0],
+                     "lsb_addr": bases[1]})
+        expected.append((*progressive_query(q, keys, thr, cfg), bases,
+                         [len(w) for w in planes]))
+    outs, reqs, pending = [], [[] for _ in cmds], []
+    state = {"cycles": 0}
+
+    async def cmd_source(ctx):
+        for c in cmds:
+            while rng.random() < gaps:
+                await ctx.tick()
+            ctx.set(dut.cmd.payload, c)
+            ctx.set(dut.cmd.valid, 1)
+            await ctx.tick().until(dut.cmd.ready)
+            ctx.set(dut.cmd.valid, 0)
+
+    async def mem_requests(ctx):
+        while True:
+            ready = rng.random() >= stalls
+            ctx.set(dut.req.ready, ready)
+            _, _, valid, p = await ctx.tick().sample(dut.req.valid, dut.req.payload)
+            if valid and ready:
+                req = (int(p.plane), int(p.addr), int(p.count))
+                reqs[len(outs)].append(req)
+                pending.extend([None] * rng.randint(*latency) +
+                               [mem[(req[1] + i) % (1 << dut.addr_bits)]
+                                for i in range(req[2])])
+
+    async def mem_responses(ctx):
+        while True:
+            if pending and pending[0] is not None and rng.random() >= gaps:
+                ctx.set(dut.resp.payload.data, pending[0])
+                ctx.set(dut.resp.valid, 1)
+                await ctx.tick().until(dut.resp.ready)
+                ctx.set(dut.resp.valid, 0)
+                pending.pop(0)
+            else:
+                if pending and pending[0] is None:
+                    pending.pop(0)
+                await ctx.tick()
+
+    async def sink(ctx):
+        cur = []
+        while len(outs) < len(cmds) and state["cycles"] < 3000 * len(cmds):
+            ready = rng.random() >= stalls
+            ctx.set(dut.o.ready, ready)
+            _, _, valid, p = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            state["cycles"] += 1
+            if valid and ready:
+                cur.append({"prob": [int(x) for x in p.prob], "count": int(p.count),
+                            "last": int(p.last), "fetched": int(p.fetched),
+                            "error": int(p.error)})
+                if p.last:
+                    outs.append(cur)
+                    cur = []
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for tb in (cmd_source, mem_requests, mem_responses):
+        sim.add_testbench(tb, background=True)
+    sim.add_testbench(sink)
+    sim.run()
+    return outs, reqs, expected, state["cycles"]
+
+
+def check_pq(dut, outs, reqs, expected):
+    P, cfg = dut.lanes, dut.config
+    assert len(outs) == len(expected)
+    fetched = 0
+    for k, (got, req, exp) in enumerate(zip(outs, reqs, expected)):
+        if exp is None:
+            assert got == [{"prob": [0] * P, "count": 0, "last": 1, "fetched": 0, "error": 1}]
+            assert req == [], k
+            continue
+        probs, fetch, nbytes, bases, nwords = exp
+        n = len(probs)
+        beats = [{"prob": list(probs[b:b + P]) + [0] * (P - len(probs[b:b + P])),
+                  "count": min(P, n - b), "last": int(b + P >= n), "fetched": int(fetch),
+                  "error": 0} for b in range(0, n, P)]
+        assert got == beats, (k, got, beats)
+        assert req == [(0, bases[0], nwords[0])] + ([(1, bases[1], nwords[1])] if fetch else [])
+        assert sum(c for _, _, c in req) * cfg.word_bits // 8 == nbytes
+        fetched += fetch
+    return fetched
+
+
+SMALL = {"dim": 4, "macs": 2, "lanes": 2, "max_len": 8}
+
+
+@pytest.mark.parametrize("params", [
+    SMALL,                                                             # 4 + 4 planes
+    {"dim": 6, "macs": 3, "q_bits": 6, "msb_bits": 6, "lsb_bits": 4, "word_bits": 32,
+     "lanes": 3, "max_len": 9, "in_bits": 12, "in_frac": 4, "out_frac": 6, "score_shift": 2},
+    {"dim": 3, "macs": 1, "msb_bits": 2, "lsb_bits": 2, "word_bits": 8, "lanes": 4,
+     "max_len": 4, "score_shift": 0},                                  # equal widths, 1 MAC
+], ids=["4+4", "6+4", "2+2"])
+def test_pq_queries(params):
+    dut = ProgressiveQuant(**params)
+    queries = make_queries(dut, np.random.default_rng(len(params)), 36)
+    outs, reqs, expected, _ = run_pq(dut, queries, seed=1)
+    fetched = check_pq(dut, outs, reqs, expected)
+    assert 0 < fetched < sum(e is not None for e in expected)     # both paths exercised
+
+
+def test_pq_no_gaps_no_latency():
+    """Memory answering at once, no gaps or stalls: same answers (the pipeline's full-rate
+    corner: converter beats every cycle, softmax input beats back to back)."""
+    dut = ProgressiveQuant(**SMALL)
+    queries = make_queries(dut, np.random.default_rng(7), 18)
+    outs, reqs, expected, _ = run_pq(dut, queries, latency=(0, 0), gaps=0, stalls=0)
+    check_pq(dut, outs, reqs, expected)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("dim", 0), ("dim", 257), ("macs", 0), ("macs", 3), ("macs", 16), ("q_bits", 1),
+    ("q_bits", 17), ("msb_bits", 0), ("msb_bits", 9), ("lsb_bits", 0), ("lsb_bits", 9),
+    ("word_bits", 4), ("word_bits", 48), ("word_bits", 512), ("score_shift", -1),
+    ("score_shift", 41), ("lanes", 0), ("lanes", 17), ("max_len", 1), ("max_len", 15),
+    ("in_bits", 1), ("in_frac", 17), ("out_frac", 1), ("out_frac", 13), ("table_bits", 1),
+    ("addr_bits", 0), ("addr_bits", 49), ("dim", 4.0)])
+def test_init_wrong_progressive_quant(name, value):
+    with pytest.raises(ValueError, match=name):
+        ProgressiveQuant(**{name: value})
+
+
+def test_layout_and_properties():
+    dut = ProgressiveQuant()
+    assert dut.config == PQConfig(dim=8, msb_bits=4, lsb_bits=4, word_bits=64, score_shift=4,
+                                  softmax=dut.fmt)
+    assert dut.plane_words(16, 4) == 8 and dut.count_bits == 4     # 16 x 8 x 4 bits = 8 words
+    assert dut.n_bits == 6 and (1 << dut.n_bits) - 1 > dut.max_len  # bad n is expressible
