@@ -40,6 +40,7 @@ UNITS = {u.name: u for u in [
     Unit("topk_bitonic", "_bitonic:BitonicTopK", "baseline: top-k by a full bitonic sorting network"),
     Unit("softmax", "softmax:Softmax", "streaming max-subtracted fixed-point softmax (dense or sparse rows)"),
     Unit("detector", "detector:Detector", "threshold/top-k detector (element, 1xV, BxB) + greedy lane scheduler"),
+    Unit("progressive_quant", "progressive_quant:ProgressiveQuant", "progressive quantization: MSB-plane softmax, LSB plane fetched below a threshold"),
 ]}
 
 

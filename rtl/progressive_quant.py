@@ -229,10 +229,11 @@ class ProgressiveQuant(wiring.Component):
     Latency and throughput
     ----------------------
     One query at a time (``cmd`` is accepted when the previous query's last beat has left).
-    With ``K = n * dim / macs`` converter beats and ``B = ceil(n / lanes)``, a query without
-    LSB fetch costs about ``2 + L_mem + K + (B + recip_bits + 5) + B`` cycles when memory
-    words arrive at least as fast as the converter consumes them (``L_mem``: request to first
-    word); a fetch adds another request, ``K`` beats and softmax row. Measured figures:
+    Per plane read: the request, the memory latency, ``K = n * dim / macs`` converter beats
+    (one per cycle while words keep up), the softmax row (``B + recip_bits + 4`` cycles from
+    its last input beat to its first output, ``B = ceil(n / lanes)`` beats), then ``B`` beats
+    into the buffer and ``B`` out of it (MSB only) or ``B`` beats straight out (after a
+    fetch). :meth:`query_cycles` is the bound the testbench asserts; measured cycles are in
     ``benchmarks/progressive_quant.py``.
     """
 
@@ -310,6 +311,17 @@ class ProgressiveQuant(wiring.Component):
     def plane_words(self, n, p):
         """``req.count`` of a plane of ``n`` keys of ``p``-bit elements."""
         return words_for(n * self._dim, p, self._word_bits)
+
+    def query_cycles(self, n, fetched):
+        """Bound on the cycles from a query's command handshake to its last output beat when
+        memory answers the cycle after a request and nothing stalls: per plane read
+        ``K + W + 4 * B + recip_bits + 8`` with ``K = n * dim / macs`` converter beats, ``W``
+        words, ``B = ceil(n / lanes)`` (each cycle the converter takes a word or gives a beat,
+        so loading costs at most ``K + W``; the softmax row, the buffer and the output take
+        the rest)."""
+        k, b = n * self._dim // self._macs, -(-n // self._lanes)
+        planes = (self._msb_bits, self._lsb_bits) if fetched else (self._msb_bits,)
+        return sum(k + self.plane_words(n, p) + 4 * b + self.recip_bits + 8 for p in planes)
 
     def elaborate(self, platform):
         m = Module()

@@ -330,6 +330,28 @@ def test_pq_no_gaps_no_latency():
     check_pq(dut, outs, reqs, expected)
 
 
+@pytest.mark.parametrize("params", [
+    {}, {"dim": 16, "macs": 8, "msb_bits": 8, "lsb_bits": 8, "word_bits": 32, "max_len": 8},
+    {"dim": 6, "macs": 3, "msb_bits": 6, "lsb_bits": 4, "word_bits": 32, "lanes": 3,
+     "max_len": 12}])
+def test_pq_cycle_bound(params):
+    """One query alone, no latency, gaps or stalls: within ``query_cycles`` (words-bound and
+    beats-bound configurations), and the MSB-only path is the shorter one."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, params.get("max_len", 16)):
+        got = {}
+        for thr in (0, 511):
+            dut = ProgressiveQuant(**params)
+            keys = rng.integers(-8, 8, (n, dut.dim))
+            q = rng.integers(-8, 8, dut.dim)
+            outs, reqs, expected, cycles = run_pq(dut, [(q, keys, thr, n)], latency=(0, 0),
+                                                  gaps=0, stalls=0)
+            assert check_pq(dut, outs, reqs, expected) == (thr > 0)
+            assert cycles <= dut.query_cycles(n, thr > 0), (n, thr, cycles)
+            got[thr] = cycles
+        assert got[0] < got[511]
+
+
 @pytest.mark.parametrize("name, value", [
     ("dim", 0), ("dim", 257), ("macs", 0), ("macs", 3), ("macs", 16), ("q_bits", 1),
     ("q_bits", 17), ("msb_bits", 0), ("msb_bits", 9), ("lsb_bits", 0), ("lsb_bits", 9),
