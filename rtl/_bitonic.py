@@ -90,8 +90,6 @@ class BitonicTopK(_Shell):
             for i in range(1, D):
                 sel = Mux(erow == i, regs[i], sel)
             m.d.sync += rowdata.eq(sel)
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
 
         flat = []
         for i in range(D):
@@ -109,35 +107,18 @@ class BitonicTopK(_Shell):
                 m.d.comb += kth_sel.eq(ordered[0])
         above = popcount([ordered[i] > kth for i in range(N)])
 
-        bad = ((self.req.payload.n == 0) | (self.req.payload.n > N) |
-               (self.req.payload.k == 0) | (self.req.payload.k > self.req.payload.n))
         # Control: a plain state register (if/elif, so the Verilog has no incomplete case).
         IDLE, DRAIN, ERROR, LOAD, SORT, COUNT, EMIT = range(7)
         state = Signal(range(7))
         if True:
             with m.If(state == IDLE):
-                m.d.comb += self.req.ready.eq(1)
-                with m.If(self.req.valid):
-                    req = self.req.payload
-                    m.d.sync += [n.eq(req.n), k.eq(req.k), beat.eq(0),
-                                 rows_left.eq((req.n + (P - 1)) >> LP)]
-                    with m.If(req.n == 0):
-                        m.d.sync += state.eq(ERROR)
-                    with m.Elif(bad):
-                        m.d.sync += state.eq(DRAIN)
-                    with m.Else():
-                        m.d.sync += state.eq(LOAD)
+                req = self.req.payload
+                self._accept(m, state, rows_left, [n.eq(req.n), k.eq(req.k), beat.eq(0)],
+                             ok=LOAD, drain=DRAIN, error=ERROR)
             with m.Elif(state == DRAIN):
-                m.d.comb += self.s.ready.eq(1)
-                with m.If(self.s.valid):
-                    m.d.sync += rows_left.eq(rows_left - 1)
-                    with m.If(rows_left == 1):
-                        m.d.sync += state.eq(ERROR)
+                self._drain(m, state, rows_left, done=ERROR)
             with m.Elif(state == ERROR):
-                with m.If(em.o_free):
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(0),
-                                 self.o.payload.error.eq(1), self.o.payload.last.eq(1)]
-                    m.d.sync += state.eq(IDLE)
+                self._error_beat(m, state, em.o_free, done=IDLE)
             with m.Elif(state == LOAD):
                 m.d.comb += self.s.ready.eq(1)
                 with m.If(self.s.valid):

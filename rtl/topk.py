@@ -142,6 +142,9 @@ class _Emitter:
         self.consume = Signal()
         m.d.comb += self.consume.eq(d_valid & ((self.count == 0) | self.o_free))
         self.adv = ~d_valid | self.consume
+        # An accepted beat leaves `o`; the states that register a beat override this.
+        with m.If(o.valid & o.ready):
+            m.d.sync += o.valid.eq(0)
 
     def step(self, m, erow, rows):
         """Statements of one cycle of the scan (call inside the emitting state); returns the
@@ -170,7 +173,8 @@ class _Emitter:
         return done
 
 class _Shell(wiring.Component):
-    """Ports, parameters, loading and the emission scan shared by the engine and its baseline."""
+    """Ports, parameters and request handling (check, drain, error beat) shared by the engine
+    and its baseline; the emission scan is the shared :class:`_Emitter`."""
 
     def __init__(self, *, max_n=256, width=16, lanes=4):
         self._lanes = check_choice("lanes", lanes, LANE_CHOICES)
@@ -183,6 +187,41 @@ class _Shell(wiring.Component):
             "s":   In(stream.Signature(score_layout(width, lanes))),
             "o":   Out(stream.Signature(out_layout(width, lanes, max_n))),
         })
+
+    # Request handling shared by the engine and its baseline: each helper is the body of one
+    # state of the caller's state machine; ``state`` is the caller's state register.
+
+    def _accept(self, m, state, rows_left, latch, *, ok, drain, error):
+        """Idle: take a request, latch its fields (``latch``: statements reading
+        ``self.req.payload``), count its score beats into ``rows_left``, and go to ``ok``, or
+        to ``drain`` (bad ``n`` or ``k``: its scores are dropped), or straight to ``error``
+        (``n == 0``: no score beats follow)."""
+        P, req = self._lanes, self.req.payload
+        bad = (req.n == 0) | (req.n > self._max_n) | (req.k == 0) | (req.k > req.n)
+        m.d.comb += self.req.ready.eq(1)
+        with m.If(self.req.valid):
+            m.d.sync += [*latch, rows_left.eq((req.n + (P - 1)) >> exact_log2(P))]
+            with m.If(req.n == 0):
+                m.d.sync += state.eq(error)
+            with m.Elif(bad):
+                m.d.sync += state.eq(drain)
+            with m.Else():
+                m.d.sync += state.eq(ok)
+
+    def _drain(self, m, state, rows_left, *, done):
+        """Drop the score beats of a bad request, then go to ``done``."""
+        m.d.comb += self.s.ready.eq(1)
+        with m.If(self.s.valid):
+            m.d.sync += rows_left.eq(rows_left - 1)
+            with m.If(rows_left == 1):
+                m.d.sync += state.eq(done)
+
+    def _error_beat(self, m, state, o_free, *, done):
+        """Register the one error beat (``error``, ``last``, all else 0), then go to ``done``."""
+        with m.If(o_free):
+            m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(0),
+                         self.o.payload.error.eq(1), self.o.payload.last.eq(1)]
+            m.d.sync += state.eq(done)
 
     @property
     def max_n(self):
@@ -326,12 +365,7 @@ class TopK(_Shell):
         m.d.comb += [mem_r[j].addr.eq(erow) for j in range(P)]
         m.d.comb += [mem_r[j].en.eq(em.adv) for j in range(P)]
 
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-
         # --- control ------------------------------------------------------------------------
-        bad = ((self.req.payload.n == 0) | (self.req.payload.n > N) |
-               (self.req.payload.k == 0) | (self.req.payload.k > self.req.payload.n))
         beat0 = self.s.payload.data
         if P >= 2:
             pivot1 = Mux(n >= P, median3(beat0[0], beat0[P // 2], beat0[P - 1]), beat0[0])
@@ -345,30 +379,16 @@ class TopK(_Shell):
         state = Signal(range(9))
         if True:
             with m.If(state == IDLE):
-                m.d.comb += self.req.ready.eq(1)
-                with m.If(self.req.valid):
-                    req = self.req.payload
-                    m.d.sync += [n.eq(req.n), k.eq(req.k), r.eq(req.k), c.eq(req.n),
-                                 rows_left.eq((req.n + (P - 1)) >> LP), beat.eq(0),
-                                 cur.eq(0), lfsr.eq(LFSR_SEED), gcount.eq(0), lcount.eq(0),
-                                 ecount.eq(0), s1_valid.eq(0)]
-                    with m.If(req.n == 0):
-                        m.d.sync += state.eq(ERROR)
-                    with m.Elif(bad):
-                        m.d.sync += state.eq(DRAIN)
-                    with m.Else():
-                        m.d.sync += state.eq(LOAD)
+                req = self.req.payload
+                self._accept(m, state, rows_left,
+                             [n.eq(req.n), k.eq(req.k), r.eq(req.k), c.eq(req.n), beat.eq(0),
+                              cur.eq(0), lfsr.eq(LFSR_SEED), gcount.eq(0), lcount.eq(0),
+                              ecount.eq(0), s1_valid.eq(0)],
+                             ok=LOAD, drain=DRAIN, error=ERROR)
             with m.Elif(state == DRAIN):
-                m.d.comb += self.s.ready.eq(1)
-                with m.If(self.s.valid):
-                    m.d.sync += rows_left.eq(rows_left - 1)
-                    with m.If(rows_left == 1):
-                        m.d.sync += state.eq(ERROR)
+                self._drain(m, state, rows_left, done=ERROR)
             with m.Elif(state == ERROR):
-                with m.If(o_free):
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.eq(0),
-                                 self.o.payload.error.eq(1), self.o.payload.last.eq(1)]
-                    m.d.sync += state.eq(IDLE)
+                self._error_beat(m, state, o_free, done=IDLE)
             with m.Elif(state == LOAD):
                 m.d.comb += [loading.eq(1), self.s.ready.eq(1)]
                 m.d.sync += s1_valid.eq(self.s.valid)
