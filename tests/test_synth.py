@@ -1,7 +1,11 @@
-"""Synthesis smoke test: the Yosys flow runs and its figures are sane (not a benchmark)."""
+"""Synthesis smoke tests: the Yosys and ECP5 flows run and their figures are sane (not benchmarks)."""
 
 import pytest
+from amaranth.hdl import Module, Signal, signed
+from amaranth.lib import wiring
+from amaranth.lib.wiring import In, Out
 
+from attnforge.synth.nextpnr import implement
 from attnforge.synth.yosys import FF_TRANSISTORS, synthesize
 
 pytestmark = pytest.mark.synth
@@ -13,3 +17,29 @@ def test_synthesize_fx16_mac():
     # acc (34) + weights (2 x 16) + pipeline/output registers: FFs are counted
     assert fig["ffs"] > 34 + 32
     assert fig["transistors"] == fig["logic_transistors"] + FF_TRANSISTORS * fig["ffs"]
+
+
+class _TinyMAC(wiring.Component):
+    """8 x 8 multiply (wide enough for a DSP) plus a 3 x 3 one (kept in LUTs), accumulated."""
+
+    def __init__(self):
+        super().__init__({"a": In(8), "b": In(8), "c": In(3), "d": In(3), "y": Out(20)})
+
+    def elaborate(self, platform):
+        m = Module()
+        acc = Signal(signed(20))
+        m.d.sync += acc.eq(acc + self.a.as_signed() * self.b.as_signed()
+                           + self.c.as_signed() * self.d.as_signed())
+        m.d.comb += self.y.eq(acc)
+        return m
+
+
+def test_implement_ecp5_tiny():
+    fig = implement("tiny_mac", component=_TinyMAC(), name="tiny_mac")
+    assert fig["error"] is None, fig["error"]
+    # ports: a, b, c, d in (22 bits), y out (20 bits): one harness FF per bit plus acc (20)
+    assert fig["harness_bits"] == 22 + 20
+    assert fig["ffs"] >= 42 + 20
+    assert fig["dsps"] == 1                      # the 8 x 8 product; the 3 x 3 one is LUTs
+    assert fig["luts"] > 20                      # accumulator adder at least
+    assert 10 < fig["fmax"] < 1000
