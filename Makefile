@@ -5,6 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 JOBS   ?= auto
 UNITS  ?=
+PROOFS ?=
 
 .PHONY: all sim test verilog synth lint bench formal clean distclean help
 all: test
@@ -13,7 +14,8 @@ help:
 	@echo "make sim      cocotb regression of every unit on Verilator (SEED=n, WAVES=1, TESTCASE=name)"
 	@echo "make test     everything CI runs: golden + simulator tests, cocotb regression, lint, CLI, synth smoke"
 	@echo "make verilog  emit every unit's Verilog at default parameters into build/verilog/"
-	@echo "make synth    Yosys area/depth reports into build/reports/"
+	@echo "make synth    Yosys area/depth + ECP5 (nextpnr: LUTs, DSPs, FFs, Fmax) reports into build/reports/"
+	@echo "make formal   SymbiYosys proofs (stream protocol, requantize, MAC datapath) -> build/reports/formal.md"
 	@echo "make bench    cycle/throughput benchmarks into build/reports/"
 	@echo "make lint     verilator --lint-only -Wall on every unit"
 
@@ -37,6 +39,9 @@ lint: $(STAMP)
 
 synth: $(STAMP)
 	$(PY) -m attnforge synth $(UNITS)
+
+formal: $(STAMP)
+	$(PY) -m attnforge.synth.formal $(PROOFS)
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
