@@ -12,7 +12,7 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..rtl import UNITS
-from .nextpnr import DEVICE_NAME, FREQ_MHZ, SEED, implement
+from .nextpnr import DEVICE_NAME, DSP_MIN_PRODUCT_BITS, FREQ_MHZ, SEED, implement
 from .report import md_table, write_report
 from .yosys import FF_TRANSISTORS, synthesize
 
@@ -29,7 +29,10 @@ ECP5_NOTE = (
     "is wrapped in a serial-in/serial-out register harness (`synth/nextpnr.py`, `PortHarness`) "
     "so that its wide ports fit five pins and every path is register to register; the ECP5 "
     "figures include the harness: one FF per port bit plus at most one LUT per output bit "
-    "(`harness_bits` in the JSON).")
+    "(`harness_bits` in the JSON; constant or unused port bits cost nothing). Multipliers "
+    f"with products narrower than {DSP_MIN_PRODUCT_BITS} bits stay in LUTs (`synth_ecp5` alone "
+    "would give each 2-bit digit multiplier of the fused MAC its own DSP); wider ones use "
+    "MULT18X18D blocks, so a LUT ratio against a design that uses DSPs is not an area ratio.")
 
 
 _CACHE = {}
