@@ -4,7 +4,7 @@ Every generator builds its arithmetic from these expressions so that the behavio
 in the golden package (round-half-to-even, then saturate) is implemented once in RTL too.
 """
 
-from amaranth.hdl import Const, Mux, Value, signed
+from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from ..golden.numbers import value_range
 
@@ -34,14 +34,25 @@ def round_shift(value, shift):
         half = 1 << (shift - 1)
         up = (r > half) | ((r == half) & q[0])
         return q + up
+    # Run-time shift: floor shift, then add 1 when the round bit (bit shift-1) is set and either
+    # a lower bit is set or the result is odd. Built from shifts no wider than the value and a
+    # thermometer mask, so the logic (and Amaranth's netlist) stays linear in the shift width.
     shift = Value.cast(shift)
     width = value.shape().width
-    q = value >> shift
-    mask = (Const(1, width + 1) << shift) - 1
-    r = value.as_unsigned() & mask[:width]
-    half = (Const(1, width + 1) << shift) >> 1
-    up = (shift != 0) & ((r > half) | ((r == half) & q[0]))
-    return q + up
+    is_signed = value.shape().signed
+    ext = Cat(value, value[-1] if is_signed else Const(0, 1))    # bits 0..width: all we need
+    ext = ext.as_signed() if is_signed else ext
+    q = ext >> shift
+    round_bit = (Cat(Const(0, 1), ext) >> shift)[0]
+    top = (1 << shift.shape().width) - 1                           # largest shift the wire holds
+    below = Cat(*[shift > b + 1 if b + 1 < top else Const(0, 1)    # bits under the round bit
+                  for b in range(width + 1)])
+    sticky = (ext.as_unsigned() & below).any()
+    rounded = q + (round_bit & (sticky | q[0]))
+    if top <= width:
+        return rounded
+    # Beyond the value's width |value| / 2**shift < 1/2: the result is 0 (also for negatives).
+    return Mux(shift > width, 0, rounded)
 
 
 def requantize(value, shift, bits):

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+from amaranth.hdl import Module, signed, unsigned
 
 from attnforge.golden.numbers import (Precision, acc_bits, float_to_fx, fx_to_float, pack,
                                       requantize, round_shift, saturate, unpack, value_range, wrap)
@@ -72,3 +73,36 @@ def test_acc_bits_bound_holds():
 def test_fixed_point_conversion():
     assert list(float_to_fx([0.5, -1.0, 1000.0, 0.001953125], 8)) == [128, -256, 32767, 0]
     assert fx_to_float(384, 8) == 1.5
+
+
+@pytest.mark.parametrize("shape", [signed(7), unsigned(6)])
+def test_rtl_round_shift_runtime_exhaustive(shape):
+    # every value of a small signed / unsigned input, every shift 0..15 (also beyond the width)
+    from amaranth.hdl import Signal
+    from amaranth.sim import Simulator
+
+    from attnforge.rtl.numbers import requantize as rtl_requantize
+    from attnforge.rtl.numbers import round_shift as rtl_round_shift
+
+    x, s = Signal(shape), Signal(4)
+    y, z = Signal(signed(12)), Signal(signed(4))
+    m = Module()
+    m.d.comb += [y.eq(rtl_round_shift(x, s)), z.eq(rtl_requantize(x, s, 4))]
+    lo, hi = (-(1 << 6), 1 << 6) if shape.signed else (0, 1 << 6)
+    values = np.arange(lo, hi)
+    failures = []
+
+    async def bench(ctx):
+        for shift in range(16):
+            for v in values:
+                ctx.set(x, int(v))
+                ctx.set(s, shift)
+                got = (ctx.get(y), ctx.get(z))
+                want = (int(round_shift(v, shift)), int(requantize(v, shift, 4)))
+                if got != want:
+                    failures.append((int(v), shift, got, want))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not failures, failures[:5]
