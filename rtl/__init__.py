@@ -4,6 +4,6 @@ Every unit lives in its own module (``attnforge.rtl.mac`` ...) and is registered
 :data:`UNITS` under its command-line name, with the generator parameters the CLI exposes.
 """
 
-from .emit import UNITS, Unit, build, emit, verilog
+from .emit import UNITS, EmitPlatform, Unit, build, emit, verilog
 
-__all__ = ["UNITS", "Unit", "build", "emit", "verilog"]
+__all__ = ["UNITS", "EmitPlatform", "Unit", "build", "emit", "verilog"]

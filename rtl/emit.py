@@ -5,7 +5,7 @@ import inspect
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Unit", "UNITS", "build", "verilog", "emit"]
+__all__ = ["Unit", "UNITS", "build", "verilog", "emit", "EmitPlatform"]
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ UNITS = {u.name: u for u in [
     Unit("topk_bitonic", "_bitonic:BitonicTopK", "baseline: top-k by a full bitonic sorting network"),
     Unit("softmax", "softmax:Softmax", "streaming max-subtracted fixed-point softmax (dense or sparse rows)"),
     Unit("detector", "detector:Detector", "threshold/top-k detector (element, 1xV, BxB) + greedy lane scheduler"),
+    Unit("rmmu", "rmmu:RMMU", "reconfigurable PE array: GEMMs on row groups, per-group precision"),
     Unit("progressive_quant", "progressive_quant:ProgressiveQuant", "progressive quantization: MSB-plane softmax, LSB plane fetched below a threshold"),
 ]}
 
@@ -56,10 +57,42 @@ def build(unit, **params):
     return UNITS[unit].cls(**params)
 
 
+class EmitPlatform:
+    """The ``platform`` that :func:`verilog` passes to ``elaborate``.
+
+    A generator that repeats one submodule many times (the RMMU's PE array) asks for it with
+    :meth:`shared_module` and instantiates the returned module name with ``Instance``: the
+    submodule's Verilog is then written once instead of once per instance, which keeps emission
+    and Verilator builds of large arrays fast. In the Amaranth simulator ``platform`` is
+    ``None`` and the generator instantiates the component directly.
+    """
+
+    def __init__(self):
+        self._modules = {}
+
+    def shared_module(self, name, component):
+        """Register ``component`` to be emitted once as Verilog module ``name``; returns
+        ``name``. Registering a different component under a taken name is a bug."""
+        known = self._modules.setdefault(name, component)
+        if known is not component and known.signature != component.signature:
+            raise ValueError(f"shared module {name!r} registered with two different signatures")
+        return name
+
+    def convert(self, component, name):
+        from amaranth.back import verilog as back
+        texts = [back.convert(component, name=name, emit_src=False, platform=self)]
+        done = set()
+        while len(done) < len(self._modules):
+            for mod, sub in list(self._modules.items()):
+                if mod not in done:
+                    done.add(mod)
+                    texts.append(back.convert(sub, name=mod, emit_src=False, platform=self))
+        return "\n".join(texts)
+
+
 def verilog(component, name="top"):
     """Verilog text of ``component`` with top module ``name`` (no source paths in it)."""
-    from amaranth.back import verilog as back
-    return back.convert(component, name=name, emit_src=False)
+    return EmitPlatform().convert(component, name)
 
 
 def emit(component, path, name=None):

@@ -1,0 +1,264 @@
+"""cocotb testbench of the RMMU (``rmmu``), checked against :class:`attnforge.golden.rmmu.RMMUModel`.
+
+Every row group has its own bench: descriptors on ``g__<i>__cmd``, activation and weight beats
+(formatted by the golden model, with *random* padding so that the hardware's K and N masking is
+exercised) on ``a`` and ``w`` with random gaps, results taken from ``o`` under random stalls and
+compared beat by beat by a scoreboard. Groups run concurrently; a descriptor that claims rows of
+a running group waits, one that breaks a bound gets an error beat.
+"""
+
+import numpy as np
+
+import cocotb
+from cocotb.triggers import ClockCycles, RisingEdge
+
+from ..golden.numbers import Precision, value_range
+from ..golden.rmmu import Descriptor, RMMUModel, peak_macs
+from ..rtl.rmmu import act_layout, cmd_layout, result_layout, weight_layout
+from .kit import (BackPressure, Scoreboard, StreamSink, StreamSource, corner_ints, make_rng,
+                  record_figures, reset, start, unit_under_test)
+
+
+def group_rows(rng, rows, groups, group):
+    """A random row range for ``group``: mostly inside its share of the rows (so groups run
+    side by side), sometimes all rows (so it must wait for the others)."""
+    if groups == 1 or rng.random() < 0.1:
+        lo, hi = 0, rows
+    else:
+        lo, hi = group * rows // groups, (group + 1) * rows // groups
+        hi = max(hi, lo + 1)
+    row0 = rng.randint(lo, hi - 1)
+    return row0, rng.randint(1, hi - row0)
+
+
+def random_ops(rng, model, count, *, group=0, bad=0.0, max_dim=None):
+    """``count`` random descriptors for ``group``: every precision, edge shapes (K = 1, one
+    pass exactly, M = N = 1, M just over an M-tile, N just over an N-tile), random requantization,
+    and with probability ``bad`` a descriptor the hardware must reject."""
+    cap = max_dim or 3 * model.tile_m
+    ops = []
+    for _ in range(count):
+        p = rng.choice(list(Precision))
+        row0, nrows = group_rows(rng, model.rows, model.groups, group)
+        kpass, ntile = nrows * p.lanes, model.cols * p.lanes
+        m = rng.choice([1, model.tile_m, model.tile_m + 1, rng.randint(1, cap)])
+        k = rng.choice([1, kpass, kpass + 1, rng.randint(1, 3 * kpass)])
+        n = rng.choice([1, ntile, ntile + 1, rng.randint(1, 2 * ntile)])
+        m, k, n = min(m, model.max_m), min(k, model.max_k), min(n, model.max_n)
+        requant = rng.random() < 0.5
+        fmt = rng.choice(list(Precision))
+        shift = rng.choice([0, rng.randint(0, 2 * p.bits + 4), 63])
+        if rng.random() < bad:
+            which = rng.choice(["nrows", "rows", "m", "k", "n"])
+            if which == "nrows":
+                nrows = 0
+            elif which == "rows":
+                row0, nrows = model.rows - 1, 2
+            else:
+                dims = {"m": m, "k": k, "n": n}
+                bound = {"m": model.max_m, "k": model.max_k, "n": model.max_n}[which]
+                fits = bound + 1 < (1 << bound.bit_length())        # the field can hold it
+                dims[which] = bound + 1 if fits and rng.random() < 0.5 else 0
+                m, k, n = dims["m"], dims["k"], dims["n"]
+        ops.append(Descriptor(row0, nrows, p, m, k, n, requant, fmt, shift))
+    return ops
+
+
+def random_operands(rng, desc, corner=0.3):
+    """Random ``A`` (M x K) and ``B`` (K x N) of the descriptor's precision with edge values."""
+    p = Precision(desc.precision)
+    if desc.m == 0 or desc.k == 0 or desc.n == 0:
+        return None, None
+    a = np.array(corner_ints(rng, p.bits, desc.m * desc.k, corner)).reshape(desc.m, desc.k)
+    b = np.array(corner_ints(rng, p.bits, desc.k * desc.n, corner)).reshape(desc.k, desc.n)
+    return a, b
+
+
+def cmd_fields(desc):
+    return {"row0": desc.row0, "nrows": desc.nrows, "precision": desc.precision, "m": desc.m,
+            "k": desc.k, "n": desc.n, "requant": desc.requant, "out_fmt": desc.out_fmt,
+            "shift": desc.shift}
+
+
+def model_of(unit):
+    return RMMUModel(rows=unit.rows, cols=unit.cols, groups=unit.groups, tile_m=unit.tile_m,
+                     max_m=unit.max_m, max_k=unit.max_k, max_n=unit.max_n)
+
+
+class GroupBench:
+    """Drivers, monitor and scoreboard of one row group."""
+
+    def __init__(self, dut, group, *, gaps=0.3, stalls=0.3):
+        self.dut, self.group = dut, group
+        self.unit = unit_under_test()
+        self.model = model_of(self.unit)
+        u = self.unit
+        self.rng = make_rng(f"rmmu.g{group}")
+        self.pad = np.random.default_rng(self.rng.randrange(1 << 30))
+        prefix = f"g__{group}__"
+        bp = lambda p: BackPressure(self.rng, p)                         # noqa: E731
+        self.cmd = StreamSource(dut, prefix + "cmd", cmd_layout(u.rows, u.max_m, u.max_k,
+                                                                u.max_n), self.rng, gaps=bp(gaps))
+        self.a = StreamSource(dut, prefix + "a", act_layout(u.rows), self.rng, gaps=bp(gaps))
+        self.w = StreamSource(dut, prefix + "w", weight_layout(u.cols), self.rng, gaps=bp(gaps))
+        self.board = Scoreboard(f"rmmu.g{group}.o", self.compare)
+        self.o = StreamSink(dut, prefix + "o", result_layout(u.cols, u.out_bits), self.rng,
+                            self.board, stalls=bp(stalls))
+        self.ops = 0
+        self.last_times = []
+
+    @staticmethod
+    def compare(expected, actual):
+        lanes, last, error = expected
+        got = ([int(x) for x in actual.lanes], bool(actual.last), bool(actual.error))
+        if got == (lanes, last, error):
+            return None
+        if (got[1], got[2]) != (last, error):
+            return f"last/error: expected {(last, error)}, got {(got[1], got[2])}"
+        diff = [j for j, (x, y) in enumerate(zip(lanes, got[0])) if x != y]
+        return f"{len(diff)} lanes differ, first: lane {diff[0]} expected {lanes[diff[0]]}, " \
+               f"got {got[0][diff[0]]}"
+
+    def play(self, desc, a=None, b=None):
+        """Queue one operation and expect its output beats."""
+        if a is None and not self.model.error(desc):
+            a, b = random_operands(self.rng, desc)
+        self.cmd.send(cmd_fields(desc))
+        lanes, last = self.model.o_beats(desc, a, b)
+        if lanes is None:
+            self.board.expect(([0] * (self.unit.cols * 8), True, True))
+            return
+        for row, l in zip(lanes, last):
+            self.board.expect((row.tolist(), bool(l), False))
+        self.a.send_all({"data": [int(x) for x in beat]}
+                        for beat in self.model.a_beats(desc, a, rng=self.pad))
+        self.w.send_all({"data": [[int(x) for x in tile] for tile in beat]}
+                        for beat in self.model.w_beats(desc, b, rng=self.pad))
+        self.ops += 1
+
+    async def finish(self, timeout):
+        await self.board.wait(self.dut.clk, timeout)
+
+
+def budget(model, ops):
+    """Generous cycle budget for ``ops`` (every beat may wait through gaps and stalls)."""
+    beats = sum(len(model.a_beats(d, np.zeros((d.m, d.k), np.int64)))
+                + len(model.w_beats(d, np.zeros((d.k, d.n), np.int64)))
+                for d in ops if not model.error(d))
+    return 20 * beats + 200 * len(ops) + 1000
+
+
+async def campaign(dut, count, *, bad=0.0, gaps=0.3, stalls=0.3):
+    unit = unit_under_test()
+    benches = [GroupBench(dut, g, gaps=gaps, stalls=stalls) for g in range(unit.groups)]
+    total = 0
+    for tb in benches:
+        ops = random_ops(tb.rng, tb.model, count, group=tb.group, bad=bad)
+        for d in ops:
+            tb.play(d)
+        total += budget(tb.model, ops)
+    for tb in benches:
+        await tb.finish(total)
+    return benches
+
+
+@cocotb.test()
+async def random_concurrent_groups(dut):
+    """Random GEMMs on every group at once: all precisions, edge shapes, requantization,
+    random padding, back-to-back descriptors, gaps and stalls on every stream."""
+    await start(dut)
+    unit = unit_under_test()
+    count = 12 if unit.rows * unit.cols <= 64 else 2
+    benches = await campaign(dut, count)
+    dut._log.info("checked %s beats over %d operations",
+                  [tb.board.checked for tb in benches], sum(tb.ops for tb in benches))
+
+
+@cocotb.test()
+async def bad_descriptors(dut):
+    """Descriptors beyond the generated bounds get exactly one error beat and consume no
+    activation or weight beats; good ones around them still compute correctly."""
+    await start(dut)
+    unit = unit_under_test()
+    if unit.rows * unit.cols > 64:
+        dut._log.info("large array: bad descriptors are exercised by the small builds")
+        return
+    benches = await campaign(dut, 10, bad=0.4)
+    assert any(tb.board.checked for tb in benches)
+
+
+@cocotb.test()
+async def extremes_at_max_k(dut):
+    """K = max_k with the most negative values in A and B (the largest sum) and mixed signs:
+    the full-width lanes must not wrap; requantization saturates."""
+    await start(dut)
+    unit = unit_under_test()
+    tb = GroupBench(dut, 0, gaps=0.1, stalls=0.1)
+    k = unit.max_k if unit.rows * unit.cols <= 64 else min(unit.max_k, 256)
+    for p in ([Precision.FX16, Precision.INT2] if unit.rows * unit.cols > 64 else Precision):
+        lo, hi = value_range(p.bits)
+        n = min(unit.cols * p.lanes, unit.max_n)
+        for a_val, b_val, requant in [(lo, lo, False), (lo, hi, False), (lo, lo, True)]:
+            desc = Descriptor(0, unit.rows, p, 2, k, n, requant, p, 0)
+            tb.play(desc, np.full((2, k), a_val), np.full((k, n), b_val))
+    await tb.finish(40 * k + 4000)
+
+
+@cocotb.test()
+async def reset_mid_operation(dut):
+    """Reset while an operation is loading and computing: afterwards no beat is left over and
+    new operations run from a clean state."""
+    await start(dut)
+    unit = unit_under_test()
+    tb = GroupBench(dut, 0, gaps=0, stalls=0.5)
+    desc = Descriptor(0, unit.rows, Precision.INT4, unit.tile_m + 1, 3 * unit.rows * 4, 3)
+    a, b = random_operands(tb.rng, desc)
+    tb.cmd.send(cmd_fields(desc))
+    tb.a.send_all({"data": [int(x) for x in beat]} for beat in tb.model.a_beats(desc, a)[:5])
+    tb.w.send_all({"data": [[int(x) for x in t] for t in beat]}
+                  for beat in tb.model.w_beats(desc, b))
+    while tb.a.queue:
+        await RisingEdge(dut.clk)
+    for s in (tb.cmd, tb.a, tb.w):
+        s.queue.clear()
+    tb.o.stop()
+    await reset(dut)
+    await ClockCycles(dut.clk, 3)
+    assert not int(dut.g__0__o__valid.value), "a result survived the reset"
+    tb = GroupBench(dut, 0)
+    ops = random_ops(tb.rng, tb.model, 4, group=0)
+    for d in ops:
+        tb.play(d)
+    await tb.finish(budget(tb.model, ops))
+
+
+@cocotb.test()
+async def utilization(dut):
+    """No gaps, no stalls: cycles from the descriptor to the last result for one GEMM per
+    precision on all rows; utilization = useful MACs / (cycles x peak MACs of those rows).
+    Results are checked as everywhere else; the figures go to the benchmark report."""
+    await start(dut)
+    unit = unit_under_test()
+    tb = GroupBench(dut, 0, gaps=0, stalls=0)
+    figures = []
+    shapes = [(unit.tile_m * 2, k) for k in (64, 256, 1024) if k <= unit.max_k]
+    for p in Precision:
+        for m, k in shapes:
+            n = min(unit.cols * p.lanes, unit.max_n)
+            desc = Descriptor(0, unit.rows, p, min(m, unit.max_m), k, n)
+            start_cycle = tb.cmd.accepted
+            first = len(tb.cmd.accept_times)
+            tb.play(desc)
+            await tb.finish(budget(tb.model, [desc]))
+            t0 = tb.cmd.accept_times[first]
+            t1 = cocotb.utils.get_sim_time("ns")
+            cycles = int((t1 - t0) / 10)
+            useful = tb.model.useful_macs(desc)
+            util = useful / (cycles * peak_macs(unit.rows, unit.cols, p))
+            dut._log.info("%s M=%d K=%d N=%d: %d cycles, utilization %.3f", p.name, desc.m, k,
+                          n, cycles, util)
+            figures.append({"precision": p.name, "m": desc.m, "k": k, "n": n,
+                            "cycles": cycles, "useful_macs": useful, "utilization": util})
+            del start_cycle
+    record_figures({"rows": unit.rows, "cols": unit.cols, "tile_m": unit.tile_m,
+                    "runs": figures})
