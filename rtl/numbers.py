@@ -29,6 +29,8 @@ def round_shift(value, shift):
     if isinstance(shift, int):
         if shift == 0:
             return value
+        if shift > value.shape().width:
+            return Const(0, 1)    # |value| / 2**shift < 1/2 rounds to 0, negatives included
         q = value >> shift
         r = value.as_unsigned()[:shift]
         half = 1 << (shift - 1)

@@ -299,12 +299,18 @@ class RMMU(wiring.Component):
         own = [[Signal(name=f"own_{g}_{r}") for r in range(R)] for g in range(G)]
         for g in range(G):
             for r in range(R):
-                m.d.comb += own[g][r].eq(run[g] & (desc[g].row0 <= r) & (r < hi[g]))
+                row0 = desc[g].row0
+                # (a row at the field's maximum is always at or after row0)
+                after = Const(1) if r >= (1 << len(row0)) - 1 else row0 <= r
+                m.d.comb += own[g][r].eq(run[g] & after & (r < hi[g]))
 
-        # Accepting a descriptor.
+        # Accepting a descriptor: its rows must be free of running groups and of a lower
+        # group's descriptor accepted in the same cycle.
+        taking = []                                      # (accepted now, row0, end) per group
         for g, port in enumerate(ports):
             d = port.cmd.payload
-            end = d.row0 + d.nrows
+            end = Signal(range(2 * R + 1), name=f"g{g}_cmd_end")
+            m.d.comb += end.eq(d.row0 + d.nrows)
             bad = (d.nrows == 0) | (end > R) | \
                 (d.m == 0) | (d.m > self._max_m) | (d.k == 0) | (d.k > self._max_k) | \
                 (d.n == 0) | (d.n > self._max_n)
@@ -312,7 +318,12 @@ class RMMU(wiring.Component):
             for h in range(G):
                 if h != g:
                     conflict = conflict | (run[h] & (d.row0 < hi[h]) & (desc[h].row0 < end))
+            for now, row0, h_end in taking:
+                conflict = conflict | (now & (d.row0 < h_end) & (row0 < end))
             m.d.comb += port.cmd.ready.eq(~run[g] & ~err[g] & (bad | ~conflict))
+            accept = Signal(name=f"g{g}_cmd_take")
+            m.d.comb += accept.eq(port.cmd.valid & port.cmd.ready & ~bad)
+            taking.append((accept, d.row0, end))
             with m.If(port.cmd.valid & port.cmd.ready):
                 m.d.sync += [desc[g].eq(d), hi[g].eq(end)]
                 with m.If(bad):

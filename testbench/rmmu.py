@@ -109,15 +109,15 @@ class GroupBench:
 
     @staticmethod
     def compare(expected, actual):
-        lanes, last, error = expected
+        lanes, last, error, where = expected
         got = ([int(x) for x in actual.lanes], bool(actual.last), bool(actual.error))
         if got == (lanes, last, error):
             return None
         if (got[1], got[2]) != (last, error):
-            return f"last/error: expected {(last, error)}, got {(got[1], got[2])}"
+            return f"{where}: last/error expected {(last, error)}, got {(got[1], got[2])}"
         diff = [j for j, (x, y) in enumerate(zip(lanes, got[0])) if x != y]
-        return f"{len(diff)} lanes differ, first: lane {diff[0]} expected {lanes[diff[0]]}, " \
-               f"got {got[0][diff[0]]}"
+        return f"{where}: {len(diff)} lanes differ, first: lane {diff[0]} expected " \
+               f"{lanes[diff[0]]}, got {got[0][diff[0]]}"
 
     def play(self, desc, a=None, b=None):
         """Queue one operation and expect its output beats."""
@@ -125,16 +125,17 @@ class GroupBench:
             a, b = random_operands(self.rng, desc)
         self.cmd.send(cmd_fields(desc))
         lanes, last = self.model.o_beats(desc, a, b)
+        where = f"operation {self.ops} {desc}"
+        self.ops += 1
         if lanes is None:
-            self.board.expect(([0] * (self.unit.cols * 8), True, True))
+            self.board.expect(([0] * (self.unit.cols * 8), True, True, where))
             return
-        for row, l in zip(lanes, last):
-            self.board.expect((row.tolist(), bool(l), False))
+        for i, (row, l) in enumerate(zip(lanes, last)):
+            self.board.expect((row.tolist(), bool(l), False, f"{where} beat {i}"))
         self.a.send_all({"data": [int(x) for x in beat]}
                         for beat in self.model.a_beats(desc, a, rng=self.pad))
         self.w.send_all({"data": [[int(x) for x in tile] for tile in beat]}
                         for beat in self.model.w_beats(desc, b, rng=self.pad))
-        self.ops += 1
 
     async def finish(self, timeout):
         await self.board.wait(self.dut.clk, timeout)

@@ -88,6 +88,9 @@ def test_rtl_round_shift_runtime_exhaustive(shape):
     y, z = Signal(signed(12)), Signal(signed(4))
     m = Module()
     m.d.comb += [y.eq(rtl_round_shift(x, s)), z.eq(rtl_requantize(x, s, 4))]
+    # the same with every shift as a Python int (wires, no shifter)
+    fixed = [Signal(signed(12), name=f"fixed{k}") for k in range(16)]
+    m.d.comb += [f.eq(rtl_round_shift(x, k)) for k, f in enumerate(fixed)]
     lo, hi = (-(1 << 6), 1 << 6) if shape.signed else (0, 1 << 6)
     values = np.arange(lo, hi)
     failures = []
@@ -97,8 +100,9 @@ def test_rtl_round_shift_runtime_exhaustive(shape):
             for v in values:
                 ctx.set(x, int(v))
                 ctx.set(s, shift)
-                got = (ctx.get(y), ctx.get(z))
-                want = (int(round_shift(v, shift)), int(requantize(v, shift, 4)))
+                got = (ctx.get(y), ctx.get(z), ctx.get(fixed[shift]))
+                want = (int(round_shift(v, shift)), int(requantize(v, shift, 4)),
+                        int(round_shift(v, shift)))
                 if got != want:
                     failures.append((int(v), shift, got, want))
 
