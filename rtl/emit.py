@@ -70,6 +70,11 @@ class EmitPlatform:
     def __init__(self):
         self._modules = {}
 
+    @property
+    def shared_modules(self):
+        """Names of the modules emitted once and instantiated (after :meth:`convert`)."""
+        return tuple(self._modules)
+
     def shared_module(self, name, component):
         """Register ``component`` to be emitted once as Verilog module ``name``; returns
         ``name``. Registering a different component under a taken name is a bug."""

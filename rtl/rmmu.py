@@ -212,6 +212,11 @@ def _select(m, index, values, shape, name):
     return out
 
 
+def _above(value, bound):
+    """``value > bound``, or constant 0 when the field cannot hold more than ``bound``."""
+    return value > bound if (1 << len(value)) - 1 > bound else Const(0)
+
+
 def _by_mode(prec, table, default=0):
     """``table[prec]`` (``{Precision: value}``) as a ``Mux`` chain; missing modes give
     ``default``."""
@@ -312,8 +317,8 @@ class RMMU(wiring.Component):
             end = Signal(range(2 * R + 1), name=f"g{g}_cmd_end")
             m.d.comb += end.eq(d.row0 + d.nrows)
             bad = (d.nrows == 0) | (end > R) | \
-                (d.m == 0) | (d.m > self._max_m) | (d.k == 0) | (d.k > self._max_k) | \
-                (d.n == 0) | (d.n > self._max_n)
+                (d.m == 0) | _above(d.m, self._max_m) | (d.k == 0) | _above(d.k, self._max_k) | \
+                (d.n == 0) | _above(d.n, self._max_n)
             conflict = Const(0)
             for h in range(G):
                 if h != g:

@@ -31,10 +31,10 @@ __all__ = ["FF_TRANSISTORS", "yosys_command", "synthesize"]
 FF_TRANSISTORS = 24
 
 SCRIPT = """read_verilog {name}.v
-synth -flatten -top {name}
+synth {flatten}-top {name}
 abc -g cmos2
 opt_clean
-tee -q -o stat.json stat -json -tech cmos
+tee -q -o stat.json stat -json -tech cmos -top {name}
 tee -q -o ltp.txt ltp -noff
 """
 
@@ -51,15 +51,22 @@ def yosys_command():
     return exe
 
 
-def synthesize(unit, params=None, *, component=None, name=None):
-    """Synthesize a registered ``unit`` (or any ``component``) and return its figures."""
+def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
+    """Synthesize a registered ``unit`` (or any ``component``) and return its figures.
+
+    ``flatten=False`` keeps the hierarchy: each distinct module is synthesized once and the
+    totals count every instance (``stat -top``), which is how a 512-PE array stays tractable;
+    ``depth`` is then the deepest path inside any one module (paths crossing a module boundary
+    are not joined).
+    """
     params = dict(params or {})
     name = name or unit
-    work = BUILD / "synth" / f"{name}-{_digest(unit, params)}"
+    work = BUILD / "synth" / (f"{name}-{_digest(unit, params)}" + ("" if flatten else "-hier"))
     work.mkdir(parents=True, exist_ok=True)
     component = component if component is not None else build(unit, **params)
     (work / f"{name}.v").write_text(verilog(component, name=name))
-    (work / "synth.ys").write_text(SCRIPT.format(name=name))
+    (work / "synth.ys").write_text(SCRIPT.format(name=name,
+                                                 flatten="-flatten " if flatten else ""))
     start = time.monotonic()
     proc = subprocess.run([yosys_command(), "-q", "-l", "yosys.log", "-s", "synth.ys"],
                           cwd=work, capture_output=True, text=True)
@@ -71,8 +78,8 @@ def synthesize(unit, params=None, *, component=None, name=None):
     cells = design.get("num_cells_by_type", {})
     ffs = sum(n for cell, n in cells.items() if "DFF" in cell or "DLATCH" in cell)
     logic = int(design.get("estimated_num_transistors", "0").rstrip("+"))
-    depth = int(re.findall(r"Longest topological path in \S+ \(length=(\d+)\)",
-                           (work / "ltp.txt").read_text())[-1])
+    depth = max(int(d) for d in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)",
+                                           (work / "ltp.txt").read_text()))
     return {
         "unit": unit, "params": params,
         "cells": int(design["num_cells"]), "ffs": ffs,

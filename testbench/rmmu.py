@@ -233,33 +233,68 @@ async def reset_mid_operation(dut):
     await tb.finish(budget(tb.model, ops))
 
 
+#: Environment variable with the utilization runs a benchmark asks for (JSON list of runs,
+#: each a list of operations ``{"group", "row0", "nrows", "precision", "m", "k", "n"}``).
+BENCH_ENV = "ATTNFORGE_RMMU_BENCH"
+
+
+def default_runs(unit):
+    """Small utilization runs for the regression: each precision on all rows, and a mixed run
+    (an INT2 estimate on a quarter of the rows beside FX16 on the rest) when groups >= 2."""
+    runs = []
+    for p in Precision:
+        for k in (64, 256):
+            if k <= unit.max_k:
+                runs.append([{"group": 0, "row0": 0, "nrows": unit.rows, "precision": p.name,
+                              "m": min(2 * unit.tile_m, unit.max_m), "k": k,
+                              "n": min(unit.cols * p.lanes, unit.max_n)}])
+    if unit.groups >= 2 and unit.rows >= 2:
+        split = max(1, unit.rows // 4)
+        runs.append([
+            {"group": 0, "row0": 0, "nrows": split, "precision": "INT2",
+             "m": min(2 * unit.tile_m, unit.max_m), "k": min(8 * split, unit.max_k),
+             "n": min(unit.cols * 8, unit.max_n)},
+            {"group": 1, "row0": split, "nrows": unit.rows - split, "precision": "FX16",
+             "m": min(2 * unit.tile_m, unit.max_m), "k": min(4 * (unit.rows - split), unit.max_k),
+             "n": min(unit.cols, unit.max_n)}])
+    return runs
+
+
 @cocotb.test()
 async def utilization(dut):
-    """No gaps, no stalls: cycles from the descriptor to the last result for one GEMM per
-    precision on all rows; utilization = useful MACs / (cycles x peak MACs of those rows).
-    Results are checked as everywhere else; the figures go to the benchmark report."""
+    """No gaps, no stalls: cycles from the first descriptor accepted to the last result, for
+    GEMMs on all rows per precision and for concurrent groups. Utilization = useful MACs /
+    (cycles x peak MACs of the rows in use). Results are checked as everywhere else; the
+    figures go to the benchmark report (``ATTNFORGE_RMMU_BENCH`` selects the runs)."""
+    import json
+    import os
     await start(dut)
     unit = unit_under_test()
-    tb = GroupBench(dut, 0, gaps=0, stalls=0)
+    runs = json.loads(os.environ[BENCH_ENV]) if BENCH_ENV in os.environ else default_runs(unit)
+    benches = [GroupBench(dut, g, gaps=0, stalls=0) for g in range(unit.groups)]
     figures = []
-    shapes = [(unit.tile_m * 2, k) for k in (64, 256, 1024) if k <= unit.max_k]
-    for p in Precision:
-        for m, k in shapes:
-            n = min(unit.cols * p.lanes, unit.max_n)
-            desc = Descriptor(0, unit.rows, p, min(m, unit.max_m), k, n)
-            start_cycle = tb.cmd.accepted
-            first = len(tb.cmd.accept_times)
+    for ops in runs:
+        descs = []
+        firsts = []
+        for op in ops:
+            tb = benches[op["group"]]
+            desc = Descriptor(op["row0"], op["nrows"], Precision[op["precision"]], op["m"],
+                              op["k"], op["n"])
+            firsts.append((tb, len(tb.cmd.accept_times)))
             tb.play(desc)
-            await tb.finish(budget(tb.model, [desc]))
-            t0 = tb.cmd.accept_times[first]
-            t1 = cocotb.utils.get_sim_time("ns")
-            cycles = int((t1 - t0) / 10)
-            useful = tb.model.useful_macs(desc)
-            util = useful / (cycles * peak_macs(unit.rows, unit.cols, p))
-            dut._log.info("%s M=%d K=%d N=%d: %d cycles, utilization %.3f", p.name, desc.m, k,
-                          n, cycles, util)
-            figures.append({"precision": p.name, "m": desc.m, "k": k, "n": n,
-                            "cycles": cycles, "useful_macs": useful, "utilization": util})
-            del start_cycle
+            descs.append(desc)
+        for tb in benches:
+            await tb.finish(budget(tb.model, descs))
+        t1 = cocotb.utils.get_sim_time("ns")
+        t0 = min(tb.cmd.accept_times[i] for tb, i in firsts)
+        cycles = int((t1 - t0) / 10)
+        useful = sum(benches[0].model.useful_macs(d) for d in descs)
+        peak = sum(peak_macs(d.nrows, unit.cols, d.precision) for d in descs)
+        util = useful / (cycles * peak)
+        label = " + ".join(f"{Precision(d.precision).name} rows {d.row0}-{d.row0 + d.nrows - 1}"
+                           f" M={d.m} K={d.k} N={d.n}" for d in descs)
+        dut._log.info("%s: %d cycles, utilization %.3f", label, cycles, util)
+        figures.append({"ops": ops, "cycles": cycles, "useful_macs": useful,
+                        "peak_macs_per_cycle": peak, "utilization": util})
     record_figures({"rows": unit.rows, "cols": unit.cols, "tile_m": unit.tile_m,
                     "runs": figures})

@@ -18,12 +18,13 @@ cocotb test by name).
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from ..rtl import build, verilog
+from ..rtl import EmitPlatform, build
 from .kit import PARAMS_ENV, UNIT_ENV
 
 __all__ = ["ROOT", "BUILD", "VERILATOR_WAIVERS", "verilator_env", "prepare", "run", "lint"]
@@ -85,12 +86,27 @@ def prepare(unit, params=None, *, waves=False):
     name = f"{unit}-{_digest(unit, params)}" + ("-waves" if waves else "")
     work = BUILD / "sim" / name
     work.mkdir(parents=True, exist_ok=True)
-    text = verilog(build(unit, **params), name=unit)
+    platform = EmitPlatform()
+    text = platform.convert(build(unit, **params), name=unit)
     path = work / f"{unit}.v"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
     (work / "params.json").write_text(json.dumps({"unit": unit, "params": params}, indent=1))
+    # Modules instantiated many times (the RMMU's PEs) are Verilated once, as hierarchical
+    # blocks: flat Verilation would generate code per instance (~300 MB of C++ for 512 PEs).
+    vlt = work / "hier.vlt"
+    if platform.shared_modules:
+        vlt.write_text("`verilator_config\n" + "".join(
+            f'hier_block -module "{mod}"\n' for mod in platform.shared_modules))
+    elif vlt.exists():
+        vlt.unlink()
     return work, path
+
+
+def _hier_args(work):
+    """``--hierarchical`` and the block list when :func:`prepare` wrote one."""
+    vlt = work / "hier.vlt"
+    return ["--hierarchical", str(vlt.resolve())] if vlt.exists() else []
 
 
 def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=None,
@@ -115,10 +131,12 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     try:
         runner = get_runner("verilator")
         stamp = work / "build.stamp"
-        digest = hashlib.sha1(path.read_bytes()).hexdigest()
+        vlt = work / "hier.vlt"
+        digest = hashlib.sha1(path.read_bytes() + (vlt.read_bytes() if vlt.exists() else b"")
+                              ).hexdigest()
         if not stamp.exists() or stamp.read_text() != digest:
             runner.build(sources=[path], hdl_toplevel=unit, build_dir=work,
-                         build_args=VERILATOR_WAIVERS + ["-O2"], waves=waves,
+                         build_args=VERILATOR_WAIVERS + ["-O2"] + _hier_args(work), waves=waves,
                          timescale=timescale, always=True)
             stamp.write_text(digest)
         else:
@@ -151,11 +169,46 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
 def lint(unit, params=None):
     """``verilator --lint-only -Wall`` (with the waivers above) on the unit's Verilog.
 
-    Returns the warnings text; empty when clean.
+    Returns the warnings text; empty when clean. A unit with shared modules (hierarchical
+    blocks) is linted module by module: each shared module alone, then the top with the shared
+    modules replaced by port-only stubs -- Verilator elaborates every instance otherwise, which
+    takes minutes and gigabytes for the 512-PE RMMU.
     """
     work, path = prepare(unit, params)
     env = verilator_env()
-    proc = subprocess.run([shutil.which("verilator", path=env["PATH"]), "--lint-only", "-Wall",
-                           *VERILATOR_WAIVERS, "--top-module", unit, path.name],
-                          cwd=work, env=env, capture_output=True, text=True)
-    return (proc.stdout + proc.stderr).strip() if proc.returncode else ""
+    exe = shutil.which("verilator", path=env["PATH"])
+
+    def run_lint(top, source):
+        proc = subprocess.run([exe, "--lint-only", "-Wall", *VERILATOR_WAIVERS,
+                               "--top-module", top, source], cwd=work, env=env,
+                              capture_output=True, text=True)
+        return (proc.stdout + proc.stderr).strip() if proc.returncode else ""
+
+    vlt = work / "hier.vlt"
+    if not vlt.exists():
+        return run_lint(unit, path.name)
+    shared = re.findall(r'hier_block -module "([^"]+)"', vlt.read_text())
+    modules = _split_modules(path.read_text())
+    reports = [run_lint(mod, path.name) for mod in shared]
+    top = [text for name, text in modules.items() if name not in shared]
+    stubs = [_stub(modules[mod]) for mod in shared]
+    (work / "lint_top.v").write_text("\n".join(top + stubs))
+    reports.append(run_lint(unit, "lint_top.v"))
+    return "\n".join(r for r in reports if r)
+
+
+def _split_modules(text):
+    """``{module name: text}`` of a Verilog file written by Amaranth."""
+    modules = {}
+    for chunk in text.split("endmodule")[:-1]:
+        name = re.search(r"^module\s+([\w$]+)", chunk, re.M).group(1)
+        modules[name] = chunk + "endmodule\n"
+    return modules
+
+
+def _stub(text):
+    """A port-only copy of an Amaranth module (its logic is linted on its own)."""
+    header = re.search(r"^module[^;]*;", text, re.M).group(0)
+    ports = re.findall(r"^\s*(?:input|output)\b[^;]*;", text, re.M)
+    return "\n".join(["/* verilator lint_off UNDRIVEN */", header, *ports, "endmodule",
+                      "/* verilator lint_on UNDRIVEN */", ""])
