@@ -11,6 +11,7 @@ from amaranth.hdl import Cat, Module, Signal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.numbers import Precision
 from ..rtl import UNITS
 from .nextpnr import DEVICE_NAME, DSP_MIN_PRODUCT_BITS, FREQ_MHZ, SEED, implement
 from .report import md_table, write_report
@@ -158,10 +159,58 @@ def mac_report():
     return write_report("mac", "\n".join(md), {"pe": pes, "datapath": dps, "ratios": ratios})
 
 
+#: Units synthesized with their hierarchy kept (``synthesize(flatten=False)``) and without an
+#: ECP5 run: the default RMMU has 512 PEs, ~50x an ECP5-85 (its PE alone is in ``rmmu.md``).
+HIERARCHICAL = {"rmmu": "512 PEs do not fit an ECP5-85; rmmu.md has one PE"}
+
+
+def _hier_figures(unit):
+    key = (unit, "hier")
+    if key not in _CACHE:
+        fig = synthesize(unit, flatten=False)
+        fig["ecp5"] = {"luts": "-", "dsps": "-", "ffs": "-", "fmax": None,
+                       "error": HIERARCHICAL[unit]}
+        _CACHE[key] = fig
+    return _CACHE[key]
+
+
+def rmmu_report():
+    """The default 32 x 16 RMMU (hierarchical), one PE, one output lane; area per peak MAC."""
+    from ..rtl.rmmu import RMMU, _LaneOut, _PE
+    unit = RMMU()
+    array = _hier_figures("rmmu")
+    pe = _figures("rmmu_pe", component=lambda: _PE(unit.rows), name="rmmu_pe")
+    lane = _figures("rmmu_lane", component=lambda: _LaneOut(unit.out_bits), name="rmmu_lane")
+    n_pe, n_lane = unit.rows * unit.cols, unit.groups * unit.cols * 8
+    shell = {m: array[m] - n_pe * pe[m] - n_lane * lane[m]
+             for m in ("cells", "logic_transistors", "ffs", "transistors")}
+    per_mac = {p.name: array["transistors"] / unit.peak_macs(p) for p in Precision}
+    rows = [["whole array (32 x 16, 2 groups)", array["cells"], array["logic_transistors"],
+             array["ffs"], array["transistors"], array["depth"], "-", "-", "-", "n/a*"],
+            _row(f"one PE (x {n_pe})", pe), _row(f"one output lane (x {n_lane})", lane),
+            ["rest: skew lines, control, accumulators", shell["cells"],
+             shell["logic_transistors"], shell["ffs"], shell["transistors"], "", "", "", "", ""]]
+    md = ["# RMMU area (Yosys)", "",
+          "Default parameters (32 x 16 PEs, 2 groups, tile_m 32, max_k 4096). The array is "
+          "synthesized with its hierarchy kept (`synth -top rmmu`, no `-flatten`): the PE and "
+          "the output-lane modules are synthesized once and `stat -top` counts every instance; "
+          "its depth is the deepest path inside one module. The PE and lane rows are the same "
+          "modules synthesized flat on their own, with ECP5 figures. Accumulator memories "
+          "(2 x 32 x 2,816 bits) are mapped to flip-flops. Produced by `make synth`.", "",
+          ECP5_NOTE, "",
+          md_table(COLUMNS, rows),
+          *_errors([("whole array", array), ("one PE", pe), ("one output lane", lane)]), "",
+          "## Area per peak MAC/cycle (whole array, transistors)", "",
+          md_table(["precision", "peak MACs/cycle", "transistors per peak MAC/cycle"],
+                   [[p.name, unit.peak_macs(p), per_mac[p.name]] for p in Precision])]
+    return write_report("rmmu", "\n".join(md), {"array": array, "pe": pe, "lane": lane,
+                                                "shell": shell, "per_peak_mac": per_mac})
+
+
 def _generic(units):
     rows, data = [], {}
     for name in units:
-        fig = _figures(name)
+        fig = _hier_figures(name) if name in HIERARCHICAL else _figures(name)
         data[name] = fig
         rows.append(_row(name, fig))
     md = ["# Synthesis summary (default parameters)", "",
@@ -170,7 +219,7 @@ def _generic(units):
     return write_report("synth", "\n".join(md), data)
 
 
-REPORTS = {"mac": mac_report}
+REPORTS = {"mac": mac_report, "rmmu": rmmu_report}
 
 
 def write_all(units=None):

@@ -22,6 +22,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from ..rtl import EmitPlatform, build
@@ -135,9 +136,12 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
         digest = hashlib.sha1(path.read_bytes() + (vlt.read_bytes() if vlt.exists() else b"")
                               ).hexdigest()
         if not stamp.exists() or stamp.read_text() != digest:
+            begin = time.monotonic()
             runner.build(sources=[path], hdl_toplevel=unit, build_dir=work,
                          build_args=VERILATOR_WAIVERS + ["-O2"] + _hier_args(work), waves=waves,
                          timescale=timescale, always=True)
+            # wall time of Verilation + C++ build, for benchmarks (the stamp caches the model)
+            (work / "build.seconds").write_text(f"{time.monotonic() - begin:.1f}\n")
             stamp.write_text(digest)
         else:
             runner.build_dir = work.resolve()   # reuse the model built for this text

@@ -70,3 +70,48 @@ def test_formal_flow_finds_a_violation():
 
     res = run(Proof("selftest_wrong", Wrong, "bmc", 1, "a false property"))
     assert res["status"] == "FAIL", res
+
+
+class _Adder(wiring.Component):
+    def __init__(self):
+        super().__init__({"a": In(8), "b": In(8), "y": Out(9)})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.sync += self.y.eq(self.a + self.b)
+        return m
+
+
+class _FourAdders(wiring.Component):
+    """Four copies of one module: shared (emitted once) under EmitPlatform, else inlined."""
+
+    def __init__(self):
+        super().__init__({"a": In(32), "b": In(32), "y": Out(36)})
+
+    def elaborate(self, platform):
+        from amaranth.hdl import Cat, ClockSignal, Instance, ResetSignal
+        m = Module()
+        outs = []
+        for i in range(4):
+            y = Signal(9, name=f"y{i}")
+            a, b = self.a[8 * i:8 * i + 8], self.b[8 * i:8 * i + 8]
+            if getattr(platform, "shared_module", None):
+                name = platform.shared_module("tiny_adder", _Adder())
+                m.submodules[f"add{i}"] = Instance(name, i_clk=ClockSignal(), i_rst=ResetSignal(),
+                                                   i_a=a, i_b=b, o_y=y)
+            else:
+                add = m.submodules[f"add{i}"] = _Adder()
+                m.d.comb += [add.a.eq(a), add.b.eq(b), y.eq(add.y)]
+            outs.append(y)
+        m.d.comb += self.y.eq(Cat(*outs))
+        return m
+
+
+def test_synthesize_hierarchical_counts_every_instance():
+    from attnforge.rtl import verilog
+    assert verilog(_FourAdders(), "four").count("module tiny_adder") == 1
+    flat = synthesize("four", component=_FourAdders(), name="four")
+    hier = synthesize("four", component=_FourAdders(), name="four", flatten=False)
+    one = synthesize("adder", component=_Adder(), name="adder")
+    assert hier["ffs"] == flat["ffs"] == 4 * one["ffs"] == 36
+    assert hier["logic_transistors"] == 4 * one["logic_transistors"]
