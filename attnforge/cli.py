@@ -4,7 +4,7 @@
     attnforge verilog mac --frac-bits 8 -o mac.v       emit one unit's Verilog
     attnforge verilog-all -o build/verilog             every unit at default parameters
     attnforge lint [unit ...]                          verilator --lint-only -Wall
-    attnforge synth [unit ...]                         Yosys reports into build/reports/
+    attnforge synth [unit ...]                         Yosys + ECP5 reports into build/reports/
 
 Generator parameters become ``--kebab-case`` options automatically (from each generator's
 keyword-only constructor parameters). A bad parameter prints one line and exits with status 2.
@@ -53,7 +53,7 @@ def _parser():
     p_lint = sub.add_parser("lint", help="verilator --lint-only -Wall on units")
     p_lint.add_argument("units", nargs="*", metavar="unit")
 
-    p_synth = sub.add_parser("synth", help="Yosys area/depth reports into build/reports/")
+    p_synth = sub.add_parser("synth", help="Yosys area/depth and ECP5 (nextpnr) reports into build/reports/")
     p_synth.add_argument("units", nargs="*", metavar="unit")
     return parser
 
