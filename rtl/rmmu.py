@@ -400,7 +400,11 @@ class RMMU(wiring.Component):
             mi = Signal(_rng(self._tile_m), name=f"g{g}_mi")
             is_done = Signal(name=f"g{g}_is_done")
             first_word = mi == 0
-            m.d.comb += port.a.ready.eq(run[g] & ~is_done & adv[g] & (~first_word | set_ready))
+            # A pass may start in the cycle its tile set's last row is written: the swap reaches
+            # that row at least one cycle later -- unless the group is row 0 alone.
+            set_now = Signal(name=f"g{g}_set_now")
+            m.d.comb += set_now.eq(set_ready | (w_take & last_row & (hi[g] > 1)))
+            m.d.comb += port.a.ready.eq(run[g] & ~is_done & adv[g] & (~first_word | set_now))
             a_take = port.a.valid & port.a.ready
             last_mi = (mi == self._tile_m - 1) | (iss.m0 + mi + 1 == dg.m)
             with m.If(a_take):

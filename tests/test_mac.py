@@ -10,6 +10,7 @@ from attnforge.golden.mac import MACModel, Word, lane_bits, tile_matrix
 from attnforge.golden.numbers import Precision, pack
 from attnforge.rtl.mac import MAC, FX16MAC, SeparateMAC
 from attnforge.testbench.mac import random_program
+from attnforge.testbench.quick import sink, source
 
 
 # -- golden model ------------------------------------------------------------------------------
@@ -63,41 +64,20 @@ def simulate(dut, tiles, words, *, seed=0, gaps=0.3, stalls=0.3):
     n_expected = sum(w.last for w in words)
     got = []
 
-    async def weights(ctx):
-        for rows in tiles:
-            for k, row in enumerate(rows):
-                while rng.random() < gaps:
-                    await ctx.tick()
-                ctx.set(dut.w.payload, {"data": row, "last": k == len(rows) - 1})
-                ctx.set(dut.w.valid, 1)
-                await ctx.tick().until(dut.w.ready)
-                ctx.set(dut.w.valid, 0)
+    tile_rows = [{"data": row, "last": k == len(rows) - 1}
+                 for rows in tiles for k, row in enumerate(rows)]
+    act_words = [{"data": w.data, "mode": w.mode, "last": w.last, "swap": w.swap,
+                  "requant": w.requant} for w in words]
 
-    async def acts(ctx):
-        for w in words:
-            while rng.random() < gaps:
-                await ctx.tick()
-            ctx.set(dut.a.payload, {"data": w.data, "mode": w.mode, "last": w.last,
-                                    "swap": w.swap, "requant": w.requant})
-            ctx.set(dut.a.valid, 1)
-            await ctx.tick().until(dut.a.ready)
-            ctx.set(dut.a.valid, 0)
-
-    async def results(ctx):
-        while len(got) < n_expected:
-            ready = rng.random() >= stalls
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready:
-                got.append({"mode": Precision(payload.mode), "requant": bool(payload.requant),
-                            "overflow": bool(payload.overflow),
-                            "lanes": [int(x) for x in payload.lanes]})
+    def result(payload):
+        return {"mode": Precision(payload.mode), "requant": bool(payload.requant),
+                "overflow": bool(payload.overflow), "lanes": [int(x) for x in payload.lanes]}
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(weights)
-    sim.add_testbench(acts)
-    sim.add_testbench(results)
+    sim.add_testbench(source(dut.w, tile_rows, rng, gaps))
+    sim.add_testbench(source(dut.a, act_words, rng, gaps))
+    sim.add_testbench(sink(dut.o, got, n_expected, rng, stalls, result))
     sim.run_until(1e-8 * (10 * len(words) + 100))
     return got
 

@@ -9,6 +9,7 @@ from amaranth.sim import Simulator
 from attnforge.golden.numbers import Precision, requantize, unpack
 from attnforge.golden.rmmu import Descriptor, RMMUModel, tile_counts
 from attnforge.rtl.rmmu import RMMU
+from attnforge.testbench.quick import sink, source
 from attnforge.testbench.rmmu import random_operands, random_ops
 
 
@@ -91,17 +92,6 @@ def simulate(dut, model, program, *, seed=0, gaps=0.3, stalls=0.3, limit=20000):
     sim = Simulator(dut)
     sim.add_clock(1e-8)
 
-    def driver(port, beats):
-        async def run(ctx):
-            for fields in beats:
-                while rng.random() < gaps:
-                    await ctx.tick()
-                ctx.set(port.payload, fields)
-                ctx.set(port.valid, 1)
-                await ctx.tick().until(port.ready)
-                ctx.set(port.valid, 0)
-        return run
-
     for g, ops in program.items():
         port = dut.g[g]
         cmds, acts, wts = [], [], []
@@ -115,22 +105,11 @@ def simulate(dut, model, program, *, seed=0, gaps=0.3, stalls=0.3, limit=20000):
                      for beat in model.a_beats(desc, a, rng=np.random.default_rng(1))]
             wts += [{"data": [[int(x) for x in tile] for tile in beat]}
                     for beat in model.w_beats(desc, b, rng=np.random.default_rng(2))]
-        sim.add_testbench(driver(port.cmd, cmds))
-        sim.add_testbench(driver(port.a, acts))
-        sim.add_testbench(driver(port.w, wts))
+        for stream, beats in ((port.cmd, cmds), (port.a, acts), (port.w, wts)):
+            sim.add_testbench(source(stream, beats, rng, gaps))
         n_out = sum(len(model.o_beats(d, a, b)[1]) for d, a, b in ops)
-
-        def monitor(port=port, out=got[g], n_out=n_out):
-            async def run(ctx):
-                while len(out) < n_out:
-                    ready = rng.random() >= stalls
-                    ctx.set(port.o.ready, ready)
-                    _, _, valid, payload = await ctx.tick().sample(port.o.valid, port.o.payload)
-                    if valid and ready:
-                        out.append(([int(x) for x in payload.lanes], bool(payload.last),
-                                    bool(payload.error)))
-            return run
-        sim.add_testbench(monitor())
+        sim.add_testbench(sink(port.o, got[g], n_out, rng, stalls, lambda p: (
+            [int(x) for x in p.lanes], bool(p.last), bool(p.error))))
     sim.run_until(1e-8 * limit)
     return got
 

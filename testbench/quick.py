@@ -1,0 +1,36 @@
+"""Stream drivers for the quick Amaranth-simulator tests (``tests/test_<unit>.py``).
+
+The cocotb twins live in :mod:`attnforge.testbench.kit`; these are the same ideas for
+``amaranth.sim``: a source that presents each item after random gaps and holds it until taken
+(valid never waits on ready), and a sink that drops ready at random and records every taken
+payload.
+"""
+
+__all__ = ["source", "sink"]
+
+
+def source(port, items, rng, gaps=0.0):
+    """Async testbench putting ``items`` (payload values) on stream ``port``, in order, with a
+    gap before each item with probability ``gaps`` (repeated)."""
+    async def run(ctx):
+        for item in items:
+            while rng.random() < gaps:
+                await ctx.tick()
+            ctx.set(port.payload, item)
+            ctx.set(port.valid, 1)
+            await ctx.tick().until(port.ready)
+            ctx.set(port.valid, 0)
+    return run
+
+
+def sink(port, out, count, rng, stalls=0.0, convert=lambda payload: payload):
+    """Async testbench taking ``count`` items from stream ``port`` into list ``out`` (each
+    ``convert(payload)``), with ready low in a cycle with probability ``stalls``."""
+    async def run(ctx):
+        while len(out) < count:
+            ready = rng.random() >= stalls
+            ctx.set(port.ready, ready)
+            _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
+            if valid and ready:
+                out.append(convert(payload))
+    return run
