@@ -70,8 +70,10 @@ def _row(label, fig):
 
 def _errors(figs):
     """Footnotes for designs nextpnr could not implement (their LUT/FF columns are Yosys's)."""
-    notes = [f"* {label}: no post-route figures ({fig['ecp5']['error']}); LUT/DSP/FF columns "
-             "are the `synth_ecp5` mapping counts." for label, fig in figs if fig["ecp5"]["error"]]
+    notes = [f"* {label}: no post-route figures ({fig['ecp5']['error']})"
+             + ("." if fig["ecp5"]["luts"] == "-" else
+                "; LUT/DSP/FF columns are the `synth_ecp5` mapping counts.")
+             for label, fig in figs if fig["ecp5"]["error"]]
     return ["", *notes] if notes else []
 
 
@@ -161,7 +163,8 @@ def mac_report():
 
 #: Units synthesized with their hierarchy kept (``synthesize(flatten=False)``) and without an
 #: ECP5 run: the default RMMU has 512 PEs, ~50x an ECP5-85 (its PE alone is in ``rmmu.md``).
-HIERARCHICAL = {"rmmu": "512 PEs do not fit an ECP5-85; rmmu.md has one PE"}
+HIERARCHICAL = {"rmmu": "not implemented on the ECP5: 512 PEs need ~50x an ECP5-85; rmmu.md "
+                        "has one PE and one output lane"}
 
 
 def _hier_figures(unit):
