@@ -30,9 +30,8 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..golden.progressive_quant import PQConfig, words_for
-from ..golden.softmax import SoftmaxFormat
 from .numbers import check_int, requantize
-from .softmax import Softmax
+from .softmax import Softmax, checked_format
 
 __all__ = ["BitwidthConverter", "word_layout", "beat_layout", "ProgressiveQuant", "cmd_layout",
            "req_layout", "resp_layout", "prob_layout"]
@@ -252,17 +251,10 @@ class ProgressiveQuant(wiring.Component):
             raise ValueError(f"word_bits must be a power of two in [8, 256], not {word_bits!r}")
         self._word_bits = word_bits
         self._score_shift = check_int("score_shift", score_shift, 0, 40)
-        self._lanes = check_int("lanes", lanes, 1, 16)
-        check_int("max_len", max_len, lanes, 4096)
-        if max_len % lanes:
-            raise ValueError(f"max_len must be a multiple of lanes ({lanes}), not {max_len!r}")
-        check_int("in_bits", in_bits, 2, 24)
-        check_int("in_frac", in_frac, 0, in_bits)
-        check_int("out_frac", out_frac, 2, 12)
-        check_int("table_bits", table_bits, 2, 10)
+        self._lanes = lanes
+        self._fmt = checked_format(lanes=lanes, max_len=max_len, in_bits=in_bits,
+                                   in_frac=in_frac, out_frac=out_frac, table_bits=table_bits)
         self._addr_bits = check_int("addr_bits", addr_bits, 1, 48)
-        self._fmt = SoftmaxFormat(in_bits=in_bits, in_frac=in_frac, out_frac=out_frac,
-                                  table_bits=table_bits, max_len=max_len)
         super().__init__({
             "cmd":  In(stream.Signature(cmd_layout(dim, q_bits, self.n_bits, out_frac + 1,
                                                    addr_bits))),

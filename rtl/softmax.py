@@ -89,6 +89,21 @@ class ExpUnit:
         return e
 
 
+def checked_format(*, lanes, max_len, in_bits, in_frac, out_frac, table_bits):
+    """Validate the softmax generator parameters (``ValueError`` naming the bad one) and
+    return their :class:`SoftmaxFormat`; shared by every unit that embeds a softmax."""
+    check_int("lanes", lanes, 1, 16)
+    check_int("max_len", max_len, lanes, 4096)
+    if max_len % lanes:
+        raise ValueError(f"max_len must be a multiple of lanes ({lanes}), not {max_len!r}")
+    check_int("in_bits", in_bits, 2, 24)
+    check_int("in_frac", in_frac, 0, in_bits)
+    check_int("out_frac", out_frac, 2, 12)
+    check_int("table_bits", table_bits, 2, 10)
+    return SoftmaxFormat(in_bits=in_bits, in_frac=in_frac, out_frac=out_frac,
+                         table_bits=table_bits, max_len=max_len)
+
+
 class Softmax(wiring.Component):
     """Streaming fixed-point softmax over rows of run-time length (dense or sparse).
 
@@ -120,17 +135,10 @@ class Softmax(wiring.Component):
 
     def __init__(self, *, lanes=4, max_len=64, in_bits=16, in_frac=8, out_frac=8, table_bits=6,
                  index_bits=12):
-        self._lanes = check_int("lanes", lanes, 1, 16)
-        check_int("max_len", max_len, lanes, 4096)
-        if max_len % lanes:
-            raise ValueError(f"max_len must be a multiple of lanes ({lanes}), not {max_len!r}")
-        check_int("in_bits", in_bits, 2, 24)
-        check_int("in_frac", in_frac, 0, in_bits)
-        check_int("out_frac", out_frac, 2, 12)
-        check_int("table_bits", table_bits, 2, 10)
+        self._lanes = lanes
+        self._fmt = checked_format(lanes=lanes, max_len=max_len, in_bits=in_bits,
+                                   in_frac=in_frac, out_frac=out_frac, table_bits=table_bits)
         self._index_bits = check_int("index_bits", index_bits, 1, 24)
-        self._fmt = SoftmaxFormat(in_bits=in_bits, in_frac=in_frac, out_frac=out_frac,
-                                  table_bits=table_bits, max_len=max_len)
         super().__init__({
             "i": In(stream.Signature(in_layout(lanes, in_bits, index_bits))),
             "o": Out(stream.Signature(out_layout(lanes, out_frac, index_bits))),

@@ -14,6 +14,7 @@ from attnforge.golden.progressive_quant import (PQConfig, convert, pack_dense, p
                                                 words_for)
 from attnforge.golden.softmax import softmax_fx
 from attnforge.rtl.progressive_quant import BitwidthConverter, ProgressiveQuant
+from attnforge.testbench.quick import source
 
 CFG = PQConfig()
 
@@ -100,7 +101,7 @@ def run_converter(dut, planes, *, gaps=0.3, stalls=0.3, seed=0):
     got = []
     src = {"done": False}
 
-    async def source(ctx):
+    async def words_source(ctx):
         for wd in words:
             while rng.random() < gaps:
                 await ctx.tick()
@@ -122,7 +123,7 @@ def run_converter(dut, planes, *, gaps=0.3, stalls=0.3, seed=0):
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(source, background=True)
+    sim.add_testbench(words_source, background=True)
     sim.add_testbench(sink)
     sim.run()
     return got, expected
@@ -224,14 +225,7 @@ def run_pq(dut, queries, *, seed=0, latency=(0, 8), gaps=0.3, stalls=0.3):
     outs, reqs, pending = [], [[] for _ in cmds], []
     state = {"cycles": 0}
 
-    async def cmd_source(ctx):
-        for c in cmds:
-            while rng.random() < gaps:
-                await ctx.tick()
-            ctx.set(dut.cmd.payload, c)
-            ctx.set(dut.cmd.valid, 1)
-            await ctx.tick().until(dut.cmd.ready)
-            ctx.set(dut.cmd.valid, 0)
+    cmd_source = source(dut.cmd, cmds, rng, gaps)
 
     async def mem_requests(ctx):
         while True:

@@ -11,6 +11,7 @@ from attnforge.golden.softmax import (SoftmaxFormat, beats_out, error_stats, exp
                                       random_row, softmax_float, softmax_fx, split_beats)
 from attnforge.rtl import build, verilog
 from attnforge.rtl.softmax import Softmax
+from attnforge.testbench.quick import source
 
 FMT = SoftmaxFormat()
 
@@ -124,15 +125,6 @@ def simulate(dut, rows, *, gaps=0.3, stalls=0.3, seed=0, max_cycles=200000):
     state = {"cycles": 0, "done": False}
     n_expected = sum(len(beats_out(r, dut.lanes, dut.fmt)) for r in rows)
 
-    async def source(ctx):
-        for b in beats:
-            while rng.random() < gaps:
-                await ctx.tick()
-            ctx.set(dut.i.payload, b)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-
     async def sink(ctx):
         while len(got) < n_expected and state["cycles"] < max_cycles:
             ready = rng.random() >= stalls
@@ -147,7 +139,7 @@ def simulate(dut, rows, *, gaps=0.3, stalls=0.3, seed=0, max_cycles=200000):
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(source, background=True)
+    sim.add_testbench(source(dut.i, beats, rng, gaps), background=True)
     sim.add_testbench(sink)
     sim.run()
     return got, state["cycles"]
