@@ -75,12 +75,7 @@ class BitonicTopK(_Shell):
         k = Signal(QB)
         rows_left = Signal(QB)
         beat = Signal(range(D + 1))
-        kth = Signal(signed(W))
-        quota = Signal(CB)
-        emitted = Signal(CB)
-        erow = Signal(range(D + 1))
-        d_valid = Signal()
-        d_row = Signal(range(D))
+        kth, quota, emitted, erow, d_valid, d_row = _Emitter.state(W, CB, D)
         rowdata = Signal(data.ArrayLayout(signed(W), P))
 
         em = _Emitter(m, self.o, P, [rowdata[j] for j in range(P)], d_valid, d_row, n, k,

@@ -124,6 +124,18 @@ class _Emitter:
     into the low lanes of an output beat.
     """
 
+    @staticmethod
+    def state(W, CB, D):
+        """The scan's registers, declared by the caller before the score store is read:
+        ``(kth, quota, emitted, erow, d_valid, d_row)``."""
+        kth = Signal(signed(W))
+        quota = Signal(CB)
+        emitted = Signal(CB)
+        erow = Signal(range(D + 1))
+        d_valid = Signal()
+        d_row = Signal(range(D))
+        return kth, quota, emitted, erow, d_valid, d_row
+
     def __init__(self, m, o, P, x, d_valid, d_row, n, k, kth, quota, emitted):
         LP = exact_log2(P)
         self.o, self.P = o, P
@@ -304,12 +316,7 @@ class TopK(_Shell):
         pv = Signal()                             # a buffer row arrives this cycle
         prow = Signal(range(D))
         # Emission.
-        kth = Signal(signed(W))
-        quota = Signal(CB)
-        emitted = Signal(CB)
-        erow = Signal(range(D + 1))
-        d_valid = Signal()
-        d_row = Signal(range(D))
+        kth, quota, emitted, erow, d_valid, d_row = _Emitter.state(W, CB, D)
 
         # --- partition datapath -------------------------------------------------------------
         loading = Signal()
