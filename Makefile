@@ -41,7 +41,7 @@ synth: $(STAMP)
 	$(PY) -m attnforge synth $(UNITS)
 
 formal: $(STAMP)
-	$(PY) -m attnforge.synth.formal $(PROOFS)
+	$(PY) -m attnforge formal $(PROOFS)
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done

@@ -1,20 +1,21 @@
 """Command line: ``python -m attnforge <command>`` (also installed as ``attnforge``).
 
-    attnforge units                                    list the generators and their parameters
+    attnforge units [unit ...]                         generators, parameters, legal domains
     attnforge verilog mac --frac-bits 8 -o mac.v       emit one unit's Verilog
     attnforge verilog-all -o build/verilog             every unit at default parameters
     attnforge lint [unit ...]                          verilator --lint-only -Wall
     attnforge synth [unit ...]                         Yosys + ECP5 reports into build/reports/
+    attnforge formal [proof ...] [--list]              SymbiYosys proofs -> build/reports/formal.md
 
-Generator parameters become ``--kebab-case`` options automatically (from each generator's
-keyword-only constructor parameters). A bad parameter prints one line and exits with status 2.
+Generator parameters become ``--kebab-case`` options automatically, from each unit's record
+(:data:`attnforge.rtl.UNITS`). A bad parameter prints one line and exits with status 2.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-from .rtl import UNITS, build, emit
+from .rtl import UNITS, build, emit, unit as unit_record
 
 __all__ = ["main"]
 
@@ -34,16 +35,21 @@ def _param_type(default):
 def _parser():
     parser = argparse.ArgumentParser(prog="attnforge", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("units", help="list generators and their parameters")
+    p_units = sub.add_parser("units", help="list generators, their parameters and legal domains")
+    p_units.add_argument("units", nargs="*", metavar="unit")
+    p_units.add_argument("--markdown", action="store_true",
+                         help="print each unit's parameter table as its doc page carries it")
 
     p_verilog = sub.add_parser("verilog", help="emit one unit's Verilog")
     units = p_verilog.add_subparsers(dest="unit", required=True, metavar="unit")
     for name, unit in UNITS.items():
         p_unit = units.add_parser(name, help=unit.summary)
-        for param, default in unit.params.items():
-            p_unit.add_argument(f"--{param.replace('_', '-')}", dest=param, default=None,
-                                type=_param_type(default), metavar=type(default).__name__.upper(),
-                                help=f"default {default!r}")
+        for param in unit.params:
+            default = unit.defaults[param.name]
+            p_unit.add_argument(f"--{param.name.replace('_', '-')}", dest=param.name,
+                                default=None, type=_param_type(default),
+                                metavar=type(default).__name__.upper(),
+                                help=f"{param.doc}: {param.domain.text()} (default {default!r})")
         p_unit.add_argument("-o", "--output", type=Path, help="output file (default: stdout)")
         p_unit.add_argument("--name", help="top module name (default: the file stem or unit)")
 
@@ -55,24 +61,37 @@ def _parser():
 
     p_synth = sub.add_parser("synth", help="Yosys area/depth and ECP5 (nextpnr) reports into build/reports/")
     p_synth.add_argument("units", nargs="*", metavar="unit")
+
+    p_formal = sub.add_parser("formal", help="SymbiYosys proofs into build/reports/formal.md")
+    p_formal.add_argument("proofs", nargs="*", metavar="proof")
+    p_formal.add_argument("--list", action="store_true", help="list the proofs")
     return parser
 
 
 def _check_units(names):
-    for name in names:
-        if name not in UNITS:
-            raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {name!r}")
-    return list(names) or list(UNITS)
+    return [unit_record(name).name for name in names] or list(UNITS)
+
+
+def _print_units(names, markdown=False):
+    for name in _check_units(names):
+        unit = UNITS[name]
+        if markdown:
+            print(f"{name}:\n\n{unit.param_table()}\n")
+            continue
+        extra = f" (baseline of {unit.baseline_of})" if unit.baseline_of else ""
+        print(f"{name}: {unit.summary}{extra}")
+        width = max(len(p.name) for p in unit.params)
+        for p in unit.params:
+            print(f"  {p.name:{width}}  default {unit.defaults[p.name]!r:8}  "
+                  f"{p.domain.text()}  -- {p.doc}")
 
 
 def _run(args):
     if args.command == "units":
-        for name, unit in UNITS.items():
-            params = ", ".join(f"{k}={v!r}" for k, v in unit.params.items())
-            print(f"{name:16} {unit.summary}\n{'':16} {params}")
+        _print_units(args.units, args.markdown)
     elif args.command == "verilog":
         params = {k: v for k, v in vars(args).items()
-                  if k in UNITS[args.unit].params and v is not None}
+                  if k in UNITS[args.unit].defaults and v is not None}
         component = build(args.unit, **params)
         if args.output is None:
             from .rtl import verilog
@@ -98,6 +117,16 @@ def _run(args):
         from .synth.reports import write_all
         for path in write_all(_check_units(args.units)):
             print(f"wrote {path}")
+    elif args.command == "formal":
+        from .synth import formal
+        if args.list:
+            for p in formal.PROOFS.values():
+                extra = "" if p.default else " [by name only]"
+                print(f"{p.name:26} {p.mode} depth {p.depth}: {p.summary}{extra}")
+            return 0
+        path, passed = formal.report(args.proofs, progress=lambda s: print(s, flush=True))
+        print(f"wrote {path}")
+        return 0 if passed else 1
     return 0
 
 

@@ -22,7 +22,7 @@ from amaranth.sim import Simulator
 
 from attnforge.golden.detector import Command, DetectorModel, Gran, Mode, schedule
 from attnforge.rtl.detector import Detector
-from attnforge.synth.report import md_table, write_report
+from attnforge.reports import md_table, write_report
 from attnforge.testbench.detector import expected_beats, random_ops
 
 

@@ -3,26 +3,13 @@
 Writes build/reports/mac_bench.md and .json. Run by `make bench`.
 """
 
-import json
-import tempfile
-from pathlib import Path
-
 from attnforge.golden.numbers import Precision
-from attnforge.synth.report import md_table, write_report
-from attnforge.testbench.kit import FIGURES_ENV
-from attnforge.testbench.runner import run
-
-
-def measure(unit, params=None):
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "figures.json"
-        run(unit, params or {}, test_module="attnforge.testbench.mac", testcase="throughput",
-            extra_env={FIGURES_ENV: str(out)})
-        return json.loads(out.read_text())
+from attnforge.reports import md_table, write_report
+from attnforge.testbench.runner import measure
 
 
 def main():
-    data = {unit: measure(unit) for unit in ("mac", "mac_fx16", "mac_separate")}
+    data = {unit: measure(unit, testcase="throughput") for unit in ("mac", "mac_fx16", "mac_separate")}
     rows = []
     for unit, figs in data.items():
         for mode, f in figs.items():

@@ -24,7 +24,7 @@ from attnforge.golden.progressive_quant import (PQConfig, pack_dense, progressiv
 from attnforge.golden.softmax import SoftmaxFormat
 from attnforge.rtl.progressive_quant import BitwidthConverter, ProgressiveQuant
 from attnforge.rtl.softmax import Softmax
-from attnforge.synth.report import md_table, write_report
+from attnforge.reports import md_table, write_report
 from attnforge.synth.yosys import synthesize
 
 N_KEYS, DIM, N_QUERIES = 64, 16, 200

@@ -17,7 +17,7 @@ from pathlib import Path
 from attnforge.golden.numbers import Precision
 from attnforge.rtl import verilog
 from attnforge.rtl.rmmu import RMMU
-from attnforge.synth.report import md_table, write_report
+from attnforge.reports import md_table, write_report
 from attnforge.testbench.kit import FIGURES_ENV
 from attnforge.testbench.rmmu import BENCH_ENV
 from attnforge.testbench.runner import prepare, run

@@ -8,7 +8,7 @@ from amaranth.sim import Simulator
 
 from attnforge.golden.softmax import SoftmaxFormat, error_stats, peaked_row, random_row, split_beats
 from attnforge.rtl.softmax import Softmax
-from attnforge.synth.report import md_table, write_report
+from attnforge.reports import md_table, write_report
 from attnforge.synth.yosys import synthesize
 
 

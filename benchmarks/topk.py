@@ -21,7 +21,7 @@ import tempfile
 import numpy as np
 
 from attnforge.golden.topk import TopKModel, cycle_bound, select
-from attnforge.synth.report import md_table, write_report
+from attnforge.reports import md_table, write_report
 
 WIDTH = 16
 TRIALS = int(os.environ.get("TOPK_TRIALS", "300"))

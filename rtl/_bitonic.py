@@ -16,7 +16,8 @@ from amaranth.lib import data
 from amaranth.utils import exact_log2
 
 from ..golden.numbers import value_range
-from .topk import _Emitter, _Shell, popcount
+from .topk import LANE_CHOICES, _Emitter, _Shell, popcount
+from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
 
 __all__ = ["BitonicTopK", "bitonic_network"]
 
@@ -57,9 +58,6 @@ class BitonicTopK(_Shell):
 
     def __init__(self, *, max_n=16, width=16, lanes=4):
         super().__init__(max_n=max_n, width=width, lanes=lanes)
-        if max_n & (max_n - 1):
-            raise ValueError(f"max_n must be a power of two for the bitonic network, "
-                             f"not {max_n!r}")
 
     def elaborate(self, platform):
         m = Module()
@@ -133,3 +131,14 @@ class BitonicTopK(_Shell):
                 with m.If(em.step(m, erow, (n + (P - 1)) >> LP)):
                     m.d.sync += state.eq(IDLE)
         return m
+
+
+UNIT = Unit(
+    "topk_bitonic", BitonicTopK, "baseline: top-k by a full bitonic sorting network",
+    (Param("lanes", Choice(LANE_CHOICES), "P: scores per beat"),
+     Param("max_n", Range(Ref("2 * lanes", lambda p: 2 * p["lanes"]), 1 << 16,
+                          multiple_of="lanes", pow2=True), "largest n of a request"),
+     Param("width", Range(2, 32), "signed score width")),
+    sim=(SimPoint({"max_n": 16, "width": 6, "lanes": 4}),),
+    testbench="attnforge.testbench.topk", baseline_of="topk",
+    formal=Formal(cover_depth=12))

@@ -52,7 +52,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..golden.detector import Gran, Mode
-from .numbers import check_choice, check_int
+from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
 
 __all__ = ["Detector", "cmd_layout", "score_layout", "mask_layout", "idx_layout"]
 
@@ -144,13 +144,9 @@ class Detector(wiring.Component):
     """
 
     def __init__(self, *, parallel=8, max_len=64, score_bits=8, lanes=4):
-        self._p = check_choice("parallel", parallel, (1, 2, 4, 8, 16, 32))
-        self._max_len = check_int("max_len", max_len, max(parallel, 2), 1024)
-        if max_len % parallel:
-            raise ValueError(f"max_len must be a multiple of parallel ({parallel}), "
-                             f"not {max_len!r}")
-        self._b = check_choice("score_bits", score_bits, (2, 4, 8))
-        self._lanes = check_int("lanes", lanes, 1, 16)
+        self.record.validate(parallel=parallel, max_len=max_len, score_bits=score_bits,
+                             lanes=lanes)
+        self._p, self._max_len, self._b, self._lanes = parallel, max_len, score_bits, lanes
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout(max_len, score_bits))),
             "i": In(stream.Signature(score_layout(parallel, score_bits))),
@@ -437,3 +433,16 @@ def _or_all(terms):
     for t in terms:
         out = out | t
     return out
+
+
+UNIT = Unit(
+    "detector", Detector,
+    "threshold/top-k detector (element, 1xV, BxB) + greedy lane scheduler",
+    (Param("parallel", Choice((1, 2, 4, 8, 16, 32)), "P: scores per beat"),
+     Param("max_len", Range(Ref("max(parallel, 2)", lambda p: max(p["parallel"], 2)), 1024,
+                            multiple_of="parallel"), "longest row, in scores"),
+     Param("score_bits", Choice((2, 4, 8)), "width of a score lane"),
+     Param("lanes", Range(1, 16), "scheduler lanes L")),
+    sim=(SimPoint({"parallel": 4, "max_len": 32, "score_bits": 4, "lanes": 3}),
+         SimPoint({"parallel": 8, "max_len": 32, "score_bits": 8, "lanes": 4})),
+    formal=Formal(cover_depth=12))

@@ -1,70 +1,24 @@
-"""Unit registry and Verilog emission shared by the Python API, the CLI, the runner and synthesis."""
+"""Verilog emission shared by the Python API, the CLI, the runner and synthesis.
 
-import importlib
-import inspect
-from dataclasses import dataclass
+:func:`verilog` / :func:`emit` write a component's Verilog (no source paths in it).
+:func:`place` adds a submodule that is written **once** as a Verilog module and instantiated
+wherever it is placed (the RMMU's 512 PEs): emission and Verilator builds of large arrays stay
+fast, and the hierarchy shows in the Verilog, the waveforms and the area reports.
+"""
+
 from pathlib import Path
 
-__all__ = ["Unit", "UNITS", "build", "verilog", "emit", "EmitPlatform"]
+from amaranth.hdl import ClockSignal, Instance, ResetSignal
+from amaranth.lib import wiring
 
-
-@dataclass(frozen=True)
-class Unit:
-    """A generator the command line and the reports know by name.
-
-    ``target`` is ``"module:Class"`` below :mod:`attnforge.rtl`; its keyword-only constructor
-    parameters (with their defaults) are the unit's generator parameters.
-    """
-    name: str
-    target: str
-    summary: str
-
-    @property
-    def cls(self):
-        module, cls = self.target.split(":")
-        return getattr(importlib.import_module(f"{__package__}.{module}"), cls)
-
-    @property
-    def params(self):
-        """``{name: default}`` of the generator parameters."""
-        sig = inspect.signature(self.cls.__init__)
-        return {p.name: p.default for p in sig.parameters.values()
-                if p.kind is inspect.Parameter.KEYWORD_ONLY}
-
-
-UNITS = {u.name: u for u in [
-    Unit("mac", "mac:MAC", "multi-precision MAC / PE (FX16, INT8, INT4, INT2)"),
-    Unit("mac_fx16", "mac:FX16MAC", "baseline: FX16-only MAC with the same ports"),
-    Unit("mac_separate", "mac:SeparateMAC", "baseline: four fixed-precision MACs side by side"),
-    Unit("topk", "topk:TopK", "top-k engine: quick-select, P comparators, run-time n and k"),
-    Unit("topk_bitonic", "_bitonic:BitonicTopK", "baseline: top-k by a full bitonic sorting network"),
-    Unit("softmax", "softmax:Softmax", "streaming max-subtracted fixed-point softmax (dense or sparse rows)"),
-    Unit("detector", "detector:Detector", "threshold/top-k detector (element, 1xV, BxB) + greedy lane scheduler"),
-    Unit("rmmu", "rmmu:RMMU", "reconfigurable PE array: GEMMs on row groups, per-group precision"),
-    Unit("progressive_quant", "progressive_quant:ProgressiveQuant", "progressive quantization: MSB-plane softmax, LSB plane fetched below a threshold"),
-]}
-
-
-def build(unit, **params):
-    """Instantiate a registered unit by name; bad parameters raise ``ValueError``."""
-    if unit not in UNITS:
-        raise ValueError(f"unit must be one of {', '.join(sorted(UNITS))}, not {unit!r}")
-    known = UNITS[unit].params
-    for name in params:
-        if name not in known:
-            raise ValueError(f"{unit} has no parameter {name!r} "
-                             f"(parameters: {', '.join(known) or 'none'})")
-    return UNITS[unit].cls(**params)
+__all__ = ["EmitPlatform", "place", "verilog", "emit"]
 
 
 class EmitPlatform:
     """The ``platform`` that :func:`verilog` passes to ``elaborate``.
 
-    A generator that repeats one submodule many times (the RMMU's PE array) asks for it with
-    :meth:`shared_module` and instantiates the returned module name with ``Instance``: the
-    submodule's Verilog is then written once instead of once per instance, which keeps emission
-    and Verilator builds of large arrays fast. In the Amaranth simulator ``platform`` is
-    ``None`` and the generator instantiates the component directly.
+    It collects the modules that :func:`place` asked to emit once; in the Amaranth simulator
+    (``platform`` is ``None``) :func:`place` adds ordinary submodules instead.
     """
 
     def __init__(self):
@@ -77,13 +31,14 @@ class EmitPlatform:
 
     def shared_module(self, name, component):
         """Register ``component`` to be emitted once as Verilog module ``name``; returns
-        ``name``. Registering a different component under a taken name is a bug."""
+        ``name``. Registering a component with another signature under a taken name is a bug."""
         known = self._modules.setdefault(name, component)
         if known is not component and known.signature != component.signature:
             raise ValueError(f"shared module {name!r} registered with two different signatures")
         return name
 
     def convert(self, component, name):
+        """Verilog of ``component`` as module ``name``, followed by every shared module."""
         from amaranth.back import verilog as back
         texts = [back.convert(component, name=name, emit_src=False, platform=self)]
         done = set()
@@ -93,6 +48,40 @@ class EmitPlatform:
                     done.add(mod)
                     texts.append(back.convert(sub, name=mod, emit_src=False, platform=self))
         return "\n".join(texts)
+
+
+def port_name(path):
+    """The Verilog port name Amaranth gives the member at ``path`` (``("i", "payload")`` ->
+    ``i__payload``; array members contribute their index)."""
+    return "__".join(str(p) for p in path)
+
+
+def place(m, platform, name, make, *, module, clocked=True):
+    """Add the component ``make()`` to ``m`` as submodule ``name`` and return an object with
+    its members, to be driven and read (or ``wiring.connect``-ed) like the component itself.
+
+    Under :class:`EmitPlatform` the first placement of ``module`` registers ``make()`` to be
+    emitted once as Verilog module ``module``; every placement (the first included) becomes an
+    ``Instance`` of it wired to a fresh interface of the component's signature, nested stream
+    members included. ``clocked``: the module has the ``sync`` domain (``clk``/``rst`` ports).
+    Elsewhere (the Amaranth simulator, formal harnesses) ``make()`` is an ordinary submodule.
+    """
+    share = getattr(platform, "shared_module", None)
+    if share is None:
+        comp = make()
+        m.submodules[name] = comp
+        return comp
+    cache = platform.__dict__.setdefault("_prototypes", {})
+    if module not in cache:
+        cache[module] = make()
+        share(module, cache[module])
+    signature = cache[module].signature
+    iface = signature.create(path=(name,))
+    ports = {"i_clk": ClockSignal(), "i_rst": ResetSignal()} if clocked else {}
+    for path, member, value in signature.flatten(iface):
+        ports[("i_" if member.flow == wiring.In else "o_") + port_name(path)] = value
+    m.submodules[name] = Instance(module, **ports)
+    return iface
 
 
 def verilog(component, name="top"):

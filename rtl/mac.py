@@ -35,7 +35,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.mac import MAX_LANES, TILE_ROWS, lane_bits
 from ..golden.numbers import WORD_BITS, Precision
-from .numbers import check_int, requantize
+from .numbers import requantize
+from .unit import Formal, Param, Range, SimPoint, Unit
 
 __all__ = ["MAC", "FX16MAC", "SeparateMAC", "FusedDatapath", "act_layout", "weight_layout",
            "result_layout"]
@@ -192,8 +193,9 @@ class _MACBase(wiring.Component):
     _datapath = None
 
     def __init__(self, *, frac_bits=8, max_depth=1024):
-        self._frac_bits = check_int("frac_bits", frac_bits, 0, 15)
-        self._max_depth = check_int("max_depth", max_depth, 1, 1 << 24)
+        self.record.validate(frac_bits=frac_bits, max_depth=max_depth)
+        self._frac_bits = frac_bits
+        self._max_depth = max_depth
         self._lane_bits = lane_bits(max_depth, self._datapath.modes)
         self._tile_rows = max(p.lanes for p in self._datapath.modes)
         super().__init__({
@@ -370,3 +372,21 @@ class SeparateMAC(_MACBase):
     """Comparison design: four fixed-precision multiplier arrays side by side (1, 4, 16 and 64
     native multipliers), same ports, shell and throughput per mode as :class:`MAC`."""
     _datapath = SeparateDatapath()
+
+
+_PARAMS = (
+    Param("frac_bits", Range(0, 15), "fraction bits of an FX16 operand"),
+    Param("max_depth", Range(1, 1 << 24), "longest packet, in words, the accumulators hold"),
+)
+
+UNITS = (
+    Unit("mac", MAC, "multi-precision MAC / PE (FX16, INT8, INT4, INT2)", _PARAMS,
+         sim=(SimPoint(), SimPoint({"frac_bits": 0, "max_depth": 8})),
+         formal=Formal(cover_depth=8)),
+    Unit("mac_fx16", FX16MAC, "baseline: FX16-only MAC with the same ports", _PARAMS,
+         sim=(SimPoint({"max_depth": 8}),), testbench="attnforge.testbench.mac",
+         baseline_of="mac"),
+    Unit("mac_separate", SeparateMAC, "baseline: four fixed-precision MACs side by side",
+         _PARAMS, sim=(SimPoint({"frac_bits": 4, "max_depth": 8}),),
+         testbench="attnforge.testbench.mac", baseline_of="mac"),
+)

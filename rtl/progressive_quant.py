@@ -30,8 +30,9 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..golden.progressive_quant import PQConfig, words_for
-from .numbers import check_int, requantize
-from .softmax import Softmax, checked_format
+from .numbers import requantize
+from .softmax import FORMAT_PARAMS, Softmax, checked_format
+from .unit import Param, Range, Ref, SimPoint, Unit, Widths
 
 __all__ = ["BitwidthConverter", "word_layout", "beat_layout", "ProgressiveQuant", "cmd_layout",
            "req_layout", "resp_layout", "prob_layout"]
@@ -49,6 +50,13 @@ def word_layout(word_bits, n_widths):
 def beat_layout(lanes, max_width):
     """Payload of the converter output: ``lanes`` fields, zero-extended to ``max_width``."""
     return data.StructLayout({"lanes": data.ArrayLayout(unsigned(max_width), lanes)})
+
+
+CONVERTER_PARAMS = (
+    Param("word_bits", Range(8, 256), "memory word width"),
+    Param("lanes", Range(1, 64), "fields per output beat"),
+    Param("widths", Widths(1, 16), "supported field widths"),
+)
 
 
 class BitwidthConverter(wiring.Component):
@@ -70,14 +78,10 @@ class BitwidthConverter(wiring.Component):
     """
 
     def __init__(self, *, word_bits=64, lanes=8, widths=(2, 4, 6, 8)):
-        self._word_bits = check_int("word_bits", word_bits, 8, 256)
-        self._lanes = check_int("lanes", lanes, 1, 64)
-        if not isinstance(widths, tuple) or not 1 <= len(widths) <= 8 or len(set(widths)) != \
-                len(widths):
-            raise ValueError(f"widths must be a tuple of 1 to 8 distinct ints, not {widths!r}")
-        for p in widths:
-            check_int("widths", p, 1, 16)
-        self._widths = widths
+        params = dict(word_bits=word_bits, lanes=lanes, widths=widths)
+        for p in CONVERTER_PARAMS:
+            p.domain.check(p.name, params[p.name], params)
+        self._word_bits, self._lanes, self._widths = word_bits, lanes, widths
         super().__init__({
             "i": In(stream.Signature(word_layout(word_bits, len(widths)))),
             "o": Out(stream.Signature(beat_layout(lanes, max(widths)))),
@@ -239,22 +243,15 @@ class ProgressiveQuant(wiring.Component):
     def __init__(self, *, dim=8, macs=4, q_bits=8, msb_bits=4, lsb_bits=4, word_bits=64,
                  score_shift=4, lanes=2, max_len=16, in_bits=16, in_frac=8, out_frac=8,
                  table_bits=6, addr_bits=16):
-        self._dim = check_int("dim", dim, 1, 256)
-        self._macs = check_int("macs", macs, 1, dim)
-        if dim % macs:
-            raise ValueError(f"macs must divide dim ({dim}), not {macs!r}")
-        self._q_bits = check_int("q_bits", q_bits, 2, 16)
-        self._msb_bits = check_int("msb_bits", msb_bits, 1, 8)
-        self._lsb_bits = check_int("lsb_bits", lsb_bits, 1, 8)
-        check_int("word_bits", word_bits, 8, 256)
-        if word_bits & (word_bits - 1):
-            raise ValueError(f"word_bits must be a power of two in [8, 256], not {word_bits!r}")
-        self._word_bits = word_bits
-        self._score_shift = check_int("score_shift", score_shift, 0, 40)
-        self._lanes = lanes
+        self.record.validate(dim=dim, macs=macs, q_bits=q_bits, msb_bits=msb_bits,
+                             lsb_bits=lsb_bits, word_bits=word_bits, score_shift=score_shift,
+                             lanes=lanes, max_len=max_len, in_bits=in_bits, in_frac=in_frac,
+                             out_frac=out_frac, table_bits=table_bits, addr_bits=addr_bits)
+        self._dim, self._macs, self._q_bits = dim, macs, q_bits
+        self._msb_bits, self._lsb_bits, self._word_bits = msb_bits, lsb_bits, word_bits
+        self._score_shift, self._lanes, self._addr_bits = score_shift, lanes, addr_bits
         self._fmt = checked_format(lanes=lanes, max_len=max_len, in_bits=in_bits,
                                    in_frac=in_frac, out_frac=out_frac, table_bits=table_bits)
-        self._addr_bits = check_int("addr_bits", addr_bits, 1, 48)
         super().__init__({
             "cmd":  In(stream.Signature(cmd_layout(dim, q_bits, self.n_bits, out_frac + 1,
                                                    addr_bits))),
@@ -474,3 +471,20 @@ class ProgressiveQuant(wiring.Component):
             with m.If(op.last):
                 m.d.sync += [phase.eq(IDLE), ob.eq(0)]
         return m
+
+
+UNIT = Unit(
+    "progressive_quant", ProgressiveQuant,
+    "progressive quantization: MSB-plane softmax, LSB plane fetched below a threshold",
+    (Param("dim", Range(1, 256), "query/key dimension"),
+     Param("macs", Range(1, Ref("dim"), divides="dim"), "multipliers (key elements per cycle)"),
+     Param("q_bits", Range(2, 16), "signed query element width"),
+     Param("msb_bits", Range(1, 8), "MSB plane width"),
+     Param("lsb_bits", Range(1, 8), "LSB plane width"),
+     Param("word_bits", Range(8, 256, pow2=True), "memory word width"),
+     Param("score_shift", Range(0, 40), "score requantization shift"),
+     *FORMAT_PARAMS,
+     Param("addr_bits", Range(1, 48), "memory word address width")),
+    sim=(SimPoint(), SimPoint({"dim": 6, "macs": 3, "q_bits": 6, "msb_bits": 6, "lsb_bits": 4,
+                               "word_bits": 32, "lanes": 3, "max_len": 12, "in_bits": 12,
+                               "in_frac": 4, "out_frac": 6, "score_shift": 2})))

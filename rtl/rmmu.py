@@ -54,7 +54,8 @@ from amaranth.lib.wiring import In, Out
 from ..golden.numbers import WORD_BITS, Precision, acc_bits
 from ..golden.rmmu import TILE_WORDS
 from .mac import FusedDatapath
-from .numbers import check_int, round_shift, saturate
+from .numbers import round_shift, saturate
+from .unit import Param, Range, Ref, SimPoint, Synth, Unit
 
 __all__ = ["RMMU", "cmd_layout", "act_layout", "weight_layout", "result_layout"]
 
@@ -251,13 +252,10 @@ class RMMU(wiring.Component):
 
     def __init__(self, *, rows=32, cols=16, groups=2, tile_m=32, max_m=4096, max_k=4096,
                  max_n=4096):
-        self._rows = check_int("rows", rows, 1, 64)
-        self._cols = check_int("cols", cols, 1, 64)
-        self._groups = check_int("groups", groups, 1, min(rows, 8))
-        self._tile_m = check_int("tile_m", tile_m, 1, 1024)
-        self._max_m = check_int("max_m", max_m, 1, 65535)
-        self._max_k = check_int("max_k", max_k, 1, 65535)
-        self._max_n = check_int("max_n", max_n, 1, 65535)
+        self.record.validate(rows=rows, cols=cols, groups=groups, tile_m=tile_m, max_m=max_m,
+                             max_k=max_k, max_n=max_n)
+        self._rows, self._cols, self._groups, self._tile_m = rows, cols, groups, tile_m
+        self._max_m, self._max_k, self._max_n = max_m, max_k, max_n
         super().__init__({
             "g": Out(group_signature(rows, cols, max_m, max_k, max_n, self.out_bits))
             .array(groups),
@@ -593,3 +591,23 @@ def _instance(name, component, conn, clocked):
         prefix = "i_" if member.flow == In else "o_"
         kwargs[prefix + key] = conn[key]
     return Instance(name, **kwargs)
+
+
+UNIT = Unit(
+    "rmmu", RMMU, "reconfigurable PE array: GEMMs on row groups, per-group precision",
+    (Param("rows", Range(1, 64), "PE rows"),
+     Param("cols", Range(1, 64), "PE columns"),
+     Param("groups", Range(1, Ref("min(rows, 8)", lambda p: min(p["rows"], 8))),
+           "row groups running concurrently, each with its own ports"),
+     Param("tile_m", Range(1, 1024), "accumulator depth (M-tile rows)"),
+     Param("max_m", Range(1, 65535), "largest M"),
+     Param("max_k", Range(1, 65535), "largest K (sets the accumulator width)"),
+     Param("max_n", Range(1, 65535), "largest N")),
+    sim=(SimPoint(dict(rows=4, cols=2, groups=2, tile_m=4, max_m=64, max_k=64, max_n=64),
+                  id="4x2"),
+         SimPoint(dict(rows=3, cols=3, groups=3, tile_m=2, max_m=8, max_k=255, max_n=40),
+                  id="3x3-3groups"),
+         SimPoint({}, id="default-32x16",
+                  testcases=("random_concurrent_groups", "extremes_at_max_k"))),
+    synth=Synth(hierarchical=True, ecp5="not implemented on the ECP5: 512 PEs need ~50x an "
+                "ECP5-85; rmmu.md has one PE and one output lane"))

@@ -40,7 +40,8 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.softmax import SoftmaxFormat
-from .numbers import check_int, round_shift
+from .numbers import round_shift
+from .unit import Formal, Param, Range, Ref, SimPoint, Unit
 
 __all__ = ["Softmax", "ExpUnit", "in_layout", "out_layout"]
 
@@ -89,17 +90,25 @@ class ExpUnit:
         return e
 
 
+#: The softmax's numeric parameters, shared by every unit that embeds a softmax.
+FORMAT_PARAMS = (
+    Param("lanes", Range(1, 16), "elements per beat"),
+    Param("max_len", Range(Ref("lanes"), 4096, multiple_of="lanes"), "longest row"),
+    Param("in_bits", Range(2, 24), "signed input score width"),
+    Param("in_frac", Range(0, Ref("in_bits")), "input fraction bits"),
+    Param("out_frac", Range(2, 12), "probability fraction bits"),
+    Param("table_bits", Range(2, 10), "exp table index bits (log2 of its size)"),
+)
+INDEX_BITS = Param("index_bits", Range(1, 24), "column index width")
+
+
 def checked_format(*, lanes, max_len, in_bits, in_frac, out_frac, table_bits):
     """Validate the softmax generator parameters (``ValueError`` naming the bad one) and
     return their :class:`SoftmaxFormat`; shared by every unit that embeds a softmax."""
-    check_int("lanes", lanes, 1, 16)
-    check_int("max_len", max_len, lanes, 4096)
-    if max_len % lanes:
-        raise ValueError(f"max_len must be a multiple of lanes ({lanes}), not {max_len!r}")
-    check_int("in_bits", in_bits, 2, 24)
-    check_int("in_frac", in_frac, 0, in_bits)
-    check_int("out_frac", out_frac, 2, 12)
-    check_int("table_bits", table_bits, 2, 10)
+    params = dict(lanes=lanes, max_len=max_len, in_bits=in_bits, in_frac=in_frac,
+                  out_frac=out_frac, table_bits=table_bits)
+    for p in FORMAT_PARAMS:
+        p.domain.check(p.name, params[p.name], params)
     return SoftmaxFormat(in_bits=in_bits, in_frac=in_frac, out_frac=out_frac,
                          table_bits=table_bits, max_len=max_len)
 
@@ -138,7 +147,8 @@ class Softmax(wiring.Component):
         self._lanes = lanes
         self._fmt = checked_format(lanes=lanes, max_len=max_len, in_bits=in_bits,
                                    in_frac=in_frac, out_frac=out_frac, table_bits=table_bits)
-        self._index_bits = check_int("index_bits", index_bits, 1, 24)
+        INDEX_BITS.domain.check("index_bits", index_bits, {})
+        self._index_bits = index_bits
         super().__init__({
             "i": In(stream.Signature(in_layout(lanes, in_bits, index_bits))),
             "o": Out(stream.Signature(out_layout(lanes, out_frac, index_bits))),
@@ -294,3 +304,11 @@ class Softmax(wiring.Component):
                             m.d.sync += fulls[b].eq(0)
                     m.d.sync += [bank_r.eq(~bank_r), phase.eq(IDLE)]
         return m
+
+
+UNIT = Unit(
+    "softmax", Softmax, "streaming max-subtracted fixed-point softmax (dense or sparse rows)",
+    FORMAT_PARAMS + (INDEX_BITS,),
+    sim=(SimPoint(), SimPoint({"lanes": 3, "max_len": 12, "in_bits": 8, "in_frac": 4,
+                               "out_frac": 6, "table_bits": 8, "index_bits": 4})),
+    formal=Formal(cover_depth=28))

@@ -54,7 +54,7 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..golden.topk import LFSR_BITS, LFSR_SEED, LFSR_TAPS
-from .numbers import check_choice, check_int
+from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
 
 __all__ = ["TopK", "req_layout", "score_layout", "out_layout", "median3", "prefix_counts",
            "popcount", "lfsr_next"]
@@ -189,11 +189,8 @@ class _Shell(wiring.Component):
     and its baseline; the emission scan is the shared :class:`_Emitter`."""
 
     def __init__(self, *, max_n=256, width=16, lanes=4):
-        self._lanes = check_choice("lanes", lanes, LANE_CHOICES)
-        self._max_n = check_int("max_n", max_n, 2 * lanes, 1 << 16)
-        if max_n % lanes:
-            raise ValueError(f"max_n must be a multiple of lanes ({lanes}), not {max_n!r}")
-        self._width = check_int("width", width, 2, 32)
+        self.record.validate(max_n=max_n, width=width, lanes=lanes)
+        self._lanes, self._max_n, self._width = lanes, max_n, width
         super().__init__({
             "req": In(stream.Signature(req_layout(max_n))),
             "s":   In(stream.Signature(score_layout(width, lanes))),
@@ -451,3 +448,14 @@ class TopK(_Shell):
                 with m.If(em.step(m, erow, (n + (P - 1)) >> LP)):
                     m.d.sync += state.eq(IDLE)
         return m
+
+
+UNIT = Unit(
+    "topk", TopK, "top-k engine: quick-select, P comparators, run-time n and k",
+    (Param("lanes", Choice(LANE_CHOICES), "P: scores per beat and comparators"),
+     Param("max_n", Range(Ref("2 * lanes", lambda p: 2 * p["lanes"]), 1 << 16,
+                          multiple_of="lanes"), "largest n of a request"),
+     Param("width", Range(2, 32), "signed score width")),
+    sim=(SimPoint({"max_n": 32, "width": 8, "lanes": 4}),
+         SimPoint({"max_n": 64, "width": 16, "lanes": 16})),
+    formal=Formal(cover_depth=12))

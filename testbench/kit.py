@@ -4,7 +4,9 @@ Every unit's testbench is built from these pieces, in the style of cocotb's
 ``examples/matrix_multiplier``: a *driver* (:class:`StreamSource`) puts transactions on an
 input stream with random valid gaps, a *monitor* (:class:`StreamSink`) takes them off an output
 stream under random ready back-pressure, the *model* is the unit's golden model, and the
-*checker* (:class:`Scoreboard`) compares every transaction in order.
+*checker* (:class:`Scoreboard`) compares every transaction in order. :class:`Bench` is the
+skeleton every unit's bench extends: it owns the clock, the reset (which the drivers, monitors
+and scoreboards obey), the seeded random streams and the figures.
 
 Payloads are Amaranth ``data.Layout`` values; a stream whose payload is a struct appears in the
 Verilog as one flat port (``a__payload``), and :class:`Codec` converts between a field dict and
@@ -30,6 +32,7 @@ from cocotb.utils import get_sim_time
 __all__ = [
     "PARAMS_ENV", "UNIT_ENV", "FIGURES_ENV", "unit_under_test", "record_figures", "make_rng", "reset", "start",
     "Codec", "View", "pack", "unpack", "corner_ints", "StreamSource", "StreamSink", "Scoreboard", "BackPressure",
+    "Bench",
 ]
 
 #: Environment variables the runner uses to tell a testbench which generator it is testing.
@@ -214,6 +217,14 @@ class StreamSource:
     def idle(self):
         return not self.queue and (self._task is None or self._task.done())
 
+    def flush(self):
+        """Drop every queued transaction and deassert ``valid`` (a reset of the producer)."""
+        if self._task is not None and not self._task.done():
+            self._task.cancel()
+        self._task = None
+        self.queue.clear()
+        self.valid.value = 0
+
     async def _drive(self):
         # Runs from right after a rising edge (or at time 0): inputs change between edges.
         i = 0
@@ -242,11 +253,13 @@ class StreamSink:
     """Monitor for an ``Out(stream.Signature(layout))`` port named ``prefix``.
 
     Drives ``ready`` with random stalls from ``stalls`` and calls ``callback(view)`` with an
-    :func:`unpack`-ed payload for every handshake.
+    :func:`unpack`-ed payload for every handshake. Cycles with ``dut.rst`` high are not
+    transfers (the monitor obeys reset).
     """
 
     def __init__(self, dut, prefix, layout, rng, callback, *, stalls=None):
         _bind_stream(self, dut, prefix, layout)
+        self.rst = dut.rst
         self.stalls = stalls if stalls is not None else BackPressure(rng, 0)
         self.callback = callback
         self.count = 0
@@ -264,7 +277,7 @@ class StreamSink:
                 ready = not stall
             self.ready.value = int(ready)
             await RisingEdge(self.clk)
-            if ready and self.valid.value:
+            if ready and self.valid.value and not self.rst.value:
                 self.count += 1
                 self.callback(self.codec.unpack(self.payload.value))
 
@@ -311,6 +324,10 @@ class Scoreboard:
     def done(self):
         return self.checked == len(self.expected)
 
+    def flush(self):
+        """Forget what was expected but not yet seen: a reset drops what is in flight."""
+        del self.expected[self.checked:]
+
     async def wait(self, clk, timeout_cycles):
         """Wait until every expected transaction has been seen; fail after ``timeout_cycles``."""
         for _ in range(timeout_cycles):
@@ -323,3 +340,92 @@ class Scoreboard:
         raise AssertionError(f"{self.name}: timeout after {timeout_cycles} cycles, "
                              f"{len(self.expected) - self.checked} of {len(self.expected)} "
                              f"transactions missing")
+
+
+class Bench:
+    """The skeleton every unit's cocotb bench extends.
+
+    It builds the unit under test's generator object (:attr:`unit`, for layouts and
+    properties), one seeded random stream per bench (:attr:`rng`, from the logged seed and
+    ``name``), and owns the drivers, monitors and scoreboards its subclass declares with
+    :meth:`source` and :meth:`sink`. :meth:`reset` asserts reset mid-stream and makes every
+    piece obey it: sources drop their queues and deassert ``valid``, monitors ignore the reset
+    cycles, scoreboards forget the transactions that were in flight, and :meth:`on_reset` lets
+    the subclass forget model state. :meth:`finish` waits for every scoreboard;
+    :meth:`figures` hands measured figures to a benchmark.
+
+    ``gaps`` / ``stalls`` are the default probabilities of an input valid gap and an output
+    ready stall (each a :class:`BackPressure` with bursts).
+    """
+
+    def __init__(self, dut, name, *, gaps=0.3, stalls=0.3):
+        self.dut = dut
+        self.unit = unit_under_test()
+        self.rng = make_rng(name)
+        self.gaps, self.stalls = gaps, stalls
+        self.sources, self.sinks, self.boards = [], [], []
+
+    def source(self, prefix, layout, *, gaps=None, on_accept=None):
+        """A driver on input stream ``prefix`` (random valid gaps, default :attr:`gaps`)."""
+        src = StreamSource(self.dut, prefix, layout, self.rng, on_accept=on_accept,
+                           gaps=BackPressure(self.rng, self.gaps if gaps is None else gaps))
+        self.sources.append(src)
+        return src
+
+    def sink(self, prefix, layout, compare=None, *, callback=None, stalls=None, name=None):
+        """A monitor on output stream ``prefix`` (random ready stalls, default :attr:`stalls`).
+
+        With ``compare`` every transaction goes through a new :class:`Scoreboard` (returned as
+        ``(sink, board)``); ``callback(view)`` is called too (after the board) when given."""
+        board = Scoreboard(name or f"{os.environ.get(UNIT_ENV, 'dut')}.{prefix}", compare) \
+            if compare else None
+        if board:
+            self.boards.append(board)
+
+        def observe(view):
+            if board:
+                board(view)
+            if callback:
+                callback(view)
+        snk = StreamSink(self.dut, prefix, layout, self.rng, observe,
+                         stalls=BackPressure(self.rng, self.stalls if stalls is None else stalls))
+        self.sinks.append(snk)
+        return (snk, board) if board else snk
+
+    async def start(self, period_ns=10, reset_cycles=2):
+        """Start the clock and apply the power-on reset."""
+        Clock(self.dut.clk, period_ns, unit="ns").start()
+        await self.reset(reset_cycles)
+
+    async def reset(self, cycles=2):
+        """Reset the DUT now (at any point of a stream); see the class docstring."""
+        for src in self.sources:
+            src.flush()
+        self.dut.rst.value = 1
+        await ClockCycles(self.dut.clk, cycles)
+        for board in self.boards:
+            board.flush()
+        self.on_reset()
+        self.dut.rst.value = 0
+
+    def on_reset(self):
+        """Hook: forget model state that the reset cleared in the DUT."""
+
+    @property
+    def idle(self):
+        """Every source has delivered everything queued."""
+        return all(src.idle for src in self.sources)
+
+    async def drain_inputs(self):
+        """Wait until every source has delivered its queue."""
+        while not self.idle:
+            await RisingEdge(self.dut.clk)
+
+    async def finish(self, timeout_cycles):
+        """Wait until every scoreboard has seen everything expected (fail after the timeout)."""
+        for board in self.boards:
+            await board.wait(self.dut.clk, timeout_cycles)
+
+    def figures(self, figures):
+        """Hand measured figures to the benchmark that ran this test (if one did)."""
+        record_figures(figures)

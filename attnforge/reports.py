@@ -1,13 +1,10 @@
 """Writing figures: every report is a Markdown page plus a JSON twin in ``build/reports/``."""
 
 import json
-from pathlib import Path
 
-from ..testbench.runner import BUILD
+from .paths import REPORTS
 
-__all__ = ["REPORTS", "write_report", "md_table"]
-
-REPORTS = BUILD / "reports"
+__all__ = ["write_report", "md_table"]
 
 
 def write_report(name, markdown, data):

@@ -1,7 +1,8 @@
 """``make synth``: Yosys and ECP5 figures for every unit, written to ``build/reports/``.
 
 Units with a comparison to make (the MAC against its baselines) have their own report function
-in :data:`REPORTS`; every other unit gets a row in ``synth.md`` at its default parameters.
+in :data:`DETAIL`; every unit gets a row in ``synth.md`` at its default parameters, synthesized
+as its record says (:class:`attnforge.rtl.unit.Synth`: flat or hierarchical, on the ECP5 or not).
 Every row carries the generic gate figures (:mod:`.yosys`) and the ECP5 place-and-route figures
 (:mod:`.nextpnr`: LUTs, DSPs, flip-flops, Fmax). Every ratio is computed from figures measured
 in the same run.
@@ -12,9 +13,9 @@ from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
+from ..reports import md_table, write_report
 from ..rtl import UNITS
 from .nextpnr import DEVICE_NAME, DSP_MIN_PRODUCT_BITS, FREQ_MHZ, SEED, implement
-from .report import md_table, write_report
 from .yosys import FF_TRANSISTORS, synthesize
 
 __all__ = ["mac_report", "write_all"]
@@ -161,18 +162,14 @@ def mac_report():
     return write_report("mac", "\n".join(md), {"pe": pes, "datapath": dps, "ratios": ratios})
 
 
-#: Units synthesized with their hierarchy kept (``synthesize(flatten=False)``) and without an
-#: ECP5 run: the default RMMU has 512 PEs, ~50x an ECP5-85 (its PE alone is in ``rmmu.md``).
-HIERARCHICAL = {"rmmu": "not implemented on the ECP5: 512 PEs need ~50x an ECP5-85; rmmu.md "
-                        "has one PE and one output lane"}
-
-
 def _hier_figures(unit):
+    """Figures of a unit whose record keeps its hierarchy (and names why it is not placed)."""
     key = (unit, "hier")
     if key not in _CACHE:
         fig = synthesize(unit, flatten=False)
+        reason = UNITS[unit].synth.ecp5
         fig["ecp5"] = {"luts": "-", "dsps": "-", "ffs": "-", "fmax": None,
-                       "error": HIERARCHICAL[unit]}
+                       "error": reason if isinstance(reason, str) else "hierarchical"}
         _CACHE[key] = fig
     return _CACHE[key]
 
@@ -213,7 +210,7 @@ def rmmu_report():
 def _generic(units):
     rows, data = [], {}
     for name in units:
-        fig = _hier_figures(name) if name in HIERARCHICAL else _figures(name)
+        fig = _hier_figures(name) if UNITS[name].synth.hierarchical else _figures(name)
         data[name] = fig
         rows.append(_row(name, fig))
     md = ["# Synthesis summary (default parameters)", "",
@@ -222,13 +219,14 @@ def _generic(units):
     return write_report("synth", "\n".join(md), data)
 
 
-REPORTS = {"mac": mac_report, "rmmu": rmmu_report}
+#: Units with a detailed report of their own beside their row in ``synth.md``.
+DETAIL = {"mac": mac_report, "rmmu": rmmu_report}
 
 
 def write_all(units=None):
     """Write the report of every unit in ``units`` (default: all registered) plus the summary."""
     units = list(units or UNITS)
     _CACHE.clear()
-    paths = [REPORTS[u]() for u in units if u in REPORTS]
+    paths = [DETAIL[u]() for u in units if u in DETAIL]
     paths.append(_generic(units))
     return paths

@@ -1,0 +1,31 @@
+"""The unit registry: every generator's record (:class:`attnforge.rtl.unit.Unit`) by name.
+
+The records themselves live beside their classes (``UNIT`` / ``UNITS`` at the end of each unit
+module); this module only lists them, so adding a unit is one line here.
+"""
+
+from . import _bitonic, detector, mac, progressive_quant, rmmu, softmax, topk
+
+__all__ = ["UNITS", "unit", "build"]
+
+UNITS = {u.name: u for u in (
+    *mac.UNITS,
+    topk.UNIT,
+    _bitonic.UNIT,
+    softmax.UNIT,
+    detector.UNIT,
+    rmmu.UNIT,
+    progressive_quant.UNIT,
+)}
+
+
+def unit(name):
+    """The record of unit ``name``; an unknown name raises a one-line ``ValueError``."""
+    if name not in UNITS:
+        raise ValueError(f"unit must be one of {', '.join(UNITS)}, not {name!r}")
+    return UNITS[name]
+
+
+def build(name, **params):
+    """Instantiate a registered unit by name; bad parameters raise ``ValueError``."""
+    return unit(name).build(**params)
