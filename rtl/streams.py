@@ -29,10 +29,12 @@ scheduler's work lanes (the detector's ``sched_lanes``), "values per word" for p
 (the MAC's ``n = 16 / p``).
 """
 
-from amaranth.hdl import unsigned
-from amaranth.lib import data, stream
+from amaranth.hdl import Cat, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
+from amaranth.lib.wiring import In, Out
 
-__all__ = ["RowLayout", "row_signature"]
+__all__ = ["RowLayout", "row_signature", "StreamFIFO", "RowPacker", "Fork", "Join", "join_layout", "RowCounter"]
 
 
 class RowLayout(data.StructLayout):
@@ -79,3 +81,379 @@ class RowLayout(data.StructLayout):
 def row_signature(per_beat, value_shape=None, index_bits=0, extra=None):
     """``stream.Signature(RowLayout(...))``: the signature of a row-stream port."""
     return stream.Signature(RowLayout(per_beat, value_shape, index_bits, extra))
+
+
+def _check_int(name, value, lo, hi=None):
+    """One-line ValueError naming the parameter, its value and the legal range."""
+    if (not isinstance(value, int) or isinstance(value, bool) or value < lo
+            or (hi is not None and value > hi)):
+        legal = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
+        raise ValueError(f"{name} must be an integer {legal}, not {value!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# StreamFIFO
+# ----------------------------------------------------------------------------------------------
+
+class StreamFIFO(wiring.Component):
+    """A first-in first-out queue of ``depth`` beats of any payload ``shape``, between two streams.
+
+    ``i`` takes a beat whenever there is room (``ready`` does not look at ``o``), ``o`` presents
+    the oldest beat (``valid`` from registers only). Built on ``amaranth.lib.fifo``:
+    :class:`~amaranth.lib.fifo.SyncFIFOBuffered` (``buffered=True``: storage in a memory with a
+    synchronous read port, block-RAM friendly, output registered) or
+    :class:`~amaranth.lib.fifo.SyncFIFO` (``buffered=False``: asynchronous read).
+
+    Timing (measured by ``tests/test_streams.py``): a beat taken on ``i`` in cycle *t* into an
+    empty queue is presented on ``o`` in cycle *t +* :attr:`latency` (2 buffered, 1 unbuffered;
+    1 for ``buffered=True, depth=1``, a single register). Throughput: one beat per cycle for
+    ``depth >= 2`` unbuffered and ``depth >= 3`` buffered; one beat every 2 cycles below
+    that (the write side sees only the stored level, not this cycle's read).
+
+    Parameters
+    ----------
+    shape : shape-castable
+        The payload (e.g. a :class:`RowLayout`).
+    depth : int
+        Beats held, >= 1.
+    buffered : bool
+
+    Members
+    -------
+    i : ``In(stream.Signature(shape))``
+    o : ``Out(stream.Signature(shape))``
+    level : ``Out(range(depth + 1))``
+        Beats held (including the one presented on ``o``).
+    """
+
+    def __init__(self, shape, depth, *, buffered=True):
+        Shape.cast(shape)
+        _check_int("depth", depth, 1)
+        self.shape = shape
+        self.depth = depth
+        self.buffered = bool(buffered)
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)),
+            "level": Out(range(depth + 1)),
+        })
+
+    @property
+    def latency(self):
+        """Cycles from a beat taken on ``i`` (empty queue) to it presented on ``o``."""
+        return 2 if self.buffered and self.depth > 1 else 1
+
+    @property
+    def full_rate(self):
+        """Whether the queue sustains one beat per cycle (else one per 2 cycles)."""
+        return self.depth >= (3 if self.buffered else 2)
+
+    def elaborate(self, platform):
+        m = Module()
+        kind = SyncFIFOBuffered if self.buffered else SyncFIFO
+        fifo = m.submodules.fifo = kind(width=Shape.cast(self.shape).width, depth=self.depth)
+        wiring.connect(m, wiring.flipped(self.i), fifo.w_stream)
+        wiring.connect(m, fifo.r_stream, wiring.flipped(self.o))
+        m.d.comb += self.level.eq(fifo.level)
+        return m
+
+
+# ----------------------------------------------------------------------------------------------
+# Fork and Join
+# ----------------------------------------------------------------------------------------------
+
+class Fork(wiring.Component):
+    """Broadcast: every beat of ``i`` is taken exactly once by each of the ``n`` outputs ``o[k]``.
+
+    ``o[k].valid`` is ``i.valid`` and not yet taken by ``o[k]`` (a register per output, cleared
+    when ``i`` advances), so no ``valid`` depends on a ``ready``; ``i.ready`` is high when every
+    output has taken the beat or takes it now. Outputs may take a beat in different cycles; the
+    beat stays on every output that has not taken it (held by the stream rule on ``i``).
+
+    Timing: combinational (latency 0: ``o[k]`` presents ``i``'s beat in the same cycle); one beat
+    per cycle when every output is ready; ``i`` advances in the cycle the slowest output takes.
+    Paths: ``i.valid``/``i.payload`` -> ``o[k]``; every ``o[k].ready`` -> ``i.ready``.
+
+    Members
+    -------
+    i : ``In(stream.Signature(shape))``
+    o : ``Out(stream.Signature(shape)).array(n)``
+    """
+
+    latency = 0
+
+    def __init__(self, shape, n):
+        Shape.cast(shape)
+        _check_int("n", n, 1)
+        self.shape = shape
+        self.n = n
+        super().__init__({
+            "i": In(stream.Signature(shape)),
+            "o": Out(stream.Signature(shape)).array(n),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        done = Signal(self.n)            # o[k] has taken the current beat of i
+        taken = Cat(o.valid & o.ready for o in self.o)
+        for k, o in enumerate(self.o):
+            m.d.comb += [o.payload.eq(self.i.payload), o.valid.eq(self.i.valid & ~done[k])]
+        m.d.comb += self.i.ready.eq((done | Cat(o.ready for o in self.o)).all())
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += done.eq(0)
+        with m.Else():
+            m.d.sync += done.eq(done | taken)
+        return m
+
+
+def join_layout(a_shape, b_shape):
+    """Payload of :class:`Join`'s output: ``StructLayout({"a": a_shape, "b": b_shape})``."""
+    return data.StructLayout({"a": a_shape, "b": b_shape})
+
+
+class Join(wiring.Component):
+    """Zip: one beat on ``o`` (payload ``{a, b}``, :func:`join_layout`) per pair of beats, one
+    from ``a`` and one from ``b``, taken together.
+
+    ``o.valid = a.valid & b.valid``; ``a.ready = o.ready & b.valid`` and ``b.ready = o.ready &
+    a.valid`` (a ``ready`` may look at the other input's ``valid``; no ``valid`` looks at a
+    ``ready``). Timing: combinational (latency 0), one beat per cycle when both inputs are valid
+    and ``o`` is ready. Rows are not aligned: the caller pairs streams whose beats correspond.
+
+    Members
+    -------
+    a : ``In(stream.Signature(a_shape))``
+    b : ``In(stream.Signature(b_shape))``
+    o : ``Out(stream.Signature(join_layout(a_shape, b_shape)))``
+    """
+
+    latency = 0
+
+    def __init__(self, a_shape, b_shape):
+        Shape.cast(a_shape)
+        Shape.cast(b_shape)
+        self.a_shape, self.b_shape = a_shape, b_shape
+        super().__init__({
+            "a": In(stream.Signature(a_shape)),
+            "b": In(stream.Signature(b_shape)),
+            "o": Out(stream.Signature(join_layout(a_shape, b_shape))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.d.comb += [
+            self.o.payload.a.eq(self.a.payload),
+            self.o.payload.b.eq(self.b.payload),
+            self.o.valid.eq(self.a.valid & self.b.valid),
+            self.a.ready.eq(self.o.ready & self.b.valid),
+            self.b.ready.eq(self.o.ready & self.a.valid),
+        ]
+        return m
+
+
+# ----------------------------------------------------------------------------------------------
+# RowPacker
+# ----------------------------------------------------------------------------------------------
+
+def _element_fields(layout):
+    """``{name: shape}`` of the per-element fields (``data``, ``index``) of a RowLayout."""
+    fields = {}
+    if layout.value_shape is not None:
+        fields["data"] = layout.value_shape
+    if layout.index_bits:
+        fields["index"] = unsigned(layout.index_bits)
+    return fields
+
+
+class RowPacker(wiring.Component):
+    """Packs a row stream with partial beats into a *dense* row stream, ``per_beat_in`` ->
+    ``per_beat_out`` elements per beat (either may be the larger).
+
+    Output, exactly (:func:`attnforge.golden.streams.pack` is the reference): each input row
+    (its beats up to the one with ``last``) becomes the row of the same elements -- ``data``
+    and ``index`` of the valid lanes of its beats, in order -- cut into beats of ``per_beat_out``:
+    every beat full except the row's last, which holds 1..``per_beat_out`` elements, or 0 if the
+    row is empty (an empty row, however many empty beats it came in, is one beat ``count = 0,
+    last = 1``). Rows never merge, never split. ``error``: the row's last output beat carries
+    the OR of ``error`` over all the row's input beats; an earlier output beat carries the OR
+    over the input beats up to the one that holds its last element (a full beat may leave before
+    later input beats are seen). When the producer keeps ``error`` constant over a row (the
+    convention for per-row facts), every output beat therefore carries the row's flag. Extra
+    fields: those of the row's first input beat, on every output beat. Lanes at and above
+    ``count`` are zero.
+
+    How: a buffer of ``per_beat_in + per_beat_out`` elements holds the row being packed (each
+    element with the OR of ``error`` so far); an input beat is appended where the buffer ends
+    after this cycle's output. A full beat leaves only when the row is known to go on (more
+    elements buffered, or an input beat with elements presented) or to end (its ``last`` beat
+    taken, or an empty ``last`` beat presented), so the row's last beat is never empty unless
+    the row is. The next row's first beat is taken in the cycle the current row's last beat
+    leaves.
+
+    Timing (measured by ``tests/test_streams.py``, output always ready):
+
+    * latency: an output beat is presented in the cycle after the input beat completing it is
+      taken; a full beat waiting for the row to go on leaves in the cycle the next input beat
+      with elements (or the empty ``last`` beat) is presented (combinational path ``i`` -> ``o``).
+    * ``per_beat_in <= per_beat_out``: one input beat per cycle within a row. Between rows: no
+      bubble if fewer than ``per_beat_out + 1`` elements are buffered when the row's ``last``
+      beat is taken (always when every beat but the last of the input is full and
+      ``per_beat_in`` divides ``per_beat_out``), else one cycle (the buffered row needs two
+      output beats).
+    * ``per_beat_in > per_beat_out``: output-bound, one output beat per cycle while the buffer
+      holds more than ``per_beat_out`` elements; a full input row of ``L`` elements takes
+      ``ceil(L / per_beat_out)`` cycles, an input beat is taken whenever at most
+      ``per_beat_out`` elements remain after this cycle's output.
+    * an empty row: one beat per cycle in, one per cycle out.
+
+    ``i.ready`` depends on ``o.ready`` and ``i.valid``/``i.payload`` (combinationally);
+    ``o.valid`` never depends on ``o.ready``.
+
+    Parameters
+    ----------
+    per_beat_in, per_beat_out : int
+        Elements per input / output beat, >= 1.
+    value_shape, index_bits, extra :
+        As for :class:`RowLayout` (same for input and output).
+
+    Members
+    -------
+    i : ``In(row_signature(per_beat_in, value_shape, index_bits, extra))``
+    o : ``Out(row_signature(per_beat_out, value_shape, index_bits, extra))``
+    """
+
+    def __init__(self, per_beat_in, per_beat_out, value_shape=None, index_bits=0, extra=None):
+        _check_int("per_beat_in", per_beat_in, 1)
+        _check_int("per_beat_out", per_beat_out, 1)
+        self.per_beat_in = per_beat_in
+        self.per_beat_out = per_beat_out
+        self.i_layout = RowLayout(per_beat_in, value_shape, index_bits, extra)
+        self.o_layout = RowLayout(per_beat_out, value_shape, index_bits, extra)
+        self.capacity = per_beat_in + per_beat_out
+        super().__init__({
+            "i": In(stream.Signature(self.i_layout)),
+            "o": Out(stream.Signature(self.o_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p_in, p_out, cap = self.per_beat_in, self.per_beat_out, self.capacity
+        fields = _element_fields(self.i_layout)
+        width = sum(Shape.cast(s).width for s in fields.values())
+        i, o = self.i, self.o
+        ip, op = i.payload, o.payload
+
+        def lane(l):                     # input lane l as one element word (fields in order)
+            return Cat(*(ip[f][l] for f in fields))
+
+        buf = [Signal(width, name=f"buf{j}") for j in range(cap)]
+        ebit = Signal(cap)               # per element: OR of error over the row up to it
+        n = Signal(range(cap + 1))       # elements buffered
+        ended = Signal()                 # the row's last beat has been taken
+        start = Signal(init=1)           # no beat of the row taken yet
+        err = Signal()                   # OR of error over the row's beats taken
+        ext = Signal(data.StructLayout(self.i_layout.extra)) if self.i_layout.extra else None
+
+        # Output, from the buffer (and, for a full beat waiting for the row's fate, from i).
+        look = ~ended & (n == p_out) & i.valid
+        look_more = look & (ip.count != 0)
+        look_end = look & (ip.count == 0) & ip.last
+        count = Mux(n >= p_out, p_out, n)
+        last = (ended & (n <= p_out)) | look_end
+        m.d.comb += [
+            o.valid.eq(ended | (n > p_out) | look_more | look_end),
+            op.count.eq(count),
+            op.last.eq(last),
+            op.error.eq(Mux(last, err | (look_end & ip.error), ebit[p_out - 1])),
+        ]
+        for l in range(p_out):
+            offset = 0
+            for f, shape in fields.items():
+                w = Shape.cast(shape).width
+                m.d.comb += op[f][l].eq(Mux(l < count, buf[l][offset:offset + w], 0))
+                offset += w
+        for name in self.i_layout.extra:
+            m.d.comb += op[name].eq(ext[name])
+
+        # Input: appended where the buffer ends after this cycle's output.
+        take_o = o.valid & o.ready
+        end_o = take_o & last
+        n_after = Signal(range(cap + 1))
+        m.d.comb += n_after.eq(Mux(end_o, 0, Mux(take_o, n - p_out, n)))
+        m.d.comb += i.ready.eq((n_after <= cap - p_in) & (~ended | end_o))
+        take_i = i.valid & i.ready
+        marker = end_o & look_end        # i's empty last beat ends the row leaving now
+        begins = take_i & ~marker        # i's beat joins (or begins) the buffered row
+        e_in = Mux(end_o, 0, err) | ip.error
+
+        shift = take_o & ~last
+        for j in range(cap):
+            val = Mux(shift, buf[j + p_out], buf[j]) if j + p_out < cap else \
+                Mux(shift, 0, buf[j])
+            e = Mux(shift, ebit[j + p_out], ebit[j]) if j + p_out < cap else \
+                Mux(shift, 0, ebit[j])
+            for l in range(p_in):
+                if 0 <= j - l <= cap - p_in:
+                    hit = begins & (n_after == j - l) & (l < ip.count)
+                    val = Mux(hit, lane(l), val)
+                    e = Mux(hit, e_in, e)
+            m.d.sync += [buf[j].eq(val), ebit[j].eq(e)]
+
+        m.d.sync += n.eq(n_after + Mux(begins, ip.count, 0))
+        with m.If(begins):
+            m.d.sync += [ended.eq(ip.last), err.eq(e_in), start.eq(0)]
+            if ext is not None:
+                with m.If(start | end_o):
+                    m.d.sync += ext.eq(Cat(*(ip[name] for name in self.i_layout.extra)))
+        with m.Elif(end_o):
+            m.d.sync += [ended.eq(0), err.eq(0), start.eq(1)]
+        return m
+
+
+# ----------------------------------------------------------------------------------------------
+# RowCounter
+# ----------------------------------------------------------------------------------------------
+
+class RowCounter(wiring.Component):
+    """Adds column indices to a row stream without them: lane ``l`` of a beat gets the number of
+    elements of the row before it plus ``l`` (``0 .. L-1`` over the row, for any beat shapes;
+    lanes at and above ``count`` get 0). Every other field passes unchanged.
+
+    Why: dense producers (softmax over a full row, the RMMU's score rows) imply the column by
+    position; a sparse consumer (the detector, the sparse softmax) wants it explicit. Indices
+    wrap modulo ``2 ** index_bits``.
+
+    Timing: combinational (latency 0), one beat per cycle; ``ready`` and ``valid`` pass through.
+
+    Members
+    -------
+    i : ``In(row_signature(per_beat, value_shape, 0, extra))``
+    o : ``Out(row_signature(per_beat, value_shape, index_bits, extra))``
+    """
+
+    latency = 0
+
+    def __init__(self, per_beat, value_shape, index_bits, extra=None):
+        _check_int("per_beat", per_beat, 1)
+        _check_int("index_bits", index_bits, 1)
+        self.per_beat = per_beat
+        self.i_layout = RowLayout(per_beat, value_shape, 0, extra)
+        self.o_layout = RowLayout(per_beat, value_shape, index_bits, extra)
+        super().__init__({
+            "i": In(stream.Signature(self.i_layout)),
+            "o": Out(stream.Signature(self.o_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i, self.o
+        bits = self.o_layout.index_bits
+        base = Signal(bits)              # elements of the row before this beat
+        for name in self.i_layout.members:
+            m.d.comb += o.payload[name].eq(i.payload[name])
+        for l in range(self.per_beat):
+            m.d.comb += o.payload.index[l].eq(Mux(l < i.payload.count, base + l, 0))
+        m.d.comb += [o.valid.eq(i.valid), i.ready.eq(o.ready)]
+        with m.If(i.valid & i.ready):
+            m.d.sync += base.eq(Mux(i.payload.last, 0, base + i.payload.count))
+        return m

@@ -1,0 +1,494 @@
+"""Stream blocks: golden-model tests and quick Amaranth-simulator tests of the RTL.
+
+Every simulator test drives random valid gaps and ready stalls (seeded), compares every output
+beat with :mod:`attnforge.golden.streams` and checks the stream rule on every output (and on
+every input the test drives): once ``valid & ~ready``, the next cycle ``valid`` is still high and
+the payload unchanged (unless reset). Timing tests run with no gaps and no stalls and measure
+the figures the docstrings state.
+"""
+
+import random
+
+import pytest
+from amaranth.hdl import ClockDomain, Module, Value, signed, unsigned
+from amaranth.lib import data
+from amaranth.sim import Simulator
+
+from attnforge.golden import streams as golden
+from attnforge.rtl import verilog
+from attnforge.rtl.streams import (Fork, Join, RowCounter, RowLayout, RowPacker, StreamFIFO,
+                                   join_layout)
+from attnforge.testbench.quick import sink, source
+
+
+# ------------------------------------------------------------------ golden model
+
+def _elems(vals, idx=None):
+    return [{"data": v, "index": i} for v, i in zip(vals, idx or range(len(vals)))]
+
+
+def test_pack_hand_worked():
+    # one row, beats of 3/0/1 elements (per_beat 3) -> dense beats of 2
+    b = [golden.beat(3, _elems([1, 2, 3]), lane=2),
+         golden.beat(3, [], lane=2),
+         golden.beat(3, _elems([4], [7]), last=1, lane=2)]
+    out = golden.pack(b, 2)
+    assert [o["count"] for o in out] == [2, 2]
+    assert [o["last"] for o in out] == [0, 1]
+    assert out[0]["data"] == [1, 2] and out[1]["data"] == [3, 4] and out[1]["index"] == [2, 7]
+    assert all(o["lane"] == 2 and o["error"] == 0 for o in out)
+    # an empty row, in two empty beats, is one empty beat; errors OR together
+    e = [golden.beat(2, [], error=0), golden.beat(2, [], last=1, error=1)]
+    assert golden.pack(e, 4) == [golden.beat(4, [], last=1, error=1)]
+    # a trailing empty last beat: the last output beat is the one with the elements
+    t = golden.row_beats(_elems([5, 6, 7, 8]), 2)
+    t[-1]["last"] = 0
+    t.append(golden.beat(2, [], last=1))
+    assert [o["count"] for o in golden.pack(t, 2)] == [2, 2]
+    # error raised late: earlier beats carry the OR so far, the last one the row's
+    late = [golden.beat(1, _elems([k]), last=k == 3, error=k == 2) for k in range(4)]
+    assert [o["error"] for o in golden.pack(late, 1)] == [0, 0, 1, 1]
+    assert [o["error"] for o in golden.pack(late, 3)] == [1, 1]
+    assert [o["error"] for o in golden.pack(late[:2] + [golden.beat(1, [], last=1, error=1)],
+                                            1)] == [0, 1]
+
+
+def test_pack_needs_complete_rows():
+    with pytest.raises(ValueError, match="last"):
+        golden.pack([golden.beat(2, _elems([1]))], 2)
+    part = [golden.beat(2, _elems([1, 2])), golden.beat(2, _elems([3]))]
+    assert golden.pack_prefix(part, 2) == [golden.beat(2, _elems([1, 2]))]
+    assert golden.pack_prefix(part[:1], 2) == []
+
+
+@pytest.mark.parametrize("p_in", [1, 2, 3, 4, 7])
+@pytest.mark.parametrize("p_out", [1, 2, 4, 5])
+def test_pack_properties(p_in, p_out):
+    rng = random.Random(p_in * 10 + p_out)
+    beats = golden.random_rows(rng, 60, p_in, extra={"lane": 2})
+    out = golden.pack(beats, p_out)
+    rows_in, rows_out = golden.rows(beats), golden.rows(out)
+    assert len(rows_in) == len(rows_out)                           # boundaries kept
+    for ri, ro in zip(rows_in, rows_out):
+        assert golden.elements(ri) == golden.elements(ro)          # same element sequence
+        assert all(b["lane"] == ri[0]["lane"] for b in ro)
+        assert all(b["error"] == ri[0]["error"] for b in ro)       # constant error: every beat
+    assert golden.is_dense(out, p_out)
+    assert all(b["count"] == 0 or all(v == 0 for v in b["data"][b["count"]:]) for b in out)
+    # round trip P_in -> P_out -> P_in is the dense form of the input; packing is idempotent
+    assert golden.pack(out, p_in) == golden.pack(beats, p_in)
+    assert golden.pack(out, p_out) == out
+
+
+def test_pack_late_error_last_beat_carries_row_or():
+    rng = random.Random(5)
+    beats = golden.random_rows(rng, 200, 3, late_error=True, p_error=0.6)
+    out = golden.pack(beats, 2)
+    for ri, ro in zip(golden.rows(beats), golden.rows(out)):
+        assert ro[-1]["error"] == max(b["error"] for b in ri)
+        assert [b["error"] for b in ro] == sorted(b["error"] for b in ro)   # monotone
+
+
+def test_count_rows_and_trivial_models():
+    b = golden.row_beats([{"data": v} for v in range(5)], 2, fields=("data",)) + \
+        golden.row_beats([{"data": 9}], 2, fields=("data",))
+    out = golden.count_rows(b, 8)
+    assert [o["index"] for o in out] == [[0, 1], [2, 3], [4, 0], [0, 0]]
+    assert golden.fork(b, 2) == [b, b] and golden.fifo(b) == b
+    assert golden.join([1, 2, 3], [4, 5]) == [{"a": 1, "b": 4}, {"a": 2, "b": 5}]
+
+
+# ------------------------------------------------------------------ parameters
+
+@pytest.mark.parametrize("make, name", [
+    (lambda: StreamFIFO(8, 0), "depth"), (lambda: Fork(8, 0), "n"),
+    (lambda: RowPacker(0, 2, 8), "per_beat_in"), (lambda: RowPacker(2, 0, 8), "per_beat_out"),
+    (lambda: RowCounter(2, 8, 0), "index_bits"), (lambda: RowCounter(0, 8, 4), "per_beat"),
+])
+def test_init_wrong(make, name):
+    with pytest.raises(ValueError, match=name):
+        make()
+
+
+def test_emits_verilog():
+    layout = RowLayout(4, signed(8), 6, {"lane": 2})
+    for dut in [StreamFIFO(layout, 4), StreamFIFO(8, 2, buffered=False), Fork(layout, 3),
+                Join(layout, 8), RowPacker(3, 4, signed(8), 6, {"lane": 2}),
+                RowCounter(4, signed(8), 6)]:
+        assert "module top" in verilog(dut, name="top")
+
+
+# ------------------------------------------------------------------ simulation harness
+
+def as_python(value, shape):
+    """A sampled payload as plain Python: dicts for structs, lists for arrays, ints."""
+    if isinstance(shape, data.StructLayout):
+        return {name: as_python(value[name], field.shape) for name, field in shape}
+    if isinstance(shape, data.ArrayLayout):
+        return [as_python(value[k], shape.elem_shape) for k in range(shape.length)]
+    return value if isinstance(value, int) else int(value.as_value().value)
+
+
+def monitor(port, log, errors):
+    """Background testbench: the cycle of every transfer on ``port`` into ``log``; a stream-rule
+    violation (valid dropped or payload changed while stalled, outside reset) into ``errors``."""
+    async def run(ctx):
+        cycle, held = 0, None
+        async for _, rst, valid, ready, payload in ctx.tick().sample(
+                port.valid, port.ready, Value.cast(port.payload)):
+            if held is not None and not rst and (not valid or payload != held):
+                errors.append((cycle, "valid dropped" if not valid else "payload changed"))
+            held = payload if valid and not ready and not rst else None
+            if valid and ready and not rst:
+                log.append(cycle)
+            cycle += 1
+    return run
+
+
+def watchdog(limit):
+    async def run(ctx):
+        for _ in range(limit):
+            await ctx.tick()
+        raise AssertionError(f"simulation did not finish in {limit} cycles")
+    return run
+
+
+def simulate(dut, inputs, outputs, *, gaps=0.3, stalls=0.3, seed=0, limit=50000):
+    """Feed ``inputs`` ({port: [payloads]}) into ``dut``, take ``outputs`` ({port: (shape, n)});
+    returns ``({port: [payloads]}, {port: [transfer cycles]})`` for outputs and inputs; fails on
+    a stream-rule violation."""
+    rng = random.Random(seed)
+    m = Module()
+    m.domains.sync = ClockDomain()
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    got, times, errors = {}, {}, []
+    for port, items in inputs.items():
+        sim.add_testbench(source(port, items, rng, gaps), background=True)
+    for port, (shape, n) in outputs.items():
+        got[port] = []
+        sim.add_testbench(sink(port, got[port], n, rng, stalls,
+                               convert=lambda p, s=shape: as_python(p, s)))
+    for port in list(inputs) + list(outputs):
+        times[port] = []
+        sim.add_testbench(monitor(port, times[port], errors), background=True)
+    sim.add_testbench(watchdog(limit), background=True)
+    sim.run()
+    assert not errors, errors[:5]
+    return got, times
+
+
+# ------------------------------------------------------------------ StreamFIFO
+
+@pytest.mark.parametrize("depth, buffered", [(1, True), (2, True), (3, True), (8, True),
+                                             (1, False), (2, False), (5, False)])
+def test_fifo_random(depth, buffered):
+    layout = RowLayout(2, signed(6), 4, {"lane": 3})
+    dut = StreamFIFO(layout, depth, buffered=buffered)
+    beats = golden.random_rows(random.Random(depth), 40, 2, value_range=(-32, 31), index_bits=4,
+                               extra={"lane": 3})
+    got, _ = simulate(dut, {dut.i: beats}, {dut.o: (layout, len(beats))}, seed=depth)
+    assert got[dut.o] == golden.fifo(beats)
+
+
+@pytest.mark.parametrize("depth, buffered", [(1, True), (2, True), (3, True), (4, True),
+                                             (1, False), (2, False), (4, False)])
+def test_fifo_timing(depth, buffered):
+    """Latency (empty queue) and sustained rate, as StreamFIFO.latency / .full_rate state."""
+    dut = StreamFIFO(8, depth, buffered=buffered)
+    n = 40
+    got, t = simulate(dut, {dut.i: list(range(n))}, {dut.o: (8, n)}, gaps=0, stalls=0)
+    assert got[dut.o] == list(range(n))
+    assert t[dut.o][0] - t[dut.i][0] == dut.latency
+    span = t[dut.o][-1] - t[dut.o][0]
+    assert span == (n - 1 if dut.full_rate else 2 * (n - 1))
+
+
+def test_fifo_level():
+    """``level`` counts the beats held: fill a stalled queue, then drain it."""
+    dut = StreamFIFO(8, 4)
+    m = Module()
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    seen = []
+
+    async def bench(ctx):
+        ctx.set(dut.o.ready, 0)
+        for v in range(6):                        # only 4 fit
+            ctx.set(dut.i.payload, v)
+            ctx.set(dut.i.valid, 1)
+            await ctx.tick()
+            seen.append(ctx.get(dut.level))
+        ctx.set(dut.i.valid, 0)
+        assert ctx.get(dut.i.ready) == 0
+        ctx.set(dut.o.ready, 1)
+        for _ in range(5):
+            await ctx.tick()
+            seen.append(ctx.get(dut.level))
+
+    sim.add_testbench(bench)
+    sim.run()
+    assert seen == [1, 2, 3, 4, 4, 4, 3, 2, 1, 0, 0]
+
+
+# ------------------------------------------------------------------ Fork and Join
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+def test_fork_random(n):
+    layout = RowLayout(3, signed(8), 5)
+    dut = Fork(layout, n)
+    beats = golden.random_rows(random.Random(n), 40, 3, index_bits=5)
+    got, _ = simulate(dut, {dut.i: beats}, {o: (layout, len(beats)) for o in dut.o}, seed=n,
+                      stalls=0.5)
+    assert [got[o] for o in dut.o] == golden.fork(beats, n)
+
+
+def test_fork_rate():
+    dut = Fork(8, 3)
+    got, t = simulate(dut, {dut.i: list(range(30))}, {o: (8, 30) for o in dut.o},
+                      gaps=0, stalls=0)
+    assert all(t[o] == t[dut.i] == list(range(t[dut.i][0], t[dut.i][0] + 30)) for o in dut.o)
+
+
+def test_join_random():
+    layout = RowLayout(2, None, 6)
+    dut = Join(layout, signed(5))
+    a = golden.random_rows(random.Random(1), 30, 2, fields=("index",), index_bits=6)
+    b = [random.Random(k).randint(-16, 15) for k in range(len(a) + 3)]
+    got, _ = simulate(dut, {dut.a: a, dut.b: b},
+                      {dut.o: (join_layout(layout, signed(5)), len(a))}, seed=3)
+    assert got[dut.o] == golden.join(a, b)
+
+
+def test_join_rate():
+    dut = Join(4, 4)
+    got, t = simulate(dut, {dut.a: list(range(16)), dut.b: list(range(16))},
+                      {dut.o: (join_layout(4, 4), 16)}, gaps=0, stalls=0)
+    assert t[dut.o] == t[dut.a] == t[dut.b] == list(range(t[dut.o][0], t[dut.o][0] + 16))
+
+
+# ------------------------------------------------------------------ RowCounter
+
+def test_row_counter_random():
+    dut = RowCounter(3, signed(8), 4, {"kth": 4})
+    beats = golden.random_rows(random.Random(2), 40, 3, fields=("data",), extra={"kth": 4})
+    got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(beats))}, seed=2)
+    assert got[dut.o] == golden.count_rows(beats, 4)
+    assert t[dut.o] == t[dut.i]                     # combinational: latency 0
+
+
+# ------------------------------------------------------------------ RowPacker
+
+SHAPES = {   # name -> (value_shape, index_bits, extra, fields)
+    "data+index+extra": (signed(8), 6, {"lane": 2}, ("data", "index")),
+    "index": (None, 7, None, ("index",)),
+    "data": (unsigned(8), 0, {"kth": 3, "tag": 1}, ("data",)),
+}
+
+
+def packer_case(p_in, p_out, shape, n_rows, seed, **kw):
+    value_shape, index_bits, extra, fields = SHAPES[shape]
+    dut = RowPacker(p_in, p_out, value_shape, index_bits, extra)
+    vrange = (-128, 127) if value_shape is not None and value_shape.signed else (0, 255)
+    beats = golden.random_rows(random.Random(seed), n_rows, p_in, fields=fields,
+                               value_range=vrange, index_bits=index_bits or 1, extra=extra, **kw)
+    return dut, beats
+
+
+PAIRS = [(1, 1), (1, 4), (2, 4), (3, 4), (4, 4), (2, 3), (4, 2), (4, 3), (4, 1), (5, 2), (8, 8)]
+
+
+@pytest.mark.parametrize("p_in, p_out", PAIRS)
+@pytest.mark.parametrize("shape", list(SHAPES))
+def test_packer_random(p_in, p_out, shape):
+    seed = 100 * p_in + 10 * p_out + len(shape)
+    dut, beats = packer_case(p_in, p_out, shape, 40, seed, late_error=True)
+    expected = golden.pack(beats, p_out)
+    got, _ = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(expected))}, seed=seed)
+    assert got[dut.o] == expected
+
+
+@pytest.mark.parametrize("p_in, p_out", [(1, 1), (2, 4), (3, 4), (4, 4), (4, 2), (5, 2)])
+def test_packer_back_to_back(p_in, p_out):
+    """No gaps, no stalls, and no gaps with heavy stalls: the same beats."""
+    dut, beats = packer_case(p_in, p_out, "data+index+extra", 30, p_in + p_out)
+    expected = golden.pack(beats, p_out)
+    for gaps, stalls in [(0, 0), (0, 0.7), (0.7, 0)]:
+        got, _ = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(expected))},
+                          gaps=gaps, stalls=stalls, seed=7)
+        assert got[dut.o] == expected
+
+
+@pytest.mark.parametrize("p_in, p_out", [(2, 4), (3, 4), (4, 2), (1, 1)])
+def test_packer_reset_mid_row(p_in, p_out):
+    """Reset with a row half in: the half row's beats already out stay out, its rest is lost,
+    and the packer starts empty (the next rows come out exactly as from a fresh packer)."""
+    dut, before = packer_case(p_in, p_out, "data+index+extra", 6, 11)
+    _, after = packer_case(p_in, p_out, "data+index+extra", 6, 12)
+    half = [golden.beat(p_in, [{"data": k, "index": k} for k in range(p_in)], lane=1)] * 3
+    exp_before = golden.pack(before, p_out) + golden.pack_prefix(half, p_out)
+    exp_after = golden.pack(after, p_out)
+    m = Module()
+    cd = ClockDomain("sync")
+    m.domains += cd
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    rng = random.Random(4)
+    state = {"reset": False}
+    got = {False: [], True: []}
+
+    async def drive(ctx):
+        await source(dut.i, before + half, rng, 0.3)(ctx)
+        await ctx.tick().repeat(60)                       # let the sink drain
+        ctx.set(cd.rst, 1)
+        await ctx.tick()
+        ctx.set(cd.rst, 0)
+        state["reset"] = True
+        await source(dut.i, after, rng, 0.3)(ctx)
+
+    async def take(ctx):
+        while len(got[True]) < len(exp_after):
+            ready = rng.random() >= 0.3
+            ctx.set(dut.o.ready, ready)
+            _, rst, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+            if valid and ready and not rst:
+                got[state["reset"]].append(as_python(payload, dut.o_layout))
+
+    errors = []
+    sim.add_testbench(drive, background=True)
+    sim.add_testbench(take)
+    sim.add_testbench(monitor(dut.o, [], errors), background=True)
+    sim.add_testbench(watchdog(20000), background=True)
+    sim.run()
+    assert not errors
+    assert got[False] == exp_before
+    assert got[True] == exp_after
+
+
+def _input_stalls(t_in):
+    """Cycles, between the first and the last input transfer, without one."""
+    return t_in[-1] - t_in[0] + 1 - len(t_in)
+
+
+@pytest.mark.parametrize("p_in, p_out", [(1, 1), (1, 4), (2, 4), (4, 4), (8, 8)])
+def test_packer_rate_full_divisible(p_in, p_out):
+    """P_in divides P_out, full input beats: one input beat per cycle, rows included."""
+    rng = random.Random(p_in + p_out)
+    beats = []
+    for _ in range(20):
+        beats += golden.row_beats([{"data": rng.randint(-9, 9), "index": k}
+                                   for k in range(p_in * rng.randint(1, 6))], p_in, lane=1)
+    dut = RowPacker(p_in, p_out, signed(8), 6, {"lane": 2})
+    expected = golden.pack(beats, p_out)
+    got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(expected))},
+                      gaps=0, stalls=0)
+    assert got[dut.o] == expected
+    assert _input_stalls(t[dut.i]) == 0
+
+
+def _bubbles(beats, p_in, p_out):
+    """The documented rule for P_in <= P_out, output always ready: per row, one input stall iff
+    more than P_out elements are buffered when its last beat is taken. Buffer model: after
+    each input beat n += count; a full beat leaves in the cycle n > P_out or n == P_out and the
+    presented beat has elements or ends the row."""
+    stalls, n = 0, 0
+    for row in golden.rows(beats)[:-1]:          # after the last row nothing waits
+        for b in row:
+            if n > p_out or (n == p_out and (b["count"] or b["last"])):
+                n -= p_out
+            n += b["count"]
+        stalls += n > p_out
+        n = 0
+    return stalls
+
+
+@pytest.mark.parametrize("p_in, p_out", [(3, 4), (2, 3), (2, 4), (4, 4), (1, 3)])
+def test_packer_rate_partial(p_in, p_out):
+    """P_in <= P_out, any beats: one input beat per cycle within rows, between rows the stalls
+    of the documented rule (at most one per row)."""
+    dut, beats = packer_case(p_in, p_out, "data+index+extra", 80, 3 * p_in + p_out)
+    expected = golden.pack(beats, p_out)
+    got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(expected))},
+                      gaps=0, stalls=0)
+    assert got[dut.o] == expected
+    bubbles = _bubbles(beats, p_in, p_out)
+    assert bubbles <= len(golden.rows(beats))
+    assert _input_stalls(t[dut.i]) == bubbles
+
+
+@pytest.mark.parametrize("p_in, p_out", [(4, 2), (4, 3), (5, 2), (8, 1)])
+def test_packer_rate_narrowing(p_in, p_out):
+    """P_in > P_out, full input rows: output-bound, one output beat every cycle."""
+    rng = random.Random(p_in * p_out)
+    beats = []
+    for _ in range(20):
+        beats += golden.row_beats([{"data": 1, "index": k} for k in range(rng.randint(1, 20))],
+                                  p_in, lane=0)
+    dut = RowPacker(p_in, p_out, signed(8), 6, {"lane": 2})
+    expected = golden.pack(beats, p_out)
+    got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(expected))},
+                      gaps=0, stalls=0)
+    assert got[dut.o] == expected
+    assert t[dut.o] == list(range(t[dut.o][0], t[dut.o][0] + len(expected)))
+    assert t[dut.o][0] == t[dut.i][0] + 1                            # latency 1
+
+
+def test_packer_empty_rows_rate():
+    """Empty rows: one per cycle in, one per cycle out, latency 1."""
+    dut = RowPacker(2, 3, 8, 4)
+    beats = [golden.beat(2, [], last=1, error=k % 2) for k in range(20)]
+    got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, 20)}, gaps=0, stalls=0)
+    assert got[dut.o] == golden.pack(beats, 3)
+    assert t[dut.o] == [c + 1 for c in t[dut.i]] and _input_stalls(t[dut.i]) == 0
+
+
+def test_packer_lookahead_latency():
+    """A full beat waiting for the row's fate leaves in the cycle the next beat is presented."""
+    dut = RowPacker(2, 2, 8, 4)
+    beats = [golden.beat(2, _elems([1, 2])), golden.beat(2, _elems([3], [5]), last=1)]
+    got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, 2)}, gaps=0, stalls=0)
+    assert got[dut.o] == golden.pack(beats, 2)
+    assert t[dut.o] == [t[dut.i][1], t[dut.i][1] + 1]
+
+
+# ------------------------------------------------------------------ composition
+
+def test_compose_pack_fork_join():
+    """Sparse data-only rows (P=3) are packed to P=4, queued, forked to a RowCounter and a
+    direct path, and joined again: every beat pairs the packed beat with its indexed twin.
+    Every link is a ``wiring.connect``."""
+    from amaranth.lib import wiring
+
+    class Chain(wiring.Component):
+        def __init__(self):
+            self.pack = RowPacker(3, 4, signed(8))
+            self.fifo = StreamFIFO(self.pack.o_layout, 4)
+            self.fork = Fork(self.pack.o_layout, 2)
+            self.rank = RowCounter(4, signed(8), 6)
+            self.join = Join(self.pack.o_layout, self.rank.o_layout)
+            super().__init__({"i": wiring.In(self.pack.i.signature.flip()),
+                              "o": wiring.Out(self.join.o.signature)})
+
+        def elaborate(self, platform):
+            m = Module()
+            for name in ("pack", "fifo", "fork", "rank", "join"):
+                m.submodules[name] = getattr(self, name)
+            wiring.connect(m, wiring.flipped(self.i), self.pack.i)
+            wiring.connect(m, self.pack.o, self.fifo.i)
+            wiring.connect(m, self.fifo.o, self.fork.i)
+            wiring.connect(m, self.fork.o[0], self.join.a)
+            wiring.connect(m, self.fork.o[1], self.rank.i)
+            wiring.connect(m, self.rank.o, self.join.b)
+            wiring.connect(m, self.join.o, wiring.flipped(self.o))
+            return m
+
+    dut = Chain()
+    beats = golden.random_rows(random.Random(9), 30, 3, fields=("data",))
+    packed = golden.pack(beats, 4)
+    got, _ = simulate(dut, {dut.i: beats},
+                      {dut.o: (join_layout(dut.pack.o_layout, dut.rank.o_layout), len(packed))},
+                      seed=9)
+    assert got[dut.o] == golden.join(packed, golden.count_rows(packed, 6))
