@@ -97,7 +97,7 @@ def simulate(dut, queries, latency):
                 if present and sr:
                     words.pop(0)
                 if ov:
-                    probs += [int(x) for x in op.prob][:int(op.count)]
+                    probs += [int(x) for x in op.data][:int(op.count)]
                     fetched = int(op.fetched)
                     if op.last:
                         results.append((probs, fetched, nbytes, cycle - t0 + 1))
@@ -152,7 +152,7 @@ def rtl_traffic_table():
             queries = queries[:n_queries]
             shift = calibrate(queries, keys)
             params = {"dim": DIM, "macs": 8, "msb_bits": msb, "lsb_bits": lsb,
-                      "score_shift": shift, "lanes": 4, "max_len": N_KEYS}
+                      "score_shift": shift, "per_beat": 4, "max_len": N_KEYS}
             thr = 128
             dut = ProgressiveQuant(**params)
             cfg = dut.config
@@ -182,15 +182,15 @@ def unit_area_table():
         dut = ProgressiveQuant(**params)
         dut._MustUse__silence = True        # only its properties are read here
         parts = [("unit", "progressive_quant", params, None),
-                 ("its softmax", "softmax", {"lanes": dut.lanes, "max_len": dut.max_len,
+                 ("its softmax", "softmax", {"per_beat": dut.per_beat, "max_len": dut.max_len,
                                              "index_bits": 1}, None)]
         widths = (dut.msb_bits, dut.lsb_bits) if dut.msb_bits != dut.lsb_bits else (dut.msb_bits,)
-        conv = {"word_bits": dut.word_bits, "lanes": dut.macs, "widths": widths}
+        conv = {"word_bits": dut.word_bits, "per_beat": dut.macs, "widths": widths}
         parts.append(("its converter", "bitwidth_converter", conv,
                       BitwidthConverter(**conv)))
         for what, unit, p, comp in parts:
             name = None if comp is None else "bwconv_" + "_".join(
-                str(v) for v in (conv["word_bits"], conv["lanes"], *widths))
+                str(v) for v in (conv["word_bits"], conv["per_beat"], *widths))
             r = synthesize(unit, p, component=comp, name=name)
             data.append({"planes": planes, "part": what, **r})
             out.append([planes, what, ", ".join(f"{k}={v}" for k, v in p.items()) or "defaults",
@@ -223,8 +223,8 @@ def pq_table():
 
 def area_table():
     out, data = [], []
-    for params in ({"word_bits": 64, "lanes": 8}, {"word_bits": 64, "lanes": 16},
-                   {"word_bits": 32, "lanes": 8}):
+    for params in ({"word_bits": 64, "per_beat": 8}, {"word_bits": 64, "per_beat": 16},
+                   {"word_bits": 32, "per_beat": 8}):
         comp = BitwidthConverter(**params)
         name = "bwconv_" + "_".join(f"{v}" for v in params.values())
         r = synthesize("bitwidth_converter", params, component=comp, name=name)
@@ -265,7 +265,7 @@ beat, both included. Every answer checked against the golden model.
 ## RTL: the traffic workload replayed
 
 The first 40 queries of each workload above through `ProgressiveQuant(dim=16, macs=8,
-lanes=4, max_len=64, score_shift=calibrated)` at threshold 128/256, memory latency 4 cycles;
+per_beat=4, max_len=64, score_shift=calibrated)` at threshold 128/256, memory latency 4 cycles;
 bytes counted from the unit's memory requests.
 
 {traffic_md}

@@ -24,7 +24,7 @@ Contract (timing-free; the RTL produces exactly these output transactions, in or
 
 A command is **bad** when its ``gran`` code is not a :class:`Gran`, its ``length`` is outside
 ``[1, max_len]``, or (top-k) its ``k`` is outside ``[1, G]``. A bad command consumes no score
-beats and yields an error result (``err = 1``, empty mask, ``count = 0``); it still takes a
+beats and yields an error result (``error = 1``, empty mask, ``count = 0``); it still takes a
 lane (with zero work) and its ``restart`` still applies.
 
 **Input.** A good command is followed by its ``R`` rows of scores, row by row, each row as
@@ -35,13 +35,15 @@ sign-extended.
 **Outputs, per command, in command order.**
 
 * ``mask`` stream, one beat: ``mask`` (``max_len`` bits, bit ``j`` = granule ``j`` kept;
-  bits ``>= G`` are 0), ``count`` (kept granules), ``lane`` (scheduler), ``err``.
-* ``idx`` stream: the kept granule indices in ascending order, CSR style, in one beat per
-  group of ``P`` granules (``word`` ``w`` covers granules ``[w*P, (w+1)*P)``). A word's beat
-  carries its kept indices in slots ``0..n-1`` (slots ``>= n`` are 0), ``n``, ``lane`` and
-  ``last`` (the row's final word). Words with no kept granule are skipped, except the final
-  word, so every row ends with exactly one ``last`` beat (``n = 0`` for an empty row).
-  An error row is one beat ``n = 0, last = 1``.
+  bits ``>= G`` are 0), ``count`` (kept granules), ``lane`` (scheduler), ``error``.
+* ``idx`` stream, a row stream (``rtl/streams.py``): the kept granules in ascending index
+  order, CSR style, in one beat per group of ``P`` granules (``word`` ``w`` covers granules
+  ``[w*P, (w+1)*P)``). A word's beat carries its kept granules in slots ``0..count-1``:
+  ``index`` (granule index) and ``data`` (the granule's score); slots ``>= count`` are 0;
+  plus ``lane`` and ``last`` (the row's final word) and ``error``. Words with no kept granule
+  are skipped, except the final word, so every row ends with exactly one ``last`` beat
+  (``count = 0`` for an empty row). An error row is one beat ``count = 0, last = 1,
+  error = 1`` (with its lane, as on ``mask``).
 
 **Scheduler.** Rows are assigned to ``L`` lanes by greedy least-loaded assignment in row
 order (DOTA's token-parallel lanes): row ``r`` goes to the lane with the smallest load so far
@@ -167,15 +169,15 @@ def command_error(cmd, max_len):
 class DetectorModel:
     """Reference for :class:`attnforge.rtl.detector.Detector`.
 
-    Parameters mirror the generator: ``parallel`` (P, scores per beat), ``max_len`` (row
-    length bound), ``score_bits`` (lane width), ``lanes`` (L, scheduler lanes).
+    Parameters mirror the generator: ``per_beat`` (P, scores per beat), ``max_len`` (row
+    length bound), ``score_bits`` (lane width), ``sched_lanes`` (L, scheduler lanes).
     """
 
-    def __init__(self, *, parallel=8, max_len=64, score_bits=8, lanes=4):
-        self.parallel = parallel
+    def __init__(self, *, per_beat=8, max_len=64, score_bits=8, sched_lanes=4):
+        self.per_beat = per_beat
         self.max_len = max_len
         self.score_bits = score_bits
-        self.lanes = lanes
+        self.sched_lanes = sched_lanes
 
     def check(self, cmd, scores):
         """Validate what the caller passes (not run-time requests: those are :func:`command_error`).
@@ -204,37 +206,45 @@ class DetectorModel:
 
     def run(self, ops):
         """Results of ``ops`` = ``[(Command, scores), ...]`` in order (scores ignored for bad
-        commands). Each result: ``{"mask", "count", "indices", "lane", "err"}``."""
+        commands). Each result: ``{"mask", "count", "indices", "scores", "lane", "error"}``
+        (``scores``: the kept granules' scores, in index order)."""
         results = []
         for cmd, scores in ops:
             s = self.check(cmd, scores)
             if s is None:
-                results.append({"mask": 0, "count": 0, "indices": [], "err": True})
+                results.append({"mask": 0, "count": 0, "indices": [], "scores": [],
+                                "error": True})
                 continue
+            g = granule_scores(s, Gran(cmd.gran).cols)
             keep = self.select(cmd, s)
             idx = np.flatnonzero(keep)
             results.append({"mask": int(sum(1 << int(j) for j in idx)), "count": len(idx),
-                            "indices": [int(j) for j in idx], "err": False,
+                            "indices": [int(j) for j in idx],
+                            "scores": [int(g[j]) for j in idx], "error": False,
                             "granules": len(keep)})
-        lanes, _ = schedule([r["count"] for r in results], self.lanes,
+        lanes, _ = schedule([r["count"] for r in results], self.sched_lanes,
                             [c.restart for c, _ in ops])
         for r, lane in zip(results, lanes):
             r["lane"] = int(lane)
         return results
 
     def idx_beats(self, result):
-        """The ``idx`` stream beats of one result: ``{"idx" (P ints), "n", "lane", "last"}``."""
-        p = self.parallel
+        """The ``idx`` row-stream beats of one result: ``{"index" (P ints), "data" (P ints),
+        "count", "lane", "last", "error"}``."""
+        p = self.per_beat
         words = max(1, -(-result.get("granules", 0) // p))
         idx = np.asarray(result["indices"], dtype=np.int64)
+        val = np.asarray(result["scores"], dtype=np.int64)
         beats = []
         for w in range(words):
-            sel = idx[(idx >= w * p) & (idx < (w + 1) * p)]
+            sel = (idx >= w * p) & (idx < (w + 1) * p)
             last = w == words - 1
-            if len(sel) or last:
-                slots = [int(x) for x in sel] + [0] * (p - len(sel))
-                beats.append({"idx": slots, "n": len(sel), "lane": result["lane"],
-                              "last": last})
+            if sel.any() or last:
+                pad = [0] * (p - int(sel.sum()))
+                beats.append({"index": [int(x) for x in idx[sel]] + pad,
+                              "data": [int(x) for x in val[sel]] + pad,
+                              "count": int(sel.sum()), "lane": result["lane"], "last": last,
+                              "error": result["error"]})
         return beats
 
     def input_beats(self, cmd, scores, fill=None):
@@ -243,7 +253,7 @@ class DetectorModel:
         s = self.check(cmd, scores)
         if s is None:
             return []
-        p = self.parallel
+        p = self.per_beat
         beats = []
         for row in s:
             words = -(-len(row) // p)

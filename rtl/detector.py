@@ -4,31 +4,38 @@ and 6.3, DSA Sec. 3.1 and 5.3-5.4, HB-BSSA block sparsity).
 The contract -- commands, granules, bad requests, the output beats and the lane assignment --
 is :mod:`attnforge.golden.detector`; this module is its hardware.
 
-Structure (two stages with a one-row buffer between them, so they overlap):
+Structure: three components, each of which can be simulated, proven and synthesized alone,
+joined by streams (``wiring.connect``)::
 
-``ingest``
+    cmd, i ──► Ingest ──o══(granule rows)══i──► Select ──o══(kept rows)══i──► Scheduler ──► idx
+                                                                                       └──► mask
+
+:class:`Ingest`
     Latches a command, then accepts ``P`` scores per cycle. A combinational max tree over the
     ``P`` lanes gives, level by level, the maxima of aligned groups of 1, 2, 4 ... ``P`` lanes;
     the run-time granularity picks the level (``C <= P``) or folds the whole beat into a
     running maximum (``C > P``, and the rows 2..B of a block group). The granule scores land in
-    a register file ``G`` of ``max_len`` slots. When the row (group) is complete, ``G`` is
-    copied in one cycle into the select stage's shadow copy ``S``; the next row's first beat is
-    accepted in that same cycle (the copy reads the old contents), so there is no bubble
-    between rows.
-``select``
+    a register file of ``max_len`` slots that *is* the payload of its output ``o``: one beat
+    per command, a whole row of granule scores (:func:`granule_row_layout`). The select stage
+    copies it in the cycle it takes it; the next row's first beat is accepted in that same
+    cycle (the copy reads the old contents), so there is no bubble between rows.
+:class:`Select`
     *Top-k only:* a radix select finds the k-th largest granule score ``t`` in ``b + 1``
-    cycles (``b`` = ``score_bits``), one bit per cycle, by counting over all ``S`` slots at
-    once how many are ``>=`` a probe; the last cycle counts the ones ``> t`` to get the quota
-    ``q`` of ties at ``t`` that are kept. Threshold mode sets ``t`` = threshold, ``q`` = all.
-    *Both modes:* one word of ``P`` granules per cycle: keep ``s > t``, or ``s == t`` while
-    fewer than ``q`` equal ones were kept before (running count + prefix count inside the
-    word: lower index wins). A prefix-popcount compaction network packs the kept indices to
-    the front of an ``idx`` beat; the mask accumulates and leaves with the count at row end.
-``scheduler``
-    ``L`` relative lane loads. At a row's first output word the lane with the smallest load
-    (lowest index on ties) is chosen and all loads are rebased by the minimum (keeps them in
-    ``[0, 2 * max_len]`` forever, the choice is unchanged); each beat adds its ``n`` to the
-    row's lane. This *is* greedy least-loaded assignment in row order.
+    cycles (``b`` = ``score_bits``), one bit per cycle, by counting over all slots of its copy
+    ``S`` at once how many are ``>=`` a probe; the last cycle counts the ones ``> t`` to get
+    the quota ``q`` of ties at ``t`` that are kept. Threshold mode sets ``t`` = threshold,
+    ``q`` = all. *Both modes:* one word of ``P`` granules per cycle: keep ``s > t``, or
+    ``s == t`` while fewer than ``q`` equal ones were kept before (running count + prefix count
+    inside the word: lower index wins). A prefix-popcount compaction network packs the kept
+    indices and their scores to the front of a beat of its output row stream ``o``
+    (:func:`kept_layout`); the mask accumulates and rides on the row's ``last`` beat.
+:class:`Scheduler`
+    ``L`` relative lane loads. At a row's first beat the lane with the smallest load (lowest
+    index on ties) is chosen and all loads are rebased by the minimum (keeps them in
+    ``[0, 2 * max_len]`` forever, the choice is unchanged); each beat adds its ``count`` to the
+    row's lane. This *is* greedy least-loaded assignment in row order. It is combinational on
+    the data path (the lane is attached to the beat it passes through) and forks each row's
+    last beat to both outputs ``idx`` and ``mask``, so it costs no cycle.
 
 Throughput and latency
 ----------------------
@@ -36,8 +43,10 @@ Threshold mode: ``P`` scores per cycle sustained, rows back to back with no bubb
 takes ``R * ceil(length / P)`` cycles per command, select ``ceil(G / P)`` <= that). Top-k mode
 adds ``score_bits + 1`` radix cycles per command in the select stage, so rows shorter than
 ``P * (score_bits + 1)`` see bubbles (``P * W / (W + b + 1)`` scores per cycle for rows of
-``W`` beats). The first ``idx`` beat of a row is valid 3 cycles after the cycle its last score
-beat is taken (threshold) or ``b + 4`` (top-k). A bad command costs one ingest and one select cycle.
+``W`` beats). :attr:`Detector.latency`: the first ``idx`` beat of a row is valid 3 cycles
+after the cycle its last score beat is taken (threshold) or ``b + 4`` (top-k) -- the same as
+the single-block design before the split (the stage boundaries are the registers that were
+there). A bad command costs one ingest and one select cycle.
 
 Swapping in the top-k engine (``rtl/topk.py``, issue 5): the radix select is the only part
 that depends on the mode; any engine that returns ``(t, q)`` -- the k-th value and the tie
@@ -52,13 +61,18 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2, exact_log2
 
 from ..golden.detector import Gran, Mode
+from .streams import RowLayout
 from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
 
-__all__ = ["Detector", "cmd_layout", "score_layout", "mask_layout", "idx_layout"]
+__all__ = ["Detector", "Ingest", "Select", "Scheduler", "cmd_layout", "score_layout",
+           "granule_row_layout", "kept_layout", "mask_layout", "idx_layout", "lane_shape",
+           "index_bits"]
 
 _LOG_COLS = {g: exact_log2(g.cols) for g in Gran}
 _LOG_ROWS = {g: exact_log2(g.rows) for g in Gran}
 
+
+# ------------------------------------------------------------------------------------ layouts
 
 def cmd_layout(max_len, score_bits):
     """Payload of the command stream ``cmd``: one command per row (per B rows for blocks)."""
@@ -72,36 +86,67 @@ def cmd_layout(max_len, score_bits):
     })
 
 
-def score_layout(parallel, score_bits):
-    """Payload of the score stream ``i``: ``P`` signed scores (lane i = column w*P + i)."""
-    return data.StructLayout({"scores": data.ArrayLayout(signed(score_bits), parallel)})
+def score_layout(per_beat, score_bits):
+    """Payload of the score stream ``i``: ``P`` signed scores (lane i = column w*P + i).
+
+    Not a row stream: the command carries the row length (and, for blocks, the row count),
+    which the detector needs *before* the scores to reject a bad request without consuming
+    any; ``count``/``last`` on the scores would only repeat it (see docs/detector.md)."""
+    return data.StructLayout({"scores": data.ArrayLayout(signed(score_bits), per_beat)})
 
 
-def _lane_shape(lanes):
-    return unsigned(max(1, ceil_log2(lanes)))
+def lane_shape(sched_lanes):
+    """Shape of a scheduler lane number."""
+    return unsigned(max(1, ceil_log2(sched_lanes)))
 
 
-def mask_layout(max_len, lanes):
+def index_bits(max_len):
+    """Width of a granule index."""
+    return max(1, ceil_log2(max_len))
+
+
+def granule_row_layout(max_len, score_bits):
+    """Ingest -> select: one beat per command, a whole row of granule scores.
+
+    A row stream (:class:`~attnforge.rtl.streams.RowLayout`) with ``per_beat = max_len``:
+    ``data[j]`` granule ``j``'s score, ``count`` = G (granules of the row), ``last`` = 1,
+    ``error`` = bad command (then ``count`` = 0); the command's ``mode``, ``threshold``, ``k``
+    and ``restart`` are per-row extra fields."""
+    return RowLayout(max_len, signed(score_bits), extra={
+        "mode": 1, "threshold": signed(score_bits + 1), "k": unsigned(max_len.bit_length()),
+        "restart": 1})
+
+
+def kept_layout(per_beat, max_len, score_bits):
+    """Select -> scheduler: the kept granules as a row stream (``index``, ``data``, ``count``,
+    ``last``, ``error``) plus ``restart`` (per row), and the row's summary ``mask`` and
+    ``total`` (kept count) -- meaningful on the ``last`` beat, where the scheduler forks them
+    to the ``mask`` output."""
+    return RowLayout(per_beat, signed(score_bits), index_bits(max_len), extra={
+        "restart": 1, "mask": max_len, "total": unsigned(max_len.bit_length())})
+
+
+def idx_layout(per_beat, max_len, score_bits, sched_lanes):
+    """Payload of the ``idx`` output, a row stream: ``index`` = kept granule indices
+    (ascending, CSR order), ``data`` = their granule scores, ``count``, ``last``, ``error``,
+    extra ``lane`` (the scheduler's lane of the row)."""
+    return RowLayout(per_beat, signed(score_bits), index_bits(max_len),
+                     extra={"lane": lane_shape(sched_lanes)})
+
+
+def mask_layout(max_len, sched_lanes):
     """Payload of the ``mask`` stream: one beat per command."""
     return data.StructLayout({
         "mask":  max_len,                            # bit j: granule j kept
         "count": unsigned(max_len.bit_length()),
-        "lane":  _lane_shape(lanes),
-        "err":   1,
+        "lane":  lane_shape(sched_lanes),
+        "error": 1,
     })
 
 
-def idx_layout(parallel, max_len, lanes):
-    """Payload of the ``idx`` stream: kept granule indices, ascending, up to ``P`` per beat."""
-    return data.StructLayout({
-        "idx":  data.ArrayLayout(unsigned(max(1, ceil_log2(max_len))), parallel),
-        "n":    unsigned(parallel.bit_length()),
-        "lane": _lane_shape(lanes),
-        "last": 1,
-    })
+# ------------------------------------------------------------------------- expression helpers
 
-
-def _popcount(bits):
+def popcount(bits):
     """Sum of 1-bit values as a balanced adder tree."""
     terms = list(bits)
     if not terms:
@@ -114,48 +159,378 @@ def _popcount(bits):
     return terms[0]
 
 
+def _or_all(terms):
+    """Bitwise OR of a list of values (0 when empty)."""
+    out = Const(0, 1)
+    for t in terms:
+        out = out | t
+    return out
+
+
 def _smax(a, b):
     return Mux(a > b, a, b)
 
 
+def compact(keep, items):
+    """Prefix-popcount compaction: ``out[s]`` = the item of the ``s``-th kept lane (0 when
+    fewer than ``s + 1`` lanes are kept). ``items`` are plain values of one width."""
+    before = Const(0, 1)
+    hits = [[] for _ in keep]
+    for i, (k, item) in enumerate(zip(keep, items)):
+        for s in range(i + 1):
+            hits[s].append(Mux(k & (before == s), item, 0))
+        before = before + k
+    return [_or_all(h) for h in hits]
+
+
+# -------------------------------------------------------------------------------- components
+
+class _Stage(wiring.Component):
+    """Common constructor of the stages: the detector's parameters (checked by its record)."""
+
+    def __init__(self, members, **params):
+        Detector.record.validate(**params)
+        self._params = params
+        super().__init__(members)
+
+
+class Ingest(_Stage):
+    """Commands and score beats in, rows of granule scores out.
+
+    Members: ``cmd`` (in, :func:`cmd_layout`), ``i`` (in, :func:`score_layout`), ``o`` (out,
+    :func:`granule_row_layout`). A good command takes its ``R * ceil(length / P)`` score beats,
+    one per cycle, and then offers its row on ``o`` (valid the cycle after the last beat); a bad
+    command takes none and offers an error row (``count`` 0, ``error`` 1) the cycle after it is
+    accepted. The next command is accepted with the last beat of the current one; its first
+    beat is taken in the cycle ``o`` is taken (or while ``o`` is empty). Slots ``>= count`` of
+    ``o`` are zero (cleared when a row is taken).
+    """
+
+    def __init__(self, *, per_beat=8, max_len=64, score_bits=8):
+        super().__init__({
+            "cmd": In(stream.Signature(cmd_layout(max_len, score_bits))),
+            "i": In(stream.Signature(score_layout(per_beat, score_bits))),
+            "o": Out(stream.Signature(granule_row_layout(max_len, score_bits))),
+        }, per_beat=per_beat, max_len=max_len, score_bits=score_bits)
+
+    def _decode(self, m, c, N):
+        """Granule shape and validity of command ``c`` (combinational)."""
+        logc, logr, good_gran = Signal(3), Signal(3), Signal()
+        with m.Switch(c.gran):
+            for g in Gran:
+                with m.Case(g.value):
+                    m.d.comb += [logc.eq(_LOG_COLS[g]), logr.eq(_LOG_ROWS[g]), good_gran.eq(1)]
+        ng = Signal(N.bit_length() + 1)
+        m.d.comb += ng.eq((c.length + (Const(1, 6) << logc) - 1) >> logc)
+        bad = Signal()
+        m.d.comb += bad.eq(~good_gran | (c.length == 0) | (c.length > N) |
+                           ((c.mode == Mode.TOPK) & ((c.k == 0) | (c.k > ng))))
+        return logc, logr, ng, bad
+
+    def _max_tree(self, m, scores, beat, length, P, b):
+        """Maxima of aligned groups of 1, 2, 4 ... P lanes of a beat; lanes past the row end
+        read as the most negative score. Returns the levels (level l: P >> l values)."""
+        logp = exact_log2(P)
+        lv = [[Signal(signed(b), name=f"lv0_{i}") for i in range(P)]]
+        for i in range(P):
+            col = Cat(Const(i, logp), beat) if logp else beat
+            m.d.comb += lv[0][i].eq(Mux(col < length, scores[i], -(1 << (b - 1))))
+        for lvl in range(1, logp + 1):
+            prev = lv[-1]
+            cur = [Signal(signed(b), name=f"lv{lvl}_{i}") for i in range(len(prev) // 2)]
+            m.d.comb += [x.eq(_smax(prev[2 * i], prev[2 * i + 1])) for i, x in enumerate(cur)]
+            lv.append(cur)
+        return lv
+
+    def _granule_file(self, m, G, lv, logc, ng, beat, first_row, take, clear, P, N, b):
+        """Write (or fold with max) this beat's granule scores into slots ``G[:ng]``; zero them
+        all on ``clear`` (a row taken) except the slots the same cycle writes, so the slots
+        ``>= ng`` read 0 (the row-stream rule)."""
+        logp = exact_log2(P)
+        for j in range(N):
+            we_terms, cand, first = [], Const(-(1 << (b - 1)), signed(b)), Const(1, 1)
+            for lc in sorted(set(_LOG_COLS.values())):
+                C = 1 << lc
+                if j >= -(-N // C):
+                    continue
+                sel = logc == lc
+                if C <= P:
+                    r = P // C
+                    hit, v, f = beat == j // r, lv[lc][j % r], first_row
+                else:
+                    q = exact_log2(C // P)
+                    hit, v = (beat >> q) == j, lv[logp][0]
+                    f = first_row & ((beat & ((1 << q) - 1)) == 0)
+                we_terms.append(sel & hit)
+                cand, first = Mux(sel, v, cand), Mux(sel, f, first)
+            can_acc = any(j < -(-N // g.cols) and (g.rows > 1 or g.cols > P) for g in Gran)
+            new = Mux(first, cand, _smax(G[j], cand)) if can_acc else cand
+            with m.If(take & _or_all(we_terms) & (j < ng)):
+                m.d.sync += G[j].eq(new)
+            with m.Elif(clear):
+                m.d.sync += G[j].eq(0)
+
+    def elaborate(self, platform):
+        m = Module()
+        P, N, b = self._params["per_beat"], self._params["max_len"], self._params["score_bits"]
+        len_w, words = N.bit_length(), N // P
+        c, o = self.cmd.payload, self.o.payload
+        c_logc, c_logr, c_ng, c_bad = self._decode(m, c, N)
+
+        have = Signal()                              # a good command is taking its beats
+        r_mode, r_thr, r_k, r_restart = Signal(), Signal(signed(b + 1)), Signal(len_w), Signal()
+        r_logc, r_ng, r_len = Signal(3), Signal(len_w + 1), Signal(len_w)
+        r_lastbeat, r_lastrow = Signal(range(words)), Signal(range(32))
+        beat, row = Signal(range(words)), Signal(range(32))
+
+        xfer = self.o.valid & self.o.ready
+        m.d.comb += self.i.ready.eq(have & (~self.o.valid | self.o.ready))
+        take = Signal()
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+        row_done = take & (beat == r_lastbeat) & (row == r_lastrow)
+        m.d.comb += self.cmd.ready.eq(Mux(c_bad, ~have & (~self.o.valid | self.o.ready),
+                                          ~have | row_done))
+
+        lv = self._max_tree(m, self.i.payload.scores, beat, r_len, P, b)
+        self._granule_file(m, o.data, lv, r_logc, r_ng, beat, row == 0, take, xfer, P, N, b)
+
+        with m.If(take):
+            with m.If(beat == r_lastbeat):
+                m.d.sync += [beat.eq(0), row.eq(row + 1)]
+            with m.Else():
+                m.d.sync += beat.eq(beat + 1)
+        with m.If(xfer):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(row_done):
+            m.d.sync += [have.eq(0), self.o.valid.eq(1), o.mode.eq(r_mode), o.threshold.eq(r_thr),
+                         o.k.eq(r_k), o.restart.eq(r_restart), o.error.eq(0), o.count.eq(r_ng),
+                         o.last.eq(1)]
+        with m.If(self.cmd.valid & self.cmd.ready):
+            with m.If(c_bad):
+                m.d.sync += [self.o.valid.eq(1), o.mode.eq(c.mode), o.threshold.eq(c.threshold),
+                             o.k.eq(c.k), o.restart.eq(c.restart), o.error.eq(1), o.count.eq(0),
+                             o.last.eq(1)]
+            with m.Else():
+                m.d.sync += [have.eq(1), r_mode.eq(c.mode), r_thr.eq(c.threshold),
+                             r_k.eq(c.k), r_restart.eq(c.restart), r_logc.eq(c_logc),
+                             r_ng.eq(c_ng), r_len.eq(c.length),
+                             r_lastbeat.eq((c.length - 1) >> exact_log2(P)),
+                             r_lastrow.eq((Const(1, 6) << c_logr) - 1), beat.eq(0), row.eq(0)]
+        return m
+
+
+class Select(_Stage):
+    """Rows of granule scores in, the kept granules out as a row stream.
+
+    Members: ``i`` (in, :func:`granule_row_layout`), ``o`` (out, :func:`kept_layout`). A row is
+    taken (copied) in one cycle; top-k then spends ``score_bits + 1`` cycles in the radix select;
+    then one word of ``P`` granules per cycle produces a beat (registered: valid the next
+    cycle) when it keeps a granule or is the row's last word. The next row is taken in the cycle
+    the last word is emitted. An error row gives one beat ``count`` 0, ``last`` 1, ``error`` 1.
+    """
+
+    def __init__(self, *, per_beat=8, max_len=64, score_bits=8):
+        super().__init__({
+            "i": In(stream.Signature(granule_row_layout(max_len, score_bits))),
+            "o": Out(stream.Signature(kept_layout(per_beat, max_len, score_bits))),
+        }, per_beat=per_beat, max_len=max_len, score_bits=score_bits)
+
+    def _radix(self, m, S, ng, k, start, t, quota, b):
+        """Radix select of the k-th largest of ``S[:ng]``: ``start`` loads the first probe; in
+        its last cycle it writes the registers ``t`` (the k-th value) and ``quota``
+        (``k - #{> t}``); returns ``busy``. One cycle per bit finds ``t``, one more counts
+        ``> t``."""
+        busy, bitsel, prefix = Signal(), Signal(b), Signal(b)   # prefix: offset binary
+        probe = Signal(b + 1)
+        m.d.comb += probe.eq(Mux(bitsel != 0, prefix | bitsel, prefix + 1))
+        cnt = Signal(len(ng))
+        m.d.comb += cnt.eq(popcount((j < ng) & (Cat(s[:b - 1], ~s[b - 1]) >= probe)
+                                    for j, s in enumerate(S)))
+        with m.If(busy):
+            with m.If(bitsel != 0):
+                with m.If(cnt >= k):
+                    m.d.sync += prefix.eq(probe)
+                m.d.sync += bitsel.eq(bitsel >> 1)
+            with m.Else():
+                m.d.sync += [busy.eq(0), quota.eq(k - cnt), t.eq(prefix - (1 << (b - 1)))]
+        with m.If(start):
+            m.d.sync += [busy.eq(1), prefix.eq(0), bitsel.eq(1 << (b - 1))]
+        return busy
+
+    def elaborate(self, platform):
+        m = Module()
+        P, N, b = self._params["per_beat"], self._params["max_len"], self._params["score_bits"]
+        len_w, words, logp = N.bit_length(), N // P, exact_log2(P)
+        ip, op = self.i.payload, self.o.payload
+
+        busy = Signal()
+        S = [Signal(signed(b), name=f"s{j}") for j in range(N)]
+        s_mode, s_k, s_restart, s_err = Signal(), Signal(len_w), Signal(), Signal()
+        s_ng = Signal(len_w + 1)
+        t = Signal(signed(b + 1))                   # keep s > t, or s == t within the quota
+        quota = Signal(len_w + 1)
+        w = Signal(range(words))
+        eq_seen, count, mask_acc = Signal(len_w + 1), Signal(len_w), Signal(N)
+
+        take = Signal()
+        radix = self._radix(m, S, s_ng, s_k, take & (ip.mode == Mode.TOPK) & ~ip.error,
+                            t, quota, b)
+        topk = s_mode == Mode.TOPK
+
+        # one word of P granules: keep rule, compaction, mask
+        is_last = w == Mux(s_ng == 0, 0, (s_ng - 1) >> logp)
+        cur = Array(Cat(*S[ww * P:(ww + 1) * P]) for ww in range(words))[w]
+        base_idx = w << logp
+        keep, eqs, eq_before = [], [], eq_seen
+        for i in range(P):
+            sv = cur[i * b:(i + 1) * b].as_signed()
+            valid = (base_idx + i) < s_ng
+            eqv = valid & (sv == t)
+            keep.append(Signal(name=f"keep{i}"))
+            m.d.comb += keep[-1].eq(valid & ((sv > t) | (eqv & (~topk | (eq_before < quota)))))
+            eqs.append(eqv)
+            eq_before = eq_before + eqv
+        n = Signal(range(P + 1))
+        m.d.comb += n.eq(popcount(keep))
+        slots = compact(keep, [(base_idx + i)[:len(op.index[0])] for i in range(P)])
+        values = compact(keep, [cur[i * b:(i + 1) * b] for i in range(P)])
+        mask_now = Cat(*[Mux(w == ww, Cat(*keep), mask_acc[ww * P:(ww + 1) * P])
+                         for ww in range(words)])
+
+        emit = (n != 0) | is_last
+        adv = Signal()                              # word w is done (its beat, if any, goes)
+        m.d.comb += adv.eq(busy & ~radix & (~emit | ~self.o.valid | self.o.ready))
+        m.d.comb += self.i.ready.eq(~busy | (adv & is_last))
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+
+        with m.If(adv):
+            m.d.sync += [w.eq(w + 1), eq_seen.eq(eq_seen + popcount(eqs)), count.eq(count + n),
+                         mask_acc.eq(mask_now)]
+            with m.If(is_last):
+                m.d.sync += busy.eq(0)
+        with m.If(take):
+            m.d.sync += [busy.eq(1), s_mode.eq(ip.mode), s_k.eq(ip.k), s_restart.eq(ip.restart),
+                         s_err.eq(ip.error), s_ng.eq(ip.count), t.eq(ip.threshold),
+                         w.eq(0), eq_seen.eq(0), count.eq(0), mask_acc.eq(0)]
+            m.d.sync += [s.eq(g) for s, g in zip(S, ip.data)]
+
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(adv & emit):
+            m.d.sync += [self.o.valid.eq(1), op.count.eq(n), op.last.eq(is_last),
+                         op.error.eq(s_err), op.restart.eq(s_restart), op.mask.eq(mask_now),
+                         op.total.eq(count + n)]
+            m.d.sync += [op.index[s].eq(v) for s, v in enumerate(slots)]
+            m.d.sync += [op.data[s].eq(v) for s, v in enumerate(values)]
+        return m
+
+
+class Scheduler(wiring.Component):
+    """Greedy least-loaded lane assignment of rows; kept rows in, ``idx`` and ``mask`` out.
+
+    Members: ``i`` (in, :func:`kept_layout`), ``idx`` (out, :func:`idx_layout`), ``mask`` (out,
+    :func:`mask_layout`). Combinational on the data path (zero cycles): each beat of ``i``
+    leaves on ``idx`` with its row's lane; a ``last`` beat also leaves on ``mask`` (the row's
+    ``mask``, ``total`` as ``count``, ``error``, lane), and is taken from ``i`` once both outputs
+    took it (each output's ``valid`` drops after its own transfer). Loads change only when a
+    beat is taken, so a stalled beat's lane is stable.
+
+    Parameters: ``per_beat``, ``max_len``, ``score_bits`` (the row layout) and ``sched_lanes``
+    (L, 1..16).
+    """
+
+    def __init__(self, *, per_beat=8, max_len=64, score_bits=8, sched_lanes=4):
+        Detector.record.validate(per_beat=per_beat, max_len=max_len, score_bits=score_bits,
+                                 sched_lanes=sched_lanes)
+        self._n, self._lanes = max_len, sched_lanes
+        super().__init__({
+            "i": In(stream.Signature(kept_layout(per_beat, max_len, score_bits))),
+            "idx": Out(stream.Signature(idx_layout(per_beat, max_len, score_bits, sched_lanes))),
+            "mask": Out(stream.Signature(mask_layout(max_len, sched_lanes))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        N, L = self._n, self._lanes
+        ip = self.i.payload
+        loads = [Signal(range(2 * N + 1), name=f"load{lane}") for lane in range(L)]
+        row_lane = Signal(lane_shape(L))
+        mid = Signal()                              # a row's earlier beats went: lane chosen
+        idx_done, mask_done = Signal(), Signal()    # this beat already left on idx / mask
+
+        base = [Mux(ip.restart, 0, ld) for ld in loads]
+        best, best_v = Const(0, lane_shape(L)), base[0]
+        for lane in range(1, L):
+            better = base[lane] < best_v
+            best, best_v = Mux(better, lane, best), Mux(better, base[lane], best_v)
+        lane = Signal(lane_shape(L))
+        m.d.comb += lane.eq(Mux(mid, row_lane, best))
+
+        m.d.comb += [self.idx.valid.eq(self.i.valid & ~idx_done),
+                     self.mask.valid.eq(self.i.valid & ip.last & ~mask_done),
+                     self.i.ready.eq((idx_done | self.idx.ready) &
+                                     (~ip.last | mask_done | self.mask.ready))]
+        for name in ("data", "index", "count", "last", "error"):
+            m.d.comb += getattr(self.idx.payload, name).eq(getattr(ip, name))
+        m.d.comb += [self.idx.payload.lane.eq(lane), self.mask.payload.mask.eq(ip.mask),
+                     self.mask.payload.count.eq(ip.total), self.mask.payload.lane.eq(lane),
+                     self.mask.payload.error.eq(ip.error)]
+
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [mid.eq(~ip.last), row_lane.eq(lane), idx_done.eq(0), mask_done.eq(0)]
+            with m.If(mid):
+                for k, ld in enumerate(loads):
+                    with m.If(row_lane == k):
+                        m.d.sync += ld.eq(ld + ip.count)
+            with m.Else():
+                m.d.sync += [ld.eq(bs - best_v + Mux(best == k, ip.count, 0))
+                             for k, (ld, bs) in enumerate(zip(loads, base))]
+        with m.Else():
+            m.d.sync += [idx_done.eq(idx_done | (self.idx.valid & self.idx.ready)),
+                         mask_done.eq(mask_done | (self.mask.valid & self.mask.ready))]
+        return m
+
+
 class Detector(wiring.Component):
     """Threshold / top-k detector at element, 1xV vector or BxB block granularity, with a
-    greedy least-loaded lane scheduler.
+    greedy least-loaded lane scheduler: :class:`Ingest`, :class:`Select` and
+    :class:`Scheduler` joined by streams.
 
     Parameters
     ----------
-    parallel : int
-        P, scores accepted per cycle: 1, 2, 4, 8, 16 or 32 (default 8).
+    per_beat : int
+        P, scores per input beat (and granules per select cycle, kept granules per ``idx``
+        beat): 1, 2, 4, 8, 16 or 32 (default 8).
     max_len : int
         Longest row, in scores: a multiple of P in [max(P, 2), 1024] (default 64). Sets the
         register files (``2 * max_len`` scores) and the mask width.
     score_bits : int
         Lane width of a score: 2, 4 or 8 (default 8). INT2/INT4 scores travel sign-extended,
         so 8 serves all three precisions at run time.
-    lanes : int
+    sched_lanes : int
         L, scheduler lanes, 1..16 (default 4).
 
     Members
     -------
     cmd : ``In(stream.Signature(cmd_layout(max_len, score_bits)))``
-    i : ``In(stream.Signature(score_layout(parallel, score_bits)))``
-    mask : ``Out(stream.Signature(mask_layout(max_len, lanes)))``
-    idx : ``Out(stream.Signature(idx_layout(parallel, max_len, lanes)))``
+    i : ``In(stream.Signature(score_layout(per_beat, score_bits)))``
+    mask : ``Out(stream.Signature(mask_layout(max_len, sched_lanes)))``
+    idx : ``Out(stream.Signature(idx_layout(per_beat, max_len, score_bits, sched_lanes)))``
     """
 
-    def __init__(self, *, parallel=8, max_len=64, score_bits=8, lanes=4):
-        self.record.validate(parallel=parallel, max_len=max_len, score_bits=score_bits,
-                             lanes=lanes)
-        self._p, self._max_len, self._b, self._lanes = parallel, max_len, score_bits, lanes
+    def __init__(self, *, per_beat=8, max_len=64, score_bits=8, sched_lanes=4):
+        self.record.validate(per_beat=per_beat, max_len=max_len, score_bits=score_bits,
+                             sched_lanes=sched_lanes)
+        self._p, self._max_len, self._b, self._lanes = per_beat, max_len, score_bits, sched_lanes
         super().__init__({
             "cmd": In(stream.Signature(cmd_layout(max_len, score_bits))),
-            "i": In(stream.Signature(score_layout(parallel, score_bits))),
-            "mask": Out(stream.Signature(mask_layout(max_len, lanes))),
-            "idx": Out(stream.Signature(idx_layout(parallel, max_len, lanes))),
+            "i": In(stream.Signature(score_layout(per_beat, score_bits))),
+            "mask": Out(stream.Signature(mask_layout(max_len, sched_lanes))),
+            "idx": Out(stream.Signature(idx_layout(per_beat, max_len, score_bits, sched_lanes))),
         })
 
     @property
-    def parallel(self):
+    def per_beat(self):
         """P, scores per input beat (and granules per select cycle)."""
         return self._p
 
@@ -170,7 +545,7 @@ class Detector(wiring.Component):
         return self._b
 
     @property
-    def lanes(self):
+    def sched_lanes(self):
         """Scheduler lanes L."""
         return self._lanes
 
@@ -179,270 +554,37 @@ class Detector(wiring.Component):
         """Extra select cycles a top-k command spends in the radix select."""
         return self._b + 1
 
+    @property
+    def latency(self):
+        """``{Mode: cycles}``: from the cycle a row's last score beat is taken to the cycle its
+        first ``idx`` beat is valid (no stalls, select stage idle): 3 in threshold mode (ingest
+        -> granule row valid, select copy, first word registered), ``score_bits + 4`` in top-k
+        mode (plus the radix select)."""
+        return {Mode.THRESHOLD: 3, Mode.TOPK: 3 + self.topk_cycles}
+
     def elaborate(self, platform):
         m = Module()
-        P, N, b, L = self._p, self._max_len, self._b, self._lanes
-        logp = exact_log2(P)
-        words = N // P
-        len_w = N.bit_length()
-        smin = -(1 << (b - 1))
-
-        # ------------------------------------------------------------ command decode (comb)
-        c = self.cmd.payload
-        c_logc = Signal(3)
-        c_logr = Signal(3)
-        c_good_gran = Signal()
-        with m.Switch(c.gran):
-            for g in Gran:
-                with m.Case(g.value):
-                    m.d.comb += [c_logc.eq(_LOG_COLS[g]), c_logr.eq(_LOG_ROWS[g]),
-                                 c_good_gran.eq(1)]
-            with m.Default():                       # codes 6, 7: a bad request
-                m.d.comb += [c_logc.eq(0), c_logr.eq(0), c_good_gran.eq(0)]
-        c_ng = Signal(len_w + 1)
-        m.d.comb += c_ng.eq((c.length + (Const(1, 6) << c_logc) - 1) >> c_logc)
-        c_bad = Signal()
-        m.d.comb += c_bad.eq(~c_good_gran | (c.length == 0) | (c.length > N) |
-                             ((c.mode == Mode.TOPK) & ((c.k == 0) | (c.k > c_ng))))
-
-        # ------------------------------------------------------------ ingest registers
-        have = Signal()
-        r_mode, r_thr, r_k, r_restart = (Signal(), Signal(signed(b + 1)), Signal(len_w),
-                                         Signal())
-        r_logc, r_ng, r_len = Signal(3), Signal(len_w + 1), Signal(len_w)
-        r_lastbeat = Signal(range(words))
-        r_lastrow = Signal(range(32))
-        beat = Signal(range(words))
-        row = Signal(range(32))
-        G = [Signal(signed(b), name=f"g{j}") for j in range(N)]
-
-        # done slot: a complete row (or a bad command) waiting for the select stage
-        full = Signal()
-        d_mode, d_thr, d_k, d_restart, d_err = (Signal(), Signal(signed(b + 1)),
-                                                Signal(len_w), Signal(), Signal())
-        d_ng = Signal(len_w + 1)
-
-        # ------------------------------------------------------------ select registers
-        busy = Signal()
-        S = [Signal(signed(b), name=f"s{j}") for j in range(N)]
-        s_mode, s_k, s_restart, s_err = Signal(), Signal(len_w), Signal(), Signal()
-        s_ng = Signal(len_w + 1)
-        s_t = Signal(signed(b + 1))                 # keep s > t, or s == t within the quota
-        s_quota = Signal(len_w + 1)
-        radix = Signal()                            # radix select in progress
-        bitsel = Signal(b)                          # probe bit; 0 = the final "> t" count
-        prefix = Signal(b)                          # k-th value so far, offset binary
-        w = Signal(range(words))
-        eq_seen = Signal(len_w + 1)
-        count = Signal(len_w)
-        mask_acc = Signal(N)
-        loads = [Signal(range(2 * N + 1), name=f"load{l}") for l in range(L)]
-        row_lane = Signal(_lane_shape(L))
-
-        # ------------------------------------------------------------ select: emit (comb)
-        last_w = Signal(range(words))
-        m.d.comb += last_w.eq(Mux(s_ng == 0, 0, (s_ng - 1) >> logp))
-        is_last = Signal()
-        m.d.comb += is_last.eq(w == last_w)
-        S_words = Array(Cat(*S[ww * P:(ww + 1) * P]) for ww in range(words))
-        cur = Signal(P * b)
-        m.d.comb += cur.eq(S_words[w])
-        base_idx = Signal(len_w + 1)
-        m.d.comb += base_idx.eq(w << logp)
-        valid = [Signal(name=f"v{i}") for i in range(P)]
-        gt = [Signal(name=f"gt{i}") for i in range(P)]
-        eq = [Signal(name=f"eq{i}") for i in range(P)]
-        keep = [Signal(name=f"keep{i}") for i in range(P)]
-        eq_before = eq_seen
-        for i in range(P):
-            sv = cur[i * b:(i + 1) * b].as_signed()
-            m.d.comb += [valid[i].eq((base_idx + i) < s_ng), gt[i].eq(sv > s_t),
-                         eq[i].eq(sv == s_t)]
-            m.d.comb += keep[i].eq(valid[i] & (gt[i] | (eq[i] & (
-                (s_mode == Mode.THRESHOLD) | (eq_before < s_quota)))))
-            eq_before = eq_before + (eq[i] & valid[i])
-        eq_word = _popcount([eq[i] & valid[i] for i in range(P)])
-        n = Signal(range(P + 1))
-        m.d.comb += n.eq(_popcount(keep))
-        # compaction: slot s takes the kept lane with s kept lanes before it
-        slots = [Signal(ceil_log2(N) or 1, name=f"slot{s}") for s in range(P)]
-        before = Const(0, 1)
-        hits = [[] for _ in range(P)]
-        for i in range(P):
-            pos = Signal(range(P + 1), name=f"pos{i}")
-            m.d.comb += pos.eq(before)
-            for s in range(i + 1):
-                hits[s].append(Mux(keep[i] & (pos == s), (base_idx + i)[:len(slots[s])], 0))
-            before = before + keep[i]
-        for s in range(P):
-            m.d.comb += slots[s].eq(_or_all(hits[s]))
-
-        mask_now = Signal(N)
-        m.d.comb += mask_now.eq(Cat(*[Mux(w == ww, Cat(*keep), mask_acc[ww * P:(ww + 1) * P])
-                                      for ww in range(words)]))
-
-        # scheduler: lane choice at a row's first word
-        first_w = Signal()
-        m.d.comb += first_w.eq(w == 0)
-        base = [Mux(s_restart, 0, ld) for ld in loads]
-        best, best_v = Const(0, _lane_shape(L)), base[0]
-        for l in range(1, L):
-            better = base[l] < best_v
-            best = Mux(better, l, best)
-            best_v = Mux(better, base[l], best_v)
-        lane_now = Signal(_lane_shape(L))
-        m.d.comb += lane_now.eq(Mux(first_w, best, row_lane))
-
-        emit_beat = (n != 0) | is_last
-        idx_free = ~self.idx.valid | self.idx.ready
-        mask_free = ~self.mask.valid | self.mask.ready
-        adv = Signal()                              # the select stage emits word w
-        m.d.comb += adv.eq(busy & ~radix & (~emit_beat | idx_free) & (~is_last | mask_free))
-        sel_free = ~busy | (adv & is_last)
-        xfer = Signal()
-        m.d.comb += xfer.eq(full & sel_free)
-
-        # ------------------------------------------------------------ ingest (comb)
-        m.d.comb += self.i.ready.eq(have & (~full | xfer))
-        take = Signal()
-        m.d.comb += take.eq(self.i.valid & self.i.ready)
-        row_done = Signal()
-        m.d.comb += row_done.eq(take & (beat == r_lastbeat) & (row == r_lastrow))
-        m.d.comb += self.cmd.ready.eq(Mux(c_bad, ~have & (~full | xfer), ~have | row_done))
-        cmd_take = self.cmd.valid & self.cmd.ready
-
-        # max tree over the beat; lanes past the row end read as the most negative score
-        lv = [[Signal(signed(b), name=f"lv0_{i}") for i in range(P)]]
-        for i in range(P):
-            col = Cat(Const(i, logp), beat) if logp else beat
-            m.d.comb += lv[0][i].eq(Mux(col < r_len, self.i.payload.scores[i], smin))
-        for lvl in range(1, logp + 1):
-            prev = lv[-1]
-            cur_l = [Signal(signed(b), name=f"lv{lvl}_{i}") for i in range(len(prev) // 2)]
-            m.d.comb += [x.eq(_smax(prev[2 * i], prev[2 * i + 1])) for i, x in enumerate(cur_l)]
-            lv.append(cur_l)
-        first_row = row == 0
-        log_cols = sorted(set(_LOG_COLS.values()))
-        for j in range(N):
-            we_terms, cand, first = [], Const(smin, signed(b)), Const(1, 1)
-            for lc in log_cols:
-                C = 1 << lc
-                if j >= -(-N // C):
-                    continue
-                sel = r_logc == lc
-                if C <= P:
-                    r = P // C
-                    hit = beat == j // r
-                    v, f = lv[lc][j % r], first_row
-                else:
-                    q = exact_log2(C // P)
-                    hit = (beat >> q) == j
-                    v, f = lv[logp][0], first_row & ((beat & ((1 << q) - 1)) == 0)
-                we_terms.append(sel & hit)
-                cand = Mux(sel, v, cand)
-                first = Mux(sel, f, first)
-            if not we_terms:
-                continue
-            can_acc = any(j < -(-N // g.cols) and (g.rows > 1 or g.cols > P) for g in Gran)
-            new = Mux(first, cand, _smax(G[j], cand)) if can_acc else cand
-            with m.If(take & _or_all(we_terms)):
-                m.d.sync += G[j].eq(new)
-
-        # ------------------------------------------------------------ ingest (sync)
-        with m.If(take):
-            with m.If(beat == r_lastbeat):
-                m.d.sync += [beat.eq(0), row.eq(row + 1)]
-            with m.Else():
-                m.d.sync += beat.eq(beat + 1)
-        with m.If(xfer):
-            m.d.sync += full.eq(0)
-        with m.If(row_done):
-            m.d.sync += [have.eq(0), full.eq(1), d_mode.eq(r_mode), d_thr.eq(r_thr),
-                         d_k.eq(r_k), d_restart.eq(r_restart), d_err.eq(0), d_ng.eq(r_ng)]
-        with m.If(cmd_take):
-            with m.If(c_bad):
-                m.d.sync += [full.eq(1), d_mode.eq(c.mode), d_thr.eq(c.threshold),
-                             d_k.eq(c.k), d_restart.eq(c.restart), d_err.eq(1), d_ng.eq(0)]
-            with m.Else():
-                m.d.sync += [have.eq(1), r_mode.eq(c.mode), r_thr.eq(c.threshold),
-                             r_k.eq(c.k), r_restart.eq(c.restart), r_logc.eq(c_logc),
-                             r_ng.eq(c_ng), r_len.eq(c.length), r_lastbeat.eq((c.length - 1) >> logp),
-                             r_lastrow.eq((Const(1, 6) << c_logr) - 1),
-                             beat.eq(0), row.eq(0)]
-        # ------------------------------------------------------------ select: radix (comb)
-        probe = Signal(b + 1)
-        m.d.comb += probe.eq(Mux(bitsel != 0, prefix | bitsel, prefix + 1))
-        ge = []
-        for j in range(N):
-            u = Cat(S[j][:b - 1], ~S[j][b - 1])       # offset binary: unsigned order
-            ge.append((j < s_ng) & (u >= probe))
-        cnt = Signal(len_w + 1)
-        m.d.comb += cnt.eq(_popcount(ge))
-
-        # ------------------------------------------------------------ select (sync)
-        with m.If(radix):
-            with m.If(bitsel != 0):
-                with m.If(cnt >= s_k):
-                    m.d.sync += prefix.eq(probe)
-                m.d.sync += bitsel.eq(bitsel >> 1)
-            with m.Else():
-                m.d.sync += [radix.eq(0), s_quota.eq(s_k - cnt),
-                             s_t.eq(prefix - (1 << (b - 1)))]
-        with m.If(adv):
-            m.d.sync += [w.eq(w + 1), eq_seen.eq(eq_seen + eq_word), count.eq(count + n)]
-            for ww in range(words):
-                with m.If(w == ww):
-                    m.d.sync += mask_acc[ww * P:(ww + 1) * P].eq(Cat(*keep))
-            with m.If(first_w):
-                mn = best_v
-                m.d.sync += row_lane.eq(best)
-                for l in range(L):
-                    m.d.sync += loads[l].eq(base[l] - mn + Mux(best == l, n, 0))
-            with m.Else():
-                for l in range(L):
-                    with m.If(row_lane == l):
-                        m.d.sync += loads[l].eq(loads[l] + n)
-            with m.If(is_last):
-                m.d.sync += busy.eq(0)
-        with m.If(xfer):
-            m.d.sync += [busy.eq(1), s_mode.eq(d_mode), s_k.eq(d_k), s_restart.eq(d_restart),
-                         s_err.eq(d_err), s_ng.eq(d_ng), w.eq(0), eq_seen.eq(0), count.eq(0),
-                         mask_acc.eq(0), prefix.eq(0), bitsel.eq(1 << (b - 1)),
-                         radix.eq((d_mode == Mode.TOPK) & ~d_err), s_t.eq(d_thr)]
-            m.d.sync += [s.eq(g) for s, g in zip(S, G)]
-
-        # ------------------------------------------------------------ outputs
-        with m.If(self.idx.ready):
-            m.d.sync += self.idx.valid.eq(0)
-        with m.If(adv & emit_beat):
-            m.d.sync += [self.idx.valid.eq(1), self.idx.payload.n.eq(n),
-                         self.idx.payload.lane.eq(lane_now), self.idx.payload.last.eq(is_last)]
-            m.d.sync += [self.idx.payload.idx[s].eq(slots[s]) for s in range(P)]
-        with m.If(self.mask.ready):
-            m.d.sync += self.mask.valid.eq(0)
-        with m.If(adv & is_last):
-            m.d.sync += [self.mask.valid.eq(1), self.mask.payload.mask.eq(mask_now),
-                         self.mask.payload.count.eq(count + n),
-                         self.mask.payload.lane.eq(lane_now), self.mask.payload.err.eq(s_err)]
+        p = dict(per_beat=self._p, max_len=self._max_len, score_bits=self._b)
+        m.submodules.ingest = ingest = Ingest(**p)
+        m.submodules.select = select = Select(**p)
+        m.submodules.scheduler = sched = Scheduler(**p, sched_lanes=self._lanes)
+        wiring.connect(m, wiring.flipped(self.cmd), ingest.cmd)
+        wiring.connect(m, wiring.flipped(self.i), ingest.i)
+        wiring.connect(m, ingest.o, select.i)
+        wiring.connect(m, select.o, sched.i)
+        wiring.connect(m, sched.idx, wiring.flipped(self.idx))
+        wiring.connect(m, sched.mask, wiring.flipped(self.mask))
         return m
-
-
-def _or_all(terms):
-    """Bitwise OR of a list of values (0 when empty)."""
-    out = Const(0, 1)
-    for t in terms:
-        out = out | t
-    return out
 
 
 UNIT = Unit(
     "detector", Detector,
     "threshold/top-k detector (element, 1xV, BxB) + greedy lane scheduler",
-    (Param("parallel", Choice((1, 2, 4, 8, 16, 32)), "P: scores per beat"),
-     Param("max_len", Range(Ref("max(parallel, 2)", lambda p: max(p["parallel"], 2)), 1024,
-                            multiple_of="parallel"), "longest row, in scores"),
+    (Param("per_beat", Choice((1, 2, 4, 8, 16, 32)), "P: scores per beat"),
+     Param("max_len", Range(Ref("max(per_beat, 2)", lambda p: max(p["per_beat"], 2)), 1024,
+                            multiple_of="per_beat"), "longest row, in scores"),
      Param("score_bits", Choice((2, 4, 8)), "width of a score lane"),
-     Param("lanes", Range(1, 16), "scheduler lanes L")),
-    sim=(SimPoint({"parallel": 4, "max_len": 32, "score_bits": 4, "lanes": 3}),
-         SimPoint({"parallel": 8, "max_len": 32, "score_bits": 8, "lanes": 4})),
+     Param("sched_lanes", Range(1, 16), "scheduler lanes L")),
+    sim=(SimPoint({"per_beat": 4, "max_len": 32, "score_bits": 4, "sched_lanes": 3}),
+         SimPoint({"per_beat": 8, "max_len": 32, "score_bits": 8, "sched_lanes": 4})),
     formal=Formal(cover_depth=12))

@@ -1,13 +1,13 @@
 """Progressive quantization support (DESIGN.md section 4.5, SpAtten): the bitwidth converter.
 
 :class:`BitwidthConverter` unpacks ``p``-bit values packed densely (LSB first, straddling word
-boundaries) in ``word_bits``-bit memory words into beats of ``lanes`` aligned fields, for every
+boundaries) in ``word_bits``-bit memory words into beats of ``per_beat`` aligned fields, for every
 ``p`` in ``widths`` chosen at run time. Bit-exact twin of
 :func:`attnforge.golden.progressive_quant.convert`.
 
-Design: a bit buffer of ``CAP = word_bits + lanes * max(widths) - 1`` bits and a fill count.
-A word is appended at bit ``cnt`` (one barrel shift); a beat is the low ``lanes * p`` bits and
-leaves by a right shift of ``lanes * p`` (a mux over the supported widths, not a barrel
+Design: a bit buffer of ``CAP = word_bits + per_beat * max(widths) - 1`` bits and a fill count.
+A word is appended at bit ``cnt`` (one barrel shift); a beat is the low ``per_beat * p`` bits
+and leaves by a right shift of ``per_beat * p`` (a mux over the supported widths, not a barrel
 shifter). Both can happen in one cycle, so the converter sustains one word in per cycle and one
 beat out per cycle whichever is slower. ``CAP`` guarantees that a word can always be accepted
 when no complete beat is waiting, so the converter cannot deadlock, and a value that straddles
@@ -31,11 +31,12 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..golden.progressive_quant import PQConfig, words_for
 from .numbers import requantize
-from .softmax import FORMAT_PARAMS, Softmax, checked_format
+from .softmax import FORMAT_PARAMS, Softmax, checked_format, softmax_latency
+from .streams import RowLayout
 from .unit import Param, Range, Ref, SimPoint, Unit, Widths
 
 __all__ = ["BitwidthConverter", "word_layout", "beat_layout", "ProgressiveQuant", "cmd_layout",
-           "req_layout", "resp_layout", "prob_layout"]
+           "req_layout", "resp_layout", "prob_layout", "CONVERTER_PARAMS"]
 
 
 def word_layout(word_bits, n_widths):
@@ -47,14 +48,15 @@ def word_layout(word_bits, n_widths):
     })
 
 
-def beat_layout(lanes, max_width):
-    """Payload of the converter output: ``lanes`` fields, zero-extended to ``max_width``."""
-    return data.StructLayout({"lanes": data.ArrayLayout(unsigned(max_width), lanes)})
+def beat_layout(per_beat, max_width):
+    """Payload of the converter output: ``per_beat`` fields (``lanes``), zero-extended to
+    ``max_width``."""
+    return data.StructLayout({"lanes": data.ArrayLayout(unsigned(max_width), per_beat)})
 
 
 CONVERTER_PARAMS = (
     Param("word_bits", Range(8, 256), "memory word width"),
-    Param("lanes", Range(1, 64), "fields per output beat"),
+    Param("per_beat", Range(1, 64), "fields per output beat"),
     Param("widths", Widths(1, 16), "supported field widths"),
 )
 
@@ -66,7 +68,7 @@ class BitwidthConverter(wiring.Component):
     ----------
     word_bits : int
         Memory word width ``w``, 8..256 (default 64).
-    lanes : int
+    per_beat : int
         Fields per output beat, 1..64 (default 8).
     widths : tuple of int
         Supported field widths, each 1..16, at most 8 of them (default ``(2, 4, 6, 8)``).
@@ -77,28 +79,28 @@ class BitwidthConverter(wiring.Component):
     o : ``Out(stream.Signature(beat_layout(...)))``
     """
 
-    def __init__(self, *, word_bits=64, lanes=8, widths=(2, 4, 6, 8)):
-        params = dict(word_bits=word_bits, lanes=lanes, widths=widths)
+    def __init__(self, *, word_bits=64, per_beat=8, widths=(2, 4, 6, 8)):
+        params = dict(word_bits=word_bits, per_beat=per_beat, widths=widths)
         for p in CONVERTER_PARAMS:
             p.domain.check(p.name, params[p.name], params)
-        self._word_bits, self._lanes, self._widths = word_bits, lanes, widths
+        self._word_bits, self._per_beat, self._widths = word_bits, per_beat, widths
         super().__init__({
             "i": In(stream.Signature(word_layout(word_bits, len(widths)))),
-            "o": Out(stream.Signature(beat_layout(lanes, max(widths)))),
+            "o": Out(stream.Signature(beat_layout(per_beat, max(widths)))),
         })
 
     word_bits = property(lambda self: self._word_bits)
-    lanes = property(lambda self: self._lanes)
+    per_beat = property(lambda self: self._per_beat)
     widths = property(lambda self: self._widths)
 
     @property
     def capacity(self):
         """Bits the buffer holds."""
-        return self._word_bits + self._lanes * max(self._widths) - 1
+        return self._word_bits + self._per_beat * max(self._widths) - 1
 
     def elaborate(self, platform):
         m = Module()
-        w, L, cap = self._word_bits, self._lanes, self.capacity
+        w, L, cap = self._word_bits, self._per_beat, self.capacity
         buf = Signal(cap)
         cnt = Signal(range(cap + 1))
         sel = Signal(range(max(len(self._widths), 2)))
@@ -163,15 +165,13 @@ def resp_layout(word_bits):
     return data.StructLayout({"data": unsigned(word_bits)})
 
 
-def prob_layout(lanes, out_frac):
-    """Payload of the output stream ``o``: one beat of probabilities plus the query status."""
-    return data.StructLayout({
-        "prob":    data.ArrayLayout(unsigned(out_frac + 1), lanes),   # key b*lanes + l in lane l
-        "count":   range(lanes + 1),   # valid lanes: lanes, except on the last beat (0 on error)
-        "last":    1,                  # last beat of the query
-        "fetched": 1,                  # the LSB plane was fetched (same on every beat of a query)
-        "error":   1,                  # bad request (n = 0 or n > max_len): one beat, no probs
-    })
+def prob_layout(per_beat, out_frac):
+    """Payload of the output stream ``o``: a row of probabilities (row-stream convention,
+    :class:`~attnforge.rtl.streams.RowLayout`): ``data`` = probabilities (key ``b*per_beat + l``
+    in lane ``l`` of beat ``b``), ``count`` valid lanes (``per_beat`` except on the last beat;
+    0 on error), ``last``, ``error`` (bad request ``n = 0`` or ``n > max_len``: one beat, no
+    probabilities) and the per-row extra field ``fetched`` (the LSB plane was fetched)."""
+    return RowLayout(per_beat, unsigned(out_frac + 1), 0, extra={"fetched": 1})
 
 
 class ProgressiveQuant(wiring.Component):
@@ -185,7 +185,7 @@ class ProgressiveQuant(wiring.Component):
         Query/key dimension, 1..256 (default 8).
     macs : int
         Multipliers of the dot product (key elements per cycle), a divisor of ``dim``
-        (default 4); also the bitwidth converter's lanes.
+        (default 4); also the bitwidth converter's ``per_beat``.
     q_bits : int
         Signed query element width, 2..16 (default 8).
     msb_bits, lsb_bits : int
@@ -194,7 +194,7 @@ class ProgressiveQuant(wiring.Component):
         Memory word width, a power of two 8..256 (default 64).
     score_shift : int
         Requantization shift from the integer score to the softmax input, 0..40 (default 4).
-    lanes, max_len, in_bits, in_frac, out_frac, table_bits : int
+    per_beat, max_len, in_bits, in_frac, out_frac, table_bits : int
         The :class:`~attnforge.rtl.softmax.Softmax` parameters (defaults 2, 16, 16, 8, 8, 6):
         probabilities per output beat, most keys per query, softmax input format, probability
         fraction bits, exp table bits.
@@ -211,20 +211,20 @@ class ProgressiveQuant(wiring.Component):
     resp : ``In(stream.Signature(resp_layout(...)))``
         The requested words, in order, any latency, any gaps.
     o : ``Out(stream.Signature(prob_layout(...)))``
-        ``ceil(n / lanes)`` beats of probabilities per query, ``last`` on the final one, the
+        ``ceil(n / per_beat)`` beats of probabilities per query, ``last`` on the final one, the
         query's ``fetched`` flag on every beat; a bad query gets one ``error`` beat instead
         (``count = 0``, probabilities 0, no memory request).
 
     Design
     ------
-    The response words go through a :class:`BitwidthConverter` (``lanes = macs``, widths
+    The response words go through a :class:`BitwidthConverter` (``per_beat = macs``, widths
     ``msb_bits`` and ``lsb_bits``) into a ``macs``-wide multiply-add: one converter beat per
     cycle, ``dim / macs`` beats per key. The trick that keeps the MSB plane from being fetched
     twice is linearity: ``k = (msb << lsb_bits) + lsb`` with an unsigned ``lsb``, so the full
     score is ``(q . msb << lsb_bits) + q . lsb``. The MSB pass stores the ``n`` integer scores
     ``q . msb`` (``max_len`` words, far smaller than the MSB plane); the LSB pass computes only
     ``q . lsb`` and adds the stored score. Scores are requantized (``rtl.numbers.requantize``),
-    gathered ``lanes`` at a time and streamed into a :class:`~attnforge.rtl.softmax.Softmax`
+    gathered ``per_beat`` at a time and streamed into a :class:`~attnforge.rtl.softmax.Softmax`
     submodule. The MSB-pass probabilities go to a buffer while their maximum is tracked; when the
     row ends, ``max(p) < threshold`` either requests the LSB plane (the second softmax row then
     streams straight to ``o``) or the buffer is played out on ``o``.
@@ -233,31 +233,32 @@ class ProgressiveQuant(wiring.Component):
     ----------------------
     One query at a time (``cmd`` is accepted when the previous query's last beat has left).
     Per plane read: the request, the memory latency, ``K = n * dim / macs`` converter beats
-    (one per cycle while words keep up), the softmax row (``B + recip_bits + 4`` cycles from
-    its last input beat to its first output, ``B = ceil(n / lanes)`` beats), then ``B`` beats
+    (one per cycle while words keep up), the softmax row (:attr:`Softmax.latency
+    <attnforge.rtl.softmax.Softmax.latency>` cycles from its last input beat to its first
+    output, ``B = ceil(n / per_beat)`` beats), then ``B`` beats
     into the buffer and ``B`` out of it (MSB only) or ``B`` beats straight out (after a
     fetch). :meth:`query_cycles` is the bound the testbench asserts; measured cycles are in
     ``benchmarks/progressive_quant.py``.
     """
 
     def __init__(self, *, dim=8, macs=4, q_bits=8, msb_bits=4, lsb_bits=4, word_bits=64,
-                 score_shift=4, lanes=2, max_len=16, in_bits=16, in_frac=8, out_frac=8,
+                 score_shift=4, per_beat=2, max_len=16, in_bits=16, in_frac=8, out_frac=8,
                  table_bits=6, addr_bits=16):
         self.record.validate(dim=dim, macs=macs, q_bits=q_bits, msb_bits=msb_bits,
                              lsb_bits=lsb_bits, word_bits=word_bits, score_shift=score_shift,
-                             lanes=lanes, max_len=max_len, in_bits=in_bits, in_frac=in_frac,
+                             per_beat=per_beat, max_len=max_len, in_bits=in_bits, in_frac=in_frac,
                              out_frac=out_frac, table_bits=table_bits, addr_bits=addr_bits)
         self._dim, self._macs, self._q_bits = dim, macs, q_bits
         self._msb_bits, self._lsb_bits, self._word_bits = msb_bits, lsb_bits, word_bits
-        self._score_shift, self._lanes, self._addr_bits = score_shift, lanes, addr_bits
-        self._fmt = checked_format(lanes=lanes, max_len=max_len, in_bits=in_bits,
+        self._score_shift, self._per_beat, self._addr_bits = score_shift, per_beat, addr_bits
+        self._fmt = checked_format(per_beat=per_beat, max_len=max_len, in_bits=in_bits,
                                    in_frac=in_frac, out_frac=out_frac, table_bits=table_bits)
         super().__init__({
             "cmd":  In(stream.Signature(cmd_layout(dim, q_bits, self.n_bits, out_frac + 1,
                                                    addr_bits))),
             "req":  Out(stream.Signature(req_layout(addr_bits, self.count_bits))),
             "resp": In(stream.Signature(resp_layout(word_bits))),
-            "o":    Out(stream.Signature(prob_layout(lanes, out_frac))),
+            "o":    Out(stream.Signature(prob_layout(per_beat, out_frac))),
         })
 
     dim = property(lambda self: self._dim, doc="Query/key dimension.")
@@ -267,7 +268,7 @@ class ProgressiveQuant(wiring.Component):
     lsb_bits = property(lambda self: self._lsb_bits, doc="LSB plane width.")
     word_bits = property(lambda self: self._word_bits, doc="Memory word width.")
     score_shift = property(lambda self: self._score_shift, doc="Score requantization shift.")
-    lanes = property(lambda self: self._lanes, doc="Probabilities per output beat.")
+    per_beat = property(lambda self: self._per_beat, doc="Probabilities per output beat.")
     max_len = property(lambda self: self._fmt.max_len, doc="Most keys per query.")
     out_frac = property(lambda self: self._fmt.out_frac, doc="Probability fraction bits.")
     addr_bits = property(lambda self: self._addr_bits, doc="Memory word address width.")
@@ -293,9 +294,9 @@ class ProgressiveQuant(wiring.Component):
         return most.bit_length()
 
     @property
-    def recip_bits(self):
-        """Divider cycles of each softmax row."""
-        return self._fmt.recip_bits
+    def softmax_latency(self):
+        """The embedded softmax's latency (last input beat to first output beat)."""
+        return softmax_latency(self._fmt)
 
     def plane_words(self, n, p):
         """``req.count`` of a plane of ``n`` keys of ``p``-bit elements."""
@@ -304,33 +305,42 @@ class ProgressiveQuant(wiring.Component):
     def query_cycles(self, n, fetched):
         """Bound on the cycles from a query's command handshake to its last output beat when
         memory answers the cycle after a request and nothing stalls: per plane read
-        ``K + W + 4 * B + recip_bits + 8`` with ``K = n * dim / macs`` converter beats, ``W``
-        words, ``B = ceil(n / lanes)`` (each cycle the converter takes a word or gives a beat,
+        ``K + W + 3 * B + softmax_latency + 8`` with ``K = n * dim / macs`` converter beats, ``W``
+        words, ``B = ceil(n / per_beat)`` (each cycle the converter takes a word or gives a beat,
         so loading costs at most ``K + W``; the softmax row, the buffer and the output take
         the rest)."""
-        k, b = n * self._dim // self._macs, -(-n // self._lanes)
+        k, b = n * self._dim // self._macs, -(-n // self._per_beat)
         planes = (self._msb_bits, self._lsb_bits) if fetched else (self._msb_bits,)
-        return sum(k + self.plane_words(n, p) + 4 * b + self.recip_bits + 8 for p in planes)
+        return sum(k + self.plane_words(n, p) + 3 * b + self.softmax_latency + 8 for p in planes)
 
     def elaborate(self, platform):
         m = Module()
-        fmt, P, D, M = self._fmt, self._lanes, self._dim, self._macs
+        fmt, P, D, M = self._fmt, self._per_beat, self._dim, self._macs
         S = D // M                                       # converter beats per key
         mb, lb = self._msb_bits, self._lsb_bits
         widths = (mb, lb) if mb != lb else (mb,)
         lsb_sel = len(widths) - 1
-        m.submodules.conv = conv = BitwidthConverter(word_bits=self._word_bits, lanes=M,
+        m.submodules.conv = conv = BitwidthConverter(word_bits=self._word_bits, per_beat=M,
                                                      widths=widths)
-        m.submodules.softmax = sm = Softmax(lanes=P, max_len=fmt.max_len, in_bits=fmt.in_bits,
-                                            in_frac=fmt.in_frac, out_frac=fmt.out_frac,
-                                            table_bits=fmt.table_bits, index_bits=1)
+        m.submodules.softmax = sm = Softmax(per_beat=P, max_len=fmt.max_len,
+                                            in_bits=fmt.in_bits, in_frac=fmt.in_frac,
+                                            out_frac=fmt.out_frac, table_bits=fmt.table_bits,
+                                            index_bits=0)
+        # The streams between the control logic and the submodules: words into the
+        # converter, score beats into the softmax, probability beats out of it.
+        words_in = conv.i.signature.flip().create(path=("words_in",))
+        scores = sm.i.signature.flip().create(path=("scores",))
+        probs = sm.o.signature.flip().create(path=("probs",))
+        wiring.connect(m, words_in, conv.i)
+        wiring.connect(m, scores, sm.i)
+        wiring.connect(m, sm.o, probs)
         msb_score_bits = self._q_bits + mb + ceil_log2(D) + 1
         acc_bits = self._q_bits + max(mb, lb + 1) + ceil_log2(D) + 1
         m.submodules.scores = smem = Memory(shape=signed(msb_score_bits), depth=fmt.max_len,
                                             init=[])
         s_wp, s_rp = smem.write_port(), smem.read_port(domain="comb")
         MB = max(fmt.max_len // P, 2)                   # (2: no zero-width address)
-        m.submodules.probs = pmem = Memory(shape=self.o.payload.prob.shape(), depth=MB, init=[])
+        m.submodules.probs = pmem = Memory(shape=self.o.payload.data.shape(), depth=MB, init=[])
         p_wp, p_rp = pmem.write_port(), pmem.read_port(domain="comb")
 
         IDLE, ERR, REQ, LOAD, DECIDE, PASS, BUF = range(7)
@@ -366,14 +376,14 @@ class ProgressiveQuant(wiring.Component):
         first = Signal()                                 # the next word starts the plane
         started = Signal()                               # converter beats belong to this plane
         taking = (phase == LOAD) & (words_left != 0)
-        m.d.comb += [conv.i.valid.eq(self.resp.valid & taking),
-                     self.resp.ready.eq(conv.i.ready & taking),
-                     conv.i.payload.data.eq(self.resp.payload.data),
-                     conv.i.payload.first.eq(first),
-                     conv.i.payload.width.eq(Mux(plane, lsb_sel, 0))]
+        m.d.comb += [words_in.valid.eq(self.resp.valid & taking),
+                     self.resp.ready.eq(words_in.ready & taking),
+                     words_in.payload.data.eq(self.resp.payload.data),
+                     words_in.payload.first.eq(first),
+                     words_in.payload.width.eq(Mux(plane, lsb_sel, 0))]
         with m.If(self.req.valid & self.req.ready):
             m.d.sync += [phase.eq(LOAD), words_left.eq(req_count), first.eq(1), started.eq(0)]
-        with m.If(conv.i.valid & conv.i.ready):
+        with m.If(words_in.valid & words_in.ready):
             m.d.sync += [words_left.eq(words_left - 1), first.eq(0)]
             with m.If(first):
                 m.d.sync += started.eq(1)
@@ -407,11 +417,11 @@ class ProgressiveQuant(wiring.Component):
         g = [Signal(signed(fmt.in_bits), name=f"g{j}") for j in range(P)]
         gcnt = Signal(range(P + 1))
         glast = Signal()
-        sp = sm.i.payload
-        m.d.comb += [sm.i.valid.eq(gvalid), sp.count.eq(gcnt), sp.last.eq(glast)]
+        sp = scores.payload
+        m.d.comb += [scores.valid.eq(gvalid), sp.count.eq(gcnt), sp.last.eq(glast)]
         for j in range(P):
-            m.d.comb += [sp.data[j].eq(g[j]), sp.index[j].eq(0)]
-        with m.If(sm.i.valid & sm.i.ready):
+            m.d.comb += sp.data[j].eq(g[j])
+        with m.If(scores.valid & scores.ready):
             m.d.sync += [gvalid.eq(0), gcnt.eq(0)]
 
         with m.If(beat):
@@ -435,15 +445,15 @@ class ProgressiveQuant(wiring.Component):
         pmax = Signal(self.out_frac + 1)
         plast = Signal(range(MB))
         pcount = Signal(range(P + 1))
-        so = sm.o.payload
+        so = probs.payload
         new_max = pmax
         for j in range(P):
-            new_max = Mux(so.prob[j] > new_max, so.prob[j], new_max)
-        m.d.comb += [p_wp.addr.eq(ob), p_wp.data.eq(so.prob)]
+            new_max = Mux(so.data[j] > new_max, so.data[j], new_max)
+        m.d.comb += [p_wp.addr.eq(ob), p_wp.data.eq(so.data)]
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [pmax.eq(0), ob.eq(0)]
-        with m.If((phase == DECIDE) & sm.o.valid):
-            m.d.comb += [sm.o.ready.eq(1), p_wp.en.eq(1)]
+        with m.If((phase == DECIDE) & probs.valid):
+            m.d.comb += [probs.ready.eq(1), p_wp.en.eq(1)]
             m.d.sync += [pmax.eq(new_max), ob.eq(ob + 1)]
             with m.If(so.last):
                 m.d.sync += [plast.eq(ob), pcount.eq(so.count), ob.eq(0)]
@@ -459,11 +469,11 @@ class ProgressiveQuant(wiring.Component):
         with m.If(phase == ERR):
             m.d.comb += [self.o.valid.eq(1), op.error.eq(1), op.last.eq(1)]
         with m.Elif(phase == PASS):
-            m.d.comb += [self.o.valid.eq(sm.o.valid), sm.o.ready.eq(self.o.ready),
-                         op.prob.eq(so.prob), op.count.eq(so.count), op.last.eq(so.last),
+            m.d.comb += [self.o.valid.eq(probs.valid), probs.ready.eq(self.o.ready),
+                         op.data.eq(so.data), op.count.eq(so.count), op.last.eq(so.last),
                          op.fetched.eq(1)]
         with m.Elif(phase == BUF):
-            m.d.comb += [self.o.valid.eq(1), op.prob.eq(p_rp.data),
+            m.d.comb += [self.o.valid.eq(1), op.data.eq(p_rp.data),
                          op.count.eq(Mux(ob == plast, pcount, P)), op.last.eq(ob == plast)]
         with m.If(self.o.valid & self.o.ready):
             with m.If(phase == BUF):
@@ -486,5 +496,5 @@ UNIT = Unit(
      *FORMAT_PARAMS,
      Param("addr_bits", Range(1, 48), "memory word address width")),
     sim=(SimPoint(), SimPoint({"dim": 6, "macs": 3, "q_bits": 6, "msb_bits": 6, "lsb_bits": 4,
-                               "word_bits": 32, "lanes": 3, "max_len": 12, "in_bits": 12,
+                               "word_bits": 32, "per_beat": 3, "max_len": 12, "in_bits": 12,
                                "in_frac": 4, "out_frac": 6, "score_shift": 2})))

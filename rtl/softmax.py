@@ -1,37 +1,44 @@
-"""Streaming, max-subtracted, fixed-point softmax (DESIGN.md section 4.6; SpAtten / DOTA
-multi-function unit). Bit-exact twin of :mod:`attnforge.golden.softmax`, whose docstring is the
-numeric contract.
+"""Streaming, max-subtracted, fixed-point softmax at full rate (DESIGN.md section 4.6; SpAtten /
+DOTA multi-function unit). Bit-exact twin of :mod:`attnforge.golden.softmax`, whose docstring is
+the numeric contract (statistics pass with an online normalizer, then normalization).
 
 Design
 ------
-A row needs its maximum before any exponential can be formed, and the sum of all exponentials
-before any probability can be formed, so the unit buffers the row. The buffer is one
-``amaranth.lib.memory.Memory`` of ``2 * max_len / lanes`` words split into two banks (ping-pong):
-the *load* side writes a row into one bank at ``lanes`` elements per cycle, tracking its maximum,
-while the *read* side works on the other bank in three phases:
+Every row is read once. An input beat is accepted, written into the row buffer (one
+``amaranth.lib.memory.Memory`` used as a FIFO of beats) and, in the same cycle, handed to the
+statistics pipeline; the output side reads a row's beats back once the row's statistics are
+known and normalizes them on the way out. The blocks, each a ``wiring.Component`` with a
+signature built from its parameters:
 
-* ``SUM``: read the row back, form ``e_i`` (shared exp unit), accumulate ``S``;
-* ``DIV``: ``R = floor(2**Q / S)`` with a radix-2 restoring divider (one quotient bit per cycle,
-  ``recip_bits`` cycles); the dividend is a power of two, so only ``S`` is a register;
-* ``OUT``: read the row again, form ``e_i`` again with the *same* exp unit, multiply by ``R``,
-  round, emit.
+* :class:`ExpUnit` -- ``e = exp_fx(x, K)``: one constant multiply by ``log2(e)``, subtract from
+  the reference octave, round, split into shift and table index, ROM, rounding barrel shift.
+* :class:`RowStats` -- the statistics pass, fully pipelined, one beat per cycle, no
+  back-pressure: running reference ``K`` (prefix maximum of ``oct(x) + 1`` over the beat's
+  lanes), one :class:`ExpUnit` per lane at its lane's prefix reference, and the online sum
+  ``S = (S >> (K' - K)) + e`` folded over the lanes in row order (a chain of ``per_beat``
+  shift-adds). It emits ``(K, S)`` and a tag on each row's last beat.
+* :class:`Reciprocal` -- ``R = floor(2**Q / S)``: a pipelined restoring divider,
+  ``steps`` quotient bits per stage, one division accepted every cycle (a row of one beat
+  needs one per cycle). The dividend is a power of two, so only the divisor travels.
+* :class:`Normalize` -- ``p = min(round_shift(exp_fx(x, K) * R, Q - out_frac), 2**out_frac)``
+  for a beat of scores; the same component can sit in a consumer (the lane's A*V) that holds
+  the row statistics instead of a row of probabilities.
 
-Exponentials are base 2: ``d * log2(e)`` (one constant multiply) splits into an integer part,
-a right shift, and a ``table_bits``-bit fraction indexing a ``2**table_bits`` entry ROM of
-``2**(-f)``. Recomputing ``e_i`` in ``OUT`` costs no hardware (the exp unit is idle then) and saves
-a second buffer of exponentials.
-
-Each element carries its column ``index`` through the buffer, so the unit works on a sparse row
-given as its kept positions only; the output echoes the indices.
+Row statistics wait in a small FIFO (a ``Memory`` too) until the output side has played out
+the row. Because every row holds at least one beat in the row buffer until its statistics are
+popped, neither the statistics pipeline nor the divider ever has to stall: only the input
+(buffer full) and the output (``o.ready``) do. An output stall freezes the two-stage output
+pipeline (read port enable, output register) and nothing else.
 
 Latency and throughput
 ----------------------
-A row of ``L`` elements is ``B = ceil(L / lanes)`` beats. The load side accepts one beat per
-cycle. The read side takes ``1 + (B + 1) + recip_bits + (B + 1)`` cycles per row without
-output stalls; the first output beat leaves ``B + recip_bits + 4`` cycles after the row's last
-input beat was accepted (load side idle before). Loading the next row overlaps the read side's
-work on the current one, so the steady-state throughput is ``L / (2 * B + recip_bits + 3)``
-elements per cycle: close to ``lanes / 2`` for long rows.
+The first output beat of a row is valid :attr:`Softmax.latency` cycles after the cycle its last
+input beat was accepted (unit idle before: 4 statistics stages, the divider's stages, the
+statistics FIFO, the read port, the output register). The row buffer holds
+``max_beats + latency + 2`` beats, enough for a whole row plus the beats that arrive while its
+statistics are being formed, so back-to-back rows of any length up to ``max_len`` stream at one
+beat per cycle in and out: ``per_beat`` elements per cycle for full beats, at every row length
+(a row of one beat included).
 """
 
 from amaranth.hdl import Array, Const, Module, Mux, Signal, signed, unsigned
@@ -41,71 +48,235 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.softmax import SoftmaxFormat
 from .numbers import round_shift
+from .streams import RowLayout
 from .unit import Formal, Param, Range, Ref, SimPoint, Unit
 
-__all__ = ["Softmax", "ExpUnit", "in_layout", "out_layout"]
+__all__ = ["Softmax", "ExpUnit", "RowStats", "Reciprocal", "Normalize", "ref_shape",
+           "FORMAT_PARAMS", "INDEX_BITS", "checked_format", "softmax_latency",
+           "in_layout", "out_layout", "norm_stats_layout"]
 
 
-def in_layout(lanes, in_bits, index_bits):
-    """Payload of the input stream ``i``: one beat of up to ``lanes`` elements of a row."""
-    return data.StructLayout({
-        "data":  data.ArrayLayout(signed(in_bits), lanes),      # scores, lane 0 first
-        "index": data.ArrayLayout(unsigned(index_bits), lanes),  # their column indices
-        "count": range(lanes + 1),   # valid lanes of a last beat (0 or > lanes: all)
-        "last":  1,                  # this beat ends the row
-    })
+def ref_shape(fmt):
+    """Signed shape of a reference octave ``K`` (including the "no element yet" value)."""
+    lo, hi = fmt.ref_range
+    return signed(max((lo - 1).bit_length(), hi.bit_length()) + 1)
 
 
-def out_layout(lanes, out_frac, index_bits):
-    """Payload of the output stream ``o``: probabilities of one beat, mirroring the input."""
-    return data.StructLayout({
-        "prob":     data.ArrayLayout(unsigned(out_frac + 1), lanes),
-        "index":    data.ArrayLayout(unsigned(index_bits), lanes),
-        "count":    range(lanes + 1),   # valid lanes (lanes for every beat but the last)
-        "last":     1,
-        "overflow": 1,                  # the row was longer than max_len (tail dropped)
-    })
+class ExpUnit(wiring.Component):
+    """Combinational ``e = exp_fx(x, ref)`` (golden steps 1-3) for one element.
 
-
-class ExpUnit:
-    """Combinational ``e = 2**exp_frac * exp(-(d / 2**in_frac))`` of the golden model (steps
-    2-3) for one lane: constant multiply, round, split, table lookup, rounding shift."""
+    Ports: ``x`` (signed ``in_bits`` score), ``ref`` (reference octave, :func:`ref_shape`),
+    ``e`` (unsigned ``exp_frac + 1``). ``ref`` must lie above ``oct(x)``; otherwise ``e`` is
+    undefined (callers mask such lanes)."""
 
     def __init__(self, fmt):
         self.fmt = fmt
+        super().__init__({"x": In(signed(fmt.in_bits)), "ref": In(ref_shape(fmt)),
+                          "e": Out(unsigned(fmt.exp_frac + 1))})
 
-    def __call__(self, m, d, name):
-        fmt = self.fmt
-        t = Signal(unsigned(len(d) + fmt.log2e.bit_length() - fmt.t_shift + 1), name=f"{name}_t")
-        m.d.comb += t.eq(round_shift(d * Const(fmt.log2e), fmt.t_shift))
-        n = t >> fmt.table_bits
+    def elaborate(self, platform):
+        m, fmt = Module(), self.fmt
+        d = Signal(unsigned(fmt.in_bits + fmt.log2e.bit_length() + 1))
+        m.d.comb += d.eq((self.ref << fmt.oct_shift) - self.x * Const(fmt.log2e))
+        t = Signal(unsigned(len(d) - fmt.t_shift + 1))
+        m.d.comb += t.eq(round_shift(d, fmt.t_shift))
         cap = fmt.exp_frac + 1
-        n_c = Signal(range(cap + 1), name=f"{name}_n")
+        n = t >> fmt.table_bits
+        n_c = Signal(range(cap + 1))
         m.d.comb += n_c.eq(Mux(n > cap, cap, n))
         table = Array(Const(int(v), unsigned(fmt.exp_frac + 1)) for v in fmt.table)
-        v = Signal(unsigned(fmt.exp_frac + 1), name=f"{name}_v")
-        m.d.comb += v.eq(table[t[:fmt.table_bits]])
-        e = Signal(unsigned(fmt.exp_frac + 1), name=f"{name}_e")
-        m.d.comb += e.eq(round_shift(v, n_c))
-        return e
+        v = Signal(unsigned(fmt.exp_frac + 1))
+        m.d.comb += [v.eq(table[t[:fmt.table_bits]]), self.e.eq(round_shift(v, n_c))]
+        return m
+
+
+def stats_in_layout(fmt, per_beat, tag):
+    return data.StructLayout({"data": data.ArrayLayout(signed(fmt.in_bits), per_beat),
+                              "count": range(per_beat + 1), "last": 1, "tag": tag})
+
+
+def stats_out_layout(fmt, tag):
+    """``value`` = the row's sum ``S``; ``tag`` = its reference ``ref`` and the user tag."""
+    return data.StructLayout({"value": unsigned(fmt.sum_bits),
+                              "tag": data.StructLayout({"ref": ref_shape(fmt), "user": tag})})
+
+
+class RowStats(wiring.Component):
+    """The statistics pass: running reference and online sum over the beats of each row.
+
+    Ports (streams without back-pressure, one beat per cycle at most):
+    ``i``: ``data[per_beat]``, ``count`` (valid lanes), ``last``, ``tag`` (any shape, read on
+    the last beat); ``o``: one transaction per row, 4 cycles after its last beat:
+    ``value = S``, ``tag.ref = K``, ``tag.user`` = the last beat's ``tag``.
+    """
+
+    LATENCY = 4
+
+    def __init__(self, fmt, per_beat, tag=unsigned(1)):
+        self.fmt, self.per_beat, self.tag = fmt, per_beat, tag
+        super().__init__({
+            "i": In(stream.Signature(stats_in_layout(fmt, per_beat, tag), always_ready=True)),
+            "o": Out(stream.Signature(stats_out_layout(fmt, tag), always_ready=True))})
+
+    def elaborate(self, platform):
+        m, fmt, P = Module(), self.fmt, self.per_beat
+        rs = ref_shape(fmt)
+        none = fmt.ref_range[0] - 1
+        # Stage 1: register the beat, mark the first beat of a row.
+        open_ = Signal()
+        s1 = Signal(stats_in_layout(fmt, P, self.tag))
+        v1, first1 = Signal(), Signal()
+        m.d.sync += [v1.eq(self.i.valid), s1.eq(self.i.payload), first1.eq(~open_)]
+        with m.If(self.i.valid):
+            m.d.sync += open_.eq(~self.i.payload.last)
+        # Stage 2: prefix references K_1..K_P (loop-carried K), shifts a_j = K_{j+1} - K_j.
+        k_run = Signal(rs, init=none)
+        ks = [Mux(first1, none, k_run)]
+        for j in range(P):
+            o = Signal(rs, name=f"oct{j}")
+            m.d.comb += o.eq(((s1.data[j] * Const(fmt.log2e)) >> fmt.oct_shift) + 1)
+            ks.append(Mux((s1.count > j) & (o > ks[-1]), o, ks[-1]))
+        with m.If(v1):
+            m.d.sync += k_run.eq(ks[-1])
+        sbits = fmt.sum_bits
+        shift_shape = range(sbits + 1)
+        k2 = [Signal(rs, name=f"k{j}") for j in range(P + 1)]
+        a2 = [Signal(shift_shape, name=f"a{j}") for j in range(P)]
+        x2 = Signal.like(s1.data)
+        c2, v2, first2, last2 = Signal.like(s1.count), Signal(), Signal(), Signal()
+        tag2 = Signal(self.tag)
+        m.d.sync += [v2.eq(v1), x2.eq(s1.data), c2.eq(s1.count), first2.eq(first1),
+                     last2.eq(s1.last), tag2.eq(s1.tag)]
+        for j in range(P + 1):
+            m.d.sync += k2[j].eq(ks[j])
+        for j in range(P):
+            step = ks[j + 1] - ks[j]
+            m.d.sync += a2[j].eq(Mux(step > sbits, sbits, step))
+        # Stage 3: one exp unit per lane at its prefix reference; invalid lanes give 0.
+        e3 = [Signal(unsigned(fmt.exp_frac + 1), name=f"e{j}") for j in range(P)]
+        a3 = [Signal(shift_shape, name=f"a3_{j}") for j in range(P)]
+        v3, first3, last3 = Signal(), Signal(), Signal()
+        k3, tag3 = Signal(rs), Signal(self.tag)
+        for j in range(P):
+            m.submodules[f"exp{j}"] = ex = ExpUnit(fmt)
+            m.d.comb += [ex.x.eq(x2[j]), ex.ref.eq(k2[j + 1])]
+            m.d.sync += [e3[j].eq(Mux(c2 > j, ex.e, 0)), a3[j].eq(a2[j])]
+        m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2), k3.eq(k2[P]),
+                     tag3.eq(tag2)]
+        # Stage 4: the online sum, element by element in lane order.
+        s_run = Signal(unsigned(sbits))
+        s = Mux(first3, 0, s_run)
+        for j in range(P):
+            s = ((s >> a3[j]) + e3[j])[:sbits]
+        s_new = Signal(unsigned(sbits))
+        m.d.comb += s_new.eq(s)
+        with m.If(v3):
+            m.d.sync += s_run.eq(s_new)
+        op = self.o.payload
+        m.d.sync += [self.o.valid.eq(v3 & last3), op.value.eq(s_new), op.tag.ref.eq(k3),
+                     op.tag.user.eq(tag3)]
+        return m
+
+
+class Reciprocal(wiring.Component):
+    """Pipelined restoring divider ``r = floor(2**q / s)`` (``2**quotient_bits - 1`` for
+    ``s = 0``), one division accepted per cycle, no back-pressure.
+
+    Parameters: ``q`` (dividend ``2**q``), ``divisor_bits``, ``quotient_bits`` (``2**q / s``
+    must be below ``2**quotient_bits``: the caller guarantees ``s > 2**(q - quotient_bits)``),
+    ``steps`` (quotient bits per pipeline stage), ``tag`` (shape carried alongside).
+    Ports: ``i`` = ``{value: s, tag}``, ``o`` = ``{value: r, tag}``, :attr:`latency` cycles
+    later."""
+
+    def __init__(self, *, q, divisor_bits, quotient_bits, steps=4, tag=unsigned(1)):
+        if not 1 <= quotient_bits <= q:
+            raise ValueError(f"quotient_bits must be in [1, q = {q}], not {quotient_bits}")
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, not {steps}")
+        self.q, self.divisor_bits, self.quotient_bits = q, divisor_bits, quotient_bits
+        self.steps, self.tag = steps, tag
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout(
+                {"value": unsigned(divisor_bits), "tag": tag}), always_ready=True)),
+            "o": Out(stream.Signature(data.StructLayout(
+                {"value": unsigned(quotient_bits), "tag": tag}), always_ready=True))})
+
+    @property
+    def latency(self):
+        """Pipeline stages (cycles from ``i`` to ``o``)."""
+        return -(-self.quotient_bits // self.steps)
+
+    def elaborate(self, platform):
+        m = Module()
+        rem_bits = self.divisor_bits + 1
+        valid, rem, quo = self.i.valid, Const(1 << (self.q - self.quotient_bits), rem_bits), \
+            Const(0, self.quotient_bits)
+        div, tag = self.i.payload.value, self.i.payload.tag
+        left = self.quotient_bits
+        for k in range(self.latency):
+            for _ in range(min(self.steps, left)):
+                r2 = (rem << 1)[:rem_bits + 1]
+                ge = r2 >= div
+                rem = Mux(ge, r2 - div, r2)[:rem_bits]
+                quo = ((quo << 1) | ge)[:self.quotient_bits]
+                left -= 1
+            regs = (Signal(name=f"v{k}"), Signal(rem_bits, name=f"rem{k}"),
+                    Signal(self.quotient_bits, name=f"quo{k}"),
+                    Signal(self.divisor_bits, name=f"div{k}"), Signal(self.tag, name=f"tag{k}"))
+            m.d.sync += [r.eq(v) for r, v in zip(regs, (valid, rem, quo, div, tag))]
+            valid, rem, quo, div, tag = regs
+        m.d.comb += [self.o.valid.eq(valid), self.o.payload.value.eq(quo),
+                     self.o.payload.tag.eq(tag)]
+        return m
+
+
+def norm_stats_layout(fmt):
+    """Per-row statistics a normalizer needs: reference octave ``ref`` and reciprocal
+    ``recip``."""
+    return data.StructLayout({"ref": ref_shape(fmt), "recip": unsigned(fmt.recip_bits)})
+
+
+class Normalize(wiring.Component):
+    """Combinational normalization of ``per_beat`` scores of one row (golden
+    :func:`~attnforge.golden.softmax.normalize`): ``x[per_beat]`` + ``stats`` (``ref``,
+    ``recip``) -> ``p[per_beat]`` (unsigned ``out_frac + 1``)."""
+
+    def __init__(self, fmt, per_beat=1):
+        self.fmt, self.per_beat = fmt, per_beat
+        super().__init__({
+            "x": In(data.ArrayLayout(signed(fmt.in_bits), per_beat)),
+            "stats": In(norm_stats_layout(fmt)),
+            "p": Out(data.ArrayLayout(unsigned(fmt.out_frac + 1), per_beat))})
+
+    def elaborate(self, platform):
+        m, fmt = Module(), self.fmt
+        one = 1 << fmt.out_frac
+        for j in range(self.per_beat):
+            m.submodules[f"exp{j}"] = ex = ExpUnit(fmt)
+            m.d.comb += [ex.x.eq(self.x[j]), ex.ref.eq(self.stats.ref)]
+            p = Signal(unsigned(fmt.exp_frac + fmt.recip_bits + 2), name=f"p{j}")
+            m.d.comb += [p.eq(round_shift(ex.e * self.stats.recip, fmt.norm_shift)),
+                         self.p[j].eq(Mux(p > one, one, p))]
+        return m
 
 
 #: The softmax's numeric parameters, shared by every unit that embeds a softmax.
 FORMAT_PARAMS = (
-    Param("lanes", Range(1, 16), "elements per beat"),
-    Param("max_len", Range(Ref("lanes"), 4096, multiple_of="lanes"), "longest row"),
+    Param("per_beat", Range(1, 16), "elements per beat"),
+    Param("max_len", Range(Ref("per_beat"), 4096, multiple_of="per_beat"), "longest row"),
     Param("in_bits", Range(2, 24), "signed input score width"),
     Param("in_frac", Range(0, Ref("in_bits")), "input fraction bits"),
     Param("out_frac", Range(2, 12), "probability fraction bits"),
     Param("table_bits", Range(2, 10), "exp table index bits (log2 of its size)"),
 )
-INDEX_BITS = Param("index_bits", Range(1, 24), "column index width")
+INDEX_BITS = Param("index_bits", Range(0, 24), "column index width (0: no index field)")
+RECIP_STEPS = Param("recip_steps", Range(1, 32), "quotient bits per divider pipeline stage")
 
 
-def checked_format(*, lanes, max_len, in_bits, in_frac, out_frac, table_bits):
+def checked_format(*, per_beat, max_len, in_bits, in_frac, out_frac, table_bits):
     """Validate the softmax generator parameters (``ValueError`` naming the bad one) and
     return their :class:`SoftmaxFormat`; shared by every unit that embeds a softmax."""
-    params = dict(lanes=lanes, max_len=max_len, in_bits=in_bits, in_frac=in_frac,
+    params = dict(per_beat=per_beat, max_len=max_len, in_bits=in_bits, in_frac=in_frac,
                   out_frac=out_frac, table_bits=table_bits)
     for p in FORMAT_PARAMS:
         p.domain.check(p.name, params[p.name], params)
@@ -113,202 +284,201 @@ def checked_format(*, lanes, max_len, in_bits, in_frac, out_frac, table_bits):
                          table_bits=table_bits, max_len=max_len)
 
 
+def softmax_latency(fmt, recip_steps=4):
+    """:attr:`Softmax.latency` of a softmax of format ``fmt``: statistics 4 cycles, divider
+    ``ceil(recip_bits / recip_steps)``, statistics FIFO 1, read port 1, output register 1."""
+    return RowStats.LATENCY + -(-fmt.recip_bits // recip_steps) + 3
+
+
+def in_layout(per_beat, in_bits, index_bits):
+    """Payload of the input stream ``i`` (row convention; ``error`` is ignored)."""
+    return RowLayout(per_beat, signed(in_bits), index_bits)
+
+
+def out_layout(per_beat, out_frac, index_bits):
+    """Payload of the output stream ``o`` (row convention, ``data`` = probabilities)."""
+    return RowLayout(per_beat, unsigned(out_frac + 1), index_bits)
+
+
 class Softmax(wiring.Component):
-    """Streaming fixed-point softmax over rows of run-time length (dense or sparse).
+    """Streaming fixed-point softmax over rows of run-time length (dense or sparse), one beat
+    per cycle in and out.
 
     Parameters
     ----------
-    lanes : int
+    per_beat : int
         Elements per beat ``P``, 1..16 (default 4).
     max_len : int
-        Longest row, a multiple of ``lanes``, ``lanes``..4096 (default 64). Sets the buffer
-        (``2 * max_len`` elements) and the reciprocal width.
+        Longest row, a multiple of ``per_beat``, ``per_beat``..4096 (default 64); a row has at
+        most ``max_beats = max_len / per_beat`` beats.
     in_bits, in_frac : int
-        Input scores: signed ``in_bits`` (2..24, default 16) with ``in_frac`` fraction bits
-        (0..in_bits, default 8).
+        Input scores: signed ``in_bits`` (2..24, default 16) with ``in_frac`` fraction bits.
     out_frac : int
         Probability fraction bits, 2..12 (default 8); outputs are ``out_frac + 1`` bits wide.
     table_bits : int
-        Fraction bits of the base-2 exponent, i.e. log2 of the ``2**(-f)`` table size, 2..10
-        (default 6: max error 0.8 LSB at ``out_frac = 8``).
+        Fraction bits of the base-2 exponent (log2 of the ``2**(-f)`` table size), 2..10
+        (default 7: max error 0.81 LSB at ``out_frac = 8``; 6 exceeds 1 LSB).
     index_bits : int
-        Width of the column index each element carries, 1..24 (default 12).
+        Width of the column index each element carries, 0..24 (default 12; 0: no index).
+    recip_steps : int
+        Quotient bits per divider pipeline stage, 1..32 (default 4).
 
     Members
     -------
-    i : ``In(stream.Signature(in_layout(...)))``
-        Row beats; ``last`` ends a row; ``count`` of the last beat gives its valid lanes.
-    o : ``Out(stream.Signature(out_layout(...)))``
-        One output beat per kept input beat, in order, same lane positions.
+    i : ``In(row_signature(per_beat, signed(in_bits), index_bits))``
+        Row beats (partial beats anywhere, ``count`` valid lanes, ``last`` ends the row;
+        ``error`` is ignored).
+    o : ``Out(row_signature(per_beat, unsigned(out_frac + 1), index_bits))``
+        One output beat per kept input beat, same counts and lane positions; ``error`` on every
+        beat of a row that exceeded ``max_len`` elements or ``max_beats`` beats.
     """
 
-    def __init__(self, *, lanes=4, max_len=64, in_bits=16, in_frac=8, out_frac=8, table_bits=6,
-                 index_bits=12):
-        self._lanes = lanes
-        self._fmt = checked_format(lanes=lanes, max_len=max_len, in_bits=in_bits,
+    def __init__(self, *, per_beat=4, max_len=64, in_bits=16, in_frac=8, out_frac=8,
+                 table_bits=7, index_bits=12, recip_steps=4):
+        self.record.validate(per_beat=per_beat, max_len=max_len, in_bits=in_bits,
+                             in_frac=in_frac, out_frac=out_frac, table_bits=table_bits,
+                             index_bits=index_bits, recip_steps=recip_steps)
+        self._per_beat, self._index_bits, self._recip_steps = per_beat, index_bits, recip_steps
+        self._fmt = checked_format(per_beat=per_beat, max_len=max_len, in_bits=in_bits,
                                    in_frac=in_frac, out_frac=out_frac, table_bits=table_bits)
-        INDEX_BITS.domain.check("index_bits", index_bits, {})
-        self._index_bits = index_bits
         super().__init__({
-            "i": In(stream.Signature(in_layout(lanes, in_bits, index_bits))),
-            "o": Out(stream.Signature(out_layout(lanes, out_frac, index_bits))),
+            "i": In(stream.Signature(in_layout(per_beat, in_bits, index_bits))),
+            "o": Out(stream.Signature(out_layout(per_beat, out_frac, index_bits))),
         })
 
-    lanes = property(lambda self: self._lanes, doc="Elements per beat.")
+    per_beat = property(lambda self: self._per_beat, doc="Elements per beat.")
     max_len = property(lambda self: self._fmt.max_len, doc="Longest row.")
     in_bits = property(lambda self: self._fmt.in_bits, doc="Input score width.")
     in_frac = property(lambda self: self._fmt.in_frac, doc="Input fraction bits.")
     out_frac = property(lambda self: self._fmt.out_frac, doc="Output fraction bits.")
     table_bits = property(lambda self: self._fmt.table_bits, doc="Exp table index bits.")
     index_bits = property(lambda self: self._index_bits, doc="Column index width.")
+    recip_steps = property(lambda self: self._recip_steps, doc="Divider bits per stage.")
     fmt = property(lambda self: self._fmt, doc="The golden :class:`SoftmaxFormat`.")
 
     @property
     def max_beats(self):
-        return self.max_len // self.lanes
+        return self.max_len // self.per_beat
 
     @property
-    def recip_bits(self):
-        """Divider cycles per row (quotient bits of ``R``)."""
-        return self._fmt.recip_bits
+    def recip_stages(self):
+        """Pipeline stages of the divider."""
+        return -(-self._fmt.recip_bits // self._recip_steps)
 
-    def row_cycles(self, length):
-        """Read-side cycles per row of ``length`` elements without output stalls."""
-        b = -(-min(length, self.max_len) // self.lanes)
-        return 2 * b + self.recip_bits + 3
+    @property
+    def latency(self):
+        """Cycles from the acceptance of a row's last input beat to its first output beat
+        being valid (unit idle before): :func:`softmax_latency`."""
+        return softmax_latency(self._fmt, self._recip_steps)
+
+    @property
+    def depth(self):
+        """Row buffer depth in beats."""
+        return self.max_beats + self.latency + 2
+
+    def _tag(self):
+        return data.StructLayout({"error": 1, "beats": range(self.max_beats + 1)})
 
     def elaborate(self, platform):
         m = Module()
-        fmt, P, MB = self._fmt, self._lanes, self.max_beats
-        word = data.StructLayout({"data": data.ArrayLayout(signed(fmt.in_bits), P),
-                                  "index": data.ArrayLayout(unsigned(self._index_bits), P)})
-        m.submodules.mem = mem = Memory(shape=word, depth=2 * MB, init=[])
-        wp, rp = mem.write_port(), mem.read_port()
+        fmt, P, MB, D = self._fmt, self._per_beat, self.max_beats, self.depth
+        tag = self._tag()
+        m.submodules.stats = stats = RowStats(fmt, P, tag)
+        m.submodules.recip = recip = Reciprocal(
+            q=fmt.recip_q, divisor_bits=fmt.sum_bits, quotient_bits=fmt.recip_bits,
+            steps=self._recip_steps, tag=stats.o.payload.tag.shape())
+        wiring.connect(m, stats.o, recip.i)
+        m.submodules.norm = norm = Normalize(fmt, P)
 
-        meta_l = data.StructLayout({"max": signed(fmt.in_bits), "beats": range(MB + 1),
-                                    "lastcount": range(P + 1), "overflow": 1})
-        metas = [Signal(meta_l, name=f"meta{b}") for b in range(2)]
-        fulls = [Signal(name=f"full{b}") for b in range(2)]
+        word = {"data": data.ArrayLayout(signed(fmt.in_bits), P), "count": range(P + 1)}
+        if self._index_bits:
+            word["index"] = data.ArrayLayout(unsigned(self._index_bits), P)
+        m.submodules.buf = buf = Memory(shape=data.StructLayout(word), depth=D, init=[])
+        wp, rp = buf.write_port(), buf.read_port()
+        row_l = data.StructLayout({"stats": norm_stats_layout(fmt), "tag": tag})
+        m.submodules.rows = rows = Memory(shape=row_l, depth=D, init=[])
+        rwp, rrp = rows.write_port(), rows.read_port(domain="comb")
 
-        # ---------------------------------------------------------------- load side
-        bank_w = Signal()
-        beat_w = Signal(range(MB + 1))
-        max_w = Signal(signed(fmt.in_bits))
-        ovf_w = Signal()
+        def inc(ptr):
+            return Mux(ptr == D - 1, 0, ptr + 1)
+
+        # ------------------------------------------------ input: framing, buffer, statistics
+        occ = Signal(range(D + 1))                      # beats in the buffer
+        wr, rd = Signal(range(D)), Signal(range(D))
+        elems = Signal(range(fmt.max_len + 1))          # kept elements of the open row
+        beats = Signal(range(MB + 1))                   # kept beats of the open row
+        err = Signal()
         ip = self.i.payload
-        m.d.comb += self.i.ready.eq(~Mux(bank_w, fulls[1], fulls[0]))
-        count_ok = ip.count != 0
-        if (1 << len(ip.count)) - 1 > P:
-            count_ok = count_ok & (ip.count <= P)
-        n_in = Mux(ip.last & count_ok, ip.count, P)
-        beat_max = ip.data[0]
-        for j in range(1, P):
-            beat_max = Mux((n_in > j) & (ip.data[j] > beat_max), ip.data[j], beat_max)
-        new_max = Signal(signed(fmt.in_bits))
-        m.d.comb += new_max.eq(Mux((beat_w == 0) | (beat_max > max_w), beat_max, max_w))
-        m.d.comb += [wp.addr.eq(Mux(bank_w, MB, 0) + beat_w),
-                     wp.data.data.eq(ip.data), wp.data.index.eq(ip.index)]
-        row_meta = Signal(meta_l)        # the finished row's metadata, on its last beat
-        with m.If(beat_w != MB):
-            m.d.comb += [row_meta.max.eq(new_max), row_meta.beats.eq(beat_w + 1),
-                         row_meta.lastcount.eq(n_in), row_meta.overflow.eq(ovf_w)]
-        with m.Else():                      # past max_len: the beat is dropped, the row flagged
-            m.d.comb += [row_meta.max.eq(max_w), row_meta.beats.eq(MB),
-                         row_meta.lastcount.eq(P), row_meta.overflow.eq(1)]
-        with m.If(self.i.valid & self.i.ready):
-            with m.If(beat_w != MB):
-                m.d.comb += wp.en.eq(1)
-                m.d.sync += [max_w.eq(new_max), beat_w.eq(beat_w + 1)]
-            with m.Else():
-                m.d.sync += ovf_w.eq(1)
-            with m.If(ip.last):
-                for b in range(2):
-                    with m.If(bank_w == b):
-                        m.d.sync += [metas[b].eq(row_meta), fulls[b].eq(1)]
-                m.d.sync += [bank_w.eq(~bank_w), beat_w.eq(0), ovf_w.eq(0)]
-
-        # ---------------------------------------------------------------- read side
-        bank_r = Signal()
-        cur = Signal(meta_l)
-        m.d.comb += cur.eq(Mux(bank_r, metas[1], metas[0]))
-        cur_full = Mux(bank_r, fulls[1], fulls[0])
-        addr = Signal(range(MB + 1))
-        pend = Signal()                  # the read port holds a beat of this row
-        pend_last = Signal()
-        total = Signal(unsigned(fmt.sum_bits))
-        rem = Signal(unsigned(fmt.sum_bits + 1))
-        recip = Signal(unsigned(fmt.recip_bits))
-        steps = Signal(range(fmt.recip_bits + 1))
-        adv = Signal()
-        m.d.comb += [rp.addr.eq(Mux(bank_r, MB, 0) + addr), rp.en.eq(adv)]
-
-        # Shared exp unit on the read port, invalid lanes masked to zero.
-        exp = ExpUnit(fmt)
-        lane_ok = [~pend_last | (cur.lastcount > j) for j in range(P)]
-        es = []
+        m.d.comb += self.i.ready.eq(occ != D)
+        n_in = Mux(ip.count > P, P, ip.count)
+        room = fmt.max_len - elems
+        keep = (elems != fmt.max_len) & (beats != MB)
+        n_keep = Mux(n_in > room, room, n_in)
+        take = self.i.valid & self.i.ready
+        row_err = err | ~keep | (n_keep != n_in)
+        sp = stats.i.payload
+        m.d.comb += [wp.addr.eq(wr), wp.data.count.eq(n_keep),
+                     sp.count.eq(Mux(keep, n_keep, 0)), sp.last.eq(ip.last),
+                     sp.tag.error.eq(row_err), sp.tag.beats.eq(beats + keep)]
         for j in range(P):
-            d = Signal(unsigned(fmt.in_bits + 1), name=f"d{j}")
-            m.d.comb += d.eq(cur.max - rp.data.data[j])
-            es.append(Mux(lane_ok[j], exp(m, d, f"exp{j}"), 0))
-        e_sum = es[0]
-        for e in es[1:]:
-            e_sum = e_sum + e
+            m.d.comb += [wp.data.data[j].eq(Mux(n_keep > j, ip.data[j], 0)),
+                         sp.data[j].eq(ip.data[j])]
+            if self._index_bits:
+                m.d.comb += wp.data.index[j].eq(Mux(n_keep > j, ip.index[j], 0))
+        with m.If(take):
+            m.d.comb += [wp.en.eq(keep), stats.i.valid.eq(keep | ip.last)]
+            m.d.sync += [elems.eq(elems + Mux(keep, n_keep, 0)), beats.eq(beats + keep),
+                         err.eq(row_err)]
+            with m.If(keep):
+                m.d.sync += wr.eq(inc(wr))
+            with m.If(ip.last):
+                m.d.sync += [elems.eq(0), beats.eq(0), err.eq(0)]
 
-        def issue():
-            # One read per call; `pend` tells the next cycle a beat is at the port.
-            with m.If(addr != cur.beats):
-                m.d.sync += [addr.eq(addr + 1), pend.eq(1), pend_last.eq(addr + 1 == cur.beats)]
-            with m.Else():
-                m.d.sync += pend.eq(0)
+        # ------------------------------------------------ statistics FIFO
+        rwr, rrd = Signal(range(D)), Signal(range(D))
+        nrows = Signal(range(D + 1))
+        ro = recip.o.payload
+        m.d.comb += [rwp.addr.eq(rwr), rwp.en.eq(recip.o.valid),
+                     rwp.data.stats.ref.eq(ro.tag.ref), rwp.data.stats.recip.eq(ro.value),
+                     rwp.data.tag.eq(ro.tag.user), rrp.addr.eq(rrd)]
+        with m.If(recip.o.valid):
+            m.d.sync += rwr.eq(inc(rwr))
 
-        with m.If(self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
-        IDLE, SUM, DIV, OUT = range(4)
-        phase = Signal(range(4))
-        with m.If(phase == IDLE):
-            m.d.comb += adv.eq(1)
-            with m.If(cur_full):
-                m.d.sync += [addr.eq(0), pend.eq(0), total.eq(0), phase.eq(SUM)]
-        with m.Elif(phase == SUM):
-            m.d.comb += adv.eq(1)
-            issue()
-            with m.If(pend):
-                m.d.sync += total.eq(total + e_sum)
-                with m.If(pend_last):
-                    m.d.sync += [rem.eq(1 << (fmt.exp_frac - 1)), recip.eq(0),
-                                 steps.eq(fmt.recip_bits), phase.eq(DIV)]
-        with m.Elif(phase == DIV):
-            m.d.comb += adv.eq(1)
-            r2 = rem << 1
-            ge = r2 >= total
-            m.d.sync += [rem.eq(Mux(ge, r2 - total, r2)), recip.eq((recip << 1) | ge),
-                         steps.eq(steps - 1)]
-            with m.If(steps == 1):
-                m.d.sync += [addr.eq(0), pend.eq(0), phase.eq(OUT)]
-        with m.Else():                                          # OUT
-            m.d.comb += adv.eq(~self.o.valid | self.o.ready)
-            with m.If(adv):
-                issue()
-                op = self.o.payload
-                shift = fmt.recip_q - fmt.out_frac
-                m.d.sync += [self.o.valid.eq(pend), op.last.eq(pend_last),
-                             op.count.eq(Mux(pend_last, cur.lastcount, P)),
-                             op.overflow.eq(cur.overflow)]
-                for j in range(P):
-                    m.d.sync += [
-                        op.prob[j].eq(round_shift(es[j] * recip, shift)),
-                        op.index[j].eq(Mux(lane_ok[j], rp.data.index[j], 0))]
-                with m.If(pend & pend_last):
-                    for b in range(2):
-                        with m.If(bank_r == b):
-                            m.d.sync += fulls[b].eq(0)
-                    m.d.sync += [bank_r.eq(~bank_r), phase.eq(IDLE)]
+        # ------------------------------------------------ output: read, normalize, register
+        adv = ~self.o.valid | self.o.ready
+        ob = Signal(range(MB + 1))                      # beat of the head row being read
+        head = rrp.data
+        issue = adv & (occ != 0) & (nrows != 0)
+        v1, last1, err1 = Signal(), Signal(), Signal()
+        st1 = Signal(norm_stats_layout(fmt))
+        m.d.comb += [rp.addr.eq(rd), rp.en.eq(adv)]
+        pop = issue & (ob + 1 == head.tag.beats)
+        with m.If(adv):
+            m.d.sync += [v1.eq(issue), last1.eq(pop), err1.eq(head.tag.error),
+                         st1.eq(head.stats)]
+        with m.If(issue):
+            m.d.sync += [rd.eq(inc(rd)), ob.eq(Mux(pop, 0, ob + 1))]
+            with m.If(pop):
+                m.d.sync += rrd.eq(inc(rrd))
+        m.d.sync += [occ.eq(occ + (take & keep) - issue),
+                     nrows.eq(nrows + recip.o.valid - pop)]
+
+        m.d.comb += [norm.x.eq(rp.data.data), norm.stats.eq(st1)]
+        op = self.o.payload
+        with m.If(adv):
+            m.d.sync += [self.o.valid.eq(v1), op.count.eq(rp.data.count), op.last.eq(last1),
+                         op.error.eq(err1)]
+            for j in range(P):
+                m.d.sync += op.data[j].eq(Mux(rp.data.count > j, norm.p[j], 0))
+            if self._index_bits:
+                m.d.sync += op.index.eq(rp.data.index)
         return m
 
 
 UNIT = Unit(
     "softmax", Softmax, "streaming max-subtracted fixed-point softmax (dense or sparse rows)",
-    FORMAT_PARAMS + (INDEX_BITS,),
-    sim=(SimPoint(), SimPoint({"lanes": 3, "max_len": 12, "in_bits": 8, "in_frac": 4,
-                               "out_frac": 6, "table_bits": 8, "index_bits": 4})),
-    formal=Formal(cover_depth=28))
+    FORMAT_PARAMS + (INDEX_BITS, RECIP_STEPS),
+    sim=(SimPoint(), SimPoint({"per_beat": 3, "max_len": 12, "in_bits": 8, "in_frac": 4,
+                               "out_frac": 6, "table_bits": 8, "index_bits": 4,
+                               "recip_steps": 3})),
+    formal=Formal(cover_depth=20))

@@ -4,20 +4,32 @@
 Stimulus is a timing-free list of operations ``(Command, scores)``; the golden model turns it
 into the expected ``mask`` and ``idx`` beats; the drivers put commands and score beats on
 ``cmd`` and ``i`` with random gaps while the monitors take ``mask`` and ``idx`` under random
-stalls, and two scoreboards check every beat in order. :func:`random_ops` is also used by the
-quick Amaranth-simulator tests (``tests/test_detector.py``).
+stalls, and two scoreboards check every beat in order. :func:`random_ops`,
+:func:`expected_beats`, the comparators and :func:`simulate` (the same check in the Amaranth
+simulator, with the drivers of :mod:`attnforge.testbench.quick`) serve the quick tests
+(``tests/test_detector.py``) and the benchmark (``benchmarks/detector.py``).
 """
 
+import random
+
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from ..golden.detector import Command, DetectorModel, Gran, Mode
 from ..golden.numbers import value_range
 from ..rtl.detector import cmd_layout, idx_layout, mask_layout, score_layout
-from .kit import (BackPressure, Scoreboard, StreamSink, StreamSource, make_rng, reset, start,
-                  unit_under_test)
+from . import quick
+from .kit import Bench
 
-__all__ = ["random_ops", "bad_ops", "cmd_fields", "compare_mask", "compare_idx"]
+__all__ = ["model_of", "random_ops", "bad_ops", "cmd_fields", "expected_beats",
+           "compare_mask", "compare_idx", "simulate", "DetectorBench"]
+
+
+def model_of(unit):
+    """The golden model configured like the generator object ``unit`` (or a component with
+    the same properties)."""
+    return DetectorModel(per_beat=unit.per_beat, max_len=unit.max_len,
+                         score_bits=unit.score_bits, sched_lanes=unit.sched_lanes)
 
 
 def _scores(rng, bits, shape, style):
@@ -43,7 +55,7 @@ def random_ops(rng, model, n, *, grans=tuple(Gran), modes=tuple(Mode), bad_p=0.0
     "keep none" (most positive + 1), a value present in the row (ties at the threshold) and
     any value of the field; k hits 1, G and uniform draws.
     """
-    b, N, P = model.score_bits, model.max_len, model.parallel
+    b, N, P = model.score_bits, model.max_len, model.per_beat
     ops = []
     for _ in range(n):
         if rng.random() < bad_p:
@@ -105,90 +117,128 @@ def expected_beats(model, ops, rng=None):
     results = model.run(ops)
     cmds = [cmd_fields(c) for c, _ in ops]
     beats = [{"scores": b} for c, s in ops for b in model.input_beats(c, s, fill)]
-    masks = [{"mask": r["mask"], "count": r["count"], "lane": r["lane"], "err": r["err"]}
+    masks = [{"mask": r["mask"], "count": r["count"], "lane": r["lane"], "error": r["error"]}
              for r in results]
     idx = [b for r in results for b in model.idx_beats(r)]
     return cmds, beats, masks, idx
 
 
+def mask_fields(actual):
+    """A ``mask`` payload (cocotb view or Amaranth constant) as the model's dict."""
+    return {"mask": int(actual["mask"]), "count": int(actual["count"]),
+            "lane": int(actual["lane"]), "error": bool(actual["error"])}
+
+
+def idx_fields(actual):
+    """An ``idx`` payload (cocotb view or Amaranth constant) as the model's dict."""
+    return {"index": [int(x) for x in actual["index"]], "data": [int(x) for x in actual["data"]],
+            "count": int(actual["count"]), "lane": int(actual["lane"]),
+            "last": bool(actual["last"]), "error": bool(actual["error"])}
+
+
 def compare_mask(expected, actual):
-    got = {"mask": int(actual["mask"]), "count": int(actual["count"]),
-           "lane": int(actual["lane"]), "err": bool(actual["err"])}
+    got = mask_fields(actual)
     return None if got == expected else f"expected {expected}, got {got}"
 
 
 def compare_idx(expected, actual):
-    got = {"idx": [int(x) for x in actual["idx"]], "n": int(actual["n"]),
-           "lane": int(actual["lane"]), "last": bool(actual["last"])}
+    got = idx_fields(actual)
     return None if got == expected else f"expected {expected}, got {got}"
 
 
-class DetectorBench:
+def simulate(dut, ops, seed=0, *, gaps=0.0, stalls=0.0, max_cycles=None):
+    """Run ``ops`` through ``dut`` in the Amaranth simulator: :mod:`~attnforge.testbench.quick`
+    drivers with random gaps on ``cmd`` and ``i`` and stalls on ``mask`` and ``idx``; after the
+    last expected beat, 5 more cycles in which no output may be valid.
+
+    Returns a dict: ``masks`` / ``idx`` (expected), ``got_masks`` / ``got_idx`` (observed, as
+    the model's dicts), ``takes`` (cycles in which a score beat was taken), ``idx_valid``
+    (cycles in which ``idx`` was valid), ``cycles`` (total)."""
+    rng = random.Random(seed)
+    cmds, beats, masks, idx = expected_beats(model_of(dut), ops, rng)
+    out = {"masks": masks, "idx": idx, "got_masks": [], "got_idx": [], "takes": [],
+           "idx_valid": [], "cycles": 0}
+    limit = max_cycles or 40 * (len(beats) + len(ops)) + 500
+
+    async def watch(ctx):
+        cycle = 0
+        while len(out["got_masks"]) < len(masks) or len(out["got_idx"]) < len(idx):
+            _, _, take, valid = await ctx.tick().sample(dut.i.valid & dut.i.ready,
+                                                        dut.idx.valid)
+            if take:
+                out["takes"].append(cycle)
+            if valid:
+                out["idx_valid"].append(cycle)
+            cycle += 1
+            assert cycle < limit, f"detector simulation: timeout after {cycle} cycles"
+        out["cycles"] = cycle
+        for _ in range(5):                      # nothing extra may follow
+            _, _, mv, iv = await ctx.tick().sample(dut.mask.valid, dut.idx.valid)
+            assert not mv and not iv, "an output beat beyond the expected ones"
+
+    from amaranth.sim import Simulator
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(quick.source(dut.cmd, cmds, rng, gaps))
+    sim.add_testbench(quick.source(dut.i, beats, rng, gaps))
+    sim.add_testbench(quick.sink(dut.mask, out["got_masks"], len(masks), rng, stalls,
+                                 mask_fields))
+    sim.add_testbench(quick.sink(dut.idx, out["got_idx"], len(idx), rng, stalls, idx_fields))
+    sim.add_testbench(watch)
+    sim.run()
+    return out
+
+
+class DetectorBench(Bench):
     """Drivers, monitors and scoreboards around the detector.
 
     The scheduler's state (lane loads) spans operations, so the bench keeps every operation
-    since the last reset and expects what the model gives for the ones :meth:`play` adds.
+    since the last reset and expects what the model gives for the ones :meth:`play` adds; a
+    reset (:meth:`Bench.reset`) starts a fresh list (:meth:`on_reset`).
     """
 
     def __init__(self, dut, *, gaps=0.3, stalls=0.3):
-        self.dut = dut
-        u = self.unit = unit_under_test()
-        self.model = DetectorModel(parallel=u.parallel, max_len=u.max_len,
-                                   score_bits=u.score_bits, lanes=u.lanes)
-        self.rng = make_rng("detector")
-        self.cmd = StreamSource(dut, "cmd", cmd_layout(u.max_len, u.score_bits), self.rng,
-                                gaps=BackPressure(self.rng, gaps))
-        self.i = StreamSource(dut, "i", score_layout(u.parallel, u.score_bits), self.rng,
-                              gaps=BackPressure(self.rng, gaps))
-        self.masks = Scoreboard("detector.mask", compare_mask)
-        self.idxs = Scoreboard("detector.idx", compare_idx)
-        self.stalls = stalls
-        self._sinks()
-        self.ops = []
-
-    def _sinks(self):
+        super().__init__(dut, "detector", gaps=gaps, stalls=stalls)
         u = self.unit
-        self.mask_sink = StreamSink(self.dut, "mask", mask_layout(u.max_len, u.lanes), self.rng,
-                                    self.masks, stalls=BackPressure(self.rng, self.stalls))
-        self.idx_sink = StreamSink(self.dut, "idx", idx_layout(u.parallel, u.max_len, u.lanes),
-                                   self.rng, self.idxs,
-                                   stalls=BackPressure(self.rng, self.stalls))
+        self.model = model_of(u)
+        self.cmd = self.source("cmd", cmd_layout(u.max_len, u.score_bits))
+        self.i = self.source("i", score_layout(u.per_beat, u.score_bits))
+        self.mask, self.masks = self.sink("mask", mask_layout(u.max_len, u.sched_lanes),
+                                          compare_mask)
+        self.idx, self.idxs = self.sink(
+            "idx", idx_layout(u.per_beat, u.max_len, u.score_bits, u.sched_lanes), compare_idx)
+        self.on_reset()
 
-    async def reset(self):
-        """Reset mid-stream: whatever was in flight is dropped; loads restart from zero."""
-        self.mask_sink.stop()
-        self.idx_sink.stop()
-        await reset(self.dut)
-        self._sinks()
-        self.ops = []
-        self.masks.expected, self.masks.checked = [], 0
-        self.idxs.expected, self.idxs.checked = [], 0
+    def on_reset(self):
+        """The reset cleared the lane loads: expectations restart from an empty history."""
+        self.ops, self.n_masks, self.n_idx, self.beats = [], 0, 0, 0
 
     def play(self, ops):
-        n_old = len(self.ops)
+        """Queue ``ops`` after the current ones and expect their results; returns the number
+        of score beats queued."""
         self.ops += ops
         _, _, masks, idx = expected_beats(self.model, self.ops)
-        old_idx = len(expected_beats(self.model, self.ops[:n_old])[3]) if n_old else 0
-        self.masks.expect_all(masks[n_old:])
-        self.idxs.expect_all(idx[old_idx:])
+        self.masks.expect_all(masks[self.n_masks:])
+        self.idxs.expect_all(idx[self.n_idx:])
+        self.n_masks, self.n_idx = len(masks), len(idx)
         cmds, beats, _, _ = expected_beats(self.model, ops, self.rng)
         self.cmd.send_all(cmds)
         self.i.send_all(beats)
+        self.beats += len(beats)
         return len(beats)
 
-    async def finish(self, beats):
-        await self.masks.wait(self.dut.clk, 20 * beats + 60 * len(self.ops) + 200)
-        await self.idxs.wait(self.dut.clk, 200)
+    async def finish(self):
+        await super().finish(20 * self.beats + 60 * len(self.ops) + 200)
 
 
 @cocotb.test()
 async def random_all(dut):
     """Random rows in every mode and granularity (short, full, ties, constant), a few bad
     requests and scheduler restarts, random gaps on both inputs and stalls on both outputs."""
-    await start(dut)
     tb = DetectorBench(dut)
-    beats = tb.play(random_ops(tb.rng, tb.model, 400, bad_p=0.05))
-    await tb.finish(beats)
+    await tb.start()
+    tb.play(random_ops(tb.rng, tb.model, 400, bad_p=0.05))
+    await tb.finish()
     dut._log.info("checked %d rows, %d idx beats", tb.masks.checked, tb.idxs.checked)
 
 
@@ -196,13 +246,13 @@ async def random_all(dut):
 async def corners_every_granularity(dut):
     """Per granularity and mode: all-kept and none-kept rows, ties at the threshold, top-k
     among equal scores (lower index wins), rows shorter than P and of exactly max_len."""
-    await start(dut)
     tb = DetectorBench(dut, gaps=0.2, stalls=0.2)
+    await tb.start()
     m = tb.model
     lo, hi = value_range(m.score_bits)
     ops = []
     for gran in Gran:
-        for length in sorted({1, max(1, m.parallel - 1), m.parallel, m.max_len,
+        for length in sorted({1, max(1, m.per_beat - 1), m.per_beat, m.max_len,
                               min(m.max_len, gran.cols + 1)}):
             g = -(-length // gran.cols)
             rows = lambda v: [[v] * length for _ in range(gran.rows)]  # noqa: E731
@@ -216,42 +266,43 @@ async def corners_every_granularity(dut):
                     (Command(mode=Mode.TOPK, gran=gran, length=length, k=g), rnd),
                     (Command(mode=Mode.TOPK, gran=gran, length=length,
                              k=max(1, g // 2)), rows(hi))]
-    beats = tb.play(ops)
-    await tb.finish(beats)
+    tb.play(ops)
+    await tb.finish()
 
 
 @cocotb.test()
 async def bad_requests(dut):
-    """Every kind of bad command, between good ones: an error result, no beats consumed."""
-    await start(dut)
+    """Every kind of bad command, between good ones: an error row (mask and idx), no beats
+    consumed."""
     tb = DetectorBench(dut)
+    await tb.start()
     ops = []
     for _ in range(30):
         ops += bad_ops(tb.rng, tb.model, tb.rng.randint(1, 3))
         ops += random_ops(tb.rng, tb.model, tb.rng.randint(0, 2))
-    beats = tb.play(ops)
-    await tb.finish(beats)
-    assert sum(e["err"] for e in tb.masks.expected) >= 30
+    tb.play(ops)
+    await tb.finish()
+    assert sum(e["error"] for e in tb.masks.expected) >= 30
+    assert sum(e["error"] for e in tb.idxs.expected) >= 30
 
 
 @cocotb.test()
 async def reset_mid_stream(dut):
     """Reset with a row half received and lanes loaded: nothing survives, loads restart."""
-    await start(dut)
     tb = DetectorBench(dut, gaps=0.1, stalls=0.1)
-    beats = tb.play(random_ops(tb.rng, tb.model, 20))
-    await tb.finish(beats)
+    await tb.start()
+    tb.play(random_ops(tb.rng, tb.model, 20))
+    await tb.finish()
     m = tb.model
     tb.cmd.send(cmd_fields(Command(gran=Gran.ELEM, length=m.max_len)))
-    tb.i.send({"scores": [0] * m.parallel})
-    while not (tb.cmd.idle and tb.i.idle):
-        await RisingEdge(dut.clk)
+    tb.i.send({"scores": [0] * m.per_beat})
+    await tb.drain_inputs()
     await ClockCycles(dut.clk, 3)
     await tb.reset()
     await ClockCycles(dut.clk, 2)
     assert not dut.mask__valid.value and not dut.idx__valid.value, "a result survived reset"
-    beats = tb.play(random_ops(tb.rng, tb.model, 60, bad_p=0.05, restart_p=0))
-    await tb.finish(beats)
+    tb.play(random_ops(tb.rng, tb.model, 60, bad_p=0.05, restart_p=0))
+    await tb.finish()
 
 
 @cocotb.test()
@@ -259,20 +310,23 @@ async def throughput(dut):
     """Without gaps or stalls, threshold rows of one length stream at P scores per cycle with
     no bubble between rows (every beat accepted in consecutive cycles); top-k rows cost at
     most score_bits + 1 extra cycles each."""
-    await start(dut)
     tb = DetectorBench(dut, gaps=0, stalls=0)
+    await tb.start()
     m = tb.model
+    figures = {}
     for mode, grans, slack in [(Mode.THRESHOLD, (Gran.ELEM, Gran.VEC4, Gran.BLK8), 0),
                                (Mode.TOPK, (Gran.ELEM,), tb.unit.topk_cycles)]:
         ops = random_ops(tb.rng, m, 40, grans=grans, modes=(mode,), restart_p=0,
                          lengths=[m.max_len - 1])
         first = len(tb.i.accept_times)
         beats = tb.play(ops)
-        await tb.finish(beats)
+        await tb.finish()
         times = tb.i.accept_times[first:]
         cycles = (times[-1] - times[0]) / 10 + 1
         rows = len(ops)
         dut._log.info("%s: %d beats (%d scores/beat) in %d cycles", mode.name, beats,
-                      m.parallel, cycles)
+                      m.per_beat, cycles)
         assert len(times) == beats
         assert cycles <= beats + slack * rows, (cycles, beats, rows)
+        figures[mode.name] = {"beats": beats, "cycles": int(cycles), "rows": rows}
+    tb.figures(figures)

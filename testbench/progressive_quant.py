@@ -159,7 +159,7 @@ class PQBench:
                                                        u.out_frac + 1, u.addr_bits),
                                 self.rng, gaps=BackPressure(self.rng, gaps))
         self.board = Scoreboard("progressive_quant.o", self.compare)
-        self.o = StreamSink(dut, "o", prob_layout(u.lanes, u.out_frac), self.rng, self.board,
+        self.o = StreamSink(dut, "o", prob_layout(u.per_beat, u.out_frac), self.rng, self.board,
                             stalls=BackPressure(self.rng, stalls))
         # Planes go at increasing addresses from a random base (high address bits exercised).
         span = 400 * (2 * words_per_query(u) + 4)
@@ -168,7 +168,7 @@ class PQBench:
         self.fetched = 0
 
     def compare(self, expected, actual):
-        got = {"prob": [int(x) for x in actual.prob], "count": int(actual.count),
+        got = {"data": [int(x) for x in actual.data], "count": int(actual.count),
                "last": int(actual.last), "fetched": int(actual.fetched),
                "error": int(actual.error)}
         beat = {k: expected[k] for k in got}
@@ -183,10 +183,10 @@ class PQBench:
         return None
 
     def expected_beats(self, query):
-        P = self.unit.lanes
+        P = self.unit.per_beat
         tag = self.queries
         if query.keys is None:
-            return [{"prob": [0] * P, "count": 0, "last": 1, "fetched": 0, "error": 1,
+            return [{"data": [0] * P, "count": 0, "last": 1, "fetched": 0, "error": 1,
                      "requests": [], "bytes": 0, "query": tag}]
         probs, fetched, nbytes = progressive_query(query.q, query.keys, query.threshold,
                                                    self.unit.config)
@@ -195,7 +195,7 @@ class PQBench:
         if fetched:
             reqs.append((1, query.lsb_addr, len(query.planes[1])))
         n = len(probs)
-        return [{"prob": [int(x) for x in probs[b:b + P]] + [0] * max(0, b + P - n),
+        return [{"data": [int(x) for x in probs[b:b + P]] + [0] * max(0, b + P - n),
                  "count": min(P, n - b), "last": int(b + P >= n), "fetched": int(fetched),
                  "error": 0, "requests": reqs, "bytes": nbytes, "query": tag}
                 for b in range(0, n, P)]

@@ -52,7 +52,7 @@ def test_command_errors():
 
 
 def test_model_hand():
-    m = DetectorModel(parallel=4, max_len=16, score_bits=4, lanes=2)
+    m = DetectorModel(per_beat=4, max_len=16, score_bits=4, sched_lanes=2)
     ops = [(Command(length=6, threshold=2), [[2, 1, 3, -8, 7, 2]]),
            (Command(mode=Mode.TOPK, length=5, k=2, gran=Gran.VEC4), [[0, 0, 0, 0, 0]]),
            (Command(length=0), None),
@@ -60,13 +60,15 @@ def test_model_hand():
     r = m.run(ops)
     assert [x["indices"] for x in r] == [[0, 2, 4, 5], [0, 1], [], []]
     assert [x["count"] for x in r] == [4, 2, 0, 0]
-    assert [x["err"] for x in r] == [False, False, True, False]
+    assert [x["error"] for x in r] == [False, False, True, False]
+    assert [x["scores"] for x in r] == [[2, 3, 7, 2], [0, 0], [], []]
     assert [x["lane"] for x in r] == [0, 1, 1, 1]
     assert r[0]["mask"] == 0b110101
     beats = m.idx_beats(r[0])
-    assert [(b["idx"], b["n"], b["last"]) for b in beats] == [([0, 2, 0, 0], 2, False),
-                                                              ([4, 5, 0, 0], 2, True)]
-    assert [(b["n"], b["last"]) for b in m.idx_beats(r[2])] == [(0, True)]
+    assert [(b["index"], b["data"], b["count"], b["last"]) for b in beats] == [
+        ([0, 2, 0, 0], [2, 3, 0, 0], 2, False), ([4, 5, 0, 0], [7, 2, 0, 0], 2, True)]
+    assert [(b["count"], b["last"], b["error"]) for b in m.idx_beats(r[2])] == [(0, True, True)]
+    assert [(b["count"], b["last"], b["error"]) for b in m.idx_beats(r[3])] == [(0, True, False)]
 
 
 # ---------------------------------------------------------------- golden: properties
@@ -113,7 +115,7 @@ def test_schedule_is_greedy_and_bounded():
 
 
 def test_model_rejects_caller_bugs():
-    m = DetectorModel(parallel=4, max_len=16, score_bits=4)
+    m = DetectorModel(per_beat=4, max_len=16, score_bits=4)
     with pytest.raises(ValueError, match="threshold"):
         m.run([(Command(length=1, threshold=16), [[0]])])
     with pytest.raises(ValueError, match="lie in"):
@@ -123,7 +125,7 @@ def test_model_rejects_caller_bugs():
 
 
 def test_input_beats_pad():
-    m = DetectorModel(parallel=4, max_len=16, score_bits=4)
+    m = DetectorModel(per_beat=4, max_len=16, score_bits=4)
     beats = m.input_beats(Command(length=5), [[1, 2, 3, 4, 5]], fill=lambda n: [-8] * n)
     assert beats == [[1, 2, 3, 4], [5, -8, -8, -8]]
     assert m.input_beats(Command(length=0), None) == []
@@ -135,69 +137,16 @@ import random  # noqa: E402
 
 from amaranth.sim import Simulator  # noqa: E402
 
-from attnforge.rtl.detector import Detector  # noqa: E402
-from attnforge.testbench.detector import (bad_ops, compare_idx, compare_mask,  # noqa: E402
-                                          expected_beats, random_ops)
+from attnforge.golden.detector import granule_scores  # noqa: E402,F811
+from attnforge.rtl.detector import Detector, Ingest, Scheduler, Select  # noqa: E402
+from attnforge.testbench import quick  # noqa: E402
+from attnforge.testbench.detector import (bad_ops, cmd_fields, compare_idx,  # noqa: E402
+                                          compare_mask, expected_beats, model_of, random_ops,
+                                          simulate)
 
 
-def simulate(dut, ops, seed=0, *, gaps=0.3, stalls=0.3, max_cycles=20000):
-    """Run ``ops`` through ``dut`` in the Amaranth simulator with random gaps and stalls;
-    return ``(expected masks, got masks, expected idx beats, got idx beats, cycles)``."""
-    model = DetectorModel(parallel=dut.parallel, max_len=dut.max_len,
-                          score_bits=dut.score_bits, lanes=dut.lanes)
-    rng = random.Random(seed)
-    cmds, beats, masks, idx = expected_beats(model, ops, rng)
-    got_m, got_i, state = [], [], {"cycles": 0, "accepted": []}
-
-    def source(port, items, times=None):
-        async def run(ctx):
-            t = 0
-            for item in items:
-                while rng.random() < gaps:
-                    ctx.set(port.valid, 0)
-                    await ctx.tick()
-                    t += 1
-                ctx.set(port.payload, item)
-                ctx.set(port.valid, 1)
-                while True:
-                    _, _, ready = await ctx.tick().sample(port.ready)
-                    t += 1
-                    if ready:
-                        break
-                if times is not None:
-                    times.append(t)
-            ctx.set(port.valid, 0)
-        return run
-
-    def sink(port, out):
-        async def run(ctx):
-            while True:
-                ready = rng.random() >= stalls
-                ctx.set(port.ready, ready)
-                _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
-                if ready and valid:
-                    out.append(payload)
-        return run
-
-    async def watch(ctx):
-        while (len(got_m) < len(masks) or len(got_i) < len(idx)) and \
-                state["cycles"] < max_cycles:
-            await ctx.tick()
-            state["cycles"] += 1
-        await ctx.tick().repeat(5)                 # nothing extra may follow
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source(dut.cmd, cmds))
-    sim.add_testbench(source(dut.i, [{"scores": b["scores"]} for b in beats], state["accepted"]))
-    sim.add_testbench(sink(dut.mask, got_m), background=True)
-    sim.add_testbench(sink(dut.idx, got_i), background=True)
-    sim.add_testbench(watch)
-    sim.run()
-    return masks, got_m, idx, got_i, state["accepted"]
-
-
-def _check(masks, got_m, idx, got_i):
+def _check(out):
+    masks, got_m, idx, got_i = out["masks"], out["got_masks"], out["idx"], out["got_idx"]
     assert len(got_m) == len(masks) and len(got_i) == len(idx), \
         (len(got_m), len(masks), len(got_i), len(idx))
     for k, (e, a) in enumerate(zip(masks, got_m)):
@@ -206,48 +155,167 @@ def _check(masks, got_m, idx, got_i):
         assert compare_idx(e, a) is None, (k, compare_idx(e, a))
 
 
+SMALL = dict(per_beat=4, max_len=16, score_bits=4, sched_lanes=2)
+
+
 @pytest.mark.parametrize("params, seed", [
-    (dict(parallel=4, max_len=16, score_bits=4, lanes=3), 1),
-    (dict(parallel=2, max_len=8, score_bits=2, lanes=2), 2),
-    (dict(parallel=8, max_len=32, score_bits=8, lanes=4), 3),
+    (dict(per_beat=4, max_len=16, score_bits=4, sched_lanes=3), 1),
+    (dict(per_beat=2, max_len=8, score_bits=2, sched_lanes=2), 2),
+    (dict(per_beat=8, max_len=32, score_bits=8, sched_lanes=4), 3),
+    (dict(per_beat=1, max_len=4, score_bits=4, sched_lanes=1), 4),
 ])
 def test_sim_random(params, seed):
     dut = Detector(**params)
-    model = DetectorModel(**{k: v for k, v in params.items()})
-    ops = random_ops(random.Random(seed), model, 120, bad_p=0.08)
-    _check(*simulate(dut, ops, seed)[:4])
+    ops = random_ops(random.Random(seed), model_of(dut), 120, bad_p=0.08)
+    _check(simulate(dut, ops, seed, gaps=0.3, stalls=0.3))
 
 
 def test_sim_bad_requests_only():
-    dut = Detector(parallel=4, max_len=16, score_bits=4, lanes=2)
-    model = DetectorModel(parallel=4, max_len=16, score_bits=4, lanes=2)
-    ops = bad_ops(random.Random(5), model, 40)
-    masks = simulate(dut, ops, 5)
-    assert all(e["err"] for e in masks[0])
-    _check(*masks[:4])
+    dut = Detector(**SMALL)
+    out = simulate(dut, bad_ops(random.Random(5), model_of(dut), 40), 5, gaps=0.3, stalls=0.3)
+    assert all(e["error"] for e in out["masks"]) and all(e["error"] for e in out["idx"])
+    _check(out)
 
 
 @pytest.mark.parametrize("length", [16, 13, 3])
 def test_sim_no_bubbles(length):
     """Threshold rows of one length (every row of a head) back to back: every beat is accepted
     in consecutive cycles, whatever the granularity mix."""
-    dut = Detector(parallel=4, max_len=16, score_bits=4, lanes=2)
-    model = DetectorModel(parallel=4, max_len=16, score_bits=4, lanes=2)
-    ops = random_ops(random.Random(length), model, 30, modes=(Mode.THRESHOLD,),
+    dut = Detector(**SMALL)
+    ops = random_ops(random.Random(length), model_of(dut), 30, modes=(Mode.THRESHOLD,),
                      grans=(Gran.ELEM, Gran.VEC4, Gran.BLK8), lengths=[length])
-    masks, got_m, idx, got_i, times = simulate(dut, ops, 9, gaps=0, stalls=0)
-    _check(masks, got_m, idx, got_i)
+    out = simulate(dut, ops, 9)
+    _check(out)
+    times = out["takes"]
     beats = sum(-(-c.length // 4) * Gran(c.gran).rows for c, _ in ops)
     assert len(times) == beats and times[-1] - times[0] + 1 == beats, (times[:5], beats)
 
 
+@pytest.mark.parametrize("params", [SMALL, dict(per_beat=8, max_len=64, score_bits=8,
+                                                sched_lanes=4)])
+@pytest.mark.parametrize("mode", list(Mode))
+def test_sim_latency(params, mode):
+    """First ``idx`` beat of a row, counted from the cycle its last score beat is taken, equals
+    :attr:`Detector.latency` (and docs/detector.md): 3 (threshold), score_bits + 4 (top-k)."""
+    dut = Detector(**params)
+    n = params["max_len"]
+    ops = [(Command(mode=mode, length=n, threshold=0, k=1), [[1] * n])]
+    out = simulate(dut, ops)
+    _check(out)
+    measured = out["idx_valid"][0] - out["takes"][-1]
+    assert measured == dut.latency[mode] == {Mode.THRESHOLD: 3,
+                                             Mode.TOPK: params["score_bits"] + 4}[mode]
+
+
+# ---------------------------------------------------------------- RTL: each stage alone
+
+def test_ingest_alone():
+    """Ingest: granule rows (every granularity, partial granules, bad commands) equal the
+    golden granule scores; slots past ``count`` are zero; stalls on ``o``."""
+    rng = random.Random(11)
+    dut = Ingest(per_beat=4, max_len=16, score_bits=4)
+    model = DetectorModel(**SMALL)
+    ops = random_ops(rng, model, 60, bad_p=0.15)
+    cmds, beats, _, _ = expected_beats(model, ops, rng)
+    want = []
+    for c, s in ops:
+        if model.check(c, s) is None:
+            want.append((0, True, [0] * 16))
+        else:
+            g = granule_scores(s, Gran(c.gran).cols).tolist()
+            want.append((len(g), False, g + [0] * (16 - len(g))))
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(quick.source(dut.cmd, cmds, rng, 0.3))
+    sim.add_testbench(quick.source(dut.i, beats, rng, 0.3))
+    sim.add_testbench(quick.sink(dut.o, got, len(want), rng, 0.4, lambda p: (
+        int(p.count), bool(p.error), [int(x) for x in p.data])))
+    sim.run()
+    assert got == want
+
+
+def test_select_alone_latency():
+    """Select: a taken row's first beat is valid 2 cycles later (threshold; top-k adds
+    score_bits + 1), and the kept indices and scores match the model."""
+    for mode, extra in ((Mode.THRESHOLD, 0), (Mode.TOPK, 5)):
+        dut = Select(per_beat=4, max_len=16, score_bits=4)
+        row = {"data": [3, -2, 5, 5, 0, 7, -8, 1] + [0] * 8, "count": 8, "last": 1, "error": 0,
+               "mode": mode, "threshold": 3, "k": 3, "restart": 0}
+        seen = {}
+
+        async def tb(ctx):
+            ctx.set(dut.o.ready, 1)
+            ctx.set(dut.i.payload, row)
+            ctx.set(dut.i.valid, 1)
+            for cycle in range(40):
+                _, _, taken, valid, p = await ctx.tick().sample(
+                    dut.i.valid & dut.i.ready, dut.o.valid, dut.o.payload)
+                if taken and "take" not in seen:
+                    seen["take"] = cycle
+                    ctx.set(dut.i.valid, 0)
+                if valid:
+                    seen.setdefault("first", cycle)
+                    seen.setdefault("beats", []).append(
+                        ([int(x) for x in p.index][:int(p.count)],
+                         [int(x) for x in p.data][:int(p.count)], bool(p.last)))
+        sim = Simulator(dut)
+        sim.add_clock(1e-6)
+        sim.add_testbench(tb)
+        sim.run()
+        assert seen["first"] - seen["take"] == 2 + extra
+        want = ([([0, 2, 3], [3, 5, 5], False), ([5], [7], True)] if mode == Mode.THRESHOLD
+                else [([2, 3], [5, 5], False), ([5], [7], True)])
+        assert seen["beats"] == want
+
+
+def test_scheduler_alone():
+    """Scheduler: greedy lanes on random kept rows (restarts, error rows, multi-beat rows),
+    every beat on ``idx`` with its lane, each row's last beat also on ``mask``; independent
+    random stalls on both outputs."""
+    rng = random.Random(12)
+    dut = Scheduler(per_beat=2, max_len=8, score_bits=4, sched_lanes=3)
+    beats, counts, restarts, rows = [], [], [], 60
+    for _ in range(rows):
+        nb, restart = rng.randint(1, 3), rng.random() < 0.1
+        ns = [rng.randint(0, 2) for _ in range(nb)]
+        counts.append(sum(ns))
+        restarts.append(restart)
+        for k, n in enumerate(ns):
+            beats.append({"index": [rng.randint(0, 7) for _ in range(n)] + [0] * (2 - n),
+                          "data": [0, 0], "count": n, "last": k == nb - 1, "error": 0,
+                          "restart": restart, "mask": rng.getrandbits(8), "total": sum(ns)})
+    from attnforge.golden.detector import schedule
+    lanes, _ = schedule(counts, 3, restarts)
+    want_idx, r = [], 0
+    for b in beats:
+        want_idx.append((b["index"], b["count"], int(lanes[r])))
+        r += b["last"]
+    want_mask = [(b["mask"], b["total"], int(lanes[k]))
+                 for k, b in enumerate([b for b in beats if b["last"]])]
+    got_idx, got_mask = [], []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    sim.add_testbench(quick.source(dut.i, beats, rng, 0.3))
+    sim.add_testbench(quick.sink(dut.idx, got_idx, len(beats), rng, 0.4, lambda p: (
+        [int(x) for x in p.index], int(p.count), int(p.lane))))
+    sim.add_testbench(quick.sink(dut.mask, got_mask, len(want_mask), rng, 0.4, lambda p: (
+        int(p.mask), int(p.count), int(p.lane))))
+    sim.run()
+    assert got_idx == want_idx and got_mask == want_mask
+
+
 @pytest.mark.parametrize("name, value, match", [
-    ("parallel", 3, "parallel"), ("parallel", 64, "parallel"),
+    ("per_beat", 3, "per_beat"), ("per_beat", 64, "per_beat"),
     ("max_len", 12, "multiple"), ("max_len", 2048, "max_len"), ("max_len", 4, "max_len"),
-    ("score_bits", 16, "score_bits"), ("lanes", 0, "lanes"), ("lanes", 17, "lanes"),
+    ("score_bits", 16, "score_bits"), ("sched_lanes", 0, "sched_lanes"),
+    ("sched_lanes", 17, "sched_lanes"),
 ])
 def test_init_wrong_params(name, value, match):
-    params = dict(parallel=8, max_len=64)
+    params = dict(per_beat=8, max_len=64)
     params[name] = value
     with pytest.raises(ValueError, match=match):
         Detector(**params)
+    if name != "sched_lanes":
+        with pytest.raises(ValueError, match=match):
+            Ingest(**params)

@@ -81,7 +81,7 @@ def test_threshold_monotone_traffic():
 
 # ------------------------------------------------------------------ converter (Amaranth sim)
 
-@pytest.mark.parametrize("name, value", [("word_bits", 4), ("lanes", 0), ("widths", (0, 4)),
+@pytest.mark.parametrize("name, value", [("word_bits", 4), ("per_beat", 0), ("widths", (0, 4)),
                                          ("widths", (4, 4)), ("widths", [2, 4])])
 def test_init_wrong(name, value):
     with pytest.raises(ValueError, match=name):
@@ -97,7 +97,7 @@ def run_converter(dut, planes, *, gaps=0.3, stalls=0.3, seed=0):
         ws = pack_dense(vals, p, dut.word_bits)
         words += [{"data": x, "width": k if j == 0 else rng.randrange(len(dut.widths)),
                    "first": int(j == 0)} for j, x in enumerate(ws)]
-        expected += convert(ws, p, dut.word_bits, dut.lanes)
+        expected += convert(ws, p, dut.word_bits, dut.per_beat)
     got = []
     src = {"done": False}
 
@@ -129,10 +129,10 @@ def run_converter(dut, planes, *, gaps=0.3, stalls=0.3, seed=0):
     return got, expected
 
 
-@pytest.mark.parametrize("word_bits, lanes", [(64, 8), (16, 3), (24, 5)])
-def test_converter_every_width(word_bits, lanes):
-    dut = BitwidthConverter(word_bits=word_bits, lanes=lanes)
-    rng = np.random.default_rng(word_bits + lanes)
+@pytest.mark.parametrize("word_bits, per_beat", [(64, 8), (16, 3), (24, 5)])
+def test_converter_every_width(word_bits, per_beat):
+    dut = BitwidthConverter(word_bits=word_bits, per_beat=per_beat)
+    rng = np.random.default_rng(word_bits + per_beat)
     planes = []
     for rep in range(3):
         for k, p in enumerate(dut.widths):
@@ -145,7 +145,7 @@ def test_converter_every_width(word_bits, lanes):
 def test_converter_straddle_explicit():
     """6-bit values in 64-bit words: value 10 is bits 60..65 (4 bits in word 0, 2 in word 1),
     value 21 is bits 126..131; all-ones / alternating patterns expose any lost or shifted bit."""
-    dut = BitwidthConverter(word_bits=64, lanes=1)
+    dut = BitwidthConverter(word_bits=64, per_beat=1)
     vals = [(0b101010 if i % 2 else 0b010101) for i in range(32)]
     vals[10], vals[21] = 0b111111, 0b100001
     words = pack_dense(vals, 6, 64)
@@ -157,7 +157,7 @@ def test_converter_straddle_explicit():
 
 def test_converter_full_rate():
     """No gaps, no stalls: one beat per cycle whenever beats are the bottleneck."""
-    dut = BitwidthConverter(word_bits=64, lanes=2)     # 2-bit: 4 bits/beat, 16 beats per word
+    dut = BitwidthConverter(word_bits=64, per_beat=2)     # 2-bit: 4 bits/beat, 16 beats per word
     vals = list(range(4)) * 64
     got, exp = run_converter(dut, [(0, vals)], gaps=0, stalls=0)
     assert got == exp
@@ -260,7 +260,7 @@ def run_pq(dut, queries, *, seed=0, latency=(0, 8), gaps=0.3, stalls=0.3):
             _, _, valid, p = await ctx.tick().sample(dut.o.valid, dut.o.payload)
             state["cycles"] += 1
             if valid and ready:
-                cur.append({"prob": [int(x) for x in p.prob], "count": int(p.count),
+                cur.append({"data": [int(x) for x in p.data], "count": int(p.count),
                             "last": int(p.last), "fetched": int(p.fetched),
                             "error": int(p.error)})
                 if p.last:
@@ -277,17 +277,17 @@ def run_pq(dut, queries, *, seed=0, latency=(0, 8), gaps=0.3, stalls=0.3):
 
 
 def check_pq(dut, outs, reqs, expected):
-    P, cfg = dut.lanes, dut.config
+    P, cfg = dut.per_beat, dut.config
     assert len(outs) == len(expected)
     fetched = 0
     for k, (got, req, exp) in enumerate(zip(outs, reqs, expected)):
         if exp is None:
-            assert got == [{"prob": [0] * P, "count": 0, "last": 1, "fetched": 0, "error": 1}]
+            assert got == [{"data": [0] * P, "count": 0, "last": 1, "fetched": 0, "error": 1}]
             assert req == [], k
             continue
         probs, fetch, nbytes, bases, nwords = exp
         n = len(probs)
-        beats = [{"prob": list(probs[b:b + P]) + [0] * (P - len(probs[b:b + P])),
+        beats = [{"data": list(probs[b:b + P]) + [0] * (P - len(probs[b:b + P])),
                   "count": min(P, n - b), "last": int(b + P >= n), "fetched": int(fetch),
                   "error": 0} for b in range(0, n, P)]
         assert got == beats, (k, got, beats)
@@ -297,14 +297,14 @@ def check_pq(dut, outs, reqs, expected):
     return fetched
 
 
-SMALL = {"dim": 4, "macs": 2, "lanes": 2, "max_len": 8}
+SMALL = {"dim": 4, "macs": 2, "per_beat": 2, "max_len": 8}
 
 
 @pytest.mark.parametrize("params", [
     SMALL,                                                             # 4 + 4 planes
     {"dim": 6, "macs": 3, "q_bits": 6, "msb_bits": 6, "lsb_bits": 4, "word_bits": 32,
-     "lanes": 3, "max_len": 9, "in_bits": 12, "in_frac": 4, "out_frac": 6, "score_shift": 2},
-    {"dim": 3, "macs": 1, "msb_bits": 2, "lsb_bits": 2, "word_bits": 8, "lanes": 4,
+     "per_beat": 3, "max_len": 9, "in_bits": 12, "in_frac": 4, "out_frac": 6, "score_shift": 2},
+    {"dim": 3, "macs": 1, "msb_bits": 2, "lsb_bits": 2, "word_bits": 8, "per_beat": 4,
      "max_len": 4, "score_shift": 0},                                  # equal widths, 1 MAC
 ], ids=["4+4", "6+4", "2+2"])
 def test_pq_queries(params):
@@ -326,7 +326,7 @@ def test_pq_no_gaps_no_latency():
 
 @pytest.mark.parametrize("params", [
     {}, {"dim": 16, "macs": 8, "msb_bits": 8, "lsb_bits": 8, "word_bits": 32, "max_len": 8},
-    {"dim": 6, "macs": 3, "msb_bits": 6, "lsb_bits": 4, "word_bits": 32, "lanes": 3,
+    {"dim": 6, "macs": 3, "msb_bits": 6, "lsb_bits": 4, "word_bits": 32, "per_beat": 3,
      "max_len": 12}])
 def test_pq_cycle_bound(params):
     """One query alone, no latency, gaps or stalls: within ``query_cycles`` (words-bound and
@@ -350,7 +350,7 @@ def test_pq_cycle_bound(params):
     ("dim", 0), ("dim", 257), ("macs", 0), ("macs", 3), ("macs", 16), ("q_bits", 1),
     ("q_bits", 17), ("msb_bits", 0), ("msb_bits", 9), ("lsb_bits", 0), ("lsb_bits", 9),
     ("word_bits", 4), ("word_bits", 48), ("word_bits", 512), ("score_shift", -1),
-    ("score_shift", 41), ("lanes", 0), ("lanes", 17), ("max_len", 1), ("max_len", 15),
+    ("score_shift", 41), ("per_beat", 0), ("per_beat", 17), ("max_len", 1), ("max_len", 15),
     ("in_bits", 1), ("in_frac", 17), ("out_frac", 1), ("out_frac", 13), ("table_bits", 1),
     ("addr_bits", 0), ("addr_bits", 49), ("dim", 4.0)])
 def test_init_wrong_progressive_quant(name, value):
