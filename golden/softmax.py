@@ -60,8 +60,10 @@ max_len / per_beat`` beats (the row buffer holds beats). Past either limit the r
 with a defined answer: a beat that would start after ``max_len`` elements or after
 ``max_beats`` beats is dropped, a beat crossing ``max_len`` elements keeps only its first lanes
 up to the limit; the softmax covers the kept elements; every output beat of the row has
-``error`` set, and the last kept beat carries ``last``. Output beats mirror the kept input
-beats (same counts); lanes at and above ``count`` read probability 0, index 0.
+``error`` set, and the last kept beat carries ``last``. An input row with ``error`` on any of
+its beats (a producer's error row) gives output beats with ``error`` set too. Output beats
+mirror the kept input beats (same counts); lanes at and above ``count`` read probability 0,
+index 0.
 """
 
 from dataclasses import dataclass
@@ -313,6 +315,7 @@ def kept_beats(beats, per_beat, fmt=SoftmaxFormat()):
     kept, elems, error = [], 0, False
     for b in beats:
         n = min(b["count"], per_beat)
+        error |= bool(b.get("error", 0))
         if elems >= fmt.max_len or len(kept) >= max_beats:
             error = True
             continue

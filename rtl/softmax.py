@@ -291,7 +291,7 @@ def softmax_latency(fmt, recip_steps=4):
 
 
 def in_layout(per_beat, in_bits, index_bits):
-    """Payload of the input stream ``i`` (row convention; ``error`` is ignored)."""
+    """Payload of the input stream ``i`` (row convention; an ``error`` row stays one)."""
     return RowLayout(per_beat, signed(in_bits), index_bits)
 
 
@@ -327,10 +327,12 @@ class Softmax(wiring.Component):
     -------
     i : ``In(row_signature(per_beat, signed(in_bits), index_bits))``
         Row beats (partial beats anywhere, ``count`` valid lanes, ``last`` ends the row;
-        ``error`` is ignored).
+        ``error`` on any beat marks the row as an error row).
     o : ``Out(row_signature(per_beat, unsigned(out_frac + 1), index_bits))``
         One output beat per kept input beat, same counts and lane positions; ``error`` on every
-        beat of a row that exceeded ``max_len`` elements or ``max_beats`` beats.
+        beat of a row that exceeded ``max_len`` elements or ``max_beats`` beats, or that had
+        ``error`` on an input beat (an error propagates: a consumer of a rejected request's
+        empty row answers with an error row too).
     """
 
     def __init__(self, *, per_beat=4, max_len=64, in_bits=16, in_frac=8, out_frac=8,
@@ -415,7 +417,7 @@ class Softmax(wiring.Component):
         keep = (elems != fmt.max_len) & (beats != MB)
         n_keep = Mux(n_in > room, room, n_in)
         take = self.i.valid & self.i.ready
-        row_err = err | ~keep | (n_keep != n_in)
+        row_err = err | ~keep | (n_keep != n_in) | ip.error
         sp = stats.i.payload
         m.d.comb += [wp.addr.eq(wr), wp.data.count.eq(n_keep),
                      sp.count.eq(Mux(keep, n_keep, 0)), sp.last.eq(ip.last),

@@ -34,7 +34,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["RowLayout", "row_signature", "StreamFIFO", "RowPacker", "Fork", "Join", "join_layout", "RowCounter"]
+__all__ = ["RowLayout", "row_signature", "StreamFIFO", "RowPacker", "Fork", "Join", "join_layout",
+           "RowCounter", "RowAdapter"]
 
 
 class RowLayout(data.StructLayout):
@@ -456,4 +457,56 @@ class RowCounter(wiring.Component):
         m.d.comb += [o.valid.eq(i.valid), i.ready.eq(o.ready)]
         with m.If(i.valid & i.ready):
             m.d.sync += base.eq(Mux(i.payload.last, 0, base + i.payload.count))
+        return m
+
+
+# ----------------------------------------------------------------------------------------------
+# RowAdapter
+# ----------------------------------------------------------------------------------------------
+
+class RowAdapter(wiring.Component):
+    """Joins two row streams whose layouts differ only in what the consumer does not need:
+    ``i`` (``RowLayout`` ``src``) -> ``o`` (``RowLayout`` ``dst``), combinational.
+
+    ``count``, ``last``, ``error`` pass through; ``data`` and ``index`` are extended to the
+    destination's (at least as wide) shapes, signed values sign-extended; extra fields present
+    in both pass through, extra fields of the source that the destination lacks are dropped
+    (the detector's scheduler ``lane`` in front of a softmax, say). It exists so that a top level
+    joins units with ``wiring.connect`` instead of wiring ``valid``/``ready``/payload by hand.
+
+    Raises ``ValueError`` when the destination would lose information: another ``per_beat``,
+    a narrower element field, an element field or extra field the source does not have.
+    """
+
+    def __init__(self, src, dst):
+        for name, layout in (("src", src), ("dst", dst)):
+            if not isinstance(layout, RowLayout):
+                raise ValueError(f"{name} must be a RowLayout, not {layout!r}")
+        if src.per_beat != dst.per_beat:
+            raise ValueError(f"dst.per_beat must equal src.per_beat ({src.per_beat}), "
+                             f"not {dst.per_beat!r}")
+        s_el, d_el = _element_fields(src), _element_fields(dst)
+        for name, shape in d_el.items():
+            if name not in s_el:
+                raise ValueError(f"dst field {name!r} is not in the source row")
+            if Shape.cast(shape).width < Shape.cast(s_el[name]).width:
+                raise ValueError(f"dst field {name!r} must be at least "
+                                 f"{Shape.cast(s_el[name]).width} bits wide, not "
+                                 f"{Shape.cast(shape).width}")
+        for name in dst.extra:
+            if name not in src.extra:
+                raise ValueError(f"dst extra field {name!r} is not in the source row")
+        self._src, self._dst = src, dst
+        super().__init__({"i": In(stream.Signature(src)), "o": Out(stream.Signature(dst))})
+
+    def elaborate(self, platform):
+        m = Module()
+        i, o = self.i.payload, self.o.payload
+        m.d.comb += [self.o.valid.eq(self.i.valid), self.i.ready.eq(self.o.ready),
+                     o.count.eq(i.count), o.last.eq(i.last), o.error.eq(i.error)]
+        for name in _element_fields(self._dst):
+            for lane in range(self._dst.per_beat):
+                m.d.comb += o[name][lane].eq(i[name][lane])
+        for name in self._dst.extra:
+            m.d.comb += o[name].eq(i[name])
         return m

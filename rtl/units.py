@@ -4,7 +4,7 @@ The records themselves live beside their classes (``UNIT`` / ``UNITS`` at the en
 module); this module only lists them, so adding a unit is one line here.
 """
 
-from . import _bitonic, detector, mac, progressive_quant, rmmu, softmax, topk
+from . import _bitonic, detector, mac, progressive_quant, rmmu, softmax, sparse_softmax, topk
 
 __all__ = ["UNITS", "unit", "build"]
 
@@ -16,6 +16,7 @@ UNITS = {u.name: u for u in (
     detector.UNIT,
     rmmu.UNIT,
     progressive_quant.UNIT,
+    sparse_softmax.UNIT,
 )}
 
 

@@ -6,7 +6,7 @@ The cocotb twins live in :mod:`attnforge.testbench.kit`; these are the same idea
 payload.
 """
 
-__all__ = ["source", "sink"]
+__all__ = ["source", "sink", "watchdog"]
 
 
 def source(port, items, rng, gaps=0.0):
@@ -33,4 +33,14 @@ def sink(port, out, count, rng, stalls=0.0, convert=lambda payload: payload):
             _, _, valid, payload = await ctx.tick().sample(port.valid, port.payload)
             if valid and ready:
                 out.append(convert(payload))
+    return run
+
+
+def watchdog(cycles):
+    """Background testbench failing the simulation after ``cycles`` clock cycles (add it with
+    ``background=True``: a design that hangs fails instead of running forever)."""
+    async def run(ctx):
+        for _ in range(cycles):
+            await ctx.tick()
+        raise AssertionError(f"simulation did not finish within {cycles} cycles")
     return run

@@ -1,0 +1,114 @@
+"""cocotb testbench of the sparse softmax (detector -> softmax over the kept granules), checked
+against :class:`attnforge.golden.sparse_softmax.SparseSoftmaxModel`, the composition of the two
+units' golden models.
+
+The detector's stimulus generators are reused as they are (:func:`attnforge.testbench.detector
+.random_ops`, :func:`~attnforge.testbench.detector.bad_ops`): commands and score beats go on
+``cmd`` and ``i`` with random gaps; the ``mask`` and ``o`` monitors take beats under random
+stalls and two scoreboards check every beat in order.
+"""
+
+import cocotb
+from cocotb.triggers import ClockCycles
+
+from ..golden.detector import Gran, Mode
+from ..golden.sparse_softmax import SparseSoftmaxModel
+from ..rtl.detector import cmd_layout, mask_layout, score_layout
+from ..rtl.softmax import out_layout
+from .detector import bad_ops, compare_mask, expected_beats, random_ops
+from .kit import Bench
+
+__all__ = ["model_of", "compare_row", "SparseSoftmaxBench"]
+
+
+def model_of(unit):
+    """The golden model configured like the generator object ``unit``."""
+    sm = unit.softmax_params
+    return SparseSoftmaxModel(**unit.detector_params, out_per_beat=sm["per_beat"],
+                              in_frac=sm["in_frac"], out_frac=sm["out_frac"],
+                              table_bits=sm["table_bits"])
+
+
+def row_fields(actual):
+    """An ``o`` payload (cocotb view or Amaranth constant) as the model's dict."""
+    return {"data": [int(x) for x in actual["data"]], "index": [int(x) for x in actual["index"]],
+            "count": int(actual["count"]), "last": int(actual["last"]),
+            "error": int(actual["error"])}
+
+
+def compare_row(expected, actual):
+    got = row_fields(actual)
+    return None if got == expected else f"expected {expected}, got {got}"
+
+
+class SparseSoftmaxBench(Bench):
+    """Drivers, monitors and scoreboards around the composition (history since the last reset
+    is kept because the detector's scheduler state spans operations)."""
+
+    def __init__(self, dut, *, gaps=0.3, stalls=0.3):
+        super().__init__(dut, "sparse_softmax", gaps=gaps, stalls=stalls)
+        u = self.unit
+        self.model = model_of(u)
+        sm = u.softmax_params
+        self.cmd = self.source("cmd", cmd_layout(u.max_len, u.score_bits))
+        self.i = self.source("i", score_layout(u.per_beat, u.score_bits))
+        self.mask, self.masks = self.sink("mask", mask_layout(u.max_len, u.sched_lanes),
+                                          compare_mask)
+        self.o, self.rows = self.sink("o", out_layout(sm["per_beat"], sm["out_frac"],
+                                                      sm["index_bits"]), compare_row)
+        self.on_reset()
+
+    def on_reset(self):
+        self.ops, self.n_masks, self.n_rows, self.beats = [], 0, 0, 0
+
+    def play(self, ops):
+        """Queue ``ops`` after the current ones and expect their mask and output beats."""
+        self.ops += ops
+        _, _, masks, _ = expected_beats(self.model.detector, self.ops)
+        _, rows = self.model.run(self.ops)
+        self.masks.expect_all(masks[self.n_masks:])
+        self.rows.expect_all(rows[self.n_rows:])
+        self.n_masks, self.n_rows = len(masks), len(rows)
+        cmds, beats, _, _ = expected_beats(self.model.detector, ops, self.rng)
+        self.cmd.send_all(cmds)
+        self.i.send_all(beats)
+        self.beats += len(beats)
+
+    async def finish(self):
+        await super().finish(30 * self.beats + 80 * len(self.ops) + 300)
+
+
+@cocotb.test()
+async def random_rows(dut):
+    """Random commands in every mode and granularity (rows that keep nothing, everything,
+    ties), a few bad commands, random gaps on both inputs, stalls on both outputs."""
+    tb = SparseSoftmaxBench(dut)
+    await tb.start()
+    tb.play(random_ops(tb.rng, tb.model.detector, 300, bad_p=0.05))
+    await tb.finish()
+    dut._log.info("checked %d rows, %d softmax beats", tb.masks.checked, tb.rows.checked)
+
+
+@cocotb.test()
+async def topk_element_rows(dut):
+    """The DSA use: element granularity, top-k of every row, heavy back-pressure."""
+    tb = SparseSoftmaxBench(dut, gaps=0.5, stalls=0.7)
+    await tb.start()
+    tb.play(random_ops(tb.rng, tb.model.detector, 80, grans=(Gran.ELEM,), modes=(Mode.TOPK,)))
+    await tb.finish()
+
+
+@cocotb.test()
+async def reset_mid_row(dut):
+    """A reset while rows are in every stage drops them; the next rows come out as from
+    power-up (the scheduler's loads restart too)."""
+    tb = SparseSoftmaxBench(dut, gaps=0, stalls=0.9)
+    await tb.start()
+    tb.play(random_ops(tb.rng, tb.model.detector, 6))
+    await ClockCycles(dut.clk, 3 * tb.beats // 2 + 5)
+    await tb.reset()
+    await ClockCycles(dut.clk, 2)
+    assert not dut.o__valid.value and not dut.mask__valid.value, "an output survived the reset"
+    tb.stalls = 0.3
+    tb.play(random_ops(tb.rng, tb.model.detector, 60) + bad_ops(tb.rng, tb.model.detector, 3))
+    await tb.finish()
