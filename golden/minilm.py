@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["MODEL_PACKAGE", "LAYERS", "HEADS", "HEAD_DIM", "MAX_POSITIONS", "FIXTURE_DIR",
-           "FIXTURE_HEADS", "model_available", "model_dir", "load_model", "MiniLM",
+           "FIXTURE_HEADS", "CALIBRATION", "END_TO_END_ONLY", "model_available", "model_dir", "load_model", "MiniLM",
            "read_passages", "read_pairs", "load_fixture", "fixture_names", "write_fixtures",
            "dense_attention"]
 
@@ -46,6 +46,11 @@ FIXTURE_DIR = Path(__file__).resolve().parent / "fixtures"
 #: Heads stored in the fixtures: every layer, heads 0, 4 and 8 (18 of 72), for every passage.
 #: A subset keeps the files at a few MB; the heads were picked by index, not by behaviour.
 FIXTURE_HEADS = (0, 4, 8)
+#: Passages whose fixtures serve only to calibrate projections: Q and K stored, V not. The
+#: figures evaluate on the other long passages, so calibration and evaluation are disjoint.
+CALIBRATION = ("long_glaciers", "long_bridge", "long_market")
+#: Passages used only end to end (no fixture written, to keep the fixtures small).
+END_TO_END_ONLY = ("long_sleep",)
 _LN_EPS = 1e-12
 
 
@@ -243,14 +248,15 @@ def fixture_names():
 
 def load_fixture(name):
     """``{"ids", "q", "k", "v", "layers", "heads"}`` of a stored fixture; q/k/v are float64 of
-    shape (len(layers)=6, len(heads), T, 32): ``q[l, j]`` is layer ``l``, head ``heads[j]``."""
+    shape (len(layers)=6, len(heads), T, 32): ``q[l, j]`` is layer ``l``, head ``heads[j]``.
+    ``v`` is None for a calibration passage (:data:`CALIBRATION`)."""
     path = FIXTURE_DIR / f"{name}.npz"
     if not path.exists():
         names = ", ".join(fixture_names())
         raise ValueError(f"fixture must be one of {names}, not {name!r}")
     with np.load(path) as z:
         return {"ids": z["ids"], "q": z["q"].astype(np.float64), "k": z["k"].astype(np.float64),
-                "v": z["v"].astype(np.float64), "heads": tuple(int(h) for h in z["heads"]),
+                "v": z["v"].astype(np.float64) if "v" in z else None, "heads": tuple(int(h) for h in z["heads"]),
                 "layers": tuple(range(z["q"].shape[0]))}
 
 
@@ -263,12 +269,17 @@ def write_fixtures(out_dir=None, log=print):
     paths = []
     heads = np.asarray(FIXTURE_HEADS)
     for name, text in read_passages().items():
+        if name in END_TO_END_ONLY:
+            continue
         ids = model.tokenize(text)
         rec = []
         model.forward(ids, record=rec)
         q, k, v = (np.stack([r[i][heads] for r in rec]).astype(np.float16) for i in range(3))
         path = out_dir / f"{name}.npz"
-        np.savez_compressed(path, ids=ids.astype(np.int32), q=q, k=k, v=v, heads=heads)
+        arrays = {"ids": ids.astype(np.int32), "q": q, "k": k, "heads": heads}
+        if name not in CALIBRATION:
+            arrays["v"] = v
+        np.savez_compressed(path, **arrays)
         paths.append(path)
         log(f"wrote {path} ({len(ids)} tokens, {path.stat().st_size // 1024} kB)")
     return paths
