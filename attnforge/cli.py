@@ -55,6 +55,8 @@ def _parser():
 
     p_synth = sub.add_parser("synth", help="Yosys area/depth and ECP5 (nextpnr) reports into build/reports/")
     p_synth.add_argument("units", nargs="*", metavar="unit")
+    from .attention_cli import add_parser as add_attention
+    add_attention(sub)
     return parser
 
 
@@ -94,6 +96,8 @@ def _run(args):
                 print(text)
                 dirty += 1
         return 1 if dirty else 0
+    elif args.command == "attention":
+        return __import__("attnforge.attention_cli", fromlist=["run"]).run(args)
     elif args.command == "synth":
         from .synth.reports import write_all
         for path in write_all(_check_units(args.units)):
