@@ -69,6 +69,7 @@ HB-BSSA (paper 000) -- :func:`attend_bssa`
     row's blocks are averaged (weight 1/kept blocks), which drops cross-block normalization.
 """
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -178,7 +179,7 @@ class HeadConfig:
 
     def replace(self, **kw):
         """A copy with fields replaced (validated again)."""
-        return HeadConfig(**{**self.__dict__, **kw})
+        return dataclasses.replace(self, **kw)
 
 
 def _check_head(q, k, v=None):
