@@ -173,6 +173,15 @@ def end_to_end():
                         "predicted_top1": p["top1"], "oracle_top1": o["top1"]}
         progress(f"end to end, sparsity {sp}: predicted {p['cosine']:.4f}, oracle {o['cosine']:.4f}")
     res["fidelity"] = fid
+    var = {}
+    for name, kw in (("int4 sigma 0.5", {"sigma": 0.5}), ("fp32 sigma 0.25", {"estimate_bits": None})):
+        for sp in (0.5, 0.9):
+            c = e2e.run(E.default_config(sparsity=sp, arithmetic="float", **kw), pairs=False)
+            var.setdefault(name, {})[str(sp)] = {
+                "cosine": c["cosine"],
+                "loss_ratio": (1 - c["cosine"]) / max(1e-12, 1 - fid[str(sp)]["oracle"])}
+    res["fidelity_variants"] = var
+    progress("end to end: sigma / precision variants done")
     sweep = {}
     for sp in (0.2, 0.3, 0.4):
         cfg = E.default_config(sparsity=sp, arithmetic="float")
@@ -301,6 +310,9 @@ def main():
                         [[s, v["predicted"], v["oracle"], v["loss_ratio"],
                           v["predicted_spearman"], v["oracle_spearman"], v["predicted_top1"],
                           v["oracle_top1"]] for s, v in res["fidelity"].items()]), "",
+               md_table(["variant", "sparsity", "cos", "loss ratio vs oracle"],
+                        [[n, sp, v["cosine"], v["loss_ratio"]]
+                         for n, d in res["fidelity_variants"].items() for sp, v in d.items()]), "",
                md_table(["top-k sparsity", "predicted cos"],
                         [[s, c] for s, c in res["topk_sweep"].items()]), "",
                md_table(["threshold (log units)", "effective sparsity", "cos"],
