@@ -19,7 +19,8 @@ from .attention import (HeadConfig, attend_float, attend_head, calibrate_project
                         model_attention)
 
 __all__ = ["EVAL_LONG", "fixture_heads", "fixture_projections", "model_projections",
-           "head_error", "attention_weights_below", "spearman", "EndToEnd"]
+           "calibration_records", "head_error", "attention_weights_below", "spearman",
+           "EndToEnd", "default_config"]
 
 #: Long evaluation fixtures (disjoint from minilm.CALIBRATION).
 EVAL_LONG = ("long_printing", "long_volcano", "long_orchestra")
