@@ -14,6 +14,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import attention_cli
 from .rtl import UNITS, build, emit
 
 __all__ = ["main"]
@@ -55,8 +56,7 @@ def _parser():
 
     p_synth = sub.add_parser("synth", help="Yosys area/depth and ECP5 (nextpnr) reports into build/reports/")
     p_synth.add_argument("units", nargs="*", metavar="unit")
-    from .attention_cli import add_parser as add_attention
-    add_attention(sub)
+    attention_cli.add_parser(sub)
     return parser
 
 
@@ -97,7 +97,7 @@ def _run(args):
                 dirty += 1
         return 1 if dirty else 0
     elif args.command == "attention":
-        return __import__("attnforge.attention_cli", fromlist=["run"]).run(args)
+        return attention_cli.run(args)
     elif args.command == "synth":
         from .synth.reports import write_all
         for path in write_all(_check_units(args.units)):
