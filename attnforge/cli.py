@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import attention_cli
 from .rtl import UNITS, build, emit, unit as unit_record
 
 __all__ = ["main"]
@@ -65,6 +66,7 @@ def _parser():
     p_formal = sub.add_parser("formal", help="SymbiYosys proofs into build/reports/formal.md")
     p_formal.add_argument("proofs", nargs="*", metavar="proof")
     p_formal.add_argument("--list", action="store_true", help="list the proofs")
+    attention_cli.add_parser(sub)
     return parser
 
 
@@ -113,6 +115,8 @@ def _run(args):
                 print(text)
                 dirty += 1
         return 1 if dirty else 0
+    elif args.command == "attention":
+        return attention_cli.run(args)
     elif args.command == "synth":
         from .synth.reports import write_all
         for path in write_all(_check_units(args.units)):
