@@ -151,7 +151,7 @@ def mask_layout(max_len, sched_lanes):
 
 # ------------------------------------------------------------------------- expression helpers
 
-def popcount(bits):
+def _popcount(bits):
     """Sum of 1-bit values as a balanced adder tree."""
     terms = list(bits)
     if not terms:
@@ -176,7 +176,7 @@ def _smax(a, b):
     return Mux(a > b, a, b)
 
 
-def compact(keep, items):
+def _compact(keep, items):
     """Prefix-popcount compaction: ``out[s]`` = the item of the ``s``-th kept lane (0 when
     fewer than ``s + 1`` lanes are kept). ``items`` are plain values of one width."""
     before = Const(0, 1)
@@ -191,7 +191,8 @@ def compact(keep, items):
 # -------------------------------------------------------------------------------- components
 
 class _Stage(wiring.Component):
-    """Common constructor of the stages: the detector's parameters (checked by its record)."""
+    """Common constructor of the stages: the detector's parameters, checked by its record
+    (a stage built alone rejects what the unit rejects, with the same one-line message)."""
 
     def __init__(self, members, **params):
         Detector.record.validate(**params)
@@ -225,6 +226,8 @@ class Ingest(_Stage):
             for g in Gran:
                 with m.Case(g.value):
                     m.d.comb += [logc.eq(_LOG_COLS[g]), logr.eq(_LOG_ROWS[g]), good_gran.eq(1)]
+            with m.Default():                       # codes 6, 7: a bad request (every
+                m.d.comb += [logc.eq(0), logr.eq(0), good_gran.eq(0)]   # case: lint-clean)
         ng = Signal(N.bit_length() + 1)
         m.d.comb += ng.eq((c.length + (Const(1, 6) << logc) - 1) >> logc)
         bad = Signal()
@@ -345,7 +348,7 @@ class Select(_Stage):
         probe = Signal(b + 1)
         m.d.comb += probe.eq(Mux(bitsel != 0, prefix | bitsel, prefix + 1))
         cnt = Signal(len(ng))
-        m.d.comb += cnt.eq(popcount((j < ng) & (Cat(s[:b - 1], ~s[b - 1]) >= probe)
+        m.d.comb += cnt.eq(_popcount((j < ng) & (Cat(s[:b - 1], ~s[b - 1]) >= probe)
                                     for j, s in enumerate(S)))
         with m.If(busy):
             with m.If(bitsel != 0):
@@ -392,9 +395,9 @@ class Select(_Stage):
             eqs.append(eqv)
             eq_before = eq_before + eqv
         n = Signal(range(P + 1))
-        m.d.comb += n.eq(popcount(keep))
-        slots = compact(keep, [(base_idx + i)[:len(op.index[0])] for i in range(P)])
-        values = compact(keep, [cur[i * b:(i + 1) * b] for i in range(P)])
+        m.d.comb += n.eq(_popcount(keep))
+        slots = _compact(keep, [(base_idx + i)[:len(op.index[0])] for i in range(P)])
+        values = _compact(keep, [cur[i * b:(i + 1) * b] for i in range(P)])
         mask_now = Cat(*[Mux(w == ww, Cat(*keep), mask_acc[ww * P:(ww + 1) * P])
                          for ww in range(words)])
 
@@ -405,7 +408,7 @@ class Select(_Stage):
         m.d.comb += take.eq(self.i.valid & self.i.ready)
 
         with m.If(adv):
-            m.d.sync += [w.eq(w + 1), eq_seen.eq(eq_seen + popcount(eqs)), count.eq(count + n),
+            m.d.sync += [w.eq(w + 1), eq_seen.eq(eq_seen + _popcount(eqs)), count.eq(count + n),
                          mask_acc.eq(mask_now)]
             with m.If(is_last):
                 m.d.sync += busy.eq(0)
@@ -426,7 +429,7 @@ class Select(_Stage):
         return m
 
 
-class Scheduler(wiring.Component):
+class Scheduler(_Stage):
     """Greedy least-loaded lane assignment of rows; kept rows in, ``idx`` and ``mask`` out.
 
     Members: ``i`` (in, :func:`kept_layout`), ``idx`` (out, :func:`idx_layout`), ``mask`` (out,
@@ -441,18 +444,15 @@ class Scheduler(wiring.Component):
     """
 
     def __init__(self, *, per_beat=8, max_len=64, score_bits=8, sched_lanes=4):
-        Detector.record.validate(per_beat=per_beat, max_len=max_len, score_bits=score_bits,
-                                 sched_lanes=sched_lanes)
-        self._n, self._lanes = max_len, sched_lanes
         super().__init__({
             "i": In(stream.Signature(kept_layout(per_beat, max_len, score_bits))),
             "idx": Out(stream.Signature(idx_layout(per_beat, max_len, score_bits, sched_lanes))),
             "mask": Out(stream.Signature(mask_layout(max_len, sched_lanes))),
-        })
+        }, per_beat=per_beat, max_len=max_len, score_bits=score_bits, sched_lanes=sched_lanes)
 
     def elaborate(self, platform):
         m = Module()
-        N, L = self._n, self._lanes
+        N, L = self._params["max_len"], self._params["sched_lanes"]
         ip = self.i.payload
         loads = [Signal(range(2 * N + 1), name=f"load{lane}") for lane in range(L)]
         row_lane = Signal(lane_shape(L))
