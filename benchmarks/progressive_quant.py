@@ -112,9 +112,15 @@ def simulate(dut, queries, latency):
 
 RTL_UNITS = {"4+4": {}, "6+4": {"msb_bits": 6, "lsb_bits": 4}}
 
+#: Cycles per query of the previous design (main 5587e96: two-pass softmax with a radix-2
+#: divider, table_bits 6), same workload: (planes, mem latency, n) -> (MSB only, +LSB).
+BEFORE_CYCLES = {("4+4", 0, 1): (30, 57), ("4+4", 0, 4): (40, 75), ("4+4", 0, 8): (56, 103),
+                 ("4+4", 0, 16): (88, 159), ("4+4", 10, 16): (98, 179),
+                 ("6+4", 0, 16): (92, 156), ("6+4", 10, 16): (102, 176)}
+
 
 def cycles_table():
-    """Cycles per query of the RTL (defaults: dim 8, 4 MACs, 64-bit words, 2 softmax lanes,
+    """Cycles per query of the RTL (defaults: dim 8, 4 MACs, 64-bit words, softmax per_beat 2,
     max_len 16) against n, the LSB fetch and the memory latency."""
     out, data = [], []
     rng = np.random.default_rng(5)
@@ -135,10 +141,14 @@ def cycles_table():
                     data.append({"planes": planes, "latency": latency, "n": n,
                                  "fetched": fetched, "cycles": cycles,
                                  "bound": dut.query_cycles(n, bool(fetched)), "bytes": nbytes})
+                before = BEFORE_CYCLES.get((planes, latency, n))
+                data[-1]["before"] = before
                 out.append([planes, latency, n, row[0], row[1], row[1] - row[0],
+                            "/".join(map(str, before)) if before else "-",
                             f"{n / row[0]:.3f}", f"{n / row[1]:.3f}"])
     return md_table(["planes", "mem latency", "n", "cycles (MSB only)", "cycles (+LSB)",
-                     "LSB fetch costs", "keys/cycle (MSB only)", "keys/cycle (+LSB)"], out), data
+                     "LSB fetch costs", "before (MSB only/+LSB)", "keys/cycle (MSB only)",
+                     "keys/cycle (+LSB)"], out), data
 
 
 def rtl_traffic_table():
@@ -183,7 +193,8 @@ def unit_area_table():
         dut._MustUse__silence = True        # only its properties are read here
         parts = [("unit", "progressive_quant", params, None),
                  ("its softmax", "softmax", {"per_beat": dut.per_beat, "max_len": dut.max_len,
-                                             "index_bits": 1}, None)]
+                                             "table_bits": dut.fmt.table_bits,
+                                             "index_bits": 0}, None)]
         widths = (dut.msb_bits, dut.lsb_bits) if dut.msb_bits != dut.lsb_bits else (dut.msb_bits,)
         conv = {"word_bits": dut.word_bits, "per_beat": dut.macs, "widths": widths}
         parts.append(("its converter", "bitwidth_converter", conv,
@@ -255,7 +266,7 @@ Command: `python benchmarks/progressive_quant.py`.
 
 ## RTL: cycles per query (Amaranth simulator)
 
-`ProgressiveQuant` at its defaults (dim 8, 4 MACs, 64-bit words, 2 softmax lanes, max_len 16)
+`ProgressiveQuant` at its defaults (dim 8, 4 MACs, 64-bit words, softmax per_beat 2, max_len 16)
 and with 6+4 planes; one query at a time, no gaps or stalls, memory answering `latency` cycles
 after a request at one word per cycle; cycles from the command handshake to the last output
 beat, both included. Every answer checked against the golden model.

@@ -1,30 +1,51 @@
-"""Softmax figures: error against float64, throughput (elements/cycle), area.
+"""Softmax figures: error against float64 (and the worst rows a search finds), throughput
+(elements/cycle, from the RTL on Verilator via cocotb), latency, area.
 
     python benchmarks/softmax.py      -> build/reports/softmax_bench.md / .json
+
+The JSON keeps a top-level ``summary`` ``{"lanes": 4, "row_len": 256, "elements_per_cycle":
+...}`` (P = 4 elements per beat, rows of 256; the key name ``lanes`` is fixed by issue 12) and
+``before``: the figures of the previous design (two passes over a ping-pong buffer, radix-2
+divider), measured on main at commit 5587e96 with its own benchmark.
 """
 
 import numpy as np
-from amaranth.sim import Simulator
 
-from attnforge.golden.softmax import SoftmaxFormat, error_stats, peaked_row, random_row, split_beats
-from attnforge.rtl.softmax import Softmax
+from attnforge.golden.softmax import SoftmaxFormat, error_stats, peaked_row, random_row, worst_rows
 from attnforge.reports import md_table, write_report
 from attnforge.synth.yosys import synthesize
+from attnforge.testbench.runner import measure
+
+#: The previous design at main 5587e96 (`python benchmarks/softmax.py` there): Amaranth
+#: simulation, 12 back-to-back rows, no gaps or stalls; Yosys at defaults (table_bits 6).
+BEFORE = {
+    "throughput": [  # lanes, max_len, row length, cycles/row, elements/cycle
+        {"lanes": 4, "max_len": 64, "length": 8, "cycles_per_row": 26.2, "elements_per_cycle": 0.305},
+        {"lanes": 4, "max_len": 64, "length": 16, "cycles_per_row": 30.4, "elements_per_cycle": 0.526},
+        {"lanes": 4, "max_len": 64, "length": 64, "cycles_per_row": 55.4, "elements_per_cycle": 1.155},
+        {"lanes": 4, "max_len": 256, "length": 256, "cycles_per_row": 157, "elements_per_cycle": 1.626},
+    ],
+    "elements_per_cycle_L4": 0.17,     # issue 12 (row of one beat: 4 / (2 + 19 + 3))
+    "area_defaults": {"cells": 45779, "ffs": 3942, "transistors": 252742, "depth": 184},
+    "area_max_len_256": {"cells": 92563, "ffs": 14708, "transistors": 650812, "depth": 187},
+    "max_err_lsb": 0.92,               # worst 3-element row found by a search (3.59e-3)
+}
+
+RATE_PARAMS = {"per_beat": 4, "max_len": 1024}
 
 
 def error_table():
     rows_out, data = [], []
-    for table_bits in (5, 6, 8):
+    for table_bits in (6, 7, 8):
         for out_frac in (8, 12):
             fmt = SoftmaxFormat(table_bits=table_bits, out_frac=out_frac, max_len=256)
             for kind, make in (("random", random_row), ("peaked", peaked_row)):
-                for length in (4, 16, 64, 256):
+                for length in (3, 16, 64, 256):
                     rng = np.random.default_rng(length)
                     rows = [make(rng, length, fmt) for _ in range(300)]
                     st = error_stats(rows, fmt)
-                    rec = {"table_bits": table_bits, "out_frac": out_frac, "kind": kind,
-                           "length": length, **st}
-                    data.append(rec)
+                    data.append({"table_bits": table_bits, "out_frac": out_frac, "kind": kind,
+                                 "length": length, **st})
                     rows_out.append([table_bits, out_frac, kind, length,
                                      f"{st['max_abs']:.2e}", f"{st['mean_abs']:.2e}",
                                      f"{st['max_lsb']:.3f}"])
@@ -32,57 +53,35 @@ def error_table():
                      "mean abs err", "max err (LSB)"], rows_out), data
 
 
-def measure_cycles(dut, rows):
-    """Cycles from the first input beat to the last output beat, no gaps, no stalls."""
-    beats = [b for r in rows for b in r]
-    n_out = len(beats)
-    state = {"cycles": 0, "seen": 0}
-
-    async def source(ctx):
-        for b in beats:
-            ctx.set(dut.i.payload, b)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-        ctx.set(dut.i.valid, 0)
-
-    async def sink(ctx):
-        ctx.set(dut.o.ready, 1)
-        while state["seen"] < n_out:
-            _, _, valid = await ctx.tick().sample(dut.o.valid)
-            state["cycles"] += 1
-            state["seen"] += int(valid)
-
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    sim.add_testbench(source, background=True)
-    sim.add_testbench(sink)
-    sim.run()
-    return state["cycles"]
+def worst_table():
+    out, data = [], []
+    for table_bits in (6, 7):
+        fmt = SoftmaxFormat(table_bits=table_bits)
+        found = worst_rows(np.random.default_rng(2026), fmt, lengths=(2, 3, 4, 5, 8))
+        for err, row in found[:3]:
+            data.append({"table_bits": table_bits, "row": row, "max_abs": err,
+                         "max_lsb": err * (1 << fmt.out_frac)})
+            out.append([table_bits, f"`{row}`", f"{err:.2e}", f"{err * (1 << fmt.out_frac):.3f}"])
+    return md_table(["table_bits", "row (input LSBs)", "max abs err", "LSB"], out), data
 
 
 def throughput_table():
+    fig = measure("softmax", RATE_PARAMS, "throughput")
+    lat = measure("softmax", RATE_PARAMS, "latency")
     out, data = [], []
-    rng = np.random.default_rng(0)
-    for lanes, max_len in ((1, 64), (4, 64), (8, 64), (4, 256)):
-        dut = Softmax(lanes=lanes, max_len=max_len)
-        for length in sorted({8, max_len // 4, max_len}):
-            n_rows = 12
-            rows = [split_beats(random_row(rng, length, dut.fmt), np.arange(length), lanes)
-                    for _ in range(n_rows)]
-            cycles = measure_cycles(dut, rows)
-            rate = n_rows * length / cycles
-            data.append({"lanes": lanes, "max_len": max_len, "length": length,
-                         "cycles": cycles, "rows": n_rows, "elements_per_cycle": rate,
-                         "bound_cycles_per_row": dut.row_cycles(length)})
-            out.append([lanes, max_len, length, round(cycles / n_rows, 1),
-                        dut.row_cycles(length), f"{rate:.3f}"])
-    return md_table(["lanes", "max_len", "row length", "cycles/row (measured)",
-                     "row_cycles bound", "elements/cycle"], out), data
+    for length, r in sorted(fig["rows"].items(), key=lambda kv: int(kv[0])):
+        data.append({"per_beat": fig["per_beat"], "max_len": fig["max_len"],
+                     "length": int(length), **r})
+        out.append([fig["per_beat"], int(length), r["rows"], r["beats"], r["cycles"],
+                    f"{r['elements_per_cycle']:.3f}"])
+    table = md_table(["per_beat", "row length", "rows", "beats", "cycles (output, first to "
+                      "last beat)", "elements/cycle"], out)
+    return table, data, lat["latency"]
 
 
 def area_table():
     out, data = [], []
-    for params in ({}, {"lanes": 1}, {"lanes": 8}, {"max_len": 256}, {"table_bits": 8}):
+    for params in ({}, {"per_beat": 1}, {"per_beat": 8}, {"max_len": 256}, {"table_bits": 6}):
         r = synthesize("softmax", params)
         data.append(r)
         out.append([", ".join(f"{k}={v}" for k, v in params.items()) or "defaults",
@@ -92,12 +91,17 @@ def area_table():
 
 def main():
     err_md, err = error_table()
-    thr_md, thr = throughput_table()
+    worst_md, worst = worst_table()
+    thr_md, thr, latency = throughput_table()
     area_md, area = area_table()
+    rate256 = next(r["elements_per_cycle"] for r in thr if r["length"] == 256)
+    summary = {"lanes": 4, "row_len": 256, "elements_per_cycle": rate256}
     md = f"""# Softmax benchmark
 
-Command: `python benchmarks/softmax.py`. Defaults: lanes 4, max_len 64, input FX16 with 8
-fraction bits, output 8 fraction bits, table_bits 6.
+Command: `python benchmarks/softmax.py`. Defaults: per_beat 4, max_len 64, input FX16 with 8
+fraction bits, output 8 fraction bits, table_bits 7, recip_steps 4.
+
+Summary (RTL, P = 4, rows of 256): **{rate256:.3f} elements/cycle** (before: 1.626).
 
 ## Error against float64 (golden model, 300 rows per line)
 
@@ -105,15 +109,23 @@ Target: max |p - p_float64| <= 2^-8 = 3.9e-3 at out_frac = 8.
 
 {err_md}
 
-## Throughput (Amaranth simulation, 12 back-to-back rows, no gaps or stalls)
+## Worst rows found (random short / near-tie rows + hill climbing, golden model)
+
+{worst_md}
+
+## Throughput (cocotb on Verilator, {RATE_PARAMS}, back-to-back dense rows, no gaps or stalls)
 
 {thr_md}
+
+Latency (last input beat accepted -> first output beat valid, measured): {latency} cycles.
 
 ## Area (Yosys, generic CMOS gates)
 
 {area_md}
 """
-    path = write_report("softmax_bench", md, {"error": err, "throughput": thr, "area": area})
+    path = write_report("softmax_bench", md, {
+        "summary": summary, "error": err, "worst_rows": worst, "throughput": thr,
+        "latency": latency, "area": area, "before": BEFORE})
     print(md)
     print(f"written {path}")
 

@@ -195,7 +195,7 @@ class ProgressiveQuant(wiring.Component):
     score_shift : int
         Requantization shift from the integer score to the softmax input, 0..40 (default 4).
     per_beat, max_len, in_bits, in_frac, out_frac, table_bits : int
-        The :class:`~attnforge.rtl.softmax.Softmax` parameters (defaults 2, 16, 16, 8, 8, 6):
+        The :class:`~attnforge.rtl.softmax.Softmax` parameters (defaults 2, 16, 16, 8, 8, 7):
         probabilities per output beat, most keys per query, softmax input format, probability
         fraction bits, exp table bits.
     addr_bits : int
@@ -243,7 +243,7 @@ class ProgressiveQuant(wiring.Component):
 
     def __init__(self, *, dim=8, macs=4, q_bits=8, msb_bits=4, lsb_bits=4, word_bits=64,
                  score_shift=4, per_beat=2, max_len=16, in_bits=16, in_frac=8, out_frac=8,
-                 table_bits=6, addr_bits=16):
+                 table_bits=7, addr_bits=16):
         self.record.validate(dim=dim, macs=macs, q_bits=q_bits, msb_bits=msb_bits,
                              lsb_bits=lsb_bits, word_bits=word_bits, score_shift=score_shift,
                              per_beat=per_beat, max_len=max_len, in_bits=in_bits, in_frac=in_frac,
@@ -301,6 +301,17 @@ class ProgressiveQuant(wiring.Component):
     def plane_words(self, n, p):
         """``req.count`` of a plane of ``n`` keys of ``p``-bit elements."""
         return words_for(n * self._dim, p, self._word_bits)
+
+    @property
+    def latency(self):
+        """Cycles from the command handshake to the first output beat of a one-key query that
+        keeps its MSB-only probabilities, memory answering the cycle after a request, nothing
+        stalled: ``W + dim / macs + 4 + softmax_latency`` with ``W = plane_words(1,
+        msb_bits)`` words (the converter takes a word or gives a beat in a cycle), the command,
+        the request and the response 3, the softmax (:attr:`softmax_latency`), the probability
+        buffer 1 (checked by ``tests/test_progressive_quant.py::test_pq_latency``)."""
+        return (self.plane_words(1, self._msb_bits) + self._dim // self._macs + 4
+                + self.softmax_latency)
 
     def query_cycles(self, n, fetched):
         """Bound on the cycles from a query's command handshake to its last output beat when

@@ -407,34 +407,37 @@ class Softmax(wiring.Component):
         # ------------------------------------------------ input: framing, buffer, statistics
         occ = Signal(range(D + 1))                      # beats in the buffer
         wr, rd = Signal(range(D)), Signal(range(D))
-        elems = Signal(range(fmt.max_len + 1))          # kept elements of the open row
         beats = Signal(range(MB + 1))                   # kept beats of the open row
         err = Signal()
         ip = self.i.payload
         m.d.comb += self.i.ready.eq(occ != D)
-        n_in = Mux(ip.count > P, P, ip.count)
-        room = fmt.max_len - elems
-        keep = (elems != fmt.max_len) & (beats != MB)
-        n_keep = Mux(n_in > room, room, n_in)
+        n_in = Signal(range(P + 1))                     # valid lanes (a count above P means P)
+        if (1 << len(ip.count)) - 1 > P:
+            m.d.comb += n_in.eq(Mux(ip.count > P, P, ip.count))
+        else:
+            m.d.comb += n_in.eq(ip.count)
+        # At most max_beats beats of at most P elements: never more than max_len elements, so
+        # the beat limit is the only one to check; later beats are dropped and flagged.
+        keep = beats != MB
         take = self.i.valid & self.i.ready
-        row_err = err | ~keep | (n_keep != n_in) | ip.error
+        row_err = err | ~keep | ip.error
         sp = stats.i.payload
-        m.d.comb += [wp.addr.eq(wr), wp.data.count.eq(n_keep),
-                     sp.count.eq(Mux(keep, n_keep, 0)), sp.last.eq(ip.last),
+        m.d.comb += [wp.addr.eq(wr), wp.data.count.eq(n_in),
+                     sp.count.eq(Mux(keep, n_in, 0)), sp.last.eq(ip.last),
                      sp.tag.error.eq(row_err), sp.tag.beats.eq(beats + keep)]
         for j in range(P):
-            m.d.comb += [wp.data.data[j].eq(Mux(n_keep > j, ip.data[j], 0)),
+            lane_ok = n_in > j
+            m.d.comb += [wp.data.data[j].eq(Mux(lane_ok, ip.data[j], 0)),
                          sp.data[j].eq(ip.data[j])]
             if self._index_bits:
-                m.d.comb += wp.data.index[j].eq(Mux(n_keep > j, ip.index[j], 0))
+                m.d.comb += wp.data.index[j].eq(Mux(lane_ok, ip.index[j], 0))
         with m.If(take):
             m.d.comb += [wp.en.eq(keep), stats.i.valid.eq(keep | ip.last)]
-            m.d.sync += [elems.eq(elems + Mux(keep, n_keep, 0)), beats.eq(beats + keep),
-                         err.eq(row_err)]
+            m.d.sync += [beats.eq(beats + keep), err.eq(row_err)]
             with m.If(keep):
                 m.d.sync += wr.eq(inc(wr))
             with m.If(ip.last):
-                m.d.sync += [elems.eq(0), beats.eq(0), err.eq(0)]
+                m.d.sync += [beats.eq(0), err.eq(0)]
 
         # ------------------------------------------------ statistics FIFO
         rwr, rrd = Signal(range(D)), Signal(range(D))

@@ -20,8 +20,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..golden.progressive_quant import pack_dense, progressive_query, split_planes
 from ..rtl.progressive_quant import cmd_layout, prob_layout, req_layout, resp_layout
-from .kit import (BackPressure, Codec, Scoreboard, StreamSink, StreamSource, make_rng,
-                  record_figures, reset, start, unit_under_test)
+from .kit import BackPressure, Bench, Codec, make_rng
 
 
 class Query:
@@ -77,8 +76,9 @@ class MemoryModel:
     ``requests`` lists every request served since the last :meth:`take`.
     """
 
-    def __init__(self, dut, unit, rng, *, latency=(0, 12), gaps=0.3, stalls=0.3):
-        self.dut, self.unit, self.rng = dut, unit, rng
+    def __init__(self, bench, rng, *, latency=(0, 12), gaps=0.3, stalls=0.3):
+        self.dut, self.unit, self.rng = bench.dut, bench.unit, rng
+        unit = self.unit
         self.words = {}
         self.latency = latency
         self.gaps = BackPressure(rng, gaps)
@@ -87,9 +87,9 @@ class MemoryModel:
         self.cycle = 0
         self.presenting = False
         self.codec = Codec(resp_layout(unit.word_bits))
-        dut.resp__valid.value = 0
-        self.req = StreamSink(dut, "req", req_layout(unit.addr_bits, unit.count_bits), rng,
-                              self._on_request, stalls=BackPressure(rng, stalls))
+        self.dut.resp__valid.value = 0
+        self.req = bench.sink("req", req_layout(unit.addr_bits, unit.count_bits),
+                              callback=self._on_request, stalls=stalls)
         self._task = cocotb.start_soon(self._serve())
 
     def store(self, query, base):
@@ -147,25 +147,27 @@ class MemoryModel:
             dut.resp__valid.value = int(self.presenting)
 
 
-class PQBench:
+class PQBench(Bench):
+    """Command source, memory model on ``req``/``resp``, monitor + scoreboard on ``o``."""
+
     def __init__(self, dut, *, gaps=0.3, stalls=0.3, latency=(0, 12)):
-        self.dut = dut
-        self.unit = u = unit_under_test()
-        self.rng = make_rng("progressive_quant")
+        super().__init__(dut, "progressive_quant", gaps=gaps, stalls=stalls)
+        u = self.unit
         self.nrng = np.random.default_rng(self.rng.getrandbits(32))
-        self.mem = MemoryModel(dut, u, make_rng("progressive_quant.mem"), latency=latency,
+        self.mem = MemoryModel(self, make_rng("progressive_quant.mem"), latency=latency,
                                gaps=gaps, stalls=stalls)
-        self.cmd = StreamSource(dut, "cmd", cmd_layout(u.dim, u.q_bits, u.n_bits,
-                                                       u.out_frac + 1, u.addr_bits),
-                                self.rng, gaps=BackPressure(self.rng, gaps))
-        self.board = Scoreboard("progressive_quant.o", self.compare)
-        self.o = StreamSink(dut, "o", prob_layout(u.per_beat, u.out_frac), self.rng, self.board,
-                            stalls=BackPressure(self.rng, stalls))
+        self.cmd = self.source("cmd", cmd_layout(u.dim, u.q_bits, u.n_bits, u.out_frac + 1,
+                                                 u.addr_bits))
+        self.o, self.board = self.sink("o", prob_layout(u.per_beat, u.out_frac), self.compare)
         # Planes go at increasing addresses from a random base (high address bits exercised).
         span = 400 * (2 * words_per_query(u) + 4)
         self.base = self.rng.randrange(max(1, (1 << u.addr_bits) - span))
         self.queries = 0
         self.fetched = 0
+
+    def on_reset(self):
+        """The memory model forgets the requests and words in flight."""
+        self.mem.flush()
 
     def compare(self, expected, actual):
         got = {"data": [int(x) for x in actual.data], "count": int(actual.count),
@@ -210,11 +212,7 @@ class PQBench:
             self.queries += 1
 
     async def finish(self):
-        await self.board.wait(self.dut.clk, 1500 * (self.queries + 2))
-
-    async def reset(self):
-        await reset(self.dut)
-        self.mem.flush()
+        await super().finish(1500 * (self.queries + 2))
 
 
 def words_per_query(unit):
@@ -224,8 +222,8 @@ def words_per_query(unit):
 @cocotb.test()
 async def random_queries(dut):
     """Hundreds of queries of every kind, random memory latency, gaps and stalls everywhere."""
-    await start(dut)
     tb = PQBench(dut)
+    await tb.start()
     tb.play(make_queries(tb.unit, tb.nrng, 240))
     await tb.finish()
     dut._log.info("checked %d beats of %d queries, %d fetched the LSB plane",
@@ -236,8 +234,8 @@ async def random_queries(dut):
 @cocotb.test()
 async def heavy_backpressure(dut):
     """Long memory latency, long gaps and stalls: payloads held, nothing lost or duplicated."""
-    await start(dut)
     tb = PQBench(dut, gaps=0.7, stalls=0.8, latency=(0, 40))
+    await tb.start()
     tb.play(make_queries(tb.unit, tb.nrng, 30))
     await tb.finish()
 
@@ -246,8 +244,8 @@ async def heavy_backpressure(dut):
 async def corners(dut):
     """n = 1 and n = max_len with thresholds 0 (never fetch), 2**out_frac + 1 and the largest
     threshold (always fetch); equal scores; one dominant score; extreme values."""
-    await start(dut)
     tb = PQBench(dut)
+    await tb.start()
     u, cfg = tb.unit, tb.unit.config
     one = 1 << u.out_frac
     queries = []
@@ -269,8 +267,8 @@ async def corners(dut):
 async def bad_requests(dut):
     """n = 0, n = max_len + 1 and the largest n: one error beat each, no memory request; good
     queries around them are unaffected."""
-    await start(dut)
     tb = PQBench(dut)
+    await tb.start()
     u = tb.unit
     good = make_queries(u, tb.nrng, 12, kinds=[0, 2, 4])
     queries = []
@@ -285,34 +283,21 @@ async def reset_mid_query(dut):
     """Reset at random points of a query (MSB words arriving, softmax running, LSB fetch,
     output half taken): nothing comes out after the reset, what came out before is a prefix
     of the golden answer, and the next queries are answered exactly."""
-    await start(dut)
     tb = PQBench(dut, gaps=0.2, stalls=0.5, latency=(0, 6))
+    await tb.start()
     u = tb.unit
-    seen = []
     for round_ in range(6):
         (query,) = make_queries(u, tb.nrng, 1, kinds=[0])
         query = Query(query.q, np.resize(query.keys, (u.max_len, u.dim)),
                       (1 << (u.out_frac + 1)) - 1)                     # always fetches
-        tb.mem.store(query, 0)
-        golden = tb.expected_beats(query)
-        tb.o.callback = seen.append
-        seen.clear()
-        tb.cmd.send({"q": query.q, "n": query.n, "threshold": query.threshold,
-                     "msb_addr": query.msb_addr, "lsb_addr": query.lsb_addr})
+        tb.play([query])               # what comes out before the reset is checked as usual
         await ClockCycles(dut.clk, tb.rng.randint(3, 40 + 25 * round_))
         while not tb.cmd.idle:
             await RisingEdge(dut.clk)
+        assert not tb.board.done, "the reset came too late to cut the query"
         await tb.reset()
         await ClockCycles(dut.clk, 2)
         assert not dut.o__valid.value and not dut.req__valid.value, "output survived the reset"
-        assert len(seen) < len(golden), "the reset came too late to cut the query"
-        for k, got in enumerate(seen):
-            diff = tb.compare({**golden[k], "last": 0}, got)
-            assert diff is None, f"round {round_}, before reset, beat {k}: {diff}"
-        tb.mem.take()
-        tb.board = Scoreboard("progressive_quant.o", tb.compare)
-        tb.o.callback = tb.board
-        tb.queries = 0
         tb.play(make_queries(u, tb.nrng, 6))
         await tb.finish()
 
@@ -321,8 +306,8 @@ async def reset_mid_query(dut):
 async def latency_bound(dut):
     """No gaps, no stalls, memory answering the cycle after a request: every query takes at
     most ``query_cycles(n, fetched)`` cycles from command to last beat (the documented bound)."""
-    await start(dut)
     tb = PQBench(dut, gaps=0, stalls=0, latency=(0, 0))
+    await tb.start()
     u = tb.unit
     worst = {}
     for kind, thr in ((0, 0), (0, (1 << (u.out_frac + 1)) - 1)):
@@ -342,4 +327,4 @@ async def latency_bound(dut):
             dut._log.info("n=%d fetched=%d: %d cycles (bound %d)", n, fetched, cycles, bound)
             worst[f"n{n}_fetched{int(fetched)}"] = cycles
             assert cycles <= bound, (n, fetched, cycles, bound)
-    record_figures(worst)
+    tb.figures(worst)

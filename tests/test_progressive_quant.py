@@ -14,7 +14,7 @@ from attnforge.golden.progressive_quant import (PQConfig, convert, pack_dense, p
                                                 words_for)
 from attnforge.golden.softmax import softmax_fx
 from attnforge.rtl.progressive_quant import BitwidthConverter, ProgressiveQuant
-from attnforge.testbench.quick import source
+from attnforge.testbench.quick import sink, source
 
 CFG = PQConfig()
 
@@ -99,32 +99,18 @@ def run_converter(dut, planes, *, gaps=0.3, stalls=0.3, seed=0):
                    "first": int(j == 0)} for j, x in enumerate(ws)]
         expected += convert(ws, p, dut.word_bits, dut.per_beat)
     got = []
-    src = {"done": False}
+    feed = source(dut.i, words, rng, gaps)
 
-    async def words_source(ctx):
-        for wd in words:
-            while rng.random() < gaps:
-                await ctx.tick()
-            ctx.set(dut.i.payload, wd)
-            ctx.set(dut.i.valid, 1)
-            await ctx.tick().until(dut.i.ready)
-            ctx.set(dut.i.valid, 0)
-        src["done"] = True
-
-    async def sink(ctx):
-        idle = 0
-        while (len(got) < len(expected) or not src["done"]) and idle < 500:
-            ready = rng.random() >= stalls
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            idle = 0 if valid else idle + 1
-            if ready and valid:
-                got.append([int(x) for x in payload.lanes])
+    async def feed_then_drain(ctx):
+        await feed(ctx)
+        for _ in range(300):              # time for the last beats, and for any extra one
+            await ctx.tick()
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    sim.add_testbench(words_source, background=True)
-    sim.add_testbench(sink)
+    sim.add_testbench(feed_then_drain)
+    sim.add_testbench(sink(dut.o, got, len(expected) + 10**6, rng, stalls,
+                           lambda payload: [int(x) for x in payload.lanes]), background=True)
     sim.run()
     return got, expected
 
@@ -222,22 +208,24 @@ def run_pq(dut, queries, *, seed=0, latency=(0, 8), gaps=0.3, stalls=0.3):
                      "lsb_addr": bases[1]})
         expected.append((*progressive_query(q, keys, thr, cfg), bases,
                          [len(w) for w in planes]))
-    outs, reqs, pending = [], [[] for _ in cmds], []
-    state = {"cycles": 0}
+    P = dut.per_beat
+    n_beats = sum(1 if e is None else -(-len(e[0]) // P) for e in expected)
+    n_reqs = sum(0 if e is None else 1 + int(e[1]) for e in expected)
+    beats, reqs, pending = [], [], []
+    state = {"cycles": 0, "first": None}
 
-    cmd_source = source(dut.cmd, cmds, rng, gaps)
+    def on_request(p):
+        """The memory model: a taken request schedules its words after a random latency."""
+        req = (int(p.plane), int(p.addr), int(p.count))
+        pending.extend([None] * rng.randint(*latency) +
+                       [mem[(req[1] + i) % (1 << dut.addr_bits)] for i in range(req[2])])
+        return req
 
-    async def mem_requests(ctx):
-        while True:
-            ready = rng.random() >= stalls
-            ctx.set(dut.req.ready, ready)
-            _, _, valid, p = await ctx.tick().sample(dut.req.valid, dut.req.payload)
-            if valid and ready:
-                req = (int(p.plane), int(p.addr), int(p.count))
-                reqs[len(outs)].append(req)
-                pending.extend([None] * rng.randint(*latency) +
-                               [mem[(req[1] + i) % (1 << dut.addr_bits)]
-                                for i in range(req[2])])
+    def on_beat(p):
+        if state["first"] is None:
+            state["first"] = state["cycles"]
+        return {"data": [int(x) for x in p.data], "count": int(p.count), "last": int(p.last),
+                "fetched": int(p.fetched), "error": int(p.error)}
 
     async def mem_responses(ctx):
         while True:
@@ -252,28 +240,29 @@ def run_pq(dut, queries, *, seed=0, latency=(0, 8), gaps=0.3, stalls=0.3):
                     pending.pop(0)
                 await ctx.tick()
 
-    async def sink(ctx):
-        cur = []
-        while len(outs) < len(cmds) and state["cycles"] < 3000 * len(cmds):
-            ready = rng.random() >= stalls
-            ctx.set(dut.o.ready, ready)
-            _, _, valid, p = await ctx.tick().sample(dut.o.valid, dut.o.payload)
+    async def clock(ctx):                 # cycles since the start (for the timing tests)
+        async for _ in ctx.tick():
             state["cycles"] += 1
-            if valid and ready:
-                cur.append({"data": [int(x) for x in p.data], "count": int(p.count),
-                            "last": int(p.last), "fetched": int(p.fetched),
-                            "error": int(p.error)})
-                if p.last:
-                    outs.append(cur)
-                    cur = []
 
     sim = Simulator(dut)
     sim.add_clock(1e-6)
-    for tb in (cmd_source, mem_requests, mem_responses):
-        sim.add_testbench(tb, background=True)
-    sim.add_testbench(sink)
+    sim.add_testbench(clock, background=True)
+    sim.add_testbench(source(dut.cmd, cmds, rng, gaps), background=True)
+    sim.add_testbench(sink(dut.req, reqs, n_reqs, rng, stalls, on_request), background=True)
+    sim.add_testbench(mem_responses, background=True)
+    sim.add_testbench(sink(dut.o, beats, n_beats, rng, stalls, on_beat))
     sim.run()
-    return outs, reqs, expected, state["cycles"]
+    outs, cur = [], []
+    for beat in beats:                    # group the beats by query
+        cur.append(beat)
+        if beat["last"]:
+            outs.append(cur)
+            cur = []
+    by_query, it = [], iter(reqs)         # and the requests (in order: one query at a time)
+    for e in expected:
+        by_query.append([] if e is None else [next(it) for _ in range(1 + int(e[1]))])
+    run_pq.first_beat = state["first"]
+    return outs, by_query, expected, state["cycles"]
 
 
 def check_pq(dut, outs, reqs, expected):
@@ -344,6 +333,21 @@ def test_pq_cycle_bound(params):
             assert cycles <= dut.query_cycles(n, thr > 0), (n, thr, cycles)
             got[thr] = cycles
         assert got[0] < got[511]
+
+
+@pytest.mark.parametrize("params", [{}, SMALL, {"dim": 6, "macs": 3, "msb_bits": 6,
+                                                "word_bits": 32, "per_beat": 3, "max_len": 12},
+                                    {"dim": 16, "macs": 2}, {"dim": 16, "macs": 8,
+                                                             "word_bits": 16}])
+def test_pq_latency(params):
+    """``latency``: a one-key query without the LSB fetch, memory answering the cycle after the
+    request, nothing stalled -- command handshake to first (and only) output beat."""
+    dut = ProgressiveQuant(**params)
+    rng = np.random.default_rng(4)
+    q, keys = rng.integers(-8, 8, dut.dim), rng.integers(-8, 8, (1, dut.dim))
+    outs, reqs, expected, _ = run_pq(dut, [(q, keys, 0, 1)], latency=(0, 0), gaps=0, stalls=0)
+    check_pq(dut, outs, reqs, expected)
+    assert run_pq.first_beat == dut.latency, (run_pq.first_beat, dut.latency)
 
 
 @pytest.mark.parametrize("name, value", [
