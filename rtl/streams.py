@@ -403,7 +403,8 @@ class RowPacker(wiring.Component):
         with m.If(begins):
             m.d.sync += [ended.eq(ip.last), err.eq(e_in), start.eq(0)]
             if ext is not None:
-                with m.If(start | end_o):
+                # (start implies an empty buffer; the test of n only helps k-induction)
+                with m.If(end_o | (start & (n == 0))):
                     m.d.sync += ext.eq(Cat(*(ip[name] for name in self.i_layout.extra)))
         with m.Elif(end_o):
             m.d.sync += [ended.eq(0), err.eq(0), start.eq(1)]
