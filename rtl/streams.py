@@ -23,6 +23,30 @@ it found), and a row may be empty (one beat, ``count = 0, last = 1``). A *dense*
 additionally guarantees that every beat but the last is full; the blocks in this module turn
 one into the other.
 
+Blocks (each a ``wiring.Component`` whose signature comes from its parameters; join them with
+``wiring.connect``; reference models over lists of beats in :mod:`attnforge.golden.streams`):
+
+:class:`StreamFIFO` ``(shape, depth, buffered=True)``
+    a queue of ``depth`` beats of any payload over ``amaranth.lib.fifo``, with ``level``;
+    latency 2 (buffered) / 1, one beat per cycle from depth 3 (buffered) / 2.
+:class:`RowPacker` ``(per_beat_in, per_beat_out, value_shape, index_bits, extra)``
+    partial beats -> *dense* row, ``per_beat_in`` -> ``per_beat_out`` elements per beat; rows
+    never merge; ``error`` ORed over the row (see the class for the exact rule), extras of the
+    row's first beat; one input beat per cycle within a row when ``per_beat_in <=
+    per_beat_out``, output-bound (one output beat per cycle) otherwise.
+:class:`Fork` ``(shape, n)``
+    each beat to ``n`` consumers, each taking it once, in its own time; combinational.
+:class:`Join` ``(a_shape, b_shape)``
+    zip of two streams into one ``{a, b}`` payload, a beat when both are valid; combinational.
+:class:`RowCounter` ``(per_beat, value_shape, index_bits, extra)``
+    adds each element's position in its row as ``index``; combinational.
+
+Every block obeys the ``amaranth.lib.stream`` rules: no ``valid`` depends on a ``ready`` of the
+same block's outputs; an output's payload is stable while ``valid & ~ready``; ``ready`` may
+depend on ``valid`` (and on the payload, for the packer). Blocks that are combinational pass
+paths straight through (``valid``/payload forward, ``ready`` backward): put a
+:class:`StreamFIFO` between units where a register stage is wanted.
+
 Naming: ``per_beat`` always counts elements per beat (beats per cycle is then one); a unit
 whose beat width is a parameter calls that parameter ``per_beat``. "Lanes" is kept for the
 scheduler's work lanes (the detector's ``sched_lanes``), "values per word" for packed words

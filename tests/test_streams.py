@@ -165,7 +165,7 @@ def simulate(dut, inputs, outputs, *, gaps=0.3, stalls=0.3, seed=0, limit=50000)
     sim.add_clock(1e-6)
     got, times, errors = {}, {}, []
     for port, items in inputs.items():
-        sim.add_testbench(source(port, items, rng, gaps), background=True)
+        sim.add_testbench(source(port, items, rng, gaps))
     for port, (shape, n) in outputs.items():
         got[port] = []
         sim.add_testbench(sink(port, got[port], n, rng, stalls,
@@ -256,7 +256,7 @@ def test_join_random():
     layout = RowLayout(2, None, 6)
     dut = Join(layout, signed(5))
     a = golden.random_rows(random.Random(1), 30, 2, fields=("index",), index_bits=6)
-    b = [random.Random(k).randint(-16, 15) for k in range(len(a) + 3)]
+    b = [random.Random(k).randint(-16, 15) for k in range(len(a))]
     got, _ = simulate(dut, {dut.a: a, dut.b: b},
                       {dut.o: (join_layout(layout, signed(5)), len(a))}, seed=3)
     assert got[dut.o] == golden.join(a, b)
@@ -358,7 +358,7 @@ def test_packer_reset_mid_row(p_in, p_out):
                 got[state["reset"]].append(as_python(payload, dut.o_layout))
 
     errors = []
-    sim.add_testbench(drive, background=True)
+    sim.add_testbench(drive)
     sim.add_testbench(take)
     sim.add_testbench(monitor(dut.o, [], errors), background=True)
     sim.add_testbench(watchdog(20000), background=True)
