@@ -321,6 +321,51 @@ def test_packer_back_to_back(p_in, p_out):
         assert got[dut.o] == expected
 
 
+def simulate_reset(dut, port, before, after, outputs, *, drain=60, seed=4):
+    """Feed ``before`` into ``port``, wait ``drain`` cycles, reset for one cycle, feed
+    ``after``; take ``outputs`` ({port: (shape, beats expected after the reset)}) with random
+    stalls throughout. Returns ``({port: beats before}, {port: beats after})``."""
+    m = Module()
+    cd = ClockDomain("sync")
+    m.domains += cd
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    rng = random.Random(seed)
+    state = {"reset": False}
+    got = {o: ([], []) for o in outputs}
+    errors = []
+
+    async def drive(ctx):
+        await source(port, before, rng, 0.3)(ctx)
+        for _ in range(drain):
+            await ctx.tick()
+        ctx.set(cd.rst, 1)
+        await ctx.tick()
+        ctx.set(cd.rst, 0)
+        state["reset"] = True
+        await source(port, after, rng, 0.3)(ctx)
+
+    def take(o, shape, n):
+        async def run(ctx):
+            while len(got[o][1]) < n:
+                ready = rng.random() >= 0.3
+                ctx.set(o.ready, ready)
+                _, rst, valid, payload = await ctx.tick().sample(o.valid, o.payload)
+                if valid and ready and not rst:
+                    got[o][state["reset"]].append(as_python(payload, shape))
+        return run
+
+    sim.add_testbench(drive)
+    for o, (shape, n) in outputs.items():
+        sim.add_testbench(take(o, shape, n))
+        sim.add_testbench(monitor(o, [], errors), background=True)
+    sim.add_testbench(watchdog(20000), background=True)
+    sim.run()
+    assert not errors, errors[:5]
+    return {o: g[0] for o, g in got.items()}, {o: g[1] for o, g in got.items()}
+
+
 @pytest.mark.parametrize("p_in, p_out", [(2, 4), (3, 4), (4, 2), (1, 1)])
 def test_packer_reset_mid_row(p_in, p_out):
     """Reset with a row half in: the half row's beats already out stay out, its rest is lost,
@@ -328,44 +373,39 @@ def test_packer_reset_mid_row(p_in, p_out):
     dut, before = packer_case(p_in, p_out, "data+index+extra", 6, 11)
     _, after = packer_case(p_in, p_out, "data+index+extra", 6, 12)
     half = [golden.beat(p_in, [{"data": k, "index": k} for k in range(p_in)], lane=1)] * 3
-    exp_before = golden.pack(before, p_out) + golden.pack_prefix(half, p_out)
-    exp_after = golden.pack(after, p_out)
-    m = Module()
-    cd = ClockDomain("sync")
-    m.domains += cd
-    m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    rng = random.Random(4)
-    state = {"reset": False}
-    got = {False: [], True: []}
+    expected = golden.pack(after, p_out)
+    pre, post = simulate_reset(dut, dut.i, before + half, after,
+                               {dut.o: (dut.o_layout, len(expected))})
+    assert pre[dut.o] == golden.pack(before, p_out) + golden.pack_prefix(half, p_out)
+    assert post[dut.o] == expected
 
-    async def drive(ctx):
-        await source(dut.i, before + half, rng, 0.3)(ctx)
-        await ctx.tick().repeat(60)                       # let the sink drain
-        ctx.set(cd.rst, 1)
-        await ctx.tick()
-        ctx.set(cd.rst, 0)
-        state["reset"] = True
-        await source(dut.i, after, rng, 0.3)(ctx)
 
-    async def take(ctx):
-        while len(got[True]) < len(exp_after):
-            ready = rng.random() >= 0.3
-            ctx.set(dut.o.ready, ready)
-            _, rst, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready and not rst:
-                got[state["reset"]].append(as_python(payload, dut.o_layout))
+@pytest.mark.parametrize("buffered", [True, False])
+def test_fifo_reset(buffered):
+    """Reset with beats queued: they are lost, ``level`` is 0, the next beats pass exactly."""
+    dut = StreamFIFO(8, 5, buffered=buffered)
+    pre, post = simulate_reset(dut, dut.i, list(range(12)), list(range(100, 120)),
+                               {dut.o: (8, 20)}, drain=0)
+    assert pre[dut.o] == list(range(len(pre[dut.o])))
+    assert post[dut.o] == list(range(100, 120))
 
-    errors = []
-    sim.add_testbench(drive)
-    sim.add_testbench(take)
-    sim.add_testbench(monitor(dut.o, [], errors), background=True)
-    sim.add_testbench(watchdog(20000), background=True)
-    sim.run()
-    assert not errors
-    assert got[False] == exp_before
-    assert got[True] == exp_after
+
+def test_fork_reset():
+    """Reset while some outputs have taken a beat and others not: every output then gets
+    every later beat exactly once."""
+    dut = Fork(8, 3)
+    pre, post = simulate_reset(dut, dut.i, list(range(10)), list(range(50, 70)),
+                               {o: (8, 20) for o in dut.o}, drain=0, seed=8)
+    assert all(pre[o] == list(range(len(pre[o]))) for o in dut.o)
+    assert all(post[o] == list(range(50, 70)) for o in dut.o)
+
+
+def test_row_counter_reset_mid_row():
+    dut = RowCounter(2, 8, 5)
+    half = [golden.beat(2, [{"data": 1}] * 2, fields=("data",))] * 2
+    after = golden.random_rows(random.Random(3), 10, 2, fields=("data",), value_range=(0, 255))
+    pre, post = simulate_reset(dut, dut.i, half, after, {dut.o: (dut.o_layout, len(after))})
+    assert post[dut.o] == golden.count_rows(after, 5)
 
 
 def _input_stalls(t_in):
