@@ -279,6 +279,15 @@ class Join(wiring.Component):
 # RowPacker
 # ----------------------------------------------------------------------------------------------
 
+def _any(values):
+    """OR of ``values`` as a balanced tree."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[k] | values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
+
+
 def _element_fields(layout):
     """``{name: shape}`` of the per-element fields (``data``, ``index``) of a RowLayout."""
     fields = {}
@@ -410,17 +419,21 @@ class RowPacker(wiring.Component):
         begins = take_i & ~marker        # i's beat joins (or begins) the buffered row
         e_in = Mux(end_o, 0, err) | ip.error
 
+        # Slot j takes input lane j - n_after (at most one lane hits: a one-hot OR, not a
+        # priority chain, keeps the logic depth logarithmic in per_beat_in).
+        at = [n_after == k for k in range(cap - p_in + 1)]
         shift = take_o & ~last
         for j in range(cap):
             val = Mux(shift, buf[j + p_out], buf[j]) if j + p_out < cap else \
                 Mux(shift, 0, buf[j])
             e = Mux(shift, ebit[j + p_out], ebit[j]) if j + p_out < cap else \
                 Mux(shift, 0, ebit[j])
-            for l in range(p_in):
-                if 0 <= j - l <= cap - p_in:
-                    hit = begins & (n_after == j - l) & (l < ip.count)
-                    val = Mux(hit, lane(l), val)
-                    e = Mux(hit, e_in, e)
+            hits = [(l, at[j - l] & (l < ip.count)) for l in range(p_in)
+                    if 0 <= j - l <= cap - p_in]
+            if hits:
+                hit = begins & _any(h for _, h in hits)
+                val = Mux(hit, _any(Mux(h, lane(l), 0) for l, h in hits), val)
+                e = Mux(hit, e_in, e)
             m.d.sync += [buf[j].eq(val), ebit[j].eq(e)]
 
         m.d.sync += n.eq(n_after + Mux(begins, ip.count, 0))
