@@ -285,6 +285,7 @@ SHAPES = {   # name -> (value_shape, index_bits, extra, fields)
     "data+index+extra": (signed(8), 6, {"lane": 2}, ("data", "index")),
     "index": (None, 7, None, ("index",)),
     "data": (unsigned(8), 0, {"kth": 3, "tag": 1}, ("data",)),
+    "count+extra": (None, 0, {"k": 2}, ()),
 }
 
 
