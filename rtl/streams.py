@@ -368,6 +368,10 @@ class RowPacker(wiring.Component):
             "o": Out(stream.Signature(self.o_layout)),
         })
 
+    #: Cycles from taking the input beat that completes an output beat to presenting it (a full
+    #: beat waiting for its row's fate leaves with 0 when the next beat is presented).
+    latency = 1
+
     def elaborate(self, platform):
         m = Module()
         p_in, p_out, cap = self.per_beat_in, self.per_beat_out, self.capacity

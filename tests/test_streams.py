@@ -249,7 +249,8 @@ def test_fork_rate():
     dut = Fork(8, 3)
     got, t = simulate(dut, {dut.i: list(range(30))}, {o: (8, 30) for o in dut.o},
                       gaps=0, stalls=0)
-    assert all(t[o] == t[dut.i] == list(range(t[dut.i][0], t[dut.i][0] + 30)) for o in dut.o)
+    assert all(t[o] == [c + dut.latency for c in t[dut.i]] for o in dut.o)
+    assert t[dut.i] == list(range(t[dut.i][0], t[dut.i][0] + 30))
 
 
 def test_join_random():
@@ -266,7 +267,8 @@ def test_join_rate():
     dut = Join(4, 4)
     got, t = simulate(dut, {dut.a: list(range(16)), dut.b: list(range(16))},
                       {dut.o: (join_layout(4, 4), 16)}, gaps=0, stalls=0)
-    assert t[dut.o] == t[dut.a] == t[dut.b] == list(range(t[dut.o][0], t[dut.o][0] + 16))
+    assert t[dut.a] == t[dut.b] == list(range(t[dut.a][0], t[dut.a][0] + 16))
+    assert t[dut.o] == [c + dut.latency for c in t[dut.a]]
 
 
 # ------------------------------------------------------------------ RowCounter
@@ -276,7 +278,7 @@ def test_row_counter_random():
     beats = golden.random_rows(random.Random(2), 40, 3, fields=("data",), extra={"kth": 4})
     got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(beats))}, seed=2)
     assert got[dut.o] == golden.count_rows(beats, 4)
-    assert t[dut.o] == t[dut.i]                     # combinational: latency 0
+    assert t[dut.o] == [c + dut.latency for c in t[dut.i]]
 
 
 # ------------------------------------------------------------------ RowPacker
@@ -474,7 +476,7 @@ def test_packer_rate_narrowing(p_in, p_out):
                       gaps=0, stalls=0)
     assert got[dut.o] == expected
     assert t[dut.o] == list(range(t[dut.o][0], t[dut.o][0] + len(expected)))
-    assert t[dut.o][0] == t[dut.i][0] + 1                            # latency 1
+    assert t[dut.o][0] == t[dut.i][0] + dut.latency
 
 
 def test_packer_empty_rows_rate():
@@ -483,7 +485,7 @@ def test_packer_empty_rows_rate():
     beats = [golden.beat(2, [], last=1, error=k % 2) for k in range(20)]
     got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, 20)}, gaps=0, stalls=0)
     assert got[dut.o] == golden.pack(beats, 3)
-    assert t[dut.o] == [c + 1 for c in t[dut.i]] and _input_stalls(t[dut.i]) == 0
+    assert t[dut.o] == [c + dut.latency for c in t[dut.i]] and _input_stalls(t[dut.i]) == 0
 
 
 def test_packer_lookahead_latency():
