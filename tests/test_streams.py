@@ -578,3 +578,66 @@ def test_stream_protocol_proof(name, make, mode, depth):
     result = run(Proof(f"stream_blocks_{name}", lambda: StreamProtocol(make()), mode, depth,
                        f"{name}: stream protocol"), timeout=300)
     assert result["status"] == "PASS", result
+
+
+# ------------------------------------------------------------------ valid never waits on ready
+
+def _valid_ignores_ready(dut, inputs, outputs, seed=0):
+    """Each cycle, with the inputs as the sources left them, set each output's ready to 0 and
+    then to 1 (the others random): its valid and payload must not change (amaranth.lib.stream:
+    a producer's valid must not depend on ready). Runs until the sources are done; returns the
+    number of checks made with valid high."""
+    rng = random.Random(seed)
+    m = Module()
+    m.domains.sync = ClockDomain()
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    checks, done = [], []
+
+    def feed(port, items):
+        async def run(ctx):
+            await source(port, items, rng, 0.3)(ctx)
+            done.append(port)
+        return run
+
+    async def probe(ctx):
+        while len(done) < len(inputs):
+            for o in outputs:
+                for other in outputs:
+                    ctx.set(other.ready, rng.random() < 0.7)
+                seen = []
+                for ready in (0, 1):
+                    ctx.set(o.ready, ready)
+                    seen.append((ctx.get(o.valid), ctx.get(Value.cast(o.payload))))
+                if seen[0] != seen[1]:
+                    raise AssertionError(f"{o}: valid/payload with ready 0, 1: {seen}")
+                checks.append(seen[0][0])
+            await ctx.tick()
+
+    for port, items in inputs.items():
+        sim.add_testbench(feed(port, items))
+    sim.add_testbench(probe)
+    sim.add_testbench(watchdog(20000), background=True)
+    sim.run()
+    return sum(checks)
+
+
+def test_valid_ignores_ready():
+    layout = RowLayout(2, signed(6), 4, {"lane": 1})
+    rows = golden.random_rows(random.Random(6), 60, 2, value_range=(-32, 31), index_bits=4,
+                              extra={"lane": 1})
+    cases = []
+    for make in (lambda: RowPacker(2, 3, signed(6), 4, {"lane": 1}),
+                 lambda: RowPacker(2, 1, signed(6), 4, {"lane": 1}),
+                 lambda: RowPacker(2, 2, signed(6), 4, {"lane": 1}),
+                 lambda: StreamFIFO(layout, 3), lambda: Fork(layout, 3)):
+        dut = make()
+        cases.append((dut, {dut.i: rows}, list(dut.o) if isinstance(dut, Fork) else [dut.o]))
+    dut = Join(layout, layout)
+    cases.append((dut, {dut.a: rows, dut.b: rows[::-1]}, [dut.o]))
+    dut = RowCounter(2, signed(6), 4, {"lane": 1})
+    cases.append((dut, {dut.i: [{k: v for k, v in b.items() if k != "index"} for b in rows]},
+                  [dut.o]))
+    for dut, inputs, outputs in cases:
+        assert _valid_ignores_ready(dut, inputs, outputs) > 50     # valid was high often
