@@ -23,6 +23,30 @@ it found), and a row may be empty (one beat, ``count = 0, last = 1``). A *dense*
 additionally guarantees that every beat but the last is full; the blocks in this module turn
 one into the other.
 
+Blocks (each a ``wiring.Component`` whose signature comes from its parameters; join them with
+``wiring.connect``; reference models over lists of beats in :mod:`attnforge.golden.streams`):
+
+:class:`StreamFIFO` ``(shape, depth, buffered=True)``
+    a queue of ``depth`` beats of any payload over ``amaranth.lib.fifo``, with ``level``;
+    latency 2 (buffered) / 1, one beat per cycle from depth 3 (buffered) / 2.
+:class:`RowPacker` ``(per_beat_in, per_beat_out, value_shape, index_bits, extra)``
+    partial beats -> *dense* row, ``per_beat_in`` -> ``per_beat_out`` elements per beat; rows
+    never merge; ``error`` ORed over the row (see the class for the exact rule), extras of the
+    row's first beat; one input beat per cycle within a row when ``per_beat_in <=
+    per_beat_out``, output-bound (one output beat per cycle) otherwise.
+:class:`Fork` ``(shape, n)``
+    each beat to ``n`` consumers, each taking it once, in its own time; combinational.
+:class:`Join` ``(a_shape, b_shape)``
+    zip of two streams into one ``{a, b}`` payload, a beat when both are valid; combinational.
+:class:`RowCounter` ``(per_beat, value_shape, index_bits, extra)``
+    adds each element's position in its row as ``index``; combinational.
+
+Every block obeys the ``amaranth.lib.stream`` rules: no ``valid`` depends on a ``ready`` of the
+same block's outputs; an output's payload is stable while ``valid & ~ready``; ``ready`` may
+depend on ``valid`` (and on the payload, for the packer). Blocks that are combinational pass
+paths straight through (``valid``/payload forward, ``ready`` backward): put a
+:class:`StreamFIFO` between units where a register stage is wanted.
+
 Naming: ``per_beat`` always counts elements per beat (beats per cycle is then one); a unit
 whose beat width is a parameter calls that parameter ``per_beat``. "Lanes" is kept for the
 scheduler's work lanes (the detector's ``sched_lanes``), "values per word" for packed words
@@ -256,6 +280,15 @@ class Join(wiring.Component):
 # RowPacker
 # ----------------------------------------------------------------------------------------------
 
+def _any(values):
+    """OR of ``values`` as a balanced tree."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[k] | values[k + 1] if k + 1 < len(values) else values[k]
+                  for k in range(0, len(values), 2)]
+    return values[0]
+
+
 def _element_fields(layout):
     """``{name: shape}`` of the per-element fields (``data``, ``index``) of a RowLayout."""
     fields = {}
@@ -336,6 +369,10 @@ class RowPacker(wiring.Component):
             "o": Out(stream.Signature(self.o_layout)),
         })
 
+    #: Cycles from taking the input beat that completes an output beat to presenting it (a full
+    #: beat waiting for its row's fate leaves with 0 when the next beat is presented).
+    latency = 1
+
     def elaborate(self, platform):
         m = Module()
         p_in, p_out, cap = self.per_beat_in, self.per_beat_out, self.capacity
@@ -387,24 +424,29 @@ class RowPacker(wiring.Component):
         begins = take_i & ~marker        # i's beat joins (or begins) the buffered row
         e_in = Mux(end_o, 0, err) | ip.error
 
+        # Slot j takes input lane j - n_after (at most one lane hits: a one-hot OR, not a
+        # priority chain, keeps the logic depth logarithmic in per_beat_in).
+        at = [n_after == k for k in range(cap - p_in + 1)]
         shift = take_o & ~last
         for j in range(cap):
             val = Mux(shift, buf[j + p_out], buf[j]) if j + p_out < cap else \
                 Mux(shift, 0, buf[j])
             e = Mux(shift, ebit[j + p_out], ebit[j]) if j + p_out < cap else \
                 Mux(shift, 0, ebit[j])
-            for l in range(p_in):
-                if 0 <= j - l <= cap - p_in:
-                    hit = begins & (n_after == j - l) & (l < ip.count)
-                    val = Mux(hit, lane(l), val)
-                    e = Mux(hit, e_in, e)
+            hits = [(l, at[j - l] & (l < ip.count)) for l in range(p_in)
+                    if 0 <= j - l <= cap - p_in]
+            if hits:
+                hit = begins & _any(h for _, h in hits)
+                val = Mux(hit, _any(Mux(h, lane(l), 0) for l, h in hits), val)
+                e = Mux(hit, e_in, e)
             m.d.sync += [buf[j].eq(val), ebit[j].eq(e)]
 
         m.d.sync += n.eq(n_after + Mux(begins, ip.count, 0))
         with m.If(begins):
             m.d.sync += [ended.eq(ip.last), err.eq(e_in), start.eq(0)]
             if ext is not None:
-                with m.If(start | end_o):
+                # (start implies an empty buffer; the test of n only helps k-induction)
+                with m.If(end_o | (start & (n == 0))):
                     m.d.sync += ext.eq(Cat(*(ip[name] for name in self.i_layout.extra)))
         with m.Elif(end_o):
             m.d.sync += [ended.eq(0), err.eq(0), start.eq(1)]

@@ -11,7 +11,7 @@ import random
 
 import pytest
 from amaranth.hdl import ClockDomain, Module, Value, signed, unsigned
-from amaranth.lib import data
+from amaranth.lib import data, stream, wiring
 from amaranth.sim import Simulator
 
 from attnforge.golden import streams as golden
@@ -165,7 +165,7 @@ def simulate(dut, inputs, outputs, *, gaps=0.3, stalls=0.3, seed=0, limit=50000)
     sim.add_clock(1e-6)
     got, times, errors = {}, {}, []
     for port, items in inputs.items():
-        sim.add_testbench(source(port, items, rng, gaps), background=True)
+        sim.add_testbench(source(port, items, rng, gaps))
     for port, (shape, n) in outputs.items():
         got[port] = []
         sim.add_testbench(sink(port, got[port], n, rng, stalls,
@@ -249,14 +249,15 @@ def test_fork_rate():
     dut = Fork(8, 3)
     got, t = simulate(dut, {dut.i: list(range(30))}, {o: (8, 30) for o in dut.o},
                       gaps=0, stalls=0)
-    assert all(t[o] == t[dut.i] == list(range(t[dut.i][0], t[dut.i][0] + 30)) for o in dut.o)
+    assert all(t[o] == [c + dut.latency for c in t[dut.i]] for o in dut.o)
+    assert t[dut.i] == list(range(t[dut.i][0], t[dut.i][0] + 30))
 
 
 def test_join_random():
     layout = RowLayout(2, None, 6)
     dut = Join(layout, signed(5))
     a = golden.random_rows(random.Random(1), 30, 2, fields=("index",), index_bits=6)
-    b = [random.Random(k).randint(-16, 15) for k in range(len(a) + 3)]
+    b = [random.Random(k).randint(-16, 15) for k in range(len(a))]
     got, _ = simulate(dut, {dut.a: a, dut.b: b},
                       {dut.o: (join_layout(layout, signed(5)), len(a))}, seed=3)
     assert got[dut.o] == golden.join(a, b)
@@ -266,7 +267,8 @@ def test_join_rate():
     dut = Join(4, 4)
     got, t = simulate(dut, {dut.a: list(range(16)), dut.b: list(range(16))},
                       {dut.o: (join_layout(4, 4), 16)}, gaps=0, stalls=0)
-    assert t[dut.o] == t[dut.a] == t[dut.b] == list(range(t[dut.o][0], t[dut.o][0] + 16))
+    assert t[dut.a] == t[dut.b] == list(range(t[dut.a][0], t[dut.a][0] + 16))
+    assert t[dut.o] == [c + dut.latency for c in t[dut.a]]
 
 
 # ------------------------------------------------------------------ RowCounter
@@ -276,7 +278,7 @@ def test_row_counter_random():
     beats = golden.random_rows(random.Random(2), 40, 3, fields=("data",), extra={"kth": 4})
     got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(beats))}, seed=2)
     assert got[dut.o] == golden.count_rows(beats, 4)
-    assert t[dut.o] == t[dut.i]                     # combinational: latency 0
+    assert t[dut.o] == [c + dut.latency for c in t[dut.i]]
 
 
 # ------------------------------------------------------------------ RowPacker
@@ -285,6 +287,7 @@ SHAPES = {   # name -> (value_shape, index_bits, extra, fields)
     "data+index+extra": (signed(8), 6, {"lane": 2}, ("data", "index")),
     "index": (None, 7, None, ("index",)),
     "data": (unsigned(8), 0, {"kth": 3, "tag": 1}, ("data",)),
+    "count+extra": (None, 0, {"k": 2}, ()),
 }
 
 
@@ -321,6 +324,51 @@ def test_packer_back_to_back(p_in, p_out):
         assert got[dut.o] == expected
 
 
+def simulate_reset(dut, port, before, after, outputs, *, drain=60, seed=4):
+    """Feed ``before`` into ``port``, wait ``drain`` cycles, reset for one cycle, feed
+    ``after``; take ``outputs`` ({port: (shape, beats expected after the reset)}) with random
+    stalls throughout. Returns ``({port: beats before}, {port: beats after})``."""
+    m = Module()
+    cd = ClockDomain("sync")
+    m.domains += cd
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    rng = random.Random(seed)
+    state = {"reset": False}
+    got = {o: ([], []) for o in outputs}
+    errors = []
+
+    async def drive(ctx):
+        await source(port, before, rng, 0.3)(ctx)
+        for _ in range(drain):
+            await ctx.tick()
+        ctx.set(cd.rst, 1)
+        await ctx.tick()
+        ctx.set(cd.rst, 0)
+        state["reset"] = True
+        await source(port, after, rng, 0.3)(ctx)
+
+    def take(o, shape, n):
+        async def run(ctx):
+            while len(got[o][1]) < n:
+                ready = rng.random() >= 0.3
+                ctx.set(o.ready, ready)
+                _, rst, valid, payload = await ctx.tick().sample(o.valid, o.payload)
+                if valid and ready and not rst:
+                    got[o][state["reset"]].append(as_python(payload, shape))
+        return run
+
+    sim.add_testbench(drive)
+    for o, (shape, n) in outputs.items():
+        sim.add_testbench(take(o, shape, n))
+        sim.add_testbench(monitor(o, [], errors), background=True)
+    sim.add_testbench(watchdog(20000), background=True)
+    sim.run()
+    assert not errors, errors[:5]
+    return {o: g[0] for o, g in got.items()}, {o: g[1] for o, g in got.items()}
+
+
 @pytest.mark.parametrize("p_in, p_out", [(2, 4), (3, 4), (4, 2), (1, 1)])
 def test_packer_reset_mid_row(p_in, p_out):
     """Reset with a row half in: the half row's beats already out stay out, its rest is lost,
@@ -328,44 +376,39 @@ def test_packer_reset_mid_row(p_in, p_out):
     dut, before = packer_case(p_in, p_out, "data+index+extra", 6, 11)
     _, after = packer_case(p_in, p_out, "data+index+extra", 6, 12)
     half = [golden.beat(p_in, [{"data": k, "index": k} for k in range(p_in)], lane=1)] * 3
-    exp_before = golden.pack(before, p_out) + golden.pack_prefix(half, p_out)
-    exp_after = golden.pack(after, p_out)
-    m = Module()
-    cd = ClockDomain("sync")
-    m.domains += cd
-    m.submodules.dut = dut
-    sim = Simulator(m)
-    sim.add_clock(1e-6)
-    rng = random.Random(4)
-    state = {"reset": False}
-    got = {False: [], True: []}
+    expected = golden.pack(after, p_out)
+    pre, post = simulate_reset(dut, dut.i, before + half, after,
+                               {dut.o: (dut.o_layout, len(expected))})
+    assert pre[dut.o] == golden.pack(before, p_out) + golden.pack_prefix(half, p_out)
+    assert post[dut.o] == expected
 
-    async def drive(ctx):
-        await source(dut.i, before + half, rng, 0.3)(ctx)
-        await ctx.tick().repeat(60)                       # let the sink drain
-        ctx.set(cd.rst, 1)
-        await ctx.tick()
-        ctx.set(cd.rst, 0)
-        state["reset"] = True
-        await source(dut.i, after, rng, 0.3)(ctx)
 
-    async def take(ctx):
-        while len(got[True]) < len(exp_after):
-            ready = rng.random() >= 0.3
-            ctx.set(dut.o.ready, ready)
-            _, rst, valid, payload = await ctx.tick().sample(dut.o.valid, dut.o.payload)
-            if valid and ready and not rst:
-                got[state["reset"]].append(as_python(payload, dut.o_layout))
+@pytest.mark.parametrize("buffered", [True, False])
+def test_fifo_reset(buffered):
+    """Reset with beats queued: they are lost, ``level`` is 0, the next beats pass exactly."""
+    dut = StreamFIFO(8, 5, buffered=buffered)
+    pre, post = simulate_reset(dut, dut.i, list(range(12)), list(range(100, 120)),
+                               {dut.o: (8, 20)}, drain=0)
+    assert pre[dut.o] == list(range(len(pre[dut.o])))
+    assert post[dut.o] == list(range(100, 120))
 
-    errors = []
-    sim.add_testbench(drive, background=True)
-    sim.add_testbench(take)
-    sim.add_testbench(monitor(dut.o, [], errors), background=True)
-    sim.add_testbench(watchdog(20000), background=True)
-    sim.run()
-    assert not errors
-    assert got[False] == exp_before
-    assert got[True] == exp_after
+
+def test_fork_reset():
+    """Reset while some outputs have taken a beat and others not: every output then gets
+    every later beat exactly once."""
+    dut = Fork(8, 3)
+    pre, post = simulate_reset(dut, dut.i, list(range(10)), list(range(50, 70)),
+                               {o: (8, 20) for o in dut.o}, drain=0, seed=8)
+    assert all(pre[o] == list(range(len(pre[o]))) for o in dut.o)
+    assert all(post[o] == list(range(50, 70)) for o in dut.o)
+
+
+def test_row_counter_reset_mid_row():
+    dut = RowCounter(2, 8, 5)
+    half = [golden.beat(2, [{"data": 1}] * 2, fields=("data",))] * 2
+    after = golden.random_rows(random.Random(3), 10, 2, fields=("data",), value_range=(0, 255))
+    pre, post = simulate_reset(dut, dut.i, half, after, {dut.o: (dut.o_layout, len(after))})
+    assert post[dut.o] == golden.count_rows(after, 5)
 
 
 def _input_stalls(t_in):
@@ -433,7 +476,7 @@ def test_packer_rate_narrowing(p_in, p_out):
                       gaps=0, stalls=0)
     assert got[dut.o] == expected
     assert t[dut.o] == list(range(t[dut.o][0], t[dut.o][0] + len(expected)))
-    assert t[dut.o][0] == t[dut.i][0] + 1                            # latency 1
+    assert t[dut.o][0] == t[dut.i][0] + dut.latency
 
 
 def test_packer_empty_rows_rate():
@@ -442,7 +485,7 @@ def test_packer_empty_rows_rate():
     beats = [golden.beat(2, [], last=1, error=k % 2) for k in range(20)]
     got, t = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, 20)}, gaps=0, stalls=0)
     assert got[dut.o] == golden.pack(beats, 3)
-    assert t[dut.o] == [c + 1 for c in t[dut.i]] and _input_stalls(t[dut.i]) == 0
+    assert t[dut.o] == [c + dut.latency for c in t[dut.i]] and _input_stalls(t[dut.i]) == 0
 
 
 def test_packer_lookahead_latency():
@@ -460,7 +503,6 @@ def test_compose_pack_fork_join():
     """Sparse data-only rows (P=3) are packed to P=4, queued, forked to a RowCounter and a
     direct path, and joined again: every beat pairs the packed beat with its indexed twin.
     Every link is a ``wiring.connect``."""
-    from amaranth.lib import wiring
 
     class Chain(wiring.Component):
         def __init__(self):
@@ -492,3 +534,110 @@ def test_compose_pack_fork_join():
                       {dut.o: (join_layout(dut.pack.o_layout, dut.rank.o_layout), len(packed))},
                       seed=9)
     assert got[dut.o] == golden.join(packed, golden.count_rows(packed, 6))
+
+
+# ------------------------------------------------------------------ formal (make formal's tools)
+
+class _ForkPorts(wiring.Component):
+    """Fork(shape, 2) with its outputs as separate members (the protocol harness walks named
+    stream members, not arrays)."""
+
+    def __init__(self, shape):
+        self.fork = Fork(shape, 2)
+        super().__init__({"i": wiring.In(stream.Signature(shape)),
+                          "o0": wiring.Out(stream.Signature(shape)),
+                          "o1": wiring.Out(stream.Signature(shape))})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.fork = self.fork
+        wiring.connect(m, wiring.flipped(self.i), self.fork.i)
+        wiring.connect(m, self.fork.o[0], wiring.flipped(self.o0))
+        wiring.connect(m, self.fork.o[1], wiring.flipped(self.o1))
+        return m
+
+
+_SMALL = RowLayout(2, signed(4), 3, {"lane": 1})
+
+FORMAL = [   # name, harnessed component, mode, depth
+    ("packer_2_3", lambda: RowPacker(2, 3, signed(4), 3, {"lane": 1}), "prove", 8),
+    ("packer_3_2", lambda: RowPacker(3, 2, signed(4), 3, {"lane": 1}), "prove", 8),
+    ("fifo", lambda: StreamFIFO(_SMALL, 3), "prove", 3),
+    ("fork", lambda: _ForkPorts(_SMALL), "prove", 3),
+    ("join", lambda: Join(_SMALL, RowLayout(1, None, 3)), "prove", 3),
+    ("row_counter", lambda: RowCounter(2, signed(4), 3), "prove", 3),
+]
+
+
+@pytest.mark.formal
+@pytest.mark.parametrize("name, make, mode, depth", FORMAL, ids=[f[0] for f in FORMAL])
+def test_stream_protocol_proof(name, make, mode, depth):
+    """Every output holds valid and payload while stalled, in every reachable state
+    (k-induction)."""
+    from attnforge.synth.formal import Proof, StreamProtocol, run
+    result = run(Proof(f"stream_blocks_{name}", lambda: StreamProtocol(make()), mode, depth,
+                       f"{name}: stream protocol"), timeout=300)
+    assert result["status"] == "PASS", result
+
+
+# ------------------------------------------------------------------ valid never waits on ready
+
+def _valid_ignores_ready(dut, inputs, outputs, seed=0):
+    """Each cycle, with the inputs as the sources left them, set each output's ready to 0 and
+    then to 1 (the others random): its valid and payload must not change (amaranth.lib.stream:
+    a producer's valid must not depend on ready). Runs until the sources are done; returns the
+    number of checks made with valid high."""
+    rng = random.Random(seed)
+    m = Module()
+    m.domains.sync = ClockDomain()
+    m.submodules.dut = dut
+    sim = Simulator(m)
+    sim.add_clock(1e-6)
+    checks, done = [], []
+
+    def feed(port, items):
+        async def run(ctx):
+            await source(port, items, rng, 0.3)(ctx)
+            done.append(port)
+        return run
+
+    async def probe(ctx):
+        while len(done) < len(inputs):
+            for o in outputs:
+                for other in outputs:
+                    ctx.set(other.ready, rng.random() < 0.7)
+                seen = []
+                for ready in (0, 1):
+                    ctx.set(o.ready, ready)
+                    seen.append((ctx.get(o.valid), ctx.get(Value.cast(o.payload))))
+                if seen[0] != seen[1]:
+                    raise AssertionError(f"{o}: valid/payload with ready 0, 1: {seen}")
+                checks.append(seen[0][0])
+            await ctx.tick()
+
+    for port, items in inputs.items():
+        sim.add_testbench(feed(port, items))
+    sim.add_testbench(probe)
+    sim.add_testbench(watchdog(20000), background=True)
+    sim.run()
+    return sum(checks)
+
+
+def test_valid_ignores_ready():
+    layout = RowLayout(2, signed(6), 4, {"lane": 1})
+    rows = golden.random_rows(random.Random(6), 60, 2, value_range=(-32, 31), index_bits=4,
+                              extra={"lane": 1})
+    cases = []
+    for make in (lambda: RowPacker(2, 3, signed(6), 4, {"lane": 1}),
+                 lambda: RowPacker(2, 1, signed(6), 4, {"lane": 1}),
+                 lambda: RowPacker(2, 2, signed(6), 4, {"lane": 1}),
+                 lambda: StreamFIFO(layout, 3), lambda: Fork(layout, 3)):
+        dut = make()
+        cases.append((dut, {dut.i: rows}, list(dut.o) if isinstance(dut, Fork) else [dut.o]))
+    dut = Join(layout, layout)
+    cases.append((dut, {dut.a: rows, dut.b: rows[::-1]}, [dut.o]))
+    dut = RowCounter(2, signed(6), 4, {"lane": 1})
+    cases.append((dut, {dut.i: [{k: v for k, v in b.items() if k != "index"} for b in rows]},
+                  [dut.o]))
+    for dut, inputs, outputs in cases:
+        assert _valid_ignores_ready(dut, inputs, outputs) > 50     # valid was high often
