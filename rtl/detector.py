@@ -396,7 +396,10 @@ class Select(_Stage):
             eq_before = eq_before + eqv
         n = Signal(range(P + 1))
         m.d.comb += n.eq(_popcount(keep))
-        slots = _compact(keep, [(base_idx + i)[:len(op.index[0])] for i in range(P)])
+        # index = word * P + lane: compact the lane numbers only (log2 P bits), the word
+        # number is common to the beat (gated so that slots >= count stay 0)
+        lanes = _compact(keep, [Const(i, logp) for i in range(P)]) if logp else [Const(0, 0)]
+        slots = [Mux(n > s, Cat(lane, w), 0) for s, lane in enumerate(lanes)]
         values = _compact(keep, [cur[i * b:(i + 1) * b] for i in range(P)])
         mask_now = Cat(*[Mux(w == ww, Cat(*keep), mask_acc[ww * P:(ww + 1) * P])
                          for ww in range(words)])
