@@ -430,6 +430,9 @@ class RowPacker(wiring.Component):
         promote = end_o & tail           # the tail becomes the head
         n_after = Signal(range(cap + 1))
         m.d.comb += n_after.eq(Mux(end_o & ~tail, 0, Mux(take_o, n - p_out, n)))
+        def after_is(k):                 # n_after == k, without the subtraction
+            return Mux(end_o & ~tail, k == 0, Mux(take_o, n == k + p_out, n == k))
+
         h_ended = Mux(end_o, promote & ended2, ended)
         h_err = Mux(end_o, promote & err2, err)
         h_start = Mux(end_o, ~tail, start)
@@ -450,7 +453,9 @@ class RowPacker(wiring.Component):
 
         # Slot j takes input lane j - pos (at most one lane hits: a one-hot OR, not a
         # priority chain, keeps the logic depth logarithmic in per_beat_in).
-        at = [pos == k for k in range(cap - p_in + 1)]
+        # (pos == k from comparisons of the registered n, selected by the control signals:
+        # keeps the subtraction n - per_beat_out off the path to the slot selects)
+        at = [Mux(new_tail, k == p_out, after_is(k)) for k in range(cap - p_in + 1)]
         for j in range(cap):
             val = Mux(take_o, buf[j + p_out], buf[j]) if j + p_out < cap else \
                 Mux(take_o, 0, buf[j])
