@@ -430,6 +430,7 @@ class RowPacker(wiring.Component):
         promote = end_o & tail           # the tail becomes the head
         n_after = Signal(range(cap + 1))
         m.d.comb += n_after.eq(Mux(end_o & ~tail, 0, Mux(take_o, n - p_out, n)))
+
         def after_is(k):                 # n_after == k, without the subtraction
             return Mux(end_o & ~tail, k == 0, Mux(take_o, n == k + p_out, n == k))
 
@@ -451,10 +452,9 @@ class RowPacker(wiring.Component):
         pos = Mux(new_tail, p_out, n_after)
         e_in = Mux(to_head, h_err, Mux(t_open, err2, 0)) | ip.error
 
-        # Slot j takes input lane j - pos (at most one lane hits: a one-hot OR, not a
-        # priority chain, keeps the logic depth logarithmic in per_beat_in).
-        # (pos == k from comparisons of the registered n, selected by the control signals:
-        # keeps the subtraction n - per_beat_out off the path to the slot selects)
+        # Slot j takes input lane j - pos: at most one lane hits, so a one-hot OR (not a
+        # priority chain) picks it; pos == k comes from comparisons of the registered n
+        # (the subtraction n - per_beat_out stays off the path to the slot selects).
         at = [Mux(new_tail, k == p_out, after_is(k)) for k in range(cap - p_in + 1)]
         for j in range(cap):
             val = Mux(take_o, buf[j + p_out], buf[j]) if j + p_out < cap else \
