@@ -32,8 +32,8 @@ Blocks (each a ``wiring.Component`` whose signature comes from its parameters; j
 :class:`RowPacker` ``(per_beat_in, per_beat_out, value_shape, index_bits, extra)``
     partial beats -> *dense* row, ``per_beat_in`` -> ``per_beat_out`` elements per beat; rows
     never merge; ``error`` ORed over the row (see the class for the exact rule), extras of the
-    row's first beat; one input beat per cycle within a row when ``per_beat_in <=
-    per_beat_out``, output-bound (one output beat per cycle) otherwise.
+    row's first beat; one input beat per cycle, rows included, when ``per_beat_in <=
+    per_beat_out``, output-bound (one output beat per cycle) otherwise; latency 1.
 :class:`Fork` ``(shape, n)``
     each beat to ``n`` consumers, each taking it once, in its own time; combinational.
 :class:`Join` ``(a_shape, b_shape)``
@@ -316,28 +316,29 @@ class RowPacker(wiring.Component):
     fields: those of the row's first input beat, on every output beat. Lanes at and above
     ``count`` are zero.
 
-    How: a buffer of ``per_beat_in + per_beat_out`` elements holds the row being packed (each
-    element with the OR of ``error`` so far); an input beat is appended where the buffer ends
-    after this cycle's output. A full beat leaves only when the row is known to go on (more
-    elements buffered, or an input beat with elements presented) or to end (its ``last`` beat
-    taken, or an empty ``last`` beat presented), so the row's last beat is never empty unless
-    the row is. The next row's first beat is taken in the cycle the current row's last beat
-    leaves.
+    How: a buffer of ``per_beat_in + per_beat_out`` element slots (each element with the OR of
+    ``error`` over its row so far) holds the *head* row, being output; an input beat is
+    appended where the buffer ends after this cycle's output, and the buffer shifts by
+    ``per_beat_out`` when a beat leaves. A full beat leaves only when the row is known to go on
+    (more elements buffered, or an input beat with elements presented) or to end (its ``last``
+    beat taken, or an empty ``last`` beat presented), so the row's last beat is never empty
+    unless the row is. Once the head row has ended and its rest fits one beat, the next row
+    (the *tail*) begins at slot ``per_beat_out``, behind that last beat, with its own ``error``,
+    ``last`` and extras; when the head's last beat leaves, the tail becomes the head.
 
     Timing (measured by ``tests/test_streams.py``, output always ready):
 
     * latency: an output beat is presented in the cycle after the input beat completing it is
-      taken; a full beat waiting for the row to go on leaves in the cycle the next input beat
-      with elements (or the empty ``last`` beat) is presented (combinational path ``i`` -> ``o``).
-    * ``per_beat_in <= per_beat_out``: one input beat per cycle within a row. Between rows: no
-      bubble if fewer than ``per_beat_out + 1`` elements are buffered when the row's ``last``
-      beat is taken (always when every beat but the last of the input is full and
-      ``per_beat_in`` divides ``per_beat_out``), else one cycle (the buffered row needs two
-      output beats).
+      taken (:attr:`latency` = 1); a full beat waiting for the row to go on leaves in the cycle
+      the next input beat with elements (or the empty ``last`` beat) is presented
+      (combinational path ``i`` -> ``o``).
+    * ``per_beat_in <= per_beat_out``: one input beat per cycle, any beats, rows included (no
+      bubble between rows).
     * ``per_beat_in > per_beat_out``: output-bound, one output beat per cycle while the buffer
-      holds more than ``per_beat_out`` elements; a full input row of ``L`` elements takes
-      ``ceil(L / per_beat_out)`` cycles, an input beat is taken whenever at most
-      ``per_beat_out`` elements remain after this cycle's output.
+      holds more than ``per_beat_out`` elements of the head or the head has ended; a row of
+      ``L`` elements in full beats takes ``ceil(L / per_beat_out)`` cycles, back to back
+      across rows; an input beat is taken whenever at most ``per_beat_out`` elements remain
+      after this cycle's output.
     * an empty row: one beat per cycle in, one per cycle out.
 
     ``i.ready`` depends on ``o.ready`` and ``i.valid``/``i.payload`` (combinationally);
@@ -385,21 +386,31 @@ class RowPacker(wiring.Component):
             return Cat(*(ip[f][l] for f in fields))
 
         buf = [Signal(width, name=f"buf{j}") for j in range(cap)]
-        ebit = Signal(cap)               # per element: OR of error over the row up to it
-        n = Signal(range(cap + 1))       # elements buffered
-        ended = Signal()                 # the row's last beat has been taken
-        start = Signal(init=1)           # no beat of the row taken yet
-        err = Signal()                   # OR of error over the row's beats taken
-        ext = Signal(data.StructLayout(self.i_layout.extra)) if self.i_layout.extra else None
+        ebit = Signal(cap)               # per element: OR of error over its row up to it
+        n = Signal(range(cap + 1))       # slots in use (with a tail: per_beat_out + tail's)
+        # The head row (the one being output).
+        ended = Signal()                 # its last beat has been taken
+        start = Signal(init=1)           # no beat of it taken yet
+        err = Signal()                   # OR of error over its beats taken
+        # The tail row: the next row, begun while the head's last beat (``head`` elements in
+        # slots 0 .. per_beat_out-1) waits; its elements start at slot per_beat_out.
+        tail = Signal()
+        head = Signal(range(p_out + 1))
+        ended2 = Signal()
+        err2 = Signal()
+        extra = self.i_layout.extra
+        ext = Signal(data.StructLayout(extra)) if extra else None
+        ext2 = Signal(data.StructLayout(extra)) if extra else None
+        ext_in = Cat(*(ip[name] for name in extra))
 
         # Output, from the buffer (and, for a full beat waiting for the row's fate, from i).
-        look = ~ended & (n == p_out) & i.valid
+        look = ~tail & ~ended & (n == p_out) & i.valid
         look_more = look & (ip.count != 0)
         look_end = look & (ip.count == 0) & ip.last
-        count = Mux(n >= p_out, p_out, n)
-        last = (ended & (n <= p_out)) | look_end
+        count = Mux(tail, head, Mux(n >= p_out, p_out, n))
+        last = tail | (ended & (n <= p_out)) | look_end
         m.d.comb += [
-            o.valid.eq(ended | (n > p_out) | look_more | look_end),
+            o.valid.eq(tail | ended | (n > p_out) | look_more | look_end),
             op.count.eq(count),
             op.last.eq(last),
             op.error.eq(Mux(last, err | (look_end & ip.error), ebit[p_out - 1])),
@@ -410,29 +421,47 @@ class RowPacker(wiring.Component):
                 w = Shape.cast(shape).width
                 m.d.comb += op[f][l].eq(Mux(l < count, buf[l][offset:offset + w], 0))
                 offset += w
-        for name in self.i_layout.extra:
+        for name in extra:
             m.d.comb += op[name].eq(ext[name])
 
-        # Input: appended where the buffer ends after this cycle's output.
+        # After this cycle's output: the buffer shifts by per_beat_out (a full beat, or the
+        # head's last beat with a tail behind it), or empties (the head's last beat, no tail).
         take_o = o.valid & o.ready
         end_o = take_o & last
+        promote = end_o & tail           # the tail becomes the head
         n_after = Signal(range(cap + 1))
-        m.d.comb += n_after.eq(Mux(end_o, 0, Mux(take_o, n - p_out, n)))
-        m.d.comb += i.ready.eq((n_after <= cap - p_in) & (~ended | end_o))
+        m.d.comb += n_after.eq(Mux(end_o & ~tail, 0, Mux(take_o, n - p_out, n)))
+
+        def after_is(k):                 # n_after == k, without the subtraction
+            return Mux(end_o & ~tail, k == 0, Mux(take_o, n == k + p_out, n == k))
+
+        h_ended = Mux(end_o, promote & ended2, ended)
+        h_err = Mux(end_o, promote & err2, err)
+        h_start = Mux(end_o, ~tail, start)
+        t_open = tail & ~end_o & ~ended2
+
+        # Where an input beat goes: appended to the open head or tail (at n_after), or, when
+        # the head has ended and its rest fits one beat, begins a tail at slot per_beat_out.
+        to_head = ~h_ended & ~(tail & ~end_o)
+        new_tail = h_ended & ~(tail & ~end_o) & (n_after <= p_out)
+        # (with a tail, n >= per_beat_out: its test only helps k-induction)
+        m.d.comb += i.ready.eq(new_tail | (to_head & (n_after <= cap - p_in))
+                               | (t_open & (n_after == p_out)))
         take_i = i.valid & i.ready
         marker = end_o & look_end        # i's empty last beat ends the row leaving now
-        begins = take_i & ~marker        # i's beat joins (or begins) the buffered row
-        e_in = Mux(end_o, 0, err) | ip.error
+        begins = take_i & ~marker        # i's beat joins or begins a buffered row
+        pos = Mux(new_tail, p_out, n_after)
+        e_in = Mux(to_head, h_err, Mux(t_open, err2, 0)) | ip.error
 
-        # Slot j takes input lane j - n_after (at most one lane hits: a one-hot OR, not a
-        # priority chain, keeps the logic depth logarithmic in per_beat_in).
-        at = [n_after == k for k in range(cap - p_in + 1)]
-        shift = take_o & ~last
+        # Slot j takes input lane j - pos: at most one lane hits, so a one-hot OR (not a
+        # priority chain) picks it; pos == k comes from comparisons of the registered n
+        # (the subtraction n - per_beat_out stays off the path to the slot selects).
+        at = [Mux(new_tail, k == p_out, after_is(k)) for k in range(cap - p_in + 1)]
         for j in range(cap):
-            val = Mux(shift, buf[j + p_out], buf[j]) if j + p_out < cap else \
-                Mux(shift, 0, buf[j])
-            e = Mux(shift, ebit[j + p_out], ebit[j]) if j + p_out < cap else \
-                Mux(shift, 0, ebit[j])
+            val = Mux(take_o, buf[j + p_out], buf[j]) if j + p_out < cap else \
+                Mux(take_o, 0, buf[j])
+            e = Mux(take_o, ebit[j + p_out], ebit[j]) if j + p_out < cap else \
+                Mux(take_o, 0, ebit[j])
             hits = [(l, at[j - l] & (l < ip.count)) for l in range(p_in)
                     if 0 <= j - l <= cap - p_in]
             if hits:
@@ -441,15 +470,25 @@ class RowPacker(wiring.Component):
                 e = Mux(hit, e_in, e)
             m.d.sync += [buf[j].eq(val), ebit[j].eq(e)]
 
-        m.d.sync += n.eq(n_after + Mux(begins, ip.count, 0))
-        with m.If(begins):
+        m.d.sync += [
+            n.eq(Mux(begins, pos + ip.count, n_after)),
+            ended.eq(h_ended), err.eq(h_err), start.eq(h_start), tail.eq(tail & ~end_o),
+        ]
+        if ext is not None:
+            with m.If(promote):
+                m.d.sync += ext.eq(ext2)
+        with m.If(begins & to_head):
             m.d.sync += [ended.eq(ip.last), err.eq(e_in), start.eq(0)]
             if ext is not None:
-                # (start implies an empty buffer; the test of n only helps k-induction)
-                with m.If(end_o | (start & (n == 0))):
-                    m.d.sync += ext.eq(Cat(*(ip[name] for name in self.i_layout.extra)))
-        with m.Elif(end_o):
-            m.d.sync += [ended.eq(0), err.eq(0), start.eq(1)]
+                # (h_start implies an empty buffer; the test of n only helps k-induction)
+                with m.If(h_start & (n_after == 0)):
+                    m.d.sync += ext.eq(ext_in)
+        with m.If(begins & t_open):
+            m.d.sync += [ended2.eq(ip.last), err2.eq(e_in)]
+        with m.If(begins & new_tail):
+            m.d.sync += [tail.eq(1), head.eq(n_after), ended2.eq(ip.last), err2.eq(e_in)]
+            if ext is not None:
+                m.d.sync += ext2.eq(ext_in)
         return m
 
 
