@@ -14,7 +14,10 @@ The payload is a :class:`RowLayout`:
 ``last``   this beat ends the row;
 ``error``  the row is the answer to a bad request or was handled under a documented error
            condition (e.g. truncated); a rejected request is answered by one beat with
-           ``count = 0, last = 1, error = 1``;
+           ``count = 0, last = 1, error = 1``. Like the extras it is a per-row fact: a producer
+           keeps it constant over the beats of a row (so a block that forwards a beat before
+           the row has ended never forwards a stale flag), and a consumer answers an error
+           row with an error row;
 plus unit-specific *extra* fields that hold per-row facts (e.g. the top-k's ``kth``, the
 scheduler's ``lane``), constant over the beats of a row.
 
@@ -40,6 +43,9 @@ Blocks (each a ``wiring.Component`` whose signature comes from its parameters; j
     zip of two streams into one ``{a, b}`` payload, a beat when both are valid; combinational.
 :class:`RowCounter` ``(per_beat, value_shape, index_bits, extra)``
     adds each element's position in its row as ``index``; combinational.
+:class:`RowAdapter` ``(src, dst)``
+    between row layouts that differ only in what the consumer does not take (an extra field
+    dropped, element fields widened); refuses to lose information; combinational.
 
 Every block obeys the ``amaranth.lib.stream`` rules: no ``valid`` depends on a ``ready`` of the
 same block's outputs; an output's payload is stable while ``valid & ~ready``; ``ready`` may
