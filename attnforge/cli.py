@@ -15,6 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from . import board
 from .rtl import UNITS, build, emit, unit as unit_record
 
 __all__ = ["main"]
@@ -65,6 +66,7 @@ def _parser():
     p_formal = sub.add_parser("formal", help="SymbiYosys proofs into build/reports/formal.md")
     p_formal.add_argument("proofs", nargs="*", metavar="proof")
     p_formal.add_argument("--list", action="store_true", help="list the proofs")
+    board.add_parser(sub)
     return parser
 
 
@@ -127,6 +129,8 @@ def _run(args):
         path, passed = formal.report(args.proofs, progress=lambda s: print(s, flush=True))
         print(f"wrote {path}")
         return 0 if passed else 1
+    elif args.command == "board":
+        return board.run(args)
     return 0
 
 

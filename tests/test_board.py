@@ -1,0 +1,175 @@
+"""Board target: bridge protocol pieces, host driver errors, platforms, CLI; the bridge + unit
+in cocotb driven by the host code (``-m sim``); one bitstream build (``-m synth``)."""
+
+import random
+
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from attnforge.board import Link, LinkError, _params, ident
+from attnforge.cli import main
+from attnforge.rtl import build
+from attnforge.rtl.bridge import (ACK, DATA, RESET, SOF, Bridge, crc16, crc16_byte, descriptor,
+                                  stream_ports)
+
+
+class Loop(wiring.Component):
+    """A trivial unit: a byte stream in, the same stream out."""
+    i: In(stream.Signature(8))
+    o: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+        return m
+
+
+def test_crc16_golden_and_residue():
+    assert crc16(b"123456789") == 0x29B1              # CRC-16/CCITT-FALSE check value
+    frame = Link.frame(RESET, 7, 0)
+    assert frame[0] == SOF and list(frame[1:5]) == [RESET, 7, 0, 0]
+    assert crc16(frame[1:]) == 0                      # what the bridge's decoder checks
+
+
+def test_crc16_byte_matches_golden():
+    m = Module()
+    c, b, o = Signal(16), Signal(8), Signal(16)
+    m.d.comb += o.eq(crc16_byte(c, b))
+    rng = random.Random(1)
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for _ in range(300):
+            cv, bv = rng.getrandbits(16), rng.getrandbits(8)
+            ctx.set(c, cv)
+            ctx.set(b, bv)
+            assert ctx.get(o) == crc16(bytes([bv]), cv)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_ports_follow_the_signature():
+    mac = build("mac", frac_bits=0, max_depth=8)
+    bridge = Bridge(mac, divisor=4)
+    assert [(n, d) for n, d, _ in bridge.ports] == [("a", "in"), ("w", "in"), ("o", "out")]
+    assert [b for _, _, b in bridge.ports] == [3, 3, (8 * mac.acc_bits + 4 + 7) // 8]
+    info = descriptor(mac, b"\x01\x02\x03\x04")
+    assert info[:2] == bytes([1, 3]) and info[-4:] == b"\x01\x02\x03\x04"
+    assert ident("mac", {"max_depth": 8}) != ident("mac", {"max_depth": 16})
+
+
+def test_non_stream_member_is_refused():
+    class Plain(wiring.Component):
+        x: In(4)
+        o: Out(stream.Signature(8))
+
+        def elaborate(self, platform):
+            return Module()
+    with pytest.raises(ValueError, match="stream members only; Plain.x is not a stream"):
+        stream_ports(Plain())
+
+
+class DeadPort:
+    """A serial port nobody answers on."""
+
+    def __init__(self):
+        self.written = b""
+
+    def write(self, data):
+        self.written += data
+
+    def read(self, n):
+        return b""
+
+
+class ScriptedPort(DeadPort):
+    """Answers every request with one fixed answer type (echoing the sequence number)."""
+
+    def __init__(self, rtype):
+        super().__init__()
+        self.rtype, self.pending = rtype, b""
+
+    def write(self, data):
+        super().write(data)
+        self.pending += Link.frame(self.rtype, data[2], 0)
+
+    def read(self, n):
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+
+def test_dead_line_is_one_line_error():
+    port = DeadPort()
+    with pytest.raises(LinkError, match="no valid answer to RESET") as exc:
+        Link(port, retries=2).reset()
+    assert "\n" not in str(exc.value)
+    assert port.written.count(bytes([SOF, RESET, 0])) == 3     # same seq on every retry
+
+
+def test_wrong_answer_is_protocol_error():
+    with pytest.raises(LinkError, match="protocol error: RESET answered with DATA"):
+        Link(ScriptedPort(DATA)).reset()
+    Link(ScriptedPort(ACK)).reset()
+
+
+def test_param_parsing():
+    assert _params("mac", ["frac_bits=0", "max-depth=8"]) == {"frac_bits": 0, "max_depth": 8}
+    with pytest.raises(ValueError, match="frac_bits must be an integer in"):
+        _params("mac", ["frac_bits=99"])
+    with pytest.raises(ValueError, match="--param must be NAME=VALUE"):
+        _params("mac", ["nosuch=1"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["board", "run", "--port", "/dev/null-nosuch", "--unit", "rmmu"], "board run supports"),
+    (["board", "run", "--port", "/dev/null-nosuch", "--unit", "mac"], "cannot open"),
+    (["board", "build", "--board", "ulx3s-85f", "--unit", "mac", "--param", "x=1"],
+     "--param must be NAME=VALUE"),
+    (["board", "build", "--board", "ulx3s-85f", "--unit", "mac", "--baud", "20000000"],
+     "baud must be at most"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("name, pins", [("ulx3s-85f", ("M1", "L4")),
+                                        ("orangecrab-r0.2", ("N17", "M18"))])
+def test_platform_puts_the_uart_on_the_pins(name, pins, tmp_path):
+    from attnforge.synth.board import BoardTop, platform
+    plat = platform(name)
+    assert "dfu-suffix" not in plat.required_tools
+    plan = plat.prepare(BoardTop(Loop(), baud=115200), name="top")
+    lpf = plan.files["top.lpf"]
+    for pin in pins:
+        assert f'SITE "{pin}"' in lpf
+    assert "FREQUENCY" in lpf
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("unit, params", [
+    ("mac", {"frac_bits": 0, "max_depth": 8}),
+    ("topk", {"max_n": 16, "width": 8, "lanes": 4}),
+])
+def test_bridge_in_simulation(unit, params):
+    """The bridge around the unit on Verilator, driven by the host driver through a UART model:
+    clean regression, corrupted frames retried, link reset, refused frames (cocotb)."""
+    from attnforge.testbench.bridge import simulate
+    assert simulate(unit, params, count=8) == 4
+
+
+@pytest.mark.synth
+def test_bitstream_of_a_small_design():
+    """A complete ULX3S-85F bitstream (Yosys, nextpnr, ecppack from PyPI) of the bridge around
+    a trivial unit; figures come from nextpnr's report."""
+    from pathlib import Path
+
+    from attnforge.synth.board import bitstream
+    fig = bitstream("ulx3s-85f", "loop", component=Loop())
+    assert Path(fig["bitstream"]).stat().st_size > 100_000
+    assert fig["fmax"] >= fig["clock_mhz"] == 25.0
+    assert 0 < fig["luts"] < 2000 and fig["dsps"] == 0
