@@ -6,8 +6,11 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= auto
 UNITS  ?=
 PROOFS ?=
+BOARD  ?= ulx3s-85f
+UNIT   ?= mac
+PARAMS ?=
 
-.PHONY: all sim test verilog synth lint bench formal clean distclean help
+.PHONY: all sim test verilog synth lint bench formal bitstream clean distclean help
 all: test
 
 help:
@@ -18,6 +21,7 @@ help:
 	@echo "make formal   SymbiYosys proofs (stream protocol, requantize, MAC datapath) -> build/reports/formal.md"
 	@echo "make bench    cycle/throughput benchmarks into build/reports/"
 	@echo "make lint     verilator --lint-only -Wall on every unit"
+	@echo "make bitstream BOARD=ulx3s-85f UNIT=mac PARAMS='frac_bits=0 max_depth=8'  unit + UART bridge -> board bitstream (docs/board.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +46,9 @@ synth: $(STAMP)
 
 formal: $(STAMP)
 	$(PY) -m attnforge formal $(PROOFS)
+
+bitstream: $(STAMP)
+	$(PY) -m attnforge board build --board $(BOARD) --unit $(UNIT) $(foreach p,$(PARAMS),--param $(p))
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done
