@@ -386,6 +386,7 @@ def add_parser(subparsers):
     r.add_argument("--count", type=int, default=200, help="random transactions (after corners)")
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--timeout", type=float, default=0.25, help="seconds per read")
+    r.add_argument("--retries", type=int, default=8, help="retries of one request")
 
 
 def run(args):
@@ -407,6 +408,7 @@ def run(args):
     except serial.SerialException as exc:
         raise RuntimeError(f"cannot open {args.port}: {exc}") from None
     with port:
-        summary = run_regression(port, args.unit, params, count=args.count, seed=args.seed)
+        summary = run_regression(port, args.unit, params, count=args.count, seed=args.seed,
+                                 retries=args.retries)
     return 1 if summary["errors"] else 0
 

@@ -171,8 +171,7 @@ def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=Non
     work = work_dir("board", f"{board_name}-{unit}", {"params": params, "baud": baud})
     top = BoardTop(component, baud=baud, ident=ident(unit, params))
     plan = plat.prepare(top, name="top", script_after_read=SCRIPT_AFTER_READ,
-                        nextpnr_opts=f"--timing-allow-fail --report report.json "
-                                     f"--seed 1")
+                        nextpnr_opts="--timing-allow-fail --report report.json --seed 1")
     plan.extract(str(work))
     for stale in ("report.json", "top.bit"):
         (work / stale).unlink(missing_ok=True)

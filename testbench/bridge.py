@@ -15,7 +15,6 @@ Verilator (once per Verilog text) and runs the tests below; ``tests/test_board.p
 import json
 import os
 import random
-from collections import deque
 
 import cocotb
 from cocotb.task import bridge, resume
