@@ -173,3 +173,68 @@ def test_bitstream_of_a_small_design():
     assert Path(fig["bitstream"]).stat().st_size > 100_000
     assert fig["fmax"] >= fig["clock_mhz"] == 25.0
     assert 0 < fig["luts"] < 2000 and fig["dsps"] == 0
+
+
+class Pipe(wiring.Component):
+    """A byte stream through ``depth`` register stages (no back-pressure inside): flip-flops
+    in bulk, cheap for Yosys, too many for a small ECP5."""
+    i: In(stream.Signature(8))
+    o: Out(stream.Signature(8))
+
+    def __init__(self, depth):
+        self.depth = depth
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        data, valid = self.i.payload, self.i.valid
+        for k in range(self.depth):
+            d, v = Signal(8, name=f"d{k}"), Signal(name=f"v{k}")
+            m.d.sync += [d.eq(data ^ k), v.eq(valid)]
+            data, valid = d, v
+        m.d.comb += [self.i.ready.eq(1), self.o.payload.eq(data), self.o.valid.eq(valid)]
+        return m
+
+
+@pytest.mark.synth
+def test_bitstream_refuses_what_does_not_fit():
+    from attnforge.synth.board import bitstream
+    with pytest.raises(RuntimeError, match="does not build for ulx3s-25f") as exc:
+        bitstream("ulx3s-25f", "pipe", component=Pipe(3200))
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.synth
+def test_bitstream_refuses_a_missed_clock(monkeypatch):
+    """A board clock above the achieved Fmax is refused in one line (the verdict reads the
+    board's clock: here a platform that claims 400 MHz)."""
+    from attnforge.synth import board as sb
+    real = sb.platform
+
+    def fast(name):
+        plat = real(name)
+
+        class Fast(type(plat)):
+            default_clk_frequency = 400e6
+        return Fast()
+    monkeypatch.setattr(sb, "platform", fast)
+    with pytest.raises(RuntimeError, match="misses timing on ulx3s-85f: Fmax .* < board clock "
+                                           "400.0 MHz") as exc:
+        sb.bitstream("ulx3s-85f", "loop", component=Loop())
+    assert "\n" not in str(exc.value)
+
+
+def test_cli_run_on_a_silent_serial_port(capsys):
+    """`board run` through a real pyserial port (a pseudo-terminal nobody answers on): a
+    one-line error and status 2 after the retries, no hang."""
+    import os
+    master, slave = os.openpty()
+    try:
+        argv = ["board", "run", "--port", os.ttyname(slave), "--unit", "mac", "--timeout",
+                "0.05", "--retries", "1"]
+        assert main(argv) == 2
+    finally:
+        os.close(master)
+        os.close(slave)
+    err = capsys.readouterr().err.strip()
+    assert "no valid answer to RESET" in err and "\n" not in err
