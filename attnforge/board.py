@@ -38,8 +38,14 @@ class LinkError(RuntimeError):
 
 
 def ident(unit, params):
-    """The 4 bytes the bridge appends to its INFO answer: a digest of unit name and parameters."""
-    return bytes.fromhex(digest(unit, dict(params))[:8])
+    """The 4 bytes the bridge appends to its INFO answer: a digest of the unit name and its
+    complete parameters (defaults filled in, so ``max_depth=1024`` given or not is the same
+    design). A component that is not a registered unit is digested by name alone."""
+    try:
+        params = unit_record(unit).validate(**params)
+    except ValueError:
+        params = dict(params)
+    return bytes.fromhex(digest(unit, params)[:8])
 
 
 class Link:

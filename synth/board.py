@@ -22,6 +22,7 @@ import os
 import subprocess
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 from amaranth.hdl import Elaboratable, Module
 from amaranth.lib import io
@@ -35,7 +36,8 @@ from ..tools import tool
 from .nextpnr import DSP_MIN_PRODUCT_BITS, nextpnr_command
 from .yosys import yosys_command
 
-__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "BoardTop", "platform", "divisor", "bitstream"]
+__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "CAPACITY", "BoardTop", "platform", "divisor",
+           "check_fit", "bitstream"]
 
 #: Baud rate of the bridge UART unless asked otherwise.
 DEFAULT_BAUD = 115200
@@ -138,9 +140,45 @@ class BoardTop(Elaboratable):
         return m
 
 
-def _env():
+#: Capacity of each ECP5 device: LUT4s (= flip-flops), DP16KD block RAMs, MULT18X18D DSPs.
+CAPACITY = {"LFE5U-25F": (24288, 56, 28), "LFE5U-45F": (43848, 108, 72),
+            "LFE5U-85F": (83640, 208, 156)}
+
+
+def check_fit(yosys_log, device):
+    """Compare the cells Yosys mapped (the last ``stat`` in ``yosys_log``) with ``device``;
+    returns ``None`` or a one-line reason. nextpnr itself goes on placing an over-full design
+    for a long time before it gives up, so the build runs this check first."""
+    import re
+    text = Path(yosys_log).read_text()
+    cells = {}
+    for count, cell in re.findall(r"^\s+(\d+)\s+(\S+)\s*$",
+                                  text.rsplit("Number of cells", 1)[-1], re.M):
+        cells.setdefault(cell, int(count))
+    luts, brams, dsps = CAPACITY[device]
+    need = {"LUT4s": (cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0), luts),
+            "flip-flops": (cells.get("TRELLIS_FF", 0), luts),
+            "block RAMs": (cells.get("DP16KD", 0), brams),
+            "DSPs": (cells.get("MULT18X18D", 0), dsps)}
+    over = [f"{n} {what} (has {cap})" for what, (n, cap) in need.items() if n > cap]
+    return f"does not fit the {device}: needs " + ", ".join(over) if over else None
+
+
+def _env(work, device):
+    """Tool variables for Amaranth's build script; nextpnr goes through a shim that runs
+    :func:`check_fit` on Yosys's log first."""
+    import shlex
+    import sys
+    shim = work / "nextpnr_fit.sh"
+    shim.write_text(
+        "#!/bin/sh\n"
+        f"{shlex.quote(sys.executable)} -c 'import sys; from attnforge.synth.board import "
+        f"check_fit; r = check_fit(\"top.rpt\", \"{device}\"); r and sys.exit(\"ERROR: \" + r)'"
+        " || exit 1\n"
+        f"exec {shlex.quote(nextpnr_command())} \"$@\"\n")
+    shim.chmod(0o755)
     env = dict(os.environ)
-    env.update(YOSYS=yosys_command(), NEXTPNR_ECP5=nextpnr_command(),
+    env.update(YOSYS=yosys_command(), NEXTPNR_ECP5=str(shim.resolve()),
                ECPPACK=tool("ATTNFORGE_ECPPACK", "yowasp-ecppack", "make bitstream"))
     return env
 
@@ -173,7 +211,7 @@ def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=Non
     plan = plat.prepare(top, name="top", script_after_read=SCRIPT_AFTER_READ,
                         nextpnr_opts="--timing-allow-fail --report report.json --seed 1")
     plan.extract(str(work))
-    for stale in ("report.json", "top.bit"):
+    for stale in ("report.json", "top.bit", "top.tim"):
         (work / stale).unlink(missing_ok=True)
     if timeout is None:
         timeout = float(os.environ.get("ATTNFORGE_NEXTPNR_TIMEOUT", 1800))
@@ -182,20 +220,19 @@ def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=Non
             f"minutes)")
     start = time.monotonic()
     try:
-        proc = subprocess.run(["sh", "build_top.sh"], cwd=work, env=_env(), capture_output=True,
-                              text=True, timeout=timeout)
+        proc = subprocess.run(["sh", "build_top.sh"], cwd=work, env=_env(work, plat.device),
+                              capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
         raise RuntimeError(f"{unit} on {board_name}: the build took over {timeout:.0f} s "
                            f"(ATTNFORGE_NEXTPNR_TIMEOUT)") from None
     seconds = round(time.monotonic() - start, 1)
     report = work / "report.json"
     if proc.returncode or not report.exists():
-        lines = []
+        lines = [ln.strip() for ln in proc.stderr.splitlines() if "ERROR" in ln]
         for name in ("top.tim", "top.rpt"):
             if (work / name).exists():
                 lines += [ln.strip() for ln in (work / name).read_text().splitlines()
                           if "ERROR" in ln]
-        lines += [ln.strip() for ln in proc.stderr.splitlines() if "ERROR" in ln]
         reason = lines[0] if lines else (proc.stderr.strip().splitlines() or ["?"])[-1]
         raise RuntimeError(f"{unit} {params} does not build for {board_name} "
                            f"({plat.device}): {reason} (logs in {work})")

@@ -59,6 +59,7 @@ def test_ports_follow_the_signature():
     info = descriptor(mac, b"\x01\x02\x03\x04")
     assert info[:2] == bytes([1, 3]) and info[-4:] == b"\x01\x02\x03\x04"
     assert ident("mac", {"max_depth": 8}) != ident("mac", {"max_depth": 16})
+    assert ident("mac", {}) == ident("mac", {"max_depth": 1024, "frac_bits": 8})
 
 
 def test_non_stream_member_is_refused():
@@ -175,9 +176,9 @@ def test_bitstream_of_a_small_design():
     assert 0 < fig["luts"] < 2000 and fig["dsps"] == 0
 
 
-class Pipe(wiring.Component):
-    """A byte stream through ``depth`` register stages (no back-pressure inside): flip-flops
-    in bulk, cheap for Yosys, too many for a small ECP5."""
+class Products(wiring.Component):
+    """A byte stream through ``depth`` registered 18 x 18 multiplications (no back-pressure
+    inside): DSP blocks in bulk, cheap for Yosys, more than a small ECP5 has."""
     i: In(stream.Signature(8))
     o: Out(stream.Signature(8))
 
@@ -187,20 +188,23 @@ class Pipe(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        data, valid = self.i.payload, self.i.valid
+        x, valid = self.i.payload, self.i.valid
         for k in range(self.depth):
-            d, v = Signal(8, name=f"d{k}"), Signal(name=f"v{k}")
-            m.d.sync += [d.eq(data ^ k), v.eq(valid)]
-            data, valid = d, v
-        m.d.comb += [self.i.ready.eq(1), self.o.payload.eq(data), self.o.valid.eq(valid)]
+            d, v = Signal(18, name=f"d{k}"), Signal(name=f"v{k}")
+            m.d.sync += [d.eq(x * (x + k + 1)), v.eq(valid)]
+            x, valid = d, v
+        m.d.comb += [self.i.ready.eq(1), self.o.payload.eq(x), self.o.valid.eq(valid)]
         return m
 
 
 @pytest.mark.synth
 def test_bitstream_refuses_what_does_not_fit():
+    """30 multipliers (29 in DSPs) on the LFE5U-25F (28 DSPs): refused in one line after Yosys, before
+    nextpnr would spend long minutes trying to place it."""
     from attnforge.synth.board import bitstream
-    with pytest.raises(RuntimeError, match="does not build for ulx3s-25f") as exc:
-        bitstream("ulx3s-25f", "pipe", component=Pipe(3200))
+    with pytest.raises(RuntimeError, match="does not build for orangecrab-r0.2 .*: ERROR: does "
+                                           "not fit the LFE5U-25F: needs \\d+ DSPs \\(has 28\\)") as exc:
+        bitstream("orangecrab-r0.2", "products", component=Products(30))
     assert "\n" not in str(exc.value)
 
 
