@@ -242,3 +242,22 @@ def test_cli_run_on_a_silent_serial_port(capsys):
         os.close(slave)
     err = capsys.readouterr().err.strip()
     assert "no valid answer to RESET" in err and "\n" not in err
+
+
+def test_bridge_lint_clean(tmp_path):
+    """The bridge around a unit passes ``verilator --lint-only -Wall`` with the project's
+    waivers (testbench/runner.py), like every unit."""
+    import shutil
+    import subprocess
+
+    from attnforge.rtl import EmitPlatform
+    from attnforge.testbench.runner import VERILATOR_WAIVERS
+    from attnforge.tools import verilator_env
+    text = EmitPlatform().convert(Bridge(build("topk", max_n=16, width=8, lanes=4), divisor=217,
+                                         ident=b"abcd"), name="bridge_top")
+    (tmp_path / "bridge_top.v").write_text(text)
+    env = verilator_env()
+    proc = subprocess.run([shutil.which("verilator", path=env["PATH"]), "--lint-only", "-Wall",
+                           *VERILATOR_WAIVERS, "bridge_top.v"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
