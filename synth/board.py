@@ -31,7 +31,7 @@ from ..board import ident
 from ..paths import work_dir
 from ..reports import md_table, write_report
 from ..rtl import unit as unit_record
-from ..rtl.bridge import IDLE_BYTES, Bridge
+from ..rtl.bridge import IDLE_BYTES, Bridge, stream_ports
 from ..tools import tool
 from .nextpnr import DSP_MIN_PRODUCT_BITS, nextpnr_command
 from .yosys import yosys_command
@@ -200,12 +200,16 @@ def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=Non
     write ``build/reports/board-<board>-<unit>.md/.json``. Raises ``RuntimeError`` (one line)
     when the design does not fit or misses the board clock."""
     params = dict(params or {})
-    board(board_name)
-    if component is None:
-        component = unit_record(unit).build(**params)
     plat = platform(board_name)
     clock = plat.default_clk_frequency
     d = divisor(clock, baud)
+    if component is None:
+        component = unit_record(unit).build(**params)
+    try:
+        stream_ports(component)                  # refuse before anything is elaborated
+    except ValueError:
+        component._MustUse__silence = True
+        raise
     work = work_dir("board", f"{board_name}-{unit}", {"params": params, "baud": baud})
     top = BoardTop(component, baud=baud, ident=ident(unit, params))
     plan = plat.prepare(top, name="top", script_after_read=SCRIPT_AFTER_READ,

@@ -131,6 +131,8 @@ def test_param_parsing():
      "--param must be NAME=VALUE"),
     (["board", "build", "--board", "ulx3s-85f", "--unit", "mac", "--baud", "20000000"],
      "baud must be at most"),
+    (["board", "build", "--board", "ulx3s-85f", "--unit", "rmmu"],
+     "the bridge carries stream members only; RMMU.g is not a stream"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
