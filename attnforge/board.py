@@ -65,7 +65,7 @@ class Link:
         self.retries = retries
         self.seq = 0
         self.stats = {"requests": 0, "retries": 0, "crc_errors": 0, "naks": 0, "timeouts": 0,
-                      "stale": 0}
+                      "stale": 0, "busy": 0}
 
     @staticmethod
     def frame(rtype, seq, port, payload=b""):
@@ -206,6 +206,8 @@ def exchange(link, component, writes, expected, compare, *, max_idle=2000, on_ro
                            f"WRITE {name}") == ACK:
                 queue.popleft()
                 progress = True
+            else:
+                link.stats["busy"] += 1
         since += 1
         if since >= poll or not progress:
             since, got = 0, False
@@ -346,6 +348,7 @@ def run_regression(port, unit, params=None, *, count=200, seed=1, log=print, ret
         f"{len(errors)} mismatches; {link.stats['requests']} requests, "
         f"{link.stats['retries']} retries ({link.stats['crc_errors']} CRC errors, "
         f"{link.stats['naks']} NAKs, {link.stats['timeouts']} timeouts), "
+        f"{link.stats['busy']} BUSY, "
         f"{summary['seconds']} s")
     for e in errors[:10]:
         log(f"  mismatch: {e}")

@@ -139,6 +139,7 @@ async def regression(dut):
                                            log=dut._log.info)
     assert not summary["errors"], summary["errors"][:3]
     assert summary["checked"] > 0 and summary["retries"] == 0, summary
+    assert summary["busy"] > 0, "flow control (a BUSY port) was not exercised"
 
 
 @cocotb.test()
