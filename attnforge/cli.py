@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from . import attention_cli
+from . import attention_cli, board
 from .rtl import UNITS, build, emit, unit as unit_record
 
 __all__ = ["main"]
@@ -67,6 +67,7 @@ def _parser():
     p_formal.add_argument("proofs", nargs="*", metavar="proof")
     p_formal.add_argument("--list", action="store_true", help="list the proofs")
     attention_cli.add_parser(sub)
+    board.add_parser(sub)
     return parser
 
 
@@ -131,6 +132,8 @@ def _run(args):
         path, passed = formal.report(args.proofs, progress=lambda s: print(s, flush=True))
         print(f"wrote {path}")
         return 0 if passed else 1
+    elif args.command == "board":
+        return board.run(args)
     return 0
 
 

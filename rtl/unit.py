@@ -172,9 +172,13 @@ class SimPoint:
 class Synth:
     """Synthesis options: ``hierarchical`` keeps the module hierarchy (``stat -top`` counts
     instances; for arrays of shared modules); ``ecp5`` is ``True`` or the reason the unit is
-    not placed on the ECP5."""
+    not placed on the ECP5; ``boards``: where its bitstream was built and fits."""
     hierarchical: bool = False
     ecp5: object = True
+    #: Boards (``attnforge board build`` names) on which this unit at its default parameters,
+    #: behind the UART bridge, fits and meets the board clock (measured, docs/board.md);
+    #: ``()``: none or not built yet.
+    boards: tuple = ()
 
 
 @dataclass(frozen=True)

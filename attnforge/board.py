@@ -1,0 +1,424 @@
+"""Host side of the board target: ``attnforge board build`` / ``attnforge board run``.
+
+The transport is generic and knows nothing about units:
+
+* :class:`Link` speaks the bridge protocol of :mod:`attnforge.rtl.bridge` over any object with
+  pyserial's ``read(n)`` / ``write(data)`` (a ``serial.Serial``, or the cocotb testbench's
+  simulated port): sequence numbers, CRC check, retry of a lost or corrupted exchange, resync.
+* :func:`exchange` plays a program -- per input port, payloads in order; per output port, the
+  expected transactions in order -- through a :class:`Link` and checks every answer.
+
+The unit-specific part is a small :class:`Traffic` subclass per unit (registered in
+:data:`TRAFFIC`): random and corner transactions, expected answers from the golden model, the
+comparison. Payload fields are packed and unpacked by :class:`attnforge.testbench.kit.Codec`
+from the very layouts the generator used.
+
+Every failure is one line: :class:`LinkError` (no answer, protocol violation), a stalled unit, a
+design mismatch (the INFO answer is not the design the host expects).
+"""
+
+import random
+import time
+from collections import deque
+
+from .paths import digest
+from .rtl import unit as unit_record
+from .rtl.bridge import (ACK, ANSWER_INFO, BUSY, DATA, EMPTY, INFO, NAK, READ, RESET, SOF,
+                         WRITE, crc16, descriptor, payload_bits, stream_ports)
+
+__all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "traffic", "ident", "exchange",
+           "check_design", "run_regression", "add_parser", "run"]
+
+NAMES = {WRITE: "WRITE", READ: "READ", RESET: "RESET", INFO: "INFO", ACK: "ACK", BUSY: "BUSY",
+         DATA: "DATA", EMPTY: "EMPTY", NAK: "NAK", ANSWER_INFO: "INFO"}
+
+
+class LinkError(RuntimeError):
+    """The board did not answer, or answered against the protocol (one-line message)."""
+
+
+def ident(unit, params):
+    """The 4 bytes the bridge appends to its INFO answer: a digest of the unit name and its
+    complete parameters (defaults filled in, so ``max_depth=1024`` given or not is the same
+    design). A component that is not a registered unit is digested by name alone."""
+    try:
+        params = unit_record(unit).validate(**params)
+    except ValueError:
+        params = dict(params)
+    return bytes.fromhex(digest(unit, params)[:8])
+
+
+class Link:
+    """Stop-and-wait requests over ``port`` (pyserial-like ``read``/``write``; its own read
+    timeout bounds every wait).
+
+    :meth:`request` sends a frame with the next sequence number and waits for the answer with
+    that number. A timeout, a NAK or an answer with a bad CRC makes it wait until the line has
+    been quiet for one read timeout (the bridge then hunts for SOF again) and send the *same*
+    frame again -- same sequence number, so the bridge replays its answer instead of executing
+    twice. After ``retries`` retries it raises :class:`LinkError`. ``stats`` counts retries,
+    CRC errors, NAKs and stale answers.
+    """
+
+    def __init__(self, port, *, retries=8):
+        self.port = port
+        self.retries = retries
+        self.seq = 0
+        self.stats = {"requests": 0, "retries": 0, "crc_errors": 0, "naks": 0, "timeouts": 0,
+                      "stale": 0, "busy": 0}
+
+    @staticmethod
+    def frame(rtype, seq, port, payload=b""):
+        """The bytes of one frame."""
+        body = bytes([rtype, seq, port, len(payload)]) + bytes(payload)
+        crc = crc16(body)
+        return bytes([SOF]) + body + bytes([crc >> 8, crc & 0xFF])
+
+    def request(self, rtype, port=0, payload=b""):
+        """Send one request; return the answer ``(type, port, payload)``."""
+        seq, self.seq = self.seq, (self.seq + 1) & 0xFF
+        frame = self.frame(rtype, seq, port, payload)
+        self.stats["requests"] += 1
+        for attempt in range(self.retries + 1):
+            if attempt:
+                self.stats["retries"] += 1
+                self._quiet()
+            self.port.write(frame)
+            answer = self._answer(seq)
+            if answer is not None:
+                return answer
+        raise LinkError(f"no valid answer to {NAMES[rtype]} (port {port}, seq {seq}) after "
+                        f"{self.retries + 1} tries: is the board running the bridge at this "
+                        f"baud rate?")
+
+    def _read(self, n):
+        data = self.port.read(n)
+        if len(data) < n:
+            self.stats["timeouts"] += 1
+            return None
+        return data
+
+    def _answer(self, seq):
+        """The answer to request ``seq``; ``None`` when it timed out, was corrupted or NAKed."""
+        for _ in range(8):                                  # skip a few stale answers
+            for _ in range(64):                             # hunt for SOF
+                b = self._read(1)
+                if b is None:
+                    return None
+                if b[0] == SOF:
+                    break
+            else:
+                return None
+            head = self._read(4)
+            if head is None:
+                return None
+            rest = self._read(head[3] + 2)
+            if rest is None:
+                return None
+            if crc16(head + rest) != 0:
+                self.stats["crc_errors"] += 1
+                return None
+            rtype, rseq, rport = head[0], head[1], head[2]
+            if rtype == NAK:
+                self.stats["naks"] += 1
+                return None
+            if rseq != seq:
+                self.stats["stale"] += 1
+                continue
+            return rtype, rport, rest[:-2]
+        return None
+
+    def _quiet(self):
+        """Read until one read timeout passes without a byte (bounded)."""
+        for _ in range(1000):
+            if not self.port.read(256):
+                return
+
+    def expect(self, answer, allowed, what):
+        """``answer``'s type, checked against ``allowed`` (else a one-line LinkError)."""
+        if answer[0] not in allowed:
+            raise LinkError(f"protocol error: {what} answered with "
+                            f"{NAMES.get(answer[0], hex(answer[0]))}")
+        return answer[0]
+
+    def reset(self):
+        """Reset the unit and the bridge's slots and sequence memory (the link reset)."""
+        self.expect(self.request(RESET), {ACK}, "RESET")
+
+    def info(self):
+        """The bridge's INFO payload."""
+        answer = self.request(INFO)
+        self.expect(answer, {ANSWER_INFO}, "INFO")
+        return answer[2]
+
+
+def check_design(link, component, unit, params):
+    """Raise ``LinkError`` unless the board runs ``unit`` with ``params`` behind the bridge."""
+    want = descriptor(component, ident(unit, params))
+    got = link.info()
+    if got != want:
+        raise LinkError(f"the board runs another design (INFO {got.hex()}, expected "
+                        f"{want.hex()} for {unit} {dict(params)}): rebuild or reprogram it")
+
+
+def exchange(link, component, writes, expected, compare, *, max_idle=2000, on_round=None):
+    """Play a program through ``link``; return ``(checked, errors)``.
+
+    ``writes``: ``{input port name: [field dict, ...]}``, each port's transactions in order;
+    ``expected``: ``{output port name: [expected item, ...]}``; ``compare(port, expected, view)``
+    returns ``None`` or how they differ. Input ports are written round robin (a BUSY port is
+    skipped until the next round, so ports never wait on one another, as independent stream
+    sources); output ports are read until EMPTY every round that wrote nothing, and otherwise
+    every 1 to 8 rounds (back to 1 after a round that read data, doubling after one that read
+    none: empty polls cost a round trip each); at the end every output port
+    must be EMPTY (no extra transaction). ``max_idle`` rounds without progress raise
+    :class:`LinkError` (the unit stalled). ``on_round(round)`` may act between rounds (tests:
+    a link reset).
+    """
+    from .testbench.kit import Codec
+
+    ports = {name: (pid, flow, Codec(sig.members["payload"].shape), payload_bits(sig))
+             for pid, (name, flow, sig) in enumerate(stream_ports(component))}
+    todo = {name: deque(items) for name, items in writes.items() if items}
+    want = {name: deque(items) for name, items in expected.items()}
+    checked, errors, idle, rnd = 0, [], 0, 0
+    poll, since = 1, 0              # read outputs every `poll` rounds (1 after data, up to 8)
+
+    def read(name):
+        pid, _, codec, bits = ports[name]
+        answer = link.request(READ, pid)
+        link.expect(answer, {DATA, EMPTY}, f"READ {name}")
+        if answer[0] == EMPTY:
+            return None
+        return codec.unpack(int.from_bytes(answer[2], "little") & ((1 << bits) - 1))
+
+    while any(todo.values()) or any(want.values()):
+        if on_round:
+            on_round(rnd)
+        rnd += 1
+        progress = False
+        for name, queue in todo.items():
+            if not queue:
+                continue
+            pid, _, codec, bits = ports[name]
+            payload = codec.pack(queue[0]).to_bytes((bits + 7) // 8, "little")
+            if link.expect(link.request(WRITE, pid, payload), {ACK, BUSY},
+                           f"WRITE {name}") == ACK:
+                queue.popleft()
+                progress = True
+            else:
+                link.stats["busy"] += 1
+        since += 1
+        if since >= poll or not progress:
+            since, got = 0, False
+            for name, queue in want.items():
+                while queue:
+                    view = read(name)
+                    if view is None:
+                        break
+                    diff = compare(name, queue.popleft(), view)
+                    checked += 1
+                    progress = got = True
+                    if diff is not None:
+                        errors.append(f"{name} #{checked}: {diff}")
+            poll = 1 if got else min(2 * poll, 8)
+        idle = 0 if progress else idle + 1
+        if idle > max_idle:
+            left = {n: len(q) for n, q in todo.items() if q}
+            missing = {n: len(q) for n, q in want.items() if q}
+            raise LinkError(f"the unit made no progress for {max_idle} rounds (writes left "
+                            f"{left}, answers missing {missing})")
+    for name in want:
+        extra = read(name)
+        if extra is not None:
+            errors.append(f"{name}: extra transaction {dict(extra)}")
+    return checked, errors
+
+
+class Traffic:
+    """The unit-specific part of a board run (one subclass per unit, in :data:`TRAFFIC`).
+
+    :meth:`program` returns ``(writes, expected)`` for :func:`exchange` from the golden model:
+    corner transactions first (unless ``corners`` is false), then ``count`` random ones, drawn
+    from ``rng``."""
+
+    def __init__(self, component):
+        self.unit = component
+
+    def program(self, rng, count, corners=True):
+        raise NotImplementedError
+
+    def compare(self, port, expected, view):
+        raise NotImplementedError
+
+
+class MACTraffic(Traffic):
+    """MAC / PE: weight tiles on ``w``, activation packets on ``a``, results on ``o``."""
+
+    def program(self, rng, count, corners=True):
+        from .golden.mac import MACModel, Word
+        from .golden.numbers import pack as pack_lanes
+        from .testbench.mac import random_program
+        u = self.unit
+        tiles, words = [], []
+        depth = min(u.max_depth, 8)
+        for mode in u.modes if corners else ():   # most negative/positive values, full packets
+            lo, hi = -(1 << (mode.bits - 1)), (1 << (mode.bits - 1)) - 1
+            for a_val, w_val, requant in [(lo, lo, False), (hi, lo, True)]:
+                tiles.append([int(pack_lanes([w_val] * mode.lanes, mode))] * mode.lanes)
+                for k in range(depth):
+                    words.append(Word(data=int(pack_lanes([a_val] * mode.lanes, mode)),
+                                      mode=mode, requant=requant, swap=k == 0,
+                                      last=k == depth - 1))
+        more_tiles, more_words = random_program(rng, u.modes, count, min(u.max_depth, 6))
+        tiles += more_tiles
+        words += more_words
+        model = MACModel(frac_bits=u.frac_bits, max_depth=u.max_depth, modes=u.modes)
+        writes = {
+            "w": [{"data": r, "last": i == len(rows) - 1} for rows in tiles
+                  for i, r in enumerate(rows)],
+            "a": [{"data": w.data, "mode": w.mode, "requant": w.requant, "swap": w.swap,
+                   "last": w.last} for w in words],
+        }
+        return writes, {"o": model.run(tiles, words)}
+
+    def compare(self, port, expected, view):
+        from .testbench.mac import compare
+        return compare(expected, view)
+
+
+class TopKTraffic(Traffic):
+    """Top-k engine: requests on ``req``, score beats on ``s``, winner beats on ``o``."""
+
+    def program(self, rng, count, corners=True):
+        from .golden.topk import TopKModel
+        from .testbench.topk import bad_request, make_scores, random_request
+        u = self.unit
+        P, N, W = u.lanes, u.max_n, u.width
+        requests = [(1, 1, make_scores(rng, "random", 1, W)),
+                    (N, 1, make_scores(rng, "extremes", N, W)),
+                    (N, N, make_scores(rng, "ties", N, W)),
+                    (N, N // 2, make_scores(rng, "equal", N, W)),
+                    bad_request(rng, N, W), bad_request(rng, N, W)] if corners else []
+        requests += [random_request(rng, N, W) for _ in range(count)]
+        model = TopKModel(max_n=N, width=W, lanes=P)
+        writes = {"req": [], "s": []}
+        expected = []
+        for n, k, x in requests:
+            expected += model.run(n, k, x)
+            writes["req"].append({"n": n, "k": k})
+            x = list(x) + [0] * (-len(x) % P)
+            writes["s"] += [{"data": x[b:b + P]} for b in range(0, len(x), P)]
+        return writes, {"o": expected}
+
+    def compare(self, port, expected, view):
+        from .testbench.topk import compare
+        return compare(expected, view)
+
+
+#: Units the host can drive on a board, with their traffic generators.
+TRAFFIC = {"mac": MACTraffic, "mac_fx16": MACTraffic, "mac_separate": MACTraffic,
+           "topk": TopKTraffic, "topk_bitonic": TopKTraffic}
+
+
+def traffic(unit):
+    """The :class:`Traffic` class of ``unit`` (one-line ValueError when there is none)."""
+    if unit not in TRAFFIC:
+        raise ValueError(f"board run supports units {', '.join(TRAFFIC)}, not {unit!r}")
+    return TRAFFIC[unit]
+
+
+def run_regression(port, unit, params=None, *, count=200, seed=1, log=print, retries=8):
+    """Reset the board's unit, check it runs ``unit``/``params``, play corner + ``count``
+    random transactions and check every answer. Returns a summary dict (``errors`` listed)."""
+    params = dict(params or {})
+    component = unit_record(unit).build(**params)
+    component._MustUse__silence = True
+    gen = traffic(unit)(component)
+    link = Link(port, retries=retries)
+    start = time.monotonic()
+    link.reset()
+    check_design(link, component, unit, params)
+    writes, expected = gen.program(random.Random(seed), count)
+    checked, errors = exchange(link, component, writes, expected, gen.compare)
+    summary = {"unit": unit, "params": params, "seed": seed,
+               "writes": sum(len(v) for v in writes.values()), "checked": checked,
+               "errors": errors, **link.stats, "seconds": round(time.monotonic() - start, 2)}
+    log(f"{unit} {params} seed {seed}: {summary['writes']} writes, {checked} answers checked, "
+        f"{len(errors)} mismatches; {link.stats['requests']} requests, "
+        f"{link.stats['retries']} retries ({link.stats['crc_errors']} CRC errors, "
+        f"{link.stats['naks']} NAKs, {link.stats['timeouts']} timeouts), "
+        f"{link.stats['busy']} BUSY, "
+        f"{summary['seconds']} s")
+    for e in errors[:10]:
+        log(f"  mismatch: {e}")
+    return summary
+
+
+# -- command line ---------------------------------------------------------------------------
+def _params(unit, pairs):
+    """``["frac_bits=0", ...]`` -> ``{"frac_bits": 0}``, typed after the record's defaults."""
+    record = unit_record(unit)
+    out = {}
+    for pair in pairs or ():
+        name, _, text = pair.partition("=")
+        name = name.strip().replace("-", "_")
+        if name not in record.defaults or not text:
+            raise ValueError(f"--param must be NAME=VALUE with NAME one of "
+                             f"{', '.join(record.defaults)}, not {pair!r}")
+        default = record.defaults[name]
+        try:
+            out[name] = tuple(int(v) for v in text.split(",")) if isinstance(default, tuple) \
+                else type(default)(text) if not isinstance(default, bool) \
+                else text.lower() in ("1", "true")
+        except ValueError:
+            raise ValueError(f"{name} must be a {type(default).__name__}, not {text!r}") from None
+    record.validate(**out)
+    return out
+
+
+def add_parser(subparsers):
+    """Register ``board build`` and ``board run`` on the CLI's subparsers."""
+    from .synth.board import BOARDS, DEFAULT_BAUD
+    p = subparsers.add_parser("board", help="bitstreams for ECP5 boards and golden-checked "
+                                            "runs on them (docs/board.md)")
+    sub = p.add_subparsers(dest="board_command", required=True)
+    b = sub.add_parser("build", help="wrap a unit in the UART bridge and build a bitstream")
+    b.add_argument("--board", required=True, choices=sorted(BOARDS))
+    b.add_argument("--unit", required=True)
+    b.add_argument("--param", action="append", metavar="NAME=VALUE", help="generator parameter")
+    b.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    r = sub.add_parser("run", help="golden-checked transactions on a board over its UART")
+    r.add_argument("--port", required=True, help="serial port (e.g. /dev/ttyUSB0)")
+    r.add_argument("--unit", required=True)
+    r.add_argument("--param", action="append", metavar="NAME=VALUE", help="generator parameter")
+    r.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    r.add_argument("--count", type=int, default=200, help="random transactions (after corners)")
+    r.add_argument("--seed", type=int, default=1)
+    r.add_argument("--timeout", type=float, default=0.25, help="seconds per read")
+    r.add_argument("--retries", type=int, default=8, help="retries of one request")
+
+
+def run(args):
+    """Carry out a parsed ``board`` command; returns the exit status (errors raise
+    ``ValueError``/``RuntimeError``, which the CLI prints as one line with status 2)."""
+    params = _params(args.unit, args.param)
+    if args.board_command == "build":
+        from .synth.board import bitstream
+        fig = bitstream(args.board, args.unit, params, baud=args.baud, log=print)
+        print(f"wrote {fig['bitstream']}")
+        return 0
+    traffic(args.unit)
+    try:
+        import serial
+    except ImportError:
+        raise RuntimeError("pyserial is not installed: pip install 'pyserial==3.5'") from None
+    try:
+        port = serial.Serial(args.port, args.baud, timeout=args.timeout)
+    except serial.SerialException as exc:
+        raise RuntimeError(f"cannot open {args.port}: {exc}") from None
+    with port:
+        summary = run_regression(port, args.unit, params, count=args.count, seed=args.seed,
+                                 retries=args.retries)
+    return 1 if summary["errors"] else 0
+

@@ -1,0 +1,265 @@
+"""Board target: bridge protocol pieces, host driver errors, platforms, CLI; the bridge + unit
+in cocotb driven by the host code (``-m sim``); one bitstream build (``-m synth``)."""
+
+import random
+
+import pytest
+from amaranth.hdl import Module, Signal
+from amaranth.lib import stream, wiring
+from amaranth.lib.wiring import In, Out
+from amaranth.sim import Simulator
+
+from attnforge.board import Link, LinkError, _params, ident
+from attnforge.cli import main
+from attnforge.rtl import build
+from attnforge.rtl.bridge import (ACK, DATA, RESET, SOF, Bridge, crc16, crc16_byte, descriptor,
+                                  stream_ports)
+
+
+class Loop(wiring.Component):
+    """A trivial unit: a byte stream in, the same stream out."""
+    i: In(stream.Signature(8))
+    o: Out(stream.Signature(8))
+
+    def elaborate(self, platform):
+        m = Module()
+        wiring.connect(m, wiring.flipped(self.i), wiring.flipped(self.o))
+        return m
+
+
+def test_crc16_golden_and_residue():
+    assert crc16(b"123456789") == 0x29B1              # CRC-16/CCITT-FALSE check value
+    frame = Link.frame(RESET, 7, 0)
+    assert frame[0] == SOF and list(frame[1:5]) == [RESET, 7, 0, 0]
+    assert crc16(frame[1:]) == 0                      # what the bridge's decoder checks
+
+
+def test_crc16_byte_matches_golden():
+    m = Module()
+    c, b, o = Signal(16), Signal(8), Signal(16)
+    m.d.comb += o.eq(crc16_byte(c, b))
+    rng = random.Random(1)
+    sim = Simulator(m)
+
+    async def bench(ctx):
+        for _ in range(300):
+            cv, bv = rng.getrandbits(16), rng.getrandbits(8)
+            ctx.set(c, cv)
+            ctx.set(b, bv)
+            assert ctx.get(o) == crc16(bytes([bv]), cv)
+    sim.add_testbench(bench)
+    sim.run()
+
+
+def test_ports_follow_the_signature():
+    mac = build("mac", frac_bits=0, max_depth=8)
+    bridge = Bridge(mac, divisor=4)
+    assert [(n, d) for n, d, _ in bridge.ports] == [("a", "in"), ("w", "in"), ("o", "out")]
+    assert [b for _, _, b in bridge.ports] == [3, 3, (8 * mac.acc_bits + 4 + 7) // 8]
+    info = descriptor(mac, b"\x01\x02\x03\x04")
+    assert info[:2] == bytes([1, 3]) and info[-4:] == b"\x01\x02\x03\x04"
+    assert ident("mac", {"max_depth": 8}) != ident("mac", {"max_depth": 16})
+    assert ident("mac", {}) == ident("mac", {"max_depth": 1024, "frac_bits": 8})
+
+
+def test_non_stream_member_is_refused():
+    class Plain(wiring.Component):
+        x: In(4)
+        o: Out(stream.Signature(8))
+
+        def elaborate(self, platform):
+            return Module()
+    with pytest.raises(ValueError, match="stream members only; Plain.x is not a stream"):
+        stream_ports(Plain())
+
+
+class DeadPort:
+    """A serial port nobody answers on."""
+
+    def __init__(self):
+        self.written = b""
+
+    def write(self, data):
+        self.written += data
+
+    def read(self, n):
+        return b""
+
+
+class ScriptedPort(DeadPort):
+    """Answers every request with one fixed answer type (echoing the sequence number)."""
+
+    def __init__(self, rtype):
+        super().__init__()
+        self.rtype, self.pending = rtype, b""
+
+    def write(self, data):
+        super().write(data)
+        self.pending += Link.frame(self.rtype, data[2], 0)
+
+    def read(self, n):
+        out, self.pending = self.pending[:n], self.pending[n:]
+        return out
+
+
+def test_dead_line_is_one_line_error():
+    port = DeadPort()
+    with pytest.raises(LinkError, match="no valid answer to RESET") as exc:
+        Link(port, retries=2).reset()
+    assert "\n" not in str(exc.value)
+    assert port.written.count(bytes([SOF, RESET, 0])) == 3     # same seq on every retry
+
+
+def test_wrong_answer_is_protocol_error():
+    with pytest.raises(LinkError, match="protocol error: RESET answered with DATA"):
+        Link(ScriptedPort(DATA)).reset()
+    Link(ScriptedPort(ACK)).reset()
+
+
+def test_param_parsing():
+    assert _params("mac", ["frac_bits=0", "max-depth=8"]) == {"frac_bits": 0, "max_depth": 8}
+    with pytest.raises(ValueError, match="frac_bits must be an integer in"):
+        _params("mac", ["frac_bits=99"])
+    with pytest.raises(ValueError, match="--param must be NAME=VALUE"):
+        _params("mac", ["nosuch=1"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["board", "run", "--port", "/dev/null-nosuch", "--unit", "rmmu"], "board run supports"),
+    (["board", "run", "--port", "/dev/null-nosuch", "--unit", "mac"], "cannot open"),
+    (["board", "build", "--board", "ulx3s-85f", "--unit", "mac", "--param", "x=1"],
+     "--param must be NAME=VALUE"),
+    (["board", "build", "--board", "ulx3s-85f", "--unit", "mac", "--baud", "20000000"],
+     "baud must be at most"),
+    (["board", "build", "--board", "ulx3s-85f", "--unit", "rmmu"],
+     "the bridge carries stream members only; RMMU.g is not a stream"),
+])
+def test_cli_errors_are_one_line(argv, message, capsys):
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and "\n" not in err
+
+
+@pytest.mark.parametrize("name, pins", [("ulx3s-85f", ("M1", "L4")),
+                                        ("orangecrab-r0.2", ("N17", "M18"))])
+def test_platform_puts_the_uart_on_the_pins(name, pins, tmp_path):
+    from attnforge.synth.board import BoardTop, platform
+    plat = platform(name)
+    assert "dfu-suffix" not in plat.required_tools
+    plan = plat.prepare(BoardTop(Loop(), baud=115200), name="top")
+    lpf = plan.files["top.lpf"]
+    for pin in pins:
+        assert f'SITE "{pin}"' in lpf
+    assert "FREQUENCY" in lpf
+
+
+@pytest.mark.sim
+@pytest.mark.parametrize("unit, params", [
+    ("mac", {"frac_bits": 0, "max_depth": 8}),
+    ("topk", {"max_n": 16, "width": 8, "lanes": 4}),
+])
+def test_bridge_in_simulation(unit, params):
+    """The bridge around the unit on Verilator, driven by the host driver through a UART model:
+    clean regression, corrupted frames retried, link reset, refused frames (cocotb)."""
+    from attnforge.testbench.bridge import simulate
+    assert simulate(unit, params, count=8) == 4
+
+
+@pytest.mark.synth
+def test_bitstream_of_a_small_design():
+    """A complete ULX3S-85F bitstream (Yosys, nextpnr, ecppack from PyPI) of the bridge around
+    a trivial unit; figures come from nextpnr's report."""
+    from pathlib import Path
+
+    from attnforge.synth.board import bitstream
+    fig = bitstream("ulx3s-85f", "loop", component=Loop())
+    assert Path(fig["bitstream"]).stat().st_size > 100_000
+    assert fig["fmax"] >= fig["clock_mhz"] == 25.0
+    assert 0 < fig["luts"] < 2000 and fig["dsps"] == 0
+
+
+class Products(wiring.Component):
+    """A byte stream through ``depth`` registered 18 x 18 multiplications (no back-pressure
+    inside): DSP blocks in bulk, cheap for Yosys, more than a small ECP5 has."""
+    i: In(stream.Signature(8))
+    o: Out(stream.Signature(8))
+
+    def __init__(self, depth):
+        self.depth = depth
+        super().__init__()
+
+    def elaborate(self, platform):
+        m = Module()
+        x, valid = self.i.payload, self.i.valid
+        for k in range(self.depth):
+            d, v = Signal(18, name=f"d{k}"), Signal(name=f"v{k}")
+            m.d.sync += [d.eq(x * (x + k + 1)), v.eq(valid)]
+            x, valid = d, v
+        m.d.comb += [self.i.ready.eq(1), self.o.payload.eq(x), self.o.valid.eq(valid)]
+        return m
+
+
+@pytest.mark.synth
+def test_bitstream_refuses_what_does_not_fit():
+    """30 multipliers (29 in DSPs) on the LFE5U-25F (28 DSPs): refused in one line after Yosys, before
+    nextpnr would spend long minutes trying to place it."""
+    from attnforge.synth.board import bitstream
+    with pytest.raises(RuntimeError, match="does not build for orangecrab-r0.2 .*: ERROR: does "
+                                           "not fit the LFE5U-25F: needs \\d+ DSPs \\(has 28\\)") as exc:
+        bitstream("orangecrab-r0.2", "products", component=Products(30))
+    assert "\n" not in str(exc.value)
+
+
+@pytest.mark.synth
+def test_bitstream_refuses_a_missed_clock(monkeypatch):
+    """A board clock above the achieved Fmax is refused in one line (the verdict reads the
+    board's clock: here a platform that claims 400 MHz)."""
+    from attnforge.synth import board as sb
+    real = sb.platform
+
+    def fast(name):
+        plat = real(name)
+
+        class Fast(type(plat)):
+            default_clk_frequency = 400e6
+        return Fast()
+    monkeypatch.setattr(sb, "platform", fast)
+    with pytest.raises(RuntimeError, match="misses timing on ulx3s-85f: Fmax .* < board clock "
+                                           "400.0 MHz") as exc:
+        sb.bitstream("ulx3s-85f", "loop", component=Loop())
+    assert "\n" not in str(exc.value)
+
+
+def test_cli_run_on_a_silent_serial_port(capsys):
+    """`board run` through a real pyserial port (a pseudo-terminal nobody answers on): a
+    one-line error and status 2 after the retries, no hang."""
+    import os
+    master, slave = os.openpty()
+    try:
+        argv = ["board", "run", "--port", os.ttyname(slave), "--unit", "mac", "--timeout",
+                "0.05", "--retries", "1"]
+        assert main(argv) == 2
+    finally:
+        os.close(master)
+        os.close(slave)
+    err = capsys.readouterr().err.strip()
+    assert "no valid answer to RESET" in err and "\n" not in err
+
+
+def test_bridge_lint_clean(tmp_path):
+    """The bridge around a unit passes ``verilator --lint-only -Wall`` with the project's
+    waivers (testbench/runner.py), like every unit."""
+    import shutil
+    import subprocess
+
+    from attnforge.rtl import EmitPlatform
+    from attnforge.testbench.runner import VERILATOR_WAIVERS
+    from attnforge.tools import verilator_env
+    text = EmitPlatform().convert(Bridge(build("topk", max_n=16, width=8, lanes=4), divisor=217,
+                                         ident=b"abcd"), name="bridge_top")
+    (tmp_path / "bridge_top.v").write_text(text)
+    env = verilator_env()
+    proc = subprocess.run([shutil.which("verilator", path=env["PATH"]), "--lint-only", "-Wall",
+                           *VERILATOR_WAIVERS, "bridge_top.v"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
