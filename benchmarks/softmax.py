@@ -81,7 +81,7 @@ def throughput_table():
 
 def area_table():
     out, data = [], []
-    for params in ({}, {"per_beat": 1}, {"per_beat": 8}, {"max_len": 256}, {"table_bits": 6}):
+    for params in ({}, {"max_len": 256}):
         r = synthesize("softmax", params)
         data.append(r)
         out.append([", ".join(f"{k}={v}" for k, v in params.items()) or "defaults",

@@ -23,7 +23,8 @@ Progressive quantization (:func:`progressive_query`)
 
     1. fetch the MSB plane; ``s_i = sum_j q_j * (msb_ij << lsb_bits)``;
     2. softmax input ``x_i = requantize(s_i, score_shift, softmax in_bits)``;
-       ``p = softmax_fx(x)`` (:mod:`attnforge.golden.softmax`);
+       ``p = softmax_fx(x)`` (:mod:`attnforge.golden.softmax`: one statistics pass with the
+       online normalizer, then normalization -- the streaming softmax the RTL embeds);
     3. if ``max(p) < threshold`` (unsigned, ``out_frac`` fraction bits; 0 never fetches,
        anything above ``2**out_frac`` always fetches) fetch the LSB plane and recompute 1-2 with
        the full keys ``k_ij``; output those probabilities with ``fetched = 1``. Else output the

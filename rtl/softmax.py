@@ -12,11 +12,12 @@ signature built from its parameters:
 
 * :class:`ExpUnit` -- ``e = exp_fx(x, K)``: one constant multiply by ``log2(e)``, subtract from
   the reference octave, round, split into shift and table index, ROM, rounding barrel shift.
-* :class:`RowStats` -- the statistics pass, fully pipelined, one beat per cycle, no
-  back-pressure: running reference ``K`` (prefix maximum of ``oct(x) + 1`` over the beat's
+* :class:`RowStats` -- the statistics pass, fully pipelined (5 stages), one beat per cycle,
+  no back-pressure: running reference ``K`` (prefix maximum of ``oct(x) + 1`` over the beat's
   lanes), one :class:`ExpUnit` per lane at its lane's prefix reference, and the online sum
-  ``S = (S >> (K' - K)) + e`` folded over the lanes in row order (a chain of ``per_beat``
-  shift-adds). It emits ``(K, S)`` and a tag on each row's last beat.
+  ``S = (S >> (K' - K)) + e`` folded over the lanes in row order -- computed exactly as
+  ``(S + sum_j e_j << B_j) >> A`` so that the loop through ``S`` is one add and one shift.
+  It emits ``(K, S)`` and a tag on each row's last beat.
 * :class:`Reciprocal` -- ``R = floor(2**Q / S)``: a pipelined restoring divider,
   ``steps`` quotient bits per stage, one division accepted every cycle (a row of one beat
   needs one per cycle). The dividend is a power of two, so only the divisor travels.
@@ -33,7 +34,7 @@ pipeline (read port enable, output register) and nothing else.
 Latency and throughput
 ----------------------
 The first output beat of a row is valid :attr:`Softmax.latency` cycles after the cycle its last
-input beat was accepted (unit idle before: 4 statistics stages, the divider's stages, the
+input beat was accepted (unit idle before: 5 statistics stages, the divider's stages, the
 statistics FIFO, the read port, the output register). The row buffer holds
 ``max_beats + latency + 2`` beats, enough for a whole row plus the beats that arrive while its
 statistics are being formed, so back-to-back rows of any length up to ``max_len`` stream at one
@@ -106,11 +107,11 @@ class RowStats(wiring.Component):
 
     Ports (streams without back-pressure, one beat per cycle at most):
     ``i``: ``data[per_beat]``, ``count`` (valid lanes), ``last``, ``tag`` (any shape, read on
-    the last beat); ``o``: one transaction per row, 4 cycles after its last beat:
+    the last beat); ``o``: one transaction per row, 5 cycles after its last beat:
     ``value = S``, ``tag.ref = K``, ``tag.user`` = the last beat's ``tag``.
     """
 
-    LATENCY = 4
+    LATENCY = 5
 
     def __init__(self, fmt, per_beat, tag=unsigned(1)):
         self.fmt, self.per_beat, self.tag = fmt, per_beat, tag
@@ -151,6 +152,8 @@ class RowStats(wiring.Component):
             m.d.sync += k2[j].eq(ks[j])
         for j in range(P):
             step = ks[j + 1] - ks[j]
+            if j == 0:                                  # a row's first shift acts on S = 0
+                step = Mux(first1, 0, step)
             m.d.sync += a2[j].eq(Mux(step > sbits, sbits, step))
         # Stage 3: one exp unit per lane at its prefix reference; invalid lanes give 0.
         e3 = [Signal(unsigned(fmt.exp_frac + 1), name=f"e{j}") for j in range(P)]
@@ -163,18 +166,34 @@ class RowStats(wiring.Component):
             m.d.sync += [e3[j].eq(Mux(c2 > j, ex.e, 0)), a3[j].eq(a2[j])]
         m.d.sync += [v3.eq(v2), first3.eq(first2), last3.eq(last2), k3.eq(k2[P]),
                      tag3.eq(tag2)]
-        # Stage 4: the online sum, element by element in lane order.
-        s_run = Signal(unsigned(sbits))
-        s = Mux(first3, 0, s_run)
+        # Stage 4: the beat's own part of the online sum. The per-element chain
+        # S_{j+1} = (S_j >> a_j) + e_j adds integers between floor shifts, so it equals
+        # (S_0 + sum_j e_j << B_j) >> A with B_j = a_0 + ... + a_j, A = B_{P-1}: exact, and
+        # everything but S_0 is known before the loop. (a_j <= sum_bits: a larger shift gives 0
+        # all the same, so the clamp keeps the widths finite without changing a bit.)
+        b_bits = P * sbits
+        n_bits = fmt.exp_frac + 1 + b_bits
+        n4 = Signal(unsigned(n_bits))
+        a4 = Signal(range(b_bits + 1))
+        v4, first4, last4 = Signal(), Signal(), Signal()
+        k4, tag4 = Signal(rs), Signal(self.tag)
+        acc_b, total = Const(0, range(b_bits + 1)), 0
         for j in range(P):
-            s = ((s >> a3[j]) + e3[j])[:sbits]
+            acc_b = acc_b + a3[j]
+            bj = Signal(range(b_bits + 1), name=f"b{j}")
+            m.d.comb += bj.eq(acc_b)
+            total = total + (e3[j] << bj)
+        m.d.sync += [n4.eq(total), a4.eq(acc_b), v4.eq(v3), first4.eq(first3),
+                     last4.eq(last3), k4.eq(k3), tag4.eq(tag3)]
+        # Stage 5: the loop: one wide add and one right shift per beat.
+        s_run = Signal(unsigned(sbits))
         s_new = Signal(unsigned(sbits))
-        m.d.comb += s_new.eq(s)
-        with m.If(v3):
+        m.d.comb += s_new.eq((Mux(first4, 0, s_run) + n4) >> a4)
+        with m.If(v4):
             m.d.sync += s_run.eq(s_new)
         op = self.o.payload
-        m.d.sync += [self.o.valid.eq(v3 & last3), op.value.eq(s_new), op.tag.ref.eq(k3),
-                     op.tag.user.eq(tag3)]
+        m.d.sync += [self.o.valid.eq(v4 & last4), op.value.eq(s_new), op.tag.ref.eq(k4),
+                     op.tag.user.eq(tag4)]
         return m
 
 
@@ -284,8 +303,8 @@ def checked_format(*, per_beat, max_len, in_bits, in_frac, out_frac, table_bits)
                          table_bits=table_bits, max_len=max_len)
 
 
-def softmax_latency(fmt, recip_steps=4):
-    """:attr:`Softmax.latency` of a softmax of format ``fmt``: statistics 4 cycles, divider
+def softmax_latency(fmt, recip_steps=3):
+    """:attr:`Softmax.latency` of a softmax of format ``fmt``: statistics 5 cycles, divider
     ``ceil(recip_bits / recip_steps)``, statistics FIFO 1, read port 1, output register 1."""
     return RowStats.LATENCY + -(-fmt.recip_bits // recip_steps) + 3
 
@@ -321,7 +340,8 @@ class Softmax(wiring.Component):
     index_bits : int
         Width of the column index each element carries, 0..24 (default 12; 0: no index).
     recip_steps : int
-        Quotient bits per divider pipeline stage, 1..32 (default 4).
+        Quotient bits per divider pipeline stage, 1..32 (default 3: 7 stages at the defaults,
+        logic depth below the normalizer's).
 
     Members
     -------
@@ -336,7 +356,7 @@ class Softmax(wiring.Component):
     """
 
     def __init__(self, *, per_beat=4, max_len=64, in_bits=16, in_frac=8, out_frac=8,
-                 table_bits=7, index_bits=12, recip_steps=4):
+                 table_bits=7, index_bits=12, recip_steps=3):
         self.record.validate(per_beat=per_beat, max_len=max_len, in_bits=in_bits,
                              in_frac=in_frac, out_frac=out_frac, table_bits=table_bits,
                              index_bits=index_bits, recip_steps=recip_steps)
@@ -485,5 +505,5 @@ UNIT = Unit(
     FORMAT_PARAMS + (INDEX_BITS, RECIP_STEPS),
     sim=(SimPoint(), SimPoint({"per_beat": 3, "max_len": 12, "in_bits": 8, "in_frac": 4,
                                "out_frac": 6, "table_bits": 8, "index_bits": 4,
-                               "recip_steps": 3})),
-    formal=Formal(cover_depth=20))
+                               "recip_steps": 2})),
+    formal=Formal(cover_depth=24))
