@@ -161,6 +161,10 @@ def test_beats_partial_and_truncation():
     # Too many beats (max_beats = 2): the third beat is dropped, the second carries last.
     many = beats_out(split_beats([1, 2, 3], [0, 1, 2], 4, sizes=[1, 1, 1]), 4, fmt)
     assert [b["count"] for b in many] == [1, 1] and many[1]["last"] and many[0]["error"]
+    # An error row in (error on any beat) is an error row out.
+    flagged = split_beats(vals, idx, 4)
+    flagged[1]["error"] = 1
+    assert [b["error"] for b in beats_out(flagged, 4, fmt)] == [1, 1]
     # Empty row: one beat, count 0.
     assert beats_out(split_beats([], [], 4), 4, fmt) == [
         {"data": [0] * 4, "index": [0] * 4, "count": 0, "last": 1, "error": 0}]
@@ -248,7 +252,10 @@ def random_rows(dut, rng, n, *, partial=0.3, too_long=True):
                 sizes.append(n_b)
                 left -= n_b
             sizes = sizes or [0]
-        rows.append(split_beats(x, idx, P, sizes))
+        beats = split_beats(x, idx, P, sizes)
+        if k % 7 == 3:                             # a producer's error row stays an error row
+            beats[int(rng.integers(0, len(beats)))]["error"] = 1
+        rows.append(beats)
     return rows
 
 
