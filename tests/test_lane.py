@@ -1,0 +1,219 @@
+"""Golden model and cycle model of the attention lane (golden/lane.py, docs/lane.md)."""
+
+import numpy as np
+import pytest
+
+from attnforge.golden import minilm
+from attnforge.golden.attention import (HeadConfig, attend_float, attend_fx, int8_copy,
+                                        keep_count, to_fx)
+from attnforge.golden.attention_eval import fixture_projections
+from attnforge.golden.lane import (LaneConfig, LaneParams, auto_config, cycles, fit_shift,
+                                   gemm_cycles, int_projection, next_keep, run_lane)
+from attnforge.golden.numbers import Precision, fx_to_float, requantize
+from attnforge.golden.softmax import softmax_fx
+
+P = LaneParams(max_t=64, d=8, rows=4, cols=2, est_rows=1, tile=8)
+P512 = LaneParams(max_t=512, d=8, rows=4, cols=2, est_rows=1, tile=8)
+
+
+def head(rng, t, d=8, scale=1.0):
+    q, k, v = (rng.normal(0, scale, (t, d)) for _ in range(3))
+    return to_fx(q, k, v, 8)
+
+
+def sparse_cfg(params, qi, ki, pq, pk, **kw):
+    return auto_config(params, LaneConfig(t=qi.shape[0], **kw), qi, ki, pq, pk)
+
+
+def test_hand_worked_four_tokens():
+    """T = 4, d = 2, one kept key per row (top-1 of the estimate), worked by hand."""
+    p = LaneParams(max_t=4, d=2, rows=2, cols=1, est_rows=1, tile=4)
+    qi = np.array([[256, 0], [0, 256], [256, 256], [-256, 0]])      # 1.0 in Q8.8
+    ki = np.array([[256, 0], [0, 256], [-256, 0], [0, -256]])
+    vi = np.array([[256, 0], [0, 256], [512, 512], [-256, -256]])
+    pq = pk = np.eye(2, dtype=np.int64)                                # identity projection
+    cfg = LaneConfig(t=4, est_bits=8, m=2, q_shift=2, k_shift=2, est_shift=6, k=1)
+    r = run_lane(p, cfg, qi, ki, vi, pq, pk)
+    # Q~ = K~ = x / 4 (64 = 1.0), E = Q~ K~^T >> 6: row 0 -> [64, 0, -64, 0]
+    assert r.est[0].tolist() == [64, 0, -64, 0]
+    assert r.est[3].tolist() == [-64, 0, 64, 0]
+    # top-1 per row; row 2 ties keys 0 and 1 -> the lower index
+    assert [int(np.argmax(m)) for m in r.mask] == [0, 1, 0, 2]
+    assert r.mask.sum() == 4
+    # one kept position -> probability exactly 1.0 (2**12), O = that V row
+    assert (r.probs[r.mask] == 4096).all()
+    assert r.out.tolist() == [[256, 0], [0, 256], [256, 0], [512, 512]]
+    assert r.importance.tolist() == [2 * 4096, 4096, 4096, 0]
+
+
+@pytest.mark.parametrize("gran", ["element", "1x4", "8x8"])
+def test_zero_sparsity_is_dense_bit_for_bit(gran):
+    rng = np.random.default_rng(1)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=1)
+    c = GRAN_COLS = {"element": 1, "1x4": 4, "8x8": 8}[gran]
+    cfg = sparse_cfg(P, qi, ki, pq, pk, granularity=gran, k=32 // GRAN_COLS)
+    sparse = run_lane(P, cfg, qi, ki, vi, pq, pk)
+    dense = run_lane(P, cfg.replace(mode="dense"), qi, ki, vi)
+    assert sparse.mask.all() and c
+    assert np.array_equal(sparse.out, dense.out)
+    assert np.array_equal(sparse.probs, dense.probs)
+
+
+@pytest.mark.parametrize("gran,k", [("element", 3), ("1x4", 2), ("1x8", 1), ("8x8", 1),
+                                    ("16x16", 1)])
+def test_kept_counts(gran, k):
+    rng = np.random.default_rng(2)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 4, seed=3)
+    params = LaneParams(max_t=64, d=8, rows=4, cols=2, est_rows=1, tile=16)
+    cfg = sparse_cfg(params, qi, ki, pq, pk, m=4, granularity=gran, k=k)
+    r = run_lane(params, cfg, qi, ki, vi, pq, pk)
+    rows, cols = {"element": (1, 1), "1x4": (1, 4), "1x8": (1, 8), "8x8": (8, 8),
+                  "16x16": (16, 16)}[gran]
+    assert (r.mask.sum(axis=1) == k * cols).all()
+    assert ((r.probs > 0) <= r.mask).all()
+    # every row group keeps the same columns in block mode
+    for r0 in range(0, 32, rows):
+        assert (r.mask[r0:r0 + rows] == r.mask[r0]).all()
+    # gather list = union of the tile's kept keys
+    for i, g in enumerate(r.gather):
+        assert g.tolist() == np.nonzero(r.mask[i * 16:(i + 1) * 16].any(axis=0))[0].tolist()
+
+
+def test_threshold_mode_uses_detector_rule():
+    rng = np.random.default_rng(3)
+    qi, ki, vi = head(rng, 16)
+    pq, pk = int_projection(8, 2)
+    cfg = sparse_cfg(P, qi, ki, pq, pk, select="threshold", threshold=20)
+    r = run_lane(P, cfg, qi, ki, vi, pq, pk)
+    assert np.array_equal(r.mask, r.est >= 20)
+
+
+def test_pruned_tokens_never_used():
+    rng = np.random.default_rng(4)
+    qi, ki, vi = head(rng, 24)
+    pq, pk = int_projection(8, 2)
+    keep = np.array([0, 3, 4, 9, 10, 11, 15, 20, 23])
+    cfg = auto_config(P, LaneConfig(t=24, k=4), qi, ki, pq, pk, keep)
+    r = run_lane(P, cfg, qi, ki, vi, pq, pk, keep=keep)
+    pruned = np.setdiff1d(np.arange(24), keep)
+    assert not r.mask[:, pruned].any() and not r.probs[:, pruned].any()
+    assert (r.importance[pruned] == 0).all()
+    # changing pruned tokens' K and V changes nothing
+    k2, v2 = ki.copy(), vi.copy()
+    k2[pruned] = 1000
+    v2[pruned] = -1000
+    r2 = run_lane(P, cfg, qi, k2, v2, pq, pk, keep=keep)
+    assert np.array_equal(r.out, r2.out)
+    assert (r.mask.sum(axis=1) == 4).all()
+    # the loop: next keep-list by the top-k engine's rule
+    nk = next_keep(r.importance, 5)
+    assert len(nk) == 5 and set(nk) <= set(keep)
+    assert np.all(np.diff(nk) > 0)
+
+
+def test_agrees_with_attention_fx_pipeline():
+    """Same mask, max_t = 512 (golden.attention's softmax format) -> attend_fx bit for bit."""
+    rng = np.random.default_rng(5)
+    q, k, v = (rng.normal(0, 1, (40, 8)) for _ in range(3))
+    qi, ki, vi = to_fx(q, k, v, 8)
+    pq, pk = int_projection(8, 2, seed=2)
+    cfg = sparse_cfg(P512, qi, ki, pq, pk, granularity="1x4", k=3)
+    r = run_lane(P512, cfg, qi, ki, vi, pq, pk)
+    ref, probs = attend_fx(q, k, v, r.mask)
+    assert np.array_equal(r.out, ref) and np.array_equal(r.probs, probs)
+
+
+def test_bssa_int8_blocks_match_attention():
+    rng = np.random.default_rng(6)
+    q, k, v = (rng.normal(0, 0.5, (32, 8)) for _ in range(3))
+    qi, ki, vi = to_fx(q, k, v, 8)
+    pq, pk = int_projection(8, 2, seed=2)
+    cfg = sparse_cfg(P512, qi, ki, pq, pk, granularity="8x8", k=2)
+    assert cfg.q8_shift == int8_copy(qi)[1] and cfg.k8_shift == int8_copy(ki)[1]
+    norms = run_lane(P512, cfg, qi, ki, vi, pq, pk).est.astype(np.int64) ** 2
+    bound = int(np.median(norms.reshape(4, 8, 4, 8).sum(axis=(1, 3))))
+    r = run_lane(P512, cfg.replace(int8_bound=bound), qi, ki, vi, pq, pk)
+    assert r.int8_blocks.any() and not r.int8_blocks.all()
+    ref, _ = attend_fx(q, k, v, r.mask, int8_blocks=r.int8_blocks, block=8)
+    assert np.array_equal(r.out, ref)
+
+
+def test_softmax_row_uses_unit_model():
+    rng = np.random.default_rng(7)
+    qi, ki, vi = head(rng, 16)
+    pq, pk = int_projection(8, 2)
+    cfg = sparse_cfg(P, qi, ki, pq, pk, k=5)
+    r = run_lane(P, cfg, qi, ki, vi, pq, pk)
+    x = requantize(qi @ ki.T, 8, 16)
+    for i in range(16):
+        cols = np.nonzero(r.mask[i])[0]
+        assert np.array_equal(r.probs[i, cols], softmax_fx(x[i, cols], P.softmax_format()))
+
+
+@pytest.mark.parametrize("kw,msg", [
+    ({"t": 65}, "t must be"), ({"est_bits": 3}, "est_bits"), ({"m": 9}, "m must be"),
+    ({"k": 0}, "k must be"), ({"k": 17}, "k must be"), ({"granularity": "3x3"}, "granularity"),
+    ({"granularity": "16x16", "k": 1}, "block 16 must divide"),
+    ({"threshold": 300}, "threshold"), ({"int8_bound": 5}, "int8_bound needs"),
+    ({"q8_shift": 5, "k8_shift": 4}, "q8_shift"),
+])
+def test_bad_config_is_one_error(kw, msg):
+    cfg = LaneConfig(**{"t": 16, **kw})
+    err = cfg.error(P)
+    assert err and msg in err and "\n" not in err
+
+
+def test_params_validated():
+    with pytest.raises(ValueError, match="est_rows must be"):
+        LaneParams(rows=4, est_rows=4)
+
+
+def test_fit_shift():
+    assert fit_shift([127], 8) == 0 and fit_shift([128], 8) == 1 and fit_shift([-129], 8) == 1
+    x = np.array([5000, -7000])
+    s = fit_shift(x, 4)
+    assert np.abs(requantize(x, s, 4)).max() <= 7 and s > 0
+
+
+def test_accuracy_on_fixture_head():
+    """FX16 lane with the calibrated projection on a real head vs float64 dense."""
+    f = minilm.load_fixture("medium_library")
+    q, k, v = f["q"][2, 0].astype(float), f["k"][2, 0].astype(float), f["v"][2, 0].astype(float)
+    t, d = q.shape
+    qi, ki, vi = to_fx(q, k, v, 8)
+    proj = fixture_projections(0.25)[(2, f["heads"][0])]
+    pq, pk = int_projection(d, proj.dim, proj=proj)
+    params = LaneParams(max_t=512, d=d, rows=32, cols=16, est_rows=4, tile=32)
+    ref = attend_float(q, k, v)
+    dense = run_lane(params, LaneConfig(t=t, mode="dense"), qi, ki, vi)
+    err_d = np.abs(fx_to_float(dense.out, 8) - ref).mean() / np.abs(ref).mean()
+    cfg = auto_config(params, LaneConfig.from_head(HeadConfig(sparsity=0.5), t, d=d), qi, ki,
+                      pq, pk)
+    assert cfg.k == keep_count(t, 0.5)
+    sp = run_lane(params, cfg, qi, ki, vi, pq, pk)
+    err_s = np.abs(fx_to_float(sp.out, 8) - ref).mean() / np.abs(ref).mean()
+    assert err_d < 0.03
+    assert err_s < 0.25
+
+
+def test_gemm_cycles_matches_rmmu_doc():
+    # docs/rmmu.md: INT2 K=256 M=512 4 N-tiles on 32 rows: 2,048 beats in 2,115 cycles
+    assert gemm_cycles(512, 256, 4 * 16 * 8, 32, 16, Precision.INT2, 32) == 2115
+
+
+def test_cycle_model_sparse_beats_dense():
+    rng = np.random.default_rng(8)
+    params = LaneParams(max_t=256, d=16, rows=8, cols=4, est_rows=2, tile=8)
+    q, k, v = (rng.normal(0, 1, (256, 16)) for _ in range(3))
+    qi, ki, vi = to_fx(q, k, v, 8)
+    pq, pk = int_projection(16, 4)
+    cfg = auto_config(params, LaneConfig(t=256, m=4, granularity="8x8", k=2), qi, ki, pq, pk)
+    sp = cycles(params, cfg, run_lane(params, cfg, qi, ki, vi, pq, pk))
+    de = cycles(params, cfg.replace(mode="dense"),
+                run_lane(params, cfg.replace(mode="dense"), qi, ki, vi))
+    assert sp["total"] < de["total"] / 4
+    assert sp["gathered_fraction"] == pytest.approx(2 / 32)
+    assert all(0 < u <= 1 for u in de["utilization"].values())
+    assert de["phases"]["stalls"] >= 0 and sp["phases"]["stalls"] >= 0
