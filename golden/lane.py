@@ -268,9 +268,10 @@ def _scores(params, cfg, qi, kk, int8_blocks, b):
     return x
 
 
-def run_lane(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None, mask=None):
+def run_lane(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None, mask=None, plan_only=False):
     """One head through the lane (module docstring). ``mask`` (T x T' bool) overrides the
-    detector (a test hook: the same mask as another model). Raises ``ValueError`` for a
+    detector (a test hook: the same mask as another model). ``plan_only``: estimate, mask and
+    gather lists only (what the cycle model needs; ``out``/``probs`` stay 0). Raises ``ValueError`` for a
     configuration the hardware answers with an error."""
     qi, ki, vi = (np.asarray(x, dtype=np.int64) for x in (qi, ki, vi))
     t = qi.shape[0]
@@ -296,10 +297,10 @@ def run_lane(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None, mask=None):
             int8 = (_block_norms(est, r) <= cfg.int8_bound) & kept_blocks
     if mask is not None:                              # dense mode with a mask: test hook
         kmask = np.asarray(mask, dtype=bool)
-    x = _scores(params, cfg, qi, kk, int8, r)
     fmt = params.softmax_format()
     pk_ = np.zeros((t, len(keys)), dtype=np.int64)
-    for i in range(t):
+    x = None if plan_only else _scores(params, cfg, qi, kk, int8, r)
+    for i in range(0 if plan_only else t):
         cols = np.nonzero(kmask[i])[0]
         if len(cols):                                 # threshold mode may keep nothing:
             pk_[i, cols] = softmax_fx(x[i, cols], fmt)   # an empty row, output 0
