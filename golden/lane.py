@@ -422,3 +422,75 @@ def cycles(params, cfg, result):
     return {"total": int(total), "phases": phases, "utilization": util,
             "kept_fraction": float(rows_mask.mean()),
             "gathered_fraction": float(sum(gb * rq for gb, rq in zip(g, bq)) / (t * tk))}
+
+
+# -- the lane as RMMU descriptors ------------------------------------------------------------------
+def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
+    """The lane executed the way the RTL sequences it: every GEMM is an RMMU descriptor in the
+    mapping of docs/lane.md section 2 (gathered keys streamed against a stationary Q tile;
+    probability rows streamed against stationary gathered V rows), computed by
+    :meth:`attnforge.golden.rmmu.RMMUModel.gemm` with the descriptor's own requantization.
+    Returns ``(LaneResult, trace)`` with ``trace`` = ``[(phase, tile, Descriptor)]`` in issue
+    order; the result equals :func:`run_lane` bit for bit (tested), which checks the mapping
+    (transposes, gathers, precisions, shifts) the feeder RTL must implement."""
+    from .rmmu import Descriptor, RMMUModel
+    qi, ki, vi = (np.asarray(x, dtype=np.int64) for x in (qi, ki, vi))
+    plan = run_lane(params, cfg, qi, ki, vi, pq, pk, keep, plan_only=True)
+    keys = plan.keys
+    t, tk = qi.shape[0], len(keys)
+    kk, vk = ki[keys], vi[keys]
+    dense = cfg.mode == "dense"
+    e_rows, c_rows = (0, params.rows) if dense else (params.est_rows, params.comp_rows)
+    big = max(params.max_t, params.d) * 2
+    rmmu = RMMUModel(rows=params.rows, cols=params.cols, groups=2, tile_m=params.tile_m,
+                     max_m=big, max_k=big, max_n=big)
+    fx, trace = Precision.FX16, []
+
+    def gemm(phase, tile, a, b, prec, row0, nrows, shift, out):
+        d = Descriptor(row0, nrows, prec, a.shape[0], a.shape[1], b.shape[1], True, out, shift)
+        trace.append((phase, tile, d))
+        return rmmu.gemm(d, a, b)
+
+    kmask = plan.mask[:, keys]
+    if not dense:
+        p = Precision.parse(f"int{cfg.est_bits}")
+        qt = gemm("project", None, qi, pq, fx, e_rows, c_rows, cfg.q_shift, p)
+        kt = gemm("project", None, kk, pk, fx, e_rows, c_rows, cfg.k_shift, p)
+        est = np.zeros((t, tk), dtype=np.int64)
+        sb = Precision.parse(f"int{params.score_bits}")
+        for b0 in range(0, t, params.tile):
+            rows = slice(b0, min(t, b0 + params.tile))
+            est[rows] = gemm("estimate", b0, qt[rows], kt.T, p, 0, e_rows, cfg.est_shift, sb)
+        assert np.array_equal(est, plan.est)          # the detector sees the RMMU's estimate
+    r = GRANULARITIES[cfg.granularity][0]
+    fmt = params.softmax_format()
+    out = np.zeros((t, params.d), dtype=np.int64)
+    probs = np.zeros((t, tk), dtype=np.int64)
+    pos = {int(x): i for i, x in enumerate(keys)}
+    for b0, gath in zip(range(0, t, params.tile), plan.gather):
+        rows = slice(b0, min(t, b0 + params.tile))
+        if not len(gath):
+            continue
+        g = np.array([pos[int(x)] for x in gath])     # gathered keys, kept-key coordinates
+        st = gemm("scores", b0, kk[g], qi[rows].T, fx, e_rows, c_rows, params.frac_bits, fx)
+        if plan.int8_blocks is not None and plan.int8_blocks.any():
+            sel = np.kron(plan.int8_blocks, np.ones((r, r), dtype=bool))[:t, :tk][rows][:, g]
+            if sel.any():
+                q8 = requantize(qi[rows], cfg.q8_shift, 8)
+                k8 = requantize(kk[g], cfg.k8_shift, 8)
+                s8 = gemm("scores", b0, k8, q8.T, Precision.INT8, e_rows, c_rows,
+                          params.frac_bits - cfg.q8_shift - cfg.k8_shift, fx)
+                st = np.where(sel.T, s8, st)
+        s = st.T                                      # score buffer: (Bq, G), row per query
+        pt = np.zeros_like(s)
+        for i in range(s.shape[0]):
+            kept = kmask[b0 + i, g]
+            if kept.any():
+                pt[i, kept] = softmax_fx(s[i, kept], fmt)
+        probs[np.ix_(range(rows.start, rows.stop), g)] = pt
+        out[rows] = gemm("av", b0, pt, vk[g], fx, e_rows, c_rows, params.prob_frac, fx)
+    full = np.zeros((t, t), dtype=np.int64)
+    full[:, keys] = probs
+    res = LaneResult(out, full, plan.mask, plan.est, plan.int8_blocks, full.sum(axis=0), keys,
+                     plan.gather)
+    return res, trace

@@ -217,3 +217,33 @@ def test_cycle_model_sparse_beats_dense():
     assert sp["gathered_fraction"] == pytest.approx(2 / 32)
     assert all(0 < u <= 1 for u in de["utilization"].values())
     assert de["phases"]["stalls"] >= 0 and sp["phases"]["stalls"] >= 0
+
+
+@pytest.mark.parametrize("case", ["dense", "elem", "8x8", "bssa", "prune", "threshold"])
+def test_rmmu_mapping_is_bit_exact(case):
+    """The lane as RMMU descriptors (gathered keys x stationary Q tile; probability rows x
+    stationary gathered V) gives run_lane's result bit for bit."""
+    from attnforge.golden.lane import run_lane_rmmu
+    rng = np.random.default_rng(9)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=4)
+    keep = np.array([0, 1, 2, 5, 8, 9, 13, 16, 17, 20, 21, 22, 25, 28, 30, 31]) \
+        if case == "prune" else None
+    kw = {"dense": dict(mode="dense"), "elem": dict(k=3), "8x8": dict(granularity="8x8", k=2),
+          "bssa": dict(granularity="8x8", k=2), "prune": dict(k=4),
+          "threshold": dict(select="threshold", threshold=40)}[case]
+    cfg = auto_config(P, LaneConfig(t=32, **kw), qi, ki, pq, pk, keep)
+    e = None if case == "dense" else run_lane(P, cfg, qi, ki, vi, pq, pk, keep, plan_only=True).est
+    if case == "threshold":
+        cfg = cfg.replace(threshold=int(np.percentile(e, 85)))
+    if case == "bssa":
+        cfg = cfg.replace(int8_bound=int(np.median((e ** 2).reshape(4, 8, 4, 8).sum(axis=(1, 3)))))
+    ref = run_lane(P, cfg, qi, ki, vi, pq, pk, keep)
+    got, trace = run_lane_rmmu(P, cfg, qi, ki, vi, pq, pk, keep)
+    assert np.array_equal(got.out, ref.out) and np.array_equal(got.probs, ref.probs)
+    assert np.array_equal(got.importance, ref.importance)
+    phases = {ph for ph, _, _ in trace}
+    assert phases == ({"scores", "av"} if case == "dense" else
+                      {"project", "estimate", "scores", "av"})
+    if case == "bssa":
+        assert any(d.precision == Precision.INT8 for _, _, d in trace)
