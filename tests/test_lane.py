@@ -247,3 +247,58 @@ def test_rmmu_mapping_is_bit_exact(case):
                       {"project", "estimate", "scores", "av"})
     if case == "bssa":
         assert any(d.precision == Precision.INT8 for _, _, d in trace)
+
+
+# -- RTL: granule pool (Amaranth simulator) ----------------------------------------------------
+def _pool_run(pool, cmds, beats, n_out, rng, gaps=0.3, stalls=0.3):
+    from amaranth.sim import Simulator
+    from attnforge.testbench import quick
+    sim = Simulator(pool)
+    sim.add_clock(1e-6)
+    out = []
+
+    def conv(p):
+        return ([int(p.data[g]) for g in range(len(p.data))], int(p.count), int(p.last),
+                int(p.error))
+    sim.add_testbench(quick.source(pool.cmd, cmds, rng, gaps))
+    sim.add_testbench(quick.source(pool.i, [x for b in beats for x in b], rng, gaps))
+    sim.add_testbench(quick.sink(pool.o, out, n_out, rng, stalls, conv))
+    sim.add_testbench(quick.watchdog(20000), background=True)
+    sim.run()
+    return out
+
+
+@pytest.mark.parametrize("block,width", [(4, 8), (8, 8), (2, 4)])
+def test_granule_pool_matches_detector_granules(block, width):
+    import random
+    from attnforge.golden.detector import granule_scores
+    from attnforge.rtl.lane_pool import GranulePool
+    lanes = 16
+    pool = GranulePool(lanes=lanes, in_bits=20, score_bits=8, block=block, max_n=64)
+    rng = np.random.default_rng(block * 10 + width)
+    prng = random.Random(1)
+    cmds, beats, expect = [], [], []
+    for n in (width, 2 * width + 3, 1, 37):
+        est = rng.integers(-128, 128, size=(block, n))
+        cmds.append({"n": n, "width": width})
+        tile_beats, want = [], []
+        n_t = -(-n // width)
+        g_all = granule_scores(est, block)
+        for nt in range(n_t):
+            for r in range(block):
+                lanesv = rng.integers(-128, 128, size=lanes)       # junk beyond the valid lanes
+                seg = est[r, nt * width:(nt + 1) * width]
+                lanesv[:len(seg)] = seg
+                tile_beats.append({"lanes": [int(x) for x in lanesv], "last": 0, "error": 0})
+            g0 = nt * width // block
+            cnt = -(-min(width, n - nt * width) // block)
+            data = [int(x) for x in g_all[g0:g0 + cnt]] + [0] * (lanes // block - cnt)
+            want.append((data, cnt, int(nt == n_t - 1), 0))
+        beats.append(tile_beats)
+        expect += want
+    # a bad command: width not a multiple of the block (or 0): one error beat, nothing consumed
+    cmds.insert(1, {"n": 5, "width": 0})
+    beats.insert(1, [])
+    expect.insert(len(beats[0]) // block, ([0] * (lanes // block), 0, 1, 1))
+    got = _pool_run(pool, cmds, beats, len(expect), prng)
+    assert got == expect
