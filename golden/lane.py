@@ -390,16 +390,18 @@ def cycles(params, cfg, result):
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
         per_cmd = -(-(-(-tk // cg)) // params.det_per_beat) + radix
         det = [(rq // r if r > 1 else rq) * per_cmd for rq in bq]
-    int8 = result.int8_blocks
     scores, av, smax = [], [], []
     rows_mask = result.mask[:, result.keys]
     for i, b0 in enumerate(tiles):
         gb, rq = g[i], bq[i]
-        s = gemm_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
-        if int8 is not None and int8.any():
-            blk = GRANULARITIES[cfg.granularity][0]
-            n8 = int(int8[b0 // blk:(b0 + rq) // blk].any(axis=0).sum()) * blk
-            s = (gemm_cycles(gb - n8, d, rq, c_rows, c, fx, tm, row0)
+        pos = np.searchsorted(result.keys, result.gather[i])
+        sel = _int8_select(result, GRANULARITIES[cfg.granularity][0],
+                           slice(b0, b0 + rq), pos, tk)
+        if sel is None:
+            s = gemm_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
+        else:
+            n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
+            s = (gemm_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
                  + gemm_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
         scores.append(s)
         av.append(gemm_cycles(rq, gb, d, c_rows, c, fx, tm, row0))
@@ -422,6 +424,18 @@ def cycles(params, cfg, result):
     return {"total": int(total), "phases": phases, "utilization": util,
             "kept_fraction": float(rows_mask.mean()),
             "gathered_fraction": float(sum(gb * rq for gb, rq in zip(g, bq)) / (t * tk))}
+
+
+def _int8_select(plan, r, rows, g, tk):
+    """HB-BSSA: ``(Bq, G)`` bool, True where a tile row's score at a gathered key comes from
+    the INT8 path (its block is kept at INT8); None when no block runs at INT8. A key goes to
+    the FX16 descriptor unless every row of the tile takes it from INT8, and to the INT8
+    descriptor if any row does."""
+    if plan.int8_blocks is None or not plan.int8_blocks.any():
+        return None
+    t = plan.mask.shape[0]
+    sel = np.kron(plan.int8_blocks, np.ones((r, r), dtype=bool))[:t, :tk]
+    return sel[rows][:, g]
 
 
 # -- the lane as RMMU descriptors ------------------------------------------------------------------
@@ -472,15 +486,20 @@ def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
         if not len(gath):
             continue
         g = np.array([pos[int(x)] for x in gath])     # gathered keys, kept-key coordinates
-        st = gemm("scores", b0, kk[g], qi[rows].T, fx, e_rows, c_rows, params.frac_bits, fx)
-        if plan.int8_blocks is not None and plan.int8_blocks.any():
-            sel = np.kron(plan.int8_blocks, np.ones((r, r), dtype=bool))[:t, :tk][rows][:, g]
-            if sel.any():
-                q8 = requantize(qi[rows], cfg.q8_shift, 8)
-                k8 = requantize(kk[g], cfg.k8_shift, 8)
-                s8 = gemm("scores", b0, k8, q8.T, Precision.INT8, e_rows, c_rows,
-                          params.frac_bits - cfg.q8_shift - cfg.k8_shift, fx)
-                st = np.where(sel.T, s8, st)
+        sel = _int8_select(plan, r, rows, g, tk)      # (Bq, G): score from the INT8 path
+        fx_keys = ~sel.all(axis=0) if sel is not None else np.ones(len(g), dtype=bool)
+        st = np.zeros((len(g), rows.stop - rows.start), dtype=np.int64)
+        if fx_keys.any():
+            st[fx_keys] = gemm("scores", b0, kk[g[fx_keys]], qi[rows].T, fx, e_rows, c_rows,
+                               params.frac_bits, fx)
+        if sel is not None and sel.any():
+            i8_keys = sel.any(axis=0)
+            q8 = requantize(qi[rows], cfg.q8_shift, 8)
+            k8 = requantize(kk[g[i8_keys]], cfg.k8_shift, 8)
+            s8 = np.zeros_like(st)
+            s8[i8_keys] = gemm("scores", b0, k8, q8.T, Precision.INT8, e_rows, c_rows,
+                               params.frac_bits - cfg.q8_shift - cfg.k8_shift, fx)
+            st = np.where(sel.T, s8, st)
         s = st.T                                      # score buffer: (Bq, G), row per query
         pt = np.zeros_like(s)
         for i in range(s.shape[0]):

@@ -302,3 +302,21 @@ def test_granule_pool_matches_detector_granules(block, width):
     expect.insert(len(beats[0]) // block, ([0] * (lanes // block), 0, 1, 1))
     got = _pool_run(pool, cmds, beats, len(expect), prng)
     assert got == expect
+
+
+@pytest.mark.parametrize("case", ["dense", "elem", "8x8", "bssa"])
+def test_cycle_model_charges_the_traced_descriptors(case):
+    """cycles() charges exactly gemm_cycles of the descriptors run_lane_rmmu issues."""
+    from attnforge.golden.lane import run_lane_rmmu
+    rng = np.random.default_rng(10)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=4)
+    kw = {"dense": dict(mode="dense"), "elem": dict(k=3), "8x8": dict(granularity="8x8", k=2),
+          "bssa": dict(granularity="8x8", k=3, int8_bound=2000)}[case]
+    cfg = auto_config(P, LaneConfig(t=32, **kw), qi, ki, pq, pk)
+    res, trace = run_lane_rmmu(P, cfg, qi, ki, vi, pq, pk)
+    model = cycles(P, cfg, res)
+    for phase in ("project", "estimate", "scores", "av"):
+        want = sum(gemm_cycles(d.m, d.k, d.n, d.nrows, P.cols, d.precision, P.tile_m, d.row0)
+                   for ph, _, d in trace if ph == phase)
+        assert model["phases"][phase] == want, phase
