@@ -444,8 +444,9 @@ def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
     mapping of docs/lane.md section 2 (gathered keys streamed against a stationary Q tile;
     probability rows streamed against stationary gathered V rows), computed by
     :meth:`attnforge.golden.rmmu.RMMUModel.gemm` with the descriptor's own requantization.
-    Returns ``(LaneResult, trace)`` with ``trace`` = ``[(phase, tile, Descriptor)]`` in issue
-    order; the result equals :func:`run_lane` bit for bit (tested), which checks the mapping
+    Returns ``(LaneResult, trace)`` with ``trace`` = ``[(phase, tile, Descriptor, A, B)]`` in
+    issue order (``RMMUModel.a_beats(desc, A)`` / ``w_beats(desc, B)`` are the beats the feeder
+    must produce); the result equals :func:`run_lane` bit for bit (tested), which checks the mapping
     (transposes, gathers, precisions, shifts) the feeder RTL must implement."""
     from .rmmu import Descriptor, RMMUModel
     qi, ki, vi = (np.asarray(x, dtype=np.int64) for x in (qi, ki, vi))
@@ -462,7 +463,7 @@ def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
 
     def gemm(phase, tile, a, b, prec, row0, nrows, shift, out):
         d = Descriptor(row0, nrows, prec, a.shape[0], a.shape[1], b.shape[1], True, out, shift)
-        trace.append((phase, tile, d))
+        trace.append((phase, tile, d, a, b))
         return rmmu.gemm(d, a, b)
 
     kmask = plan.mask[:, keys]

@@ -242,11 +242,11 @@ def test_rmmu_mapping_is_bit_exact(case):
     got, trace = run_lane_rmmu(P, cfg, qi, ki, vi, pq, pk, keep)
     assert np.array_equal(got.out, ref.out) and np.array_equal(got.probs, ref.probs)
     assert np.array_equal(got.importance, ref.importance)
-    phases = {ph for ph, _, _ in trace}
+    phases = {ph for ph, *_ in trace}
     assert phases == ({"scores", "av"} if case == "dense" else
                       {"project", "estimate", "scores", "av"})
     if case == "bssa":
-        assert any(d.precision == Precision.INT8 for _, _, d in trace)
+        assert any(d.precision == Precision.INT8 for _, _, d, *_ in trace)
 
 
 # -- RTL: granule pool (Amaranth simulator) ----------------------------------------------------
@@ -318,5 +318,5 @@ def test_cycle_model_charges_the_traced_descriptors(case):
     model = cycles(P, cfg, res)
     for phase in ("project", "estimate", "scores", "av"):
         want = sum(gemm_cycles(d.m, d.k, d.n, d.nrows, P.cols, d.precision, P.tile_m, d.row0)
-                   for ph, _, d in trace if ph == phase)
+                   for ph, _, d, *_ in trace if ph == phase)
         assert model["phases"][phase] == want, phase
