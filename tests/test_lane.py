@@ -320,3 +320,54 @@ def test_cycle_model_charges_the_traced_descriptors(case):
         want = sum(gemm_cycles(d.m, d.k, d.n, d.nrows, P.cols, d.precision, P.tile_m, d.row0)
                    for ph, _, d, *_ in trace if ph == phase)
         assert model["phases"][phase] == want, phase
+
+
+# -- RTL: front half (RMMU estimate group -> pool -> packer -> detector) ------------------------
+def test_lane_front_estimate_and_detect_bit_exact():
+    """Tiles of 8 queries, 32 keys, INT4 estimate of m = 2 on a 1 x 2 estimate group, 8x8
+    top-2: the detector's kept blocks equal the golden lane's mask, tile by tile."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_front import LaneFront
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=32, d=8, rows=2, cols=2, est_rows=1, tile=8)
+    rng = np.random.default_rng(11)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=5)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
+    plan, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    model = RMMUModel(rows=1, cols=2, groups=1, tile_m=8, max_m=8, max_k=16, max_n=32)
+    tiles, a_items, w_items, want = [], [], [], []
+    for ph, b0, d, a, b in trace:
+        if ph != "estimate":
+            continue
+        d1 = Descriptor(0, 1, d.precision, d.m, d.k, d.n, True, d.out_fmt, d.shift)
+        tiles.append({"n": d.n, "k": d.k, "precision": d.precision, "shift": d.shift,
+                      "k_keep": cfg.k})
+        a_items += [{"data": [int(x) for x in row]} for row in model.a_beats(d1, a)]
+        w_items += [{"data": [[int(x) for x in t] for t in beat]} for beat in model.w_beats(d1, b)]
+        want.append(sum(1 << j for j in range(4) if plan.mask[b0, 8 * j]))
+    dut = LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(3)
+    masks, idx = [], []
+    sim.add_testbench(quick.source(dut.tile, tiles, prng, 0.2))
+    sim.add_testbench(quick.source(dut.a, a_items, prng, 0.2))
+    sim.add_testbench(quick.source(dut.w, w_items, prng, 0.2))
+    sim.add_testbench(quick.sink(dut.mask, masks, len(tiles), prng, 0.2,
+                                 lambda p: (int(p.mask), int(p.count), int(p.error))))
+    # idx: one beat per kept granule (per_beat 1), plus an empty last beat when the row's final
+    # word keeps nothing (detector contract)
+    n_idx = sum(2 + (0 if w >> 3 & 1 else 1) for w in want)
+    sim.add_testbench(quick.sink(dut.idx, idx, n_idx, prng, 0.2,
+                                 lambda p: (int(p.index[0]), int(p.count), int(p.last))))
+    sim.add_testbench(quick.watchdog(20000), background=True)
+    sim.run()
+    assert [m for m, _, _ in masks] == want
+    assert all(c == 2 and e == 0 for _, c, e in masks)
+    kept = [[j for j in range(4) if w >> j & 1] for w in want]
+    assert [i for i, c, _ in idx if c] == [j for ks in kept for j in ks]
+    assert sum(last for _, _, last in idx) == len(tiles)
