@@ -46,7 +46,7 @@ from .softmax import SoftmaxFormat, softmax_fx
 from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
-           "auto_config", "next_keep", "gemm_cycles", "cycles", "GRAN_CODES"]
+           "auto_config", "next_keep", "gemm_cycles", "cycles", "GRAN_CODES", "DESC_ISSUE"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -320,6 +320,11 @@ def next_keep(importance, n_keep):
 
 
 # -- cycle model -----------------------------------------------------------------------------------
+#: Cycles between back-to-back descriptors on one group beyond :func:`gemm_cycles` (the command
+#: handshake; measured on ``rtl/lane_front.py``: estimate tiles every 37 + 1 cycles).
+DESC_ISSUE = 1
+
+
 def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
     """Cycles of one RMMU descriptor from its documented timing (docs/rmmu.md): ``nrows``
     cycles of initial weight load, then per pass ``max(M-tile rows, nrows)`` (the next tile set
@@ -332,6 +337,12 @@ def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
     tiles = [min(tile_m, m - i) for i in range(0, m, tile_m)]
     per = [rows for _ in range(t_n) for rows in tiles for _ in range(passes)]
     return nrows + sum(max(x, nrows) for x in per[:-1]) + per[-1] + row0 + nrows + 3
+
+
+def _gc(*args, **kw):
+    """A descriptor as the lane issues it: :func:`gemm_cycles` + :data:`DESC_ISSUE`."""
+    c = gemm_cycles(*args, **kw)
+    return c + DESC_ISSUE if c else 0
 
 
 def _pipeline(n_tiles, est, det, det_lat, scores, smax, sm_lat, av, start):
@@ -380,11 +391,11 @@ def cycles(params, cfg, result):
     if dense:
         proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
     else:
-        proj = (gemm_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
-                + gemm_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0))
+        proj = (_gc(t, d, cfg.m, c_rows, c, fx, tm, row0)
+                + _gc(tk, d, cfg.m, c_rows, c, fx, tm, row0))
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
-        est = [gemm_cycles(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
+        est = [_gc(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
         macs["estimate"] = t * tk * cfg.m
         r, cg = GRANULARITIES[cfg.granularity]
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
@@ -398,13 +409,13 @@ def cycles(params, cfg, result):
         sel = _int8_select(result, GRANULARITIES[cfg.granularity][0],
                            slice(b0, b0 + rq), pos, tk)
         if sel is None:
-            s = gemm_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
+            s = _gc(gb, d, rq, c_rows, c, fx, tm, row0)
         else:
             n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
-            s = (gemm_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
-                 + gemm_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
+            s = (_gc(n_fx, d, rq, c_rows, c, fx, tm, row0)
+                 + _gc(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
         scores.append(s)
-        av.append(gemm_cycles(rq, gb, d, c_rows, c, fx, tm, row0))
+        av.append(_gc(rq, gb, d, c_rows, c, fx, tm, row0))
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
         smax.append(int(np.maximum(1, -(-kept_rows // params.sm_per_beat)).sum()))
         macs["scores"] += gb * d * rq

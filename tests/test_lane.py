@@ -7,7 +7,7 @@ from attnforge.golden import minilm
 from attnforge.golden.attention import (HeadConfig, attend_float, attend_fx, int8_copy,
                                         keep_count, to_fx)
 from attnforge.golden.attention_eval import fixture_projections
-from attnforge.golden.lane import (LaneConfig, LaneParams, auto_config, cycles, fit_shift,
+from attnforge.golden.lane import (DESC_ISSUE, LaneConfig, LaneParams, auto_config, cycles, fit_shift,
                                    gemm_cycles, int_projection, next_keep, run_lane)
 from attnforge.golden.numbers import Precision, fx_to_float, requantize
 from attnforge.golden.softmax import softmax_fx
@@ -318,7 +318,7 @@ def test_cycle_model_charges_the_traced_descriptors(case):
     model = cycles(P, cfg, res)
     for phase in ("project", "estimate", "scores", "av"):
         want = sum(gemm_cycles(d.m, d.k, d.n, d.nrows, P.cols, d.precision, P.tile_m, d.row0)
-                   for ph, _, d, *_ in trace if ph == phase)
+                   + DESC_ISSUE for ph, _, d, *_ in trace if ph == phase)
         assert model["phases"][phase] == want, phase
 
 
@@ -371,3 +371,53 @@ def test_lane_front_estimate_and_detect_bit_exact():
     kept = [[j for j in range(4) if w >> j & 1] for w in want]
     assert [i for i, c, _ in idx if c] == [j for ks in kept for j in ks]
     assert sum(last for _, _, last in idx) == len(tiles)
+
+
+def test_lane_front_cycles_match_model():
+    """No gaps or stalls: estimate tiles follow every gemm_cycles + DESC_ISSUE cycles (the
+    cycle model's estimate phase), measured on the RTL front half; the first tile's mask is
+    the model's estimate + detector latency + 6 cycles of pool/packer/detector ingest."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_front import LaneFront
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=32, d=8, rows=2, cols=2, est_rows=1, tile=8, tile_m=8)
+    rng = np.random.default_rng(11)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=5)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
+    plan, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    model = RMMUModel(rows=1, cols=2, groups=1, tile_m=8, max_m=8, max_k=16, max_n=32)
+    tiles, a_items, w_items = [], [], []
+    for ph, b0, d, a, b in trace:
+        if ph == "estimate":
+            d1 = Descriptor(0, 1, d.precision, d.m, d.k, d.n, True, d.out_fmt, d.shift)
+            tiles.append({"n": d.n, "k": d.k, "precision": d.precision, "shift": d.shift,
+                          "k_keep": cfg.k})
+            a_items += [{"data": [int(x) for x in r]} for r in model.a_beats(d1, a)]
+            w_items += [{"data": [[int(x) for x in t] for t in w]} for w in model.w_beats(d1, b)]
+    dut = LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(3)
+    times, masks, idx = [], [], []
+
+    async def clock(ctx):
+        c = 0
+        while True:
+            _, _, v, r = await ctx.tick().sample(dut.mask.valid, dut.mask.ready)
+            c += 1
+            if v and r:
+                times.append(c)
+    for port, items in ((dut.tile, tiles), (dut.a, a_items), (dut.w, w_items)):
+        sim.add_testbench(quick.source(port, items, prng, 0))
+    sim.add_testbench(quick.sink(dut.mask, masks, len(tiles), prng, 0))
+    sim.add_testbench(quick.sink(dut.idx, idx, 1000, prng, 0), background=True)
+    sim.add_testbench(clock, background=True)
+    sim.run()
+    per_tile = cycles(params, cfg, plan)["phases"]["estimate"] // len(tiles)
+    assert per_tile == gemm_cycles(8, 2, 32, 1, 2, Precision.INT4, 8) + DESC_ISSUE == 38
+    assert np.diff(times).tolist() == [per_tile] * (len(tiles) - 1)
+    assert times[0] == per_tile - DESC_ISSUE + params.det_latency + 6
