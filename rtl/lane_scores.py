@@ -1,0 +1,124 @@
+"""Score buffer of the attention lane (docs/lane.md sections 2-4): the scores GEMM's transposed
+output ``S^T`` of one query tile -> one score row per query for the softmax.
+
+The compute group runs ``S^T = K_G Q_b^T`` (gathered keys streamed against the stationary
+query tile), so its FX16 output leaves as, for every N-tile of ``cols`` queries, one beat per
+gathered key ``m`` with lane ``j`` = the score of query ``nt*cols + j`` at gathered position
+``m`` (requantized to FX16 by the RMMU). The buffer has one bank per query of the tile (words
+of ``per_beat`` scores, lane-granular writes), so each RMMU beat writes ``cols`` banks at once;
+then it plays out query row after query row, ``per_beat`` scores per beat with their gathered
+positions as ``index`` (the row-stream convention: last beat partial, ``last`` on it).
+
+Command ``cmd``: ``g`` = gathered keys of the tile (1..max_g). v0 streams every gathered
+position of every row (BxB granularity with ``block = bq``: every row of the tile keeps the
+same keys); the per-row kept subset for element granularity is TODO (docs/lane.md).
+
+Timing: one RMMU beat per cycle in; out one beat per cycle (a read issued in cycle t is
+presented in t + 1 and held by disabling the read port while stalled). Write and read phases do
+not overlap in v0 (a second buffer would let tile b+1's scores arrive during b's play-out).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .streams import row_signature
+
+__all__ = ["ScoreTile"]
+
+
+class ScoreTile(wiring.Component):
+    """Parameters: ``cols`` (RMMU columns; FX16 uses lanes ``0..cols-1`` of its ``cols*8``),
+    ``in_bits`` (RMMU ``out_bits``), ``bq`` (queries per tile, a multiple of ``cols``),
+    ``max_g`` (gathered keys, a multiple of ``per_beat``), ``per_beat`` (scores per beat out),
+    ``index_bits`` (width of the position index)."""
+
+    def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, index_bits=8):
+        if bq % cols or max_g % per_beat or max_g > (1 << index_bits):
+            raise ValueError(f"bq must be a multiple of cols ({cols}) and max_g a multiple of "
+                             f"per_beat ({per_beat}) below 2**index_bits, not {bq}, {max_g}")
+        self.cols, self.in_bits, self.bq = cols, in_bits, bq
+        self.max_g, self.per_beat, self.index_bits = max_g, per_beat, index_bits
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({"g": range(max_g + 1)}))),
+            "s": In(stream.Signature(data.StructLayout({
+                "lanes": data.ArrayLayout(signed(in_bits), cols * 8), "last": 1, "error": 1}))),
+            "o": Out(row_signature(per_beat, signed(16), index_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, cols, bq = self.per_beat, self.cols, self.bq
+        words = self.max_g // p
+        g = Signal(range(self.max_g + 1))
+        nt = Signal(range(bq // cols))
+        key = Signal(range(self.max_g))
+        q = Signal(range(bq))
+        w = Signal(range(words))
+        nw = Signal(range(words + 1))
+        q_pend, w_pend = Signal.like(q), Signal.like(w)
+        pending = Signal()
+
+        banks = []
+        for b in range(bq):
+            mem = Memory(shape=16 * p, depth=words, init=[])
+            m.submodules[f"bank{b}"] = mem
+            banks.append((mem.write_port(granularity=16), mem.read_port()))
+
+        with m.FSM():
+            with m.State("IDLE"):
+                m.d.comb += self.cmd.ready.eq(1)
+                with m.If(self.cmd.valid):
+                    m.d.sync += [g.eq(self.cmd.payload.g), nt.eq(0), key.eq(0),
+                                 nw.eq((self.cmd.payload.g + p - 1) // p)]
+                    m.next = "WRITE"
+            with m.State("WRITE"):
+                m.d.comb += self.s.ready.eq(1)
+                with m.If(self.s.valid):
+                    for b, (wp, _) in enumerate(banks):
+                        lane = self.s.payload.lanes[b % cols][:16]
+                        m.d.comb += [wp.addr.eq(key // p), wp.data.eq(Cat(*[lane] * p))]
+                        with m.If(nt == b // cols):
+                            m.d.comb += wp.en.eq(1 << (key % p))
+                    with m.If(key == g - 1):
+                        m.d.sync += [key.eq(0), nt.eq(nt + 1)]
+                        with m.If(nt == bq // cols - 1):
+                            m.d.sync += [q.eq(0), w.eq(0)]
+                            m.next = "READ"
+                    with m.Else():
+                        m.d.sync += key.eq(key + 1)
+            with m.State("READ"):
+                issue = ~pending | self.o.ready
+                for _, rp in banks:
+                    m.d.comb += [rp.addr.eq(w), rp.en.eq(issue)]
+                with m.If(issue):
+                    m.d.sync += [pending.eq(1), q_pend.eq(q), w_pend.eq(w)]
+                    with m.If(w == nw - 1):
+                        m.d.sync += [w.eq(0), q.eq(q + 1)]
+                        with m.If(q == bq - 1):
+                            m.next = "DRAIN"
+                    with m.Else():
+                        m.d.sync += w.eq(w + 1)
+            with m.State("DRAIN"):
+                for _, rp in banks:
+                    m.d.comb += rp.en.eq(0)
+                with m.If(~pending | self.o.ready):
+                    m.d.sync += pending.eq(0)
+                    m.next = "IDLE"
+
+        # output stage: the bank of the pending read, masked to the row's valid lanes
+        rd = Signal(16 * p)
+        for b, (_, rp) in enumerate(banks):
+            with m.If(q_pend == b):
+                m.d.comb += rd.eq(rp.data)
+        left = Signal(range(self.max_g + 1))
+        m.d.comb += left.eq(g - w_pend * p)
+        count = Mux(left < p, left, p)
+        m.d.comb += [self.o.valid.eq(pending), self.o.payload.count.eq(count),
+                     self.o.payload.last.eq(w_pend == nw - 1), self.o.payload.error.eq(0)]
+        for i in range(p):
+            m.d.comb += [
+                self.o.payload.data[i].eq(Mux(i < count, rd[16 * i:16 * (i + 1)].as_signed(), 0)),
+                self.o.payload.index[i].eq(Mux(i < count, w_pend * p + i, 0))]
+        return m
