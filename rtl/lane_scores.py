@@ -122,3 +122,35 @@ class ScoreTile(wiring.Component):
                 self.o.payload.data[i].eq(Mux(i < count, rd[16 * i:16 * (i + 1)].as_signed(), 0)),
                 self.o.payload.index[i].eq(Mux(i < count, w_pend * p + i, 0))]
         return m
+
+
+class TileSoftmax(wiring.Component):
+    """:class:`ScoreTile` -> :class:`attnforge.rtl.softmax.Softmax`: the RMMU's ``S^T`` beats of
+    a query tile in, one probability row per query out (``prob_frac`` fraction bits, gathered
+    positions as ``index``) -- the lane's SCORES -> SOFTMAX hand-off. The softmax format is the
+    golden lane's (``in_frac = frac_bits``, ``out_frac = prob_frac``, ``max_len = max_t``).
+    ``max_g`` must be a multiple of ``per_beat`` and at most ``max_t``."""
+
+    def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, max_t=32,
+                 frac_bits=8, prob_frac=12):
+        from .softmax import Softmax
+        ib = max(1, (max_g - 1).bit_length())
+        self.tile = ScoreTile(cols=cols, in_bits=in_bits, bq=bq, max_g=max_g,
+                              per_beat=per_beat, index_bits=ib)
+        self.softmax = Softmax(per_beat=per_beat, max_len=max_t, in_bits=16, in_frac=frac_bits,
+                               out_frac=prob_frac, index_bits=ib)
+        super().__init__({
+            "cmd": In(self.tile.cmd.signature.flip()),
+            "s": In(self.tile.s.signature.flip()),
+            "o": Out(self.softmax.o.signature),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tile = self.tile
+        m.submodules.softmax = self.softmax
+        wiring.connect(m, wiring.flipped(self.cmd), self.tile.cmd)
+        wiring.connect(m, wiring.flipped(self.s), self.tile.s)
+        wiring.connect(m, self.tile.o, self.softmax.i)
+        wiring.connect(m, self.softmax.o, wiring.flipped(self.o))
+        return m

@@ -460,3 +460,46 @@ def test_score_tile_rows(g):
     sim.add_testbench(quick.watchdog(20000), background=True)
     sim.run()
     assert got == expect * 2
+
+
+def test_tile_softmax_probabilities_bit_exact():
+    """S^T beats of a tile -> probability rows equal to the golden lane's probabilities
+    (softmax over the tile's gathered keys, format max_len = max_t)."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_scores import TileSoftmax
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8)
+    rng = np.random.default_rng(13)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=6)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
+    ref = run_lane(params, cfg, qi, ki, vi, pq, pk)
+    g = ref.gather[1]                                       # tile 1: queries 8..15
+    model = RMMUModel(rows=3, cols=2, groups=1, tile_m=32, max_m=64, max_k=64, max_n=64)
+    d = Descriptor(0, 3, Precision.FX16, len(g), 8, 8, True, Precision.FX16, 8)
+    lanes, _ = model.o_beats(d, ki[g], qi[8:16].T)
+    dut = TileSoftmax(cols=2, in_bits=model.out_bits, bq=8, max_g=32, per_beat=4, max_t=32)
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(4)
+    sim.add_testbench(quick.source(dut.cmd, [{"g": len(g)}], prng, 0.2))
+    sim.add_testbench(quick.source(dut.s, [{"lanes": [int(x) for x in r], "last": 0,
+                                            "error": 0} for r in lanes], prng, 0.2))
+    n_beats = 8 * -(-len(g) // 4)
+    sim.add_testbench(quick.sink(dut.o, got, n_beats, prng, 0.2, lambda p: (
+        [int(x) for x in p.data], [int(x) for x in p.index], int(p.count), int(p.last))))
+    sim.add_testbench(quick.watchdog(50000), background=True)
+    sim.run()
+    rows, cur = [], []
+    for data_, index, count, last in got:
+        cur += [(int(g[i]), v) for v, i in zip(data_[:count], index[:count])]
+        if last:
+            rows.append(cur)
+            cur = []
+    assert len(rows) == 8
+    for qq, row in enumerate(rows):
+        want = [(int(k), int(ref.probs[8 + qq, k])) for k in g]
+        assert row == want
