@@ -66,46 +66,47 @@ class ScoreTile(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.write_port(granularity=16), mem.read_port()))
 
-        with m.FSM():
-            with m.State("IDLE"):
-                m.d.comb += self.cmd.ready.eq(1)
-                with m.If(self.cmd.valid):
-                    m.d.sync += [g.eq(self.cmd.payload.g), nt.eq(0), key.eq(0),
-                                 nw.eq((self.cmd.payload.g + p - 1) // p)]
-                    m.next = "WRITE"
-            with m.State("WRITE"):
-                m.d.comb += self.s.ready.eq(1)
-                with m.If(self.s.valid):
-                    for b, (wp, _) in enumerate(banks):
-                        lane = self.s.payload.lanes[b % cols][:16]
-                        m.d.comb += [wp.addr.eq(key // p), wp.data.eq(Cat(*[lane] * p))]
-                        with m.If(nt == b // cols):
-                            m.d.comb += wp.en.eq(1 << (key % p))
-                    with m.If(key == g - 1):
-                        m.d.sync += [key.eq(0), nt.eq(nt + 1)]
-                        with m.If(nt == bq // cols - 1):
-                            m.d.sync += [q.eq(0), w.eq(0)]
-                            m.next = "READ"
-                    with m.Else():
-                        m.d.sync += key.eq(key + 1)
-            with m.State("READ"):
-                issue = ~pending | self.o.ready
-                for _, rp in banks:
-                    m.d.comb += [rp.addr.eq(w), rp.en.eq(issue)]
-                with m.If(issue):
-                    m.d.sync += [pending.eq(1), q_pend.eq(q), w_pend.eq(w)]
-                    with m.If(w == nw - 1):
-                        m.d.sync += [w.eq(0), q.eq(q + 1)]
-                        with m.If(q == bq - 1):
-                            m.next = "DRAIN"
-                    with m.Else():
-                        m.d.sync += w.eq(w + 1)
-            with m.State("DRAIN"):
-                for _, rp in banks:
-                    m.d.comb += rp.en.eq(0)
-                with m.If(~pending | self.o.ready):
-                    m.d.sync += pending.eq(0)
-                    m.next = "IDLE"
+        # named states (an explicit state register: Verilator -Wall clean, unlike m.FSM's cases)
+        IDLE, WRITE, READ, DRAIN = range(4)
+        state = Signal(range(4))
+        with m.If(state == IDLE):
+            m.d.comb += self.cmd.ready.eq(1)
+            with m.If(self.cmd.valid):
+                m.d.sync += [g.eq(self.cmd.payload.g), nt.eq(0), key.eq(0),
+                             nw.eq((self.cmd.payload.g + p - 1) // p)]
+                m.d.sync += state.eq(WRITE)
+        with m.Elif(state == WRITE):
+            m.d.comb += self.s.ready.eq(1)
+            with m.If(self.s.valid):
+                for b, (wp, _) in enumerate(banks):
+                    lane = self.s.payload.lanes[b % cols][:16]
+                    m.d.comb += [wp.addr.eq(key // p), wp.data.eq(Cat(*[lane] * p))]
+                    with m.If(nt == b // cols):
+                        m.d.comb += wp.en.eq(1 << (key % p))
+                with m.If(key == g - 1):
+                    m.d.sync += [key.eq(0), nt.eq(nt + 1)]
+                    with m.If(nt == bq // cols - 1):
+                        m.d.sync += [q.eq(0), w.eq(0)]
+                        m.d.sync += state.eq(READ)
+                with m.Else():
+                    m.d.sync += key.eq(key + 1)
+        with m.Elif(state == READ):
+            issue = ~pending | self.o.ready
+            for _, rp in banks:
+                m.d.comb += [rp.addr.eq(w), rp.en.eq(issue)]
+            with m.If(issue):
+                m.d.sync += [pending.eq(1), q_pend.eq(q), w_pend.eq(w)]
+                with m.If(w == nw - 1):
+                    m.d.sync += [w.eq(0), q.eq(q + 1)]
+                    with m.If(q == bq - 1):
+                        m.d.sync += state.eq(DRAIN)
+                with m.Else():
+                    m.d.sync += w.eq(w + 1)
+        with m.Else():                                  # DRAIN
+            for _, rp in banks:
+                m.d.comb += rp.en.eq(0)
+            with m.If(~pending | self.o.ready):
+                m.d.sync += [pending.eq(0), state.eq(IDLE)]
 
         # output stage: the bank of the pending read, masked to the row's valid lanes
         rd = Signal(16 * p)
