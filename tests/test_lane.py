@@ -503,3 +503,50 @@ def test_tile_softmax_probabilities_bit_exact():
     for qq, row in enumerate(rows):
         want = [(int(k), int(ref.probs[8 + qq, k])) for k in g]
         assert row == want
+
+
+def test_real_rmmu_runs_the_lane_descriptors_concurrently():
+    """The descriptor trace of a head (8x8 top-1, T = 16) on the RTL RMMU (4 x 2, 2 groups):
+    the estimate on group 0 (row 0, INT4) concurrently with project/scores/A.V on group 1
+    (rows 1-3, FX16), random gaps and stalls; every output beat as RMMUModel.o_beats says."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import RMMUModel
+    from attnforge.rtl.rmmu import RMMU
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=16, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
+    rng = np.random.default_rng(14)
+    qi, ki, vi = head(rng, 16)
+    pq, pk = int_projection(8, 2, seed=7)
+    cfg = auto_config(params, LaneConfig(t=16, m=2, granularity="8x8", k=1), qi, ki, pq, pk)
+    ref, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    size = dict(rows=4, cols=2, groups=2, tile_m=8, max_m=32, max_k=32, max_n=32)
+    model, dut = RMMUModel(**size), RMMU(**size)
+    program = {0: [t for t in trace if t[0] == "estimate"],
+               1: [t for t in trace if t[0] != "estimate"]}
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(5)
+    got, want = {0: [], 1: []}, {0: [], 1: []}
+    for g, ops in program.items():
+        port = dut.g[g]
+        cmds, acts, wts = [], [], []
+        for _, _, d, a, b in ops:
+            cmds.append({f: getattr(d, f) for f in ("row0", "nrows", "precision", "m", "k", "n",
+                                                    "requant", "out_fmt", "shift")})
+            acts += [{"data": [int(x) for x in r]} for r in model.a_beats(d, a)]
+            wts += [{"data": [[int(x) for x in t] for t in w]} for w in model.w_beats(d, b)]
+            lanes, last = model.o_beats(d, a, b)
+            want[g] += [(r.tolist(), bool(x)) for r, x in zip(lanes, last)]
+        for stream, items in ((port.cmd, cmds), (port.a, acts), (port.w, wts)):
+            sim.add_testbench(quick.source(stream, items, prng, 0.2))
+        sim.add_testbench(quick.sink(port.o, got[g], len(want[g]), prng, 0.2,
+                                     lambda p: ([int(x) for x in p.lanes], bool(p.last))))
+    sim.add_testbench(quick.watchdog(30000), background=True)
+    sim.run()
+    assert got == want
+    # and the A.V beats are the golden lane's output rows
+    av = [t for t in trace if t[0] == "av"]
+    assert len(av) == 2 and np.array_equal(
+        np.concatenate([model.gemm(d, a, b) for _, _, d, a, b in av]), ref.out)
