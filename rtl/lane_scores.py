@@ -18,7 +18,7 @@ presented in t + 1 and held by disabling the read port while stalled). Write and
 not overlap in v0 (a second buffer would let tile b+1's scores arrive during b's play-out).
 """
 
-from amaranth.hdl import Cat, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -154,4 +154,107 @@ class TileSoftmax(wiring.Component):
         wiring.connect(m, wiring.flipped(self.s), self.tile.s)
         wiring.connect(m, self.tile.o, self.softmax.i)
         wiring.connect(m, self.softmax.o, wiring.flipped(self.o))
+        return m
+
+
+class ProbBuffer(wiring.Component):
+    """Probability rows of a query tile (the softmax's output, positions as ``index``) -> the
+    A·V GEMM's activation beats (``O_b = P_b V_G``: ``A = P_b``, ``bq x G``).
+
+    One bank per query, words of ``nrows`` probabilities (``nrows`` = the compute group's rows,
+    one FX16 pass of K); an input beat (positions ``w*P .. w*P+count-1``, ``P`` dividing
+    ``nrows``) writes one word lane-granularly. Then, as the RMMU streams ``A`` once per
+    N-tile: for each of ``n_tiles`` N-tiles, for each pass ``kp``, for each query ``q``: one
+    ``a`` beat whose word ``r`` is ``P[q, kp*nrows + r]`` (words ``>= nrows`` and positions
+    ``>= G`` zero). Requires ``bq <= tile_m`` (one M-tile). Command ``cmd``: ``g`` (gathered
+    positions), ``n_tiles`` (``ceil(d / cols)``)."""
+
+    def __init__(self, *, rows=4, nrows=3, bq=8, max_g=32, per_beat=4, prob_bits=13,
+                 index_bits=5, max_tiles=16):
+        if nrows % per_beat or nrows > rows:
+            raise ValueError(f"per_beat ({per_beat}) must divide nrows and nrows ({nrows}) "
+                             f"fit the rows ({rows})")
+        self.rows, self.nrows, self.bq, self.max_g = rows, nrows, bq, max_g
+        self.per_beat, self.prob_bits, self.max_tiles = per_beat, prob_bits, max_tiles
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({
+                "g": range(max_g + 1), "n_tiles": range(max_tiles + 1)}))),
+            "i": In(row_signature(per_beat, unsigned(prob_bits), index_bits)),
+            "a": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(16, rows)}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, nr, bq = self.per_beat, self.nrows, self.bq
+        words = -(-self.max_g // nr)
+        g = Signal(range(self.max_g + 1))
+        n_tiles = Signal(range(self.max_tiles + 1))
+        passes = Signal(range(words + 1))
+        q = Signal(range(bq))
+        kp = Signal(range(words))
+        nt = Signal(range(self.max_tiles))
+        q_pend, kp_pend = Signal.like(q), Signal.like(kp)
+        pending = Signal()
+        banks = []
+        for b in range(bq):
+            mem = Memory(shape=16 * nr, depth=words, init=[])
+            m.submodules[f"bank{b}"] = mem
+            banks.append((mem.write_port(granularity=16), mem.read_port()))
+
+        IDLE, WRITE, READ, DRAIN = range(4)
+        state = Signal(range(4))
+        with m.If(state == IDLE):
+            m.d.comb += self.cmd.ready.eq(1)
+            with m.If(self.cmd.valid):
+                m.d.sync += [g.eq(self.cmd.payload.g), n_tiles.eq(self.cmd.payload.n_tiles),
+                             passes.eq((self.cmd.payload.g + nr - 1) // nr), q.eq(0),
+                             state.eq(WRITE)]
+        with m.Elif(state == WRITE):
+            m.d.comb += self.i.ready.eq(1)
+            pos0 = self.i.payload.index[0]
+            with m.If(self.i.valid):
+                lane0 = (pos0 % nr) // p                 # which group of P lanes in the word
+                for b, (wp, _) in enumerate(banks):
+                    m.d.comb += [wp.addr.eq(pos0 // nr),
+                                 wp.data.eq(Cat(*[Cat(self.i.payload.data[i], Const(0, 16 - self.prob_bits))
+                                                  for _ in range(nr // p) for i in range(p)]))]
+                    with m.If(q == b):
+                        for grp in range(nr // p):
+                            with m.If(lane0 == grp):
+                                m.d.comb += wp.en.eq(((1 << p) - 1) << (grp * p))
+                with m.If(self.i.payload.last):
+                    m.d.sync += q.eq(q + 1)
+                    with m.If(q == bq - 1):
+                        m.d.sync += [q.eq(0), kp.eq(0), nt.eq(0), state.eq(READ)]
+        with m.Elif(state == READ):
+            issue = ~pending | self.a.ready
+            for _, rp in banks:
+                m.d.comb += [rp.addr.eq(kp), rp.en.eq(issue)]
+            with m.If(issue):
+                m.d.sync += [pending.eq(1), q_pend.eq(q), kp_pend.eq(kp)]
+                with m.If(q == bq - 1):
+                    m.d.sync += q.eq(0)
+                    with m.If(kp == passes - 1):
+                        m.d.sync += [kp.eq(0), nt.eq(nt + 1)]
+                        with m.If(nt == n_tiles - 1):
+                            m.d.sync += state.eq(DRAIN)
+                    with m.Else():
+                        m.d.sync += kp.eq(kp + 1)
+                with m.Else():
+                    m.d.sync += q.eq(q + 1)
+        with m.Else():                                  # DRAIN
+            for _, rp in banks:
+                m.d.comb += rp.en.eq(0)
+            with m.If(~pending | self.a.ready):
+                m.d.sync += [pending.eq(0), state.eq(IDLE)]
+
+        rd = Signal(16 * nr)
+        for b, (_, rp) in enumerate(banks):
+            with m.If(q_pend == b):
+                m.d.comb += rd.eq(rp.data)
+        m.d.comb += self.a.valid.eq(pending)
+        for r in range(nr):
+            pos = kp_pend * nr + r
+            m.d.comb += self.a.payload.data[r].eq(Mux(pos < g, rd[16 * r:16 * (r + 1)], 0))
         return m

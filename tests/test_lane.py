@@ -550,3 +550,47 @@ def test_real_rmmu_runs_the_lane_descriptors_concurrently():
     av = [t for t in trace if t[0] == "av"]
     assert len(av) == 2 and np.array_equal(
         np.concatenate([model.gemm(d, a, b) for _, _, d, a, b in av]), ref.out)
+
+
+@pytest.mark.parametrize("per_beat", [1, 3])
+def test_prob_buffer_feeds_av_beats(per_beat):
+    """Probability rows of a tile -> the A.V descriptor's a beats (A streamed once per N-tile),
+    equal to RMMUModel.a_beats of the golden lane's A.V descriptor, gaps and stalls."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import RMMUModel
+    from attnforge.rtl.lane_scores import ProbBuffer
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
+    rng = np.random.default_rng(15)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=8)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
+    ref, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    model = RMMUModel(rows=4, cols=2, groups=2, tile_m=8, max_m=64, max_k=64, max_n=64)
+    _, b0, d, a, b = [t for t in trace if t[0] == "av"][1]
+    g = a.shape[1]
+    beats = []
+    for q in range(8):
+        for w0 in range(0, g, per_beat):
+            vals = a[q, w0:w0 + per_beat].tolist()
+            n = len(vals)
+            beats.append({"data": vals + [0] * (per_beat - n),
+                          "index": [w0 + i for i in range(n)] + [0] * (per_beat - n),
+                          "count": n, "last": int(w0 + per_beat >= g), "error": 0})
+    want = [[int(x) for x in r] for r in model.a_beats(d, a)]
+    dut = ProbBuffer(rows=4, nrows=3, bq=8, max_g=32, per_beat=per_beat, prob_bits=13,
+                     index_bits=5)
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(per_beat)
+    sim.add_testbench(quick.source(dut.cmd, [{"g": g, "n_tiles": 4}], prng, 0.2))
+    sim.add_testbench(quick.source(dut.i, beats, prng, 0.2))
+    sim.add_testbench(quick.sink(dut.a, got, len(want), prng, 0.2,
+                                 lambda p: [int(x) for x in p.data]))
+    sim.add_testbench(quick.watchdog(20000), background=True)
+    sim.run()
+    assert d.nrows == 3 and d.row0 == 1
+    assert got == want
