@@ -594,3 +594,51 @@ def test_prob_buffer_feeds_av_beats(per_beat):
     sim.run()
     assert d.nrows == 3 and d.row0 == 1
     assert got == want
+
+
+def test_lane_back_scores_softmax_av_bit_exact():
+    """Back half on the RTL RMMU (3 x 2 compute group): per tile the scores descriptor, the
+    tile softmax, the probability buffer and the A.V descriptor; the output beats equal the
+    golden lane's O rows (8x8 top-2, two tiles, gaps and stalls)."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_back import LaneBack
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
+    rng = np.random.default_rng(16)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=9)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
+    ref, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
+    big = 32
+    model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=big, max_k=big, max_n=big)
+    tiles, ka, w, want = [], [], [], []
+    by_tile = {}
+    for ph, b0, d, a, b in trace:
+        if ph in ("scores", "av"):
+            by_tile.setdefault(b0, {})[ph] = (Descriptor(0, 3, d.precision, d.m, d.k, d.n, True,
+                                                         d.out_fmt, d.shift), a, b)
+    for b0 in sorted(by_tile)[:2]:
+        (ds, as_, bs), (dv, av, bv) = by_tile[b0]["scores"], by_tile[b0]["av"]
+        tiles.append({"g": ds.m})
+        ka += [{"data": [int(x) for x in r]} for r in model.a_beats(ds, as_)]
+        w += [{"data": [[int(x) for x in t] for t in beat]}
+              for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]
+        lanes, last = model.o_beats(dv, av, bv)
+        want += [([int(x) for x in r], bool(x_)) for r, x_ in zip(lanes, last)]
+        assert np.array_equal(model.gemm(dv, av, bv), ref.out[b0:b0 + 8])
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(6)
+    sim.add_testbench(quick.source(dut.tile, tiles, prng, 0.2))
+    sim.add_testbench(quick.source(dut.ka, ka, prng, 0.2))
+    sim.add_testbench(quick.source(dut.w, w, prng, 0.2))
+    sim.add_testbench(quick.sink(dut.o, got, len(want), prng, 0.2,
+                                 lambda p: ([int(x) for x in p.lanes], bool(p.last))))
+    sim.add_testbench(quick.watchdog(40000), background=True)
+    sim.run()
+    assert got == want
