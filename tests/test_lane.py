@@ -642,3 +642,57 @@ def test_lane_back_scores_softmax_av_bit_exact():
     sim.add_testbench(quick.watchdog(40000), background=True)
     sim.run()
     assert got == want
+
+
+def test_lane_back_cycles_vs_model():
+    """No gaps/stalls, 4 tiles of G = 16: v0 runs a tile's phases back to back (one score and
+    one probability buffer), so a tile takes the model's scores + A.V descriptors + the softmax
+    rows (P = 1) + 26 cycles (softmax latency 13, buffer turnarounds); the model's pipelined
+    schedule (double-buffered tiles, softmax hidden) charges scores + A.V only."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.lane import _gc, run_lane_rmmu
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_back import LaneBack
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
+    rng = np.random.default_rng(16)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=9)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
+    _, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=32, max_k=32, max_n=32)
+    tiles, ka, w, n_out, per_tile = [], [], [], 0, []
+    by = {}
+    for ph, b0, d, a, b in trace:
+        if ph in ("scores", "av"):
+            by.setdefault(b0, {})[ph] = (Descriptor(0, 3, d.precision, d.m, d.k, d.n, True,
+                                                    d.out_fmt, d.shift), a, b)
+    for b0 in sorted(by):
+        (ds, as_, bs), (dv, av, bv) = by[b0]["scores"], by[b0]["av"]
+        tiles.append({"g": ds.m})
+        ka += [{"data": [int(x) for x in r]} for r in model.a_beats(ds, as_)]
+        w += [{"data": [[int(x) for x in t] for t in beat]}
+              for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]
+        n_out += len(model.o_beats(dv, av, bv)[1])
+        per_tile.append(_gc(ds.m, 8, 8, 3, 2, Precision.FX16, 8)
+                        + _gc(8, ds.m, 8, 3, 2, Precision.FX16, 8) + 8 * ds.m + 26)
+    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng, got, ends = random.Random(6), [], []
+
+    async def clock(ctx):
+        c = 0
+        while True:
+            _, _, v, r, last = await ctx.tick().sample(dut.o.valid, dut.o.ready,
+                                                       dut.o.payload.last)
+            c += 1
+            if v and r and last:
+                ends.append(c)
+    for port, items in ((dut.tile, tiles), (dut.ka, ka), (dut.w, w)):
+        sim.add_testbench(quick.source(port, items, prng, 0))
+    sim.add_testbench(quick.sink(dut.o, got, n_out, prng, 0))
+    sim.add_testbench(clock, background=True)
+    sim.run()
+    assert np.diff([0] + ends).tolist() == per_tile
