@@ -696,3 +696,55 @@ def test_lane_back_cycles_vs_model():
     sim.add_testbench(clock, background=True)
     sim.run()
     assert np.diff([0] + ends).tolist() == per_tile
+
+
+def test_back_feeder_streams_equal_golden_beats():
+    """Q/K/V memories + a tile's kept blocks -> the scores a beats and the scores + A.V w
+    beats, equal to RMMUModel.a_beats/w_beats of the golden lane's descriptors (gaps/stalls)."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_feed import BackFeeder
+    from attnforge.testbench import quick
+    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
+    rng = np.random.default_rng(17)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=10)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
+    ref, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=32, max_k=32, max_n=32)
+    by = {}
+    for ph, b0, d, a, b in trace:
+        if ph in ("scores", "av"):
+            by.setdefault(b0, {})[ph] = (Descriptor(0, 3, d.precision, d.m, d.k, d.n, True,
+                                                    d.out_fmt, d.shift), a, b)
+    loads = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]]}
+             for tgt, mat in ((0, qi), (1, ki), (2, vi)) for i in range(32)]
+    tiles, want_a, want_w = [], [], []
+    for i, b0 in enumerate(sorted(by)):
+        blocks = sorted({int(x) // 8 for x in ref.gather[i]})
+        tiles.append({"q0": b0, "nblk": len(blocks), "blk": blocks + [0] * (4 - len(blocks))})
+        (ds, as_, bs), (dv, av, bv) = by[b0]["scores"], by[b0]["av"]
+        want_a += [[int(x) for x in r] for r in model.a_beats(ds, as_)]
+        want_w += [[[int(x) for x in t] for t in beat]
+                   for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]
+    dut = BackFeeder(rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(7)
+    got_a, got_w = [], []
+
+    async def driver(ctx):
+        await quick.source(dut.load, loads, prng, 0.0)(ctx)
+        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
+    sim.add_testbench(driver)
+    sim.add_testbench(quick.sink(dut.a, got_a, len(want_a), prng, 0.2,
+                                 lambda p: [int(x) for x in p.data]))
+    sim.add_testbench(quick.sink(dut.w, got_w, len(want_w), prng, 0.2,
+                                 lambda p: [[int(x) for x in t] for t in p.data]))
+    sim.add_testbench(quick.watchdog(40000), background=True)
+    sim.run()
+    assert len(want_a) == len(tiles) * 4 * 3 * 16 and len(want_w) > 100   # N-tiles x passes x G
+    assert got_a == want_a
+    assert got_w == want_w
