@@ -40,6 +40,7 @@ class LaneCore(wiring.Component):
             "ea": In(self.front.a.signature.flip()),
             "ew": In(self.front.w.signature.flip()),
             "o": Out(self.back.o.signature),
+            "dense": In(1),          # run-time: every block kept, no estimate (the baseline)
         })
 
     def elaborate(self, platform):
@@ -48,7 +49,9 @@ class LaneCore(wiring.Component):
         m.submodules.feed = feed = self.feed
         m.submodules.back = back = self.back
         wiring.connect(m, wiring.flipped(self.load), feed.load)
-        wiring.connect(m, wiring.flipped(self.tile), front.tile)
+        # dense: the tile command bypasses the front (no estimate beats are consumed)
+        m.d.comb += [front.tile.payload.eq(self.tile.payload),
+                     front.tile.valid.eq(self.tile.valid & ~self.dense)]
         wiring.connect(m, wiring.flipped(self.ea), front.a)
         wiring.connect(m, wiring.flipped(self.ew), front.w)
         wiring.connect(m, feed.a, back.ka)
@@ -64,6 +67,15 @@ class LaneCore(wiring.Component):
         full = Signal()                                # a tile's block list is complete
         m.d.comb += front.idx.ready.eq(~full)
         idx = front.idx.payload
+        with m.If(self.dense):
+            m.d.comb += self.tile.ready.eq(~full)
+            with m.If(self.tile.valid & ~full):
+                n_all = (self.tile.payload.n + self.block - 1) // self.block
+                m.d.sync += [nblk.eq(n_all), full.eq(1)]
+                for j in range(nmax):
+                    m.d.sync += blk[j].eq(j)
+        with m.Else():
+            m.d.comb += self.tile.ready.eq(front.tile.ready)
         with m.If(front.idx.valid & ~full):
             with m.If(idx.count != 0):
                 m.d.sync += [blk[nblk].eq(idx.index[0]), nblk.eq(nblk + 1)]

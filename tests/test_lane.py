@@ -750,7 +750,8 @@ def test_back_feeder_streams_equal_golden_beats():
     assert got_w == want_w
 
 
-def test_lane_core_whole_head_bit_exact():
+@pytest.mark.parametrize("mode", ["sparse", "dense"])
+def test_lane_core_whole_head_bit_exact(mode):
     """A whole head (T = 32, d = 8, 8x8 blocks = the query tile, top-2, INT4 estimate of m = 2)
     through the RTL lane core: estimate -> pool -> detector -> gather -> feeder -> scores ->
     softmax -> A.V; the output rows equal golden run_lane's O bit for bit. The estimate's
@@ -766,7 +767,8 @@ def test_lane_core_whole_head_bit_exact():
     qi, ki, vi = head(rng, 32)
     pq, pk = int_projection(8, 2, seed=11)
     cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
-    ref = run_lane(params, cfg, qi, ki, vi, pq, pk)
+    ref = run_lane(params, cfg if mode == "sparse" else cfg.replace(mode="dense"), qi, ki, vi,
+                   pq, pk)
     _, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
     em = RMMUModel(rows=1, cols=2, groups=1, tile_m=8, max_m=8, max_k=16, max_n=32)
     tiles, ea, ew = [], [], []
@@ -785,12 +787,17 @@ def test_lane_core_whole_head_bit_exact():
     prng = random.Random(8)
     got = []
 
+    async def setup(ctx):
+        ctx.set(dut.dense, mode == "dense")
+    sim.add_testbench(setup)
+
     async def driver(ctx):
         await quick.source(dut.load, loads, prng, 0.0)(ctx)
         await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
     sim.add_testbench(driver)
-    sim.add_testbench(quick.source(dut.ea, ea, prng, 0.2))
-    sim.add_testbench(quick.source(dut.ew, ew, prng, 0.2))
+    if mode == "sparse":
+        sim.add_testbench(quick.source(dut.ea, ea, prng, 0.2))
+        sim.add_testbench(quick.source(dut.ew, ew, prng, 0.2))
     n_out = 4 * 4 * 8                  # tiles x output N-tiles (d / cols) x queries
     sim.add_testbench(quick.sink(dut.o, got, n_out, prng, 0.2,
                                  lambda p: [int(x) for x in p.lanes[:2]]))
@@ -802,4 +809,4 @@ def test_lane_core_whole_head_bit_exact():
         nt, q = divmod(rest, 8)
         out[tile * 8 + q, nt * 2:nt * 2 + 2] = lanes
     assert np.array_equal(out, ref.out)
-    assert ref.mask.mean() == 0.5
+    assert ref.mask.mean() == (0.5 if mode == "sparse" else 1.0)
