@@ -753,60 +753,20 @@ def test_back_feeder_streams_equal_golden_beats():
 @pytest.mark.parametrize("mode", ["sparse", "dense"])
 def test_lane_core_whole_head_bit_exact(mode):
     """A whole head (T = 32, d = 8, 8x8 blocks = the query tile, top-2, INT4 estimate of m = 2)
-    through the RTL lane core: estimate -> pool -> detector -> gather -> feeder -> scores ->
-    softmax -> A.V; the output rows equal golden run_lane's O bit for bit. The estimate's
-    operand beats come from the testbench (no projection feeder yet)."""
-    import random
-    from amaranth.sim import Simulator
-    from attnforge.golden.lane import run_lane_rmmu
-    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    through the RTL lane core (estimate -> pool -> detector -> gather -> feeder -> scores ->
+    softmax -> A.V), sparse and dense, under gaps and stalls: the output rows equal golden
+    run_lane's O bit for bit. The estimate's operand beats come from the testbench."""
     from attnforge.rtl.lane_core import LaneCore
-    from attnforge.testbench import quick
+    from attnforge.testbench.lane import simulate_core
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(18)
     qi, ki, vi = head(rng, 32)
     pq, pk = int_projection(8, 2, seed=11)
-    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
-    ref = run_lane(params, cfg if mode == "sparse" else cfg.replace(mode="dense"), qi, ki, vi,
-                   pq, pk)
-    _, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
-    em = RMMUModel(rows=1, cols=2, groups=1, tile_m=8, max_m=8, max_k=16, max_n=32)
-    tiles, ea, ew = [], [], []
-    for ph, b0, d, a, b in trace:
-        if ph == "estimate":
-            d1 = Descriptor(0, 1, d.precision, d.m, d.k, d.n, True, d.out_fmt, d.shift)
-            tiles.append({"n": d.n, "k": d.k, "precision": d.precision, "shift": d.shift,
-                          "k_keep": cfg.k})
-            ea += [{"data": [int(x) for x in r]} for r in em.a_beats(d1, a)]
-            ew += [{"data": [[int(x) for x in t] for t in w]} for w in em.w_beats(d1, b)]
-    loads = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]]}
-             for tgt, mat in ((0, qi), (1, ki), (2, vi)) for i in range(32)]
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2, mode=mode), qi, ki,
+                      pq, pk)
+    ref = run_lane(params, cfg, qi, ki, vi, pq, pk)
     dut = LaneCore(est_rows=1, rows=3, cols=2, d=8, block=8, max_t=32, max_k=16)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    prng = random.Random(8)
-    got = []
-
-    async def setup(ctx):
-        ctx.set(dut.dense, mode == "dense")
-    sim.add_testbench(setup)
-
-    async def driver(ctx):
-        await quick.source(dut.load, loads, prng, 0.0)(ctx)
-        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
-    sim.add_testbench(driver)
-    if mode == "sparse":
-        sim.add_testbench(quick.source(dut.ea, ea, prng, 0.2))
-        sim.add_testbench(quick.source(dut.ew, ew, prng, 0.2))
-    n_out = 4 * 4 * 8                  # tiles x output N-tiles (d / cols) x queries
-    sim.add_testbench(quick.sink(dut.o, got, n_out, prng, 0.2,
-                                 lambda p: [int(x) for x in p.lanes[:2]]))
-    sim.add_testbench(quick.watchdog(100000), background=True)
-    sim.run()
-    out = np.zeros((32, 8), dtype=np.int64)
-    for i, lanes in enumerate(got):
-        tile, rest = divmod(i, 32)
-        nt, q = divmod(rest, 8)
-        out[tile * 8 + q, nt * 2:nt * 2 + 2] = lanes
+    out, cyc = simulate_core(dut, params, cfg, qi, ki, vi, pq, pk, gaps=0.2, stalls=0.2)
     assert np.array_equal(out, ref.out)
     assert ref.mask.mean() == (0.5 if mode == "sparse" else 1.0)
+    assert cyc > 0
