@@ -46,7 +46,8 @@ from .softmax import SoftmaxFormat, softmax_fx
 from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
-           "auto_config", "next_keep", "gemm_cycles", "cycles", "GRAN_CODES", "DESC_ISSUE"]
+           "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -339,7 +340,7 @@ def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
     return nrows + sum(max(x, nrows) for x in per[:-1]) + per[-1] + row0 + nrows + 3
 
 
-def _gc(*args, **kw):
+def descriptor_cycles(*args, **kw):
     """A descriptor as the lane issues it: :func:`gemm_cycles` + :data:`DESC_ISSUE`."""
     c = gemm_cycles(*args, **kw)
     return c + DESC_ISSUE if c else 0
@@ -391,11 +392,11 @@ def cycles(params, cfg, result):
     if dense:
         proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
     else:
-        proj = (_gc(t, d, cfg.m, c_rows, c, fx, tm, row0)
-                + _gc(tk, d, cfg.m, c_rows, c, fx, tm, row0))
+        proj = (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
+                + descriptor_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0))
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
-        est = [_gc(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
+        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
         macs["estimate"] = t * tk * cfg.m
         r, cg = GRANULARITIES[cfg.granularity]
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
@@ -409,13 +410,13 @@ def cycles(params, cfg, result):
         sel = _int8_select(result, GRANULARITIES[cfg.granularity][0],
                            slice(b0, b0 + rq), pos, tk)
         if sel is None:
-            s = _gc(gb, d, rq, c_rows, c, fx, tm, row0)
+            s = descriptor_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
         else:
             n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
-            s = (_gc(n_fx, d, rq, c_rows, c, fx, tm, row0)
-                 + _gc(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
+            s = (descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
+                 + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
         scores.append(s)
-        av.append(_gc(rq, gb, d, c_rows, c, fx, tm, row0))
+        av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0))
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
         smax.append(int(np.maximum(1, -(-kept_rows // params.sm_per_beat)).sum()))
         macs["scores"] += gb * d * rq

@@ -651,7 +651,7 @@ def test_lane_back_cycles_vs_model():
     schedule (double-buffered tiles, softmax hidden) charges scores + A.V only."""
     import random
     from amaranth.sim import Simulator
-    from attnforge.golden.lane import _gc, run_lane_rmmu
+    from attnforge.golden.lane import descriptor_cycles, run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
     from attnforge.testbench import quick
@@ -675,8 +675,8 @@ def test_lane_back_cycles_vs_model():
         w += [{"data": [[int(x) for x in t] for t in beat]}
               for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]
         n_out += len(model.o_beats(dv, av, bv)[1])
-        per_tile.append(_gc(ds.m, 8, 8, 3, 2, Precision.FX16, 8)
-                        + _gc(8, ds.m, 8, 3, 2, Precision.FX16, 8) + 8 * ds.m + 26)
+        per_tile.append(descriptor_cycles(ds.m, 8, 8, 3, 2, Precision.FX16, 8)
+                        + descriptor_cycles(8, ds.m, 8, 3, 2, Precision.FX16, 8) + 8 * ds.m + 26)
     dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
