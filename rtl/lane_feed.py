@@ -77,18 +77,27 @@ class BackFeeder(wiring.Component):
         n_nt_s, n_kp_s = -(-bq // cols), -(-d // rows)
         n_nt_v = -(-d // cols)
 
-        blocks = Array([blk[j] for j in range(self.max_blk)])
+        # Arrays padded to a power-of-two length of their index (Verilator -Wall: complete cases)
+        def padded(items, index_range):
+            n = 1 << max(0, (index_range - 1).bit_length())
+            return Array(list(items) + [0] * (n - len(items)))
+
+        blocks = padded([blk[j] for j in range(self.max_blk)], self.max_t >> lb)
         tm = self.tile_m
         n_mt = Signal(range(self.max_t + 1))             # M-tiles of the scores descriptor
         m.d.comb += n_mt.eq((g + tm - 1) // tm)
 
         def key(i):
-            return (blocks[i >> lb] << lb) | (i & (b - 1))
+            bi = Signal(range(self.max_blk), name="blk_index")   # narrow: a complete case
+            m.d.comb += bi.eq(i >> lb)
+            return (blocks[bi] << lb) | (i & (b - 1))
 
         def elem(rowval, idx, limit):
             """Element ``idx`` of a row-wide word (0 at or beyond ``limit``)."""
             words = [rowval[16 * j:16 * (j + 1)] for j in range(d)]
-            return Mux(idx < limit, Array(words)[Mux(idx < d, idx, 0)], 0)
+            sel = Signal(range(d), name="sel")
+            m.d.comb += sel.eq(Mux(idx < d, idx, 0))
+            return Mux(idx < limit, padded(words, d)[sel], 0)
 
         # ---- engine A: scores a beats: nt, kp, key m
         a_nt, a_kp, a_m = Signal(range(n_nt_s)), Signal(range(n_kp_s)), Signal(range(self.max_t))
