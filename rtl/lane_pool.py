@@ -44,8 +44,9 @@ class GranulePool(wiring.Component):
     latency = 1
 
     def __init__(self, *, lanes=16, in_bits=32, score_bits=8, block=8, max_n=64):
-        if not (1 <= block <= lanes and lanes % block == 0):
-            raise ValueError(f"block must divide lanes ({lanes}), not {block!r}")
+        if not (1 <= block <= lanes and lanes % block == 0 and block & (block - 1) == 0):
+            raise ValueError(f"block must be a power of two dividing lanes ({lanes}), "
+                             f"not {block!r}")
         self.lanes, self.in_bits, self.score_bits = lanes, in_bits, score_bits
         self.block, self.max_n = block, max_n
         self.out_layout = RowLayout(lanes // block, signed(score_bits))
@@ -59,6 +60,7 @@ class GranulePool(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         b, g_max, sb = self.block, self.lanes // self.block, self.score_bits
+        lb = b.bit_length() - 1                         # log2(block)
         low = -(1 << (sb - 1))
         busy = Signal()
         width = Signal(range(self.lanes + 1))
@@ -76,7 +78,7 @@ class GranulePool(wiring.Component):
 
         c = self.cmd.payload
         m.d.comb += bad.eq((c.n == 0) | (c.width == 0) | (c.width > self.lanes)
-                           | (c.width % b != 0))
+                           | (c.width[:lb] != 0 if lb else 0))
         m.d.comb += self.cmd.ready.eq(~busy & ~bad_pending & out_free)
         with m.If(self.cmd.valid & self.cmd.ready):
             with m.If(bad):
@@ -108,7 +110,7 @@ class GranulePool(wiring.Component):
                 last = left <= width
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(last),
                              self.o.payload.error.eq(0),
-                             self.o.payload.count.eq((valid + b - 1) // b),
+                             self.o.payload.count.eq((valid + b - 1) >> lb),
                              row.eq(0), left.eq(Mux(last, 0, left - width))]
                 for g in range(g_max):
                     m.d.sync += self.o.payload.data[g].eq(Mux(g * b < valid, new[g], 0))
