@@ -1,0 +1,528 @@
+"""Golden model of the attention lane (DESIGN.md section 4.7, docs/lane.md): one head of dynamic
+sparse attention as the lane's hardware computes it, bit for bit, plus its cycle model.
+
+Contract (timing-free; ``docs/lane.md`` section 3 is the dataflow):
+
+* Inputs are FX16 integers ``qi``, ``ki``, ``vi`` (``T x d``, ``frac_bits`` fraction bits, the
+  ``1/sqrt(d)`` scale already folded into ``qi``: :func:`attnforge.golden.attention.to_fx`)
+  and two integer projection matrices ``pq``, ``pk`` (``d x m``, INT8 entries; the sparse
+  random ``{-1, 0, +1}`` projection or a calibrated one, :func:`int_projection`).
+* Token pruning: an optional keep-list (ascending token indices) removes the other tokens as
+  keys and values before anything else; every query row is still computed. Granules and
+  ``k`` count over the kept keys (the hardware gathers them first).
+* Estimate (the RMMU's estimate row group, INTp): ``Q~ = requantize(qi pq, q_shift, p)``,
+  ``K~ = requantize(k pk, k_shift, p)``, ``E = requantize(Q~ K~^T, est_shift, score_bits)``.
+* Mask: the detector's rules (:mod:`attnforge.golden.detector`) on ``E`` per row (element,
+  1xV) or per ``B``-row group (BxB): granule score = max, top-``k`` (ties to the lower index)
+  or ``>= threshold``. Dense mode keeps everything and runs no estimate.
+* Scores (compute row group, FX16): ``x = requantize(qi ki^T, frac_bits, 16)``; with HB-BSSA
+  (``int8_bound`` set, BxB granularity) a kept block whose sum of squared estimates is
+  ``<= int8_bound`` uses ``requantize(q8 k8^T, frac_bits - q8_shift - k8_shift, 16)`` with
+  ``q8 = requantize(qi, q8_shift, 8)``, ``k8 = requantize(k, k8_shift, 8)``.
+* Softmax (the softmax unit, format ``in_frac = frac_bits``, ``out_frac = prob_frac``,
+  ``max_len = max_t``) over each row's kept positions in ascending key order; the rest is 0.
+  A row with nothing kept (threshold mode) is an empty softmax row: probabilities and output 0.
+* ``O = requantize(P v, prob_frac, 16)`` (A·V with the normalization fused: the probabilities
+  go straight from the softmax to the A·V operand buffer).
+* Importance: column sums of ``P`` over the query rows (integers, token coordinates, 0 for a
+  pruned token); :func:`next_keep` picks the next keep-list with the top-k engine's model.
+
+With the same mask (and ``max_t = 512``) the output equals
+:func:`attnforge.golden.attention.attend_fx` bit for bit (tested).
+
+The cycle model (:func:`cycles`) is documented in docs/lane.md section 2-3; its figures are
+model figures until the RTL confirms them.
+"""
+
+import math
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+
+from .attention import GRANULARITIES, keep_count, random_projection
+from .detector import Gran, granule_scores, threshold_mask, topk_mask
+from .numbers import Precision, float_to_fx, requantize, saturate, value_range
+from .softmax import SoftmaxFormat, softmax_fx
+from .topk import topk
+
+__all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
+           "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu"]
+
+#: Lane granularity name -> detector code.
+GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
+              "16x16": Gran.BLK16, "32x32": Gran.BLK32}
+_EST_BITS = (2, 4, 8)
+
+
+def _check(cond, name, value, legal):
+    if not cond:
+        raise ValueError(f"{name} must be {legal}, not {value!r}")
+
+
+@dataclass(frozen=True)
+class LaneParams:
+    """Generator parameters (what the RTL is built for).
+
+    max_t        longest sequence            d            head dimension
+    rows, cols   RMMU array                  est_rows     rows of the estimate group (the
+                                                          compute group is the rest)
+    tile         query tile Bq (rows per tile; a multiple of the largest block used)
+    tile_m       RMMU accumulator depth      frac_bits / prob_frac / score_bits  formats
+    det_per_beat, sm_per_beat                detector / softmax elements per beat
+    det_latency, sm_latency                  documented latencies (cycles, per tile)
+    """
+    max_t: int = 64
+    d: int = 8
+    rows: int = 4
+    cols: int = 2
+    est_rows: int = 1
+    tile: int = 8
+    tile_m: int = 32
+    frac_bits: int = 8
+    prob_frac: int = 12
+    score_bits: int = 8
+    det_per_beat: int = 8
+    sm_per_beat: int = 4
+    det_latency: int = 12
+    sm_latency: int = 12
+
+    def __post_init__(self):
+        _check(2 <= self.max_t <= 4096, "max_t", self.max_t, "in [2, 4096]")
+        _check(1 <= self.d <= 256, "d", self.d, "in [1, 256]")
+        _check(2 <= self.rows <= 64, "rows", self.rows, "in [2, 64]")
+        _check(1 <= self.est_rows < self.rows, "est_rows", self.est_rows,
+               f"in [1, {self.rows - 1}]")
+        _check(1 <= self.tile <= self.max_t, "tile", self.tile, f"in [1, {self.max_t}]")
+
+    @property
+    def comp_rows(self):
+        return self.rows - self.est_rows
+
+    def softmax_format(self):
+        return SoftmaxFormat(in_bits=16, in_frac=self.frac_bits, out_frac=self.prob_frac,
+                             max_len=self.max_t)
+
+
+@dataclass(frozen=True)
+class LaneConfig:
+    """Run-time configuration (one ``cfg`` beat, docs/lane.md section 5)."""
+    t: int
+    mode: str = "sparse"            # "dense" or "sparse"
+    est_bits: int = 4
+    m: int = 2
+    q_shift: int = 0
+    k_shift: int = 0
+    est_shift: int = 0
+    select: str = "topk"            # "topk" or "threshold"
+    k: int = 1                      # granules kept per row (block row)
+    threshold: int = 0              # signed score_bits + 1
+    granularity: str = "element"
+    int8_bound: int | None = None   # HB-BSSA: None = off
+    q8_shift: int = 0
+    k8_shift: int = 0
+
+    @property
+    def gran(self):
+        return GRAN_CODES[self.granularity]
+
+    def replace(self, **kw):
+        return replace(self, **kw)
+
+    def error(self, params, t_keys=None):
+        """Why the lane rejects this configuration (a string), or None."""
+        t_keys = self.t if t_keys is None else t_keys
+        lo, hi = value_range(params.score_bits + 1)
+        checks = (
+            (1 <= self.t <= params.max_t, "t", self.t, f"in [1, {params.max_t}]"),
+            (self.mode in ("dense", "sparse"), "mode", self.mode, "dense or sparse"),
+            (self.est_bits in _EST_BITS, "est_bits", self.est_bits, "2, 4 or 8"),
+            (1 <= self.m <= params.d, "m", self.m, f"in [1, {params.d}]"),
+            (self.select in ("topk", "threshold"), "select", self.select, "topk or threshold"),
+            (self.granularity in GRAN_CODES, "granularity", self.granularity,
+             ", ".join(GRAN_CODES)),
+            (min(self.q_shift, self.k_shift, self.est_shift, self.q8_shift, self.k8_shift) >= 0,
+             "shifts", (self.q_shift, self.k_shift, self.est_shift), ">= 0"),
+            (self.q8_shift + self.k8_shift <= params.frac_bits, "q8_shift + k8_shift",
+             self.q8_shift + self.k8_shift, f"<= frac_bits ({params.frac_bits})"),
+            (lo <= self.threshold <= hi, "threshold", self.threshold, f"in [{lo}, {hi}]"),
+        )
+        for ok, name, value, legal in checks:
+            if not ok:
+                return f"{name} must be {legal}, not {value!r}"
+        if self.mode == "dense":
+            return None
+        r, c = GRANULARITIES[self.granularity]
+        if r > 1 and params.tile % r:
+            return f"block {r} must divide the query tile {params.tile}"
+        g = -(-t_keys // c)
+        if self.select == "topk" and not 1 <= self.k <= g:
+            return f"k must be in [1, {g}], not {self.k}"
+        if self.int8_bound is not None and r == 1:
+            return "int8_bound needs a BxB granularity"
+        return None
+
+    @classmethod
+    def from_head(cls, head, t, **kw):
+        """The fields that coincide with :class:`attnforge.golden.attention.HeadConfig`:
+        algorithm (dense -> dense mode), estimate bits, sigma (-> m), granularity (bssa:
+        the block), sparsity (-> k = keep_count of the granules). Shifts etc. via ``kw``."""
+        d = kw.pop("d")
+        gran = head.granularity if head.algorithm != "bssa" else f"{head.block}x{head.block}"
+        c = GRANULARITIES[gran][1]
+        return cls(t=t, mode="dense" if head.algorithm == "dense" else "sparse",
+                   est_bits=head.estimate_bits or 8, m=max(1, int(round(head.sigma * d))),
+                   granularity=gran, k=keep_count(-(-t // c), head.sparsity), **kw)
+
+
+@dataclass
+class LaneResult:
+    out: np.ndarray                  # (T, d) FX16
+    probs: np.ndarray                # (T, T) prob_frac, token coordinates
+    mask: np.ndarray                 # (T, T) bool, token coordinates
+    est: np.ndarray | None           # (T, T') estimate (score_bits), kept-key coordinates
+    int8_blocks: np.ndarray | None   # (T/B, T'/B) bool: kept blocks run at INT8
+    importance: np.ndarray           # (T,) column sums of probs
+    keys: np.ndarray                 # the kept tokens (keep-list or all)
+    gather: list = field(default_factory=list)   # per query tile: gathered keys (token idx)
+
+
+def fit_shift(x, bits):
+    """Smallest right shift ``s`` with ``requantize(x, s, bits)`` unsaturated (a static
+    calibration of a power-of-two scale: ``x ~ requantized << s``)."""
+    x = np.asarray(x, dtype=np.int64)
+    m = int(np.abs(x).max()) if x.size else 0
+    hi = value_range(bits)[1]
+    s = 0
+    while (m + (1 << s >> 1)) >> s > hi:
+        s += 1
+    return s
+
+
+def int_projection(d, m, seed=0, proj=None):
+    """Integer projections ``(pq, pk)`` (``d x m`` INT8): DSA's sparse random projection
+    ``{-1, 0, +1}`` (the ``sqrt(2/m)`` scale goes into the shifts), or a calibrated
+    :class:`attnforge.golden.attention.Projection` quantized to INT8 with a power-of-two scale
+    (the key mean is dropped: a per-row constant, invisible to top-k)."""
+    if proj is None:
+        p = np.sign(random_projection(d, m / d, seed).a).astype(np.int64)
+        return p, p
+    out = []
+    for a in (proj.a, proj.b):
+        f = 0
+        while f < 14 and np.abs(a).max() * (1 << (f + 1)) < 127:
+            f += 1
+        out.append(float_to_fx(a, f, 8))
+    return tuple(out)
+
+
+def auto_config(params, cfg, qi, ki, pq, pk, keep=None):
+    """``cfg`` with the shifts fitted to this head's data (what a calibration would store)."""
+    kk = ki if keep is None else ki[np.asarray(keep)]
+    p = cfg.est_bits
+    qs = fit_shift(qi @ pq, p)
+    ks = fit_shift(kk @ pk, p)
+    qt = requantize(qi @ pq, qs, p)
+    kt = requantize(kk @ pk, ks, p)
+    es = fit_shift(qt @ kt.T, params.score_bits)
+    return cfg.replace(q_shift=qs, k_shift=ks, est_shift=es, q8_shift=fit_shift(qi, 8),
+                       k8_shift=fit_shift(kk, 8))
+
+
+def _estimate(params, cfg, qi, kk, pq, pk):
+    p = cfg.est_bits
+    qt = requantize(qi @ pq, cfg.q_shift, p)
+    kt = requantize(kk @ pk, cfg.k_shift, p)
+    return requantize(qt @ kt.T, cfg.est_shift, params.score_bits)
+
+
+def _detect(params, cfg, est):
+    """Element mask (T, T') from the detector's rules, row group by row group."""
+    t, n = est.shape
+    r, c = GRANULARITIES[cfg.granularity]
+    mask = np.zeros((t, n), dtype=bool)
+    for r0 in range(0, t, r):
+        g = granule_scores(est[r0:r0 + r], c)
+        keep = (topk_mask(g, cfg.k) if cfg.select == "topk" else
+                threshold_mask(g, cfg.threshold))
+        mask[r0:r0 + r] = np.repeat(keep, c)[:n]
+    return mask
+
+
+def _block_norms(est, b):
+    """Sum of squared estimates per ``b x b`` block (the granule pool's second output)."""
+    t, n = est.shape
+    gr, gc = -(-t // b), -(-n // b)
+    pad = np.zeros((gr * b, gc * b), dtype=np.int64)
+    pad[:t, :n] = est
+    return (pad ** 2).reshape(gr, b, gc, b).sum(axis=(1, 3))
+
+
+def _scores(params, cfg, qi, kk, int8_blocks, b):
+    x = requantize(qi @ kk.T, params.frac_bits, 16)
+    if int8_blocks is not None and int8_blocks.any():
+        q8 = requantize(qi, cfg.q8_shift, 8)
+        k8 = requantize(kk, cfg.k8_shift, 8)
+        x8 = requantize(q8 @ k8.T, params.frac_bits - cfg.q8_shift - cfg.k8_shift, 16)
+        sel = np.kron(int8_blocks, np.ones((b, b), dtype=bool))[:x.shape[0], :x.shape[1]]
+        x = np.where(sel, x8, x)
+    return x
+
+
+def run_lane(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None, mask=None, plan_only=False):
+    """One head through the lane (module docstring). ``mask`` (T x T' bool) overrides the
+    detector (a test hook: the same mask as another model). ``plan_only``: estimate, mask and
+    gather lists only (what the cycle model needs; ``out``/``probs`` stay 0). Raises ``ValueError`` for a
+    configuration the hardware answers with an error."""
+    qi, ki, vi = (np.asarray(x, dtype=np.int64) for x in (qi, ki, vi))
+    t = qi.shape[0]
+    _check(qi.shape == ki.shape == vi.shape == (t, params.d), "q, k, v shapes", qi.shape,
+           f"(T, {params.d})")
+    keys = np.arange(t) if keep is None else np.asarray(keep, dtype=np.int64)
+    _check(len(keys) >= 1 and np.all(np.diff(keys) > 0) and keys[0] >= 0 and keys[-1] < t,
+           "keep-list", keep, f"ascending token indices in [0, {t - 1}], not empty")
+    _check(cfg.t == t, "cfg.t", cfg.t, f"the head's length {t}")
+    err = cfg.error(params, len(keys))
+    if err:
+        raise ValueError(err)
+    kk, vk = ki[keys], vi[keys]
+    est, int8 = None, None
+    r = GRANULARITIES[cfg.granularity][0]
+    if cfg.mode == "dense":
+        kmask = np.ones((t, len(keys)), dtype=bool)
+    else:
+        est = _estimate(params, cfg, qi, kk, pq, pk)
+        kmask = _detect(params, cfg, est) if mask is None else np.asarray(mask, dtype=bool)
+        if cfg.int8_bound is not None:
+            kept_blocks = kmask[::r, ::r]
+            int8 = (_block_norms(est, r) <= cfg.int8_bound) & kept_blocks
+    if mask is not None:                              # dense mode with a mask: test hook
+        kmask = np.asarray(mask, dtype=bool)
+    fmt = params.softmax_format()
+    pk_ = np.zeros((t, len(keys)), dtype=np.int64)
+    x = None if plan_only else _scores(params, cfg, qi, kk, int8, r)
+    for i in range(0 if plan_only else t):
+        cols = np.nonzero(kmask[i])[0]
+        if len(cols):                                 # threshold mode may keep nothing:
+            pk_[i, cols] = softmax_fx(x[i, cols], fmt)   # an empty row, output 0
+    out = requantize(pk_ @ vk, params.prob_frac, 16)
+    probs = np.zeros((t, t), dtype=np.int64)
+    probs[:, keys] = pk_
+    full = np.zeros((t, t), dtype=bool)
+    full[:, keys] = kmask
+    gather = [keys[kmask[b0:b0 + params.tile].any(axis=0)] for b0 in range(0, t, params.tile)]
+    return LaneResult(out, probs, full, est, int8, probs.sum(axis=0), keys, gather)
+
+
+def next_keep(importance, n_keep):
+    """The next head's keep-list: the ``n_keep`` most important tokens (ascending), chosen by
+    the top-k engine's rule (:func:`attnforge.golden.topk.topk`, ties to the lower index)."""
+    return topk(np.asarray(importance, dtype=np.int64), n_keep)[1]
+
+
+# -- cycle model -----------------------------------------------------------------------------------
+#: Cycles between back-to-back descriptors on one group beyond :func:`gemm_cycles` (the command
+#: handshake; measured on ``rtl/lane_front.py``: estimate tiles every 37 + 1 cycles).
+DESC_ISSUE = 1
+
+
+def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
+    """Cycles of one RMMU descriptor from its documented timing (docs/rmmu.md): ``nrows``
+    cycles of initial weight load, then per pass ``max(M-tile rows, nrows)`` (the next tile set
+    loads behind the pass; the last pass just its rows), then the drain ``row0 + nrows + 3``."""
+    if m == 0:
+        return 0
+    lanes = Precision(precision).lanes
+    t_n = -(-n // (cols * lanes))
+    passes = -(-k // (nrows * lanes))
+    tiles = [min(tile_m, m - i) for i in range(0, m, tile_m)]
+    per = [rows for _ in range(t_n) for rows in tiles for _ in range(passes)]
+    return nrows + sum(max(x, nrows) for x in per[:-1]) + per[-1] + row0 + nrows + 3
+
+
+def descriptor_cycles(*args, **kw):
+    """A descriptor as the lane issues it: :func:`gemm_cycles` + :data:`DESC_ISSUE`."""
+    c = gemm_cycles(*args, **kw)
+    return c + DESC_ISSUE if c else 0
+
+
+def _pipeline(n_tiles, est, det, det_lat, scores, smax, sm_lat, av, start):
+    """List schedule of the tile pipeline (docs/lane.md section 3): estimate group, detector,
+    compute group (order S0, S1, AV0, S2, AV1, ...), softmax. Returns the end cycle."""
+    e_end = d_end = sm_end = start
+    c_free = start
+    s_end, sm_done = [0] * n_tiles, [0] * n_tiles
+    order = []
+    for b in range(n_tiles):
+        order.append(("S", b))
+        if b >= 1:
+            order.append(("AV", b - 1))
+    order.append(("AV", n_tiles - 1))
+    d_ends = []
+    for b in range(n_tiles):
+        e_end = e_end + est[b]
+        d_end = max(e_end + (det_lat if det[b] else 0), d_end + det[b])
+        d_ends.append(d_end)
+    for kind, b in order:
+        if kind == "S":
+            c_free = max(c_free, d_ends[b]) + scores[b]
+            s_end[b] = c_free
+            sm_end = max(sm_end, s_end[b]) + smax[b] + sm_lat
+            sm_done[b] = sm_end
+        else:
+            c_free = max(c_free, sm_done[b]) + av[b]
+    return c_free
+
+
+def cycles(params, cfg, result):
+    """Cycle model of one head (docs/lane.md): ``{"total", "phases": {name: busy cycles},
+    "utilization": {name: fraction}, "kept_fraction", "gathered_fraction"}``. Phases:
+    project, estimate, detect, scores, softmax, av, stalls (compute group idle)."""
+    t, d = result.out.shape
+    tk = len(result.keys)
+    dense = cfg.mode == "dense"
+    e_rows, c_rows = (0, params.rows) if dense else (params.est_rows, params.comp_rows)
+    row0 = e_rows
+    fx, c, tm = Precision.FX16, params.cols, params.tile_m
+    tiles = range(0, t, params.tile)
+    n_tiles = len(tiles)
+    g = [len(x) for x in result.gather]
+    bq = [min(params.tile, t - b0) for b0 in tiles]
+    macs = dict.fromkeys(("project", "estimate", "scores", "av"), 0)
+    if dense:
+        proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
+    else:
+        proj = (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
+                + descriptor_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0))
+        macs["project"] = (t + tk) * d * cfg.m
+        p = Precision.parse(f"int{cfg.est_bits}")
+        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
+        macs["estimate"] = t * tk * cfg.m
+        r, cg = GRANULARITIES[cfg.granularity]
+        radix = params.score_bits + 1 if cfg.select == "topk" else 0
+        per_cmd = -(-(-(-tk // cg)) // params.det_per_beat) + radix
+        det = [(rq // r if r > 1 else rq) * per_cmd for rq in bq]
+    scores, av, smax = [], [], []
+    rows_mask = result.mask[:, result.keys]
+    for i, b0 in enumerate(tiles):
+        gb, rq = g[i], bq[i]
+        pos = np.searchsorted(result.keys, result.gather[i])
+        sel = _int8_select(result, GRANULARITIES[cfg.granularity][0],
+                           slice(b0, b0 + rq), pos, tk)
+        if sel is None:
+            s = descriptor_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
+        else:
+            n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
+            s = (descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
+                 + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
+        scores.append(s)
+        av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0))
+        kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
+        smax.append(int(np.maximum(1, -(-kept_rows // params.sm_per_beat)).sum()))
+        macs["scores"] += gb * d * rq
+        macs["av"] += gb * d * rq
+    total = _pipeline(n_tiles, est, det, params.det_latency, scores, smax, params.sm_latency,
+                      av, proj)
+    phases = {"project": proj, "estimate": sum(est), "detect": sum(det),
+              "scores": sum(scores), "softmax": sum(smax), "av": sum(av)}
+    phases["stalls"] = total - proj - phases["scores"] - phases["av"]
+    peak_c = c_rows * c
+    util = {"scores": macs["scores"] / max(1, phases["scores"] * peak_c),
+            "av": macs["av"] / max(1, phases["av"] * peak_c)}
+    if not dense:
+        util["project"] = macs["project"] / max(1, proj * peak_c)
+        pe = e_rows * c * Precision.parse(f"int{cfg.est_bits}").macs_per_word
+        util["estimate"] = macs["estimate"] / max(1, phases["estimate"] * pe)
+    return {"total": int(total), "phases": phases, "utilization": util,
+            "kept_fraction": float(rows_mask.mean()),
+            "gathered_fraction": float(sum(gb * rq for gb, rq in zip(g, bq)) / (t * tk))}
+
+
+def _int8_select(plan, r, rows, g, tk):
+    """HB-BSSA: ``(Bq, G)`` bool, True where a tile row's score at a gathered key comes from
+    the INT8 path (its block is kept at INT8); None when no block runs at INT8. A key goes to
+    the FX16 descriptor unless every row of the tile takes it from INT8, and to the INT8
+    descriptor if any row does."""
+    if plan.int8_blocks is None or not plan.int8_blocks.any():
+        return None
+    t = plan.mask.shape[0]
+    sel = np.kron(plan.int8_blocks, np.ones((r, r), dtype=bool))[:t, :tk]
+    return sel[rows][:, g]
+
+
+# -- the lane as RMMU descriptors ------------------------------------------------------------------
+def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
+    """The lane executed the way the RTL sequences it: every GEMM is an RMMU descriptor in the
+    mapping of docs/lane.md section 2 (gathered keys streamed against a stationary Q tile;
+    probability rows streamed against stationary gathered V rows), computed by
+    :meth:`attnforge.golden.rmmu.RMMUModel.gemm` with the descriptor's own requantization.
+    Returns ``(LaneResult, trace)`` with ``trace`` = ``[(phase, tile, Descriptor, A, B)]`` in
+    issue order (``RMMUModel.a_beats(desc, A)`` / ``w_beats(desc, B)`` are the beats the feeder
+    must produce); the result equals :func:`run_lane` bit for bit (tested), which checks the mapping
+    (transposes, gathers, precisions, shifts) the feeder RTL must implement."""
+    from .rmmu import Descriptor, RMMUModel
+    qi, ki, vi = (np.asarray(x, dtype=np.int64) for x in (qi, ki, vi))
+    plan = run_lane(params, cfg, qi, ki, vi, pq, pk, keep, plan_only=True)
+    keys = plan.keys
+    t, tk = qi.shape[0], len(keys)
+    kk, vk = ki[keys], vi[keys]
+    dense = cfg.mode == "dense"
+    e_rows, c_rows = (0, params.rows) if dense else (params.est_rows, params.comp_rows)
+    big = max(params.max_t, params.d) * 2
+    rmmu = RMMUModel(rows=params.rows, cols=params.cols, groups=2, tile_m=params.tile_m,
+                     max_m=big, max_k=big, max_n=big)
+    fx, trace = Precision.FX16, []
+
+    def gemm(phase, tile, a, b, prec, row0, nrows, shift, out):
+        d = Descriptor(row0, nrows, prec, a.shape[0], a.shape[1], b.shape[1], True, out, shift)
+        trace.append((phase, tile, d, a, b))
+        return rmmu.gemm(d, a, b)
+
+    kmask = plan.mask[:, keys]
+    if not dense:
+        p = Precision.parse(f"int{cfg.est_bits}")
+        qt = gemm("project", None, qi, pq, fx, e_rows, c_rows, cfg.q_shift, p)
+        kt = gemm("project", None, kk, pk, fx, e_rows, c_rows, cfg.k_shift, p)
+        est = np.zeros((t, tk), dtype=np.int64)
+        sb = Precision.parse(f"int{params.score_bits}")
+        for b0 in range(0, t, params.tile):
+            rows = slice(b0, min(t, b0 + params.tile))
+            est[rows] = gemm("estimate", b0, qt[rows], kt.T, p, 0, e_rows, cfg.est_shift, sb)
+        assert np.array_equal(est, plan.est)          # the detector sees the RMMU's estimate
+    r = GRANULARITIES[cfg.granularity][0]
+    fmt = params.softmax_format()
+    out = np.zeros((t, params.d), dtype=np.int64)
+    probs = np.zeros((t, tk), dtype=np.int64)
+    pos = {int(x): i for i, x in enumerate(keys)}
+    for b0, gath in zip(range(0, t, params.tile), plan.gather):
+        rows = slice(b0, min(t, b0 + params.tile))
+        if not len(gath):
+            continue
+        g = np.array([pos[int(x)] for x in gath])     # gathered keys, kept-key coordinates
+        sel = _int8_select(plan, r, rows, g, tk)      # (Bq, G): score from the INT8 path
+        fx_keys = ~sel.all(axis=0) if sel is not None else np.ones(len(g), dtype=bool)
+        st = np.zeros((len(g), rows.stop - rows.start), dtype=np.int64)
+        if fx_keys.any():
+            st[fx_keys] = gemm("scores", b0, kk[g[fx_keys]], qi[rows].T, fx, e_rows, c_rows,
+                               params.frac_bits, fx)
+        if sel is not None and sel.any():
+            i8_keys = sel.any(axis=0)
+            q8 = requantize(qi[rows], cfg.q8_shift, 8)
+            k8 = requantize(kk[g[i8_keys]], cfg.k8_shift, 8)
+            s8 = np.zeros_like(st)
+            s8[i8_keys] = gemm("scores", b0, k8, q8.T, Precision.INT8, e_rows, c_rows,
+                               params.frac_bits - cfg.q8_shift - cfg.k8_shift, fx)
+            st = np.where(sel.T, s8, st)
+        s = st.T                                      # score buffer: (Bq, G), row per query
+        pt = np.zeros_like(s)
+        for i in range(s.shape[0]):
+            kept = kmask[b0 + i, g]
+            if kept.any():
+                pt[i, kept] = softmax_fx(s[i, kept], fmt)
+        probs[np.ix_(range(rows.start, rows.stop), g)] = pt
+        out[rows] = gemm("av", b0, pt, vk[g], fx, e_rows, c_rows, params.prob_frac, fx)
+    full = np.zeros((t, t), dtype=np.int64)
+    full[:, keys] = probs
+    res = LaneResult(out, full, plan.mask, plan.est, plan.int8_blocks, full.sum(axis=0), keys,
+                     plan.gather)
+    return res, trace

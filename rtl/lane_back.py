@@ -1,0 +1,123 @@
+"""Back half of the attention lane (docs/lane.md section 3, SCORES -> SOFTMAX -> A·V for one
+query tile at a time) on one RMMU row group.
+
+Per ``tile`` command (``g`` gathered keys) the sequencer issues two RMMU descriptors on the
+group: the scores ``S^T = K_G Q_b^T`` (``m = g``, ``k = d``, ``n = bq``, FX16, requantized by
+``frac_bits``) and ``O_b = P_b V_G`` (``m = bq``, ``k = g``, ``n = d``, FX16, requantized by
+``prob_frac``). The scores' output beats go to :class:`TileSoftmax` (score buffer -> softmax),
+whose probability rows fill the :class:`ProbBuffer`, which is the ``a`` source of the A·V
+descriptor; the A·V output beats are the tile's output rows ``o`` (one beat per output
+N-tile and query: lanes = ``O[q, n0 + j]``, ``RMMUModel.o_beats`` order). ``ka`` (the gathered
+K rows) and ``w`` (the query tile's ``Q^T`` tiles, then the gathered V rows) are streamed in
+by the feeder (the testbench for now) in ``golden.rmmu`` order.
+
+Routing follows the RMMU's in-order streams: ``a`` comes from ``ka`` for the scores
+descriptor's ``N-tiles x passes x g`` beats, then from the probability buffer; results go to
+the softmax until the scores descriptor's ``last`` beat, then to ``o``.
+"""
+
+from amaranth.hdl import Module, Mux, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.numbers import Precision
+from .rmmu import RMMU, act_layout, result_layout, weight_layout
+from .lane_scores import ProbBuffer, TileSoftmax
+
+__all__ = ["LaneBack"]
+
+
+class LaneBack(wiring.Component):
+    """Parameters: ``rows``, ``cols`` (the compute group = the whole RMMU here), ``d``,
+    ``bq`` (queries per tile, a multiple of ``cols``, at most ``tile_m``), ``max_t`` (keys;
+    the softmax format's ``max_len``), ``frac_bits``, ``prob_frac``."""
+
+    def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, frac_bits=8, prob_frac=12):
+        self.rows, self.cols, self.d, self.bq, self.max_t = rows, cols, d, bq, max_t
+        self.frac_bits, self.prob_frac = frac_bits, prob_frac
+        big = max(max_t, d, bq)
+        self.rmmu = RMMU(rows=rows, cols=cols, groups=1, tile_m=max(bq, 1), max_m=big,
+                         max_k=big, max_n=big)
+        self.n_tiles_av = -(-d // cols)
+        self.n_tiles_s = -(-bq // cols)
+        self.passes_s = -(-d // rows)
+        super().__init__({
+            "tile": In(stream.Signature(data.StructLayout({"g": range(max_t + 1)}))),
+            "ka": In(stream.Signature(act_layout(rows))),
+            "w": In(stream.Signature(weight_layout(cols))),
+            "o": Out(stream.Signature(result_layout(cols, self.rmmu.out_bits))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        rows, cols, bq = self.rows, self.cols, self.bq
+        m.submodules.rmmu = rmmu = self.rmmu
+        m.submodules.smax = smax = TileSoftmax(cols=cols, in_bits=rmmu.out_bits, bq=bq,
+                                               max_g=self.max_t, per_beat=1, max_t=self.max_t,
+                                               frac_bits=self.frac_bits,
+                                               prob_frac=self.prob_frac)
+        ib = max(1, (self.max_t - 1).bit_length())
+        m.submodules.prob = prob = ProbBuffer(rows=rows, nrows=rows, bq=bq, max_g=self.max_t,
+                                              per_beat=1, prob_bits=self.prob_frac + 1,
+                                              index_bits=ib, max_tiles=self.n_tiles_av)
+        g_port = rmmu.g[0]
+        wiring.connect(m, wiring.flipped(self.w), g_port.w)
+        wiring.connect(m, smax.o, prob.i)
+
+        # sequencer: tile -> [scores desc, A.V desc] + softmax / prob buffer commands
+        g = Signal(range(self.max_t + 1))
+        step = Signal(range(4))          # 0 idle, 1 scores desc, 2 A.V desc, 3 aux cmds
+        aux_s, aux_p = Signal(), Signal()
+        m.d.comb += self.tile.ready.eq(step == 0)
+        with m.If(self.tile.valid & self.tile.ready):
+            m.d.sync += [g.eq(self.tile.payload.g), step.eq(1), aux_s.eq(1), aux_p.eq(1)]
+        c = g_port.cmd.payload
+        m.d.comb += [c.row0.eq(0), c.nrows.eq(rows), c.precision.eq(Precision.FX16),
+                     c.requant.eq(1), c.out_fmt.eq(Precision.FX16),
+                     g_port.cmd.valid.eq((step == 1) | (step == 2))]
+        with m.If(step == 1):
+            m.d.comb += [c.m.eq(g), c.k.eq(self.d), c.n.eq(bq), c.shift.eq(self.frac_bits)]
+        with m.Else():
+            m.d.comb += [c.m.eq(bq), c.k.eq(g), c.n.eq(self.d), c.shift.eq(self.prob_frac)]
+        with m.If(g_port.cmd.valid & g_port.cmd.ready):
+            m.d.sync += step.eq(Mux(step == 1, 2, 3))
+        m.d.comb += [smax.cmd.valid.eq(aux_s), smax.cmd.payload.g.eq(g),
+                     prob.cmd.valid.eq(aux_p), prob.cmd.payload.g.eq(g),
+                     prob.cmd.payload.n_tiles.eq(self.n_tiles_av)]
+        with m.If(smax.cmd.valid & smax.cmd.ready):
+            m.d.sync += aux_s.eq(0)
+        with m.If(prob.cmd.valid & prob.cmd.ready):
+            m.d.sync += aux_p.eq(0)
+
+        # a: the scores descriptor's beats from ka, then the probability buffer
+        a_left = Signal(range(self.n_tiles_s * self.passes_s * self.max_t + 1))
+        a_ext = Signal()
+        with m.If(self.tile.valid & self.tile.ready):
+            m.d.sync += [a_left.eq(self.n_tiles_s * self.passes_s * self.tile.payload.g),
+                         a_ext.eq(1)]
+        with m.If(a_ext):
+            m.d.comb += [g_port.a.valid.eq(self.ka.valid), self.ka.ready.eq(g_port.a.ready),
+                         g_port.a.payload.eq(self.ka.payload)]
+            with m.If(self.ka.valid & g_port.a.ready):
+                m.d.sync += a_left.eq(a_left - 1)
+                with m.If(a_left == 1):
+                    m.d.sync += a_ext.eq(0)
+        with m.Else():
+            m.d.comb += [g_port.a.valid.eq(prob.a.valid), prob.a.ready.eq(g_port.a.ready),
+                         g_port.a.payload.eq(prob.a.payload)]
+
+        # o: the scores results to the softmax until their last beat, then the A.V results out
+        to_smax = Signal()
+        with m.If(self.tile.valid & self.tile.ready):
+            m.d.sync += to_smax.eq(1)
+        with m.If(to_smax):
+            m.d.comb += [smax.s.valid.eq(g_port.o.valid), g_port.o.ready.eq(smax.s.ready),
+                         smax.s.payload.eq(g_port.o.payload)]
+            with m.If(g_port.o.valid & smax.s.ready & g_port.o.payload.last):
+                m.d.sync += to_smax.eq(0)
+        with m.Else():
+            m.d.comb += [self.o.valid.eq(g_port.o.valid), g_port.o.ready.eq(self.o.ready),
+                         self.o.payload.eq(g_port.o.payload)]
+            with m.If(g_port.o.valid & self.o.ready & g_port.o.payload.last & (step == 3)):
+                m.d.sync += step.eq(0)
+        return m

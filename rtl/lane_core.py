@@ -1,0 +1,94 @@
+"""Lane core v0 (docs/lane.md section 3): one head of BxB-block sparse attention with the
+block = the query tile, from the Q/K/V memories to the output rows, on two RMMUs' worth of
+row groups (the front's estimate group, the back's compute group):
+
+    tile cmd -> LaneFront (estimate on its RMMU group -> pool -> detector)
+             -> gather (detector idx rows -> kept blocks of the tile)
+             -> BackFeeder (Q/K/V memories -> a/w beats) -> LaneBack (scores -> softmax -> A·V)
+             -> o (the tile's output beats, RMMU o layout)
+
+v0 limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
+tiles) come from outside (the projection GEMMs and their feeder are not built); the front
+and the back are separate RMMU instances (one array with two row groups is the target);
+tiles run one after another; no dense bypass, config check, importance or status yet.
+"""
+
+from amaranth.hdl import Module, Signal
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .lane_back import LaneBack
+from .lane_feed import BackFeeder
+from .lane_front import LaneFront, tile_layout
+
+__all__ = ["LaneCore"]
+
+
+class LaneCore(wiring.Component):
+    def __init__(self, *, est_rows=1, rows=3, cols=2, d=8, block=8, max_t=32, max_k=16,
+                 frac_bits=8, prob_frac=12):
+        self.block, self.max_t, self.d = block, max_t, d
+        self.front = LaneFront(est_rows=est_rows, cols=cols, block=block, max_t=max_t,
+                               max_k=max_k, det_per_beat=1)
+        self.feed = BackFeeder(rows=rows, cols=cols, d=d, bq=block, max_t=max_t, block=block,
+                               tile_m=block)
+        self.back = LaneBack(rows=rows, cols=cols, d=d, bq=block, max_t=max_t,
+                             frac_bits=frac_bits, prob_frac=prob_frac)
+        super().__init__({
+            "load": In(self.feed.load.signature.flip()),
+            "tile": In(stream.Signature(tile_layout(max_t, max_k))),
+            "ea": In(self.front.a.signature.flip()),
+            "ew": In(self.front.w.signature.flip()),
+            "o": Out(self.back.o.signature),
+            "dense": In(1),          # run-time: every block kept, no estimate (the baseline)
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.front = front = self.front
+        m.submodules.feed = feed = self.feed
+        m.submodules.back = back = self.back
+        wiring.connect(m, wiring.flipped(self.load), feed.load)
+        # dense: the tile command bypasses the front (no estimate beats are consumed)
+        m.d.comb += [front.tile.payload.eq(self.tile.payload),
+                     front.tile.valid.eq(self.tile.valid & ~self.dense)]
+        wiring.connect(m, wiring.flipped(self.ea), front.a)
+        wiring.connect(m, wiring.flipped(self.ew), front.w)
+        wiring.connect(m, feed.a, back.ka)
+        wiring.connect(m, feed.w, back.w)
+        wiring.connect(m, back.o, wiring.flipped(self.o))
+        m.d.comb += front.mask.ready.eq(1)             # the kept blocks come from idx
+
+        # gather: detector idx rows -> (q0, kept blocks) for the feeder and g for the back
+        nmax = self.max_t // self.block
+        blk = Signal(data.ArrayLayout(range(nmax), nmax))
+        nblk = Signal(range(nmax + 1))
+        q0 = Signal(range(self.max_t + self.block))
+        full = Signal()                                # a tile's block list is complete
+        m.d.comb += front.idx.ready.eq(~full)
+        idx = front.idx.payload
+        with m.If(self.dense):
+            m.d.comb += self.tile.ready.eq(~full)
+            with m.If(self.tile.valid & ~full):
+                n_all = (self.tile.payload.n + self.block - 1) // self.block
+                m.d.sync += [nblk.eq(n_all), full.eq(1)]
+                for j in range(nmax):
+                    m.d.sync += blk[j].eq(j)
+        with m.Else():
+            m.d.comb += self.tile.ready.eq(front.tile.ready)
+        with m.If(front.idx.valid & ~full):
+            with m.If(idx.count != 0):
+                m.d.sync += [blk[nblk].eq(idx.index[0]), nblk.eq(nblk + 1)]
+            with m.If(idx.last):
+                m.d.sync += full.eq(1)
+        # both consumers take the tile in the same cycle (v0: each is idle between tiles; their
+        # ready does not depend on valid, but this valid does depend on their ready -- a Fork
+        # with a register per output is the clean form, TODO)
+        go = full & feed.tile.ready & back.tile.ready
+        m.d.comb += [feed.tile.valid.eq(go), back.tile.valid.eq(go),
+                     feed.tile.payload.q0.eq(q0), feed.tile.payload.nblk.eq(nblk),
+                     feed.tile.payload.blk.eq(blk),
+                     back.tile.payload.g.eq(nblk * self.block)]
+        with m.If(go):
+            m.d.sync += [full.eq(0), nblk.eq(0), q0.eq(q0 + self.block)]
+        return m

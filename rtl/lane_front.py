@@ -1,0 +1,108 @@
+"""Front half of the attention lane (docs/lane.md section 3, ESTIMATE + DETECT at BxB
+granularity): the RMMU's estimate row group -> granule pool -> row packer -> detector.
+
+One ``tile`` command per query tile of ``block`` rows starts three things (a :class:`Fork`):
+the RMMU descriptor ``E_b = requantize(Q~_b K~^T, shift, score_bits)`` (``m = block`` rows of
+``Q~``, ``k`` = projected width, ``n`` = keys, rows ``0 .. est_rows-1`` at ``precision``), the
+pool command (``n`` keys, ``width = cols * 16/p`` lanes per N-tile beat) and the detector
+command (top-k ``k_keep`` of ``ceil(n / block)`` granules, ELEM mode, scheduler restarted).
+The ``a`` (packed ``Q~`` rows) and ``w`` (``K~^T`` tiles) streams go straight to the RMMU group;
+a feeder will drive them from the lane's memories (docs/lane.md TODO 1). Outputs are the
+detector's ``mask`` and ``idx`` streams: per tile, the kept key blocks.
+
+Golden: :func:`attnforge.golden.lane.run_lane` (its ``est`` and ``mask``); the ``a``/``w``
+beats come from ``RMMUModel.a_beats/w_beats`` of the estimate descriptors of
+:func:`attnforge.golden.lane.run_lane_rmmu`. v0 assumes good tile commands (the lane's config
+check rejects the rest before a tile is issued).
+"""
+
+from amaranth.hdl import Array, Module, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from ..golden.numbers import Precision
+from .detector import Detector
+from .lane_pool import GranulePool
+from .rmmu import RMMU, act_layout, weight_layout
+from .streams import Fork, RowPacker
+
+__all__ = ["LaneFront", "tile_layout"]
+
+
+def tile_layout(max_t, max_k):
+    return data.StructLayout({
+        "n": range(max_t + 1),            # keys
+        "k": range(max_k + 1),            # projected width m
+        "precision": Precision,           # estimate precision (INT2/4/8)
+        "shift": 6,                       # est_shift
+        "k_keep": range(max_t + 1),       # top-k granules kept per block row
+    })
+
+
+class LaneFront(wiring.Component):
+    """Parameters: ``est_rows``, ``cols`` (the RMMU, here only the estimate group),
+    ``block`` (B: tile rows and granule width), ``max_t`` (keys), ``max_k`` (projected width),
+    ``score_bits``, ``det_per_beat`` (detector P)."""
+
+    def __init__(self, *, est_rows=1, cols=2, block=8, max_t=64, max_k=16, score_bits=8,
+                 det_per_beat=1):
+        self.est_rows, self.cols, self.block = est_rows, cols, block
+        self.max_t, self.max_k, self.score_bits = max_t, max_k, score_bits
+        self.det_per_beat = det_per_beat
+        self.rmmu = RMMU(rows=est_rows, cols=cols, groups=1, tile_m=block, max_m=block,
+                         max_k=max_k, max_n=max_t)
+        self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t // block),
+                                 score_bits=score_bits, sched_lanes=1)
+        super().__init__({
+            "tile": In(stream.Signature(tile_layout(max_t, max_k))),
+            "a": In(stream.Signature(act_layout(est_rows))),
+            "w": In(stream.Signature(weight_layout(cols))),
+            "mask": Out(self.detector.signature.members["mask"].signature),
+            "idx": Out(self.detector.signature.members["idx"].signature),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        b, lanes = self.block, self.cols * 8
+        m.submodules.rmmu = rmmu = self.rmmu
+        m.submodules.pool = pool = GranulePool(lanes=lanes, in_bits=rmmu.out_bits,
+                                               score_bits=self.score_bits, block=b,
+                                               max_n=self.max_t)
+        m.submodules.pack = pack = RowPacker(lanes // b, self.det_per_beat,
+                                             signed(self.score_bits))
+        m.submodules.det = det = self.detector
+        m.submodules.fork = fork = Fork(tile_layout(self.max_t, self.max_k), 3)
+        g = rmmu.g[0]
+        wiring.connect(m, wiring.flipped(self.tile), fork.i)
+        wiring.connect(m, wiring.flipped(self.a), g.a)
+        wiring.connect(m, wiring.flipped(self.w), g.w)
+        wiring.connect(m, g.o, pool.i)
+        wiring.connect(m, pool.o, pack.i)
+        wiring.connect(m, det.mask, wiring.flipped(self.mask))
+        wiring.connect(m, det.idx, wiring.flipped(self.idx))
+
+        # tile command -> RMMU descriptor, pool command, detector command (payload adapters)
+        t0, t1, t2 = (fork.o[i] for i in range(3))
+        lb = b.bit_length() - 1
+        width = Array([self.cols * p.lanes for p in Precision])[t1.payload.precision]
+        m.d.comb += [
+            g.cmd.valid.eq(t0.valid), t0.ready.eq(g.cmd.ready),
+            g.cmd.payload.row0.eq(0), g.cmd.payload.nrows.eq(self.est_rows),
+            g.cmd.payload.precision.eq(t0.payload.precision), g.cmd.payload.m.eq(b),
+            g.cmd.payload.k.eq(t0.payload.k), g.cmd.payload.n.eq(t0.payload.n),
+            g.cmd.payload.requant.eq(1),
+            g.cmd.payload.out_fmt.eq(Precision.parse(f"int{self.score_bits}")),
+            g.cmd.payload.shift.eq(t0.payload.shift),
+            pool.cmd.valid.eq(t1.valid), t1.ready.eq(pool.cmd.ready),
+            pool.cmd.payload.n.eq(t1.payload.n), pool.cmd.payload.width.eq(width),
+            det.cmd.valid.eq(t2.valid), t2.ready.eq(det.cmd.ready),
+            det.cmd.payload.mode.eq(1), det.cmd.payload.gran.eq(0),
+            det.cmd.payload.length.eq((t2.payload.n + b - 1) >> lb),
+            det.cmd.payload.k.eq(t2.payload.k_keep), det.cmd.payload.restart.eq(1),
+            det.cmd.payload.threshold.eq(0),
+            # packed granule rows -> detector scores (the command carries the row length)
+            det.i.valid.eq(pack.o.valid), pack.o.ready.eq(det.i.ready),
+        ]
+        for j in range(self.det_per_beat):
+            m.d.comb += det.i.payload.scores[j].eq(pack.o.payload.data[j])
+        return m

@@ -1,0 +1,260 @@
+"""Score buffer of the attention lane (docs/lane.md sections 2-4): the scores GEMM's transposed
+output ``S^T`` of one query tile -> one score row per query for the softmax.
+
+The compute group runs ``S^T = K_G Q_b^T`` (gathered keys streamed against the stationary
+query tile), so its FX16 output leaves as, for every N-tile of ``cols`` queries, one beat per
+gathered key ``m`` with lane ``j`` = the score of query ``nt*cols + j`` at gathered position
+``m`` (requantized to FX16 by the RMMU). The buffer has one bank per query of the tile (words
+of ``per_beat`` scores, lane-granular writes), so each RMMU beat writes ``cols`` banks at once;
+then it plays out query row after query row, ``per_beat`` scores per beat with their gathered
+positions as ``index`` (the row-stream convention: last beat partial, ``last`` on it).
+
+Command ``cmd``: ``g`` = gathered keys of the tile (1..max_g). v0 streams every gathered
+position of every row (BxB granularity with ``block = bq``: every row of the tile keeps the
+same keys); the per-row kept subset for element granularity is TODO (docs/lane.md).
+
+Timing: one RMMU beat per cycle in; out one beat per cycle (a read issued in cycle t is
+presented in t + 1 and held by disabling the read port while stalled). Write and read phases do
+not overlap in v0 (a second buffer would let tile b+1's scores arrive during b's play-out).
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from .streams import row_signature
+
+__all__ = ["ScoreTile"]
+
+
+class ScoreTile(wiring.Component):
+    """Parameters: ``cols`` (RMMU columns; FX16 uses lanes ``0..cols-1`` of its ``cols*8``),
+    ``in_bits`` (RMMU ``out_bits``), ``bq`` (queries per tile, a multiple of ``cols``),
+    ``max_g`` (gathered keys, a multiple of ``per_beat``), ``per_beat`` (scores per beat out),
+    ``index_bits`` (width of the position index)."""
+
+    def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, index_bits=8):
+        if bq % cols or max_g % per_beat or max_g > (1 << index_bits):
+            raise ValueError(f"bq must be a multiple of cols ({cols}) and max_g a multiple of "
+                             f"per_beat ({per_beat}) below 2**index_bits, not {bq}, {max_g}")
+        self.cols, self.in_bits, self.bq = cols, in_bits, bq
+        self.max_g, self.per_beat, self.index_bits = max_g, per_beat, index_bits
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({"g": range(max_g + 1)}))),
+            "s": In(stream.Signature(data.StructLayout({
+                "lanes": data.ArrayLayout(signed(in_bits), cols * 8), "last": 1, "error": 1}))),
+            "o": Out(row_signature(per_beat, signed(16), index_bits)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, cols, bq = self.per_beat, self.cols, self.bq
+        words = self.max_g // p
+        g = Signal(range(self.max_g + 1))
+        nt = Signal(range(bq // cols))
+        key = Signal(range(self.max_g))
+        q = Signal(range(bq))
+        w = Signal(range(words))
+        nw = Signal(range(words + 1))
+        q_pend, w_pend = Signal.like(q), Signal.like(w)
+        pending = Signal()
+
+        banks = []
+        for b in range(bq):
+            mem = Memory(shape=16 * p, depth=words, init=[])
+            m.submodules[f"bank{b}"] = mem
+            banks.append((mem.write_port(granularity=16), mem.read_port()))
+
+        # named states (an explicit state register: Verilator -Wall clean, unlike m.FSM's cases)
+        IDLE, WRITE, READ, DRAIN = range(4)
+        state = Signal(range(4))
+        with m.If(state == IDLE):
+            m.d.comb += self.cmd.ready.eq(1)
+            with m.If(self.cmd.valid):
+                m.d.sync += [g.eq(self.cmd.payload.g), nt.eq(0), key.eq(0),
+                             nw.eq((self.cmd.payload.g + p - 1) // p)]
+                m.d.sync += state.eq(WRITE)
+        with m.Elif(state == WRITE):
+            m.d.comb += self.s.ready.eq(1)
+            with m.If(self.s.valid):
+                for b, (wp, _) in enumerate(banks):
+                    lane = self.s.payload.lanes[b % cols][:16]
+                    m.d.comb += [wp.addr.eq(key // p), wp.data.eq(Cat(*[lane] * p))]
+                    with m.If(nt == b // cols):
+                        m.d.comb += wp.en.eq(1 << (key % p))
+                with m.If(key == g - 1):
+                    m.d.sync += [key.eq(0), nt.eq(nt + 1)]
+                    with m.If(nt == bq // cols - 1):
+                        m.d.sync += [q.eq(0), w.eq(0)]
+                        m.d.sync += state.eq(READ)
+                with m.Else():
+                    m.d.sync += key.eq(key + 1)
+        with m.Elif(state == READ):
+            issue = ~pending | self.o.ready
+            for _, rp in banks:
+                m.d.comb += [rp.addr.eq(w), rp.en.eq(issue)]
+            with m.If(issue):
+                m.d.sync += [pending.eq(1), q_pend.eq(q), w_pend.eq(w)]
+                with m.If(w == nw - 1):
+                    m.d.sync += [w.eq(0), q.eq(q + 1)]
+                    with m.If(q == bq - 1):
+                        m.d.sync += state.eq(DRAIN)
+                with m.Else():
+                    m.d.sync += w.eq(w + 1)
+        with m.Else():                                  # DRAIN
+            for _, rp in banks:
+                m.d.comb += rp.en.eq(0)
+            with m.If(~pending | self.o.ready):
+                m.d.sync += [pending.eq(0), state.eq(IDLE)]
+
+        # output stage: the bank of the pending read, masked to the row's valid lanes
+        rd = Signal(16 * p)
+        for b, (_, rp) in enumerate(banks):
+            with m.If(q_pend == b):
+                m.d.comb += rd.eq(rp.data)
+        left = Signal(range(self.max_g + 1))
+        m.d.comb += left.eq(g - w_pend * p)
+        count = Mux(left < p, left, p)
+        m.d.comb += [self.o.valid.eq(pending), self.o.payload.count.eq(count),
+                     self.o.payload.last.eq(w_pend == nw - 1), self.o.payload.error.eq(0)]
+        for i in range(p):
+            m.d.comb += [
+                self.o.payload.data[i].eq(Mux(i < count, rd[16 * i:16 * (i + 1)].as_signed(), 0)),
+                self.o.payload.index[i].eq(Mux(i < count, w_pend * p + i, 0))]
+        return m
+
+
+class TileSoftmax(wiring.Component):
+    """:class:`ScoreTile` -> :class:`attnforge.rtl.softmax.Softmax`: the RMMU's ``S^T`` beats of
+    a query tile in, one probability row per query out (``prob_frac`` fraction bits, gathered
+    positions as ``index``) -- the lane's SCORES -> SOFTMAX hand-off. The softmax format is the
+    golden lane's (``in_frac = frac_bits``, ``out_frac = prob_frac``, ``max_len = max_t``).
+    ``max_g`` must be a multiple of ``per_beat`` and at most ``max_t``."""
+
+    def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, max_t=32,
+                 frac_bits=8, prob_frac=12):
+        from .softmax import Softmax
+        ib = max(1, (max_g - 1).bit_length())
+        self.tile = ScoreTile(cols=cols, in_bits=in_bits, bq=bq, max_g=max_g,
+                              per_beat=per_beat, index_bits=ib)
+        self.softmax = Softmax(per_beat=per_beat, max_len=max_t, in_bits=16, in_frac=frac_bits,
+                               out_frac=prob_frac, index_bits=ib)
+        super().__init__({
+            "cmd": In(self.tile.cmd.signature.flip()),
+            "s": In(self.tile.s.signature.flip()),
+            "o": Out(self.softmax.o.signature),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.tile = self.tile
+        m.submodules.softmax = self.softmax
+        wiring.connect(m, wiring.flipped(self.cmd), self.tile.cmd)
+        wiring.connect(m, wiring.flipped(self.s), self.tile.s)
+        wiring.connect(m, self.tile.o, self.softmax.i)
+        wiring.connect(m, self.softmax.o, wiring.flipped(self.o))
+        return m
+
+
+class ProbBuffer(wiring.Component):
+    """Probability rows of a query tile (the softmax's output, positions as ``index``) -> the
+    A·V GEMM's activation beats (``O_b = P_b V_G``: ``A = P_b``, ``bq x G``).
+
+    One bank per query, words of ``nrows`` probabilities (``nrows`` = the compute group's rows,
+    one FX16 pass of K); an input beat (positions ``w*P .. w*P+count-1``, ``P`` dividing
+    ``nrows``) writes one word lane-granularly. Then, as the RMMU streams ``A`` once per
+    N-tile: for each of ``n_tiles`` N-tiles, for each pass ``kp``, for each query ``q``: one
+    ``a`` beat whose word ``r`` is ``P[q, kp*nrows + r]`` (words ``>= nrows`` and positions
+    ``>= G`` zero). Requires ``bq <= tile_m`` (one M-tile). Command ``cmd``: ``g`` (gathered
+    positions), ``n_tiles`` (``ceil(d / cols)``)."""
+
+    def __init__(self, *, rows=4, nrows=3, bq=8, max_g=32, per_beat=4, prob_bits=13,
+                 index_bits=5, max_tiles=16):
+        if nrows % per_beat or nrows > rows:
+            raise ValueError(f"per_beat ({per_beat}) must divide nrows and nrows ({nrows}) "
+                             f"fit the rows ({rows})")
+        self.rows, self.nrows, self.bq, self.max_g = rows, nrows, bq, max_g
+        self.per_beat, self.prob_bits, self.max_tiles = per_beat, prob_bits, max_tiles
+        super().__init__({
+            "cmd": In(stream.Signature(data.StructLayout({
+                "g": range(max_g + 1), "n_tiles": range(max_tiles + 1)}))),
+            "i": In(row_signature(per_beat, unsigned(prob_bits), index_bits)),
+            "a": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(16, rows)}))),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        p, nr, bq = self.per_beat, self.nrows, self.bq
+        words = -(-self.max_g // nr)
+        g = Signal(range(self.max_g + 1))
+        n_tiles = Signal(range(self.max_tiles + 1))
+        passes = Signal(range(words + 1))
+        q = Signal(range(bq))
+        kp = Signal(range(words))
+        nt = Signal(range(self.max_tiles))
+        q_pend, kp_pend = Signal.like(q), Signal.like(kp)
+        pending = Signal()
+        banks = []
+        for b in range(bq):
+            mem = Memory(shape=16 * nr, depth=words, init=[])
+            m.submodules[f"bank{b}"] = mem
+            banks.append((mem.write_port(granularity=16), mem.read_port()))
+
+        IDLE, WRITE, READ, DRAIN = range(4)
+        state = Signal(range(4))
+        with m.If(state == IDLE):
+            m.d.comb += self.cmd.ready.eq(1)
+            with m.If(self.cmd.valid):
+                m.d.sync += [g.eq(self.cmd.payload.g), n_tiles.eq(self.cmd.payload.n_tiles),
+                             passes.eq((self.cmd.payload.g + nr - 1) // nr), q.eq(0),
+                             state.eq(WRITE)]
+        with m.Elif(state == WRITE):
+            m.d.comb += self.i.ready.eq(1)
+            pos0 = self.i.payload.index[0]
+            with m.If(self.i.valid):
+                lane0 = (pos0 % nr) // p                 # which group of P lanes in the word
+                for b, (wp, _) in enumerate(banks):
+                    m.d.comb += [wp.addr.eq(pos0 // nr),
+                                 wp.data.eq(Cat(*[Cat(self.i.payload.data[i], Const(0, 16 - self.prob_bits))
+                                                  for _ in range(nr // p) for i in range(p)]))]
+                    with m.If(q == b):
+                        for grp in range(nr // p):
+                            with m.If(lane0 == grp):
+                                m.d.comb += wp.en.eq(((1 << p) - 1) << (grp * p))
+                with m.If(self.i.payload.last):
+                    m.d.sync += q.eq(q + 1)
+                    with m.If(q == bq - 1):
+                        m.d.sync += [q.eq(0), kp.eq(0), nt.eq(0), state.eq(READ)]
+        with m.Elif(state == READ):
+            issue = ~pending | self.a.ready
+            for _, rp in banks:
+                m.d.comb += [rp.addr.eq(kp), rp.en.eq(issue)]
+            with m.If(issue):
+                m.d.sync += [pending.eq(1), q_pend.eq(q), kp_pend.eq(kp)]
+                with m.If(q == bq - 1):
+                    m.d.sync += q.eq(0)
+                    with m.If(kp == passes - 1):
+                        m.d.sync += [kp.eq(0), nt.eq(nt + 1)]
+                        with m.If(nt == n_tiles - 1):
+                            m.d.sync += state.eq(DRAIN)
+                    with m.Else():
+                        m.d.sync += kp.eq(kp + 1)
+                with m.Else():
+                    m.d.sync += q.eq(q + 1)
+        with m.Else():                                  # DRAIN
+            for _, rp in banks:
+                m.d.comb += rp.en.eq(0)
+            with m.If(~pending | self.a.ready):
+                m.d.sync += [pending.eq(0), state.eq(IDLE)]
+
+        rd = Signal(16 * nr)
+        for b, (_, rp) in enumerate(banks):
+            with m.If(q_pend == b):
+                m.d.comb += rd.eq(rp.data)
+        m.d.comb += self.a.valid.eq(pending)
+        for r in range(nr):
+            pos = kp_pend * nr + r
+            m.d.comb += self.a.payload.data[r].eq(Mux(pos < g, rd[16 * r:16 * (r + 1)], 0))
+        return m
