@@ -605,7 +605,11 @@ def test_lane_back_scores_softmax_av_bit_exact():
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
+    from attnforge.rtl.softmax import Softmax
     from attnforge.testbench import quick
+    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
+    sm_latency = Softmax(per_beat=1, max_len=32, in_bits=16, in_frac=dut.frac_bits,
+                         out_frac=dut.prob_frac, index_bits=5).latency
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
     qi, ki, vi = head(rng, 32)
@@ -647,14 +651,18 @@ def test_lane_back_scores_softmax_av_bit_exact():
 def test_lane_back_cycles_vs_model():
     """No gaps/stalls, 4 tiles of G = 16: v0 runs a tile's phases back to back (one score and
     one probability buffer), so a tile takes the model's scores + A.V descriptors + the softmax
-    rows (P = 1) + 26 cycles (softmax latency 13, buffer turnarounds); the model's pipelined
+    rows (P = 1) + the softmax's latency + 13 cycles (buffer turnarounds); the model's pipelined
     schedule (double-buffered tiles, softmax hidden) charges scores + A.V only."""
     import random
     from amaranth.sim import Simulator
     from attnforge.golden.lane import descriptor_cycles, run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
+    from attnforge.rtl.softmax import Softmax
     from attnforge.testbench import quick
+    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
+    sm_latency = Softmax(per_beat=1, max_len=32, in_bits=16, in_frac=dut.frac_bits,
+                         out_frac=dut.prob_frac, index_bits=5).latency
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
     qi, ki, vi = head(rng, 32)
@@ -676,8 +684,8 @@ def test_lane_back_cycles_vs_model():
               for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]
         n_out += len(model.o_beats(dv, av, bv)[1])
         per_tile.append(descriptor_cycles(ds.m, 8, 8, 3, 2, Precision.FX16, 8)
-                        + descriptor_cycles(8, ds.m, 8, 3, 2, Precision.FX16, 8) + 8 * ds.m + 26)
-    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
+                        + descriptor_cycles(8, ds.m, 8, 3, 2, Precision.FX16, 8) + 8 * ds.m
+                        + sm_latency + 13)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     prng, got, ends = random.Random(6), [], []
