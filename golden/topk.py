@@ -36,9 +36,9 @@ Every engine answers the same beats; they differ in how they find ``kth`` and th
    are written to the score memory. The first ``S = max(1, rows >> SAMPLE_SHIFT)`` rows are the
    *sample*: they, and the row after them (in flight while the bracket is computed), are all
    copied into the candidate buffer. When the sample is in, its histogram (the running one at
-   that moment) gives a *bracket* of digit-1 buckets: the buckets holding sample ranks
-   ``(k >> SAMPLE_SHIFT) + 1 -+ MARGIN`` (rank 1 = largest; a rank past the sample is bucket
-   0). Every later score whose digit 1 lies in the bracket is copied into the candidate buffer
+   that moment) gives a *bracket* of digit-1 buckets: the buckets holding the sample ranks of
+   :func:`bracket_ranks` (about ``k / 2**SAMPLE_SHIFT``, widened by a margin; rank 1 = largest;
+   a rank past the sample is bucket 0). Every later score whose digit 1 lies in the bracket is copied into the candidate buffer
    too (compacted, index order).
 2. After the load the full histogram names the bucket ``b1`` of rank ``k`` and the count above
    it. Pass 1 keeps the candidates whose digit 1 is ``b1`` (compacted in place) and builds the
@@ -64,7 +64,7 @@ import numpy as np
 
 from .numbers import value_range
 
-__all__ = ["LFSR_SEED", "LFSR_TAPS", "LFSR_BITS", "SAMPLE_SHIFT", "MARGIN", "lfsr_step",
+__all__ = ["LFSR_SEED", "LFSR_TAPS", "LFSR_BITS", "SAMPLE_SHIFT", "MARGIN", "MARGIN_SHIFT", "lfsr_step",
            "bad_request", "row_error", "score_beats", "topk", "keys", "digit_slices",
            "radix_select", "quickselect", "beats", "TopKModel", "QuickSelectModel",
            "cycle_bound", "quickselect_bound"]
@@ -74,9 +74,11 @@ LFSR_TAPS = 0xB400
 LFSR_BITS = 16
 
 #: The sample is the first ``rows >> SAMPLE_SHIFT`` rows (at least one).
-SAMPLE_SHIFT = 4
+SAMPLE_SHIFT = 3
 #: Half-width of the bracket, in sample ranks.
-MARGIN = 7
+MARGIN = 5
+#: The bracket widens by ``min(mid, m - mid) >> MARGIN_SHIFT`` sample ranks.
+MARGIN_SHIFT = 3
 
 
 def lfsr_step(state):
@@ -165,10 +167,14 @@ def sample_rows(rows):
     return max(1, rows >> SAMPLE_SHIFT)
 
 
-def bracket_ranks(k):
-    """Sample ranks whose buckets bound the bracket: ``(high, low)``."""
+def bracket_ranks(k, m):
+    """Sample ranks whose buckets bound the bracket, ``(high, low)``, for target rank ``k`` and
+    ``m`` sampled scores: ``mid -+ (MARGIN + min(mid, m - mid) >> MARGIN_SHIFT)`` around
+    ``mid = (k >> SAMPLE_SHIFT) + 1`` (the spread of a sample quantile grows towards the
+    median)."""
     mid = (k >> SAMPLE_SHIFT) + 1
-    return max(1, mid - MARGIN), mid + MARGIN
+    margin = MARGIN + (min(mid, max(m - mid, 0)) >> MARGIN_SHIFT)
+    return max(1, mid - margin), mid + margin
 
 
 def radix_select(scores, k, per_beat, score_bits, digit_bits):
@@ -184,7 +190,7 @@ def radix_select(scores, k, per_beat, score_bits, digit_bits):
     rows = -(-n // P)
     S = sample_rows(rows)
     hs = np.bincount(d1[:S * P], minlength=1 << bits1)
-    hi_rank, lo_rank = bracket_ranks(k)
+    hi_rank, lo_rank = bracket_ranks(k, min(S * P, n))
     bhi, _ = _bucket_of_rank(hs, hi_rank)
     blo, _ = _bucket_of_rank(hs, lo_rank)
     admitted = np.arange(n) < (S + 1) * P         # the sample, and the row in flight

@@ -14,9 +14,10 @@ Scores are compared as unsigned keys (sign bit flipped), split into digits of ``
 
 * **Load** (one beat per cycle): each beat is written to ``mem``, counted into the digit-1
   :class:`~.topk_parts.DigitHistogram`, and copied to ``buf`` if it belongs to the *sample*
-  (rows ``0 .. S``, ``S = max(1, rows >> 4)``) or its digit 1 lies in the *bracket*. The
+  (rows ``0 .. S``, ``S = max(1, rows >> 3)``) or its digit 1 lies in the *bracket*. The
   bracket is computed once, the cycle after row ``S - 1`` was counted: the
-  :class:`~.topk_parts.RankFinder` names the buckets of sample ranks ``k/16 + 1 -+ MARGIN``.
+  :class:`~.topk_parts.RankFinder` names the buckets of the sample ranks around ``k/8``
+  (:func:`attnforge.golden.topk.bracket_ranks`).
 * **Decide** (one cycle): the rank finder names the bucket of the target rank in the current
   histogram and the count above it; that fixes one more digit of the k-th value.
 * **Pass** ``j`` (``ceil(c/P)`` rows + 1 cycle): reads the candidates (``buf``; ``mem`` on a
@@ -40,7 +41,7 @@ from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.utils import exact_log2
 
-from ..golden.topk import MARGIN, SAMPLE_SHIFT, digit_slices
+from ..golden.topk import MARGIN, MARGIN_SHIFT, SAMPLE_SHIFT, digit_slices
 from .topk_parts import (PER_BEAT_CHOICES, Compactor, DigitHistogram, RankFinder, TopKShell,
                          count_bits)
 from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
@@ -134,7 +135,13 @@ class TopK(TopKShell):
         sample = Signal(QB)                       # S = max(1, rows >> SAMPLE_SHIFT)
         m.d.comb += sample.eq(Mux((intake.rows >> SAMPLE_SHIFT) == 0, 1,
                                   intake.rows >> SAMPLE_SHIFT))
-        mid = (intake.k >> SAMPLE_SHIFT) + 1
+        mid = Signal(QB)                          # bracket_ranks(k, m) of the golden model
+        m_s = Signal(QB + LP)
+        margin = Signal(QB)
+        m.d.comb += [mid.eq((intake.k >> SAMPLE_SHIFT) + 1),
+                     m_s.eq(Mux((sample << LP) < intake.n, sample << LP, intake.n)),
+                     margin.eq(MARGIN + (Mux(m_s > mid, Mux(mid < m_s - mid, mid, m_s - mid), 0)
+                                         >> MARGIN_SHIFT))]
         arm = Signal()                            # the sample is counted: compute the bracket
         use_br = Signal()                         # the bracket filters the copies
         blo = Signal(R)
@@ -190,11 +197,11 @@ class TopK(TopKShell):
         with m.If(arm):
             m.d.sync += [arm.eq(0), use_br.eq(1), bhi.eq(finder.bucket[0]),
                          blo.eq(finder.bucket[1])]
-        m.d.comb += finder.rank[1].eq(mid + MARGIN)
+        m.d.comb += finder.rank[1].eq(mid + margin)
         with m.If(state == DECIDE):
             m.d.comb += finder.rank[0].eq(Mux(hd == 0, intake.k, r))
         with m.Else():
-            m.d.comb += finder.rank[0].eq(Mux(mid > MARGIN, mid - MARGIN, 1))
+            m.d.comb += finder.rank[0].eq(Mux(mid > margin, mid - margin, 1))
 
         # --- control --------------------------------------------------------------------------
         m.d.comb += intake.free.eq(state == IDLE)
