@@ -66,7 +66,7 @@ from .numbers import value_range
 
 __all__ = ["LFSR_SEED", "LFSR_TAPS", "LFSR_BITS", "SAMPLE_SHIFT", "MARGIN", "MARGIN_SHIFT", "lfsr_step",
            "bad_request", "row_error", "score_beats", "topk", "keys", "digit_slices",
-           "radix_select", "quickselect", "beats", "TopKModel", "QuickSelectModel",
+           "radix_select", "quickselect", "beats", "TopKModel", "QuickSelectModel", "BitonicModel",
            "cycle_bound", "quickselect_bound"]
 
 LFSR_SEED = 0xACE1
@@ -334,6 +334,19 @@ class QuickSelectModel(TopKModel):
         for c, _ in passes[1:]:
             total += -(-c // P) + QS_PASS_OVERHEAD
         return total + self._emit_cycles(x, k)
+
+
+class BitonicModel(TopKModel):
+    """Cycle model of the ``topk_bitonic`` baseline: load, 2 cycles of sorting and counting
+    (no passes), emission."""
+
+    def cycles(self, n, k, scores):
+        P = self.per_beat
+        rows = -(-max(n, 1) // P)
+        if bad_request(n, k, self.max_n):
+            return rows + 2
+        x = self.check_scores(scores)[:n]
+        return rows + LOAD_OVERHEAD + self._emit_cycles(x, k)
 
 
 def cycle_bound(n, per_beat, score_bits=16, digit_bits=6):

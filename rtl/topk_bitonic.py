@@ -54,7 +54,8 @@ class BitonicTopK(TopKShell):
 
     Parameters as :class:`attnforge.rtl.topk.TopK` without ``digit_bits`` (default ``max_n``
     16: the network is slow to synthesize); ``max_n`` must also be a power of two.
-    Latency: ``ceil(n/P) + 1`` to load, 2 to select, ``last_winner_row + 3`` to emit.
+    Latency: ``ceil(n/P) + 2`` to load and select, ``last_winner_row + 3`` to emit
+    (:class:`attnforge.golden.topk.BitonicModel`).
     """
 
     def __init__(self, *, max_n=16, score_bits=16, per_beat=4):
@@ -62,9 +63,9 @@ class BitonicTopK(TopKShell):
 
     @property
     def latency(self):
-        """Cycles of the shortest request (``n = k = 1``): load ``1 + 1``, sort 2, emission
-        ``1 + 2``."""
-        return 7
+        """Cycles of the shortest request (``n = k = 1``): load and sort ``1 + 2``, emission
+        ``1 + 2`` (:meth:`attnforge.golden.topk.BitonicModel.cycles`)."""
+        return 6
 
     def elaborate(self, platform):
         m = Module()

@@ -253,6 +253,12 @@ def test_sim_gaps_and_stalls(cls, params):
     reqs = random_requests(rng, params["max_n"], params["score_bits"], params["per_beat"], 50)
     outs, expected, _ = simulate(dut, reqs, gaps=0.3, stalls=0.4, seed=3)
     assert outs == expected
+    if cls is BitonicTopK:                           # its cycle model, without gaps and stalls
+        _, _, cyc = simulate(dut, reqs[:12])
+        model = model_of(dut)
+        assert cyc == [model.cycles(n, k, x) if not row_error(n, row, dut.per_beat) else cyc[i]
+                       for i, (n, k, x, row) in enumerate(reqs[:12])]
+        assert dut.latency == model.cycles(1, 1, [0])
 
 
 def test_rank_finder():
