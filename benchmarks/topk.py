@@ -44,7 +44,7 @@ def cycle_table():
             for kind in KINDS:
                 rng = np.random.default_rng(2024 + N + P + k)
                 xs = [distribution(rng, kind, N, SCORE_BITS) for _ in range(TRIALS)]
-                misses = np.mean([radix_select(x, k, P, SCORE_BITS, 6)[2][0][0] == "memory"
+                misses = np.mean([radix_select(x, k, P, SCORE_BITS, 8)[2][0][0] == "memory"
                                   for x in xs])
                 for name, cls in ENGINES.items():
                     model = cls(max_n=N, score_bits=SCORE_BITS, per_beat=P)

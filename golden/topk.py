@@ -268,7 +268,7 @@ class TopKModel:
     cycle count. Parameters mirror the generator: ``max_n``, ``score_bits``, ``per_beat`` (P),
     ``digit_bits`` (R)."""
 
-    def __init__(self, *, max_n=256, score_bits=16, per_beat=4, digit_bits=6):
+    def __init__(self, *, max_n=256, score_bits=16, per_beat=4, digit_bits=8):
         self.max_n, self.score_bits, self.per_beat = max_n, score_bits, per_beat
         self.digit_bits = digit_bits
 
@@ -349,7 +349,7 @@ class BitonicModel(TopKModel):
         return rows + LOAD_OVERHEAD + self._emit_cycles(x, k)
 
 
-def cycle_bound(n, per_beat, score_bits=16, digit_bits=6):
+def cycle_bound(n, per_beat, score_bits=16, digit_bits=8):
     """Worst-case cycles of a good ``topk`` request of ``n`` scores: a bracket miss (pass 1
     scans the memory), every later pass keeps all ``n`` candidates, the emission scans every
     row."""

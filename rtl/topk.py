@@ -70,11 +70,11 @@ class TopK(TopKShell):
     per_beat : int
         P, scores per beat and lanes per pass: 1, 2, 4, 8, 16 or 32 (default 4).
     digit_bits : int
-        R, radix digit width, 2..8 (default 6): ``2**R`` histogram counters, ``ceil(W/R) - 1``
-        passes after the load.
+        R, radix digit width, 2..8 (default 8): ``2**R`` histogram counters, ``ceil(W/R) - 1``
+        passes after the load (one for 16-bit scores).
     """
 
-    def __init__(self, *, max_n=256, score_bits=16, per_beat=4, digit_bits=6):
+    def __init__(self, *, max_n=256, score_bits=16, per_beat=4, digit_bits=8):
         self._R = digit_bits
         super().__init__(max_n=max_n, score_bits=score_bits, per_beat=per_beat,
                          digit_bits=digit_bits)
@@ -269,6 +269,5 @@ PARAMS = (
 UNIT = Unit(
     "topk", TopK, "top-k engine: radix select with a sampled bracket, P lanes, run-time n, k",
     (*PARAMS, Param("digit_bits", Range(2, 8), "R: radix digit width (2**R counters)")),
-    sim=(SimPoint({"max_n": 32, "score_bits": 8, "per_beat": 4, "digit_bits": 3}),
-         SimPoint({"max_n": 256, "score_bits": 16, "per_beat": 16})),
+    sim=(SimPoint({"max_n": 256, "score_bits": 16, "per_beat": 16, "digit_bits": 6}),),
     formal=Formal(cover_depth=12))
