@@ -104,12 +104,16 @@ def area_table():
              os.environ.get("TOPK_AREA", "16x4").split(",")]
     for N, P in sizes:
         params = {"max_n": N, "score_bits": SCORE_BITS, "per_beat": P}
-        for name in ENGINES:
+        variants = [("topk", {}), ("topk", {"digit_bits": 6}), ("topk_quickselect", {}),
+                    ("topk_bitonic", {})]
+        for name, extra in variants:
             if name == "topk_bitonic" and N > 16:
                 continue
-            a = synthesize(name, params)
-            data.append({"engine": name, "params": params, **a})
-            rows.append([name, N, P, a["cells"], a["ffs"], a["transistors"], a["depth"]])
+            a = synthesize(name, {**params, **extra})
+            data.append({"engine": name, "params": {**params, **extra}, **a})
+            label = name + (f" (R = {extra['digit_bits']})" if extra else
+                            " (R = 8)" if name == "topk" else "")
+            rows.append([label, N, P, a["cells"], a["ffs"], a["transistors"], a["depth"]])
     header = ["engine", "N", "P", "cells", "FFs", "transistors", "depth"]
     return md_table(header, rows), data
 

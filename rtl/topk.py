@@ -36,7 +36,7 @@ Worst case :func:`attnforge.golden.topk.cycle_bound` (no randomness: the count i
 the request).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data
 from amaranth.lib.memory import Memory
 from amaranth.utils import exact_log2

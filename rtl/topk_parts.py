@@ -29,9 +29,9 @@ from amaranth.utils import ceil_log2, exact_log2
 from ..golden.topk import LFSR_TAPS
 from .streams import RowLayout
 
-__all__ = ["PER_BEAT_CHOICES", "req_layout", "score_layout", "out_layout", "index_bits",
+__all__ = ["PER_BEAT_CHOICES", "req_layout", "score_layout", "out_layout", "index_bits", "count_bits",
            "median3", "prefix_counts", "popcount", "lfsr_next", "TopKShell", "RowIntake",
-           "Compactor", "DigitHistogram", "RankFinder", "WinnerEmitter"]
+           "Compactor", "DigitHistogram", "RankFinder", "WinnerEmitter", "or_tree"]
 
 PER_BEAT_CHOICES = (1, 2, 4, 8, 16, 32)
 
@@ -271,11 +271,24 @@ class DigitHistogram(wiring.Component):
         return m
 
 
+def or_tree(values):
+    """Bitwise OR of a list of values, as a balanced tree (logic depth log2 of the count)."""
+    values = list(values)
+    while len(values) > 1:
+        values = [values[i] | values[i + 1] if i + 1 < len(values) else values[i]
+                  for i in range(0, len(values), 2)]
+    return values[0]
+
+
 class RankFinder(wiring.Component):
     """Combinational: for each of ``ranks`` queries ``rank[i]`` (1 = largest), the bucket
     ``bucket[i]`` of the histogram ``counts`` that holds it and ``above[i]``, the count in
     higher buckets. A rank past the total gives bucket 0 (``above`` is then meaningless).
-    The suffix sums are computed once for all queries."""
+
+    The suffix sums are computed once for all queries, in two levels (within groups of
+    ``2**ceil(R/2)`` buckets, then across groups: ``~2 * 2**(R/2)`` adders deep instead of
+    ``2**R``), and the one matching bucket is selected by an OR tree, so the logic depth (and
+    the SMT export's recursion) stays small at R = 8."""
 
     def __init__(self, *, max_n, digit_bits, ranks=1):
         self._R, self._ranks = digit_bits, ranks
@@ -289,19 +302,42 @@ class RankFinder(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        B = 1 << self._R
-        above = [None] * B
+        R = self._R
+        B = 1 << R
+        G = 1 << ((R + 1) // 2)                 # buckets per group
+        width = len(self.above[0])
+        local = [None] * B                      # count above b within its group
+        gsum = []                               # total of each group
+        for g0 in range(0, B, G):
+            acc = Const(0, 1)
+            for b in reversed(range(g0, g0 + G)):
+                s = Signal(width, name=f"local{b}")
+                m.d.comb += s.eq(acc)
+                local[b] = s
+                acc = s + self.counts[b]
+            t = Signal(width, name=f"group{g0 // G}")
+            m.d.comb += t.eq(acc)
+            gsum.append(t)
+        gabove = [None] * len(gsum)             # count in higher groups
         acc = Const(0, 1)
-        for b in reversed(range(B)):
-            s = Signal(len(self.above[0]), name=f"above{b}")
+        for g in reversed(range(len(gsum))):
+            s = Signal(width, name=f"gabove{g}")
             m.d.comb += s.eq(acc)
-            above[b] = s
-            acc = s + self.counts[b]
+            gabove[g] = s
+            acc = s + gsum[g]
+        above = []
+        for b in range(B):
+            s = Signal(width, name=f"above{b}")
+            m.d.comb += s.eq(gabove[b // G] + local[b])
+            above.append(s)
         for i in range(self._ranks):
             r = self.rank[i]
+            hit = [Signal(name=f"hit{i}_{b}") for b in range(B)]
             for b in range(B):                  # exactly one bucket matches when r <= total
-                with m.If((above[b] < r) & (r <= above[b] + self.counts[b])):
-                    m.d.comb += [self.bucket[i].eq(b), self.above[i].eq(above[b])]
+                m.d.comb += hit[b].eq((above[b] < r) & (r <= above[b] + self.counts[b]))
+            m.d.comb += [self.bucket[i].eq(or_tree([Mux(hit[b], b, 0) for b in range(B)])),
+                         self.above[i].eq(or_tree([Mux(hit[b], above[b], 0)
+                                                   for b in range(B)]))]
         return m
 
 
