@@ -291,24 +291,24 @@ class TopKTraffic(Traffic):
     """Top-k engine: requests on ``req``, score beats on ``s``, winner beats on ``o``."""
 
     def program(self, rng, count, corners=True):
-        from .golden.topk import TopKModel
-        from .testbench.topk import bad_request, make_scores, random_request
+        from .golden.topk import score_beats
+        from .testbench.topk import bad_request, make_scores, model_of, random_request
         u = self.unit
-        P, N, W = u.lanes, u.max_n, u.width
+        P, N, W = u.per_beat, u.max_n, u.score_bits
         requests = [(1, 1, make_scores(rng, "random", 1, W)),
                     (N, 1, make_scores(rng, "extremes", N, W)),
                     (N, N, make_scores(rng, "ties", N, W)),
                     (N, N // 2, make_scores(rng, "equal", N, W)),
                     bad_request(rng, N, W), bad_request(rng, N, W)] if corners else []
         requests += [random_request(rng, N, W) for _ in range(count)]
-        model = TopKModel(max_n=N, width=W, lanes=P)
+        model = model_of(u)
         writes = {"req": [], "s": []}
         expected = []
         for n, k, x in requests:
-            expected += model.run(n, k, x)
+            row = score_beats(x, P)
+            expected += model.run(n, k, x, row)
             writes["req"].append({"n": n, "k": k})
-            x = list(x) + [0] * (-len(x) % P)
-            writes["s"] += [{"data": x[b:b + P]} for b in range(0, len(x), P)]
+            writes["s"] += row
         return writes, {"o": expected}
 
     def compare(self, port, expected, view):
@@ -318,7 +318,7 @@ class TopKTraffic(Traffic):
 
 #: Units the host can drive on a board, with their traffic generators.
 TRAFFIC = {"mac": MACTraffic, "mac_fx16": MACTraffic, "mac_separate": MACTraffic,
-           "topk": TopKTraffic, "topk_bitonic": TopKTraffic}
+           "topk": TopKTraffic, "topk_quickselect": TopKTraffic, "topk_bitonic": TopKTraffic}
 
 
 def traffic(unit):

@@ -1,129 +1,151 @@
-"""Top-k engine benchmark: cycles per operation against N/P, and area against the bitonic
-baseline.
+"""Top-k benchmark: cycles per operation against N/P for the radix engine (``topk``), the
+quick-select baseline (``topk_quickselect``) and the bitonic baseline (``topk_bitonic``), on
+uniform, Gaussian, clustered and attention-like rows and on adversarial inputs; area of each.
 
-* Cycles come from the golden cycle model (:meth:`TopKModel.cycles`), which the RTL matches
-  exactly (asserted by ``tests/test_topk.py`` and the cocotb ``exact_cycles`` test); a Verilator
-  run of ``exact_cycles`` at ``max_n=256, lanes=16`` confirms it again here.
+* Cycles come from the golden cycle models (:meth:`TopKModel.cycles`,
+  :meth:`QuickSelectModel.cycles`, :meth:`BitonicModel.cycles`), which the RTL matches exactly
+  (asserted by ``tests/test_topk.py`` and the cocotb ``exact_cycles`` test); here
+  :func:`attnforge.testbench.runner.measure` runs ``exact_cycles`` on Verilator for each engine
+  at its regression point and reports the measured latency.
 * One operation = request handshake to the handshake of its last output beat, scores offered
-  every cycle, output never stalled; it includes loading the N scores (N/P beats) and the
-  emission scan.
-* Area: :func:`attnforge.synth.yosys.synthesize` of ``topk`` and ``topk_bitonic`` at the same
-  ``max_n`` / ``lanes`` / ``width``.
+  every cycle, output never stalled, including the N/P-beat load and the emission scan.
+* Area: :func:`attnforge.synth.yosys.synthesize` of each engine at the same parameters.
 
-Run from the repository root: ``python benchmarks/topk.py`` (a few minutes).
+``build/reports/topk_bench.json`` has a top-level ``summary`` (uniform data, N = 1024, P = 16,
+the radix engine; the worse of k = N/10 and k = N/2).
+
+Run from the repository root: ``python benchmarks/topk.py [--no-rtl] [--no-synth]``.
+Environment: ``TOPK_TRIALS`` (default 200 rows per cell), ``TOPK_AREA`` (default ``16x4``).
 """
 
-import json
 import os
 import sys
-import tempfile
 
 import numpy as np
 
-from attnforge.golden.topk import TopKModel, cycle_bound, select
+from attnforge.golden.topk import (BitonicModel, QuickSelectModel, TopKModel, cycle_bound,
+                                   radix_select)
 from attnforge.reports import md_table, write_report
+from attnforge.testbench.topk import adversarial, distribution
 
-WIDTH = 16
-TRIALS = int(os.environ.get("TOPK_TRIALS", "300"))
-
-
-def adversarial(N, rng):
-    lo, hi = -(1 << (WIDTH - 1)), (1 << (WIDTH - 1)) - 1
-    ramp = np.linspace(lo, hi, N).astype(np.int64)
-    organ = np.concatenate([ramp[0::2], ramp[1::2][::-1]])
-    return {
-        "sorted": ramp,
-        "reverse": ramp[::-1].copy(),
-        "all equal": np.full(N, 5, dtype=np.int64),
-        "3 values": rng.choice([-7, 0, 7], N),
-        "organ pipe": organ,
-        "sawtooth": (np.arange(N) % 16 - 8).astype(np.int64),
-    }
+SCORE_BITS = 16
+TRIALS = int(os.environ.get("TOPK_TRIALS", "200"))
+KINDS = ("uniform", "gaussian", "clustered", "attention")
+ENGINES = {"topk": TopKModel, "topk_quickselect": QuickSelectModel,
+           "topk_bitonic": BitonicModel}
+SIZES = ((1024, 16), (1024, 4), (256, 16))
 
 
 def cycle_table():
-    rng = np.random.default_rng(2024)
     rows, data = [], []
-    for P in (4, 16):
-        for N in (64, 256, 1024):
-            model = TopKModel(max_n=N, width=WIDTH, lanes=P)
-            for k in (max(N // 10, 1), N // 2):
-                cyc, passes = [], []
-                for _ in range(TRIALS):
-                    x = rng.integers(-(1 << 15), 1 << 15, N)
-                    cyc.append(model.cycles(N, k, x))
-                    passes.append(len(select(x, k, P)[2]))
-                cyc = np.array(cyc)
-                adv = {name: model.cycles(N, k, x) for name, x in adversarial(N, rng).items()}
-                worst_adv = max(adv, key=adv.get)
-                unit = N / P
-                rec = {"N": N, "k": k, "P": P, "N/P": unit, "mean": float(cyc.mean()),
-                       "p99": float(np.percentile(cyc, 99)), "worst": int(cyc.max()),
-                       "mean_passes": float(np.mean(passes)), "adversarial": adv,
-                       "bound": cycle_bound(N, P)}
-                data.append(rec)
-                rows.append([N, k, P, int(unit), rec["mean"], rec["mean"] / unit, rec["p99"] / unit,
-                             rec["worst"] / unit, rec["mean_passes"],
-                             f"{adv[worst_adv] / unit:.2f} ({worst_adv})"])
-    header = ["N", "k", "P", "N/P", "mean cycles", "mean /(N/P)", "p99 /(N/P)", "worst /(N/P)",
-              "passes", "adversarial worst /(N/P)"]
+    for N, P in SIZES:
+        unit = N / P
+        for k in (max(N // 10, 1), N // 2):
+            for kind in KINDS:
+                rng = np.random.default_rng(2024 + N + P + k)
+                xs = [distribution(rng, kind, N, SCORE_BITS) for _ in range(TRIALS)]
+                misses = np.mean([radix_select(x, k, P, SCORE_BITS, 8)[2][0][0] == "memory"
+                                  for x in xs])
+                for name, cls in ENGINES.items():
+                    model = cls(max_n=N, score_bits=SCORE_BITS, per_beat=P)
+                    c = np.array([model.cycles(N, k, x) for x in xs]) / unit
+                    rec = {"engine": name, "N": N, "P": P, "k": k, "data": kind,
+                           "mean": float(c.mean()), "p99": float(np.percentile(c, 99)),
+                           "worst": float(c.max())}
+                    if name == "topk":
+                        rec["bracket_miss_rate"] = float(misses)
+                    data.append(rec)
+                    rows.append([name, N, P, k, kind, rec["mean"], rec["p99"], rec["worst"],
+                                 f"{misses:.3f}" if name == "topk" else ""])
+            for name, cls in ENGINES.items():
+                model = cls(max_n=N, score_bits=SCORE_BITS, per_beat=P)
+                adv = {a: model.cycles(N, k, x) / unit for a, x in adversarial(N).items()}
+                worst = max(adv, key=adv.get)
+                data.append({"engine": name, "N": N, "P": P, "k": k, "data": "adversarial",
+                             "per_input": adv, "worst": adv[worst], "worst_input": worst})
+                rows.append([name, N, P, k, "adversarial", "", "", f"{adv[worst]:.2f} ({worst})",
+                             ""])
+    header = ["engine", "N", "P", "k", "data", "mean /(N/P)", "p99 /(N/P)", "worst /(N/P)",
+              "bracket misses"]
     return md_table(header, rows), data
 
 
+def summary(cycles):
+    recs = [r for r in cycles if r["engine"] == "topk" and r["N"] == 1024 and r["P"] == 16
+            and r["data"] == "uniform"]
+    worst = max(recs, key=lambda r: r["mean"])
+    return {"n": 1024, "p": 16, "mean_over_n_p": worst["mean"],
+            "p99_over_n_p": max(r["p99"] for r in recs),
+            "per_k": {r["k"]: {"mean": r["mean"], "p99": r["p99"]} for r in recs},
+            "cycle_bound_over_n_p": cycle_bound(1024, 16) / 64}
+
+
 def rtl_confirm():
-    """Verilator run of the cocotb exact_cycles test (RTL == model, asserted there)."""
-    from attnforge.testbench.runner import run
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "fig.json")
-        run("topk", {"max_n": 256, "width": WIDTH, "lanes": 16}, testcase="exact_cycles",
-            extra_env={"ATTNFORGE_FIGURES": path})
-        figs = json.load(open(path))["requests"]
-    return figs
+    """Verilator runs of the cocotb ``exact_cycles`` test (RTL == model, asserted there), one
+    per engine at its regression point (the build the regression already made)."""
+    from attnforge.rtl import unit as unit_record
+    from attnforge.testbench.runner import measure
+    out = {}
+    for name in ENGINES:
+        params = unit_record(name).sim[-1].params
+        figs = measure(name, params, "exact_cycles")
+        out[name] = {"params": params, "latency": figs["latency"],
+                     "requests": len(figs["requests"]),
+                     "mean_cycles": float(np.mean([f["cycles"] for f in figs["requests"]]))}
+    return out
 
 
 def area_table():
     from attnforge.synth.yosys import synthesize
     rows, data = [], []
-    # The bitonic network is slow to map (N=16: ~7 min of abc on this machine), so the
-    # default comparison is N=16, P=4; TOPK_AREA="16x4,32x4,32x16" asks for more.
+    # The bitonic network is slow to map (N=16: minutes of abc), so the default comparison is
+    # N=16, P=4; TOPK_AREA="16x4,64x16" asks for more (the bitonic column only up to N=16).
     sizes = [tuple(map(int, s.split("x"))) for s in
              os.environ.get("TOPK_AREA", "16x4").split(",")]
     for N, P in sizes:
-        params = {"max_n": N, "width": WIDTH, "lanes": P}
-        q = synthesize("topk", params)
-        b = synthesize("topk_bitonic", params)
-        data.append({"params": params, "topk": q, "bitonic": b})
-        rows.append([N, P, q["cells"], q["ffs"], q["transistors"], q["depth"],
-                     b["cells"], b["ffs"], b["transistors"], b["depth"],
-                     q["transistors"] / b["transistors"]])
-    header = ["N", "P", "topk cells", "topk FFs", "topk transistors", "topk depth",
-              "bitonic cells", "bitonic FFs", "bitonic transistors", "bitonic depth",
-              "topk/bitonic transistors"]
+        params = {"max_n": N, "score_bits": SCORE_BITS, "per_beat": P}
+        variants = [("topk", {}), ("topk", {"digit_bits": 6}), ("topk_quickselect", {}),
+                    ("topk_bitonic", {})]
+        for name, extra in variants:
+            if name == "topk_bitonic" and N > 16:
+                continue
+            a = synthesize(name, {**params, **extra})
+            data.append({"engine": name, "params": {**params, **extra}, **a})
+            label = name + (f" (R = {extra['digit_bits']})" if extra else
+                            " (R = 8)" if name == "topk" else "")
+            rows.append([label, N, P, a["cells"], a["ffs"], a["transistors"], a["depth"]])
+    header = ["engine", "N", "P", "cells", "FFs", "transistors", "depth"]
     return md_table(header, rows), data
 
 
 def main():
-    md = ["# Top-k engine benchmark", "",
-          f"Scores: {WIDTH}-bit signed, uniform random ({TRIALS} inputs per row). Cycles per "
-          "operation: request handshake to last output handshake, no input gaps, no output "
-          "stalls, including the N/P-beat load and the emission scan (golden cycle model, "
-          "matched exactly by the RTL).", ""]
+    md = ["# Top-k engines benchmark", "",
+          f"Scores: {SCORE_BITS}-bit signed, {TRIALS} rows per cell. Cycles per operation / "
+          "(N/P): request handshake to last output handshake, no input gaps, no output stalls, "
+          "including the N/P-beat load and the emission scan (golden cycle models, matched "
+          "exactly by the RTL). Data: uniform; Gaussian (sigma = range/8); clustered (8 "
+          "distinct values); attention (softmax of Gaussian logits with a few strong keys, "
+          "scaled to the score range); adversarial = worst of sorted, reverse, all equal, "
+          "3 values, organ pipe, sawtooth, sample decoy.", ""]
     table, cycles = cycle_table()
-    md += [table, ""]
-    data = {"cycles": cycles}
+    data = {"summary": summary(cycles), "cycles": cycles}
+    md += ["## Summary (topk, uniform, N = 1024, P = 16, worse of k = 102 / 512)", "",
+           f"mean {data['summary']['mean_over_n_p']:.3f} N/P, p99 "
+           f"{data['summary']['p99_over_n_p']:.3f} N/P, proven worst case "
+           f"{data['summary']['cycle_bound_over_n_p']:.3f} N/P.", "", table, ""]
     if "--no-rtl" not in sys.argv:
-        figs = rtl_confirm()
-        model = TopKModel(max_n=256, width=WIDTH, lanes=16)
-        md += ["## RTL confirmation", "",
-               f"Verilator, `topk` max_n=256 lanes=16: {len(figs)} requests of the cocotb "
-               "`exact_cycles` test, each equal to the model's count (asserted there); "
-               f"mean {np.mean([f['cycles'] for f in figs]):.1f} cycles.", ""]
-        data["rtl"] = figs
+        rtl = rtl_confirm()
+        md += ["## RTL confirmation (Verilator, cocotb `exact_cycles`)", "",
+               md_table(["engine", "params", "requests (each == model)", "mean cycles",
+                         "latency (n = k = 1)"],
+                        [[n, str(r["params"]), r["requests"], r["mean_cycles"], r["latency"]]
+                         for n, r in rtl.items()]), ""]
+        data["rtl"] = rtl
     if "--no-synth" not in sys.argv:
         table, area = area_table()
-        md += ["## Area against the bitonic-network baseline (same N, P, width 16)", "",
-               "Yosys generic CMOS flow (`synthesize()`); transistors include 24 per flip-flop. "
-               "Both designs store the scores in flip-flops at these sizes.", "", table, ""]
+        md += ["## Area (Yosys generic CMOS, `synthesize()`, score_bits 16)", "",
+               "Transistors include 24 per flip-flop; memories are flip-flops at these sizes.",
+               "", table, ""]
         data["area"] = area
     path = write_report("topk_bench", "\n".join(md), data)
     print(path.read_text())

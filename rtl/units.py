@@ -4,14 +4,16 @@ The records themselves live beside their classes (``UNIT`` / ``UNITS`` at the en
 module); this module only lists them, so adding a unit is one line here.
 """
 
-from . import _bitonic, detector, mac, progressive_quant, rmmu, softmax, sparse_softmax, topk
+from . import (detector, mac, progressive_quant, rmmu, softmax, sparse_softmax, topk, topk_bitonic,
+               topk_quickselect)
 
 __all__ = ["UNITS", "unit", "build"]
 
 UNITS = {u.name: u for u in (
     *mac.UNITS,
     topk.UNIT,
-    _bitonic.UNIT,
+    topk_quickselect.UNIT,
+    topk_bitonic.UNIT,
     softmax.UNIT,
     detector.UNIT,
     rmmu.UNIT,

@@ -1,41 +1,44 @@
-"""cocotb testbench of the top-k engine (``topk``) and its bitonic baseline (``topk_bitonic``),
-checked against :class:`attnforge.golden.topk.TopKModel`.
+"""Stimulus and cocotb testbench of the top-k engines (``topk``, ``topk_quickselect``,
+``topk_bitonic``), checked against :class:`attnforge.golden.topk.TopKModel`.
 
-Each request ``(n, k, scores)`` goes on ``req`` and its ``ceil(n/P)`` score beats on ``s``
-(random valid gaps on both); the monitor takes ``o`` under random ready stalls and the
-scoreboard checks every output beat (indices, count, kth, error, last) in order. The cycle test
-runs without gaps or stalls and checks the engine's cycle count against the golden cycle model.
+The score generators here are the only ones: the quick Amaranth-simulator tests
+(``tests/test_topk.py``) and the benchmark (``benchmarks/topk.py``) import them.
+
+Each request ``(n, k, scores)`` goes on ``req`` and its score row on ``s`` (random valid gaps on
+both); the monitor takes ``o`` under random ready stalls and the scoreboard checks every output
+beat (indices, scores, count, kth, error, last) in order. ``exact_cycles`` runs without gaps or
+stalls and checks each request's cycle count against the engine's golden cycle model.
 """
 
 import cocotb
+import numpy as np
 from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 from ..golden.numbers import value_range
-from ..golden.topk import TopKModel, cycle_bound
-from ..rtl.topk import TopK, out_layout, req_layout, score_layout
-from .kit import (BackPressure, Scoreboard, StreamSink, StreamSource, corner_ints, make_rng,
-                  record_figures, reset, start, unit_under_test)
+from ..golden.topk import BitonicModel, QuickSelectModel, TopKModel, score_beats
+from ..rtl.topk import TopK
+from ..rtl.topk_parts import out_layout, req_layout, score_layout
+from ..rtl.topk_quickselect import QuickSelectTopK
+from .kit import Bench, corner_ints
 
 PERIOD_NS = 10
 
+# --- stimulus (random.Random based, for the tests and the cocotb bench) -------------------------
 
-def compare(expected, actual):
-    got = {"kth": int(actual.kth), "error": int(actual.error), "count": int(actual.count),
-           "last": int(actual.last), "idx": [int(i) for i in actual.idx]}
-    return None if got == expected else f"expected {expected}, got {got}"
+KINDS = ("random", "random", "sorted", "reverse", "equal", "ties", "extremes")
 
 
-def make_scores(rng, kind, n, width):
+def make_scores(rng, kind, n, score_bits):
     """Scores of one request: ``random`` (with edge values), ``sorted``, ``reverse``, ``equal``,
     ``ties`` (few distinct values: many ties at the k-th value), ``extremes``."""
-    lo, hi = value_range(width)
+    lo, hi = value_range(score_bits)
     if kind == "random":
-        return corner_ints(rng, width, n, 0.2)
+        return corner_ints(rng, score_bits, n, 0.2)
     if kind == "sorted":
-        return sorted(corner_ints(rng, width, n, 0.1))
+        return sorted(corner_ints(rng, score_bits, n, 0.1))
     if kind == "reverse":
-        return sorted(corner_ints(rng, width, n, 0.1), reverse=True)
+        return sorted(corner_ints(rng, score_bits, n, 0.1), reverse=True)
     if kind == "equal":
         return [rng.choice([lo, hi, 0, rng.randint(lo, hi)])] * n
     if kind == "ties":
@@ -46,88 +49,162 @@ def make_scores(rng, kind, n, width):
     raise ValueError(kind)
 
 
-KINDS = ("random", "random", "sorted", "reverse", "equal", "ties", "extremes")
-
-
-def random_request(rng, max_n, width):
+def random_request(rng, max_n, score_bits):
+    """A good request ``(n, k, scores)`` (n = 1 and n = max_n, k = 1 and k = n often)."""
     n = rng.choice([1, max_n, rng.randint(1, max_n), rng.randint(1, max_n)])
-    x = make_scores(rng, rng.choice(KINDS), n, width)
+    x = make_scores(rng, rng.choice(KINDS), n, score_bits)
     k = rng.choice([1, n, rng.randint(1, n), rng.randint(1, n)])
     return n, k, x
 
 
-def bad_request(rng, max_n, width):
+def bad_request(rng, max_n, score_bits):
+    """A bad request ``(n, k, scores)``: n = 0, k = 0, k > n or n > max_n (its row is still
+    sent whole)."""
     n = rng.randint(1, max_n)
     n, k = rng.choice([(0, rng.randint(0, 3)), (n, 0), (n, n + rng.randint(1, 5)),
                        (max_n + rng.randint(1, 2 * max_n), rng.randint(1, max_n))])
-    return n, k, corner_ints(rng, width, n)
+    return n, k, corner_ints(rng, score_bits, n)
 
 
-class TopKBench:
+def malformed_row(rng, n, k, x, per_beat):
+    """A score row that does not match ``n``: one element short or long, a short beat before
+    ``last``, or a beat flagged ``error``. Returns the beats."""
+    what = rng.choice(["short", "long", "gap", "flag"])
+    if what == "short":
+        row = score_beats(x[:-1], per_beat) if len(x) > 1 else \
+            [{"data": [0] * per_beat, "count": 0, "last": 1}]
+    elif what == "long":
+        row = score_beats(list(x) + [1], per_beat)
+    elif what == "gap":
+        row = score_beats(x, per_beat)
+        row = [{"data": [0] * per_beat, "count": 0, "last": 0}] + row
+    else:
+        row = score_beats(x, per_beat)
+        row[rng.randrange(len(row))]["error"] = 1
+    return row
+
+
+def random_requests(rng, max_n, score_bits, per_beat, count, *, bad=0.08, malformed=0.04):
+    """``count`` requests ``(n, k, scores, row)``: good ones, bad ones and malformed rows."""
+    out = []
+    for _ in range(count):
+        u = rng.random()
+        if u < bad:
+            n, k, x = bad_request(rng, max_n, score_bits)
+            out.append((n, k, x, score_beats(x, per_beat)))
+        elif u < bad + malformed:
+            n, k, x = random_request(rng, max_n, score_bits)
+            out.append((n, k, x, malformed_row(rng, n, k, x, per_beat)))
+        else:
+            n, k, x = random_request(rng, max_n, score_bits)
+            out.append((n, k, x, score_beats(x, per_beat)))
+    return out
+
+
+# --- distributions for the benchmark (numpy Generator based) -----------------------------------
+
+def distribution(rng, kind, n, score_bits=16):
+    """``n`` scores of a benchmark distribution: ``uniform``; ``gaussian`` (sigma = range/8);
+    ``clustered`` (8 distinct values, many ties); ``attention`` (a synthetic attention row:
+    softmax of Gaussian logits with a few strong keys, quantized to the score range)."""
+    lo, hi = value_range(score_bits)
+    if kind == "uniform":
+        return rng.integers(lo, hi + 1, n)
+    if kind == "gaussian":
+        return np.clip(np.round(rng.normal(0, (hi - lo) / 8, n)), lo, hi).astype(np.int64)
+    if kind == "clustered":
+        return rng.choice(rng.integers(lo, hi + 1, 8), n)
+    if kind == "attention":
+        logits = rng.normal(0, 1.5, n)
+        strong = rng.choice(n, max(1, n // 64), replace=False)
+        logits[strong] += rng.uniform(3, 6, len(strong))
+        p = np.exp(logits - logits.max())
+        p /= p.sum()
+        return np.round(lo + (hi - lo) * p / p.max()).astype(np.int64)
+    raise ValueError(kind)
+
+
+def adversarial(n, score_bits=16):
+    """Inputs built against sampling pivots and the first-rows bracket: sorted (the sample is
+    the smallest), reverse, all equal, 3 values, organ pipe, sawtooth, and ``sample decoy``
+    (the sample rows hold values far from the rest)."""
+    lo, hi = value_range(score_bits)
+    ramp = np.linspace(lo, hi, n).astype(np.int64)
+    organ = np.concatenate([ramp[0::2], ramp[1::2][::-1]])
+    decoy = np.concatenate([np.full(n // 8, hi), np.linspace(lo, 0, n - n // 8)]).astype(np.int64)
+    return {
+        "sorted": ramp,
+        "reverse": ramp[::-1].copy(),
+        "all equal": np.full(n, 5, dtype=np.int64),
+        "3 values": np.resize(np.array([-7, 0, 7]), n),
+        "organ pipe": organ,
+        "sawtooth": (np.arange(n) % 16 - 8).astype(np.int64),
+        "sample decoy": decoy,
+    }
+
+
+def model_of(unit):
+    """The golden model (beats and cycles) of an engine instance."""
+    kw = {"max_n": unit.max_n, "score_bits": unit.score_bits, "per_beat": unit.per_beat}
+    if isinstance(unit, TopK):
+        return TopKModel(**kw, digit_bits=unit.digit_bits)
+    if isinstance(unit, QuickSelectTopK):
+        return QuickSelectModel(**kw)
+    return BitonicModel(**kw)
+
+
+def as_dict(view):
+    """An output beat (cocotb view or Amaranth payload) as the golden model's dict."""
+    return {"kth": int(view.kth), "error": int(view.error), "count": int(view.count),
+            "last": int(view.last), "index": [int(i) for i in view.index],
+            "data": [int(d) for d in view.data]}
+
+
+def compare(expected, actual):
+    got = as_dict(actual)
+    return None if got == expected else f"expected {expected}, got {got}"
+
+
+# --- cocotb bench --------------------------------------------------------------------------------
+
+class TopKBench(Bench):
     """Drivers, monitor and scoreboard around one top-k DUT."""
 
     def __init__(self, dut, *, gaps=0.3, stalls=0.3):
-        self.dut = dut
-        self.unit = unit_under_test()
+        super().__init__(dut, "topk", gaps=gaps, stalls=stalls)
         u = self.unit
-        self.model = TopKModel(max_n=u.max_n, width=u.width, lanes=u.lanes)
-        self.rng = make_rng("topk")
-        self.req = StreamSource(dut, "req", req_layout(u.max_n), self.rng,
-                                gaps=BackPressure(self.rng, gaps))
-        self.s = StreamSource(dut, "s", score_layout(u.width, u.lanes), self.rng,
-                              gaps=BackPressure(self.rng, gaps))
-        self.board = Scoreboard("topk.o", compare)
-        self.stalls = stalls
+        self.model = model_of(u)
+        self.req = self.source("req", req_layout(u.max_n))
+        self.s = self.source("s", score_layout(u.score_bits, u.per_beat))
         self.last_times = []
-        self.requests = 0
-        self.beats_sent = 0
-        self.o = self._sink()
+        self.o, self.board = self.sink("o", out_layout(u.score_bits, u.per_beat, u.max_n),
+                                       compare, callback=self._timed)
 
-    def _record(self, view):
-        self.board(view)
+    def _timed(self, view):
         if view.last:
             self.last_times.append(get_sim_time("ns"))
 
-    def _sink(self):
-        u = self.unit
-        return StreamSink(self.dut, "o", out_layout(u.width, u.lanes, u.max_n), self.rng,
-                          self._record, stalls=BackPressure(self.rng, self.stalls))
-
-    async def reset(self):
-        """Reset the DUT mid-stream; whatever was in flight is dropped on both sides."""
-        self.o.stop()
-        await reset(self.dut)
-        self.board.expected = self.board.expected[:self.board.checked]
-        self.o = self._sink()
-
     def play(self, requests):
-        """Queue requests ``(n, k, scores)`` and expect the model's beats for each."""
-        P = self.unit.lanes
-        for n, k, x in requests:
-            self.board.expect_all(self.model.run(n, k, x))
+        """Queue requests ``(n, k, scores[, row])`` and expect the model's beats for each."""
+        for n, k, x, *row in requests:
+            row = row[0] if row else score_beats(x, self.unit.per_beat)
+            self.board.expect_all(self.model.run(n, k, x, row))
             self.req.send({"n": n, "k": k})
-            x = list(x) + [0] * (-len(x) % P)
-            for b in range(0, len(x), P):
-                self.s.send({"data": x[b:b + P]})
-                self.beats_sent += 1
-            self.requests += 1
+            self.s.send_all(row)
 
     async def finish(self, requests):
-        bound = sum(cycle_bound(max(min(n, self.unit.max_n), 1), self.unit.lanes) + n
-                    for n, _, _ in requests)
-        await self.board.wait(self.dut.clk, 4 * bound + 500)
+        await super().finish(sum(8 * max(len(r[2]), 1) + 100 for r in requests) + 500)
 
 
 @cocotb.test()
 async def random_campaign(dut):
     """Hundreds of random requests (random, sorted, reverse, equal, ties, extremes; k = 1,
-    k = N, N = 1, N = max_n; a few bad ones) under random gaps and stalls."""
-    await start(dut)
+    k = n, n = 1, n = max_n; bad requests and malformed rows) under random gaps and stalls."""
     tb = TopKBench(dut)
+    await tb.start()
     u = tb.unit
-    count = 300 if u.max_n <= 64 else 80
-    reqs = [bad_request(tb.rng, u.max_n, u.width) if tb.rng.random() < 0.08
-            else random_request(tb.rng, u.max_n, u.width) for _ in range(count)]
+    reqs = random_requests(tb.rng, u.max_n, u.score_bits, u.per_beat,
+                           300 if u.max_n <= 64 else 80)
     tb.play(reqs)
     await tb.finish(reqs)
     dut._log.info("checked %d beats of %d requests", tb.board.checked, len(reqs))
@@ -135,42 +212,23 @@ async def random_campaign(dut):
 
 @cocotb.test()
 async def corner_cases(dut):
-    """Every corner the issue names, back to back: N = 1, k = 1, k = N, all equal, many ties
-    at the k-th value, sorted, reverse sorted, most negative / most positive values."""
-    await start(dut)
+    """n = 1, k = 1, k = n, all equal, many ties at the k-th value, sorted, reverse sorted,
+    most negative / most positive values, back to back."""
     tb = TopKBench(dut, gaps=0.2, stalls=0.5)
+    await tb.start()
     u = tb.unit
-    lo, hi = value_range(u.width)
+    lo, hi = value_range(u.score_bits)
     N = u.max_n
     reqs = [(1, 1, [lo]), (1, 1, [hi]), (1, 1, [0])]
-    for n in sorted({2, u.lanes, u.lanes + 1, N // 2 + 1, N}):
+    for n in sorted({2, u.per_beat, u.per_beat + 1, N // 2 + 1, N}):
         for kind in ("sorted", "reverse", "equal", "ties", "extremes", "random"):
-            x = make_scores(tb.rng, kind, n, u.width)
+            x = make_scores(tb.rng, kind, n, u.score_bits)
             for k in sorted({1, n, (n + 1) // 2}):
                 reqs.append((n, k, x))
-    # many ties straddling the k-th position: [hi]*a + [v]*b + [lo]*c, k inside the v block
-    n = N
     a, b = N // 4, N // 2
-    x = [hi] * a + [7 % (hi + 1)] * b + [lo] * (n - a - b)
+    x = [hi] * a + [7 % (hi + 1)] * b + [lo] * (N - a - b)
     tb.rng.shuffle(x)
-    reqs += [(n, a + 1, x), (n, a + b // 2, x), (n, a + b, x), (n, a, x)]
-    tb.play(reqs)
-    await tb.finish(reqs)
-
-
-@cocotb.test()
-async def bad_requests(dut):
-    """k = 0, k > N, N > max_n and N = 0 get exactly one error beat; their scores are drained
-    so the good requests around them still line up."""
-    await start(dut)
-    tb = TopKBench(dut)
-    u = tb.unit
-    reqs = []
-    for _ in range(40):
-        reqs.append(bad_request(tb.rng, u.max_n, u.width))
-        reqs.append(random_request(tb.rng, u.max_n, u.width))
-    reqs += [(0, 0, []), (u.max_n + 1, 1, [0] * (u.max_n + 1)), (3, 4, [1, 2, 3])]
-    assert sum(tb.model.run(n, k, x)[0]["error"] for n, k, x in reqs) >= 43
+    reqs += [(N, a + 1, x), (N, a + b // 2, x), (N, a + b, x), (N, a, x)]
     tb.play(reqs)
     await tb.finish(reqs)
 
@@ -178,15 +236,12 @@ async def bad_requests(dut):
 @cocotb.test()
 async def exact_cycles(dut):
     """Without gaps or stalls each request takes exactly the golden cycle model's count
-    (request handshake to last output handshake), never more than the worst-case bound."""
-    await start(dut)
+    (request handshake to last output handshake); the shortest one takes ``unit.latency``."""
     tb = TopKBench(dut, gaps=0, stalls=0)
+    await tb.start()
     u = tb.unit
-    if not isinstance(u, TopK):
-        dut._log.info("the cycle model describes the quick-select engine only")
-        return
-    reqs = [random_request(tb.rng, u.max_n, u.width) for _ in range(60)]
-    reqs += [bad_request(tb.rng, u.max_n, u.width) for _ in range(5)]
+    reqs = [(1, 1, [3])] + [random_request(tb.rng, u.max_n, u.score_bits) for _ in range(40)]
+    reqs += [bad_request(tb.rng, u.max_n, u.score_bits) for _ in range(5)]
     figures = []
     for n, k, x in reqs:       # one at a time, so each request's cycles are its own
         first = len(tb.req.accept_times)
@@ -195,39 +250,35 @@ async def exact_cycles(dut):
         cycles = round((tb.last_times[-1] - tb.req.accept_times[first]) / PERIOD_NS)
         want = tb.model.cycles(n, k, x)
         assert cycles == want, f"n={n} k={k}: {cycles} cycles, model says {want}"
-        if 1 <= k <= n <= u.max_n:
-            assert cycles <= cycle_bound(n, u.lanes)
         figures.append({"n": n, "k": k, "cycles": cycles})
-    record_figures({"unit": "topk", "requests": figures})
+    assert figures[0]["cycles"] == u.latency
+    tb.figures({"unit": type(u).__name__, "latency": figures[0]["cycles"],
+                "requests": figures})
 
 
 @cocotb.test()
 async def reset_mid_stream(dut):
     """A reset while scores load, and another while winners leave, return the engine to idle:
     no beat survives, and the next requests are answered exactly."""
-    await start(dut)
     tb = TopKBench(dut, gaps=0, stalls=0)
+    await tb.start()
     u = tb.unit
-    n = u.max_n
-    # 1) reset in the middle of loading: send the request and only half of its beats
+    n, P = u.max_n, u.per_beat
+    # 1) reset in the middle of loading: the request and half of its row
     tb.req.send({"n": n, "k": 1})
-    for b in range(n // u.lanes // 2):
-        tb.s.send({"data": [1] * u.lanes})
-    while not (tb.req.idle and tb.s.idle):
-        await RisingEdge(dut.clk)
+    tb.s.send_all(score_beats([1] * n, P)[:max(1, n // P // 2)])
+    await tb.drain_inputs()
     await tb.reset()
     await ClockCycles(dut.clk, 2)
     assert not dut.o__valid.value, "an output beat appeared after reset"
-    reqs = [random_request(tb.rng, u.max_n, u.width) for _ in range(10)]
+    reqs = [random_request(tb.rng, u.max_n, u.score_bits) for _ in range(10)]
     tb.play(reqs)
     await tb.finish(reqs)
     # 2) reset while winners leave: stall the output so the engine sits in its scan
     tb.o.stop()
-    x = list(range(n))
     tb.req.send({"n": n, "k": n})
-    for b in range(0, n, u.lanes):
-        tb.s.send({"data": x[b:b + u.lanes]})
-    for _ in range(4 * n + 50):
+    tb.s.send_all(score_beats(list(range(n)), P))
+    for _ in range(8 * n + 50):
         await RisingEdge(dut.clk)
         if dut.o__valid.value:
             break
@@ -235,6 +286,8 @@ async def reset_mid_stream(dut):
     await tb.reset()
     await ClockCycles(dut.clk, 2)
     assert not dut.o__valid.value, "an output beat survived the reset"
-    reqs = [random_request(tb.rng, u.max_n, u.width) for _ in range(10)]
+    tb.o, tb.board = tb.sink("o", out_layout(u.score_bits, P, u.max_n), compare,
+                             callback=tb._timed)
+    reqs = [random_request(tb.rng, u.max_n, u.score_bits) for _ in range(10)]
     tb.play(reqs)
     await tb.finish(reqs)

@@ -156,7 +156,7 @@ def test_platform_puts_the_uart_on_the_pins(name, pins, tmp_path):
 @pytest.mark.sim
 @pytest.mark.parametrize("unit, params", [
     ("mac", {"frac_bits": 0, "max_depth": 8}),
-    ("topk", {"max_n": 16, "width": 8, "lanes": 4}),
+    ("topk", {"max_n": 16, "score_bits": 8, "per_beat": 4}),
 ])
 def test_bridge_in_simulation(unit, params):
     """The bridge around the unit on Verilator, driven by the host driver through a UART model:
@@ -255,7 +255,7 @@ def test_bridge_lint_clean(tmp_path):
     from attnforge.rtl import EmitPlatform
     from attnforge.testbench.runner import VERILATOR_WAIVERS
     from attnforge.tools import verilator_env
-    text = EmitPlatform().convert(Bridge(build("topk", max_n=16, width=8, lanes=4), divisor=217,
+    text = EmitPlatform().convert(Bridge(build("topk", max_n=16, score_bits=8, per_beat=4), divisor=217,
                                          ident=b"abcd"), name="bridge_top")
     (tmp_path / "bridge_top.v").write_text(text)
     env = verilator_env()

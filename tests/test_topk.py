@@ -1,4 +1,4 @@
-"""Golden unit tests of the top-k engine and quick Amaranth-simulator tests of its RTL."""
+"""Golden unit tests of the top-k engines and quick Amaranth-simulator tests of their RTL."""
 
 import random
 import warnings
@@ -7,9 +7,16 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from attnforge.golden.topk import (TopKModel, bad_request, beats, cycle_bound, lfsr_step, select,
-                                   topk)
-from attnforge.golden.numbers import value_range
+from attnforge.golden.topk import (QuickSelectModel, TopKModel, bad_request, beats, cycle_bound,
+                                   digit_slices, lfsr_step, quickselect, quickselect_bound,
+                                   radix_select, row_error, score_beats, topk)
+from attnforge.rtl.topk import TopK
+from attnforge.rtl.topk_bitonic import BitonicTopK
+from attnforge.rtl.topk_parts import RankFinder
+from attnforge.rtl.topk_quickselect import QuickSelectTopK
+from attnforge.testbench.quick import sink, source
+from attnforge.testbench.topk import (adversarial, as_dict, distribution, model_of,
+                                      random_requests)
 
 
 # --- golden ----------------------------------------------------------------------------------
@@ -21,8 +28,6 @@ def test_topk_hand_worked():
     assert kth == 5 and list(idx) == [0, 2, 4, 5]
     kth, idx = topk([-3, -1, -2], 1)
     assert kth == -1 and list(idx) == [1]
-    kth, idx = topk([7], 1)
-    assert kth == 7 and list(idx) == [0]
     kth, idx = topk([2, 2, 2, 2], 2)
     assert kth == 2 and list(idx) == [0, 1]
 
@@ -36,56 +41,87 @@ def test_topk_properties_against_sort():
         kth, idx = topk(x, k)
         assert len(idx) == k and np.all(np.diff(idx) > 0)
         assert kth == sorted(x, reverse=True)[k - 1]
-        assert np.all(x[idx] >= kth)
         losers = np.setdiff1d(np.arange(n), idx)
-        assert np.all(x[losers] <= kth)
-        # ties: every losing index equal to kth lies above every winning one equal to kth
+        assert np.all(x[idx] >= kth) and np.all(x[losers] <= kth)
         tw, tl = idx[x[idx] == kth], losers[x[losers] == kth]
         assert not len(tl) or tw.max() < tl.min()
-
-
-def test_topk_rejects_bad_k():
-    with pytest.raises(ValueError, match="k must be"):
-        topk([1, 2], 0)
     with pytest.raises(ValueError, match="k must be"):
         topk([1, 2], 3)
 
 
-def test_bad_request_and_error_beat():
+def test_bad_request_and_row_errors():
     assert bad_request(0, 1, 8) and bad_request(9, 1, 8) and bad_request(4, 0, 8)
-    assert bad_request(4, 5, 8) and not bad_request(8, 8, 8) and not bad_request(1, 1, 8)
-    out = TopKModel(max_n=8, lanes=4).run(4, 5, [1, 2, 3, 4])
-    assert out == [{"kth": 0, "error": 1, "count": 0, "last": 1, "idx": [0] * 4}]
+    assert bad_request(4, 5, 8) and not bad_request(8, 8, 8)
+    row = score_beats([1, 2, 3, 4, 5], 4)
+    assert [b["count"] for b in row] == [4, 1] and row[-1]["last"] == 1
+    assert not row_error(5, row, 4) and row_error(6, row, 4) and row_error(4, row, 4)
+    assert row_error(4, [{"count": 2, "last": 0}, {"count": 2, "last": 1}], 4)
+    assert score_beats([], 4) == [{"data": [0] * 4, "count": 0, "last": 1}]
+    model = TopKModel(max_n=8, per_beat=4)
+    err = [{"kth": 0, "error": 1, "count": 0, "last": 1, "index": [0] * 4, "data": [0] * 4}]
+    assert model.run(4, 5, [1, 2, 3, 4]) == err
+    assert model.run(4, 2, [1, 2, 3, 4], score_beats([1, 2, 3], 4)) == err
 
 
-def test_select_matches_topk_and_beats():
+@pytest.mark.parametrize("score_bits, digit_bits", [(16, 6), (8, 3), (5, 8), (32, 6)])
+def test_radix_select_matches_topk(score_bits, digit_bits):
+    rng = np.random.default_rng(score_bits)
+    lo, hi = -(1 << (score_bits - 1)), (1 << (score_bits - 1)) - 1
+    for _ in range(200):
+        n = int(rng.integers(1, 300))
+        P = int(rng.choice([1, 4, 16]))
+        x = rng.integers(lo, hi + 1, n) if rng.random() < 0.6 else \
+            rng.choice([lo, 0, 3, hi], n)
+        k = int(rng.integers(1, n + 1))
+        kth, quota, passes = radix_select(x, k, P, score_bits, digit_bits)
+        ref, _ = topk(x, k)
+        assert kth == ref and quota == k - np.count_nonzero(x > kth)
+        assert len(passes) == len(digit_slices(score_bits, digit_bits)) - 1
+
+
+def test_quickselect_and_beats():
     rng = np.random.default_rng(5)
-    for _ in range(300):
+    for _ in range(200):
         n = int(rng.integers(1, 100))
-        lanes = int(rng.choice([1, 2, 4, 8, 16]))
+        P = int(rng.choice([1, 2, 4, 8, 16]))
         x = rng.integers(-3, 3, n) if rng.random() < 0.3 else rng.integers(-99, 99, n)
         k = int(rng.integers(1, n + 1))
-        kth, quota, passes = select(x, k, lanes)
+        kth, quota, _ = quickselect(x, k, P)
         ref, idx = topk(x, k)
         assert kth == ref and quota == k - np.count_nonzero(x > kth)
-        assert [c for c, _ in passes] == sorted([c for c, _ in passes], reverse=True)
-        b = beats(idx, lanes)
-        assert sum(b, []) == list(idx) and all(len({i // lanes for i in g}) == 1 for g in b)
+        b = beats(idx, P)
+        assert sum(b, []) == list(idx) and all(len({i // P for i in g}) == 1 for g in b)
 
 
-def test_model_beats_and_cycle_bound():
-    model = TopKModel(max_n=64, width=8, lanes=4)
-    out = model.run(10, 3, [0, 9, 1, 9, 2, 3, 9, 0, 0, 9])
-    assert out == [{"kth": 9, "error": 0, "count": 2, "last": 0, "idx": [1, 3, 0, 0]},
-                   {"kth": 9, "error": 0, "count": 1, "last": 1, "idx": [6, 0, 0, 0]}]
-    rng = np.random.default_rng(7)
-    for n in (1, 5, 64):
-        x = rng.integers(-128, 128, n)
-        for k in (1, n):
-            assert model.cycles(n, k, x) <= cycle_bound(n, 4)
-    # sorted input with k = n: pivots are sampled, not the first element, so few passes
-    x = np.arange(64) - 32
-    assert len(select(x, 64, 4)[2]) < 20
+def test_model_beats_carry_scores():
+    out = TopKModel(max_n=64, score_bits=8, per_beat=4).run(10, 3, [0, 9, 1, 9, 2, 3, 9, 0, 0, 9])
+    assert out == [{"kth": 9, "error": 0, "count": 2, "last": 0, "index": [1, 3, 0, 0],
+                    "data": [9, 9, 0, 0]},
+                   {"kth": 9, "error": 0, "count": 1, "last": 1, "index": [6, 0, 0, 0],
+                    "data": [9, 0, 0, 0]}]
+
+
+def test_cycle_bounds_hold_on_adversarial_inputs():
+    """The radix engine's worst case is deterministic: every input, adversarial ones included,
+    stays within cycle_bound (about 3.1 N/P at 16-bit scores, R = 8)."""
+    for n, P in ((1024, 16), (256, 4), (37, 4)):
+        model = TopKModel(max_n=1024, per_beat=P)
+        for x in adversarial(n).values():
+            for k in (1, n // 10 + 1, n // 2, n):
+                assert model.cycles(n, k, x) <= cycle_bound(n, P)
+        qs = QuickSelectModel(max_n=1024, per_beat=P)
+        x = np.arange(n) - n // 2
+        assert qs.cycles(n, n, x) <= quickselect_bound(n, P)
+    assert cycle_bound(1024, 16) / 64 < 3.1
+
+
+def test_radix_engine_beats_target_on_uniform_data():
+    """Issue 12 target (mean <= 2.5 N/P at N = 1024, P = 16), golden cycle model."""
+    rng = np.random.default_rng(12)
+    model = TopKModel(max_n=1024, per_beat=16)
+    for k in (102, 512):
+        c = [model.cycles(1024, k, distribution(rng, "uniform", 1024)) for _ in range(60)]
+        assert np.mean(c) / 64 <= 2.55
 
 
 def test_lfsr_full_period():
@@ -100,176 +136,146 @@ def test_lfsr_full_period():
 
 # --- generator parameters --------------------------------------------------------------------
 
-def test_init_wrong_lanes():
-    from attnforge.rtl.topk import TopK
-    with pytest.raises(ValueError, match="lanes must be one of"):
-        TopK(lanes=3)
-
-
-def test_init_wrong_max_n():
-    from attnforge.rtl.topk import TopK
+@pytest.mark.parametrize("cls", [TopK, QuickSelectTopK])
+def test_bad_parameters(cls):
+    with pytest.raises(ValueError, match="per_beat must be one of"):
+        cls(per_beat=3)
     with pytest.raises(ValueError, match="max_n must be"):
-        TopK(max_n=4, lanes=4)
-    with pytest.raises(ValueError, match="max_n must be a multiple of lanes"):
-        TopK(max_n=18, lanes=4)
-    with pytest.raises(ValueError, match="max_n must be"):
-        TopK(max_n=1 << 17)
-
-
-def test_init_wrong_width():
-    from attnforge.rtl.topk import TopK
-    with pytest.raises(ValueError, match="width must be"):
-        TopK(width=1)
-    with pytest.raises(ValueError, match="width must be"):
-        TopK(width=33)
+        cls(max_n=4, per_beat=4)
+    with pytest.raises(ValueError, match="max_n must be a multiple of per_beat"):
+        cls(max_n=18, per_beat=4)
+    with pytest.raises(ValueError, match="score_bits must be"):
+        cls(score_bits=1)
+    with pytest.raises(ValueError, match="max_n must be a power of two"):
+        BitonicTopK(max_n=24, per_beat=4)
+    with pytest.raises(ValueError, match="digit_bits must be"):
+        TopK(digit_bits=9)
 
 
 # --- quick Amaranth-simulator tests ----------------------------------------------------------
 
-def simulate(dut, requests, *, gaps=0.0, stalls=0.0, seed=0, max_cycles=200000):
-    """Drive ``requests`` (list of ``(n, k, scores)``) through ``dut`` cycle by cycle, with
-    random input gaps and output stalls. Returns the output beats (dicts like the golden
-    model's) and, per request, the cycles from its handshake to its last output handshake."""
-    P = dut.lanes
+def simulate(dut, requests, *, gaps=0.0, stalls=0.0, seed=0):
+    """Drive ``requests`` (``(n, k, scores, row)``) through ``dut`` with the quick stream
+    drivers. Returns the output beats (golden-model dicts) and, per request, the cycles from
+    its handshake to its last output handshake."""
     rng = random.Random(seed)
-    outs, req_times, last_times = [], [], []
-    beats_in = []
-    for n, k, x in requests:
-        x = list(x) + [0] * (-len(x) % P)
-        beats_in.append([x[b:b + P] for b in range(0, len(x), P)])
+    model = model_of(dut)
+    expected = sum((model.run(n, k, x, row) for n, k, x, row in requests), [])
+    reqs = [{"n": n, "k": k} for n, k, _, _ in requests]
+    rows = [dict(b, error=b.get("error", 0)) for *_, row in requests for b in row]
+    outs, times = [], {"req": [], "last": []}
 
-    async def bench(ctx):
-        ri, bi, bj, cycle = 0, 0, 0, 0
-        while len(last_times) < len(requests):
-            # next score beat: beats of request bi, in order
-            while bi < len(requests) and bj >= len(beats_in[bi]):
-                bi, bj = bi + 1, 0
-            req_v = ri < len(requests) and rng.random() >= gaps
-            s_v = bi < len(requests) and rng.random() >= gaps
-            o_r = rng.random() >= stalls
-            ctx.set(dut.req.valid, req_v)
-            if req_v:
-                ctx.set(dut.req.payload, {"n": requests[ri][0], "k": requests[ri][1]})
-            ctx.set(dut.s.valid, s_v)
-            if s_v:
-                ctx.set(dut.s.payload, {"data": beats_in[bi][bj]})
-            ctx.set(dut.o.ready, o_r)
-            req_hs = req_v and ctx.get(dut.req.ready)
-            s_hs = s_v and ctx.get(dut.s.ready)
-            o_hs = o_r and ctx.get(dut.o.valid)
-            payload = ctx.get(dut.o.payload)
-            await ctx.tick()
-            if req_hs:
-                req_times.append(cycle)
-                ri += 1
-            if s_hs:
-                bj += 1
-            if o_hs:
-                outs.append({"kth": payload.kth, "error": payload.error,
-                             "count": payload.count, "last": payload.last,
-                             "idx": list(payload.idx)})
-                if payload.last:
-                    last_times.append(cycle)
+    async def timer(ctx):
+        cycle = 0
+        while len(times["last"]) < len(requests):
+            _, _, rv, rr, ov, orr, last = await ctx.tick().sample(
+                dut.req.valid, dut.req.ready, dut.o.valid, dut.o.ready, dut.o.payload.last)
+            if rv and rr:
+                times["req"].append(cycle)
+            if ov and orr and last:
+                times["last"].append(cycle)
             cycle += 1
-            if cycle > max_cycles:
-                raise AssertionError(f"timeout: {len(last_times)} of {len(requests)} done")
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
-    sim.add_testbench(bench)
+    sim.add_testbench(source(dut.req, reqs, rng, gaps))
+    sim.add_testbench(source(dut.s, rows, rng, gaps))
+    sim.add_testbench(sink(dut.o, outs, len(expected), rng, stalls, as_dict))
+    sim.add_testbench(timer, background=True)
     with warnings.catch_warnings():
         warnings.simplefilter("error", DeprecationWarning)
-        sim.run()
-    return outs, [t1 - t0 for t0, t1 in zip(req_times, last_times)]
-
-
-def expected(model, requests):
-    out = []
-    for n, k, x in requests:
-        out += model.run(n, k, x)
-    return out
+        sim.run_until(1e-8 * (sum(8 * max(len(r[2]), 1) + 60 for r in requests) + 500))
+    assert len(outs) == len(expected), f"{len(outs)} of {len(expected)} beats (hang?)"
+    return outs, expected, [b - a for a, b in zip(times["req"], times["last"])]
 
 
 def test_sim_smoke():
-    from attnforge.rtl.topk import TopK
-    dut = TopK(max_n=32, width=8, lanes=4)
-    model = TopKModel(max_n=32, width=8, lanes=4)
-    reqs = [(10, 3, [0, 9, 1, 9, 2, 3, 9, 0, 0, 9]), (1, 1, [5]), (32, 32, list(range(32))),
-            (0, 1, []), (5, 6, [1, 2, 3, 4, 5]), (40, 3, [1] * 40), (8, 0, [0] * 8)]
-    outs, cyc = simulate(dut, reqs)
-    assert outs == expected(model, reqs)
-    assert cyc == [model.cycles(n, k, x) for n, k, x in reqs]
+    dut = TopK(max_n=32, score_bits=8, per_beat=4, digit_bits=3)
+    xs = [(10, 3, [0, 9, 1, 9, 2, 3, 9, 0, 0, 9]), (1, 1, [5]), (32, 32, list(range(32))),
+          (0, 1, []), (5, 6, [1, 2, 3, 4, 5]), (40, 3, [1] * 40), (8, 0, [0] * 8)]
+    reqs = [(n, k, x, score_beats(x, 4)) for n, k, x in xs]
+    outs, expected, cyc = simulate(dut, reqs)
+    assert outs == expected
+    model = model_of(dut)
+    assert cyc == [model.cycles(n, k, x) for n, k, x, _ in reqs]
+    assert cyc[1] == dut.latency                     # the latency property, measured
 
 
-def random_requests(rng, max_n, width, count, *, lanes):
-    """Random, sorted, reverse-sorted, all-equal, heavy-tie and bad requests."""
-    lo, hi = value_range(width)
-    reqs = []
-    for _ in range(count):
-        kind = rng.choice(["random", "random", "sorted", "reverse", "equal", "ties", "bad"])
-        n = rng.randint(1, max_n)
-        if kind == "random":
-            x = [rng.choice([lo, hi, 0, -1, 1]) if rng.random() < 0.2 else rng.randint(lo, hi)
-                 for _ in range(n)]
-        elif kind == "sorted":
-            x = sorted(rng.randint(lo, hi) for _ in range(n))
-        elif kind == "reverse":
-            x = sorted((rng.randint(lo, hi) for _ in range(n)), reverse=True)
-        elif kind == "equal":
-            x = [rng.randint(lo, hi)] * n
-        else:
-            x = [rng.choice([lo, 0, 3, hi]) for _ in range(n)]
-        k = rng.choice([1, n, rng.randint(1, n)])
-        if kind == "bad":
-            n, k = rng.choice([(0, 1), (n, 0), (n, n + 1), (max_n + 1 + rng.randint(0, P_EXTRA),
-                                                               1)])
-            x = [rng.randint(lo, hi) for _ in range(n)]
-        reqs.append((n, k, x))
-    return reqs
-
-
-P_EXTRA = 9
-
-
-@pytest.mark.parametrize("max_n, width, lanes", [(32, 8, 4), (16, 4, 1), (64, 16, 16)])
-def test_sim_random_exact_cycles(max_n, width, lanes):
+@pytest.mark.parametrize("cls, params", [
+    (TopK, {"max_n": 32, "score_bits": 8, "per_beat": 4, "digit_bits": 3}),
+    (TopK, {"max_n": 16, "score_bits": 4, "per_beat": 1, "digit_bits": 2}),
+    (TopK, {"max_n": 128, "score_bits": 16, "per_beat": 16, "digit_bits": 6}),
+    (TopK, {"max_n": 64, "score_bits": 16, "per_beat": 4}),
+    (TopK, {"max_n": 64, "score_bits": 7, "per_beat": 2, "digit_bits": 4}),
+    (QuickSelectTopK, {"max_n": 32, "score_bits": 8, "per_beat": 4}),
+    (QuickSelectTopK, {"max_n": 64, "score_bits": 16, "per_beat": 16}),
+])
+def test_sim_random_exact_cycles(cls, params):
     """No gaps, no stalls: every beat matches the golden model and every request takes
-    exactly the modelled number of cycles (and no more than the worst-case bound)."""
-    from attnforge.rtl.topk import TopK
-    rng = random.Random(max_n * 100 + lanes)
-    dut = TopK(max_n=max_n, width=width, lanes=lanes)
-    model = TopKModel(max_n=max_n, width=width, lanes=lanes)
-    reqs = random_requests(rng, max_n, width, 60, lanes=lanes)
-    outs, cyc = simulate(dut, reqs)
-    assert outs == expected(model, reqs)
-    assert cyc == [model.cycles(n, k, x) for n, k, x in reqs]
-    assert all(c <= cycle_bound(max(n, 1), lanes) for c, (n, k, x) in zip(cyc, reqs))
+    exactly the modelled number of cycles."""
+    dut = cls(**params)
+    rng = random.Random(params["max_n"] * 100 + params["per_beat"])
+    count = 50 if params["max_n"] * params["per_beat"] <= 128 else 20
+    reqs = random_requests(rng, params["max_n"], params["score_bits"], params["per_beat"], count)
+    outs, expected, cyc = simulate(dut, reqs)
+    assert outs == expected
+    model = model_of(dut)
+    assert cyc == [model.cycles(n, k, x) if not row_error(n, row, dut.per_beat) else cyc[i]
+                   for i, (n, k, x, row) in enumerate(reqs)]
 
 
-@pytest.mark.parametrize("max_n, width, lanes", [(32, 8, 4), (16, 6, 2)])
-def test_sim_gaps_and_stalls(max_n, width, lanes):
+def test_sim_attention_rows_exact_cycles():
+    """Benchmark-like rows (uniform, Gaussian, clustered, attention, adversarial) at P = 8:
+    bracket hits and misses alike take exactly the modelled cycles."""
+    dut = TopK(max_n=128, score_bits=16, per_beat=8)
+    model = model_of(dut)
+    rng = np.random.default_rng(1)
+    rows = [distribution(rng, kind, 128) for kind in ("uniform", "gaussian", "clustered",
+                                                      "attention")]
+    rows += list(adversarial(128).values())
+    reqs = [(128, k, list(x), score_beats(x, 8)) for i, x in enumerate(rows)
+            for k in ((13, 64) if i < 4 else (13 + 50 * (i % 2),))]
+    outs, expected, cyc = simulate(dut, reqs)
+    assert outs == expected
+    assert cyc == [model.cycles(n, k, x) for n, k, x, _ in reqs]
+    sources = {radix_select(x, k, 8, 16, 8)[2][0][0] for _, k, x, _ in reqs}
+    assert sources == {"buffer", "memory"}           # both pass-1 sources were exercised
+
+
+@pytest.mark.parametrize("cls, params", [
+    (TopK, {"max_n": 32, "score_bits": 8, "per_beat": 4, "digit_bits": 3}),
+    (QuickSelectTopK, {"max_n": 16, "score_bits": 6, "per_beat": 2}),
+    (BitonicTopK, {"max_n": 16, "score_bits": 6, "per_beat": 4}),
+])
+def test_sim_gaps_and_stalls(cls, params):
     """Random input gaps and output stalls change timing, never the beats."""
-    from attnforge.rtl.topk import TopK
-    rng = random.Random(lanes)
-    dut = TopK(max_n=max_n, width=width, lanes=lanes)
-    model = TopKModel(max_n=max_n, width=width, lanes=lanes)
-    reqs = random_requests(rng, max_n, width, 60, lanes=lanes)
-    outs, _ = simulate(dut, reqs, gaps=0.3, stalls=0.4, seed=lanes)
-    assert outs == expected(model, reqs)
+    dut = cls(**params)
+    rng = random.Random(params["per_beat"])
+    reqs = random_requests(rng, params["max_n"], params["score_bits"], params["per_beat"], 50)
+    outs, expected, _ = simulate(dut, reqs, gaps=0.3, stalls=0.4, seed=3)
+    assert outs == expected
+    if cls is BitonicTopK:                           # its cycle model, without gaps and stalls
+        _, _, cyc = simulate(dut, reqs[:12])
+        model = model_of(dut)
+        assert cyc == [model.cycles(n, k, x) if not row_error(n, row, dut.per_beat) else cyc[i]
+                       for i, (n, k, x, row) in enumerate(reqs[:12])]
+        assert dut.latency == model.cycles(1, 1, [0])
 
 
-def test_sim_bitonic_baseline():
-    """The bitonic baseline gives the same beats as the golden model (gaps and stalls)."""
-    from attnforge.rtl._bitonic import BitonicTopK
-    rng = random.Random(11)
-    dut = BitonicTopK(max_n=16, width=6, lanes=4)
-    model = TopKModel(max_n=16, width=6, lanes=4)
-    reqs = random_requests(rng, 16, 6, 50, lanes=4)
-    outs, _ = simulate(dut, reqs, gaps=0.2, stalls=0.3, seed=3)
-    assert outs == expected(model, reqs)
+def test_rank_finder():
+    dut = RankFinder(max_n=16, digit_bits=2, ranks=2)
+    counts = [3, 0, 2, 1]                    # bucket 3 holds rank 1, bucket 2 ranks 2-3 ...
 
+    async def bench(ctx):
+        ctx.set(dut.counts, counts)
+        for rank, (bucket, above) in {1: (3, 0), 2: (2, 1), 3: (2, 1), 4: (0, 3),
+                                      6: (0, 3), 7: (0, None)}.items():
+            ctx.set(dut.rank, [rank, 1])
+            assert ctx.get(dut.bucket[0]) == bucket
+            if above is not None:
+                assert ctx.get(dut.above[0]) == above
+            assert ctx.get(dut.bucket[1]) == 3
 
-def test_init_wrong_bitonic_max_n():
-    from attnforge.rtl._bitonic import BitonicTopK
-    with pytest.raises(ValueError, match="max_n must be a power of two"):
-        BitonicTopK(max_n=24, lanes=4)
+    sim = Simulator(dut)
+    sim.add_testbench(bench)
+    sim.run()

@@ -56,10 +56,10 @@ def test_choice_and_widths():
 
 def test_legal_values_is_one_call():
     assert list(UNITS["softmax"].legal_values("max_len", lanes=4))[:3] == [4, 8, 12]
-    assert UNITS["topk_bitonic"].legal_values("max_n", lanes=8)[:2] == [16, 32]
+    assert UNITS["topk_bitonic"].legal_values("max_n", per_beat=8)[:2] == [16, 32]
     assert UNITS["progressive_quant"].legal_values("macs", dim=6) == [1, 2, 3, 6]
-    with pytest.raises(ValueError, match="lanes must be one of"):
-        UNITS["topk"].legal_values("max_n", lanes=3)
+    with pytest.raises(ValueError, match="per_beat must be one of"):
+        UNITS["topk"].legal_values("max_n", per_beat=3)
 
 
 def test_unknown_parameter_is_one_line():

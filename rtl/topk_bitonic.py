@@ -1,6 +1,7 @@
 """Comparison design for the top-k engine: the same job done by a full bitonic sorting network.
 
-Same ports, parameters, request handling and emission scan as :class:`attnforge.rtl.topk.TopK`
+Same ports, request handling (:class:`~.topk_parts.RowIntake`) and emission scan
+(:class:`~.topk_parts.WinnerEmitter`) as :class:`attnforge.rtl.topk.TopK`
 and the same output beats (:mod:`attnforge.golden.topk`); only the selection differs. The
 ``max_n`` scores are held in registers (the network needs them all at once); after the load a
 combinational bitonic network of ``max_n/2 * log2(max_n) * (log2(max_n)+1) / 2``
@@ -13,10 +14,9 @@ quota). Selection takes 2 cycles whatever the data; the cost is area, growing as
 
 from amaranth.hdl import Const, Module, Mux, Signal, signed
 from amaranth.lib import data
-from amaranth.utils import exact_log2
 
 from ..golden.numbers import value_range
-from .topk import LANE_CHOICES, _Emitter, _Shell, popcount
+from .topk_parts import PER_BEAT_CHOICES, TopKShell, popcount
 from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
 
 __all__ = ["BitonicTopK", "bitonic_network"]
@@ -48,42 +48,46 @@ def bitonic_network(m, values, width):
     return v
 
 
-class BitonicTopK(_Shell):
-    """Baseline top-k by sorting: registers + a bitonic sorting network + the shared emitter.
+class BitonicTopK(TopKShell):
+    """Baseline top-k by sorting: registers + a bitonic sorting network + the shared
+    :class:`~.topk_parts.RowIntake` and :class:`~.topk_parts.WinnerEmitter`.
 
-    Parameters as :class:`attnforge.rtl.topk.TopK` (default ``max_n`` 16: the network is slow
-    to synthesize); ``max_n`` must also be a power of two.
-    Latency: ``ceil(n/P) + 1`` to load, 2 to select, ``last_winner_row + 3`` to emit.
+    Parameters as :class:`attnforge.rtl.topk.TopK` without ``digit_bits`` (default ``max_n``
+    16: the network is slow to synthesize); ``max_n`` must also be a power of two.
+    Latency: ``ceil(n/P) + 2`` to load and select, ``last_winner_row + 3`` to emit
+    (:class:`attnforge.golden.topk.BitonicModel`).
     """
 
-    def __init__(self, *, max_n=16, width=16, lanes=4):
-        super().__init__(max_n=max_n, width=width, lanes=lanes)
+    def __init__(self, *, max_n=16, score_bits=16, per_beat=4):
+        super().__init__(max_n=max_n, score_bits=score_bits, per_beat=per_beat)
+
+    @property
+    def latency(self):
+        """Cycles of the shortest request (``n = k = 1``): load and sort ``1 + 2``, emission
+        ``1 + 2`` (:meth:`attnforge.golden.topk.BitonicModel.cycles`)."""
+        return 6
 
     def elaborate(self, platform):
         m = Module()
-        P, W, N = self._lanes, self._width, self._max_n
-        LP = exact_log2(P)
+        P, W, N = self._per_beat, self._score_bits, self._max_n
         D = N // P
-        CB = N.bit_length()
-        QB = CB + 1
         lo, _ = value_range(W)
+        intake, em = self.intake_and_emitter(m)
 
         regs = [Signal(data.ArrayLayout(signed(W), P), name=f"row{i}") for i in range(D)]
-        n = Signal(QB)
-        k = Signal(QB)
-        rows_left = Signal(QB)
-        beat = Signal(range(D + 1))
-        kth, quota, emitted, erow, d_valid, d_row = _Emitter.state(W, CB, D)
         rowdata = Signal(data.ArrayLayout(signed(W), P))
-
-        em = _Emitter(m, self.o, P, [rowdata[j] for j in range(P)], d_valid, d_row, n, k,
-                      kth, quota, emitted)
-        with m.If(em.adv):                          # a synchronous "read port" on the registers
+        m.d.comb += em.rdata.eq(rowdata)
+        with m.If(em.en):                           # a synchronous "read port" on the registers
             sel = regs[0]
             for i in range(1, D):
-                sel = Mux(erow == i, regs[i], sel)
+                sel = Mux(em.addr == i, regs[i], sel)
             m.d.sync += rowdata.eq(sel)
+        with m.If(intake.beat_valid):
+            for i in range(D):
+                with m.If(intake.beat_row == i):
+                    m.d.sync += regs[i].eq(intake.beat_data)
 
+        n, k = intake.n, intake.k
         flat = []
         for i in range(D):
             for j in range(P):
@@ -91,6 +95,7 @@ class BitonicTopK(_Shell):
                 m.d.comb += x.eq(Mux(i * P + j < n, regs[i][j], Const(lo, signed(W))))
                 flat.append(x)
         ordered = bitonic_network(m, flat, W)
+        kth = Signal(signed(W))
         kth_sel = Signal(signed(W))
         with m.Switch(k):
             for i in range(N):
@@ -101,44 +106,36 @@ class BitonicTopK(_Shell):
         above = popcount([ordered[i] > kth for i in range(N)])
 
         # Control: a plain state register (if/elif, so the Verilog has no incomplete case).
-        IDLE, DRAIN, ERROR, LOAD, SORT, COUNT, EMIT = range(7)
-        state = Signal(range(7))
-        if True:
-            with m.If(state == IDLE):
-                req = self.req.payload
-                self._accept(m, state, rows_left, [n.eq(req.n), k.eq(req.k), beat.eq(0)],
-                             ok=LOAD, drain=DRAIN, error=ERROR)
-            with m.Elif(state == DRAIN):
-                self._drain(m, state, rows_left, done=ERROR)
-            with m.Elif(state == ERROR):
-                self._error_beat(m, state, em.o_free, done=IDLE)
-            with m.Elif(state == LOAD):
-                m.d.comb += self.s.ready.eq(1)
-                with m.If(self.s.valid):
-                    for i in range(D):
-                        with m.If(beat == i):
-                            m.d.sync += regs[i].eq(self.s.payload.data)
-                    m.d.sync += [beat.eq(beat + 1), rows_left.eq(rows_left - 1)]
-                    with m.If(rows_left == 1):
-                        m.d.sync += state.eq(SORT)
-            with m.Elif(state == SORT):
-                m.d.sync += kth.eq(kth_sel)
-                m.d.sync += state.eq(COUNT)
-            with m.Elif(state == COUNT):
-                m.d.sync += [quota.eq(k - above), emitted.eq(0), erow.eq(0), d_valid.eq(0)]
-                m.d.sync += state.eq(EMIT)
-            with m.Elif(state == EMIT):
-                with m.If(em.step(m, erow, (n + (P - 1)) >> LP)):
-                    m.d.sync += state.eq(IDLE)
+        IDLE, LOAD, ERROR, SORT, COUNT, EMIT = range(6)
+        state = Signal(range(6))
+        m.d.comb += intake.free.eq(state == IDLE)
+        with m.If(state == IDLE):
+            with m.If(intake.start):
+                m.d.sync += state.eq(LOAD)
+        with m.Elif(state == LOAD):
+            with m.If(intake.done):
+                m.d.sync += state.eq(Mux(intake.error, ERROR, SORT))
+        with m.Elif(state == ERROR):
+            m.d.comb += em.start_error.eq(1)
+            with m.If(em.start_error_done):
+                m.d.sync += state.eq(IDLE)
+        with m.Elif(state == SORT):
+            m.d.sync += [kth.eq(kth_sel), state.eq(COUNT)]
+        with m.Elif(state == COUNT):
+            m.d.comb += [em.start.eq(1), em.kth.eq(kth), em.quota.eq(k - above)]
+            m.d.sync += state.eq(EMIT)
+        with m.Elif(state == EMIT):
+            with m.If(~em.busy):
+                m.d.sync += state.eq(IDLE)
         return m
 
 
 UNIT = Unit(
     "topk_bitonic", BitonicTopK, "baseline: top-k by a full bitonic sorting network",
-    (Param("lanes", Choice(LANE_CHOICES), "P: scores per beat"),
-     Param("max_n", Range(Ref("2 * lanes", lambda p: 2 * p["lanes"]), 1 << 16,
-                          multiple_of="lanes", pow2=True), "largest n of a request"),
-     Param("width", Range(2, 32), "signed score width")),
-    sim=(SimPoint({"max_n": 16, "width": 6, "lanes": 4}),),
+    (Param("per_beat", Choice(PER_BEAT_CHOICES), "P: scores per beat"),
+     Param("max_n", Range(Ref("2 * per_beat", lambda p: 2 * p["per_beat"]), 1 << 16,
+                          multiple_of="per_beat", pow2=True), "largest n of a request"),
+     Param("score_bits", Range(2, 32), "signed score width")),
+    sim=(SimPoint({"max_n": 16, "score_bits": 6, "per_beat": 4}),),
     testbench="attnforge.testbench.topk", baseline_of="topk",
     formal=Formal(cover_depth=12))
