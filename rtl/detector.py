@@ -62,7 +62,7 @@ from amaranth.utils import ceil_log2, exact_log2
 
 from ..golden.detector import Gran, Mode
 from .streams import RowLayout
-from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
+from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Synth, Unit
 
 __all__ = ["Detector", "Ingest", "Select", "Scheduler", "cmd_layout", "score_layout",
            "granule_row_layout", "kept_layout", "mask_layout", "idx_layout", "lane_shape",
@@ -591,4 +591,5 @@ UNIT = Unit(
      Param("sched_lanes", Range(1, 16), "scheduler lanes L")),
     sim=(SimPoint({"per_beat": 4, "max_len": 32, "score_bits": 4, "sched_lanes": 3}),
          SimPoint({"per_beat": 8, "max_len": 32, "score_bits": 8, "sched_lanes": 4})),
+    synth=Synth(boards=("ulx3s-85f",)),
     formal=Formal(cover_depth=12))

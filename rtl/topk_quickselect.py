@@ -26,7 +26,7 @@ from amaranth.utils import exact_log2
 from ..golden.topk import LFSR_BITS, LFSR_SEED
 from .topk import PARAMS, banked
 from .topk_parts import Compactor, TopKShell, count_bits, lfsr_next, median3, popcount
-from .unit import Formal, SimPoint, Unit
+from .unit import Formal, SimPoint, Synth, Unit
 
 __all__ = ["QuickSelectTopK"]
 
@@ -179,4 +179,5 @@ UNIT = Unit(
     PARAMS,
     sim=(SimPoint({"max_n": 64, "score_bits": 16, "per_beat": 16}),),
     testbench="attnforge.testbench.topk", baseline_of="topk",
+    synth=Synth(boards=("ulx3s-85f", "orangecrab-r0.2")),
     formal=Formal(cover_depth=12))
