@@ -6,24 +6,37 @@ STAMP  := $(VENV)/.installed
 JOBS   ?= auto
 UNITS  ?=
 PROOFS ?=
+# Verilator's reset values of uninitialized variables: a fresh random seed per run unless given
+# (each run prints it; a failure names it: rerun with XSEED=n).
+XSEED  ?= random
+export XSEED
+# Golden + Amaranth-simulator tests: everything but cocotb, synthesis, formal and Verilator lint.
+QUICK  := -m "not sim and not synth and not formal" --ignore=tests/test_lint.py
 
-.PHONY: all sim test verilog synth lint bench formal clean distclean help
+.PHONY: all quick sim test verilog synth lint bench formal soak coverage mutants clean distclean help
 all: test
 
 help:
-	@echo "make sim      cocotb regression of every unit on Verilator (SEED=n, WAVES=1, TESTCASE=name)"
+	@echo "make quick    golden-model + Amaranth-simulator tests (< 2 min)"
+	@echo "make sim      cocotb regression of every unit on Verilator (SEED=n, WAVES=1, TESTCASE=name, SIM=icarus)"
 	@echo "make test     everything CI runs: golden + simulator tests, cocotb regression, lint, CLI, synth smoke"
 	@echo "make verilog  emit every unit's Verilog at default parameters into build/verilog/"
 	@echo "make synth    Yosys area/depth + ECP5 (nextpnr: LUTs, DSPs, FFs, Fmax) reports into build/reports/"
 	@echo "make formal   SymbiYosys proofs (stream protocol, requantize, MAC datapath) -> build/reports/formal.md"
 	@echo "make bench    cycle/throughput benchmarks into build/reports/"
 	@echo "make lint     verilator --lint-only -Wall on every unit"
+	@echo "make soak     many seeds x scaled transactions per unit (SOAK_TRANSACTIONS, SOAK_SEEDS, SOAK_SCALE, UNITS)"
+	@echo "make coverage Verilator line/toggle + functional coverage -> build/reports/coverage.md (UNITS)"
+	@echo "make mutants  Yosys mutate: kill rate per unit -> build/reports/mutants.md (MUTANTS=n, UNITS)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+quick: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q $(QUICK)
 
 sim: $(STAMP)
 	$(PY) -m pytest -m sim -n $(JOBS) -q
@@ -42,6 +55,15 @@ synth: $(STAMP)
 
 formal: $(STAMP)
 	$(PY) -m attnforge formal $(PROOFS)
+
+soak: $(STAMP)
+	$(PY) -m attnforge.testbench.soak $(UNITS)
+
+coverage: $(STAMP)
+	$(PY) -m attnforge.testbench.coverage $(UNITS)
+
+mutants: $(STAMP)
+	$(PY) -m attnforge.testbench.mutants $(UNITS)
 
 bench: $(STAMP)
 	@set -e; for b in benchmarks/*.py; do echo "== $$b"; $(PY) $$b; done

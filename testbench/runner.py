@@ -173,7 +173,7 @@ class Run:
 
 def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=None,
         extra_env=None, timescale=("1ns", "1ps"), sim=None, coverage=False, scale=None,
-        check=True, verilog=None):
+        check=True, verilog=None, quiet=False):
     """Build ``unit`` for ``params`` with the selected simulator and run its cocotb testbench.
 
     ``test_module`` defaults to the unit record's testbench; ``testcase`` selects cocotb
@@ -181,7 +181,8 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     ``sim`` overrides ``$SIM``; ``coverage`` builds with Verilator line + toggle coverage and
     keeps the run's ``coverage.dat``; ``scale`` multiplies transaction counts
     (:func:`attnforge.testbench.kit.scale`); ``verilog`` simulates that file instead of the
-    emitted Verilog (mutants). Returns the number of tests run; raises ``AssertionError`` naming
+    emitted Verilog (mutants); ``quiet`` sends the simulator's output to ``sim-s<seed>.log`` in
+    the build directory instead of the terminal (soak, coverage, mutants). Returns the number of tests run; raises ``AssertionError`` naming
     the seeds and the command to reproduce when any cocotb test fails (with ``check=False``
     returns the :class:`Run` instead, failed or not).
     """
@@ -234,6 +235,7 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
                 cov_file = work / f"coverage-s{seed}-{os.getpid()}.dat"
                 cov_file.unlink(missing_ok=True)
                 plusargs.append(f"+verilator+coverage+file+{cov_file.resolve()}")
+        log_file = (work / f"sim-s{seed}-{os.getpid()}.log").resolve() if quiet else None
         results = work / f"results-{os.getpid()}.xml"
         results.unlink(missing_ok=True)
         crashed = False
@@ -242,7 +244,7 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
                         hdl_toplevel=unit, hdl_toplevel_lang="verilog", testcase=testcase,
                         seed=seed, waves=waves, plusargs=plusargs,
                         build_dir=work, test_dir=work, extra_env=extra_env,
-                        results_xml=str(results.resolve()))
+                        results_xml=str(results.resolve()), log_file=log_file)
         except SystemExit:
             crashed = True
         from cocotb_tools.check_results import get_results
@@ -253,7 +255,7 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
                    seconds=time.monotonic() - begin,
                    transactions=json.loads(stats.read_text())["transactions"]
                    if stats.exists() else 0,
-                   coverage=cov_file if cov_file and cov_file.exists() else None,
+                   coverage=cov_file if cov_file and cov_file.exists() else None, log=log_file,
                    functional=json.loads(fcov.read_text()) if fcov.exists() else {})
         if waves:
             _progress(f"waveform: {work / runner._waves_file()}")
@@ -350,20 +352,28 @@ def _stub(text):
 
 def main(argv=None):
     """``python -m attnforge.testbench.runner UNIT 'PARAMS-JSON' [--testcase T]``: one run
-    (what failure messages print to reproduce a failure)."""
+    (what failure messages print to reproduce a failure). ``--verilog FILE`` simulates that
+    netlist instead of the emitted Verilog (a mutant), ``--json FILE`` writes what the run did.
+    Exit status 0 when every test passed, 1 otherwise."""
     import argparse
     ap = argparse.ArgumentParser(prog="python -m attnforge.testbench.runner")
     ap.add_argument("unit")
     ap.add_argument("params", nargs="?", default="{}")
     ap.add_argument("--testcase")
+    ap.add_argument("--verilog")
+    ap.add_argument("--json")
     args = ap.parse_args(argv)
-    try:
-        tests = run(args.unit, json.loads(args.params),
-                    testcase=args.testcase.split(",") if args.testcase else None)
-    except AssertionError as exc:
-        print(exc, file=sys.stderr)
+    done = run(args.unit, json.loads(args.params), verilog=args.verilog, check=False,
+               testcase=args.testcase.split(",") if args.testcase else None)
+    if args.json:
+        Path(args.json).write_text(json.dumps(
+            {k: (str(v) if isinstance(v, Path) else v) for k, v in done.__dict__.items()},
+            indent=1))
+    if done.failed:
+        print(f"FAILED: {done.tests} cocotb tests of {args.unit}, seed {done.seed}; "
+              f"reproduce: {done.command}", file=sys.stderr)
         return 1
-    print(f"{tests} cocotb tests passed")
+    print(f"{done.tests} cocotb tests passed ({done.transactions} transactions checked)")
     return 0
 
 
