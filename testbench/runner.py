@@ -34,6 +34,7 @@ import re
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -282,8 +283,17 @@ def _build(runner, sim, unit, params, work, path, waves, timescale, build_args):
         return
     _progress(f"building {unit} {json.dumps(params)} with {sim} in {work} ...")
     begin = time.monotonic()
-    runner.build(sources=[path], hdl_toplevel=unit, build_dir=work,
-                 build_args=build_args, waves=waves, timescale=timescale, always=True)
+    done = threading.Event()
+
+    def heartbeat():                      # long builds (the 512-PE RMMU) say they are alive
+        while not done.wait(30):
+            _progress(f"still building {unit} with {sim}: {time.monotonic() - begin:.0f} s")
+    threading.Thread(target=heartbeat, daemon=True).start()
+    try:
+        runner.build(sources=[path], hdl_toplevel=unit, build_dir=work,
+                     build_args=build_args, waves=waves, timescale=timescale, always=True)
+    finally:
+        done.set()
     seconds = time.monotonic() - begin
     # wall time of Verilation + C++ build, for benchmarks (the stamp caches the model)
     (work / "build.seconds").write_text(f"{seconds:.1f}\n")
