@@ -23,7 +23,9 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    kill it; **survived** -- the tests passed and no equivalence proof was found: a hole in the
    testbench (or an equivalence the induction could not prove), listed with its source.
 
-Kill rate = killed / (mutants - equivalent). Reports: ``build/mutants/<unit>/`` (netlists,
+``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
+``build/mutants/<unit>-<digest>/verdicts.json`` by seed, scale, tests and mutation, so a rerun
+continues where a stopped one ended. Kill rate = killed / (killed + survived). Reports: ``build/mutants/<unit>/`` (netlists,
 logs) and ``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
 """
 
@@ -90,8 +92,11 @@ def _src(line):
     return ", ".join(dict.fromkeys(found)) or ", ".join(re.findall(r"-src (\S+)", line)[:1])
 
 
-def mutate_unit(name, n, seed, scale, log=print, begin=None):
-    """Sample ``n`` mutants of unit ``name`` and classify them (see the module docstring)."""
+def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progress=None):
+    """Sample ``n`` mutants of unit ``name`` and classify them (see the module docstring).
+
+    ``budget``: seconds since ``begin`` after which no new mutant starts; ``progress(result)``
+    is called after each mutant (the report is rewritten, so a stopped run leaves one)."""
     begin = begin or time.monotonic()
     unit = UNITS[name]
     point = unit.sim[0]
@@ -119,7 +124,20 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None):
     result["timeout_s"] = round(timeout)
     lines = [ln for ln in (work / "mutations.ys").read_text().splitlines()
              if ln.startswith("mutate ")]
+    cache_file = work / "verdicts.json"       # verdicts of earlier runs, by mutation and seed
+    cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     for i, line in enumerate(lines):
+        if budget is not None and time.monotonic() - begin > budget:
+            log(f"[mutants {_clock(begin)}] {name}: MUTANT_BUDGET of {budget:.0f} s spent; "
+                f"{len(lines) - i} mutants not run")
+            result["not_run"] = len(lines) - i
+            break
+        key = f"{seed}/{scale}/{testcases}/{line}"
+        if key in cache:
+            result["mutants"].append(cache[key])
+            log(f"[mutants {_clock(begin)}] {name} mutant {i + 1}/{len(lines)}: "
+                f"{cache[key]['status']} (cached verdict)")
+            continue
         stem = work / f"m{i:03d}"
         made = _yosys(f"read_rtlil design.il\n{line}\nwrite_verilog -noattr m{i:03d}.v\n",
                       work, f"m{i:03d}-yosys.log")
@@ -138,9 +156,13 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None):
             status = "equivalent"
         mode = re.search(r"-mode (\S+)", line).group(1)
         cell = re.search(r"-cell (\S+)", line).group(1)
-        result["mutants"].append({"index": i, "status": status, "mode": mode, "cell": cell,
-                                  "source": _src(line), "seconds": round(seconds, 1),
-                                  "mutation": line})
+        entry = {"index": i, "status": status, "mode": mode, "cell": cell,
+                 "source": _src(line), "seconds": round(seconds, 1), "mutation": line}
+        result["mutants"].append(entry)
+        cache[key] = entry
+        cache_file.write_text(json.dumps(cache, indent=1))
+        if progress:
+            progress(result)
         left = len(lines) - i - 1
         log(f"[mutants {_clock(begin)}] {name} mutant {i + 1}/{len(lines)} ({mode} {cell} at "
             f"{_src(line)}): {status} in {seconds:.0f} s; {left} left (~{left * seconds:.0f} s)")
@@ -174,10 +196,15 @@ def mutants(units=None, *, n=None, seed=None, scale=None, log=print):
     n = n or int(os.environ.get("MUTANTS") or 10)
     seed = seed or int(os.environ.get("MUTANT_SEED") or 1)
     scale = scale or float(os.environ.get("MUTANT_SCALE") or 1)
+    budget = float(os.environ["MUTANT_BUDGET"]) if os.environ.get("MUTANT_BUDGET") else None
     begin = time.monotonic()
     results = []
+
+    def progress(result):
+        result["summary"] = summary(result)
+        report(results + [result])
     for ui, name in enumerate(names):
-        result = mutate_unit(name, n, seed, scale, log, begin)
+        result = mutate_unit(name, n, seed, scale, log, begin, budget, progress)
         result["summary"] = summary(result)
         results.append(result)
         log(f"[mutants {_clock(begin)}] {name}: {result['summary']}; units left: "
@@ -189,7 +216,8 @@ def report(results):
     rows = []
     for r in results:
         s = r["summary"]
-        rows.append([r["unit"], r["point"], len(r.get("mutants", [])), s["killed"],
+        rows.append([r["unit"], r["point"], str(len(r.get("mutants", [])))
+                     + (f" ({r['not_run']} not run)" if r.get("not_run") else ""), s["killed"],
                      s["timeouts"], s["survived"], s["equivalent"], s["error"],
                      f"{s['kill_rate_pct']} %" if s["kill_rate_pct"] is not None else
                      r.get("error", "-")])
