@@ -88,6 +88,13 @@ def _source_of(lines, number):
     found = _SRC.findall(text)
     if found:
         return _relative(found[0])
+    # a branch on a condition signal: the condition's assignment carries its src attribute
+    cond = re.search(r"\b(?:if|case)\s*\(\s*(\\\S+|[A-Za-z_][\w$]*)\s*\)", text)
+    if cond:
+        assign = re.compile(rf"\s*assign\s+{re.escape(cond.group(1))}\s*=")
+        for other in lines:
+            if assign.match(other) and _SRC.findall(other):
+                return _relative(_SRC.findall(other)[0])
     # a branch: the declaration of the first signal it assigns carries the src attribute
     for follow in lines[number:number + 4]:
         m = re.match(r"\s*(\\\S+|[A-Za-z_][\w$]*)\s*(?:\[[^\]]*\])?\s*<?=", follow)
