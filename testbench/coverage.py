@@ -41,7 +41,8 @@ from ..rtl import UNITS
 from .runner import run
 from .soak import points_of
 
-__all__ = ["parse_dat", "merge_dats", "annotate", "summarize", "coverage", "main"]
+__all__ = ["parse_dat", "merge_dats", "annotate", "summarize", "demangle", "source_location",
+           "coverage", "main"]
 
 COVERAGE = BUILD / "coverage"
 _TRIGGER_LINE = re.compile(r"if \(\\\$auto\$verilog_backend")
@@ -71,7 +72,7 @@ def demangle(name):
     return re.sub(r"__0([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), name)
 
 
-def _relative(src):
+def source_location(src):
     """``rtl/mac.py:238`` for a src attribute holding an absolute path."""
     path, _, line = src.rpartition(":")
     try:
@@ -87,14 +88,14 @@ def _source_of(lines, number):
     text = lines[number - 1]
     found = _SRC.findall(text)
     if found:
-        return _relative(found[0])
+        return source_location(found[0])
     # a branch on a condition signal: the condition's assignment carries its src attribute
     cond = re.search(r"\b(?:if|case)\s*\(\s*(\\\S+|[A-Za-z_][\w$]*)\s*\)", text)
     if cond:
         assign = re.compile(rf"\s*assign\s+{re.escape(cond.group(1))}\s*=")
         for other in lines:
             if assign.match(other) and _SRC.findall(other):
-                return _relative(_SRC.findall(other)[0])
+                return source_location(_SRC.findall(other)[0])
     # a branch: the declaration of the first signal it assigns carries the src attribute
     for follow in lines[number:number + 4]:
         m = re.match(r"\s*(\\\S+|[A-Za-z_][\w$]*)\s*(?:\[[^\]]*\])?\s*<?=", follow)
@@ -106,13 +107,13 @@ def _source_of(lines, number):
                     for back in range(i - 1, max(i - 3, -1), -1):
                         found = _SRC.findall(lines[back])
                         if found:
-                            return _relative(found[0])
+                            return source_location(found[0])
                     break
             break
     for back in range(number - 2, max(number - 40, -1), -1):
         found = _SRC.findall(lines[back])
         if found:
-            return _relative(found[0])
+            return source_location(found[0])
     return ""
 
 

@@ -25,7 +25,8 @@ For each unit (``UNITS``, default all) at its record's first regression point:
 
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
 ``build/mutants/<unit>-<digest>/verdicts.json`` by seed, scale, tests and mutation, so a rerun
-continues where a stopped one ended. Kill rate = killed / (killed + survived). Reports: ``build/mutants/<unit>/`` (netlists,
+continues where a stopped one ended. Kill rate = killed / (killed + survived). Reports:
+``build/mutants/<unit>-<digest>/`` (netlists,
 logs) and ``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
 """
 
@@ -36,14 +37,13 @@ import re
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from ..paths import BUILD, ROOT, digest
 from ..reports import md_table, write_report
 from ..rtl import EmitPlatform, UNITS
 from ..rtl.emit import fix_time0
 from ..tools import tool
-from .coverage import _relative
+from .coverage import source_location
 
 __all__ = ["mutants", "main"]
 
@@ -87,8 +87,8 @@ def _run_tests(name, params, verilog, testcases, seed, scale, timeout, out):
 
 def _src(line):
     """The generator source locations a ``mutate`` command line names (``-src`` options)."""
-    found = [_relative(s) for s in re.findall(r"-src (\S+)", line) if not s.startswith("top.v")
-             and ".py:" in s]
+    found = [source_location(s) for s in re.findall(r"-src (\S+)", line)
+             if not s.startswith("top.v") and ".py:" in s]
     return ", ".join(dict.fromkeys(found)) or ", ".join(re.findall(r"-src (\S+)", line)[:1])
 
 

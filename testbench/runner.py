@@ -183,7 +183,8 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     keeps the run's ``coverage.dat``; ``scale`` multiplies transaction counts
     (:func:`attnforge.testbench.kit.scale`); ``verilog`` simulates that file instead of the
     emitted Verilog (mutants); ``quiet`` sends the simulator's output to ``sim-s<seed>.log`` in
-    the build directory instead of the terminal (soak, coverage, mutants). Returns the number of tests run; raises ``AssertionError`` naming
+    the build directory instead of the terminal (soak, coverage, mutants). Returns the number
+    of tests run; raises ``AssertionError`` naming
     the seeds and the command to reproduce when any cocotb test fails (with ``check=False``
     returns the :class:`Run` instead, failed or not).
     """
