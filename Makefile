@@ -10,11 +10,19 @@ BOARD  ?= ulx3s-85f
 UNIT   ?= mac
 PARAMS ?=
 
-.PHONY: all sim test verilog synth lint bench formal bitstream clean distclean help fixtures attention
+# Verilator's reset values of uninitialized variables: a fresh random seed per run unless given
+# (each run prints it; a failure names it: rerun with XSEED=n).
+XSEED  ?= random
+export XSEED
+# Golden + Amaranth-simulator tests: everything but cocotb, synthesis, formal and Verilator lint.
+QUICK  := -m "not sim and not synth and not formal" --ignore=tests/test_lint.py
+
+.PHONY: all quick sim test verilog synth lint bench formal soak coverage mutants bitstream attention fixtures clean distclean help
 all: test
 
 help:
-	@echo "make sim      cocotb regression of every unit on Verilator (SEED=n, WAVES=1, TESTCASE=name)"
+	@echo "make quick    golden-model + Amaranth-simulator tests (< 2 min)"
+	@echo "make sim      cocotb regression of every unit on Verilator (SEED=n, WAVES=1, TESTCASE=name, SIM=icarus)"
 	@echo "make test     everything CI runs: golden + simulator tests, cocotb regression, lint, CLI, synth smoke"
 	@echo "make verilog  emit every unit's Verilog at default parameters into build/verilog/"
 	@echo "make synth    Yosys area/depth + ECP5 (nextpnr: LUTs, DSPs, FFs, Fmax) reports into build/reports/"
@@ -24,12 +32,18 @@ help:
 	@echo "make attention  attention-algorithm figures -> build/reports/attention.md (end to end with [model])"
 	@echo "make fixtures   regenerate golden/fixtures/*.npz from MiniLM-L6 (needs pip install -e '.[model]')"
 	@echo "make bitstream BOARD=ulx3s-85f UNIT=mac PARAMS='frac_bits=0 max_depth=8'  unit + UART bridge -> board bitstream (docs/board.md)"
+	@echo "make soak     many seeds x scaled transactions per unit (SOAK_TRANSACTIONS, SOAK_SEEDS, SOAK_SCALE, UNITS)"
+	@echo "make coverage Verilator line/toggle + functional coverage -> build/reports/coverage.md (UNITS)"
+	@echo "make mutants  Yosys mutate: kill rate per unit -> build/reports/mutants.md (MUTANTS=n, UNITS)"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $@
+
+quick: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q $(QUICK)
 
 sim: $(STAMP)
 	$(PY) -m pytest -m sim -n $(JOBS) -q
@@ -48,6 +62,15 @@ synth: $(STAMP)
 
 formal: $(STAMP)
 	$(PY) -m attnforge formal $(PROOFS)
+
+soak: $(STAMP)
+	$(PY) -m attnforge.testbench.soak $(UNITS)
+
+coverage: $(STAMP)
+	$(PY) -m attnforge.testbench.coverage $(UNITS)
+
+mutants: $(STAMP)
+	$(PY) -m attnforge.testbench.mutants $(UNITS)
 
 bitstream: $(STAMP)
 	$(PY) -m attnforge board build --board $(BOARD) --unit $(UNIT) $(foreach p,$(PARAMS),--param $(p))

@@ -6,12 +6,36 @@ wherever it is placed (the RMMU's 512 PEs): emission and Verilator builds of lar
 fast, and the hierarchy shows in the Verilog, the waveforms and the area reports.
 """
 
+import re
 from pathlib import Path
 
 from amaranth.hdl import ClockSignal, Instance, ResetSignal
 from amaranth.lib import wiring
 
-__all__ = ["EmitPlatform", "place", "verilog", "emit"]
+__all__ = ["EmitPlatform", "place", "verilog", "emit", "fix_time0"]
+
+# Yosys's Verilog back end makes every `always @*` block read a dummy register
+# (``if (\$auto$verilog_backend.cc:NNNN:dump_module$N ) begin end``) declared as
+# ``reg \$auto$... = 0;`` so that the block runs once at time 0. That relies on the declaration
+# initializer producing an x -> 0 event, which IEEE 1800 (and Icarus with -g2012, cocotb's mode)
+# does not do: variable initializers are applied before time 0 without an event. A block whose
+# inputs are all registers that keep their initial value (the top-k engine's `req__ready`) then
+# never runs and its outputs stay x forever. The trigger is declared without an initializer and
+# set by a nonblocking assignment in an `initial` block instead: its update happens in the NBA
+# region of time 0, after every `always @*` has started and is waiting on it, on any simulator,
+# whatever the order in which it starts processes. Verilator and Yosys read it unchanged.
+_TRIGGER = re.compile(r"^([ \t]*)reg (\\\$auto\$verilog_backend\.cc:\d+:dump_module\$\d+ ) = 0;$",
+                      re.M)
+
+
+def fix_time0(text):
+    """Amaranth/Yosys Verilog ``text`` with the time-0 trigger of its ``always @*`` blocks made
+    standard (see the comment above): ``reg t;`` + ``initial t <= 1'h0;``."""
+    return _TRIGGER.sub(
+        lambda m: (f"{m[1]}reg {m[2]};\n"
+                   f"{m[1]}/* verilator lint_off INITIALDLY */\n"
+                   f"{m[1]}initial {m[2]} <= 1'h0;  // runs every always @* at time 0\n"
+                   f"{m[1]}/* verilator lint_on INITIALDLY */"), text)
 
 
 class EmitPlatform:
@@ -21,8 +45,11 @@ class EmitPlatform:
     (``platform`` is ``None``) :func:`place` adds ordinary submodules instead.
     """
 
-    def __init__(self):
+    def __init__(self, *, emit_src=False):
         self._modules = {}
+        #: keep Amaranth's ``(* src = "file:line" *)`` attributes (coverage builds map Verilog
+        #: lines back to the generator's source with them); off by default: absolute paths
+        self.emit_src = emit_src
 
     @property
     def shared_modules(self):
@@ -40,13 +67,15 @@ class EmitPlatform:
     def convert(self, component, name):
         """Verilog of ``component`` as module ``name``, followed by every shared module."""
         from amaranth.back import verilog as back
-        texts = [back.convert(component, name=name, emit_src=False, platform=self)]
+        texts = [fix_time0(back.convert(component, name=name, emit_src=self.emit_src,
+                                           platform=self))]
         done = set()
         while len(done) < len(self._modules):
             for mod, sub in list(self._modules.items()):
                 if mod not in done:
                     done.add(mod)
-                    texts.append(back.convert(sub, name=mod, emit_src=False, platform=self))
+                    texts.append(fix_time0(back.convert(sub, name=mod, emit_src=self.emit_src,
+                                                        platform=self)))
         return "\n".join(texts)
 
 

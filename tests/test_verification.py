@@ -1,0 +1,112 @@
+"""The verification machinery itself: time-0 semantics of the emitted Verilog, simulator
+selection, soak scaling, coverage parsing and merging (fast; the Icarus check skips without
+Icarus Verilog)."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from attnforge.rtl import build, verilog
+from attnforge.rtl.emit import fix_time0
+from attnforge.testbench import kit
+from attnforge.testbench.coverage import demangle, merge_dats, parse_dat, summarize
+from attnforge.testbench.runner import ICARUS_HOWTO, missing_simulator, reproduce, simulator
+from attnforge.testbench.soak import points_of
+from attnforge.rtl import UNITS
+
+TRIGGER = "\\$auto$verilog_backend.cc:2355:dump_module$7 "
+
+
+def test_fix_time0_rewrites_the_trigger():
+    text = f"module m(a);\n  reg {TRIGGER} = 0;\n  always @* begin\n    if ({TRIGGER}) begin end\n"
+    fixed = fix_time0(text)
+    assert f"reg {TRIGGER};" in fixed and f"initial {TRIGGER} <= 1'h0;" in fixed
+    assert "= 0;" not in fixed
+    assert fix_time0(fixed) == fixed            # idempotent
+
+
+def test_emitted_verilog_has_no_initializer_trigger():
+    text = verilog(build("topk", max_n=32, width=8, lanes=4), "topk")
+    assert "dump_module" in text and "initial \\$auto$verilog_backend" in text
+    assert not [ln for ln in text.splitlines() if "dump_module" in ln and ln.endswith("= 0;")]
+
+
+TB = """module tb;
+  reg clk = 0, rst = 0;
+  wire req__ready;
+  topk dut(.clk(clk), .rst(rst), .req__valid(1'b0), .s__valid(1'b0), .s__payload(32'b0),
+           .o__ready(1'b0), .req__payload(16'b0), .req__ready(req__ready));
+  initial begin #1 $display("READY=%b", req__ready); $finish; end
+endmodule
+"""
+
+
+@pytest.mark.skipif(shutil.which("iverilog") is None, reason=ICARUS_HOWTO)
+def test_icarus_time0_semantics(tmp_path):
+    """On an IEEE 1800 simulator (Icarus -g2012) the top-k engine's `req__ready`, driven by an
+    `always @*` block whose inputs are registers that keep their initial value, is 1 at time 1
+    without any input event (it stayed x forever before the emitter fixed the trigger)."""
+    (tmp_path / "topk.v").write_text(verilog(build("topk", max_n=32, width=8, lanes=4), "topk"))
+    (tmp_path / "tb.v").write_text(TB)
+    subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", "topk.v"], cwd=tmp_path,
+                   check=True, capture_output=True)
+    out = subprocess.run(["vvp", "sim"], cwd=tmp_path, capture_output=True, text=True).stdout
+    assert "READY=1" in out, out
+
+
+def test_simulator_selection(monkeypatch):
+    monkeypatch.delenv("SIM", raising=False)
+    assert simulator() == "verilator"
+    monkeypatch.setenv("SIM", "Icarus")
+    assert simulator() == "icarus"
+    with pytest.raises(ValueError, match="SIM must be one of verilator, icarus"):
+        simulator("xcelium")
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert missing_simulator("icarus") == ICARUS_HOWTO
+    assert missing_simulator("verilator") is None
+
+
+def test_reproduce_command():
+    cmd = reproduce("mac", {"max_depth": 8}, seed=7, xseed=9, testcase=["throughput"],
+                    sim="icarus", scale=4.0)
+    assert cmd.startswith("SEED=7 XSEED=9 SIM=icarus ATTNFORGE_SCALE=4.0 WAVES=1 ")
+    assert "attnforge.testbench.runner mac '{\"max_depth\": 8}' --testcase throughput" in cmd
+
+
+def test_scale(monkeypatch):
+    monkeypatch.delenv(kit.SCALE_ENV, raising=False)
+    assert kit.scale(1500) == 1500
+    monkeypatch.setenv(kit.SCALE_ENV, "4")
+    assert kit.scale(1500) == 6000
+    monkeypatch.setenv(kit.SCALE_ENV, "0.001")
+    assert kit.scale(1500) == 2 and kit.scale(10, minimum=3) == 3
+
+
+def test_soak_points_skip_the_heavy_subset_points():
+    rmmu = UNITS["rmmu"]
+    assert all(not p.testcases for p in points_of(rmmu))
+    assert len(points_of(rmmu, every=True)) == len(rmmu.sim)
+
+
+DAT = ("# SystemC::Coverage-3\n"
+       "C '\x01f\x02m.v\x01l\x022\x01t\x02branch\x01page\x02v_branch/m\x01o\x02if\x01h\x02m' 0\n"
+       "C '\x01f\x02m.v\x01l\x023\x01t\x02line\x01page\x02v_line/m\x01o\x02block\x01h\x02m' 4\n"
+       "C '\x01f\x02m.v\x01l\x021\x01t\x02toggle\x01page\x02v_toggle/m\x01o\x02"
+       "o___05Fx__02elast:0->1\x01h\x02m' 0\n")
+
+
+def test_coverage_merge_and_summary(tmp_path):
+    (tmp_path / "a.dat").write_text(DAT)
+    (tmp_path / "b.dat").write_text(DAT.replace("' 0\n", "' 1\n", 1))
+    merge_dats([tmp_path / "a.dat", tmp_path / "b.dat"], tmp_path / "m.dat")
+    points = parse_dat(tmp_path / "m.dat")
+    assert [(p["type"], p["count"]) for p in points] == [("branch", 1), ("line", 8),
+                                                        ("toggle", 0)]
+    (tmp_path / "m.v").write_text('(* src = "rtl/x.py:3" *)\n'
+                                  "  if (a) begin\n    b = 1;\n")
+    s = summarize(parse_dat(tmp_path / "a.dat"), tmp_path / "m.v")
+    assert s["line_points"] == 2 and s["line_covered"] == 1
+    assert s["uncovered_lines"][0]["line"] == 2
+    assert s["untoggled_named_bits"] == ["o__x.last"]
+    assert demangle("o___05Fpayload__02elanes__05b1__05d") == "o__payload.lanes[1]"
