@@ -27,7 +27,7 @@ def test_fix_time0_rewrites_the_trigger():
 
 
 def test_emitted_verilog_has_no_initializer_trigger():
-    text = verilog(build("topk", max_n=32, width=8, lanes=4), "topk")
+    text = verilog(build("topk", max_n=32, score_bits=8, per_beat=4), "topk")
     assert "dump_module" in text and "initial \\$auto$verilog_backend" in text
     assert not [ln for ln in text.splitlines() if "dump_module" in ln and ln.endswith("= 0;")]
 
@@ -47,7 +47,7 @@ def test_icarus_time0_semantics(tmp_path):
     """On an IEEE 1800 simulator (Icarus -g2012) the top-k engine's `req__ready`, driven by an
     `always @*` block whose inputs are registers that keep their initial value, is 1 at time 1
     without any input event (it stayed x forever before the emitter fixed the trigger)."""
-    (tmp_path / "topk.v").write_text(verilog(build("topk", max_n=32, width=8, lanes=4), "topk"))
+    (tmp_path / "topk.v").write_text(verilog(build("topk", max_n=32, score_bits=8, per_beat=4), "topk"))
     (tmp_path / "tb.v").write_text(TB)
     subprocess.run(["iverilog", "-g2012", "-o", "sim", "tb.v", "topk.v"], cwd=tmp_path,
                    check=True, capture_output=True)
