@@ -14,8 +14,9 @@ PARAMS ?=
 # (each run prints it; a failure names it: rerun with XSEED=n).
 XSEED  ?= random
 export XSEED
-# Golden + Amaranth-simulator tests: everything but cocotb, synthesis, formal and Verilator lint.
-QUICK  := -m "not sim and not synth and not formal" --ignore=tests/test_lint.py
+# Golden + Amaranth-simulator tests: everything but cocotb, synthesis, formal, Verilator lint and
+# the few long simulator runs marked `slow`.
+QUICK  := -m "not sim and not synth and not formal and not slow" --ignore=tests/test_lint.py
 
 .PHONY: all quick sim test verilog synth lint bench formal soak coverage mutants bitstream attention fixtures clean distclean help
 all: test

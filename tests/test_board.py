@@ -246,6 +246,7 @@ def test_cli_run_on_a_silent_serial_port(capsys):
     assert "no valid answer to RESET" in err and "\n" not in err
 
 
+@pytest.mark.slow
 def test_bridge_lint_clean(tmp_path):
     """The bridge around a unit passes ``verilator --lint-only -Wall`` with the project's
     waivers (testbench/runner.py), like every unit."""

@@ -505,6 +505,7 @@ def test_tile_softmax_probabilities_bit_exact():
         assert row == want
 
 
+@pytest.mark.slow
 def test_real_rmmu_runs_the_lane_descriptors_concurrently():
     """The descriptor trace of a head (8x8 top-1, T = 16) on the RTL RMMU (4 x 2, 2 groups):
     the estimate on group 0 (row 0, INT4) concurrently with project/scores/A.V on group 1
@@ -648,6 +649,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     assert got == want
 
 
+@pytest.mark.slow
 def test_lane_back_cycles_vs_model():
     """No gaps/stalls, 4 tiles of G = 16: v0 runs a tile's phases back to back (one score and
     one probability buffer), so a tile takes the model's scores + A.V descriptors + the softmax
@@ -759,6 +761,7 @@ def test_back_feeder_streams_equal_golden_beats():
 
 
 @pytest.mark.parametrize("mode", ["sparse", "dense"])
+@pytest.mark.slow
 def test_lane_core_whole_head_bit_exact(mode):
     """A whole head (T = 32, d = 8, 8x8 blocks = the query tile, top-2, INT4 estimate of m = 2)
     through the RTL lane core (estimate -> pool -> detector -> gather -> feeder -> scores ->

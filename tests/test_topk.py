@@ -224,6 +224,7 @@ def test_sim_random_exact_cycles(cls, params):
                    for i, (n, k, x, row) in enumerate(reqs)]
 
 
+@pytest.mark.slow
 def test_sim_attention_rows_exact_cycles():
     """Benchmark-like rows (uniform, Gaussian, clustered, attention, adversarial) at P = 8:
     bracket hits and misses alike take exactly the modelled cycles."""
