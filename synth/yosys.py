@@ -6,6 +6,13 @@
 * ``transistors``: ``stat -tech cmos`` (logic only) plus :data:`FF_TRANSISTORS` per flip-flop,
 * ``logic_transistors``, ``ffs``: the two parts of that estimate,
 * ``depth``: longest combinational path in gate levels (``ltp -noff``),
+* ``memory_bits``: bits of every ``amaranth.lib.memory`` memory (``$mem_v2`` cells, counted
+  before ``memory_map``). Memories are **not** mapped to flip-flops: each is taken out of the
+  netlist after the coarse steps (the logic driving its write and read-address ports is kept,
+  its read data become free inputs), so ``cells``, ``transistors`` and ``ffs`` are the logic
+  and flip-flops *around* the memories; an SRAM macro supplies the storage, its decoders and
+  read multiplexers. ``transistors_with_sram`` charges :data:`SRAM_BIT_TRANSISTORS` per bit on
+  top, as a stated estimate (the macro's periphery is not included),
 * ``seconds``: wall time of the Yosys run (informational).
 
 yowasp tools only see their working directory, so every run happens inside
@@ -22,14 +29,25 @@ from ..paths import work_dir
 from ..rtl import build, verilog
 from ..tools import tool
 
-__all__ = ["FF_TRANSISTORS", "yosys_command", "synthesize"]
+__all__ = ["FF_TRANSISTORS", "SRAM_BIT_TRANSISTORS", "yosys_command", "synthesize",
+           "memory_bits"]
 
 #: Transistors charged per flip-flop (a static CMOS D flip-flop with enable and sync reset);
 #: ``stat -tech cmos`` leaves flip-flops out (its figure ends in ``+``).
 FF_TRANSISTORS = 24
+#: Transistors charged per memory bit in ``transistors_with_sram``: a 6T SRAM cell (storage
+#: only; a macro's decoders, sense amplifiers and write drivers come on top).
+SRAM_BIT_TRANSISTORS = 6
 
 SCRIPT = """read_verilog {name}.v
-synth {flatten}-top {name}
+synth {flatten}-top {name} -run begin:fine
+tee -q -o memories.txt dump t:$mem_v2
+tee -q -o memories.lst select -list t:$mem_v2
+select -set memin t:$mem_v2 %ci1:+$mem_v2[WR_DATA,WR_ADDR,WR_EN,RD_ADDR,RD_EN,WR_CLK,RD_CLK]
+setattr -set keep 1 @memin
+delete t:$mem_v2
+setundef -undriven -expose
+synth {flatten}-top {name} -run fine:
 abc -g cmos2
 opt_clean
 tee -q -o stat.json stat -json -tech cmos -top {name}
@@ -70,9 +88,40 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     logic = int(design.get("estimated_num_transistors", "0").rstrip("+"))
     depth = max(int(d) for d in re.findall(r"Longest topological path in \S+ \(length=(\d+)\)",
                                            (work / "ltp.txt").read_text()))
+    mem_bits = memory_bits((work / "memories.txt").read_text(),
+                           (work / "memories.lst").read_text(), name)
     return {
         "unit": unit, "params": params,
         "cells": int(design["num_cells"]), "ffs": ffs,
         "logic_transistors": logic, "transistors": logic + FF_TRANSISTORS * ffs,
+        "memory_bits": mem_bits,
+        "transistors_with_sram": logic + FF_TRANSISTORS * ffs + SRAM_BIT_TRANSISTORS * mem_bits,
         "depth": depth, "seconds": round(seconds, 2),
     }
+
+
+def memory_bits(dump, where, top):
+    """Memory bits from Yosys's ``dump t:$mem_v2`` text (``WIDTH * SIZE`` per memory cell).
+
+    ``where`` is ``select -list t:$mem_v2`` (``module/cell`` per memory). Memories must sit in
+    the ``top`` module (always so after ``-flatten``; the hierarchical RMMU keeps its memories
+    in the top), so that each is counted exactly once."""
+    inside = {line.split("/")[0] for line in where.split() if "/" in line}
+    if inside - {top}:
+        raise ValueError(f"memories inside instanced modules {sorted(inside - {top})}: "
+                         "memory_bits counts the top module only")
+    bits, cell = 0, {}
+    for line in dump.splitlines():
+        words = line.split()
+        if words[:2] == ["cell", "$mem_v2"]:
+            cell = {}
+        elif words[:1] == ["parameter"] and len(words) >= 3:
+            cell[words[1].lstrip("\\")] = words[2]
+            if "WIDTH" in cell and "SIZE" in cell:
+                bits += _int(cell.pop("WIDTH")) * _int(cell.pop("SIZE"))
+    return bits
+
+
+def _int(text):
+    # Yosys prints parameters as decimal or as sized binary (32'00...1010)
+    return int(text.split("'")[1], 2) if "'" in text else int(text)
