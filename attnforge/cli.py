@@ -114,7 +114,7 @@ def _run(args):
                 dirty += 1
         return 1 if dirty else 0
     elif args.command == "synth":
-        from .synth.reports import write_all
+        from .synth.figures import write_all
         for path in write_all(_check_units(args.units)):
             print(f"wrote {path}")
     elif args.command == "formal":
