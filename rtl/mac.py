@@ -168,7 +168,9 @@ class FusedDatapath(_Datapath):
 
         lanes = []
         for i in range(MAX_LANES):
-            cands = {p: slots[i * p.digits] for p in Precision if i < p.lanes}
+            # values fit PRODUCT_BITS: drop the tree's unused top bits before the lane mux
+            cands = {p: slots[i * p.digits][:PRODUCT_BITS].as_signed() for p in Precision
+                     if i < p.lanes}
             lanes.append(_mode_mux(mode, cands, None))
         return lanes
 

@@ -140,7 +140,8 @@ def mac_report():
         for metric in METRICS:
             values = {k: _metric(v, metric) for k, v in figs.items()}
             for base, key in (("mac_fx16", "vs_fx16"), ("mac_separate", "vs_separate")):
-                ok = values["mac"] is not None and values[base]
+                ok = all(isinstance(values[k], (int, float)) for k in ("mac", base)) and \
+                    values[base]
                 ratios[f"{scope}.{metric}.{key}"] = values["mac"] / values[base] if ok else None
     labels = {"mac": "multi-precision (fused 2-bit multipliers)", "mac_fx16": "FX16-only",
               "mac_separate": "four separate (FX16+INT8+INT4+INT2)"}
