@@ -119,7 +119,7 @@ def _run(args):
     elif args.command == "attention":
         return attention_cli.run(args)
     elif args.command == "synth":
-        from .synth.reports import write_all
+        from .synth.figures import write_all
         for path in write_all(_check_units(args.units)):
             print(f"wrote {path}")
     elif args.command == "formal":

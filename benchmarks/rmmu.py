@@ -10,28 +10,23 @@ Writes build/reports/rmmu_bench.md and .json. Run by `make bench`. Area: `make s
 
 import json
 import shutil
-import tempfile
 import time
-from pathlib import Path
 
 from attnforge.golden.numbers import Precision
 from attnforge.rtl import verilog
 from attnforge.rtl.rmmu import RMMU
 from attnforge.reports import md_table, write_report
-from attnforge.testbench.kit import FIGURES_ENV
 from attnforge.testbench.rmmu import BENCH_ENV
-from attnforge.testbench.runner import prepare, run
+from attnforge.testbench import runner
 
 M, N_TILES = 512, 4
 NARROW = dict(rows=32, cols=2)
 
 
 def measure(params, runs):
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "figures.json"
-        run("rmmu", params, testcase="utilization",
-            extra_env={FIGURES_ENV: str(out), BENCH_ENV: json.dumps(runs)})
-        return json.loads(out.read_text())["runs"]
+    """Figures of the ``utilization`` testcase for ``runs`` (see testbench/rmmu.py)."""
+    return runner.measure("rmmu", params, "utilization",
+                          extra_env={BENCH_ENV: json.dumps(runs)})["runs"]
 
 
 def op(p, k, *, cols, row0=0, nrows=32, group=0, m=M, tiles=N_TILES):
@@ -59,7 +54,7 @@ def main():
     # its build directory is cleared first, so the build time is a full Verilator + C++ build
     check_shape = dict(p=Precision.INT2, k=256, m=64, tiles=2)
     narrow = measure(NARROW, [[op(cols=cols, **check_shape)]])[0]
-    work, _ = prepare("rmmu", {})
+    work, _ = runner.prepare("rmmu", {})
     shutil.rmtree(work)
     full = measure({}, [[op(cols=default.cols, **check_shape)]])[0]
     build_s = float((work / "build.seconds").read_text())

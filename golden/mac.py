@@ -14,7 +14,7 @@ Contract (timing-free; the RTL must produce exactly these output transactions, i
 * ``requant`` set: each lane is requantized to the packet's own format -- FX16 by
   ``frac_bits`` (the product carries ``2 * frac_bits`` fraction bits), INTp by 0 -- with
   round-half-to-even then saturation (:func:`attnforge.golden.numbers.requantize`).
-* ``overflow`` is set when a packet is longer than ``max_depth`` words; lane ``i`` then wraps
+* ``error`` is set when a packet is longer than ``max_depth`` words; lane ``i`` then wraps
   modulo ``2**lane_bits[i]`` (see :func:`lane_bits`). Within ``max_depth`` no lane can wrap.
 * Lanes a mode does not use read as zero.
 """
@@ -97,7 +97,7 @@ class MACModel:
         """Outputs for the weight ``tiles`` (in load order) and activation ``words``.
 
         ``words`` is a sequence of :class:`Word` (or dicts with its fields). Returns one dict per
-        packet: ``{"mode", "lanes" (8 ints), "overflow", "requant"}``. A trailing packet with
+        packet: ``{"mode", "lanes" (8 ints), "error", "requant"}``. A trailing packet with
         no ``last`` word produces nothing (it is still in flight).
         """
         words = [w if isinstance(w, Word) else Word(**w) for w in words]
@@ -144,6 +144,6 @@ class MACModel:
                 lanes = [int(requantize(v, shift, prec.bits)) if i < prec.lanes else 0
                          for i, v in enumerate(lanes)]
             out.append({"mode": prec, "lanes": lanes,
-                        "overflow": bool(lengths[k] > self.max_depth),
+                        "error": bool(lengths[k] > self.max_depth),
                         "requant": bool(pkt_requant[k])})
         return out

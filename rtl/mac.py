@@ -38,8 +38,8 @@ from ..golden.numbers import WORD_BITS, Precision
 from .numbers import requantize
 from .unit import Formal, Param, Range, SimPoint, Unit
 
-__all__ = ["MAC", "FX16MAC", "SeparateMAC", "FusedDatapath", "act_layout", "weight_layout",
-           "result_layout"]
+__all__ = ["MAC", "FX16MAC", "SeparateMAC", "FusedDatapath", "FX16Datapath", "SeparateDatapath",
+           "PRODUCT_BITS", "datapath_signature", "act_layout", "weight_layout", "result_layout"]
 
 DIGITS = WORD_BITS // 2          # 2-bit digits in a word (8)
 
@@ -69,20 +69,55 @@ def result_layout(acc_bits):
         "lanes":    data.ArrayLayout(signed(acc_bits), MAX_LANES),
         "mode":     Precision,
         "requant":  1,
-        "overflow": 1,           # the packet was longer than max_depth (lanes wrapped)
+        "error":    1,           # the packet was longer than max_depth (lanes wrapped)
     })
 
 
-class FusedDatapath:
+#: Width of every lane of a datapath's output: an FX16 product (16 x 16 bits, signed).
+PRODUCT_BITS = 2 * WORD_BITS
+
+
+def datapath_signature(tile_rows=TILE_ROWS):
+    """Ports of a MAC datapath: ``mode``, ``act`` and the ``tile_rows`` raw tile rows in, the 8
+    lane results out (signed, :data:`PRODUCT_BITS` wide; lanes the mode does not use are 0)."""
+    return wiring.Signature({
+        "mode":  In(Precision),
+        "act":   In(WORD_BITS),
+        "rows":  In(data.ArrayLayout(WORD_BITS, tile_rows)),
+        "lanes": Out(data.ArrayLayout(signed(PRODUCT_BITS), MAX_LANES)),
+    })
+
+
+class _Datapath(wiring.Component):
+    """A combinational ``W @ a`` between ports (:func:`datapath_signature`).
+
+    Subclasses give ``modes`` (the precisions computed), ``tile_rows`` (rows they read) and
+    ``compute(m, mode, act, rows)``, which adds the logic to ``m`` and returns the lane values.
+    """
+    modes = tuple(Precision)
+    tile_rows = TILE_ROWS
+
+    def __init__(self):
+        super().__init__(datapath_signature(self.tile_rows))
+
+    def elaborate(self, platform):
+        m = Module()
+        rows = [self.rows[i] for i in range(self.tile_rows)]
+        rows += [Const(0, WORD_BITS)] * (TILE_ROWS - self.tile_rows)
+        lanes = self.compute(m, self.mode, self.act, rows)
+        m.d.comb += [self.lanes[i].eq(v) for i, v in enumerate(lanes)]
+        return m
+
+
+class FusedDatapath(_Datapath):
     """Combinational multi-precision ``W @ a``: 64 two-bit multipliers and the fused tree.
 
-    ``elaborate(m, mode, act, rows)`` adds the logic to module ``m`` and returns the 8 lane
-    results (signed values; lanes the mode does not use are zero). ``act`` is the 16-bit word,
-    ``rows`` the 8 raw 16-bit tile rows.
+    ``act`` is the 16-bit word, ``rows`` the 8 raw 16-bit tile rows; ``lanes[i]`` is lane ``i``
+    of ``W @ a`` in the precision ``mode`` (lanes the mode does not use are zero).
     """
     modes = tuple(Precision)
 
-    def elaborate(self, m, mode, act, rows):
+    def compute(self, m, mode, act, rows):
         def ext(digit, top):
             # 2-bit digit -> 3-bit signed: sign-extend the top digit, zero-extend the others.
             return Cat(digit, top & digit[1]).as_signed()
@@ -133,24 +168,27 @@ class FusedDatapath:
 
         lanes = []
         for i in range(MAX_LANES):
-            cands = {p: slots[i * p.digits] for p in Precision if i < p.lanes}
+            # values fit PRODUCT_BITS: drop the tree's unused top bits before the lane mux
+            cands = {p: slots[i * p.digits][:PRODUCT_BITS].as_signed() for p in Precision
+                     if i < p.lanes}
             lanes.append(_mode_mux(mode, cands, None))
         return lanes
 
 
-class FX16Datapath:
-    """Baseline datapath: one signed 16 x 16 multiplier (FX16 only)."""
+class FX16Datapath(_Datapath):
+    """Baseline datapath: one signed 16 x 16 multiplier (FX16 only; reads row 0 only)."""
     modes = (Precision.FX16,)
+    tile_rows = 1
 
-    def elaborate(self, m, mode, act, rows):
+    def compute(self, m, mode, act, rows):
         return [act.as_signed() * rows[0].as_signed()]
 
 
-class SeparateDatapath:
+class SeparateDatapath(_Datapath):
     """Baseline datapath: a native multiplier array per precision, results muxed by the mode."""
     modes = tuple(Precision)
 
-    def elaborate(self, m, mode, act, rows):
+    def compute(self, m, mode, act, rows):
         per_mode = {}
         for p in Precision:
             n, bits = p.lanes, p.bits
@@ -197,7 +235,7 @@ class _MACBase(wiring.Component):
         self._frac_bits = frac_bits
         self._max_depth = max_depth
         self._lane_bits = lane_bits(max_depth, self._datapath.modes)
-        self._tile_rows = max(p.lanes for p in self._datapath.modes)
+        self._tile_rows = self._datapath.tile_rows
         super().__init__({
             "a": In(stream.Signature(act_layout())),
             "w": In(stream.Signature(weight_layout())),
@@ -290,8 +328,10 @@ class _MACBase(wiring.Component):
                          s1.last.eq(self.a.payload.last)]
 
         # Stage 2: datapath -> lane register.
-        rows = active + [Const(0, WORD_BITS)] * (TILE_ROWS - rows_n)
-        lanes = self._datapath.elaborate(m, s1.mode, s1.data, rows)
+        m.submodules.datapath = dp = self._datapath()
+        m.d.comb += [dp.mode.eq(s1.mode), dp.act.eq(s1.data)]
+        m.d.comb += [dp.rows[i].eq(row) for i, row in enumerate(active)]
+        lanes = [dp.lanes[i] for i in range(MAX_LANES)]
         prod_bits = [self._prod_bits(i) for i in range(MAX_LANES)]
         s2 = Signal(data.StructLayout({"valid": 1, "mode": Precision, "requant": 1,
                                        "first": 1, "last": 1}))
@@ -305,7 +345,7 @@ class _MACBase(wiring.Component):
         acc = [Signal(signed(max(w, 1)), name=f"acc_{i}") for i, w in enumerate(self._lane_bits)]
         count = Signal(range(self._max_depth + 2))
         s3 = Signal(data.StructLayout({"valid": 1, "mode": Precision, "requant": 1,
-                                       "overflow": 1}))
+                                       "error": 1}))
         with m.If(adv):
             with m.If(s2.valid):
                 for i, a in enumerate(acc):
@@ -315,7 +355,7 @@ class _MACBase(wiring.Component):
                                          Mux(count > self._max_depth, count, count + 1)))
             m.d.sync += [s3.valid.eq(s2.valid & s2.last), s3.mode.eq(s2.mode),
                          s3.requant.eq(s2.requant)]
-        m.d.comb += s3.overflow.eq(count > self._max_depth)
+        m.d.comb += s3.error.eq(count > self._max_depth)
 
 
         # Output: the accumulators, frozen while the result waits, requantized on the way out.
@@ -323,7 +363,7 @@ class _MACBase(wiring.Component):
         # stalled output stops the accumulators too.
         m.d.comb += [self.o.valid.eq(s3.valid), self.o.payload.mode.eq(s3.mode),
                      self.o.payload.requant.eq(s3.requant),
-                     self.o.payload.overflow.eq(s3.overflow)]
+                     self.o.payload.error.eq(s3.error)]
         for i, a in enumerate(acc):
             if not self._lane_bits[i]:
                 continue
@@ -348,7 +388,7 @@ class MAC(_MACBase):
         ``2 * frac_bits``; a requantized FX16 result is shifted back by ``frac_bits``.
     max_depth : int
         Longest packet, in words, that the accumulators hold exactly, 1..2**24 (default 1024).
-        Sets the lane widths (``lane_bits``); a longer packet sets ``overflow``.
+        Sets the lane widths (``lane_bits``); a longer packet sets ``error``.
 
     Members
     -------
@@ -359,19 +399,19 @@ class MAC(_MACBase):
     o : ``Out(stream.Signature(result_layout(acc_bits)))``
         One result per packet.
     """
-    _datapath = FusedDatapath()
+    _datapath = FusedDatapath
 
 
 class FX16MAC(_MACBase):
     """Comparison design: FX16 only, one 16 x 16 multiplier; same ports and shell as :class:`MAC`
     (``mode`` is ignored, every packet is FX16; only row 0 of a tile is kept)."""
-    _datapath = FX16Datapath()
+    _datapath = FX16Datapath
 
 
 class SeparateMAC(_MACBase):
     """Comparison design: four fixed-precision multiplier arrays side by side (1, 4, 16 and 64
     native multipliers), same ports, shell and throughput per mode as :class:`MAC`."""
-    _datapath = SeparateDatapath()
+    _datapath = SeparateDatapath
 
 
 _PARAMS = (

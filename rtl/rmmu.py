@@ -45,21 +45,23 @@ and instantiated ``rows * cols`` times, so emitting and building the 512-PE defa
 seconds; in the Amaranth simulator the PEs are ordinary submodules.
 """
 
-from amaranth.hdl import Cat, ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, \
-    Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import WORD_BITS, Precision, acc_bits
 from ..golden.rmmu import TILE_WORDS
+from .emit import place
 from .mac import FusedDatapath
 from .numbers import round_shift, saturate
 from .unit import Param, Range, Ref, SimPoint, Synth, Unit
 
-__all__ = ["RMMU", "cmd_layout", "act_layout", "weight_layout", "result_layout"]
+__all__ = ["RMMU", "PE", "LaneOut", "LANES_PER_PE", "cmd_layout", "act_layout", "weight_layout", "result_layout"]
 
-LANES = TILE_WORDS         # partial-sum lanes per PE (INT2: 8)
+#: Partial-sum lanes per PE = values per activation word at the narrowest precision
+#: (INT2: 8); also the row words of a weight tile.
+LANES_PER_PE = TILE_WORDS
 
 
 def _rng(n):
@@ -95,7 +97,7 @@ def weight_layout(cols):
 def result_layout(cols, out_bits):
     """Payload of ``o``: ``cols * 8`` lanes; lane ``j`` is column ``n0 + j`` of ``C``."""
     return data.StructLayout({
-        "lanes": data.ArrayLayout(signed(out_bits), cols * LANES),
+        "lanes": data.ArrayLayout(signed(out_bits), cols * LANES_PER_PE),
         "last":  1,                       # last beat of the operation
         "error": 1,                       # the descriptor was rejected (no lanes)
     })
@@ -113,7 +115,7 @@ def group_signature(rows, cols, max_m, max_k, max_n, out_bits):
 
 def _slot_bits(depth_of):
     """Per-lane widths: lane ``i`` is used by every mode with more than ``i`` values."""
-    return [max(depth_of(p) for p in Precision if p.lanes > i) for i in range(LANES)]
+    return [max(depth_of(p) for p in Precision if p.lanes > i) for i in range(LANES_PER_PE)]
 
 
 def psum_layout(rows):
@@ -122,7 +124,7 @@ def psum_layout(rows):
     return data.StructLayout({f"l{i}": signed(w) for i, w in enumerate(widths)})
 
 
-class _PE(wiring.Component):
+class PE(wiring.Component):
     """One array element: shadow + active tile, fused datapath, partial-sum register.
 
     ``psum_out <= (top ? 0 : psum_in) + W_active @ act`` when ``en``; ``swap`` (already
@@ -151,7 +153,10 @@ class _PE(wiring.Component):
             m.d.sync += [s.eq(self.wdata[i]) for i, s in enumerate(shadow)]
         with m.If(self.swap):
             m.d.sync += [a.eq(s) for a, s in zip(active, shadow)]
-        lanes = FusedDatapath().elaborate(m, self.mode, self.act, active)
+        m.submodules.datapath = dp = FusedDatapath()
+        m.d.comb += [dp.mode.eq(self.mode), dp.act.eq(self.act)]
+        m.d.comb += [dp.rows[i].eq(a) for i, a in enumerate(active)]
+        lanes = [dp.lanes[i] for i in range(LANES_PER_PE)]
         with m.If(self.en):
             for i, lane in enumerate(lanes):
                 name = f"l{i}"
@@ -160,7 +165,7 @@ class _PE(wiring.Component):
         return m
 
 
-class _LaneOut(wiring.Component):
+class LaneOut(wiring.Component):
     """One output lane: zero when masked, else full width or requantized (round half to even
     by ``shift``, saturate to ``fmt``). Combinational."""
 
@@ -176,27 +181,6 @@ class _LaneOut(wiring.Component):
         sat = _by_mode(self.fmt, {p: saturate(rounded, p.bits) for p in Precision})
         m.d.comb += self.y.eq(Mux(self.keep, Mux(self.requant, sat, self.x), 0))
         return m
-
-
-def _place(m, platform, protos, name, module, make, conn, *, clocked=True):
-    """Add a ``make()`` component as submodule ``name`` wired to ``conn`` (member -> value).
-
-    Under :class:`~attnforge.rtl.emit.EmitPlatform` the component is emitted once as Verilog
-    ``module`` and instantiated; otherwise (the Amaranth simulator) it is a plain submodule.
-    """
-    share = getattr(platform, "shared_module", None)
-    if share is None:
-        comp = make()
-        m.submodules[name] = comp
-        for path, member in comp.signature.members.flatten():
-            key = "__".join(str(p) for p in path)
-            port = getattr(comp, key)
-            m.d.comb += conn[key].eq(port) if member.flow == Out else port.eq(conn[key])
-        return
-    if module not in protos:
-        protos[module] = make()
-        share(module, protos[module])
-    m.submodules[name] = _instance(module, protos[module], conn, clocked)
 
 
 def _select(m, index, values, shape, name):
@@ -355,19 +339,19 @@ class RMMU(wiring.Component):
                          name=f"row{r}_in") for r in range(R)]
         tag_layout = data.StructLayout({
             "valid": 1, "first": 1, "lastk": 1, "last": 1,
-            "m": _rng(self._tile_m), "nvalid": range(C * LANES + 1)})
+            "m": _rng(self._tile_m), "nvalid": range(C * LANES_PER_PE + 1)})
         issue_tag = [Signal(tag_layout, name=f"g{g}_tag") for g in range(G)]
         swap_clear = Signal(R)
         group_in = [[] for _ in range(R)]     # per row: (owned by g, w payload, row input)
 
         for g, port in enumerate(ports):
             dg = desc[g]
-            n_lanes = Signal(range(LANES + 1), name=f"g{g}_n")     # values per word
+            n_lanes = Signal(range(LANES_PER_PE + 1), name=f"g{g}_n")     # values per word
             for p in Precision:
                 with m.If(dg.precision == p):
                     m.d.comb += n_lanes.eq(p.lanes)
-            kstep = Signal(range(R * LANES + 1), name=f"g{g}_kstep")  # K per pass
-            nstep = Signal(range(C * LANES + 1), name=f"g{g}_nstep")  # N per tile
+            kstep = Signal(range(R * LANES_PER_PE + 1), name=f"g{g}_kstep")  # K per pass
+            nstep = Signal(range(C * LANES_PER_PE + 1), name=f"g{g}_nstep")  # N per tile
             m.d.comb += [kstep.eq(dg.nrows * n_lanes), nstep.eq(C * n_lanes)]
 
             # -- loader: for nt, mt, kp: nrows beats, one PE row each --------------------------
@@ -473,19 +457,17 @@ class RMMU(wiring.Component):
         with m.If(swap_clear.any() | Cat(*row_load).any()):
             m.d.sync += shadow_full.eq((shadow_full & ~swap_clear) | Cat(*row_load))
 
-        protos = {}
         psum = [[None] * C for _ in range(R)]
         for r in range(R):
             for c in range(C):
-                out = Signal(pl, name=f"psum_{r}_{c}")
-                above = psum[r - 1][c] if r else Const(0, pl.size)
-                _place(m, platform, protos, f"pe_{r}_{c}", f"attnforge_rmmu_pe_r{R}",
-                       lambda: _PE(R), {
-                           "en": row_en[r], "act": a_reg[r].word, "mode": row_mode[r],
-                           "top": row_top[r] if r else Const(1), "swap": swap_clear[r],
-                           "load": row_load[r], "wdata": row_wdata[r].data[c],
-                           "psum_in": above, "psum_out": out})
-                psum[r][c] = out
+                pe = place(m, platform, f"pe_{r}_{c}", lambda: PE(R),
+                           module=f"attnforge_rmmu_pe_r{R}")
+                m.d.comb += [pe.en.eq(row_en[r]), pe.act.eq(a_reg[r].word),
+                             pe.mode.eq(row_mode[r]), pe.top.eq(row_top[r] if r else 1),
+                             pe.swap.eq(swap_clear[r]), pe.load.eq(row_load[r]),
+                             pe.wdata.eq(row_wdata[r].data[c]),
+                             pe.psum_in.eq(psum[r - 1][c] if r else 0)]
+                psum[r][c] = pe.psum_out
 
         # ---- per group: tag line, bottom row, accumulator memory, output ---------------------
         acc_layout = data.ArrayLayout(
@@ -519,7 +501,7 @@ class RMMU(wiring.Component):
                 m.d.sync += [s.eq(b) for s, b in zip(psum_a, bottom)]
             sums = Signal(acc_layout, name=f"g{g}_sum")
             for c in range(C):
-                for i in range(LANES):
+                for i in range(LANES_PER_PE):
                     f = f"l{i}"
                     prev = Mux(tag_a.first, 0, getattr(rd.data[c], f))
                     m.d.comb += getattr(sums[c], f).eq(prev + getattr(psum_a[c], f))
@@ -529,17 +511,17 @@ class RMMU(wiring.Component):
             # Output: lane j = column j of the N-tile, packed by the mode, masked, requantized.
             m.d.comb += adv[g].eq(~port.o.valid | port.o.ready)
             lanes = []
-            for j in range(C * LANES):
+            for j in range(C * LANES_PER_PE):
                 lane = Signal(signed(self.out_bits), name=f"g{g}_lane{j}")
                 m.d.comb += lane.eq(_by_mode(dg.precision, {
                     p: getattr(sums[j // p.lanes], f"l{j % p.lanes}")
                     for p in Precision if j < C * p.lanes}))
-                out = Signal(signed(self.out_bits), name=f"g{g}_out{j}")
-                _place(m, platform, protos, f"g{g}_lane_out{j}",
-                       f"attnforge_rmmu_lane_b{self.out_bits}", lambda: _LaneOut(self.out_bits),
-                       {"x": lane, "keep": j < tag_a.nvalid, "requant": dg.requant,
-                        "fmt": dg.out_fmt, "shift": dg.shift, "y": out}, clocked=False)
-                lanes.append(out)
+                lo = place(m, platform, f"g{g}_lane_out{j}", lambda: LaneOut(self.out_bits),
+                           module=f"attnforge_rmmu_lane_b{self.out_bits}", clocked=False)
+                m.d.comb += [lo.x.eq(lane), lo.keep.eq(j < tag_a.nvalid),
+                             lo.requant.eq(dg.requant), lo.fmt.eq(dg.out_fmt),
+                             lo.shift.eq(dg.shift)]
+                lanes.append(lo.y)
             with m.If(adv[g]):
                 m.d.sync += port.o.valid.eq(0)
                 with m.If(tag_a.valid & tag_a.lastk):
@@ -549,7 +531,7 @@ class RMMU(wiring.Component):
                 with m.Elif(err[g] & ~port.o.valid):
                     m.d.sync += [port.o.valid.eq(1), port.o.payload.last.eq(1),
                                  port.o.payload.error.eq(1)]
-                    m.d.sync += [port.o.payload.lanes[j].eq(0) for j in range(C * LANES)]
+                    m.d.sync += [port.o.payload.lanes[j].eq(0) for j in range(C * LANES_PER_PE)]
         return m
 
 
@@ -563,9 +545,9 @@ class _Loops:
     def __init__(self, m, name, rmmu, desc, kstep, nstep):
         self.step = Signal(name=f"{name}_step")
         self.reset = Signal(name=f"{name}_reset")
-        self.n0 = Signal(range(rmmu.max_n + rmmu.cols * LANES + 1), name=f"{name}_n0")
+        self.n0 = Signal(range(rmmu.max_n + rmmu.cols * LANES_PER_PE + 1), name=f"{name}_n0")
         self.m0 = Signal(range(rmmu.max_m + rmmu.tile_m + 1), name=f"{name}_m0")
-        self.k0 = Signal(range(rmmu.max_k + rmmu.rows * LANES + 1), name=f"{name}_k0")
+        self.k0 = Signal(range(rmmu.max_k + rmmu.rows * LANES_PER_PE + 1), name=f"{name}_k0")
         self.last_k = Signal(name=f"{name}_last_k")
         last_m, last_n = Signal(name=f"{name}_last_m"), Signal(name=f"{name}_last_n")
         self.last = Signal(name=f"{name}_last")
@@ -581,16 +563,6 @@ class _Loops:
                 m.d.sync += self.m0.eq(Mux(last_m, 0, self.m0 + rmmu.tile_m))
                 with m.If(last_m):
                     m.d.sync += self.n0.eq(self.n0 + nstep)
-
-
-def _instance(name, component, conn, clocked):
-    """``Instance`` of a separately emitted ``component`` wired to ``conn`` (member -> value)."""
-    kwargs = {"i_clk": ClockSignal(), "i_rst": ResetSignal()} if clocked else {}
-    for path, member in component.signature.members.flatten():
-        key = "__".join(str(p) for p in path)
-        prefix = "i_" if member.flow == In else "o_"
-        kwargs[prefix + key] = conn[key]
-    return Instance(name, **kwargs)
 
 
 UNIT = Unit(

