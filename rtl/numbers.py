@@ -8,7 +8,7 @@ from amaranth.hdl import Cat, Const, Mux, Value, signed
 
 from ..golden.numbers import value_range
 
-__all__ = ["saturate", "round_shift", "requantize", "check_int", "check_choice"]
+__all__ = ["saturate", "round_shift", "requantize", "check_int"]
 
 
 def saturate(value, bits):
@@ -68,12 +68,4 @@ def check_int(name, value, lo, hi=None):
     if not isinstance(value, int) or isinstance(value, bool) or value < lo or \
             (hi is not None and value > hi):
         raise ValueError(f"{name} must be {legal}, not {value!r}")
-    return value
-
-
-def check_choice(name, value, choices):
-    """Raise ``ValueError`` naming ``name`` unless ``value`` is one of ``choices``."""
-    if value not in choices:
-        legal = ", ".join(repr(c) for c in choices)
-        raise ValueError(f"{name} must be one of {legal}, not {value!r}")
     return value

@@ -64,6 +64,8 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO, SyncFIFOBuffered
 from amaranth.lib.wiring import In, Out
 
+from .numbers import check_int
+
 __all__ = ["RowLayout", "row_signature", "StreamFIFO", "RowPacker", "Fork", "Join", "join_layout",
            "RowCounter", "RowAdapter"]
 
@@ -114,14 +116,6 @@ def row_signature(per_beat, value_shape=None, index_bits=0, extra=None):
     return stream.Signature(RowLayout(per_beat, value_shape, index_bits, extra))
 
 
-def _check_int(name, value, lo, hi=None):
-    """One-line ValueError naming the parameter, its value and the legal range."""
-    if (not isinstance(value, int) or isinstance(value, bool) or value < lo
-            or (hi is not None and value > hi)):
-        legal = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name} must be an integer {legal}, not {value!r}")
-
-
 # ----------------------------------------------------------------------------------------------
 # StreamFIFO
 # ----------------------------------------------------------------------------------------------
@@ -159,7 +153,7 @@ class StreamFIFO(wiring.Component):
 
     def __init__(self, shape, depth, *, buffered=True):
         Shape.cast(shape)
-        _check_int("depth", depth, 1)
+        check_int("depth", depth, 1)
         self.shape = shape
         self.depth = depth
         self.buffered = bool(buffered)
@@ -215,7 +209,7 @@ class Fork(wiring.Component):
 
     def __init__(self, shape, n):
         Shape.cast(shape)
-        _check_int("n", n, 1)
+        check_int("n", n, 1)
         self.shape = shape
         self.n = n
         super().__init__({
@@ -364,8 +358,8 @@ class RowPacker(wiring.Component):
     """
 
     def __init__(self, per_beat_in, per_beat_out, value_shape=None, index_bits=0, extra=None):
-        _check_int("per_beat_in", per_beat_in, 1)
-        _check_int("per_beat_out", per_beat_out, 1)
+        check_int("per_beat_in", per_beat_in, 1)
+        check_int("per_beat_out", per_beat_out, 1)
         self.per_beat_in = per_beat_in
         self.per_beat_out = per_beat_out
         self.i_layout = RowLayout(per_beat_in, value_shape, index_bits, extra)
@@ -522,8 +516,8 @@ class RowCounter(wiring.Component):
     latency = 0
 
     def __init__(self, per_beat, value_shape, index_bits, extra=None):
-        _check_int("per_beat", per_beat, 1)
-        _check_int("index_bits", index_bits, 1)
+        check_int("per_beat", per_beat, 1)
+        check_int("index_bits", index_bits, 1)
         self.per_beat = per_beat
         self.i_layout = RowLayout(per_beat, value_shape, 0, extra)
         self.o_layout = RowLayout(per_beat, value_shape, index_bits, extra)
