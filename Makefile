@@ -65,13 +65,13 @@ formal: $(STAMP)
 	$(PY) -m attnforge formal $(PROOFS)
 
 soak: $(STAMP)
-	$(PY) -m attnforge.testbench.soak $(UNITS)
+	$(PY) -m attnforge soak $(UNITS)
 
 coverage: $(STAMP)
-	$(PY) -m attnforge.testbench.coverage $(UNITS)
+	$(PY) -m attnforge coverage $(UNITS)
 
 mutants: $(STAMP)
-	$(PY) -m attnforge.testbench.mutants $(UNITS)
+	$(PY) -m attnforge mutants $(UNITS)
 
 bitstream: $(STAMP)
 	$(PY) -m attnforge board build --board $(BOARD) --unit $(UNIT) $(foreach p,$(PARAMS),--param $(p))

@@ -6,6 +6,7 @@
     attnforge lint [unit ...]                          verilator --lint-only -Wall
     attnforge synth [unit ...]                         Yosys + ECP5 reports into build/reports/
     attnforge formal [proof ...] [--list]              SymbiYosys proofs -> build/reports/formal.md
+    attnforge soak|coverage|mutants [unit ...]         the long verification tiers (docs/verification.md)
 
 Generator parameters become ``--kebab-case`` options automatically, from each unit's record
 (:data:`attnforge.rtl.UNITS`). A bad parameter prints one line and exits with status 2.
@@ -62,6 +63,13 @@ def _parser():
 
     p_synth = sub.add_parser("synth", help="Yosys area/depth and ECP5 (nextpnr) reports into build/reports/")
     p_synth.add_argument("units", nargs="*", metavar="unit")
+
+    for name, text in (("soak", "many seeds x scaled transactions per unit -> build/reports/soak.md"),
+                       ("coverage", "Verilator line/toggle + functional coverage -> "
+                                    "build/reports/coverage.md"),
+                       ("mutants", "Yosys mutate: kill rate per unit -> build/reports/mutants.md")):
+        p_long = sub.add_parser(name, help=text)
+        p_long.add_argument("units", nargs="*", metavar="unit")
 
     p_formal = sub.add_parser("formal", help="SymbiYosys proofs into build/reports/formal.md")
     p_formal.add_argument("proofs", nargs="*", metavar="proof")
@@ -122,6 +130,10 @@ def _run(args):
         from .synth.figures import write_all
         for path in write_all(_check_units(args.units)):
             print(f"wrote {path}")
+    elif args.command in ("soak", "coverage", "mutants"):
+        import importlib
+        long_run = importlib.import_module(f".testbench.{args.command}", __package__)
+        return long_run.cli([unit_record(name).name for name in args.units])
     elif args.command == "formal":
         from .synth import formal
         if args.list:

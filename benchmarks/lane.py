@@ -14,7 +14,6 @@ are evaluated separately for the element-granularity gather fraction.
 
 import numpy as np
 
-from attnforge.golden import minilm
 from attnforge.golden.attention import HeadConfig, attend_float, keep_count, to_fx
 from attnforge.golden.attention_eval import EVAL_LONG, fixture_heads, fixture_projections
 from attnforge.golden.lane import (LaneConfig, LaneParams, auto_config, cycles, int_projection,

@@ -23,7 +23,6 @@ from attnforge.golden.progressive_quant import (PQConfig, pack_dense, progressiv
                                                 run_queries, split_planes)
 from attnforge.golden.softmax import SoftmaxFormat
 from attnforge.rtl.progressive_quant import BitwidthConverter, ProgressiveQuant
-from attnforge.rtl.softmax import Softmax
 from attnforge.reports import md_table, write_report
 from attnforge.synth.yosys import synthesize
 

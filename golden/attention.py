@@ -75,7 +75,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .numbers import float_to_fx, fx_to_float, requantize, round_shift, saturate, value_range
+from .numbers import float_to_fx, fx_to_float, requantize, saturate, value_range
 from .softmax import SoftmaxFormat, softmax_fx
 
 __all__ = ["MAX_LEN", "GRANULARITIES", "ALGORITHMS", "PREDICTORS", "HeadConfig", "Projection",

@@ -34,14 +34,13 @@ The cycle model (:func:`cycles`) is documented in docs/lane.md section 2-3; its 
 model figures until the RTL confirms them.
 """
 
-import math
 from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from .attention import GRANULARITIES, keep_count, random_projection
 from .detector import Gran, granule_scores, threshold_mask, topk_mask
-from .numbers import Precision, float_to_fx, requantize, saturate, value_range
+from .numbers import Precision, float_to_fx, requantize, value_range
 from .softmax import SoftmaxFormat, softmax_fx
 from .topk import topk
 

@@ -29,7 +29,7 @@ weight port ``w`` is independent: while a tile is waiting in the shadow buffer `
 low; a word with ``swap`` waits (``a.ready`` low) until a complete tile is in the shadow buffer.
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -31,7 +31,7 @@ beat of ``out_per_beat`` kept scores per cycle).
 
 from amaranth.hdl import Module, signed
 from amaranth.lib import wiring
-from amaranth.lib.wiring import In, Out, connect, flipped
+from amaranth.lib.wiring import connect, flipped
 
 from .detector import Detector, index_bits
 from .softmax import Softmax

@@ -30,7 +30,6 @@ import json
 import os
 import re
 import shutil
-import sys
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -42,7 +41,7 @@ from .runner import run
 from .soak import points_of
 
 __all__ = ["parse_dat", "merge_dats", "annotate", "summarize", "demangle", "source_location",
-           "coverage", "main"]
+           "coverage", "cli"]
 
 COVERAGE = BUILD / "coverage"
 _TRIGGER_LINE = re.compile(r"if \(\\\$auto\$verilog_backend")
@@ -312,16 +311,11 @@ def report(results):
     return write_report("coverage", "\n".join(md), results)
 
 
-def main(argv=None):
-    names = list(argv if argv is not None else sys.argv[1:])
-    for name in names:
-        if name not in UNITS:
-            print(f"unit must be one of {', '.join(UNITS)}, not {name!r}", file=sys.stderr)
-            return 2
+def cli(names):
+    """``attnforge coverage [unit ...]`` (``make coverage``): run, write the report, print a summary;
+    exit status 1 when anything failed. ``names`` are checked unit names (empty: the default
+    set)."""
     results = coverage(names or None)
     print(f"coverage report: {report(results)}")
     return 1 if any(r.get("failures") or "error" in r for r in results) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

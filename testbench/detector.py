@@ -19,7 +19,7 @@ from ..golden.detector import Command, DetectorModel, Gran, Mode
 from ..golden.numbers import value_range
 from ..rtl.detector import cmd_layout, idx_layout, mask_layout, score_layout
 from . import quick
-from .kit import Bench
+from .kit import Bench, scale
 
 __all__ = ["model_of", "random_ops", "bad_ops", "cmd_fields", "expected_beats",
            "compare_mask", "compare_idx", "simulate", "DetectorBench"]
@@ -237,7 +237,7 @@ async def random_all(dut):
     requests and scheduler restarts, random gaps on both inputs and stalls on both outputs."""
     tb = DetectorBench(dut)
     await tb.start()
-    tb.play(random_ops(tb.rng, tb.model, 400, bad_p=0.05))
+    tb.play(random_ops(tb.rng, tb.model, scale(400), bad_p=0.05))
     await tb.finish()
     dut._log.info("checked %d rows, %d idx beats", tb.masks.checked, tb.idxs.checked)
 

@@ -8,12 +8,12 @@ scoreboard checks every result in order.
 """
 
 import cocotb
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 
 from ..golden.mac import MACModel, TILE_ROWS, Word
 from ..golden.numbers import Precision, pack as pack_lanes
 from ..rtl.mac import act_layout, result_layout, weight_layout
-from .kit import Bench, corner_ints
+from .kit import Bench, corner_ints, scale
 
 
 def random_word(rng, mode, corner=0.3):
@@ -87,7 +87,7 @@ async def random_all_modes(dut):
     """Thousands of random packets per mode, mode changes, weight reloads, gaps and stalls."""
     tb = MACBench(dut)
     await tb.start()
-    tiles, words = random_program(tb.rng, tb.unit.modes, 1500 * len(tb.unit.modes),
+    tiles, words = random_program(tb.rng, tb.unit.modes, scale(1500 * len(tb.unit.modes)),
                                   min(tb.unit.max_depth, 6))
     tb.play(tiles, words)
     await tb.finish()

@@ -45,7 +45,7 @@ from ..rtl.emit import fix_time0
 from ..tools import tool
 from .coverage import source_location
 
-__all__ = ["mutants", "main"]
+__all__ = ["mutants", "cli"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -237,16 +237,11 @@ def report(results):
     return write_report("mutants", "\n".join(md), results)
 
 
-def main(argv=None):
-    names = list(argv if argv is not None else sys.argv[1:])
-    for name in names:
-        if name not in UNITS:
-            print(f"unit must be one of {', '.join(UNITS)}, not {name!r}", file=sys.stderr)
-            return 2
+def cli(names):
+    """``attnforge mutants [unit ...]`` (``make mutants``): run, write the report, print a summary;
+    exit status 1 when anything failed. ``names`` are checked unit names (empty: the default
+    set)."""
     results = mutants(names or None)
     print(f"mutants report: {report(results)}")
     return 1 if any("error" in r for r in results) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

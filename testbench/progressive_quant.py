@@ -20,7 +20,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..golden.progressive_quant import pack_dense, progressive_query, split_planes
 from ..rtl.progressive_quant import cmd_layout, prob_layout, req_layout, resp_layout
-from .kit import BackPressure, Bench, Codec, make_rng
+from .kit import BackPressure, Bench, Codec, make_rng, scale
 
 
 class Query:
@@ -224,7 +224,7 @@ async def random_queries(dut):
     """Hundreds of queries of every kind, random memory latency, gaps and stalls everywhere."""
     tb = PQBench(dut)
     await tb.start()
-    tb.play(make_queries(tb.unit, tb.nrng, 240))
+    tb.play(make_queries(tb.unit, tb.nrng, scale(240)))
     await tb.finish()
     dut._log.info("checked %d beats of %d queries, %d fetched the LSB plane",
                   tb.board.checked, tb.queries, tb.fetched)

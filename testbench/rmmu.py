@@ -15,7 +15,7 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from ..golden.numbers import Precision, value_range
 from ..golden.rmmu import Descriptor, RMMUModel, peak_macs
 from ..rtl.rmmu import act_layout, cmd_layout, result_layout, weight_layout
-from .kit import Bench, corner_ints
+from .kit import Bench, corner_ints, scale
 
 
 def group_rows(rng, rows, groups, group):
@@ -167,7 +167,7 @@ async def random_concurrent_groups(dut):
     random padding, back-to-back descriptors, gaps and stalls on every stream."""
     tb = RMMUBench(dut)
     await tb.start()
-    count = 12 if tb.unit.rows * tb.unit.cols <= 64 else 2
+    count = scale(12 if tb.unit.rows * tb.unit.cols <= 64 else 2)
     await campaign(tb, count)
     dut._log.info("checked %s beats over %d operations",
                   [g.board.checked for g in tb.groups], sum(g.ops for g in tb.groups))

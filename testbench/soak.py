@@ -15,17 +15,15 @@ report (``build/reports/soak.md`` / ``.json``) lists per unit the transactions, 
 time, and for every failing run the exact command that reproduces it with waveforms.
 """
 
-import json
 import os
 import random
-import sys
 import time
 
 from ..reports import md_table, write_report
 from ..rtl import UNITS
 from .runner import run
 
-__all__ = ["soak", "main"]
+__all__ = ["soak", "cli"]
 
 
 def _env_int(name, default):
@@ -112,12 +110,10 @@ def report(rows, name="soak"):
     return write_report(name, "\n".join(md), rows)
 
 
-def main(argv=None):
-    names = list(argv if argv is not None else sys.argv[1:])
-    for name in names:
-        if name not in UNITS:
-            print(f"unit must be one of {', '.join(UNITS)}, not {name!r}", file=sys.stderr)
-            return 2
+def cli(names):
+    """``attnforge soak [unit ...]`` (``make soak``): run, write the report, print a summary;
+    exit status 1 when anything failed. ``names`` are checked unit names (empty: the default
+    set)."""
     rows = soak(names or None)
     paths = report(rows)
     print(f"soak report: {paths}")
@@ -126,6 +122,3 @@ def main(argv=None):
               f"{len(r['points'])} points, {r['seconds']:.0f} s, {len(r['failures'])} failures")
     return 1 if any(r["failures"] for r in rows) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

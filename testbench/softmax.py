@@ -9,12 +9,12 @@ takes ``o`` under random stalls, and the scoreboard checks every beat in order.
 
 import cocotb
 import numpy as np
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles
 from cocotb.utils import get_sim_time
 
 from ..golden.softmax import beats_out, peaked_row, random_row, split_beats
 from ..rtl.softmax import in_layout, out_layout
-from .kit import Bench
+from .kit import Bench, scale
 
 PERIOD_NS = 10
 
@@ -106,7 +106,7 @@ async def random_rows(dut):
     """Hundreds of rows of every kind under random input gaps and output stalls."""
     tb = SoftmaxBench(dut)
     await tb.start()
-    tb.play(make_rows(tb.rng, tb.unit, 400))
+    tb.play(make_rows(tb.rng, tb.unit, scale(400)))
     await tb.finish()
     dut._log.info("checked %d beats", tb.board.checked)
 

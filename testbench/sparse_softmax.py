@@ -16,7 +16,7 @@ from ..golden.sparse_softmax import SparseSoftmaxModel
 from ..rtl.detector import cmd_layout, mask_layout, score_layout
 from ..rtl.softmax import out_layout
 from .detector import bad_ops, compare_mask, expected_beats, random_ops
-from .kit import Bench
+from .kit import Bench, scale
 
 __all__ = ["model_of", "compare_row", "SparseSoftmaxBench"]
 
@@ -84,7 +84,7 @@ async def random_rows(dut):
     ties), a few bad commands, random gaps on both inputs, stalls on both outputs."""
     tb = SparseSoftmaxBench(dut)
     await tb.start()
-    tb.play(random_ops(tb.rng, tb.model.detector, 300, bad_p=0.05))
+    tb.play(random_ops(tb.rng, tb.model.detector, scale(300), bad_p=0.05))
     await tb.finish()
     dut._log.info("checked %d rows, %d softmax beats", tb.masks.checked, tb.rows.checked)
 

@@ -20,7 +20,7 @@ from ..golden.topk import BitonicModel, QuickSelectModel, TopKModel, score_beats
 from ..rtl.topk import TopK
 from ..rtl.topk_parts import out_layout, req_layout, score_layout
 from ..rtl.topk_quickselect import QuickSelectTopK
-from .kit import Bench, corner_ints
+from .kit import Bench, corner_ints, scale
 
 PERIOD_NS = 10
 
@@ -204,7 +204,7 @@ async def random_campaign(dut):
     await tb.start()
     u = tb.unit
     reqs = random_requests(tb.rng, u.max_n, u.score_bits, u.per_beat,
-                           300 if u.max_n <= 64 else 80)
+                           scale(300 if u.max_n <= 64 else 80))
     tb.play(reqs)
     await tb.finish(reqs)
     dut._log.info("checked %d beats of %d requests", tb.board.checked, len(reqs))

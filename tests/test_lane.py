@@ -606,11 +606,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
-    from attnforge.rtl.softmax import Softmax
     from attnforge.testbench import quick
-    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
-    sm_latency = Softmax(per_beat=1, max_len=32, in_bits=16, in_frac=dut.frac_bits,
-                         out_frac=dut.prob_frac, index_bits=5).latency
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
     qi, ki, vi = head(rng, 32)

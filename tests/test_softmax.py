@@ -7,10 +7,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from attnforge.golden.numbers import fx_to_float
 from attnforge.golden.softmax import (SoftmaxFormat, beats_out, error_stats, exp_fx, normalize,
                                       octave, peaked_row, random_row, row_error, row_stats,
-                                      softmax_float, softmax_fx, split_beats, worst_rows)
+                                      softmax_fx, split_beats, worst_rows)
 from attnforge.rtl import build, verilog
 from attnforge.rtl.softmax import Reciprocal, Softmax
 from attnforge.testbench.quick import sink, source
