@@ -27,9 +27,8 @@ from amaranth.lib.wiring import In, Out
 from ..rtl.bridge import IDLE_BYTES, EMPTY, NAK, READ, SOF, WRITE, payload_bits, payload_bytes, stream_ports
 from .kit import PARAMS_ENV, UNIT_ENV, make_rng, start, unit_under_test
 
-__all__ = ["TOP", "DIVISOR", "SimSerial", "simulate"]
+__all__ = ["DIVISOR", "SimSerial", "simulate"]
 
-TOP = "bridge_top"
 #: Clock cycles per UART bit in simulation (the fastest the receiver allows).
 DIVISOR = 4
 PERIOD_NS = 10
@@ -264,61 +263,17 @@ def _raw_answer(link):
 
 # -- pytest side: build the bridge-wrapped unit and run the tests above ----------------------
 def simulate(unit, params=None, *, testcase=None, seed=None, waves=None, count=None):
-    """Emit ``Bridge(unit)`` (divisor :data:`DIVISOR`), build it with Verilator (cached per
-    Verilog text) and run this module's cocotb tests; raises ``AssertionError`` on failure.
-
-    This mirrors :func:`attnforge.testbench.runner.run` for a top that is not a registered unit
-    (the runner builds registered units only); it reuses the runner's waivers and the tool
-    environment."""
-    import hashlib
-    from cocotb_tools.check_results import get_results
-    from cocotb_tools.runner import get_runner
-
+    """Run this module's cocotb tests on ``Bridge(unit)`` (divisor :data:`DIVISOR`): the
+    runner's build and run (:func:`attnforge.testbench.runner.run`, Verilog cached per text,
+    seeds and reproduce command), with the bridge wrapped around the unit; raises
+    ``AssertionError`` on failure."""
     from ..board import ident
-    from ..paths import work_dir
-    from ..rtl import EmitPlatform, build
     from ..rtl.bridge import Bridge
-    from ..tools import verilator_env
-    from .runner import VERILATOR_WAIVERS
+    from .runner import run
 
     params = dict(params or {})
-    waves = bool(int(os.environ.get("WAVES", "0"))) if waves is None else waves
-    seed = int(os.environ.get("SEED", "1")) if seed is None else seed
-    work = work_dir("sim", f"bridge_{unit}", params, "-waves" if waves else "")
-    component = Bridge(build(unit, **params), divisor=DIVISOR, idle_bytes=IDLE_BYTES,
-                       ident=ident(unit, params))
-    text = EmitPlatform().convert(component, name=TOP)
-    path = work / f"{TOP}.v"
-    if not path.exists() or path.read_text() != text:
-        path.write_text(text)
-    env = verilator_env()
-    saved = dict(os.environ)
-    os.environ.update({k: env[k] for k in ("VERILATOR_ROOT", "PATH", "MAKEFLAGS")})
-    try:
-        runner = get_runner("verilator")
-        stamp, digest = work / "build.stamp", hashlib.sha1(text.encode()).hexdigest()
-        if not stamp.exists() or stamp.read_text() != digest:
-            runner.build(sources=[path], hdl_toplevel=TOP, build_dir=work,
-                         build_args=VERILATOR_WAIVERS + ["-O2"], waves=waves,
-                         timescale=("1ns", "1ps"), always=True)
-            stamp.write_text(digest)
-        else:
-            runner.build_dir, runner.hdl_toplevel, runner.waves = work.resolve(), TOP, waves
-        extra = {UNIT_ENV: unit, PARAMS_ENV: json.dumps(params)}
-        if count is not None:
-            extra[COUNT_ENV] = str(count)
-        try:
-            runner.test(test_module="attnforge.testbench.bridge", hdl_toplevel=TOP,
-                        hdl_toplevel_lang="verilog", testcase=testcase, seed=seed, waves=waves,
-                        build_dir=work, test_dir=work, extra_env=extra,
-                        results_xml=str((work / "results.xml").resolve()))
-        except SystemExit as exc:
-            raise AssertionError(f"bridge tests of {unit} {params} failed (seed {seed})") from exc
-        tests, failed = get_results(work / "results.xml")
-        if failed or not tests:
-            raise AssertionError(f"{failed} of {tests} bridge tests of {unit} {params} failed "
-                                 f"(seed {seed}; rerun with SEED={seed} WAVES=1)")
-        return tests
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
+    return run(unit, params, test_module="attnforge.testbench.bridge", testcase=testcase,
+               seed=seed, waves=waves,
+               extra_env={COUNT_ENV: str(count)} if count is not None else None,
+               wrap=lambda dut: Bridge(dut, divisor=DIVISOR, idle_bytes=IDLE_BYTES,
+                                       ident=ident(unit, params)))

@@ -94,8 +94,12 @@ def _progress(message):
     print(f"[attnforge] {message}", file=sys.stderr, flush=True)
 
 
-def prepare(unit, params=None, *, waves=False, sim=None, coverage=False):
+def prepare(unit, params=None, *, waves=False, sim=None, coverage=False, wrap=None):
     """Emit the Verilog of ``unit`` with ``params`` into its build directory -> (dir, verilog).
+
+    ``wrap(component)`` returns the top to emit instead of the unit itself (the board bridge
+    around a unit); it keeps the unit's name as the top module's, and its own directory (the
+    digest covers the text).
 
     The directory is ``build/sim/<simulator>[-coverage][-waves]/<unit>-<digest>``, the digest
     covering the Verilog text, the hierarchical-block list and the build flags, so equal
@@ -105,7 +109,8 @@ def prepare(unit, params=None, *, waves=False, sim=None, coverage=False):
     sim = simulator(sim)
     params = dict(params or {})
     platform = EmitPlatform(emit_src=coverage)
-    text = platform.convert(unit_record(unit).build(**params), name=unit)
+    component = unit_record(unit).build(**params)
+    text = platform.convert(wrap(component) if wrap else component, name=unit)
     # Modules instantiated many times (the RMMU's PEs) are Verilated once, as hierarchical
     # blocks: flat Verilation would generate code per instance (~300 MB of C++ for 512 PEs).
     hier = ""
@@ -174,7 +179,7 @@ class Run:
 
 def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=None,
         extra_env=None, timescale=("1ns", "1ps"), sim=None, coverage=False, scale=None,
-        check=True, verilog=None, quiet=False):
+        check=True, verilog=None, quiet=False, wrap=None):
     """Build ``unit`` for ``params`` with the selected simulator and run its cocotb testbench.
 
     ``test_module`` defaults to the unit record's testbench; ``testcase`` selects cocotb
@@ -182,7 +187,7 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     ``sim`` overrides ``$SIM``; ``coverage`` builds with Verilator line + toggle coverage and
     keeps the run's ``coverage.dat``; ``scale`` multiplies transaction counts
     (:func:`attnforge.testbench.kit.scale`); ``verilog`` simulates that file instead of the
-    emitted Verilog (mutants); ``quiet`` sends the simulator's output to ``sim-s<seed>.log`` in
+    emitted Verilog (mutants); ``wrap`` as for :func:`prepare`; ``quiet`` sends the simulator's output to ``sim-s<seed>.log`` in
     the build directory instead of the terminal (soak, coverage, mutants). Returns the number
     of tests run; raises ``AssertionError`` naming
     the seeds and the command to reproduce when any cocotb test fails (with ``check=False``
@@ -200,7 +205,7 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     testcase = testcase or os.environ.get("TESTCASE") or None
     if scale is None and os.environ.get(SCALE_ENV):
         scale = float(os.environ[SCALE_ENV])
-    work, path = prepare(unit, params, waves=waves, sim=sim, coverage=coverage)
+    work, path = prepare(unit, params, waves=waves, sim=sim, coverage=coverage, wrap=wrap)
     if verilog is not None:                 # a given netlist (a mutant): its own directory
         text = Path(verilog).read_text()
         work = work.parent / f"{unit}-v{hashlib.sha1(text.encode()).hexdigest()[:10]}"
@@ -348,7 +353,8 @@ def _split_modules(text):
     """``{module name: text}`` of a Verilog file written by Amaranth."""
     modules = {}
     for chunk in text.split("endmodule")[:-1]:
-        name = re.search(r"^module\s+([\w$]+)", chunk, re.M).group(1)
+        # plain or escaped (``\rmmu.g0_acc``) identifiers: Amaranth names submodules by path
+        name = re.search(r"^module\s+(\\\S+|[\w$]+)", chunk, re.M).group(1)
         modules[name] = chunk + "endmodule\n"
     return modules
 
