@@ -23,8 +23,9 @@ import sys
 
 import numpy as np
 
-from attnforge.golden.topk import (BitonicModel, QuickSelectModel, TopKModel, cycle_bound,
-                                   radix_select)
+from attnforge.golden.topk import TopKModel, cycle_bound, radix_select
+from attnforge.golden.topk_bitonic import BitonicModel
+from attnforge.golden.topk_quickselect import QuickSelectModel
 from attnforge.reports import md_table, write_report
 from attnforge.testbench.topk import adversarial, distribution
 

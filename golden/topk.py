@@ -53,11 +53,14 @@ Every engine answers the same beats; they differ in how they find ``kth`` and th
 Nothing is random: the cycle count is a function of the request, and a miss costs one extra
 scan, so the worst case is bounded (:func:`cycle_bound`) whatever the data.
 
-``topk_quickselect`` -- the previous engine, kept as the baseline (:func:`quickselect`,
-:meth:`QuickSelectModel.cycles`): quick-select over two partition buffers, pass 1 during the
-load with a median-of-3 pivot, later pivots at LFSR positions.
+``topk_quickselect`` -- the previous engine, kept as the baseline
+(:mod:`attnforge.golden.topk_quickselect`): quick-select over two partition buffers, pass 1
+during the load with a median-of-3 pivot, later pivots at LFSR positions.
 
-``topk_bitonic`` -- a full bitonic sorting network (no cycle model beyond its docstring).
+``topk_bitonic`` -- a full bitonic sorting network (:mod:`attnforge.golden.topk_bitonic`).
+
+Every engine's cycle count is :meth:`TopKModel.cycles`: the load, the engine's selection
+(:meth:`TopKModel.select_cycles`, overridden by each baseline's model) and the emission scan.
 """
 
 import numpy as np
@@ -66,8 +69,7 @@ from .numbers import value_range
 
 __all__ = ["LFSR_SEED", "LFSR_TAPS", "LFSR_BITS", "SAMPLE_SHIFT", "MARGIN", "MARGIN_SHIFT", "lfsr_step",
            "bad_request", "row_error", "score_beats", "topk", "keys", "digit_slices",
-           "radix_select", "quickselect", "beats", "TopKModel", "QuickSelectModel", "BitonicModel",
-           "cycle_bound", "quickselect_bound"]
+           "radix_select", "beats", "LOAD_OVERHEAD", "EMIT_OVERHEAD", "TopKModel", "cycle_bound"]
 
 LFSR_SEED = 0xACE1
 LFSR_TAPS = 0xB400
@@ -220,34 +222,6 @@ def radix_select(scores, k, per_beat, score_bits, digit_bits):
     return kth, r, passes
 
 
-def quickselect(scores, k, per_beat):
-    """Run the ``topk_quickselect`` baseline's selection. Returns ``(kth, quota, passes)``.
-
-    ``passes`` is a list of ``(candidates, pivot)`` per pass; ``quota`` is how many scores equal
-    to ``kth`` win (``k - #{x > kth}``).
-    """
-    c = np.asarray(scores, dtype=np.int64)
-    r, state = k, LFSR_SEED
-    if len(c) >= per_beat:
-        pivot = int(np.median([c[0], c[per_beat // 2], c[per_beat - 1]]))
-    else:
-        pivot = int(c[0])
-    passes = []
-    while True:
-        passes.append((len(c), pivot))
-        g = c[c > pivot]
-        e = int(np.count_nonzero(c == pivot))
-        if r <= len(g):
-            c = g
-        elif r <= len(g) + e:
-            return pivot, r - len(g), passes
-        else:
-            r -= len(g) + e
-            c = c[c < pivot]
-        state = lfsr_step(state)
-        pivot = int(c[(state * len(c)) >> LFSR_BITS])
-
-
 def beats(indices, per_beat):
     """Group ascending winner indices into output beats: ``[[idx, ...], ...]`` by row."""
     indices = np.asarray(indices, dtype=np.int64)
@@ -259,7 +233,6 @@ def beats(indices, per_beat):
 #: Cycle-model constants (see :meth:`TopKModel.cycles`).
 LOAD_OVERHEAD = 2       # request accept -> first beat, last beat -> its partition
 PASS_OVERHEAD = 1       # topk: the decide cycle (it also issues the pass's first read)
-QS_PASS_OVERHEAD = 2    # topk_quickselect: decide + pivot read per later pass
 EMIT_OVERHEAD = 2       # read latency, output register
 
 
@@ -308,45 +281,19 @@ class TopKModel:
 
     def cycles(self, n, k, scores):
         """Cycles from the request handshake to the handshake of its last output beat, with
-        every score beat offered at once (a well-formed row) and the output never stalled."""
+        every score beat offered at once (a well-formed row) and the output never stalled:
+        the load, the engine's selection (:meth:`select_cycles`), the emission scan."""
         P = self.per_beat
         rows = -(-max(n, 1) // P)
         if bad_request(n, k, self.max_n):
             return rows + 2                     # drain the row, then the error beat
         x = self.check_scores(scores)[:n]
-        _, _, passes = radix_select(x, k, P, self.score_bits, self.digit_bits)
-        total = rows + LOAD_OVERHEAD
-        total += sum(r + PASS_OVERHEAD for _, r in passes)
-        return total + self._emit_cycles(x, k)
+        return rows + LOAD_OVERHEAD + self.select_cycles(x, k) + self._emit_cycles(x, k)
 
-
-class QuickSelectModel(TopKModel):
-    """Cycle model of the ``topk_quickselect`` baseline (same beats as :class:`TopKModel`)."""
-
-    def cycles(self, n, k, scores):
-        P = self.per_beat
-        rows = -(-max(n, 1) // P)
-        if bad_request(n, k, self.max_n):
-            return rows + 2
-        x = self.check_scores(scores)[:n]
-        _, _, passes = quickselect(x, k, P)
-        total = rows + LOAD_OVERHEAD
-        for c, _ in passes[1:]:
-            total += -(-c // P) + QS_PASS_OVERHEAD
-        return total + self._emit_cycles(x, k)
-
-
-class BitonicModel(TopKModel):
-    """Cycle model of the ``topk_bitonic`` baseline: load, 2 cycles of sorting and counting
-    (no passes), emission."""
-
-    def cycles(self, n, k, scores):
-        P = self.per_beat
-        rows = -(-max(n, 1) // P)
-        if bad_request(n, k, self.max_n):
-            return rows + 2
-        x = self.check_scores(scores)[:n]
-        return rows + LOAD_OVERHEAD + self._emit_cycles(x, k)
+    def select_cycles(self, x, k):
+        """Cycles between the load and the emission scan: the radix passes after the load."""
+        _, _, passes = radix_select(x, k, self.per_beat, self.score_bits, self.digit_bits)
+        return sum(r + PASS_OVERHEAD for _, r in passes)
 
 
 def cycle_bound(n, per_beat, score_bits=16, digit_bits=8):
@@ -356,10 +303,3 @@ def cycle_bound(n, per_beat, score_bits=16, digit_bits=8):
     rows = -(-n // per_beat)
     passes = len(digit_slices(score_bits, digit_bits)) - 1
     return rows + LOAD_OVERHEAD + passes * (rows + PASS_OVERHEAD) + rows + EMIT_OVERHEAD
-
-
-def quickselect_bound(n, per_beat):
-    """Worst-case cycles of the quick-select baseline: every pass removes only the pivot."""
-    rows = -(-n // per_beat)
-    later = sum(-(-c // per_beat) + QS_PASS_OVERHEAD for c in range(1, n))
-    return rows + LOAD_OVERHEAD + later + rows + EMIT_OVERHEAD

@@ -55,7 +55,7 @@ class BitonicTopK(TopKShell):
     Parameters as :class:`attnforge.rtl.topk.TopK` without ``digit_bits`` (default ``max_n``
     16: the network is slow to synthesize); ``max_n`` must also be a power of two.
     Latency: ``ceil(n/P) + 2`` to load and select, ``last_winner_row + 3`` to emit
-    (:class:`attnforge.golden.topk.BitonicModel`).
+    (:class:`attnforge.golden.topk_bitonic.BitonicModel`).
     """
 
     def __init__(self, *, max_n=16, score_bits=16, per_beat=4):
@@ -64,7 +64,7 @@ class BitonicTopK(TopKShell):
     @property
     def latency(self):
         """Cycles of the shortest request (``n = k = 1``): load and sort ``1 + 2``, emission
-        ``1 + 2`` (:meth:`attnforge.golden.topk.BitonicModel.cycles`)."""
+        ``1 + 2`` (:meth:`attnforge.golden.topk_bitonic.BitonicModel.cycles`)."""
         return 6
 
     def elaborate(self, platform):

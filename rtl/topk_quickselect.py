@@ -1,7 +1,8 @@
 """Baseline top-k engine (the engine before issue 12): quick-select over two partition buffers,
 P comparators, run-time ``n`` and ``k``; same ports and beats as :class:`attnforge.rtl.topk.TopK`.
 
-The cycle count is :meth:`attnforge.golden.topk.QuickSelectModel.cycles`, matched exactly.
+The cycle count is :meth:`attnforge.golden.topk_quickselect.QuickSelectModel.cycles`, matched
+exactly.
 
 Design
 ------
@@ -16,7 +17,7 @@ When the pivot's ``==`` group holds the target rank, the pivot is the k-th value
 emission scan (:class:`~.topk_parts.WinnerEmitter`) runs.
 
 Latency: ``ceil(n/P) + 2`` to load (and run pass 1), ``ceil(c/P) + 2`` per later pass,
-``last_winner_row + 3`` to emit; worst case :func:`attnforge.golden.topk.quickselect_bound`.
+``last_winner_row + 3`` to emit; worst case :func:`attnforge.golden.topk_quickselect.quickselect_bound`.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed

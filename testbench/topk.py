@@ -16,7 +16,9 @@ from cocotb.triggers import ClockCycles, RisingEdge
 from cocotb.utils import get_sim_time
 
 from ..golden.numbers import value_range
-from ..golden.topk import BitonicModel, QuickSelectModel, TopKModel, score_beats
+from ..golden.topk import TopKModel, score_beats
+from ..golden.topk_bitonic import BitonicModel
+from ..golden.topk_quickselect import QuickSelectModel
 from ..rtl.topk import TopK
 from ..rtl.topk_parts import out_layout, req_layout, score_layout
 from ..rtl.topk_quickselect import QuickSelectTopK

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 from amaranth.sim import Simulator
 
-from attnforge.golden.topk import (QuickSelectModel, TopKModel, bad_request, beats, cycle_bound,
-                                   digit_slices, lfsr_step, quickselect, quickselect_bound,
-                                   radix_select, row_error, score_beats, topk)
+from attnforge.golden.topk import (TopKModel, bad_request, beats, cycle_bound, digit_slices,
+                                   lfsr_step, radix_select, row_error, score_beats, topk)
+from attnforge.golden.topk_quickselect import QuickSelectModel, quickselect, quickselect_bound
 from attnforge.rtl.topk import TopK
 from attnforge.rtl.topk_bitonic import BitonicTopK
 from attnforge.rtl.topk_parts import RankFinder
