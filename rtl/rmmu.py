@@ -45,6 +45,8 @@ and instantiated ``rows * cols`` times, so emitting and building the 512-PE defa
 seconds; in the Amaranth simulator the PEs are ordinary submodules.
 """
 
+from typing import NamedTuple
+
 from amaranth.hdl import Cat, Const, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
@@ -211,6 +213,525 @@ def _by_mode(prec, table, default=0):
     return expr
 
 
+class Geometry(NamedTuple):
+    """The parameters every part of one RMMU is built from (the :class:`RMMU` constructor's,
+    ``groups`` aside: the parts of one group do not depend on how many there are)."""
+
+    rows: int
+    cols: int
+    tile_m: int
+    max_m: int
+    max_k: int
+    max_n: int
+
+    @property
+    def acc_slot_bits(self):
+        """Accumulator width of PE lane ``i`` (the widest mode using it) over ``max_k``."""
+        return _slot_bits(lambda p: acc_bits(p.bits, 1, self.max_k))
+
+    @property
+    def out_bits(self):
+        """Width of an output lane (the FX16 accumulator)."""
+        return max(self.acc_slot_bits)
+
+    @property
+    def cmd(self):
+        """:func:`cmd_layout` of these bounds."""
+        return cmd_layout(self.rows, self.max_m, self.max_k, self.max_n)
+
+    @property
+    def acc(self):
+        """One accumulator entry: ``cols`` PE columns of 8 full-width lanes."""
+        return data.ArrayLayout(data.StructLayout(
+            {f"l{i}": signed(w) for i, w in enumerate(self.acc_slot_bits)}), self.cols)
+
+    def column(self, flow):
+        """Every PE's partial sums, ``[row][col]``: a member array (one signal per PE, since the
+        whole column of the default array is wider than an Amaranth value may be)."""
+        return flow(psum_layout(self.rows)).array(self.rows, self.cols)
+
+
+def op_layout(geo):
+    """The running operation of a group, as its :class:`Sequencer` hands it to the other parts:
+    the descriptor, the end row ``hi = row0 + nrows``, whether it runs (rows held) or an error
+    beat is pending, and the K per pass / N per tile (``nrows * n``, ``cols * n``)."""
+    return data.StructLayout({
+        "desc":  geo.cmd,
+        "hi":    range(geo.rows + 1),
+        "run":   1,
+        "error": 1,
+        "kstep": range(geo.rows * LANES_PER_PE + 1),
+        "nstep": range(geo.cols * LANES_PER_PE + 1),
+    })
+
+
+def tag_layout(cols, tile_m):
+    """What travels beside an issued word down to the accumulator: ``valid``, first pass of the
+    tile (``first``: start from zero), last pass (``lastk``: send out, do not write back), last
+    beat of the operation, the M-tile row ``m`` and the number of valid output lanes."""
+    return data.StructLayout({
+        "valid": 1, "first": 1, "lastk": 1, "last": 1,
+        "m": _rng(tile_m), "nvalid": range(cols * LANES_PER_PE + 1)})
+
+
+#: A PE row's activation input: a word was issued (``valid``), it is the first of a pass
+#: (``swap``: make the shadow tiles active as it enters the row), the K-masked word.
+WORD_LAYOUT = data.StructLayout({"valid": 1, "swap": 1, "word": WORD_BITS})
+
+
+def row_layout(cols):
+    """How a group drives one PE row it owns: pipeline enable, precision, first row of the group
+    (``top``: partial sums start from zero), shadow write + weight beat, activation input."""
+    return data.StructLayout({"en": 1, "mode": Precision, "top": 1, "load": 1,
+                              "wdata": weight_layout(cols), "issue": WORD_LAYOUT})
+
+
+class Sequencer(wiring.Component):
+    """Descriptor sequencing of one row group.
+
+    Accepts a descriptor on ``cmd`` when the group is idle (no operation running, no error beat
+    pending) and either the descriptor is bad or its rows are not ``blocked`` (the RMMU's
+    arbitration: held by another group). A bad one sets ``op.error`` (the output stage sends the
+    error beat), a good one ``op.run``; ``done`` (the operation's last ``o`` beat is taken)
+    clears both. ``take`` flags a good descriptor accepted in this cycle and ``end`` is
+    ``row0 + nrows`` of the one on ``cmd`` (arbitration inputs); ``own`` bit ``r``: the running
+    operation holds PE row ``r``.
+    """
+
+    def __init__(self, geo):
+        self._geo = geo
+        super().__init__({
+            "cmd":     In(stream.Signature(geo.cmd)),
+            "blocked": In(1),
+            "done":    In(1),
+            "op":      Out(op_layout(geo)),
+            "end":     Out(range(2 * geo.rows + 1)),
+            "take":    Out(1),
+            "own":     Out(geo.rows),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, op, d = self._geo, self.op, self.cmd.payload
+        m.d.comb += self.end.eq(d.row0 + d.nrows)
+        bad = (d.nrows == 0) | (self.end > geo.rows) | \
+            (d.m == 0) | _above(d.m, geo.max_m) | (d.k == 0) | _above(d.k, geo.max_k) | \
+            (d.n == 0) | _above(d.n, geo.max_n)
+        m.d.comb += self.cmd.ready.eq(~op.run & ~op.error & (bad | ~self.blocked))
+        m.d.comb += self.take.eq(self.cmd.valid & self.cmd.ready & ~bad)
+        with m.If(self.cmd.valid & self.cmd.ready):
+            m.d.sync += [op.desc.eq(d), op.hi.eq(self.end)]
+            with m.If(bad):
+                m.d.sync += op.error.eq(1)
+            with m.Else():
+                m.d.sync += op.run.eq(1)
+        with m.If(self.done):
+            m.d.sync += [op.run.eq(0), op.error.eq(0)]
+
+        n_lanes = Signal(range(LANES_PER_PE + 1))                 # values per word
+        for p in Precision:
+            with m.If(op.desc.precision == p):
+                m.d.comb += n_lanes.eq(p.lanes)
+        m.d.comb += [op.kstep.eq(op.desc.nrows * n_lanes), op.nstep.eq(geo.cols * n_lanes)]
+        row0 = op.desc.row0
+        for r in range(geo.rows):
+            # (a row at the field's maximum is always at or after row0)
+            after = Const(1) if r >= (1 << len(row0)) - 1 else row0 <= r
+            m.d.comb += self.own[r].eq(op.run & after & (r < op.hi))
+        return m
+
+
+class TileLoops(wiring.Component):
+    """The ``for nt: for mt: for kp`` nest of one operation, stepped by ``step``, back to the
+    start by ``clear``.
+
+    ``n0``, ``m0``, ``k0`` are the first N column, M row and K value of the current tile/pass;
+    ``last_k`` / ``last`` flag the last pass of the tile / of the whole operation.
+    """
+
+    def __init__(self, geo):
+        self._geo = geo
+        super().__init__({
+            "op":     In(op_layout(geo)),
+            "step":   In(1),
+            "clear":  In(1),
+            "n0":     Out(range(geo.max_n + geo.cols * LANES_PER_PE + 1)),
+            "m0":     Out(range(geo.max_m + geo.tile_m + 1)),
+            "k0":     Out(range(geo.max_k + geo.rows * LANES_PER_PE + 1)),
+            "last_k": Out(1),
+            "last":   Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        desc, kstep, nstep, tile_m = self.op.desc, self.op.kstep, self.op.nstep, self._geo.tile_m
+        last_m, last_n = Signal(), Signal()
+        m.d.comb += [self.last_k.eq(self.k0 + kstep >= desc.k),
+                     last_m.eq(self.m0 + tile_m >= desc.m),
+                     last_n.eq(self.n0 + nstep >= desc.n),
+                     self.last.eq(self.last_k & last_m & last_n)]
+        with m.If(self.clear):
+            m.d.sync += [self.n0.eq(0), self.m0.eq(0), self.k0.eq(0)]
+        with m.Elif(self.step):
+            m.d.sync += self.k0.eq(Mux(self.last_k, 0, self.k0 + kstep))
+            with m.If(self.last_k):
+                m.d.sync += self.m0.eq(Mux(last_m, 0, self.m0 + tile_m))
+                with m.If(last_m):
+                    m.d.sync += self.n0.eq(self.n0 + nstep)
+        return m
+
+
+class Loader(wiring.Component):
+    """Weight loader of one group: for ``nt, mt, kp``, ``nrows`` beats of ``w``, one PE row
+    each, written into that row's shadow tiles (``load`` bit ``row0 + i``, data ``wdata``).
+
+    A beat waits while its row's shadow is ``full`` (loaded, not yet swapped in) or while a
+    loaded tile set waits for its pass. ``ready``: a tile set is ready for the next pass --
+    already, or in this cycle when its last row is being written (the swap reaches that row at
+    least one cycle later, unless the group is row 0 alone). ``consume``: the issue started the
+    pass (the set is used). ``done`` ends the operation.
+    """
+
+    def __init__(self, geo):
+        self._geo = geo
+        super().__init__({
+            "w":       In(stream.Signature(weight_layout(geo.cols))),
+            "op":      In(op_layout(geo)),
+            "full":    In(geo.rows),
+            "consume": In(1),
+            "done":    In(1),
+            "load":    Out(geo.rows),
+            "wdata":   Out(weight_layout(geo.cols)),
+            "ready":   Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, op = self._geo.rows, self.op
+        m.submodules.loops = loops = TileLoops(self._geo)
+        m.d.comb += [loops.op.eq(op), loops.clear.eq(self.done), self.wdata.eq(self.w.payload)]
+        row = Signal(range(R))                  # the PE row of the group the next beat fills
+        finished = Signal()                     # every beat of the operation taken
+        armed = Signal()                        # a loaded tile set waits for its pass
+        target = Signal(range(2 * R))
+        target_full = Signal()
+        m.d.comb += [target.eq(op.desc.row0 + row), target_full.eq((self.full >> target)[0])]
+        m.d.comb += self.w.ready.eq(op.run & ~finished & ~target_full & ~armed)
+        take = self.w.valid & self.w.ready
+        last_row = row + 1 == op.desc.nrows
+        m.d.comb += self.load.eq(Cat(*[take & (target == r) for r in range(R)]))
+        with m.If(take):
+            m.d.sync += row.eq(Mux(last_row, 0, row + 1))
+            with m.If(last_row):
+                m.d.comb += loops.step.eq(1)
+                m.d.sync += armed.eq(1)
+                with m.If(loops.last):
+                    m.d.sync += finished.eq(1)
+        with m.If(self.consume):
+            m.d.sync += armed.eq(0)
+        m.d.comb += self.ready.eq(armed | (take & last_row & (op.hi > 1)))
+        with m.If(self.done):
+            m.d.sync += [finished.eq(0), armed.eq(0), row.eq(0)]
+        return m
+
+
+class Issuer(wiring.Component):
+    """Activation issue of one group: for ``nt, mt, kp``, one ``a`` beat per row of the M-tile,
+    in lockstep with the group's pipeline (``adv``); the first word of a pass waits for its tile
+    set (``ready``) and starts it (``consume``, and ``swap`` on the word).
+
+    ``words[r]`` is what PE row ``r`` takes if the group owns it: word ``r - row0`` of the beat,
+    its bits beyond K zeroed; ``tag`` goes with the beat down to the accumulator.
+    """
+
+    def __init__(self, geo):
+        self._geo = geo
+        super().__init__({
+            "a":       In(stream.Signature(act_layout(geo.rows))),
+            "op":      In(op_layout(geo)),
+            "adv":     In(1),
+            "ready":   In(1),
+            "done":    In(1),
+            "consume": Out(1),
+            "words":   Out(data.ArrayLayout(WORD_LAYOUT, geo.rows)),
+            "tag":     Out(tag_layout(geo.cols, geo.tile_m)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, op, desc = self._geo, self.op, self.op.desc
+        m.submodules.loops = loops = TileLoops(geo)
+        m.d.comb += [loops.op.eq(op), loops.clear.eq(self.done)]
+        mi = Signal(_rng(geo.tile_m))           # row of the M-tile the next beat carries
+        finished = Signal()
+        first = mi == 0
+        m.d.comb += self.a.ready.eq(op.run & ~finished & self.adv & (~first | self.ready))
+        take = self.a.valid & self.a.ready
+        last_mi = (mi == geo.tile_m - 1) | (loops.m0 + mi + 1 == desc.m)
+        m.d.comb += self.consume.eq(take & first)
+        with m.If(take):
+            m.d.sync += mi.eq(Mux(last_mi, 0, mi + 1))
+            with m.If(last_mi):
+                m.d.comb += loops.step.eq(1)
+                with m.If(loops.last):
+                    m.d.sync += finished.eq(1)
+        with m.If(self.done):
+            m.d.sync += [finished.eq(0), mi.eq(0)]
+        nrem = Signal(range(geo.max_n + 1))
+        m.d.comb += nrem.eq(desc.n - loops.n0)
+        m.d.comb += [
+            self.tag.valid.eq(take), self.tag.first.eq(loops.k0 == 0),
+            self.tag.lastk.eq(loops.last_k), self.tag.m.eq(mi),
+            self.tag.nvalid.eq(Mux(nrem < op.nstep, nrem, op.nstep)),
+            self.tag.last.eq(loops.last & last_mi),
+        ]
+        words = self._masked(m, loops.k0)
+        for r in range(geo.rows):
+            rel = Signal(range(geo.rows), name=f"rel{r}")
+            m.d.comb += rel.eq(r - desc.row0)
+            word = _select(m, rel, words[:r + 1], WORD_BITS, f"word{r}")
+            m.d.comb += [self.words[r].valid.eq(take), self.words[r].swap.eq(first),
+                         self.words[r].word.eq(word)]
+        return m
+
+    def _masked(self, m, k0):
+        """The beat's words with the bits of values at K and beyond zeroed: word ``q`` holds K
+        values ``k0 + q*n .. k0 + q*n + n - 1``."""
+        desc = self.op.desc
+        krem = Signal(signed(self._geo.max_k.bit_length() + 2))
+        m.d.comb += krem.eq(desc.k - k0)
+        words = []
+        for q in range(self._geo.rows):
+            keep = Signal(WORD_BITS, name=f"keep{q}")
+            # bit b of word q belongs to value q*n + b // p: keep it while that is below K
+            m.d.comb += keep.eq(_by_mode(desc.precision, {
+                p: Cat(*[krem > q * p.lanes + b // p.bits for b in range(WORD_BITS)])
+                for p in Precision}))
+            words.append(self.a.payload.data[q] & keep)
+        return words
+
+
+class Accumulator(wiring.Component):
+    """Tag line, bottom row and accumulator memory of one group.
+
+    The tag of a word issued at ``t`` moves one stage per ``adv`` beside the word (which reaches
+    row ``r`` at ``t + r + 1`` and leaves it at ``t + r + 2``), so the bottom row's sums
+    (``column[hi - 1]``) line up with tag stage ``hi``. They are registered with their tag (the
+    memory is read meanwhile, transparently for the write port) and added to the M-tile row's
+    entry -- zero on the first pass; ``sums`` and ``sums_tag`` are that sum and its tag. Passes
+    but the last write it back; the last goes to the output stage instead.
+    """
+
+    def __init__(self, geo):
+        self._geo = geo
+        tag = tag_layout(geo.cols, geo.tile_m)
+        super().__init__({
+            "tag":      In(tag),
+            "hi":       In(range(geo.rows + 1)),
+            "adv":      In(1),
+            "column":   geo.column(In),
+            "sums":     Out(geo.acc),
+            "sums_tag": Out(tag),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, adv = self._geo, self.adv
+        R, C, pl, tag = geo.rows, geo.cols, psum_layout(geo.rows), self.tag.shape()
+        tags = [self.tag]
+        for s in range(R + 1):
+            t = Signal(tag, name=f"tag{s}")
+            with m.If(adv):
+                m.d.sync += t.eq(tags[-1])
+            tags.append(t)
+        bottom_tag = _select(m, self.hi, tags[1:], tag, "bottom_tag")
+        bottom = [_select(m, self.hi - 1, [self.column[r][c] for r in range(R)], pl,
+                          f"bottom{c}") for c in range(C)]
+        m.submodules.mem = mem = Memory(shape=geo.acc, depth=geo.tile_m, init=[])
+        wr = mem.write_port()
+        rd = mem.read_port(transparent_for=(wr,))
+        m.d.comb += [rd.addr.eq(bottom_tag.m), rd.en.eq(adv)]
+        psum = [Signal(pl, name=f"psum{c}") for c in range(C)]
+        with m.If(adv):
+            m.d.sync += self.sums_tag.eq(bottom_tag)
+            m.d.sync += [s.eq(b) for s, b in zip(psum, bottom)]
+        for c in range(C):
+            for i in range(LANES_PER_PE):
+                f = f"l{i}"
+                prev = Mux(self.sums_tag.first, 0, getattr(rd.data[c], f))
+                m.d.comb += getattr(self.sums[c], f).eq(prev + getattr(psum[c], f))
+        m.d.comb += [wr.addr.eq(self.sums_tag.m), wr.data.eq(self.sums),
+                     wr.en.eq(adv & self.sums_tag.valid & ~self.sums_tag.lastk)]
+        return m
+
+
+class ResultStage(wiring.Component):
+    """Output register of one group: on the last pass, lane ``j`` = column ``j`` of the N-tile
+    (packed by the mode from the accumulator ``sums``, masked beyond N, full width or
+    requantized by a :class:`LaneOut`); an error beat when ``op.error`` and nothing is pending.
+
+    ``adv`` (the group's pipeline moves) is ``~o.valid | o.ready``: a stalled ``o`` freezes the
+    group. ``done``: the operation's last beat is taken.
+    """
+
+    def __init__(self, geo):
+        self._geo = geo
+        super().__init__({
+            "sums":     In(geo.acc),
+            "sums_tag": In(tag_layout(geo.cols, geo.tile_m)),
+            "op":       In(op_layout(geo)),
+            "o":        Out(stream.Signature(result_layout(geo.cols, geo.out_bits))),
+            "adv":      Out(1),
+            "done":     Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, op, o, tag = self._geo, self.op, self.o, self.sums_tag
+        bits, n_lanes = geo.out_bits, geo.cols * LANES_PER_PE
+        m.d.comb += [self.adv.eq(~o.valid | o.ready),
+                     self.done.eq(o.valid & o.ready & o.payload.last)]
+        lanes = []
+        for j in range(n_lanes):
+            lane = Signal(signed(bits), name=f"lane{j}")
+            m.d.comb += lane.eq(_by_mode(op.desc.precision, {
+                p: getattr(self.sums[j // p.lanes], f"l{j % p.lanes}")
+                for p in Precision if j < geo.cols * p.lanes}))
+            lo = place(m, platform, f"lane_out{j}", lambda: LaneOut(bits),
+                       module=f"attnforge_rmmu_lane_b{bits}", clocked=False)
+            m.d.comb += [lo.x.eq(lane), lo.keep.eq(j < tag.nvalid), lo.requant.eq(op.desc.requant),
+                         lo.fmt.eq(op.desc.out_fmt), lo.shift.eq(op.desc.shift)]
+            lanes.append(lo.y)
+        with m.If(self.adv):
+            m.d.sync += o.valid.eq(0)
+            with m.If(tag.valid & tag.lastk):
+                m.d.sync += [o.valid.eq(1), o.payload.last.eq(tag.last), o.payload.error.eq(0)]
+                m.d.sync += [o.payload.lanes[j].eq(v) for j, v in enumerate(lanes)]
+            with m.Elif(op.error & ~o.valid):
+                m.d.sync += [o.valid.eq(1), o.payload.last.eq(1), o.payload.error.eq(1)]
+                m.d.sync += [o.payload.lanes[j].eq(0) for j in range(n_lanes)]
+        return m
+
+
+class Group(wiring.Component):
+    """One row group: :class:`Sequencer`, :class:`Loader`, :class:`Issuer`,
+    :class:`Accumulator`, :class:`ResultStage`, with its streams on ``port``.
+
+    Towards the array: ``rows[r]`` is how it drives PE row ``r`` while it owns it (``own``),
+    ``column`` the partial sums of every PE, ``full`` the rows whose shadow tiles are loaded.
+    Towards the arbitration: ``op``, ``end``, ``take`` of its sequencer, and ``blocked``.
+    """
+
+    def __init__(self, geo):
+        self._geo = geo
+        super().__init__({
+            "port":    Out(group_signature(geo.rows, geo.cols, geo.max_m, geo.max_k, geo.max_n,
+                                           geo.out_bits)),
+            "blocked": In(1),
+            "full":    In(geo.rows),
+            "column":  geo.column(In),
+            "op":      Out(op_layout(geo)),
+            "end":     Out(range(2 * geo.rows + 1)),
+            "take":    Out(1),
+            "own":     Out(geo.rows),
+            "rows":    Out(row_layout(geo.cols)).array(geo.rows),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        geo, port = self._geo, self.port
+        m.submodules.seq = seq = Sequencer(geo)
+        m.submodules.loader = load = Loader(geo)
+        m.submodules.issuer = issue = Issuer(geo)
+        m.submodules.acc = acc = Accumulator(geo)
+        m.submodules.out = out = ResultStage(geo)
+        wiring.connect(m, wiring.flipped(port.cmd), seq.cmd)
+        wiring.connect(m, wiring.flipped(port.w), load.w)
+        wiring.connect(m, wiring.flipped(port.a), issue.a)
+        wiring.connect(m, out.o, wiring.flipped(port.o))
+        m.d.comb += [
+            seq.blocked.eq(self.blocked), seq.done.eq(out.done),
+            self.op.eq(seq.op), self.end.eq(seq.end), self.take.eq(seq.take),
+            self.own.eq(seq.own),
+            load.op.eq(seq.op), load.full.eq(self.full), load.consume.eq(issue.consume),
+            load.done.eq(out.done),
+            issue.op.eq(seq.op), issue.adv.eq(out.adv), issue.ready.eq(load.ready),
+            issue.done.eq(out.done),
+            acc.tag.eq(issue.tag), acc.hi.eq(seq.op.hi), acc.adv.eq(out.adv),
+            *[acc.column[r][c].eq(self.column[r][c])
+              for r in range(geo.rows) for c in range(geo.cols)],
+            out.sums.eq(acc.sums), out.sums_tag.eq(acc.sums_tag), out.op.eq(seq.op),
+        ]
+        for r, row in enumerate(self.rows):
+            m.d.comb += [row.en.eq(out.adv), row.mode.eq(seq.op.desc.precision),
+                         row.top.eq(seq.op.desc.row0 == r), row.load.eq(load.load[r]),
+                         row.wdata.eq(load.wdata), row.issue.eq(issue.words[r])]
+        return m
+
+
+class PEArray(wiring.Component):
+    """``rows x cols`` :class:`PE` s with a skew line per row; each row is driven by
+    ``rows[r]`` (its owner group's, or idle).
+
+    Row ``r``'s issue input passes ``r + 1`` registers (moving when the row is enabled) before
+    it reaches the PEs; the swap it carries makes the row's shadow tiles active as it enters the
+    last one and clears the row's ``full`` bit (set by a ``load``). ``column[r][c]`` is PE
+    ``(r, c)``'s registered partial sums; a row's input from above is zero at the top of a group.
+    """
+
+    def __init__(self, rows, cols):
+        self._rows, self._cols = rows, cols
+        super().__init__({
+            "rows":   In(row_layout(cols)).array(rows),
+            "full":   Out(rows),
+            "column": Out(psum_layout(rows)).array(rows, cols),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self._rows, self._cols
+        swap = Signal(R)
+        load = Cat(*[row.load for row in self.rows])
+        for r, row in enumerate(self.rows):
+            line = row.issue
+            for s in range(r + 1):
+                nxt = Signal(WORD_LAYOUT, name=f"row{r}_skew{s}")
+                with m.If(row.en):
+                    m.d.sync += nxt.eq(line)
+                if s == r:
+                    m.d.comb += swap[r].eq(row.en & line.valid & line.swap)
+                line = nxt
+            for c in range(C):
+                pe = place(m, platform, f"pe_{r}_{c}", lambda: PE(R),
+                           module=f"attnforge_rmmu_pe_r{R}")
+                m.d.comb += [pe.en.eq(row.en), pe.act.eq(line.word), pe.mode.eq(row.mode),
+                             pe.top.eq(row.top if r else 1), pe.swap.eq(swap[r]),
+                             pe.load.eq(row.load), pe.wdata.eq(row.wdata.data[c]),
+                             pe.psum_in.eq(self.column[r - 1][c] if r else 0),
+                             self.column[r][c].eq(pe.psum_out)]
+        with m.If(swap.any() | load.any()):
+            m.d.sync += self.full.eq((self.full & ~swap) | load)
+        return m
+
+
+def _blocked(groups, ports):
+    """Per group: the descriptor on its ``cmd`` overlaps rows held by another group's running
+    operation, or by a lower-numbered group's descriptor accepted in the same cycle."""
+    out = []
+    for g, port in enumerate(ports):
+        row0, end = port.cmd.payload.row0, groups[g].end
+        blocked = Const(0)
+        for h, other in enumerate(groups):
+            if h != g:
+                held = other.op
+                blocked = blocked | (held.run & (row0 < held.hi) & (held.desc.row0 < end))
+        for h in range(g):
+            blocked = blocked | (groups[h].take & (row0 < groups[h].end) &
+                                 (ports[h].cmd.payload.row0 < end))
+        out.append(blocked)
+    return out
+
+
 class RMMU(wiring.Component):
     """Reconfigurable matrix-multiplication unit: ``rows x cols`` multi-precision PEs, row groups.
 
@@ -232,337 +753,66 @@ class RMMU(wiring.Component):
     -------
     g : ``Out(group_signature(...)).array(groups)``
         Per group: ``cmd`` (descriptors), ``a`` (activations), ``w`` (weights), ``o`` (results).
+
+    Structure: one :class:`Group` per row group (submodule ``g<i>``) and one :class:`PEArray`
+    (``array``); each PE row follows the group whose running operation holds it.
     """
 
     def __init__(self, *, rows=32, cols=16, groups=2, tile_m=32, max_m=4096, max_k=4096,
                  max_n=4096):
         self.record.validate(rows=rows, cols=cols, groups=groups, tile_m=tile_m, max_m=max_m,
                              max_k=max_k, max_n=max_n)
-        self._rows, self._cols, self._groups, self._tile_m = rows, cols, groups, tile_m
-        self._max_m, self._max_k, self._max_n = max_m, max_k, max_n
+        self._geo = Geometry(rows, cols, tile_m, max_m, max_k, max_n)
+        self._groups = groups
         super().__init__({
             "g": Out(group_signature(rows, cols, max_m, max_k, max_n, self.out_bits))
             .array(groups),
         })
 
-    rows = property(lambda self: self._rows, doc="PE rows.")
-    cols = property(lambda self: self._cols, doc="PE columns.")
+    rows = property(lambda self: self._geo.rows, doc="PE rows.")
+    cols = property(lambda self: self._geo.cols, doc="PE columns.")
     groups = property(lambda self: self._groups, doc="Concurrent row groups (port sets).")
-    tile_m = property(lambda self: self._tile_m, doc="Accumulator depth (M-tile rows).")
-    max_m = property(lambda self: self._max_m, doc="Largest M.")
-    max_k = property(lambda self: self._max_k, doc="Largest K.")
-    max_n = property(lambda self: self._max_n, doc="Largest N.")
+    tile_m = property(lambda self: self._geo.tile_m, doc="Accumulator depth (M-tile rows).")
+    max_m = property(lambda self: self._geo.max_m, doc="Largest M.")
+    max_k = property(lambda self: self._geo.max_k, doc="Largest K.")
+    max_n = property(lambda self: self._geo.max_n, doc="Largest N.")
+    geometry = property(lambda self: self._geo, doc="The :class:`Geometry` of the parts.")
 
     @property
     def acc_slot_bits(self):
         """Accumulator width of PE lane ``i`` (the widest mode using it) over ``max_k``."""
-        return _slot_bits(lambda p: acc_bits(p.bits, 1, self._max_k))
+        return self._geo.acc_slot_bits
 
     @property
     def out_bits(self):
         """Width of an output lane (the FX16 accumulator)."""
-        return max(self.acc_slot_bits)
+        return self._geo.out_bits
 
     def peak_macs(self, precision, nrows=None):
         """MACs per cycle of ``nrows`` rows (default all) at ``precision``."""
-        return (nrows or self._rows) * self._cols * Precision(precision).macs_per_word
+        return (nrows or self.rows) * self.cols * Precision(precision).macs_per_word
 
     def elaborate(self, platform):
         m = Module()
-        R, C, G = self._rows, self._cols, self._groups
-        ports = [self.g[i] for i in range(G)]
-        pl = psum_layout(R)
-        slot_bits = self.acc_slot_bits
-
-        # ---- per-group control: descriptor, loop counters, loader, accumulator, output ------
-        run = [Signal(name=f"g{g}_run") for g in range(G)]       # an operation holds rows
-        err = [Signal(name=f"g{g}_err") for g in range(G)]       # an error beat is pending
-        adv = [Signal(name=f"g{g}_adv") for g in range(G)]       # the group's pipeline moves
-        desc = [Signal(cmd_layout(R, self._max_m, self._max_k, self._max_n), name=f"g{g}_desc")
-                for g in range(G)]
-        hi = [Signal(range(R + 1), name=f"g{g}_hi") for g in range(G)]
-
-        # Row ownership: which running group holds row r (at most one, by the accept rule).
-        own = [[Signal(name=f"own_{g}_{r}") for r in range(R)] for g in range(G)]
-        for g in range(G):
-            for r in range(R):
-                row0 = desc[g].row0
-                # (a row at the field's maximum is always at or after row0)
-                after = Const(1) if r >= (1 << len(row0)) - 1 else row0 <= r
-                m.d.comb += own[g][r].eq(run[g] & after & (r < hi[g]))
-
-        # Accepting a descriptor: its rows must be free of running groups and of a lower
-        # group's descriptor accepted in the same cycle.
-        taking = []                                      # (accepted now, row0, end) per group
-        for g, port in enumerate(ports):
-            d = port.cmd.payload
-            end = Signal(range(2 * R + 1), name=f"g{g}_cmd_end")
-            m.d.comb += end.eq(d.row0 + d.nrows)
-            bad = (d.nrows == 0) | (end > R) | \
-                (d.m == 0) | _above(d.m, self._max_m) | (d.k == 0) | _above(d.k, self._max_k) | \
-                (d.n == 0) | _above(d.n, self._max_n)
-            conflict = Const(0)
-            for h in range(G):
-                if h != g:
-                    conflict = conflict | (run[h] & (d.row0 < hi[h]) & (desc[h].row0 < end))
-            for now, row0, h_end in taking:
-                conflict = conflict | (now & (d.row0 < h_end) & (row0 < end))
-            m.d.comb += port.cmd.ready.eq(~run[g] & ~err[g] & (bad | ~conflict))
-            accept = Signal(name=f"g{g}_cmd_take")
-            m.d.comb += accept.eq(port.cmd.valid & port.cmd.ready & ~bad)
-            taking.append((accept, d.row0, end))
-            with m.If(port.cmd.valid & port.cmd.ready):
-                m.d.sync += [desc[g].eq(d), hi[g].eq(end)]
-                with m.If(bad):
-                    m.d.sync += err[g].eq(1)
-                with m.Else():
-                    m.d.sync += run[g].eq(1)
-
-        # Row state follows the owner group.
-        row_en = [Signal(name=f"row{r}_en") for r in range(R)]
-        row_mode = [Signal(Precision, name=f"row{r}_mode") for r in range(R)]
-        row_top = [Signal(name=f"row{r}_top") for r in range(R)]
-        for r in range(R):
-            owned = Cat(*[own[g][r] for g in range(G)]).any()
-            en, mode, top = ~owned, Const(0, 2), Const(0)
-            for g in range(G):
-                en = en | (own[g][r] & adv[g])
-                mode = Mux(own[g][r], desc[g].precision, mode)
-                top = top | (own[g][r] & (desc[g].row0 == r))
-            m.d.comb += [row_en[r].eq(en), row_mode[r].eq(mode), row_top[r].eq(top)]
-
-        # Loader and issue state per group, plus the words/tags they hand to the array.
-        shadow_full = Signal(R)
-        row_load = [Signal(name=f"row{r}_load") for r in range(R)]
-        row_wdata = [Signal(weight_layout(C), name=f"row{r}_wdata") for r in range(R)]
-        row_in = [Signal(data.StructLayout({"valid": 1, "swap": 1, "word": WORD_BITS}),
-                         name=f"row{r}_in") for r in range(R)]
-        tag_layout = data.StructLayout({
-            "valid": 1, "first": 1, "lastk": 1, "last": 1,
-            "m": _rng(self._tile_m), "nvalid": range(C * LANES_PER_PE + 1)})
-        issue_tag = [Signal(tag_layout, name=f"g{g}_tag") for g in range(G)]
-        swap_clear = Signal(R)
-        group_in = [[] for _ in range(R)]     # per row: (owned by g, w payload, row input)
-
-        for g, port in enumerate(ports):
-            dg = desc[g]
-            n_lanes = Signal(range(LANES_PER_PE + 1), name=f"g{g}_n")     # values per word
-            for p in Precision:
-                with m.If(dg.precision == p):
-                    m.d.comb += n_lanes.eq(p.lanes)
-            kstep = Signal(range(R * LANES_PER_PE + 1), name=f"g{g}_kstep")  # K per pass
-            nstep = Signal(range(C * LANES_PER_PE + 1), name=f"g{g}_nstep")  # N per tile
-            m.d.comb += [kstep.eq(dg.nrows * n_lanes), nstep.eq(C * n_lanes)]
-
-            # -- loader: for nt, mt, kp: nrows beats, one PE row each --------------------------
-            ld = _Loops(m, f"g{g}_ld", self, dg, kstep, nstep)
-            ld_row = Signal(range(R), name=f"g{g}_ld_row")
-            ld_done = Signal(name=f"g{g}_ld_done")
-            set_ready = Signal(name=f"g{g}_set_ready")
-            tgt = Signal(range(2 * R), name=f"g{g}_ld_tgt")
-            m.d.comb += tgt.eq(dg.row0 + ld_row)
-            tgt_full = Signal(name=f"g{g}_tgt_full")
-            m.d.comb += tgt_full.eq((shadow_full >> tgt)[0])
-            m.d.comb += port.w.ready.eq(run[g] & ~ld_done & ~tgt_full & ~set_ready)
-            w_take = port.w.valid & port.w.ready
-            for r in range(R):
-                with m.If(w_take & (tgt == r)):
-                    m.d.comb += row_load[r].eq(1)
-            last_row = ld_row + 1 == dg.nrows
-            with m.If(w_take):
-                m.d.sync += ld_row.eq(Mux(last_row, 0, ld_row + 1))
-                with m.If(last_row):
-                    m.d.comb += ld.step.eq(1)
-                    m.d.sync += set_ready.eq(1)
-                    with m.If(ld.last):
-                        m.d.sync += ld_done.eq(1)
-
-            # -- issue: for nt, mt, kp: one word per row of the M-tile -------------------------
-            iss = _Loops(m, f"g{g}_is", self, dg, kstep, nstep)
-            mi = Signal(_rng(self._tile_m), name=f"g{g}_mi")
-            is_done = Signal(name=f"g{g}_is_done")
-            first_word = mi == 0
-            # A pass may start in the cycle its tile set's last row is written: the swap reaches
-            # that row at least one cycle later -- unless the group is row 0 alone.
-            set_now = Signal(name=f"g{g}_set_now")
-            m.d.comb += set_now.eq(set_ready | (w_take & last_row & (hi[g] > 1)))
-            m.d.comb += port.a.ready.eq(run[g] & ~is_done & adv[g] & (~first_word | set_now))
-            a_take = port.a.valid & port.a.ready
-            last_mi = (mi == self._tile_m - 1) | (iss.m0 + mi + 1 == dg.m)
-            with m.If(a_take):
-                m.d.sync += mi.eq(Mux(last_mi, 0, mi + 1))
-                with m.If(first_word):
-                    m.d.sync += set_ready.eq(0)
-                with m.If(last_mi):
-                    m.d.comb += iss.step.eq(1)
-                    with m.If(iss.last):
-                        m.d.sync += is_done.eq(1)
-            nrem = Signal(range(self._max_n + 1), name=f"g{g}_nrem")
-            m.d.comb += nrem.eq(dg.n - iss.n0)
-            m.d.comb += [
-                issue_tag[g].valid.eq(a_take), issue_tag[g].first.eq(iss.k0 == 0),
-                issue_tag[g].lastk.eq(iss.last_k), issue_tag[g].m.eq(mi),
-                issue_tag[g].nvalid.eq(Mux(nrem < nstep, nrem, nstep)),
-                issue_tag[g].last.eq(iss.last & last_mi),
-            ]
-
-            # K mask: word q of the beat holds K values k0 + q*n .. k0 + q*n + n - 1.
-            krem = Signal(signed(self._max_k.bit_length() + 2), name=f"g{g}_krem")
-            m.d.comb += krem.eq(dg.k - iss.k0)
-            words = []
-            for q in range(R):
-                keep = Signal(WORD_BITS, name=f"g{g}_keep{q}")
-                # bit b of word q belongs to value q*n + b // p: keep it while that is below K
-                m.d.comb += keep.eq(_by_mode(dg.precision, {
-                    p: Cat(*[krem > q * p.lanes + b // p.bits for b in range(WORD_BITS)])
-                    for p in Precision}))
-                words.append(port.a.payload.data[q] & keep)
-
-            # Rows of this group take word (r - row0).
-            for r in range(R):
-                rel = Signal(range(R), name=f"g{g}_rel{r}")
-                m.d.comb += rel.eq(r - dg.row0)
-                word = _select(m, rel, words[:r + 1], WORD_BITS, f"g{g}_word{r}")
-                group_in[r].append((own[g][r], port.w.payload,
-                                    Cat(a_take, first_word, word)))
-
-            # -- operation end -------------------------------------------------------------
-            o_last = port.o.valid & port.o.ready & port.o.payload.last
-            with m.If(o_last):
-                m.d.sync += [run[g].eq(0), err[g].eq(0), ld_done.eq(0), is_done.eq(0),
-                             set_ready.eq(0), ld_row.eq(0), mi.eq(0)]
-                m.d.comb += [ld.reset.eq(1), iss.reset.eq(1)]
-
-        for r in range(R):
-            wdata, rin = Const(0, row_wdata[r].shape().size), Const(0, row_in[r].shape().size)
-            for owned, w, i in group_in[r]:
-                wdata, rin = Mux(owned, w, wdata), Mux(owned, i, rin)
-            m.d.comb += [row_wdata[r].eq(wdata), row_in[r].eq(rin)]
-
-        # ---- the array: skew lines, PEs, partial-sum columns ---------------------------------
-        a_reg = []
-        for r in range(R):
-            line = row_in[r]
-            for s in range(r + 1):
-                nxt = Signal.like(row_in[r], name=f"row{r}_skew{s}")
-                with m.If(row_en[r]):
-                    m.d.sync += nxt.eq(line)
-                if s == r:
-                    swap_now = row_en[r] & line.valid & line.swap
-                    with m.If(swap_now):
-                        m.d.comb += swap_clear[r].eq(1)
-                line = nxt
-            a_reg.append(line)
-
-        with m.If(swap_clear.any() | Cat(*row_load).any()):
-            m.d.sync += shadow_full.eq((shadow_full & ~swap_clear) | Cat(*row_load))
-
-        psum = [[None] * C for _ in range(R)]
-        for r in range(R):
-            for c in range(C):
-                pe = place(m, platform, f"pe_{r}_{c}", lambda: PE(R),
-                           module=f"attnforge_rmmu_pe_r{R}")
-                m.d.comb += [pe.en.eq(row_en[r]), pe.act.eq(a_reg[r].word),
-                             pe.mode.eq(row_mode[r]), pe.top.eq(row_top[r] if r else 1),
-                             pe.swap.eq(swap_clear[r]), pe.load.eq(row_load[r]),
-                             pe.wdata.eq(row_wdata[r].data[c]),
-                             pe.psum_in.eq(psum[r - 1][c] if r else 0)]
-                psum[r][c] = pe.psum_out
-
-        # ---- per group: tag line, bottom row, accumulator memory, output ---------------------
-        acc_layout = data.ArrayLayout(
-            data.StructLayout({f"l{i}": signed(w) for i, w in enumerate(slot_bits)}), C)
-        for g, port in enumerate(ports):
-            dg = desc[g]
-            tags = [issue_tag[g]]
-            for s in range(R + 1):
-                t = Signal(tag_layout, name=f"g{g}_tag{s}")
-                with m.If(adv[g]):
-                    m.d.sync += t.eq(tags[-1])
-                tags.append(t)
-            # the word issued at t reaches row r at t + r + 1 and leaves it at t + r + 2:
-            # the bottom row's sums line up with tag stage ``hi``.
-            bottom_tag = _select(m, hi[g], [tags[s + 1] for s in range(R + 1)], tag_layout,
-                                 f"g{g}_btag")
-            bottom = []
-            for c in range(C):
-                bottom.append(_select(m, hi[g] - 1, [psum[r][c] for r in range(R)], pl,
-                                      f"g{g}_bot{c}"))
-
-            mem = Memory(shape=acc_layout, depth=self._tile_m, init=[])
-            m.submodules[f"g{g}_acc"] = mem
-            wr = mem.write_port()
-            rd = mem.read_port(transparent_for=(wr,))
-            m.d.comb += [rd.addr.eq(bottom_tag.m), rd.en.eq(adv[g])]
-            tag_a = Signal(tag_layout, name=f"g{g}_tag_a")
-            psum_a = [Signal(pl, name=f"g{g}_psum_a{c}") for c in range(C)]
-            with m.If(adv[g]):
-                m.d.sync += tag_a.eq(bottom_tag)
-                m.d.sync += [s.eq(b) for s, b in zip(psum_a, bottom)]
-            sums = Signal(acc_layout, name=f"g{g}_sum")
-            for c in range(C):
-                for i in range(LANES_PER_PE):
-                    f = f"l{i}"
-                    prev = Mux(tag_a.first, 0, getattr(rd.data[c], f))
-                    m.d.comb += getattr(sums[c], f).eq(prev + getattr(psum_a[c], f))
-            m.d.comb += [wr.addr.eq(tag_a.m), wr.data.eq(sums),
-                         wr.en.eq(adv[g] & tag_a.valid & ~tag_a.lastk)]
-
-            # Output: lane j = column j of the N-tile, packed by the mode, masked, requantized.
-            m.d.comb += adv[g].eq(~port.o.valid | port.o.ready)
-            lanes = []
-            for j in range(C * LANES_PER_PE):
-                lane = Signal(signed(self.out_bits), name=f"g{g}_lane{j}")
-                m.d.comb += lane.eq(_by_mode(dg.precision, {
-                    p: getattr(sums[j // p.lanes], f"l{j % p.lanes}")
-                    for p in Precision if j < C * p.lanes}))
-                lo = place(m, platform, f"g{g}_lane_out{j}", lambda: LaneOut(self.out_bits),
-                           module=f"attnforge_rmmu_lane_b{self.out_bits}", clocked=False)
-                m.d.comb += [lo.x.eq(lane), lo.keep.eq(j < tag_a.nvalid),
-                             lo.requant.eq(dg.requant), lo.fmt.eq(dg.out_fmt),
-                             lo.shift.eq(dg.shift)]
-                lanes.append(lo.y)
-            with m.If(adv[g]):
-                m.d.sync += port.o.valid.eq(0)
-                with m.If(tag_a.valid & tag_a.lastk):
-                    m.d.sync += [port.o.valid.eq(1), port.o.payload.last.eq(tag_a.last),
-                                 port.o.payload.error.eq(0)]
-                    m.d.sync += [port.o.payload.lanes[j].eq(v) for j, v in enumerate(lanes)]
-                with m.Elif(err[g] & ~port.o.valid):
-                    m.d.sync += [port.o.valid.eq(1), port.o.payload.last.eq(1),
-                                 port.o.payload.error.eq(1)]
-                    m.d.sync += [port.o.payload.lanes[j].eq(0) for j in range(C * LANES_PER_PE)]
+        ports = [self.g[i] for i in range(self._groups)]
+        groups = []
+        for i, port in enumerate(ports):
+            m.submodules[f"g{i}"] = group = Group(self._geo)
+            wiring.connect(m, wiring.flipped(port), group.port)
+            groups.append(group)
+        m.submodules.array = array = PEArray(self.rows, self.cols)
+        m.d.comb += [group.blocked.eq(b) for group, b in zip(groups, _blocked(groups, ports))]
+        m.d.comb += [group.full.eq(array.full) for group in groups]
+        m.d.comb += [group.column[r][c].eq(array.column[r][c]) for group in groups
+                     for r in range(self.rows) for c in range(self.cols)]
+        # each PE row follows the group holding it (at most one), else idles enabled
+        idle = row_layout(self.cols).const({"en": 1}).as_value()
+        for r in range(self.rows):
+            drive = idle
+            for group in groups:
+                drive = Mux(group.own[r], group.rows[r].as_value(), drive)
+            m.d.comb += array.rows[r].eq(drive)
         return m
-
-
-class _Loops:
-    """The ``for nt: for mt: for kp`` nest of one operation, stepped by ``step``.
-
-    ``n0``, ``m0``, ``k0`` are the first N column, M row and K value of the current tile/pass;
-    ``last_k`` / ``last`` flag the last pass of the tile / of the whole operation.
-    """
-
-    def __init__(self, m, name, rmmu, desc, kstep, nstep):
-        self.step = Signal(name=f"{name}_step")
-        self.reset = Signal(name=f"{name}_reset")
-        self.n0 = Signal(range(rmmu.max_n + rmmu.cols * LANES_PER_PE + 1), name=f"{name}_n0")
-        self.m0 = Signal(range(rmmu.max_m + rmmu.tile_m + 1), name=f"{name}_m0")
-        self.k0 = Signal(range(rmmu.max_k + rmmu.rows * LANES_PER_PE + 1), name=f"{name}_k0")
-        self.last_k = Signal(name=f"{name}_last_k")
-        last_m, last_n = Signal(name=f"{name}_last_m"), Signal(name=f"{name}_last_n")
-        self.last = Signal(name=f"{name}_last")
-        m.d.comb += [self.last_k.eq(self.k0 + kstep >= desc.k),
-                     last_m.eq(self.m0 + rmmu.tile_m >= desc.m),
-                     last_n.eq(self.n0 + nstep >= desc.n),
-                     self.last.eq(self.last_k & last_m & last_n)]
-        with m.If(self.reset):
-            m.d.sync += [self.n0.eq(0), self.m0.eq(0), self.k0.eq(0)]
-        with m.Elif(self.step):
-            m.d.sync += self.k0.eq(Mux(self.last_k, 0, self.k0 + kstep))
-            with m.If(self.last_k):
-                m.d.sync += self.m0.eq(Mux(last_m, 0, self.m0 + rmmu.tile_m))
-                with m.If(last_m):
-                    m.d.sync += self.n0.eq(self.n0 + nstep)
 
 
 UNIT = Unit(

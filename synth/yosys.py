@@ -127,12 +127,15 @@ def memory_bits(dump, where, top):
     """Memory bits from Yosys's ``dump t:$mem_v2`` text (``WIDTH * SIZE`` per memory cell).
 
     ``where`` is ``select -list t:$mem_v2`` (``module/cell`` per memory). Memories must sit in
-    the ``top`` module (always so after ``-flatten``; the hierarchical RMMU keeps its memories
-    in the top), so that each is counted exactly once."""
+    the ``top`` module (always so after ``-flatten``) or in one of Amaranth's submodules of it
+    (``top.g0.acc``: Amaranth writes a module per submodule, instantiated once), so that each
+    is counted exactly once; a module emitted once and instantiated many times
+    (:func:`attnforge.rtl.place`) must not hold one."""
     inside = {line.split("/")[0] for line in where.split() if "/" in line}
-    if inside - {top}:
-        raise ValueError(f"memories inside instanced modules {sorted(inside - {top})}: "
-                         "memory_bits counts the top module only")
+    shared = {mod for mod in inside if mod != top and not mod.startswith(f"{top}.")}
+    if shared:
+        raise ValueError(f"memories inside instanced modules {sorted(shared)}: "
+                         "memory_bits counts the top module and its submodules only")
     bits, cell = 0, {}
     for line in dump.splitlines():
         words = line.split()

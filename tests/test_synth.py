@@ -155,6 +155,7 @@ def test_memory_bits_parser():
     dump = ("  cell $mem_v2 \\mem\n    parameter \\WIDTH 16\n    parameter \\SIZE 32'00000000000000000000000000100000\n"
             "  cell $mem_v2 \\other\n    parameter \\SIZE 4\n    parameter \\WIDTH 3\n")
     assert memory_bits(dump, "top/mem top/other", "top") == 16 * 32 + 12
+    assert memory_bits(dump, "top.g0.acc/mem top/other", "top") == 16 * 32 + 12
     with pytest.raises(ValueError, match="instanced modules"):
         memory_bits(dump, "sub/mem", "top")
 
