@@ -271,11 +271,13 @@ class DetectorBench(Bench):
             "idx", idx_layout(u.per_beat, u.max_len, u.score_bits, u.sched_lanes), compare_idx,
             callback=self._cover_idx)
         declare_command_coverage(self, self.model)
-        # Outputs: every scheduler lane with and without error; idx beats by count class.
+        # Outputs: every scheduler lane with and without error; idx beats by count class and
+        # last (an empty beat is always a row's last: words without a kept granule are
+        # skipped, except the final one).
         self.coverpoint("mask_lane", [(lane, e) for lane in range(u.sched_lanes)
                                       for e in (0, 1)])
         self.coverpoint("idx_beat", [(c, l) for c in ("empty", "partial", "full")
-                                     for l in (0, 1)])
+                                     for l in (0, 1) if (c, l) != ("empty", 0)])
         self.on_reset()
 
     def _cover_idx(self, v):

@@ -15,9 +15,17 @@ from ..golden.numbers import Precision, pack as pack_lanes, unpack as unpack_lan
 from ..rtl.mac import act_layout, result_layout, weight_layout
 from .kit import Bench, corner_ints, scale, size_bin
 
-#: The quick subset a mutant run uses (``make mutants``): every mode, every output field,
-#: the accumulator bound and the error flag, in about a quarter of the full bench's time.
-MUTANT_TESTS = ("extremes_at_max_depth", "error_flag", "reset_mid_stream", "throughput")
+#: The tests a mutant run uses (``make mutants``): all but the throughput measurement (the
+#: Verilator build of the mutant, not the seconds of simulation, dominates a mutant's cost).
+MUTANT_TESTS = ("random_all_modes", "extremes_at_max_depth", "error_flag", "reset_mid_stream",
+                "datapath_vectors")
+
+#: Datapath operands that tell mutants of the digit-fusion tree apart from the original
+#: (``(mode, act, rows)``: the activation word and the 8 raw tile rows), as Yosys ``sat``
+#: found them for the survivors of ``make mutants`` (attnforge.testbench.mutants
+#: .counterexample: input ``port`` = mode << 16 | act, ``rows`` = row i at bits 16i..16i+15).
+KILL_VECTORS = (
+)
 
 #: Operand corner classes of a lane value (:func:`corner_of`).
 CORNERS = ("min", "max", "zero", "minus one")
@@ -252,3 +260,22 @@ async def throughput(dut):
         figures[mode.name] = {"words": len(times), "cycles": int(cycles),
                               "macs_per_cycle": mode.macs_per_word * len(times) / cycles}
     tb.figures(figures)
+
+
+@cocotb.test()
+async def datapath_vectors(dut):
+    """Directed datapath operands (:data:`KILL_VECTORS`, each a tile and a one-word packet,
+    full-width and requantized): every lane of ``W @ a`` is compared."""
+    tb = MACBench(dut, gaps=0.2, stalls=0.2)
+    await tb.start()
+    tiles, words = [], []
+    for mode, act, rows in KILL_VECTORS:
+        mode = Precision(mode)
+        if mode not in tb.unit.modes:
+            continue
+        tiles.append([(rows >> (16 * i)) & 0xFFFF for i in range(TILE_ROWS)])
+        for requant in (False, True):
+            words.append(Word(data=act, mode=mode, requant=requant, swap=not requant,
+                              last=True))
+    tb.play(tiles, words)
+    await tb.finish()
