@@ -271,6 +271,7 @@ async def reset_mid_operation(dut):
     scoreboards (the expected beats of the interrupted operation are dropped)."""
     tb = RMMUBench(dut, gaps=0, stalls=0.5)
     await tb.start()
+    await tb.reset()                    # a reset of the idle unit changes nothing
     unit, g0 = tb.unit, tb.groups[0]
     desc = Descriptor(0, unit.rows, Precision.INT4, unit.tile_m + 1, 3 * unit.rows * 4, 3)
     g0.play(desc)

@@ -11,7 +11,8 @@ stalls and two scoreboards check every beat in order.
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from ..golden.detector import Gran, Mode
+from ..golden.detector import Command, Gran, Mode
+from ..golden.numbers import value_range
 from ..golden.sparse_softmax import SparseSoftmaxModel
 from ..rtl.detector import cmd_layout, mask_layout, score_layout
 from ..rtl.softmax import out_layout
@@ -64,11 +65,13 @@ class SparseSoftmaxBench(Bench):
                                       callback=self._cover_out)
         declare_command_coverage(self, self.model.detector)
         # Outputs: mask rows per scheduler lane with and without error; softmax beats by count
-        # class, last and error (an error row, a row that kept nothing).
+        # class and last, and the error row. The packer makes the rows dense, so a partial
+        # beat is always a row's last and an empty one is a whole row (kept nothing, or the
+        # error answer to a bad command: the only beats with error).
         self.coverpoint("mask_lane", [(lane, e) for lane in range(u.sched_lanes)
                                       for e in (0, 1)])
-        self.coverpoint("out_beat", [(c, l, e) for c in ("empty", "partial", "full")
-                                     for l in (0, 1) for e in (0, 1)])
+        self.coverpoint("out_beat", [("full", 0, 0), ("full", 1, 0), ("partial", 1, 0),
+                                     ("empty", 1, 0), ("empty", 1, 1)])
         self.out_per_beat = sm["per_beat"]
         self.on_reset()
 
@@ -125,6 +128,7 @@ async def reset_mid_row(dut):
     power-up (the scheduler's loads restart too)."""
     tb = SparseSoftmaxBench(dut, gaps=0, stalls=0.9)
     await tb.start()
+    await tb.reset()                    # a reset of the idle unit changes nothing
     tb.play(random_ops(tb.rng, tb.model.detector, 6))
     await ClockCycles(dut.clk, 3 * tb.beats // 2 + 5)
     await tb.reset()
@@ -133,4 +137,22 @@ async def reset_mid_row(dut):
     await tb.reset_while_busy(lambda: tb.play(random_ops(tb.rng, tb.model.detector, 6)))
     tb.stalls = 0.3
     tb.play(random_ops(tb.rng, tb.model.detector, 60) + bad_ops(tb.rng, tb.model.detector, 3))
+    await tb.finish()
+
+
+@cocotb.test()
+async def every_score_difference(dut):
+    """Rows that keep everything, each led by the largest score and then descending, so that
+    together they hold every difference to the row maximum the score range allows: every
+    entry of the softmax's exponential table is read (random rows leave some unread)."""
+    tb = SparseSoftmaxBench(dut, gaps=0.1, stalls=0.1)
+    await tb.start()
+    m = tb.model.detector
+    lo, hi = value_range(m.score_bits)
+    diffs = list(range(1, hi - lo + 1))
+    ops = []
+    for start in range(0, len(diffs), m.max_len - 1):
+        row = [hi] + [hi - d for d in diffs[start:start + m.max_len - 1]]
+        ops.append((Command(gran=Gran.ELEM, length=len(row), threshold=lo), [row]))
+    tb.play(ops)
     await tb.finish()
