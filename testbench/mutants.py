@@ -24,7 +24,10 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    no input of that submodule that tells it apart (:func:`counterexample`): no test could
    kill it; **survived** -- the tests passed and no equivalence proof was found: a hole in the
    testbench, listed with its source and, for a combinational submodule, the input values
-   that distinguish it (``kill_vector``: the operands a directed test needs).
+   that distinguish it (``kill_vector``: the operands a directed test needs); **error** --
+   the mutant's model did not build or start (no test ran): not counted. Mutants are built
+   with ``-Wno-fatal``, since an inverted bit under the control of its own cell's output is a
+   combinational loop Verilator only warns about (UNOPTFLAT) and still simulates.
 
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
 ``build/mutants/<unit>-<digest>/verdicts.json`` by seed, scale, tests and mutation, so a rerun
@@ -83,6 +86,8 @@ def _run_tests(name, params, verilog, testcases, seed, scale, timeout, out):
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                   timeout=timeout)
             verdict = "passed" if proc.returncode == 0 else "failed"
+            if verdict == "failed" and "cocotb.regression" not in log.read_text(errors="replace"):
+                verdict = "error"          # the model did not build or start: no test ran
         except subprocess.TimeoutExpired:
             verdict = "timeout"
     return verdict, time.monotonic() - begin, log
