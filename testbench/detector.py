@@ -22,7 +22,14 @@ from . import quick
 from .kit import Bench, scale
 
 __all__ = ["model_of", "random_ops", "bad_ops", "cmd_fields", "expected_beats",
-           "compare_mask", "compare_idx", "simulate", "DetectorBench"]
+           "compare_mask", "compare_idx", "simulate", "declare_command_coverage",
+           "cover_command", "DetectorBench"]
+
+#: The quick subset a mutant run uses (``make mutants``).
+MUTANT_TESTS = ("random_all", "corners_every_granularity", "reset_mid_stream")
+
+#: Command classes: good, or the reason a command is bad (:func:`command_class`).
+COMMANDS = ("good", "bad gran", "length 0", "length > max_len", "k = 0", "k > G")
 
 
 def model_of(unit):
@@ -103,6 +110,60 @@ def bad_ops(rng, model, n):
             cmd = Command(**{**cmd.__dict__, "mode": Mode.TOPK, "k": k})
         ops.append((cmd, None))
     return ops
+
+
+def command_class(cmd, max_len):
+    """Which of :data:`COMMANDS` ``cmd`` is (the contract's checks, in the hardware's order)."""
+    if int(cmd.gran) not in tuple(Gran):
+        return "bad gran"
+    if cmd.length == 0:
+        return "length 0"
+    if cmd.length > max_len:
+        return "length > max_len"
+    if int(cmd.mode) == Mode.TOPK:
+        g = -(-cmd.length // Gran(cmd.gran).cols)
+        if cmd.k == 0:
+            return "k = 0"
+        if cmd.k > g:
+            return "k > G"
+    return "good"
+
+
+def declare_command_coverage(bench, model):
+    """Functional coverage of the detector's command contract on ``bench`` (a
+    :class:`~attnforge.testbench.kit.Bench`; shared by the detector and the sparse softmax):
+    command classes, mode x granularity, row length (1, under one beat, between, max_len),
+    threshold classes (keep all, keep none, a tie with a score, other), top-k k (1, G,
+    between) and scheduler restarts. Sample with :func:`cover_command`."""
+    bench.coverpoint("command", COMMANDS)
+    bench.coverpoint("mode_gran", [(m.name, g.name) for m in Mode for g in Gran])
+    bench.coverpoint("length", ["1"] + (["under a beat"] if model.per_beat > 2 else [])
+                     + ["between", "max"])
+    bench.coverpoint("threshold", ["keep all", "keep none", "tie", "other"])
+    bench.coverpoint("topk_k", ["1", "G", "between"])
+    bench.coverpoint("restart", [0, 1])
+
+
+def cover_command(bench, model, cmd, scores):
+    """Sample one command (and its scores) into :func:`declare_command_coverage`'s bins."""
+    what = command_class(cmd, model.max_len)
+    bench.cover("command", what)
+    if what != "good":
+        return
+    n, P = cmd.length, model.per_beat
+    bench.cover("mode_gran", (Mode(cmd.mode).name, Gran(cmd.gran).name))
+    bench.cover("length", "1" if n == 1 else "max" if n == model.max_len else
+                "under a beat" if n < P else "between")
+    bench.cover("restart", int(cmd.restart))
+    if int(cmd.mode) == Mode.TOPK:
+        g = -(-n // Gran(cmd.gran).cols)
+        bench.cover("topk_k", "1" if cmd.k == 1 else "G" if cmd.k == g else "between")
+    else:
+        lo, hi = value_range(model.score_bits)
+        flat = {x for r in scores for x in r}
+        bench.cover("threshold", "keep all" if cmd.threshold <= lo else
+                    "keep none" if cmd.threshold > hi else
+                    "tie" if cmd.threshold in flat else "other")
 
 
 def cmd_fields(cmd):
@@ -204,10 +265,25 @@ class DetectorBench(Bench):
         self.cmd = self.source("cmd", cmd_layout(u.max_len, u.score_bits))
         self.i = self.source("i", score_layout(u.per_beat, u.score_bits))
         self.mask, self.masks = self.sink("mask", mask_layout(u.max_len, u.sched_lanes),
-                                          compare_mask)
+                                          compare_mask, callback=lambda v: self.cover(
+                                              "mask_lane", (int(v.lane), int(v.error))))
         self.idx, self.idxs = self.sink(
-            "idx", idx_layout(u.per_beat, u.max_len, u.score_bits, u.sched_lanes), compare_idx)
+            "idx", idx_layout(u.per_beat, u.max_len, u.score_bits, u.sched_lanes), compare_idx,
+            callback=self._cover_idx)
+        declare_command_coverage(self, self.model)
+        # Outputs: every scheduler lane with and without error; idx beats by count class and
+        # last (an empty beat is always a row's last: words without a kept granule are
+        # skipped, except the final one).
+        self.coverpoint("mask_lane", [(lane, e) for lane in range(u.sched_lanes)
+                                      for e in (0, 1)])
+        self.coverpoint("idx_beat", [(c, l) for c in ("empty", "partial", "full")
+                                     for l in (0, 1) if (c, l) != ("empty", 0)])
         self.on_reset()
+
+    def _cover_idx(self, v):
+        n = int(v.count)
+        self.cover("idx_beat", ("empty" if n == 0 else "full" if n == self.unit.per_beat
+                                else "partial", int(v.last)))
 
     def on_reset(self):
         """The reset cleared the lane loads: expectations restart from an empty history."""
@@ -217,6 +293,8 @@ class DetectorBench(Bench):
         """Queue ``ops`` after the current ones and expect their results; returns the number
         of score beats queued."""
         self.ops += ops
+        for cmd, scores in ops:
+            cover_command(self, self.model, cmd, scores)
         _, _, masks, idx = expected_beats(self.model, self.ops)
         self.masks.expect_all(masks[self.n_masks:])
         self.idxs.expect_all(idx[self.n_idx:])
@@ -288,7 +366,8 @@ async def bad_requests(dut):
 
 @cocotb.test()
 async def reset_mid_stream(dut):
-    """Reset with a row half received and lanes loaded: nothing survives, loads restart."""
+    """Reset with a row half received and lanes loaded, with commands queued and with results
+    owed: nothing survives, loads restart."""
     tb = DetectorBench(dut, gaps=0.1, stalls=0.1)
     await tb.start()
     tb.play(random_ops(tb.rng, tb.model, 20))
@@ -301,6 +380,7 @@ async def reset_mid_stream(dut):
     await tb.reset()
     await ClockCycles(dut.clk, 2)
     assert not dut.mask__valid.value and not dut.idx__valid.value, "a result survived reset"
+    await tb.reset_while_busy(lambda: tb.play(random_ops(tb.rng, tb.model, 8)))
     tb.play(random_ops(tb.rng, tb.model, 60, bad_p=0.05, restart_p=0))
     await tb.finish()
 

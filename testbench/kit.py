@@ -33,7 +33,7 @@ __all__ = [
     "PARAMS_ENV", "UNIT_ENV", "FIGURES_ENV", "unit_under_test", "record_figures", "make_rng", "reset", "start",
     "Codec", "View", "pack", "unpack", "corner_ints", "StreamSource", "StreamSink", "Scoreboard", "BackPressure",
     "Bench", "SCALE_ENV", "STATS_ENV", "FCOV_ENV", "scale", "transactions_checked",
-    "coverage_summary",
+    "coverage_summary", "DELAY_BINS", "RESET_BINS", "SIZE_BINS", "delay_bin", "size_bin",
 ]
 
 #: Environment variables the runner uses to tell a testbench which generator it is testing.
@@ -235,6 +235,7 @@ class StreamSource:
         self.queue = []
         self.accepted = 0
         self.accept_times = []        # simulation time (ns) of every handshake
+        self.last_gap = 0             # valid-low cycles before the last transaction's valid
         self.valid.value = 0
         self._task = None
 
@@ -264,7 +265,7 @@ class StreamSource:
         # Runs from right after a rising edge (or at time 0): inputs change between edges.
         i = 0
         while i < len(self.queue):
-            gap = self.gaps.delay()
+            gap = self.last_gap = self.gaps.delay()
             if gap:
                 self.valid.value = 0
                 await ClockCycles(self.clk, gap)
@@ -298,6 +299,8 @@ class StreamSink:
         self.stalls = stalls if stalls is not None else BackPressure(rng, 0)
         self.callback = callback
         self.count = 0
+        self.held = 0         # cycles the current transaction waited with valid high, ready low
+        self.last_stall = 0   # ``held`` of the last transaction taken
         self.ready.value = 0
         self._task = cocotb.start_soon(self._run())
 
@@ -312,8 +315,13 @@ class StreamSink:
                 ready = not stall
             self.ready.value = int(ready)
             await RisingEdge(self.clk)
-            if ready and self.valid.value and not self.rst.value:
+            if self.rst.value == 1 or self.valid.value != 1:     # (x before the first reset)
+                self.held = 0
+            elif not ready:
+                self.held += 1
+            else:
                 self.count += 1
+                self.last_stall, self.held = self.held, 0
                 self.callback(self.codec.unpack(self.payload.value))
 
     def stop(self):
@@ -402,10 +410,21 @@ class Bench:
         self.rng = make_rng(name)
         self.gaps, self.stalls = gaps, stalls
         self.sources, self.sinks, self.boards = [], [], []
+        self._started = False
 
     def source(self, prefix, layout, *, gaps=None, on_accept=None):
-        """A driver on input stream ``prefix`` (random valid gaps, default :attr:`gaps`)."""
-        src = StreamSource(self.dut, prefix, layout, self.rng, on_accept=on_accept,
+        """A driver on input stream ``prefix`` (random valid gaps, default :attr:`gaps`).
+
+        Functional coverage: ``<prefix>.valid_gap`` (the valid-low cycles before each
+        transaction: none, one, a burst)."""
+        point = f"{prefix}.valid_gap"
+        self.coverpoint(point, DELAY_BINS, xf=delay_bin)
+
+        def accepted(fields):
+            self.cover(point, src.last_gap)
+            if on_accept:
+                on_accept(fields)
+        src = StreamSource(self.dut, prefix, layout, self.rng, on_accept=accepted,
                            gaps=BackPressure(self.rng, self.gaps if gaps is None else gaps))
         self.sources.append(src)
         return src
@@ -414,13 +433,18 @@ class Bench:
         """A monitor on output stream ``prefix`` (random ready stalls, default :attr:`stalls`).
 
         With ``compare`` every transaction goes through a new :class:`Scoreboard` (returned as
-        ``(sink, board)``); ``callback(view)`` is called too (after the board) when given."""
+        ``(sink, board)``); ``callback(view)`` is called too (after the board) when given.
+        Functional coverage: ``<prefix>.ready_stall`` (the cycles each transaction was held
+        valid while ``ready`` was low: none, one, a burst)."""
         board = Scoreboard(name or f"{os.environ.get(UNIT_ENV, 'dut')}.{prefix}", compare) \
             if compare else None
         if board:
             self.boards.append(board)
+        point = f"{prefix}.ready_stall"
+        self.coverpoint(point, DELAY_BINS, xf=delay_bin)
 
         def observe(view):
+            self.cover(point, snk.last_stall)
             if board:
                 board(view)
             if callback:
@@ -436,7 +460,21 @@ class Bench:
         await self.reset(reset_cycles)
 
     async def reset(self, cycles=2):
-        """Reset the DUT now (at any point of a stream); see the class docstring."""
+        """Reset the DUT now (at any point of a stream); see the class docstring.
+
+        Functional coverage: ``reset_point`` -- the power-up reset, a reset with inputs still
+        queued, with outputs still expected (in flight in the DUT), or with neither."""
+        self.coverpoint("reset_point", RESET_BINS)
+        if not self._started:
+            where = "power-up"
+        elif not self.idle:
+            where = "inputs pending"
+        elif not all(board.done for board in self.boards):
+            where = "outputs pending"
+        else:
+            where = "quiet"
+        self._started = True
+        self.cover("reset_point", where)
         for src in self.sources:
             src.flush()
         self.dut.rst.value = 1
@@ -445,6 +483,22 @@ class Bench:
             board.flush()
         self.on_reset()
         self.dut.rst.value = 0
+
+    async def reset_while_busy(self, play, cycles=5):
+        """Two resets of a busy DUT: ``play()`` (queue work and its expectations), then a reset
+        ``cycles`` cycles later with inputs still queued, and again a reset right after the
+        inputs were all taken, with outputs still owed. After each, no output may be valid
+        (the reset dropped what was in flight) and the scoreboards forget it."""
+        for drained in (False, True):
+            play()
+            if drained:
+                await self.drain_inputs()
+            else:
+                await ClockCycles(self.dut.clk, cycles)
+            await self.reset()
+            await ClockCycles(self.dut.clk, 2)
+            live = [s.valid._name for s in self.sinks if s.valid.value == 1]
+            assert not live, f"valid after a reset: {live}"
 
     def on_reset(self):
         """Hook: forget model state that the reset cleared in the DUT."""
@@ -496,6 +550,27 @@ class Bench:
 
 
 _COVERPOINTS = {}       # full name -> sampling function (one per simulator process)
+
+#: Bins of a valid gap / ready stall in cycles (:func:`delay_bin`).
+DELAY_BINS = ("none", "one", "burst")
+#: Bins of where a reset hit (:meth:`Bench.reset`).
+RESET_BINS = ("power-up", "inputs pending", "outputs pending", "quiet")
+
+
+#: Bins of a length against its legal maximum (:func:`size_bin`).
+SIZE_BINS = ("empty", "1", "between", "max", "over max")
+
+
+def size_bin(n, top):
+    """Where length ``n`` lies against the legal maximum ``top``: ``empty``, ``1``,
+    ``between``, ``max`` or ``over max``."""
+    return ("empty" if n == 0 else "1" if n == 1 else "max" if n == top else
+            "over max" if n > top else "between")
+
+
+def delay_bin(cycles):
+    """``none`` (0 cycles), ``one`` (1) or ``burst`` (2 or more)."""
+    return DELAY_BINS[min(cycles, 2)]
 
 
 def _coverpoint(full_name, bins, *, xf=None, rel=None, labels=None, at_least=1):

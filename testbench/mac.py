@@ -11,14 +11,40 @@ import cocotb
 from cocotb.triggers import ClockCycles
 
 from ..golden.mac import MACModel, TILE_ROWS, Word
-from ..golden.numbers import Precision, pack as pack_lanes
+from ..golden.numbers import Precision, pack as pack_lanes, unpack as unpack_lanes
 from ..rtl.mac import act_layout, result_layout, weight_layout
-from .kit import Bench, corner_ints, scale
+from .kit import Bench, corner_ints, scale, size_bin
+
+#: The tests a mutant run uses (``make mutants``): all but the throughput measurement (the
+#: Verilator build of the mutant, not the seconds of simulation, dominates a mutant's cost).
+MUTANT_TESTS = ("random_all_modes", "extremes_at_max_depth", "error_flag", "reset_mid_stream",
+                "datapath_vectors")
+
+#: Datapath operands that tell mutants of the digit-fusion tree apart from the original
+#: (``(mode, act, rows)``: the activation word and the 8 raw tile rows), as Yosys ``sat``
+#: found them for the survivors of ``make mutants`` (attnforge.testbench.mutants
+#: .counterexample: input ``port`` = mode << 16 | act, ``rows`` = row i at bits 16i..16i+15).
+KILL_VECTORS = (
+)
+
+#: Operand corner classes of a lane value (:func:`corner_of`).
+CORNERS = ("min", "max", "zero", "minus one")
+
+
+def corner_of(value, mode):
+    """The corner class of a signed lane value of ``mode`` (None for an ordinary value)."""
+    lo = -(1 << (mode.bits - 1))
+    return {lo: "min", -lo - 1: "max", 0: "zero", -1: "minus one"}.get(value)
 
 
 def random_word(rng, mode, corner=0.3):
     """An activation/weight word of ``mode`` with corner values (min, max, 0, +-1) mixed in."""
     return int(pack_lanes(corner_ints(rng, mode.bits, mode.lanes, corner), mode))
+
+
+def lane_values(word, mode):
+    """The signed lane values of a packed 16-bit word of ``mode``."""
+    return [int(x) for x in unpack_lanes(word, mode)]
 
 
 def random_program(rng, dut_modes, n_packets, max_len, *, swap_p=0.15, mode=None):
@@ -30,7 +56,8 @@ def random_program(rng, dut_modes, n_packets, max_len, *, swap_p=0.15, mode=None
         for k in range(length):
             swap = rng.random() < swap_p
             if swap:
-                rows = rng.randint(1, TILE_ROWS) if rng.random() < 0.3 else pmode.lanes
+                # short tiles, and long ones: rows past the 8th are ignored
+                rows = rng.randint(1, TILE_ROWS + 2) if rng.random() < 0.3 else pmode.lanes
                 tiles.append([random_word(rng, pmode) for _ in range(rows)])
             # Fields of non-first words are ignored by contract: randomize them to prove it.
             words.append(Word(data=random_word(rng, pmode),
@@ -59,8 +86,60 @@ class MACBench(Bench):
                               modes=self.unit.modes)
         self.a = self.source("a", act_layout())
         self.w = self.source("w", weight_layout())
-        self.o, self.board = self.sink("o", result_layout(self.unit.acc_bits), compare)
+        self.o, self.board = self.sink("o", result_layout(self.unit.acc_bits), compare,
+                                       callback=self._covered)
+        self._declare_coverage()
         self.on_reset()
+
+    def _declare_coverage(self):
+        """Bins of the PE's contract, built from the unit's modes and ``max_depth``."""
+        modes = self.unit.modes
+        # The error bins exist where the bench reaches them (packets over max_depth are sent
+        # only when max_depth <= 64: error_flag), likewise packets of exactly max_depth.
+        small = self.unit.max_depth <= 64
+        self.coverpoint("mode_requant_error", [(m.name, r, e) for m in modes for r in (0, 1)
+                                               for e in ((0, 1) if small else (0,))])
+        self.coverpoint("packet_length", [(m.name, b) for m in modes for b in
+                                          ("1", "between") + (("max", "over max") if small
+                                                              else ())])
+        self.coverpoint("act_corner", [(m.name, c) for m in modes for c in CORNERS])
+        self.coverpoint("weight_corner", [(m.name, c) for m in modes for c in CORNERS])
+        self.coverpoint("weight_swap", [(m.name, t) for m in modes
+                                        for t in ("full tile", "other tile")])
+        # A requantized lane at the mode's bound: saturation (or an exact extreme value).
+        self.coverpoint("requant_at_bound", [(m.name, c) for m in modes
+                                             for c in ("min", "max")])
+
+    def _covered(self, v):
+        mode = Precision(int(v.mode))
+        self.cover("mode_requant_error", (mode.name, int(v.requant), int(v.error)))
+        if v.requant:
+            for x in set(int(x) for x in v.lanes[:mode.lanes]):
+                c = corner_of(x, mode)
+                if c in ("min", "max"):
+                    self.cover("requant_at_bound", (mode.name, c))
+
+    def _cover_program(self, tiles, words):
+        """Sample what a program asks for: packet lengths, operand corners, weight swaps."""
+        mode, length, swaps = None, 0, 0
+        for w in words:
+            if length == 0:
+                mode = w.mode
+            length += 1
+            for c in {corner_of(x, mode) for x in lane_values(w.data, mode)} - {None}:
+                self.cover("act_corner", (mode.name, c))
+            if w.swap:
+                if swaps < len(tiles):
+                    rows = tiles[swaps]
+                    self.cover("weight_swap", (mode.name, "full tile" if len(rows) == mode.lanes
+                                               else "other tile"))
+                    for c in {corner_of(x, mode) for r in rows
+                              for x in lane_values(r, mode)} - {None}:
+                        self.cover("weight_corner", (mode.name, c))
+                swaps += 1
+            if w.last:
+                self.cover("packet_length", (mode.name, size_bin(length, self.unit.max_depth)))
+                length = 0
 
     def on_reset(self):
         """Start a fresh program: the reset PE has an all-zero tile and nothing in flight."""
@@ -73,6 +152,7 @@ class MACBench(Bench):
         results = self.model.run(self.tiles, self.words)
         self.board.expect_all(results[self.expected:])
         self.expected = len(results)
+        self._cover_program(tiles, words)
         for rows in tiles:
             self.w.send_all({"data": r, "last": i == len(rows) - 1} for i, r in enumerate(rows))
         self.a.send_all({"data": w.data, "mode": w.mode, "requant": w.requant,
@@ -152,6 +232,11 @@ async def reset_mid_stream(dut):
     tiles, words = random_program(tb.rng, tb.unit.modes, 50, 4)
     tb.play(tiles, words)
     await tb.finish()
+    # Resets with words still queued, then with the last results still in the pipeline.
+    await tb.reset_while_busy(lambda: tb.play(*random_program(tb.rng, tb.unit.modes, 20, 4)),
+                              12)
+    tb.play(*random_program(tb.rng, tb.unit.modes, 20, 4, swap_p=0))
+    await tb.finish()
 
 
 @cocotb.test()
@@ -176,3 +261,22 @@ async def throughput(dut):
         figures[mode.name] = {"words": len(times), "cycles": int(cycles),
                               "macs_per_cycle": mode.macs_per_word * len(times) / cycles}
     tb.figures(figures)
+
+
+@cocotb.test()
+async def datapath_vectors(dut):
+    """Directed datapath operands (:data:`KILL_VECTORS`, each a tile and a one-word packet,
+    full-width and requantized): every lane of ``W @ a`` is compared."""
+    tb = MACBench(dut, gaps=0.2, stalls=0.2)
+    await tb.start()
+    tiles, words = [], []
+    for mode, act, rows in KILL_VECTORS:
+        mode = Precision(mode)
+        if mode not in tb.unit.modes:
+            continue
+        tiles.append([(rows >> (16 * i)) & 0xFFFF for i in range(TILE_ROWS)])
+        for requant in (False, True):
+            words.append(Word(data=act, mode=mode, requant=requant, swap=not requant,
+                              last=True))
+    tb.play(tiles, words)
+    await tb.finish()

@@ -19,9 +19,15 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    testbench is detected, so it counts as killed and is listed apart; **equivalent** -- the
    mutated netlist is the unmutated one (the mutation hit nothing observable), or the
    tests passed and Yosys proves the mutant equivalent to the original (``equiv_make``,
-   ``equiv_simple -seq 5``, ``equiv_induct -seq 5``, ``equiv_status -assert``): no test could
+   ``equiv_simple -seq 5``, ``equiv_induct -seq 5``, ``equiv_status -assert``), or -- for a
+   mutant inside a purely combinational submodule (the MAC's datapath) -- Yosys ``sat`` finds
+   no input of that submodule that tells it apart (:func:`counterexample`): no test could
    kill it; **survived** -- the tests passed and no equivalence proof was found: a hole in the
-   testbench (or an equivalence the induction could not prove), listed with its source.
+   testbench, listed with its source and, for a combinational submodule, the input values
+   that distinguish it (``kill_vector``: the operands a directed test needs); **error** --
+   the mutant's model did not build or start (no test ran): not counted. Mutants are built
+   with ``-Wno-fatal``, since an inverted bit under the control of its own cell's output is a
+   combinational loop Verilator only warns about (UNOPTFLAT) and still simulates.
 
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
 ``build/mutants/<unit>-<digest>/verdicts.json`` by seed, scale, tests and mutation, so a rerun
@@ -45,7 +51,7 @@ from ..rtl.emit import fix_time0
 from ..tools import tool
 from .coverage import source_location
 
-__all__ = ["mutants", "cli"]
+__all__ = ["mutants", "counterexample", "cli"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -80,6 +86,8 @@ def _run_tests(name, params, verilog, testcases, seed, scale, timeout, out):
             proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                   timeout=timeout)
             verdict = "passed" if proc.returncode == 0 else "failed"
+            if verdict == "failed" and "cocotb.regression" not in log.read_text(errors="replace"):
+                verdict = "error"          # the model did not build or start: no test ran
         except subprocess.TimeoutExpired:
             verdict = "timeout"
     return verdict, time.monotonic() - begin, log
@@ -152,12 +160,20 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
                                              scale, timeout, stem)
         status = {"failed": "killed", "timeout": "killed (timeout)", "error": "error",
                   "same netlist": "equivalent"}.get(verdict, "survived")
-        if status == "survived" and _equivalent(name, line, work, i):
-            status = "equivalent"
+        why, vector = None, None
+        if status == "survived":
+            found, vector = counterexample(name, line, work, f"m{i:03d}-sat")
+            if found == "equivalent":
+                status, why = "equivalent", "SAT: no input of its submodule tells it apart"
+            elif found is None:
+                vector = None
+                if _equivalent(name, line, work, i):
+                    status, why = "equivalent", "equiv_induct"
         mode = re.search(r"-mode (\S+)", line).group(1)
         cell = re.search(r"-cell (\S+)", line).group(1)
         entry = {"index": i, "status": status, "mode": mode, "cell": cell,
-                 "source": _src(line), "seconds": round(seconds, 1), "mutation": line}
+                 "source": _src(line), "seconds": round(seconds, 1), "mutation": line,
+                 "equivalence": why, "kill_vector": vector}
         result["mutants"].append(entry)
         cache[key] = entry
         cache_file.write_text(json.dumps(cache, indent=1))
@@ -176,6 +192,43 @@ def _equivalent(name, line, work, i):
               f"async2sync\nequiv_make gold gate equiv\nhierarchy -top equiv\n"
               f"equiv_simple -seq 5\nequiv_induct -seq 5\nequiv_status -assert\n")
     return _yosys(script, work, f"m{i:03d}-equiv.log")
+
+
+def counterexample(name, line, work, tag="cex"):
+    """For a mutant inside a purely combinational submodule (a cell named
+    ``$flatten\\<instance>.``), prove or refute its equivalence on that submodule alone with
+    Yosys ``sat`` over every input value (a miter of the original and the mutated module).
+
+    Returns ``("equivalent", None)`` when no input tells them apart (the mutant cannot be
+    killed whatever the rest of the design feeds the submodule), ``("killable", inputs)`` with
+    the distinguishing input values (``{port: int}``: the operands a directed test needs), or
+    ``(None, reason)`` when the check does not apply (the cell is in the top module, the
+    submodule holds state, or Yosys fails). Seconds for the MAC's datapath."""
+    cell = re.search(r"-cell (\S+)", line).group(1)
+    m = re.match(r"\$flatten\\([^.]+)\.(.+)", cell)
+    if not m:
+        return None, "not in a submodule"
+    inst, local = m.groups()
+    module = f"\\{name}.{inst}"
+    gate = re.sub(r" -src \S+", "", line)
+    gate = gate.replace(f"-module {name} ", "-module gate ").replace(cell, local)
+    gate = gate.replace(f"-wire {inst}.", "-wire ")
+    script = (f"read_verilog top.v\nhierarchy -top {name}\nproc\nopt_clean\n"
+              f"select -assert-none {module}/t:$*dff* {module}/t:$*mem* {module}/t:$*latch*\n"
+              f"copy {module} gate\nrename {module} gold\n{gate}\n"
+              f"miter -equiv -flatten -make_outputs gold gate miter\nhierarchy -top miter\n"
+              f"sat -prove trigger 0 -show-inputs -dump_json {tag}.json miter\n")
+    log = work / f"{tag}.log"
+    _yosys(script, work, log.name)
+    text = log.read_text() if log.exists() else ""
+    if "SAT proof finished - no model found: SUCCESS" in text:
+        return "equivalent", None
+    if "model found: FAIL" not in text:
+        return None, f"no SAT verdict (see {log})"
+    inputs = {}
+    for sig, value in re.findall(r"^\s+\\in_(\S+)\s+\S+\s+\S+\s+([01xz]+)\s*$", text, re.M):
+        inputs[sig] = int(value.replace("x", "0").replace("z", "0"), 2)
+    return "killable", inputs
 
 
 def _clock(begin):
@@ -231,9 +284,18 @@ def report(results):
         alive = [m for m in r.get("mutants", []) if m["status"] == "survived"]
         if alive:
             md += [f"## Survivors of `{r['unit']}`", "",
-                   md_table(["#", "mode", "cell", "source"],
-                            [[m["index"], m["mode"], f"`{m['cell']}`", f"`{m['source']}`"]
+                   md_table(["#", "mode", "cell", "source", "distinguishing submodule inputs"],
+                            [[m["index"], m["mode"], f"`{m['cell']}`", f"`{m['source']}`",
+                              ", ".join(f"{k} = {v:#x}" for k, v in
+                                        (m.get("kill_vector") or {}).items()) or "-"]
                              for m in alive]), ""]
+        equiv = [m for m in r.get("mutants", []) if m["status"] == "equivalent"]
+        if equiv:
+            md += [f"## Equivalent mutants of `{r['unit']}`", "",
+                   md_table(["#", "mode", "cell", "source", "why"],
+                            [[m["index"], m["mode"], f"`{m['cell']}`", f"`{m['source']}`",
+                              m.get("equivalence") or "netlist unchanged"]
+                             for m in equiv]), ""]
     return write_report("mutants", "\n".join(md), results)
 
 

@@ -20,7 +20,14 @@ from cocotb.triggers import ClockCycles, RisingEdge
 
 from ..golden.progressive_quant import pack_dense, progressive_query, split_planes
 from ..rtl.progressive_quant import cmd_layout, prob_layout, req_layout, resp_layout
-from .kit import BackPressure, Bench, Codec, make_rng, scale
+from .kit import BackPressure, Bench, Codec, make_rng, scale, size_bin
+
+#: The quick subset a mutant run uses (``make mutants``).
+MUTANT_TESTS = ("random_queries", "corners", "bad_requests")
+
+#: Names of :func:`make_queries`' kinds, in order.
+KINDS = ("random", "equal scores", "one dominant", "extremes", "small keys",
+         "threshold at max(p)", "random 2", "bad n")
 
 
 class Query:
@@ -31,6 +38,8 @@ class Query:
         self.n = len(keys) if keys is not None else int(n)
         self.msb_addr = self.lsb_addr = 0
         self.planes = []
+        self.kind = None               # the make_queries kind, for functional coverage
+        self.at_max = False            # kind 5: threshold exactly max(p) (else max(p) + 1)
 
 
 def make_queries(unit, rng, n_queries, kinds=range(8)):
@@ -60,12 +69,15 @@ def make_queries(unit, rng, n_queries, kinds=range(8)):
         thr = int(rng.choice([0, one + 1, (1 << (unit.out_frac + 1)) - 1,
                               rng.integers(0, one + 1), rng.integers(0, one + 1)]))
         if kind == 5:                                    # threshold exactly at max(p) or above
-            thr = int(progressive_query(q, keys, 0, cfg)[0].max()) + int(rng.integers(2))
+            above = int(rng.integers(2))
+            thr = int(progressive_query(q, keys, 0, cfg)[0].max()) + above
         if kind == 7:                                    # bad request
             out.append(Query(q, None, thr, rng.choice([0, unit.max_len + 1,
                                                        (1 << unit.n_bits) - 1])))
         else:
             out.append(Query(q, keys, thr))
+        out[-1].kind = KINDS[kind]
+        out[-1].at_max = kind == 5 and not above
     return out
 
 
@@ -77,7 +89,9 @@ class MemoryModel:
     """
 
     def __init__(self, bench, rng, *, latency=(0, 12), gaps=0.3, stalls=0.3):
-        self.dut, self.unit, self.rng = bench.dut, bench.unit, rng
+        self.dut, self.unit, self.rng, self.bench = bench.dut, bench.unit, rng, bench
+        bench.coverpoint("mem_latency", [(plane, lat) for plane in (0, 1)
+                                         for lat in ("0", "1..12", "> 12")])
         unit = self.unit
         self.words = {}
         self.latency = latency
@@ -113,7 +127,10 @@ class MemoryModel:
     def _on_request(self, r):
         plane, addr, count = int(r.plane), int(r.addr), int(r.count)
         self.requests.append((plane, addr, count))
-        ready_at = self.cycle + self.rng.randint(*self.latency)
+        latency = self.rng.randint(*self.latency)
+        self.bench.cover("mem_latency", (plane, "0" if latency == 0 else
+                                         "1..12" if latency <= 12 else "> 12"))
+        ready_at = self.cycle + latency
         for i in range(count):
             assert addr + i in self.words, f"request reads unwritten word {addr + i}"
             self.queue.append([ready_at, self.words[addr + i]])
@@ -158,12 +175,40 @@ class PQBench(Bench):
                                gaps=gaps, stalls=stalls)
         self.cmd = self.source("cmd", cmd_layout(u.dim, u.q_bits, u.n_bits, u.out_frac + 1,
                                                  u.addr_bits))
-        self.o, self.board = self.sink("o", prob_layout(u.per_beat, u.out_frac), self.compare)
+        self.o, self.board = self.sink("o", prob_layout(u.per_beat, u.out_frac), self.compare,
+                                       callback=self._cover_out)
+        # Contract bins: query kinds; n against max_len (bad n: 0 or over max) crossed with
+        # whether the LSB plane was fetched; thresholds 0, above 1.0 and at the decision
+        # boundary; memory latency per plane (above); output beats by count class and last
+        # (dense rows: a partial beat is a query's last), and the error answer (one empty
+        # beat: the only empty one and the only one with error, as a good query has n >= 1).
+        self.coverpoint("query_kind", KINDS)
+        self.coverpoint("n_fetched", [(b, f) for b in ("1", "between", "max") for f in (0, 1)]
+                        + [("empty", 0), ("over max", 0)])
+        self.coverpoint("threshold", ["0", "above 1.0", "at max(p)", "max(p) + 1", "other"])
+        self.coverpoint("out_beat", [("full", 0, 0), ("full", 1, 0), ("partial", 1, 0),
+                                     ("empty", 1, 1)])
         # Planes go at increasing addresses from a random base (high address bits exercised).
         span = 400 * (2 * words_per_query(u) + 4)
         self.base = self.rng.randrange(max(1, (1 << u.addr_bits) - span))
         self.queries = 0
         self.fetched = 0
+
+    def _cover_out(self, v):
+        n = int(v.count)
+        self.cover("out_beat", ("empty" if n == 0 else "full" if n == self.unit.per_beat
+                                else "partial", int(v.last), int(v.error)))
+
+    def _cover_query(self, query, fetched):
+        one = 1 << self.unit.out_frac
+        if query.kind:
+            self.cover("query_kind", query.kind)
+        self.cover("n_fetched", (size_bin(query.n, self.unit.max_len), int(fetched)))
+        t = query.threshold
+        if query.kind == "threshold at max(p)":
+            self.cover("threshold", "at max(p)" if query.at_max else "max(p) + 1")
+        else:
+            self.cover("threshold", "0" if t == 0 else "above 1.0" if t > one else "other")
 
     def on_reset(self):
         """The memory model forgets the requests and words in flight."""
@@ -188,10 +233,12 @@ class PQBench(Bench):
         P = self.unit.per_beat
         tag = self.queries
         if query.keys is None:
+            self._cover_query(query, 0)
             return [{"data": [0] * P, "count": 0, "last": 1, "fetched": 0, "error": 1,
                      "requests": [], "bytes": 0, "query": tag}]
         probs, fetched, nbytes = progressive_query(query.q, query.keys, query.threshold,
                                                    self.unit.config)
+        self._cover_query(query, fetched)
         self.fetched += fetched
         reqs = [(0, query.msb_addr, len(query.planes[0]))]
         if fetched:
@@ -285,6 +332,7 @@ async def reset_mid_query(dut):
     of the golden answer, and the next queries are answered exactly."""
     tb = PQBench(dut, gaps=0.2, stalls=0.5, latency=(0, 6))
     await tb.start()
+    await tb.reset()                    # a reset of the idle unit changes nothing
     u = tb.unit
     cut = 0
     for round_ in range(8):
@@ -304,6 +352,9 @@ async def reset_mid_query(dut):
         tb.play(make_queries(u, tb.nrng, 6))
         await tb.finish()
     assert cut >= 4, f"only {cut} of 8 resets cut a query"
+    await tb.reset_while_busy(lambda: tb.play(make_queries(u, tb.nrng, 4, kinds=[0])))
+    tb.play(make_queries(u, tb.nrng, 4))
+    await tb.finish()
 
 
 @cocotb.test()

@@ -17,6 +17,31 @@ from ..golden.rmmu import Descriptor, RMMUModel, peak_macs
 from ..rtl.rmmu import act_layout, cmd_layout, result_layout, weight_layout
 from .kit import Bench, corner_ints, scale
 
+#: The quick subset a mutant run uses (``make mutants``).
+MUTANT_TESTS = ("random_concurrent_groups", "bad_descriptors", "reset_mid_operation")
+
+#: Descriptor classes (:func:`descriptor_class`).
+DESCRIPTORS = ("good", "nrows = 0", "rows beyond the array", "m out of range",
+               "k out of range", "n out of range")
+
+
+def descriptor_class(model, desc):
+    """Which of :data:`DESCRIPTORS` ``desc`` is (the RMMU's checks, in the golden order)."""
+    if desc.nrows == 0:
+        return "nrows = 0"
+    if desc.row0 + desc.nrows > model.rows:
+        return "rows beyond the array"
+    for name, bound in (("m", model.max_m), ("k", model.max_k), ("n", model.max_n)):
+        if not 1 <= getattr(desc, name) <= bound:
+            return f"{name} out of range"
+    return "good"
+
+
+def edge_class(value, tile):
+    """A dimension against its tile: ``1``, ``tile``, ``tile + 1`` or ``other``."""
+    return "1" if value == 1 else "tile" if value == tile else \
+        "tile + 1" if value == tile + 1 else "other"
+
 
 def group_rows(rng, rows, groups, group):
     """A random row range for ``group``: mostly inside its share of the rows (so groups run
@@ -94,6 +119,41 @@ class RMMUBench(Bench):
         self.model = model_of(self.unit)
         self.pad = np.random.default_rng(self.rng.randrange(1 << 30))
         self.groups = [Group(self, g) for g in range(self.unit.groups)]
+        # Contract bins: descriptor classes; precision x requantization; output format and
+        # shift when requantizing; M, K, N at their tile edges (K against one pass of the rows
+        # used, N against one N-tile); descriptors on the group's share of the rows or beyond (they
+        # may wait for the other groups).
+        P = [p.name for p in Precision]
+        self.coverpoint("descriptor", DESCRIPTORS)
+        self.coverpoint("precision_requant", [(p, r) for p in P for r in (0, 1)])
+        self.coverpoint("out_fmt", P)
+        self.coverpoint("shift", ["0", "63", "other"])
+        for dim in "mkn":
+            self.coverpoint(f"{dim}_edge", ["1", "tile", "tile + 1", "other"])
+        if self.unit.groups > 1:
+            self.coverpoint("rows_claimed", ["own share", "beyond own share"])
+
+    def cover_descriptor(self, desc, group):
+        """Sample one descriptor into the bins declared in ``__init__``."""
+        what = descriptor_class(self.model, desc)
+        self.cover("descriptor", what)
+        if what != "good":
+            return
+        p = Precision(desc.precision)
+        self.cover("precision_requant", (p.name, int(desc.requant)))
+        if desc.requant:
+            self.cover("out_fmt", Precision(desc.out_fmt).name)
+            self.cover("shift", "0" if desc.shift == 0 else "63" if desc.shift == 63
+                       else "other")
+        self.cover("m_edge", edge_class(desc.m, self.model.tile_m))
+        self.cover("k_edge", edge_class(desc.k, desc.nrows * p.lanes))
+        self.cover("n_edge", edge_class(desc.n, self.model.cols * p.lanes))
+        if self.unit.groups > 1:
+            rows, groups = self.model.rows, self.unit.groups
+            lo, hi = group * rows // groups, max((group + 1) * rows // groups,
+                                                 group * rows // groups + 1)
+            self.cover("rows_claimed", "own share" if lo <= desc.row0 and
+                       desc.row0 + desc.nrows <= hi else "beyond own share")
 
 
 class Group:
@@ -128,6 +188,7 @@ class Group:
         if a is None and not self.model.error(desc):
             a, b = random_operands(self.rng, desc)
         self.cmd.send(cmd_fields(desc))
+        self.bench.cover_descriptor(desc, self.group)
         lanes, last = self.model.o_beats(desc, a, b)
         where = f"g{self.group} operation {self.ops} {desc}"
         self.ops += 1
@@ -210,6 +271,7 @@ async def reset_mid_operation(dut):
     scoreboards (the expected beats of the interrupted operation are dropped)."""
     tb = RMMUBench(dut, gaps=0, stalls=0.5)
     await tb.start()
+    await tb.reset()                    # a reset of the idle unit changes nothing
     unit, g0 = tb.unit, tb.groups[0]
     desc = Descriptor(0, unit.rows, Precision.INT4, unit.tile_m + 1, 3 * unit.rows * 4, 3)
     g0.play(desc)
@@ -218,6 +280,7 @@ async def reset_mid_operation(dut):
     await tb.reset()
     await ClockCycles(dut.clk, 3)
     assert not int(dut.g__0__o__valid.value), "a result survived the reset"
+    await tb.reset_while_busy(lambda: [g0.play(d) for d in random_ops(tb.rng, tb.model, 3)])
     ops = random_ops(tb.rng, tb.model, 4, group=0)
     for d in ops:
         g0.play(d)

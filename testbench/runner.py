@@ -223,8 +223,12 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     begin = time.monotonic()
     try:
         runner = get_runner(sim)
+        # A mutant netlist may hold a combinational loop (a bit inverted under the control of
+        # the same cell's output): Verilator warns (UNOPTFLAT) and must still build it.
+        mutant = ["-Wno-fatal"] if verilog is not None and sim == "verilator" else []
         _build(runner, sim, unit, params, work, path, waves, timescale,
-               _build_flags(sim, coverage) + (_hier_args(work) if sim == "verilator" else []))
+               _build_flags(sim, coverage) + mutant
+               + (_hier_args(work) if sim == "verilator" else []))
         stats = work / f"stats-{os.getpid()}.json"
         fcov = work / f"fcov-{os.getpid()}.json"
         for f in (stats, fcov):

@@ -2,7 +2,9 @@
 
 Rows are generated first (random, peaked, equal scores, one dominant score, extreme values,
 length 1, maximum length, empty rows, too long rows, sparse rows with random column indices,
-partial beats anywhere, junk in the lanes past ``count``); the golden model turns them into the
+partial beats anywhere, junk in the lanes past ``count``, rows with a beat flagged ``error``,
+full beats whose ``count`` says more than ``per_beat`` -- read as ``per_beat``);
+the golden model turns them into the
 expected output beats; the driver puts the beats on ``i`` with random gaps while the monitor
 takes ``o`` under random stalls, and the scoreboard checks every beat in order.
 """
@@ -14,9 +16,12 @@ from cocotb.utils import get_sim_time
 
 from ..golden.softmax import beats_out, peaked_row, random_row, split_beats
 from ..rtl.softmax import in_layout, out_layout
-from .kit import Bench, scale
+from .kit import Bench, SIZE_BINS, scale, size_bin
 
 PERIOD_NS = 10
+
+#: The quick subset a mutant run uses (``make mutants``).
+MUTANT_TESTS = ("random_rows", "reset_mid_stream", "latency")
 
 
 def make_rows(rng, unit, n_rows, *, partial=0.3):
@@ -43,7 +48,7 @@ def make_rows(rng, unit, n_rows, *, partial=0.3):
             x = random_row(nrng, L + rng.randint(1, 2 * P + 1), fmt, 2.0)
         elif kind == 6:                                   # empty row
             x = np.zeros(0, dtype=np.int64)
-        else:
+        else:                                             # kind 8: one beat flags error
             x = random_row(nrng, length, fmt, 4.0)
         n = len(x)
         if unit.index_bits and rng.random() < 0.5:        # sparse: sorted random columns
@@ -57,6 +62,13 @@ def make_rows(rng, unit, n_rows, *, partial=0.3):
                 sizes.append(rng.randint(0, min(P, left)))
                 left -= sizes[-1]
         beats = split_beats(x, idx, P, sizes)
+        if kind == 8:
+            beats[rng.randrange(len(beats))]["error"] = 1
+        count_max = (1 << P.bit_length()) - 1             # what the count field can hold
+        if count_max > P and rng.random() < 0.05:         # out of contract: counts as P
+            for b in beats:
+                if b["count"] == P:
+                    b["count"] = rng.randint(P + 1, count_max)
         for b in beats:                                   # junk past count: must be ignored
             for j in range(b["count"], P):
                 if rng.random() < 0.5:
@@ -78,9 +90,46 @@ class SoftmaxBench(Bench):
         self.o, self.board = self.sink("o", out_layout(u.per_beat, u.out_frac, u.index_bits),
                                        self.compare, callback=self._seen)
         self.beats = 0
+        P = u.per_beat
+        # Contract bins: row length against max_len (over max = too long, flagged), the count
+        # of every input beat (0..P: partial beats drive each lane's enable), dense or sparse
+        # indices, rows flagged error on input, output beats (count class, last, error) and
+        # the probabilities' corners (0 and 1.0) in kept lanes.
+        self.coverpoint("row_length", SIZE_BINS)
+        self.coverpoint("in_count", list(range(P + 1))
+                        + (["over per_beat"] if (1 << P.bit_length()) - 1 > P else []))
+        self.coverpoint("row_shape", ["full beats", "partial beats", "empty beat"])
+        if u.index_bits:
+            self.coverpoint("indices", ["dense", "sparse"])
+        self.coverpoint("in_error", [0, 1])
+        self.coverpoint("out_beat", [(c, l, e) for c in ("empty", "partial", "full")
+                                     for l in (0, 1) for e in (0, 1)])
+        self.coverpoint("prob_corner", ["zero", "one"])
 
-    def _seen(self, _view):
+    def _seen(self, v):
         self.out_times.append(get_sim_time("ns"))
+        n, P = int(v.count), self.unit.per_beat
+        self.cover("out_beat", ("empty" if n == 0 else "full" if n == P else "partial",
+                                int(v.last), int(v.error)))
+        for x in set(int(x) for x in v.data[:n]):
+            if x == 0:
+                self.cover("prob_corner", "zero")
+            elif x == 1 << self.unit.out_frac:
+                self.cover("prob_corner", "one")
+
+    def _cover_row(self, beats):
+        P = self.unit.per_beat
+        counts = [min(b["count"], P) for b in beats]
+        self.cover("row_length", size_bin(sum(counts), self.unit.max_len))
+        for b in beats:
+            self.cover("in_count", b["count"] if b["count"] <= P else "over per_beat")
+        self.cover("row_shape", "empty beat" if 0 in counts and len(counts) > 1 else
+                   "full beats" if all(c == P for c in counts[:-1]) else "partial beats")
+        if self.unit.index_bits and sum(counts):
+            idx = [i for b in beats for i in b["index"][:b["count"]]]
+            self.cover("indices", "dense" if idx == [i % (1 << self.unit.index_bits)
+                                                     for i in range(len(idx))] else "sparse")
+        self.cover("in_error", int(any(b.get("error", 0) for b in beats)))
 
     def compare(self, expected, actual):
         got = {"data": [int(x) for x in actual.data], "count": int(actual.count),
@@ -96,6 +145,7 @@ class SoftmaxBench(Bench):
             self.board.expect_all(beats_out(beats, self.unit.per_beat, self.unit.fmt))
             self.i.send_all(beats)
             self.beats += len(beats)
+            self._cover_row(beats)
 
     async def finish(self):
         await super().finish(60 * (self.beats + 10) + 4 * self.unit.latency + 500)
@@ -127,6 +177,7 @@ async def reset_mid_stream(dut):
     tb = SoftmaxBench(dut, gaps=0, stalls=0.9)
     u = tb.unit
     await tb.start()
+    await tb.reset()                    # a reset of the idle unit changes nothing
     for round_ in range(4):
         tb.play(make_rows(tb.rng, u, 3, partial=0))
         await ClockCycles(dut.clk, tb.rng.randint(1, 2 * u.max_beats + u.latency))

@@ -11,14 +11,19 @@ stalls and two scoreboards check every beat in order.
 import cocotb
 from cocotb.triggers import ClockCycles
 
-from ..golden.detector import Gran, Mode
+from ..golden.detector import Command, Gran, Mode
+from ..golden.numbers import value_range
 from ..golden.sparse_softmax import SparseSoftmaxModel
 from ..rtl.detector import cmd_layout, mask_layout, score_layout
 from ..rtl.softmax import out_layout
-from .detector import bad_ops, compare_mask, expected_beats, random_ops
+from .detector import (bad_ops, compare_mask, cover_command, declare_command_coverage,
+                       expected_beats, random_ops)
 from .kit import Bench, scale
 
 __all__ = ["model_of", "compare_row", "SparseSoftmaxBench"]
+
+#: The quick subset a mutant run uses (``make mutants``).
+MUTANT_TESTS = ("random_rows", "reset_mid_row")
 
 
 def model_of(unit):
@@ -53,10 +58,27 @@ class SparseSoftmaxBench(Bench):
         self.cmd = self.source("cmd", cmd_layout(u.max_len, u.score_bits))
         self.i = self.source("i", score_layout(u.per_beat, u.score_bits))
         self.mask, self.masks = self.sink("mask", mask_layout(u.max_len, u.sched_lanes),
-                                          compare_mask)
+                                          compare_mask, callback=lambda v: self.cover(
+                                              "mask_lane", (int(v.lane), int(v.error))))
         self.o, self.rows = self.sink("o", out_layout(sm["per_beat"], sm["out_frac"],
-                                                      sm["index_bits"]), compare_row)
+                                                      sm["index_bits"]), compare_row,
+                                      callback=self._cover_out)
+        declare_command_coverage(self, self.model.detector)
+        # Outputs: mask rows per scheduler lane with and without error; softmax beats by count
+        # class and last, and the error row. The packer makes the rows dense, so a partial
+        # beat is always a row's last and an empty one is a whole row (kept nothing, or the
+        # error answer to a bad command: the only beats with error).
+        self.coverpoint("mask_lane", [(lane, e) for lane in range(u.sched_lanes)
+                                      for e in (0, 1)])
+        self.coverpoint("out_beat", [("full", 0, 0), ("full", 1, 0), ("partial", 1, 0),
+                                     ("empty", 1, 0), ("empty", 1, 1)])
+        self.out_per_beat = sm["per_beat"]
         self.on_reset()
+
+    def _cover_out(self, v):
+        n = int(v.count)
+        self.cover("out_beat", ("empty" if n == 0 else "full" if n == self.out_per_beat
+                                else "partial", int(v.last), int(v.error)))
 
     def on_reset(self):
         self.ops, self.n_masks, self.n_rows, self.beats = [], 0, 0, 0
@@ -64,6 +86,8 @@ class SparseSoftmaxBench(Bench):
     def play(self, ops):
         """Queue ``ops`` after the current ones and expect their mask and output beats."""
         self.ops += ops
+        for cmd, scores in ops:
+            cover_command(self, self.model.detector, cmd, scores)
         _, _, masks, _ = expected_beats(self.model.detector, self.ops)
         _, rows = self.model.run(self.ops)
         self.masks.expect_all(masks[self.n_masks:])
@@ -104,11 +128,31 @@ async def reset_mid_row(dut):
     power-up (the scheduler's loads restart too)."""
     tb = SparseSoftmaxBench(dut, gaps=0, stalls=0.9)
     await tb.start()
+    await tb.reset()                    # a reset of the idle unit changes nothing
     tb.play(random_ops(tb.rng, tb.model.detector, 6))
     await ClockCycles(dut.clk, 3 * tb.beats // 2 + 5)
     await tb.reset()
     await ClockCycles(dut.clk, 2)
     assert not dut.o__valid.value and not dut.mask__valid.value, "an output survived the reset"
+    await tb.reset_while_busy(lambda: tb.play(random_ops(tb.rng, tb.model.detector, 6)))
     tb.stalls = 0.3
     tb.play(random_ops(tb.rng, tb.model.detector, 60) + bad_ops(tb.rng, tb.model.detector, 3))
+    await tb.finish()
+
+
+@cocotb.test()
+async def every_score_difference(dut):
+    """Rows that keep everything, each led by the largest score and then descending, so that
+    together they hold every difference to the row maximum the score range allows: every
+    entry of the softmax's exponential table is read (random rows leave some unread)."""
+    tb = SparseSoftmaxBench(dut, gaps=0.1, stalls=0.1)
+    await tb.start()
+    m = tb.model.detector
+    lo, hi = value_range(m.score_bits)
+    diffs = list(range(1, hi - lo + 1))
+    ops = []
+    for start in range(0, len(diffs), m.max_len - 1):
+        row = [hi] + [hi - d for d in diffs[start:start + m.max_len - 1]]
+        ops.append((Command(gran=Gran.ELEM, length=len(row), threshold=lo), [row]))
+    tb.play(ops)
     await tb.finish()

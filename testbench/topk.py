@@ -22,9 +22,32 @@ from ..golden.topk_quickselect import QuickSelectModel
 from ..rtl.topk import TopK
 from ..rtl.topk_parts import out_layout, req_layout, score_layout
 from ..rtl.topk_quickselect import QuickSelectTopK
-from .kit import Bench, corner_ints, scale
+from .kit import Bench, corner_ints, scale, size_bin
 
 PERIOD_NS = 10
+
+#: The quick subset a mutant run uses (``make mutants``).
+MUTANT_TESTS = ("random_campaign", "corner_cases", "reset_mid_stream")
+
+#: Request classes (:func:`request_class`).
+REQUESTS = ("good", "n = 0", "k = 0", "k > n", "n > max_n", "malformed row")
+
+
+def request_class(n, k, row, max_n, per_beat):
+    """What a request ``(n, k)`` with score beats ``row`` is, by the engine's contract."""
+    if n == 0:
+        return "n = 0"
+    if n > max_n:
+        return "n > max_n"
+    if k == 0:
+        return "k = 0"
+    if k > n:
+        return "k > n"
+    counts = [b["count"] for b in row]
+    if sum(counts) != n or any(b.get("error", 0) for b in row) or \
+            any(c < per_beat for c in counts[:-1]):
+        return "malformed row"
+    return "good"
 
 # --- stimulus (random.Random based, for the tests and the cocotb bench) -------------------------
 
@@ -181,15 +204,47 @@ class TopKBench(Bench):
         self.last_times = []
         self.o, self.board = self.sink("o", out_layout(u.score_bits, u.per_beat, u.max_n),
                                        compare, callback=self._timed)
+        # Contract bins: request classes (good, every bad kind, malformed rows); n against
+        # max_n crossed with k against 1 and n; ties at the k-th value; extreme scores; output
+        # beats by count class and last, and the error answer (one empty last beat: the only
+        # empty beat and the only one with error, by the row-stream contract, as k >= 1).
+        self.coverpoint("request", REQUESTS)
+        self.coverpoint("n_k", [(nb, kb) for nb in ("1", "between", "max")
+                                for kb in ("1", "between", "n") if nb != "1" or kb == "1"])
+        self.coverpoint("kth_tie", ["tie at k-th", "no tie", "k = n"])
+        self.coverpoint("score_extreme", ["min", "max"])
+        self.coverpoint("out_beat", [(c, l, 0) for c in ("partial", "full") for l in (0, 1)]
+                        + [("empty", 1, 1)])
 
     def _timed(self, view):
         if view.last:
             self.last_times.append(get_sim_time("ns"))
+        n, P = int(view.count), self.unit.per_beat
+        self.cover("out_beat", ("empty" if n == 0 else "full" if n == P else "partial",
+                                int(view.last), int(view.error)))
+
+    def _cover_request(self, n, k, x, row):
+        u = self.unit
+        what = request_class(n, k, row, u.max_n, u.per_beat)
+        self.cover("request", what)
+        if what != "good":
+            return
+        self.cover("n_k", (size_bin(n, u.max_n), "1" if k == 1 else "n" if k == n
+                           else "between"))
+        ranked = sorted(x, reverse=True)
+        self.cover("kth_tie", "k = n" if k == n else "tie at k-th" if ranked[k - 1] == ranked[k]
+                   else "no tie")
+        lo, hi = value_range(u.score_bits)
+        if lo in x:
+            self.cover("score_extreme", "min")
+        if hi in x:
+            self.cover("score_extreme", "max")
 
     def play(self, requests):
         """Queue requests ``(n, k, scores[, row])`` and expect the model's beats for each."""
         for n, k, x, *row in requests:
             row = row[0] if row else score_beats(x, self.unit.per_beat)
+            self._cover_request(n, k, x, row)
             self.board.expect_all(self.model.run(n, k, x, row))
             self.req.send({"n": n, "k": k})
             self.s.send_all(row)
@@ -260,8 +315,9 @@ async def exact_cycles(dut):
 
 @cocotb.test()
 async def reset_mid_stream(dut):
-    """A reset while scores load, and another while winners leave, return the engine to idle:
-    no beat survives, and the next requests are answered exactly."""
+    """A reset while scores load, another while winners leave, others with requests queued
+    and with answers owed, return the engine to idle: no beat survives, and the next requests
+    are answered exactly."""
     tb = TopKBench(dut, gaps=0, stalls=0)
     await tb.start()
     u = tb.unit
@@ -288,8 +344,12 @@ async def reset_mid_stream(dut):
     await tb.reset()
     await ClockCycles(dut.clk, 2)
     assert not dut.o__valid.value, "an output beat survived the reset"
+    tb.sinks.remove(tb.o)
     tb.o, tb.board = tb.sink("o", out_layout(u.score_bits, P, u.max_n), compare,
                              callback=tb._timed)
+    # 3) resets with requests still queued, and with answers still owed
+    await tb.reset_while_busy(lambda: tb.play([random_request(tb.rng, u.max_n, u.score_bits)
+                                               for _ in range(6)]))
     reqs = [random_request(tb.rng, u.max_n, u.score_bits) for _ in range(10)]
     tb.play(reqs)
     await tb.finish(reqs)

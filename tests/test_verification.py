@@ -110,3 +110,33 @@ def test_coverage_merge_and_summary(tmp_path):
     assert s["uncovered_lines"][0]["line"] == 2
     assert s["untoggled_named_bits"] == ["o__x.last"]
     assert demangle("o___05Fpayload__02elanes__05b1__05d") == "o__payload.lanes[1]"
+
+
+def test_coverage_bin_helpers():
+    assert [kit.delay_bin(c) for c in (0, 1, 2, 9)] == ["none", "one", "burst", "burst"]
+    assert [kit.size_bin(n, 8) for n in (0, 1, 5, 8, 9)] == list(kit.SIZE_BINS)
+
+
+def test_contract_classifiers():
+    """The request classifiers the benches' functional coverage uses agree with the golden
+    models' own error checks."""
+    import random
+    from attnforge.golden.detector import command_error
+    from attnforge.golden.topk import score_beats
+    from attnforge.testbench.detector import bad_ops, command_class, model_of, random_ops
+    from attnforge.testbench.rmmu import descriptor_class, model_of as rmmu_model
+    from attnforge.testbench.rmmu import random_ops as rmmu_ops
+    from attnforge.testbench.topk import malformed_row, request_class
+    rng = random.Random(3)
+    model = model_of(build("detector", per_beat=4, max_len=32, score_bits=4, sched_lanes=3))
+    for cmd, _ in bad_ops(rng, model, 50) + random_ops(rng, model, 50):
+        assert (command_class(cmd, 32) == "good") == (command_error(cmd, 32) is None)
+    assert request_class(4, 2, score_beats([1, 2, 3, 4], 2), 8, 2) == "good"
+    assert request_class(4, 5, score_beats([1, 2, 3, 4], 2), 8, 2) == "k > n"
+    assert request_class(9, 1, score_beats([0] * 9, 2), 8, 2) == "n > max_n"
+    assert request_class(4, 2, malformed_row(rng, 4, 2, [1, 2, 3, 4], 2), 8, 2) == \
+        "malformed row"
+    rm = rmmu_model(build("rmmu", rows=4, cols=2, groups=2, tile_m=4, max_m=64, max_k=64,
+                          max_n=64))
+    for d in rmmu_ops(rng, rm, 200, bad=0.5):
+        assert (descriptor_class(rm, d) == "good") == (rm.error(d) is None)
