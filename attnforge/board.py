@@ -26,8 +26,15 @@ from .rtl import unit as unit_record
 from .rtl.bridge import (ACK, ANSWER_INFO, BUSY, DATA, EMPTY, INFO, NAK, READ, RESET, SOF,
                          WRITE, crc16, descriptor, payload_bits, stream_ports)
 
-__all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "traffic", "ident", "exchange",
-           "check_design", "run_regression", "add_parser", "run"]
+__all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "BOARD_POINTS", "traffic", "ident",
+           "differ", "exchange", "check_design", "run_regression", "add_parser", "run"]
+
+#: The parameters a unit goes on a board at when ``board build`` / ``board run`` get no
+#: ``--param`` for them (the rest are the unit's defaults): the points measured in
+#: docs/board.md, which its record's ``Synth(boards=...)`` refers to. The radix top-k engine at
+#: its default ``digit_bits = 8`` has ~718 levels of logic and misses even the ULX3S's 25 MHz;
+#: with 4-bit digits it meets it (docs/board.md).
+BOARD_POINTS = {"topk": {"digit_bits": 4}}
 
 NAMES = {WRITE: "WRITE", READ: "READ", RESET: "RESET", INFO: "INFO", ACK: "ACK", BUSY: "BUSY",
          DATA: "DATA", EMPTY: "EMPTY", NAK: "NAK", ANSWER_INFO: "INFO"}
@@ -531,9 +538,10 @@ def run_regression(port, unit, params=None, *, count=200, seed=1, log=print, ret
 
 # -- command line ---------------------------------------------------------------------------
 def _params(unit, pairs):
-    """``["frac_bits=0", ...]`` -> ``{"frac_bits": 0}``, typed after the record's defaults."""
+    """``["frac_bits=0", ...]`` -> ``{"frac_bits": 0}``, typed after the record's defaults,
+    over the unit's board point (:data:`BOARD_POINTS`)."""
     record = unit_record(unit)
-    out = {}
+    out = dict(BOARD_POINTS.get(unit, {}))
     for pair in pairs or ():
         name, _, text = pair.partition("=")
         name = name.strip().replace("-", "_")
