@@ -570,6 +570,9 @@ def add_parser(subparsers):
     b.add_argument("--unit", required=True)
     b.add_argument("--param", action="append", metavar="NAME=VALUE", help="generator parameter")
     b.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    b.add_argument("--clock", type=float, metavar="MHZ",
+                   help="clock the unit and bridge from the FPGA's PLL at this frequency "
+                        "(default: the board clock; for units slower than it)")
     r = sub.add_parser("run", help="golden-checked transactions on a board over its UART")
     r.add_argument("--port", required=True, help="serial port (e.g. /dev/ttyUSB0)")
     r.add_argument("--unit", required=True)
@@ -589,7 +592,8 @@ def run(args):
     params = _params(args.unit, args.param)
     if args.board_command == "build":
         from .synth.board import bitstream
-        fig = bitstream(args.board, args.unit, params, baud=args.baud, log=print)
+        fig = bitstream(args.board, args.unit, params, baud=args.baud, clock_mhz=args.clock,
+                        log=print)
         print(f"wrote {fig['bitstream']}")
         return 0
     traffic(args.unit)

@@ -170,6 +170,12 @@ SIM_POINTS = [
 ]
 
 
+#: Units that are bridgeable but not on the board yet, with why. TODO(issue 13 + 15): the lane
+#: (unit ``lane``) gets a ``LaneTraffic`` in attnforge/board.py, a SIM_POINTS entry above, a
+#: board point and its two bitstreams (docs/board.md, "The lane").
+NOT_YET = {"lane": "issue 13: the lane is being built; its board run is a TODO (docs/board.md)"}
+
+
 def test_every_bridgeable_unit_has_traffic():
     """Every unit whose members are all streams (what the bridge carries) can be driven from
     the host, and each traffic class runs in the simulated board regression below."""
@@ -177,6 +183,8 @@ def test_every_bridgeable_unit_has_traffic():
     from attnforge.rtl import UNITS
     bridgeable = set()
     for name, record in UNITS.items():
+        if name in NOT_YET:
+            continue
         component = record.build()
         component._MustUse__silence = True
         try:
@@ -232,16 +240,38 @@ def test_bridge_in_simulation(unit, params, tests):
         assert simulate(unit, params, testcase="regression", count=4) == 1
 
 
+def test_pll_dividers_match_ecppll():
+    """The PLL settings are those Trellis's ``ecppll`` picks (checked by hand with
+    ``yowasp-ecppll -i 48 -o 24`` and ``-i 25 -o 20``); impossible clocks are refused."""
+    from attnforge.synth.board import pll_dividers
+    assert pll_dividers(48e6, 24e6) == (2, 1, 25, 24e6)
+    assert pll_dividers(25e6, 20e6) == (5, 4, 30, 20e6)
+    with pytest.raises(ValueError, match="clock must be within 1 % of .* not 1000 MHz"):
+        pll_dividers(25e6, 1000e6)
+
+
+def test_pll_top_drives_sync_from_the_pll():
+    """With a unit clock, the board clock pin feeds an EHXPLLL and the platform's own clock
+    domain is not created; the UART divisor follows the PLL clock."""
+    from attnforge.synth.board import BoardTop, platform
+    plat = platform("ulx3s-85f")
+    plan = plat.prepare(BoardTop(Loop(), baud=115200, clock_hz=20e6), name="top")
+    il = plan.files["top.il"]
+    assert "EHXPLLL" in il and "CLKOP_DIV" in il and 'SITE "G2"' in plan.files["top.lpf"]
+    assert il.count("cell \\EHXPLLL") == 1
+
+
 @pytest.mark.synth
 def test_bitstream_of_a_small_design():
     """A complete ULX3S-85F bitstream (Yosys, nextpnr, ecppack from PyPI) of the bridge around
-    a trivial unit; figures come from nextpnr's report."""
+    a trivial unit, clocked from the PLL at 20 MHz; figures come from nextpnr's report, which
+    derives the PLL's output clock from its settings."""
     from pathlib import Path
 
     from attnforge.synth.board import bitstream
-    fig = bitstream("ulx3s-85f", "loop", component=Loop())
+    fig = bitstream("ulx3s-85f", "loop", component=Loop(), clock_mhz=20)
     assert Path(fig["bitstream"]).stat().st_size > 100_000
-    assert fig["fmax"] >= fig["clock_mhz"] == 25.0
+    assert fig["fmax"] >= fig["clock_mhz"] == 20.0 and fig["pll"]
     assert 0 < fig["luts"] < 2000 and fig["dsps"] == 0
 
 
