@@ -572,7 +572,8 @@ def add_parser(subparsers):
     b.add_argument("--baud", type=int, default=DEFAULT_BAUD)
     b.add_argument("--clock", type=float, metavar="MHZ",
                    help="clock the unit and bridge from the FPGA's PLL at this frequency "
-                        "(default: the board clock; for units slower than it)")
+                        "(default: the unit's clock on this board from docs/board.md, else "
+                        "the board clock)")
     r = sub.add_parser("run", help="golden-checked transactions on a board over its UART")
     r.add_argument("--port", required=True, help="serial port (e.g. /dev/ttyUSB0)")
     r.add_argument("--unit", required=True)
@@ -592,7 +593,9 @@ def run(args):
     params = _params(args.unit, args.param)
     if args.board_command == "build":
         from .synth.board import bitstream
-        fig = bitstream(args.board, args.unit, params, baud=args.baud, clock_mhz=args.clock,
+        from .synth.board import UNIT_CLOCKS
+        clock = args.clock if args.clock else UNIT_CLOCKS.get((args.unit, args.board))
+        fig = bitstream(args.board, args.unit, params, baud=args.baud, clock_mhz=clock,
                         log=print)
         print(f"wrote {fig['bitstream']}")
         return 0

@@ -37,11 +37,16 @@ from ..tools import tool
 from .nextpnr import DSP_MIN_PRODUCT_BITS, nextpnr_command
 from .yosys import yosys_command
 
-__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "CAPACITY", "BoardTop", "platform", "divisor",
+__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "UNIT_CLOCKS", "CAPACITY", "BoardTop", "platform", "divisor",
            "pll_dividers", "check_fit", "bitstream"]
 
 #: Baud rate of the bridge UART unless asked otherwise.
 DEFAULT_BAUD = 115200
+
+#: The unit clock in MHz (from the PLL, :class:`BoardTop`) of a unit on a board whose clock is
+#: faster than the unit at its board point (measured, docs/board.md); ``board build`` uses it
+#: unless ``--clock`` is given. Absent: the board clock.
+UNIT_CLOCKS = {}
 
 
 @dataclass(frozen=True)
