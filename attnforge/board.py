@@ -493,11 +493,67 @@ class ProgressiveQuantTraffic(Traffic):
         return differ(expected, view, ("data", "count", "last", "fetched", "error"))
 
 
+class RMMUTraffic(Traffic):
+    """RMMU: per row group ``i``, descriptors on ``g[i].cmd``, activation and weight beats
+    (formatted by the golden model, with random padding the hardware must mask) on ``g[i].a``
+    and ``g[i].w``, result beats on ``g[i].o``. Groups are independent ports written round
+    robin, so they run side by side; a descriptor that claims another group's rows waits.
+
+    Corners per group: a 1 x 1 x 1 product in every precision and two descriptors the hardware
+    rejects; random: the unit testbench's :func:`~attnforge.testbench.rmmu.random_ops` (10 %
+    bad, dimensions up to two M-tiles)."""
+
+    def program(self, rng, count, corners=True):
+        import numpy as np
+
+        from .golden.numbers import Precision
+        from .golden.rmmu import Descriptor
+        from .testbench.rmmu import (cmd_fields, group_rows, model_of, random_operands,
+                                     random_ops)
+        u = self.unit
+        model = model_of(u)
+        pad = np.random.default_rng(rng.getrandbits(32))
+        writes, expected = {}, {}
+        for g in range(u.groups):
+            ops = []
+            if corners:
+                for p in Precision:
+                    row0, nrows = group_rows(rng, u.rows, u.groups, g)
+                    ops.append(Descriptor(row0, nrows, p, 1, 1, 1, False, p, 0))
+                ops += random_ops(rng, model, 2, group=g, bad=1.0)
+            ops += random_ops(rng, model, count, group=g, bad=0.1, max_dim=2 * u.tile_m)
+            cmds, a_beats, w_beats, out = [], [], [], []
+            for desc in ops:
+                cmds.append(cmd_fields(desc))
+                a, b = (None, None) if model.error(desc) else random_operands(rng, desc)
+                lanes, last = model.o_beats(desc, a, b)
+                if lanes is None:
+                    out.append({"lanes": [0] * (u.cols * 8), "last": True, "error": True,
+                                "where": f"g{g} {desc}"})
+                    continue
+                out += [{"lanes": row.tolist(), "last": bool(end), "error": False,
+                         "where": f"g{g} {desc} beat {i}"}
+                        for i, (row, end) in enumerate(zip(lanes, last))]
+                a_beats += [{"data": [int(x) for x in beat]}
+                            for beat in model.a_beats(desc, a, rng=pad)]
+                w_beats += [{"data": [[int(x) for x in tile] for tile in beat]}
+                            for beat in model.w_beats(desc, b, rng=pad)]
+            writes.update({f"g[{g}].cmd": cmds, f"g[{g}].a": a_beats, f"g[{g}].w": w_beats})
+            expected[f"g[{g}].o"] = out
+        return writes, expected
+
+    def compare(self, port, expected, view):
+        from .testbench.rmmu import Group
+        return Group.compare((expected["lanes"], expected["last"], expected["error"],
+                              expected["where"]), view)
+
+
 #: Units the host can drive on a board, with their traffic generators.
 TRAFFIC = {"mac": MACTraffic, "mac_fx16": MACTraffic, "mac_separate": MACTraffic,
            "topk": TopKTraffic, "topk_quickselect": TopKTraffic, "topk_bitonic": TopKTraffic,
            "softmax": SoftmaxTraffic, "detector": DetectorTraffic,
-           "sparse_softmax": SparseSoftmaxTraffic, "progressive_quant": ProgressiveQuantTraffic}
+           "sparse_softmax": SparseSoftmaxTraffic, "progressive_quant": ProgressiveQuantTraffic,
+           "rmmu": RMMUTraffic}
 
 
 def traffic(unit):

@@ -125,14 +125,13 @@ def test_param_parsing():
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["board", "run", "--port", "/dev/null-nosuch", "--unit", "rmmu"], "board run supports"),
+    (["board", "run", "--port", "/dev/null-nosuch", "--unit", "nosuch"], "unit must be one of"),
     (["board", "run", "--port", "/dev/null-nosuch", "--unit", "mac"], "cannot open"),
     (["board", "build", "--board", "ulx3s-85f", "--unit", "mac", "--param", "x=1"],
      "--param must be NAME=VALUE"),
     (["board", "build", "--board", "ulx3s-85f", "--unit", "mac", "--baud", "20000000"],
      "baud must be at most"),
-    (["board", "build", "--board", "ulx3s-85f", "--unit", "rmmu"],
-     "the bridge carries stream members only; RMMU.g is not a stream"),
+    (["board", "build", "--board", "ulx3s-85f", "--unit", "nosuch"], "unit must be one of"),
 ])
 def test_cli_errors_are_one_line(argv, message, capsys):
     assert main(argv) == 2
@@ -167,6 +166,8 @@ SIM_POINTS = [
                            "in_frac": 4, "out_frac": 6, "score_shift": 2}, "regression"),
     ("sparse_softmax", {"per_beat": 4, "max_len": 16, "score_bits": 8, "sched_lanes": 2,
                         "out_per_beat": 2, "in_frac": 4}, "regression"),
+    ("rmmu", {"rows": 2, "cols": 2, "groups": 2, "tile_m": 2, "max_m": 8, "max_k": 8,
+              "max_n": 8}, "regression"),
 ]
 
 
