@@ -33,8 +33,11 @@ __all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "BOARD_POINTS", "traffic",
 #: ``--param`` for them (the rest are the unit's defaults): the points measured in
 #: docs/board.md, which its record's ``Synth(boards=...)`` refers to. The radix top-k engine at
 #: its default ``digit_bits = 8`` has ~718 levels of logic and misses even the ULX3S's 25 MHz;
-#: with 4-bit digits it meets it (docs/board.md).
-BOARD_POINTS = {"topk": {"digit_bits": 4}}
+#: with 4-bit digits it meets it (docs/board.md). The RMMU's default 32 x 16 PE array needs ~50
+#: ECP5-85s; on a board it is a 2 x 2 array in two row groups.
+BOARD_POINTS = {"topk": {"digit_bits": 4},
+                "rmmu": {"rows": 2, "cols": 2, "groups": 2, "tile_m": 4, "max_m": 64,
+                         "max_k": 64, "max_n": 64}}
 
 NAMES = {WRITE: "WRITE", READ: "READ", RESET: "RESET", INFO: "INFO", ACK: "ACK", BUSY: "BUSY",
          DATA: "DATA", EMPTY: "EMPTY", NAK: "NAK", ANSWER_INFO: "INFO"}

@@ -166,7 +166,7 @@ SIM_POINTS = [
                            "in_frac": 4, "out_frac": 6, "score_shift": 2}, "regression"),
     ("sparse_softmax", {"per_beat": 4, "max_len": 16, "score_bits": 8, "sched_lanes": 2,
                         "out_per_beat": 2, "in_frac": 4}, "regression"),
-    ("rmmu", {"rows": 2, "cols": 2, "groups": 2, "tile_m": 2, "max_m": 8, "max_k": 8,
+    ("rmmu", {"rows": 2, "cols": 1, "groups": 2, "tile_m": 2, "max_m": 8, "max_k": 8,
               "max_n": 8}, "regression"),
 ]
 
