@@ -345,17 +345,22 @@ def test_cli_run_on_a_silent_serial_port(capsys):
 
 
 @pytest.mark.slow
-def test_bridge_lint_clean(tmp_path):
+@pytest.mark.parametrize("unit, params", [
+    ("topk", {"max_n": 16, "score_bits": 8, "per_beat": 4}),
+    ("rmmu", {"rows": 2, "cols": 1, "groups": 2, "tile_m": 2, "max_m": 8, "max_k": 8,
+              "max_n": 8}),
+])
+def test_bridge_lint_clean(tmp_path, unit, params):
     """The bridge around a unit passes ``verilator --lint-only -Wall`` with the project's
-    waivers (testbench/runner.py), like every unit."""
+    waivers (testbench/runner.py), like every unit (the RMMU: slots of nested streams)."""
     import shutil
     import subprocess
 
     from attnforge.rtl import EmitPlatform
     from attnforge.testbench.runner import VERILATOR_WAIVERS
     from attnforge.tools import verilator_env
-    text = EmitPlatform().convert(Bridge(build("topk", max_n=16, score_bits=8, per_beat=4), divisor=217,
-                                         ident=b"abcd"), name="bridge_top")
+    text = EmitPlatform().convert(Bridge(build(unit, **params), divisor=217, ident=b"abcd"),
+                                  name="bridge_top")
     (tmp_path / "bridge_top.v").write_text(text)
     env = verilator_env()
     proc = subprocess.run([shutil.which("verilator", path=env["PATH"]), "--lint-only", "-Wall",
