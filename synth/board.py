@@ -37,8 +37,8 @@ from ..tools import tool
 from .nextpnr import DSP_MIN_PRODUCT_BITS, nextpnr_command
 from .yosys import yosys_command
 
-__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "UNIT_CLOCKS", "CAPACITY", "BoardTop", "platform", "divisor",
-           "pll_dividers", "check_fit", "bitstream"]
+__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "UNIT_CLOCKS", "CAPACITY", "BoardTop", "platform",
+           "divisor", "pll_dividers", "check_fit", "bitstream"]
 
 #: Baud rate of the bridge UART unless asked otherwise.
 DEFAULT_BAUD = 115200
@@ -131,7 +131,7 @@ def pll_dividers(f_in, f_out):
     """``(CLKI_DIV, CLKFB_DIV, CLKOP_DIV, achieved Hz)`` of an ECP5 ``EHXPLLL`` with feedback
     from ``CLKOP`` making ``f_out`` from ``f_in``: ``f = f_in * CLKFB_DIV / CLKI_DIV``, the VCO
     (``f * CLKOP_DIV``) in 400..800 MHz, the phase detector (``f_in / CLKI_DIV``) in
-    3.125..400 MHz (the ranges nextpnr and ``ecppll`` use). The closest frequency wins;
+    3.125..400 MHz (the ranges Trellis's ``ecppll`` uses). The closest frequency wins;
     ``ValueError`` when it is more than 1 % off."""
     best = None
     for clki in range(1, 129):
