@@ -164,8 +164,8 @@ SIM_POINTS = [
     ("progressive_quant", {"dim": 6, "macs": 3, "q_bits": 6, "msb_bits": 6, "lsb_bits": 4,
                            "word_bits": 32, "per_beat": 3, "max_len": 12, "in_bits": 12,
                            "in_frac": 4, "out_frac": 6, "score_shift": 2}, "regression"),
-    ("sparse_softmax", {"per_beat": 4, "max_len": 16, "score_bits": 8, "sched_lanes": 2,
-                        "out_per_beat": 2, "in_frac": 4}, "regression"),
+    ("sparse_softmax", {"per_beat": 2, "max_len": 8, "score_bits": 4, "sched_lanes": 2,
+                        "out_per_beat": 2, "in_frac": 2}, "regression"),
     ("rmmu", {"rows": 2, "cols": 1, "groups": 2, "tile_m": 2, "max_m": 8, "max_k": 8,
               "max_n": 8}, "regression"),
 ]
