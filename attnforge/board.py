@@ -26,8 +26,18 @@ from .rtl import unit as unit_record
 from .rtl.bridge import (ACK, ANSWER_INFO, BUSY, DATA, EMPTY, INFO, NAK, READ, RESET, SOF,
                          WRITE, crc16, descriptor, payload_bits, stream_ports)
 
-__all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "traffic", "ident", "exchange",
-           "check_design", "run_regression", "add_parser", "run"]
+__all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "BOARD_POINTS", "traffic", "ident",
+           "differ", "exchange", "check_design", "run_regression", "add_parser", "run"]
+
+#: The parameters a unit goes on a board at when ``board build`` / ``board run`` get no
+#: ``--param`` for them (the rest are the unit's defaults): the points measured in
+#: docs/board.md, which its record's ``Synth(boards=...)`` refers to. The radix top-k engine at
+#: its default ``digit_bits = 8`` has ~718 levels of logic and misses even the ULX3S's 25 MHz;
+#: with 4-bit digits it meets it (docs/board.md). The RMMU's default 32 x 16 PE array needs ~50
+#: ECP5-85s; on a board it is a 2 x 2 array in two row groups.
+BOARD_POINTS = {"topk": {"digit_bits": 4},
+                "rmmu": {"rows": 2, "cols": 2, "groups": 2, "tile_m": 4, "max_m": 64,
+                         "max_k": 64, "max_n": 64}}
 
 NAMES = {WRITE: "WRITE", READ: "READ", RESET: "RESET", INFO: "INFO", ACK: "ACK", BUSY: "BUSY",
          DATA: "DATA", EMPTY: "EMPTY", NAK: "NAK", ANSWER_INFO: "INFO"}
@@ -161,7 +171,8 @@ def check_design(link, component, unit, params):
                         f"{want.hex()} for {unit} {dict(params)}): rebuild or reprogram it")
 
 
-def exchange(link, component, writes, expected, compare, *, max_idle=2000, on_round=None):
+def exchange(link, component, writes, expected, compare, *, max_idle=2000, on_round=None,
+             lazy=False):
     """Play a program through ``link``; return ``(checked, errors)``.
 
     ``writes``: ``{input port name: [field dict, ...]}``, each port's transactions in order;
@@ -170,8 +181,10 @@ def exchange(link, component, writes, expected, compare, *, max_idle=2000, on_ro
     skipped until the next round, so ports never wait on one another, as independent stream
     sources); output ports are read until EMPTY every round that wrote nothing, and otherwise
     every 1 to 8 rounds (back to 1 after a round that read data, doubling after one that read
-    none: empty polls cost a round trip each); at the end every output port
-    must be EMPTY (no extra transaction). ``max_idle`` rounds without progress raise
+    none: empty polls cost a round trip each); with ``lazy``, only in rounds that wrote
+    nothing, so output slots stay full and the unit sees back-pressure until every input is
+    BUSY (a back-pressure test). At the end every output port must be EMPTY (no extra
+    transaction). ``max_idle`` rounds without progress raise
     :class:`LinkError` (the unit stalled). ``on_round(round)`` may act between rounds (tests:
     a link reset).
     """
@@ -209,7 +222,7 @@ def exchange(link, component, writes, expected, compare, *, max_idle=2000, on_ro
             else:
                 link.stats["busy"] += 1
         since += 1
-        if since >= poll or not progress:
+        if not progress or (since >= poll and not lazy):
             since, got = 0, False
             for name, queue in want.items():
                 while queue:
@@ -316,9 +329,234 @@ class TopKTraffic(Traffic):
         return compare(expected, view)
 
 
+def differ(expected, view, names):
+    """``None`` when ``view`` (a :class:`~attnforge.testbench.kit.View`) has the ``expected``
+    values in the fields ``names`` (arrays as lists, flags as 0/1), else how they differ."""
+    def plain(v):
+        return [int(x) for x in v] if isinstance(v, (list, tuple)) else int(v)
+    got = {k: plain(view[k]) for k in names}
+    exp = {k: plain(expected[k]) for k in names}
+    return None if got == exp else f"expected {exp}, got {got}"
+
+
+class SoftmaxTraffic(Traffic):
+    """Softmax: rows of input beats on ``i``, probability beats on ``o``.
+
+    Corners: one row of each kind of the unit testbench's generator (random, peaked, all equal,
+    one dominant, extremes, too long, empty, partial beats, junk past ``count``); then ``count``
+    rows of the same mix."""
+
+    def program(self, rng, count, corners=True):
+        from .golden.softmax import beats_out
+        from .testbench.softmax import make_rows
+        u = self.unit
+        rows = (make_rows(rng, u, 9) if corners else []) + make_rows(rng, u, count)
+        return ({"i": [b for row in rows for b in row]},
+                {"o": [b for row in rows for b in beats_out(row, u.per_beat, u.fmt)]})
+
+    def compare(self, port, expected, view):
+        names = ("data", "count", "last", "error") + (("index",) if self.unit.index_bits else ())
+        return differ(expected, view, names)
+
+
+class DetectorTraffic(Traffic):
+    """Detector: commands on ``cmd``, score beats on ``i``; ``mask`` and ``idx`` beats out.
+
+    Corners: per granularity keep all and top-G; for element and vector granularity (rows of
+    ``max_len``) also keep none, ties at the threshold, top-1 of equal scores; then bad
+    commands. Random: the unit testbench's
+    :func:`~attnforge.testbench.detector.random_ops` (5 % bad, scheduler restarts). The
+    scheduler's lane loads span operations: the program starts after a RESET."""
+
+    def corner_ops(self, rng, model):
+        from .golden.detector import Command, Gran, Mode
+        from .golden.numbers import value_range
+        from .testbench.detector import bad_ops
+        lo, hi = value_range(model.score_bits)
+        ops = []
+        for gran in Gran:
+            # Rows of max_len; blocks (B rows per command) one beat wide, to keep them short.
+            n = model.max_len if gran.rows == 1 else min(model.max_len, model.per_beat)
+            g = -(-n // gran.cols)
+            rnd = [[rng.randint(lo, hi) for _ in range(n)] for _ in range(gran.rows)]
+            flat = [[hi] * n for _ in range(gran.rows)]
+            ops += [(Command(gran=gran, length=n, threshold=lo), rnd),
+                    (Command(mode=Mode.TOPK, gran=gran, length=n, k=g), rnd)]
+            if gran.rows == 1:
+                ops += [(Command(gran=gran, length=n, threshold=hi + 1), rnd),
+                        (Command(gran=gran, length=n, threshold=hi), flat),
+                        (Command(mode=Mode.TOPK, gran=gran, length=n, k=1), flat)]
+        return ops + bad_ops(rng, model, 3)
+
+    def ops(self, rng, count, corners):
+        from .testbench.detector import random_ops
+        model = self.model()
+        return model, ((self.corner_ops(rng, model) if corners else [])
+                       + random_ops(rng, model, count, bad_p=0.05))
+
+    def model(self):
+        from .testbench.detector import model_of
+        return model_of(self.unit)
+
+    def program(self, rng, count, corners=True):
+        from .testbench.detector import expected_beats
+        model, ops = self.ops(rng, count, corners)
+        cmds, beats, masks, idx = expected_beats(model, ops, rng)
+        return {"cmd": cmds, "i": beats}, {"mask": masks, "idx": idx}
+
+    def compare(self, port, expected, view):
+        from .testbench.detector import compare_idx, compare_mask
+        return (compare_mask if port == "mask" else compare_idx)(expected, view)
+
+
+class SparseSoftmaxTraffic(DetectorTraffic):
+    """Sparse softmax (detector -> softmax): the detector's commands and score beats in;
+    ``mask`` beats and the probability rows ``o`` out (the composed golden model)."""
+
+    def model(self):
+        from .testbench.sparse_softmax import model_of
+        return model_of(self.unit)
+
+    def ops(self, rng, count, corners):
+        from .testbench.detector import random_ops
+        model = self.model()
+        return model, ((self.corner_ops(rng, model.detector) if corners else [])
+                       + random_ops(rng, model.detector, count, bad_p=0.05))
+
+    def program(self, rng, count, corners=True):
+        from .testbench.detector import expected_beats
+        model, ops = self.ops(rng, count, corners)
+        cmds, beats, masks, _ = expected_beats(model.detector, ops, rng)
+        _, rows = model.run(ops)
+        return {"cmd": cmds, "i": beats}, {"mask": masks, "o": rows}
+
+    def compare(self, port, expected, view):
+        from .testbench.detector import compare_mask
+        from .testbench.sparse_softmax import compare_row
+        return (compare_mask if port == "mask" else compare_row)(expected, view)
+
+
+class ProgressiveQuantTraffic(Traffic):
+    """Progressive quantization: queries on ``cmd``; the host is the key memory. Each query's
+    planes get word addresses (after random holes); the unit's memory requests come out on
+    ``req`` and are checked (plane, address, word count: exactly the MSB plane, plus the LSB
+    plane iff the golden model fetched it); the words it asks for go in on ``resp`` in request
+    order; probability beats come out on ``o``.
+
+    Queries: the unit testbench's :func:`~attnforge.testbench.progressive_quant.make_queries`
+    (random, equal scores, one dominant, extremes, small keys, threshold at max(p), bad n);
+    corners are one query of each kind with ``n = 1`` and with ``n = max_len``."""
+
+    def program(self, rng, count, corners=True):
+        import numpy as np
+
+        from .golden.progressive_quant import pack_dense, progressive_query, split_planes
+        from .testbench.progressive_quant import Query, make_queries
+        u, cfg = self.unit, self.unit.config
+        P = u.per_beat
+        nrng = np.random.default_rng(rng.getrandbits(32))
+        queries = []
+        if corners:
+            for n in (1, u.max_len):
+                for query in make_queries(u, nrng, 8):
+                    queries.append(query if query.keys is None else
+                                   Query(query.q, np.resize(query.keys, (n, cfg.dim)),
+                                         query.threshold))
+        queries += make_queries(u, nrng, count)
+        writes = {"cmd": [], "resp": []}
+        expected = {"req": [], "o": []}
+        base = 0
+        for query in queries:
+            writes["cmd"].append({"q": query.q, "n": query.n, "threshold": query.threshold,
+                                  "msb_addr": base, "lsb_addr": 0})
+            if query.keys is None:                         # bad n: one error beat, no request
+                expected["o"].append({"data": [0] * P, "count": 0, "last": 1, "fetched": 0,
+                                      "error": 1})
+                continue
+            planes = [pack_dense(plane.ravel(), bits, cfg.word_bits) for plane, bits in
+                      zip(split_planes(query.keys, cfg.msb_bits, cfg.lsb_bits),
+                          (cfg.msb_bits, cfg.lsb_bits))]
+            addrs = [base, base + len(planes[0]) + rng.randrange(3)]
+            base = (addrs[1] + len(planes[1]) + rng.randrange(3)) % (1 << u.addr_bits)
+            writes["cmd"][-1]["lsb_addr"] = addrs[1] % (1 << u.addr_bits)
+            probs, fetched, _ = progressive_query(query.q, query.keys, query.threshold, cfg)
+            for plane in range(1 + fetched):
+                expected["req"].append({"plane": plane, "addr": addrs[plane] % (1 << u.addr_bits),
+                                        "count": len(planes[plane])})
+                writes["resp"] += [{"data": int(w)} for w in planes[plane]]
+            n = len(probs)
+            expected["o"] += [{"data": [int(x) for x in probs[b:b + P]] + [0] * max(0, b + P - n),
+                               "count": min(P, n - b), "last": int(b + P >= n),
+                               "fetched": int(fetched), "error": 0} for b in range(0, n, P)]
+        return writes, expected
+
+    def compare(self, port, expected, view):
+        if port == "req":
+            return differ(expected, view, ("plane", "addr", "count"))
+        return differ(expected, view, ("data", "count", "last", "fetched", "error"))
+
+
+class RMMUTraffic(Traffic):
+    """RMMU: per row group ``i``, descriptors on ``g[i].cmd``, activation and weight beats
+    (formatted by the golden model, with random padding the hardware must mask) on ``g[i].a``
+    and ``g[i].w``, result beats on ``g[i].o``. Groups are independent ports written round
+    robin, so they run side by side; a descriptor that claims another group's rows waits.
+
+    Corners per group: a 1 x 1 x 1 product in every precision and two descriptors the hardware
+    rejects; random: the unit testbench's :func:`~attnforge.testbench.rmmu.random_ops` (10 %
+    bad, dimensions up to two M-tiles)."""
+
+    def program(self, rng, count, corners=True):
+        import numpy as np
+
+        from .golden.numbers import Precision
+        from .golden.rmmu import Descriptor
+        from .testbench.rmmu import (cmd_fields, group_rows, model_of, random_operands,
+                                     random_ops)
+        u = self.unit
+        model = model_of(u)
+        pad = np.random.default_rng(rng.getrandbits(32))
+        writes, expected = {}, {}
+        for g in range(u.groups):
+            ops = []
+            if corners:
+                for p in Precision:
+                    row0, nrows = group_rows(rng, u.rows, u.groups, g)
+                    ops.append(Descriptor(row0, nrows, p, 1, 1, 1, False, p, 0))
+                ops += random_ops(rng, model, 2, group=g, bad=1.0)
+            ops += random_ops(rng, model, count, group=g, bad=0.1, max_dim=2 * u.tile_m)
+            cmds, a_beats, w_beats, out = [], [], [], []
+            for desc in ops:
+                cmds.append(cmd_fields(desc))
+                a, b = (None, None) if model.error(desc) else random_operands(rng, desc)
+                lanes, last = model.o_beats(desc, a, b)
+                if lanes is None:
+                    out.append({"lanes": [0] * (u.cols * 8), "last": True, "error": True,
+                                "where": f"g{g} {desc}"})
+                    continue
+                out += [{"lanes": row.tolist(), "last": bool(end), "error": False,
+                         "where": f"g{g} {desc} beat {i}"}
+                        for i, (row, end) in enumerate(zip(lanes, last))]
+                a_beats += [{"data": [int(x) for x in beat]}
+                            for beat in model.a_beats(desc, a, rng=pad)]
+                w_beats += [{"data": [[int(x) for x in tile] for tile in beat]}
+                            for beat in model.w_beats(desc, b, rng=pad)]
+            writes.update({f"g[{g}].cmd": cmds, f"g[{g}].a": a_beats, f"g[{g}].w": w_beats})
+            expected[f"g[{g}].o"] = out
+        return writes, expected
+
+    def compare(self, port, expected, view):
+        from .testbench.rmmu import Group
+        return Group.compare((expected["lanes"], expected["last"], expected["error"],
+                              expected["where"]), view)
+
+
 #: Units the host can drive on a board, with their traffic generators.
 TRAFFIC = {"mac": MACTraffic, "mac_fx16": MACTraffic, "mac_separate": MACTraffic,
-           "topk": TopKTraffic, "topk_quickselect": TopKTraffic, "topk_bitonic": TopKTraffic}
+           "topk": TopKTraffic, "topk_quickselect": TopKTraffic, "topk_bitonic": TopKTraffic,
+           "softmax": SoftmaxTraffic, "detector": DetectorTraffic,
+           "sparse_softmax": SparseSoftmaxTraffic, "progressive_quant": ProgressiveQuantTraffic,
+           "rmmu": RMMUTraffic}
 
 
 def traffic(unit):
@@ -328,9 +566,11 @@ def traffic(unit):
     return TRAFFIC[unit]
 
 
-def run_regression(port, unit, params=None, *, count=200, seed=1, log=print, retries=8):
+def run_regression(port, unit, params=None, *, count=200, seed=1, log=print, retries=8,
+                   lazy=False):
     """Reset the board's unit, check it runs ``unit``/``params``, play corner + ``count``
-    random transactions and check every answer. Returns a summary dict (``errors`` listed)."""
+    random transactions and check every answer (``lazy``: read outputs only when every input
+    is BUSY or done, see :func:`exchange`). Returns a summary dict (``errors`` listed)."""
     params = dict(params or {})
     component = unit_record(unit).build(**params)
     component._MustUse__silence = True
@@ -340,7 +580,7 @@ def run_regression(port, unit, params=None, *, count=200, seed=1, log=print, ret
     link.reset()
     check_design(link, component, unit, params)
     writes, expected = gen.program(random.Random(seed), count)
-    checked, errors = exchange(link, component, writes, expected, gen.compare)
+    checked, errors = exchange(link, component, writes, expected, gen.compare, lazy=lazy)
     summary = {"unit": unit, "params": params, "seed": seed,
                "writes": sum(len(v) for v in writes.values()), "checked": checked,
                "errors": errors, **link.stats, "seconds": round(time.monotonic() - start, 2)}
@@ -357,9 +597,10 @@ def run_regression(port, unit, params=None, *, count=200, seed=1, log=print, ret
 
 # -- command line ---------------------------------------------------------------------------
 def _params(unit, pairs):
-    """``["frac_bits=0", ...]`` -> ``{"frac_bits": 0}``, typed after the record's defaults."""
+    """``["frac_bits=0", ...]`` -> ``{"frac_bits": 0}``, typed after the record's defaults,
+    over the unit's board point (:data:`BOARD_POINTS`)."""
     record = unit_record(unit)
-    out = {}
+    out = dict(BOARD_POINTS.get(unit, {}))
     for pair in pairs or ():
         name, _, text = pair.partition("=")
         name = name.strip().replace("-", "_")
@@ -388,6 +629,10 @@ def add_parser(subparsers):
     b.add_argument("--unit", required=True)
     b.add_argument("--param", action="append", metavar="NAME=VALUE", help="generator parameter")
     b.add_argument("--baud", type=int, default=DEFAULT_BAUD)
+    b.add_argument("--clock", type=float, metavar="MHZ",
+                   help="clock the unit and bridge from the FPGA's PLL at this frequency "
+                        "(default: the unit's clock on this board from docs/board.md, else "
+                        "the board clock)")
     r = sub.add_parser("run", help="golden-checked transactions on a board over its UART")
     r.add_argument("--port", required=True, help="serial port (e.g. /dev/ttyUSB0)")
     r.add_argument("--unit", required=True)
@@ -397,6 +642,8 @@ def add_parser(subparsers):
     r.add_argument("--seed", type=int, default=1)
     r.add_argument("--timeout", type=float, default=0.25, help="seconds per read")
     r.add_argument("--retries", type=int, default=8, help="retries of one request")
+    r.add_argument("--lazy", action="store_true",
+                   help="read answers only when every input is BUSY (back-pressure test)")
 
 
 def run(args):
@@ -405,7 +652,10 @@ def run(args):
     params = _params(args.unit, args.param)
     if args.board_command == "build":
         from .synth.board import bitstream
-        fig = bitstream(args.board, args.unit, params, baud=args.baud, log=print)
+        from .synth.board import UNIT_CLOCKS
+        clock = args.clock if args.clock else UNIT_CLOCKS.get((args.unit, args.board))
+        fig = bitstream(args.board, args.unit, params, baud=args.baud, clock_mhz=clock,
+                        log=print)
         print(f"wrote {fig['bitstream']}")
         return 0
     traffic(args.unit)
@@ -419,6 +669,6 @@ def run(args):
         raise RuntimeError(f"cannot open {args.port}: {exc}") from None
     with port:
         summary = run_regression(port, args.unit, params, count=args.count, seed=args.seed,
-                                 retries=args.retries)
+                                 retries=args.retries, lazy=args.lazy)
     return 1 if summary["errors"] else 0
 

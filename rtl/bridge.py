@@ -50,8 +50,8 @@ from amaranth.lib.wiring import In, Out
 
 __all__ = ["SOF", "WRITE", "READ", "RESET", "INFO", "ACK", "BUSY", "DATA", "EMPTY", "NAK",
            "ANSWER_INFO", "PROTOCOL_VERSION", "IDLE_BYTES", "crc16", "crc16_byte", "stream_ports",
-           "payload_bits", "payload_bytes", "frame_layout", "descriptor", "UARTRx", "UARTTx", "FrameDecoder", "FrameEncoder",
-           "Slot", "Bridge"]
+           "payload_bits", "payload_bytes", "port_of", "frame_layout", "descriptor", "UARTRx",
+           "UARTTx", "FrameDecoder", "FrameEncoder", "Slot", "Bridge"]
 
 SOF = 0x7E
 #: Request types (host -> bridge).
@@ -106,21 +106,48 @@ def payload_bytes(bits):
 
 
 def stream_ports(unit):
-    """``[(name, flow, stream signature), ...]`` of ``unit``'s stream members in signature order
-    (the port ids). A member that is not a stream raises ``ValueError``: the bridge carries
+    """``[(name, flow, stream signature), ...]`` of ``unit``'s streams in signature order (the
+    port ids): its stream members, and the streams inside interface members and arrays of them
+    (``g[0].cmd``: member ``g``, element 0, its stream ``cmd``; ``flow`` is the direction seen
+    from outside the unit). A member that is neither raises ``ValueError``: the bridge carries
     streams only."""
     ports = []
-    for name, member in unit.signature.members.items():
-        sig = member.signature if member.is_signature else None
-        if sig is not None and member.flow == In:
-            sig = sig.flip()                     # In members read flipped; keep the stream's own
-        if not isinstance(sig, stream.Signature) or isinstance(sig, wiring.FlippedSignature):
-            raise ValueError(f"the bridge carries stream members only; {type(unit).__name__}."
-                             f"{name} is not a stream")
-        ports.append((name, member.flow, sig))
+
+    def walk(sig, flow, path):
+        for name, member in sig.members.items():
+            where = f"{path}.{name}" if path else name
+            own = flow if member.flow == Out else flow.flip()
+            inner = member.signature if member.is_signature else None
+            if inner is not None and member.flow == In:
+                inner = inner.flip()             # In members read flipped; keep their own
+            if inner is None or isinstance(inner, wiring.FlippedSignature):
+                raise ValueError(f"the bridge carries stream members only; "
+                                 f"{type(unit).__name__}.{where} is not a stream")
+            names = [where]
+            for size in member.dimensions:
+                names = [f"{n}[{i}]" for n in names for i in range(size)]
+            for n in names:
+                if isinstance(inner, stream.Signature):
+                    ports.append((n, own, inner))
+                else:
+                    walk(inner, own, n)
+
+    walk(unit.signature, Out, "")
     if len(ports) > 120:
         raise ValueError(f"the bridge carries at most 120 streams, not {len(ports)}")
     return ports
+
+
+def port_of(unit, name):
+    """The interface object of ``unit``'s stream port ``name`` (as :func:`stream_ports` names
+    it: ``o``, ``g[0].cmd``)."""
+    obj = unit
+    for part in name.split("."):
+        attr, *indices = part.replace("]", "").split("[")
+        obj = getattr(obj, attr)
+        for i in indices:
+            obj = obj[int(i)]
+    return obj
 
 
 def descriptor(unit, ident=b""):
@@ -394,14 +421,15 @@ class Bridge(wiring.Component):
         slots = []
         for pid, ((name, flow, sig), nbytes) in enumerate(zip(self._ports, self._bytes)):
             raw = stream.Signature(unsigned(payload_bits(sig)))
-            port = getattr(self._unit, name)
+            port = port_of(self._unit, name)
             if flow == In:
                 slot = Slot(raw, sig)
                 wiring.connect(m, slot.o, port)
             else:
                 slot = Slot(sig, raw)
                 wiring.connect(m, port, slot.i)
-            m.submodules[f"slot_{name}"] = ResetInserter(unit_rst)(slot)
+            m.submodules["slot_" + "".join(c if c.isalnum() else "_" for c in name)] = \
+                ResetInserter(unit_rst)(slot)
             slots.append((pid, flow, nbytes, slot))
         self._dispatch(m, dec, enc, slots, unit_rst)
         return m

@@ -24,8 +24,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from amaranth.hdl import Elaboratable, Module
+from amaranth.hdl import ClockDomain, Const, Elaboratable, Instance, Module, Signal
 from amaranth.lib import io
+from amaranth.lib.cdc import ResetSynchronizer
 
 from ..board import ident
 from ..paths import work_dir
@@ -36,11 +37,16 @@ from ..tools import tool
 from .nextpnr import DSP_MIN_PRODUCT_BITS, nextpnr_command
 from .yosys import yosys_command
 
-__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "CAPACITY", "BoardTop", "platform", "divisor",
-           "check_fit", "bitstream"]
+__all__ = ["Board", "BOARDS", "DEFAULT_BAUD", "UNIT_CLOCKS", "CAPACITY", "BoardTop", "platform",
+           "divisor", "pll_dividers", "check_fit", "bitstream"]
 
 #: Baud rate of the bridge UART unless asked otherwise.
 DEFAULT_BAUD = 115200
+
+#: The unit clock in MHz (from the PLL, :class:`BoardTop`) of a unit on a board whose clock is
+#: faster than the unit at its board point (measured, docs/board.md); ``board build`` uses it
+#: unless ``--clock`` is given. Absent: the board clock.
+UNIT_CLOCKS = {}
 
 
 @dataclass(frozen=True)
@@ -121,16 +127,48 @@ def divisor(clock_hz, baud):
     return d
 
 
-class BoardTop(Elaboratable):
-    """The bridge-wrapped unit on a board: its ``rx``/``tx`` on the platform's ``uart`` 0,
-    clocked by the board's default clock (the ``sync`` domain the platform creates)."""
+def pll_dividers(f_in, f_out):
+    """``(CLKI_DIV, CLKFB_DIV, CLKOP_DIV, achieved Hz)`` of an ECP5 ``EHXPLLL`` with feedback
+    from ``CLKOP`` making ``f_out`` from ``f_in``: ``f = f_in * CLKFB_DIV / CLKI_DIV``, the VCO
+    (``f * CLKOP_DIV``) in 400..800 MHz, the phase detector (``f_in / CLKI_DIV``) in
+    3.125..400 MHz (the ranges Trellis's ``ecppll`` uses). The closest frequency wins;
+    ``ValueError`` when it is more than 1 % off."""
+    best = None
+    for clki in range(1, 129):
+        if not 3.125e6 <= f_in / clki <= 400e6:
+            continue
+        for clkfb in range(1, 81):
+            f = f_in * clkfb / clki
+            clkop = max(1, min(128, round(600e6 / f)))
+            if not 400e6 <= f * clkop <= 800e6:
+                continue
+            if best is None or abs(f - f_out) < abs(best[3] - f_out):
+                best = (clki, clkfb, clkop, f)
+    if best is None or abs(best[3] - f_out) > 0.01 * f_out:
+        raise ValueError(f"clock must be within 1 % of a frequency the ECP5 PLL makes from "
+                         f"{f_in / 1e6:g} MHz (3.125 to 400 MHz), not {f_out / 1e6:g} MHz")
+    return best
 
-    def __init__(self, component, *, baud, ident=b""):
+
+class BoardTop(Elaboratable):
+    """The bridge-wrapped unit on a board: its ``rx``/``tx`` on the platform's ``uart`` 0.
+
+    Clock: the board's default clock (the ``sync`` domain the platform creates), or, with
+    ``clock_hz``, a ``sync`` domain at that frequency from an ``EHXPLLL`` fed by the board
+    clock (:func:`pll_dividers`), held in reset until the PLL locks -- for units whose Fmax is
+    below the board clock. Bridge and unit share the one domain (no clock crossing); the UART
+    divisor follows the unit clock, so the host's baud rate is unchanged."""
+
+    def __init__(self, component, *, baud, ident=b"", clock_hz=None):
         self.component, self.baud, self.ident = component, baud, ident
+        self.clock_hz = clock_hz
 
     def elaborate(self, platform):
         m = Module()
-        d = divisor(platform.default_clk_frequency, self.baud)
+        clock = platform.default_clk_frequency
+        if self.clock_hz is not None:
+            clock = self._pll(m, platform)
+        d = divisor(clock, self.baud)
         m.submodules.bridge = bridge = Bridge(self.component, divisor=d, idle_bytes=IDLE_BYTES,
                                               ident=self.ident)
         uart = platform.request("uart", 0, dir="-")
@@ -138,6 +176,31 @@ class BoardTop(Elaboratable):
         m.submodules.tx_buffer = tx = io.Buffer("o", uart.tx)
         m.d.comb += [bridge.rx.eq(rx.i), tx.o.eq(bridge.tx)]
         return m
+
+    def _pll(self, m, platform):
+        """The ``sync`` domain from an ``EHXPLLL``; returns its frequency."""
+        f_in = platform.default_clk_frequency
+        clki, clkfb, clkop, f = pll_dividers(f_in, self.clock_hz)
+        m.submodules.clk_buffer = clk_in = io.Buffer(
+            "i", platform.request(platform.default_clk, dir="-"))
+        m.domains.sync = sync = ClockDomain("sync")
+        locked = Signal()
+        m.submodules.pll = Instance(
+            "EHXPLLL",
+            a_FREQUENCY_PIN_CLKI=f"{f_in / 1e6:.6g}", a_FREQUENCY_PIN_CLKOP=f"{f / 1e6:.6g}",
+            a_ICP_CURRENT="12", a_LPF_RESISTOR="8", a_MFG_ENABLE_FILTEROPAMP="1",
+            a_MFG_GMCREF_SEL="2",
+            p_PLLRST_ENA="DISABLED", p_INTFB_WAKE="DISABLED", p_STDBY_ENABLE="DISABLED",
+            p_DPHASE_SOURCE="DISABLED", p_OUTDIVIDER_MUXA="DIVA", p_OUTDIVIDER_MUXB="DIVB",
+            p_OUTDIVIDER_MUXC="DIVC", p_OUTDIVIDER_MUXD="DIVD",
+            p_CLKI_DIV=clki, p_CLKFB_DIV=clkfb, p_CLKOP_ENABLE="ENABLED", p_CLKOP_DIV=clkop,
+            p_CLKOP_CPHASE=clkop - 1, p_CLKOP_FPHASE=0, p_FEEDBK_PATH="CLKOP",
+            i_CLKI=clk_in.i, i_CLKFB=sync.clk, o_CLKOP=sync.clk, o_LOCK=locked,
+            i_RST=Const(0), i_STDBY=Const(0), i_PHASESEL0=Const(0), i_PHASESEL1=Const(0),
+            i_PHASEDIR=Const(1), i_PHASESTEP=Const(1), i_PHASELOADREG=Const(1),
+            i_PLLWAKESYNC=Const(0), i_ENCLKOP=Const(0))
+        m.submodules.reset_sync = ResetSynchronizer(~locked, domain="sync")
+        return f
 
 
 #: Capacity of each ECP5 device: LUT4s (= flip-flops), DP16KD block RAMs, MULT18X18D DSPs.
@@ -192,16 +255,19 @@ opt_clean
 techmap -map +/techmap.v t:$mul r:Y_WIDTH<{DSP_MIN_PRODUCT_BITS} %i"""
 
 
-def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=None, timeout=None,
-              log=None):
+def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, clock_mhz=None,
+              component=None, timeout=None, log=None):
     """Build ``unit`` (``params``; or ``component``, named ``unit``, when given) behind the
-    bridge for ``board_name``; return its figures
-    (``luts``, ``ffs``, ``brams``, ``dsps``, ``fmax``, ``clock_mhz``, ``bitstream`` ...) and
-    write ``build/reports/board-<board>-<unit>.md/.json``. Raises ``RuntimeError`` (one line)
-    when the design does not fit or misses the board clock."""
+    bridge for ``board_name``, clocked by the board clock or, with ``clock_mhz``, by a PLL at
+    that frequency (:class:`BoardTop`); return its figures (``luts``, ``ffs``, ``brams``,
+    ``dsps``, ``fmax``, ``clock_mhz``, ``bitstream`` ...) and write
+    ``build/reports/board-<board>-<unit>.md/.json``. Raises ``RuntimeError`` (one line) when
+    the design does not fit or misses its clock."""
     params = dict(params or {})
     plat = platform(board_name)
     clock = plat.default_clk_frequency
+    if clock_mhz is not None:
+        clock = pll_dividers(clock, clock_mhz * 1e6)[3]
     d = divisor(clock, baud)
     if component is None:
         component = unit_record(unit).build(**params)
@@ -210,8 +276,10 @@ def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=Non
     except ValueError:
         component._MustUse__silence = True
         raise
-    work = work_dir("board", f"{board_name}-{unit}", {"params": params, "baud": baud})
-    top = BoardTop(component, baud=baud, ident=ident(unit, params))
+    work = work_dir("board", f"{board_name}-{unit}", {"params": params, "baud": baud,
+                                                     "clock_mhz": clock_mhz})
+    top = BoardTop(component, baud=baud, ident=ident(unit, params),
+                   clock_hz=None if clock_mhz is None else clock_mhz * 1e6)
     plan = plat.prepare(top, name="top", script_after_read=SCRIPT_AFTER_READ,
                         nextpnr_opts="--timing-allow-fail --report report.json --seed 1")
     plan.extract(str(work))
@@ -249,10 +317,13 @@ def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=Non
     def avail(cell):
         return util.get(cell, {}).get("available", 0)
 
-    achieved = [c["achieved"] for c in rep.get("fmax", {}).values() if "achieved" in c]
+    # The clock with the least slack (with a PLL, the board clock only feeds the PLL).
+    achieved = [c["achieved"] for c in sorted(
+        (c for c in rep.get("fmax", {}).values() if "achieved" in c),
+        key=lambda c: c["achieved"] / c.get("constraint", clock / 1e6))][:1]
     fig = {"board": board_name, "device": f"{plat.device}-{plat.speed} {plat.package}",
            "unit": unit, "params": params, "baud": baud, "divisor": d,
-           "clock_mhz": round(clock / 1e6, 3),
+           "clock_mhz": round(clock / 1e6, 3), "pll": clock_mhz is not None,
            "luts": used("TRELLIS_COMB"), "luts_available": avail("TRELLIS_COMB"),
            "ffs": used("TRELLIS_FF"), "brams": used("DP16KD"),
            "brams_available": avail("DP16KD"), "dsps": used("MULT18X18D"),
@@ -260,14 +331,15 @@ def bitstream(board_name, unit, params=None, *, baud=DEFAULT_BAUD, component=Non
            "fmax": round(min(achieved), 1) if achieved else None,
            "bitstream": str(work / "top.bit"), "seconds": seconds}
     write_report(f"board-{board_name}-{unit}", _markdown(fig), fig)
+    what = "board clock" if clock_mhz is None else "PLL clock"
     if fig["fmax"] is None or fig["fmax"] < fig["clock_mhz"]:
         raise RuntimeError(f"{unit} {params} misses timing on {board_name}: Fmax "
-                           f"{fig['fmax']} MHz < board clock {fig['clock_mhz']} MHz "
+                           f"{fig['fmax']} MHz < {what} {fig['clock_mhz']} MHz "
                            f"(bitstream not usable; logs in {work})")
     if log:
         log(f"{board_name} {unit} {params}: {fig['luts']}/{fig['luts_available']} LUTs, "
             f"{fig['ffs']} FFs, {fig['brams']} BRAMs, {fig['dsps']} DSPs, Fmax {fig['fmax']} "
-            f"MHz (board clock {fig['clock_mhz']} MHz), {seconds} s")
+            f"MHz ({what} {fig['clock_mhz']} MHz), {seconds} s")
     return fig
 
 
