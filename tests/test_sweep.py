@@ -67,7 +67,7 @@ def client():
 def fake_rtl(gen, params, cfg, qi, ki, vi, pq, pk):
     """An 'RTL' that agrees with the models (the golden output, 1.5x the model's cycles)."""
     r = lanepoint.run_lane(params, cfg, qi, ki, vi, pq, pk)
-    return r.out, int(1.5 * lanepoint.cycles(params, cfg, r)["total"])
+    return r.out, int(1.5 * lanepoint.model_cycles_for_rtl(lanepoint.cycles(params, cfg, r)))
 
 
 # -- spec -----------------------------------------------------------------------------------------
@@ -213,11 +213,11 @@ def test_rtl_check_fails_when_model_is_perturbed(sandbox, client, monkeypatch):
 
     def rtl(gen, params, cfg, qi, ki, vi, pq, pk):   # agrees with the unperturbed model
         r = lanepoint.run_lane(params, cfg, qi, ki, vi, pq, pk)
-        return r.out, int(1.5 * real(params, cfg, r)["total"])
+        return r.out, int(1.5 * lanepoint.model_cycles_for_rtl(real(params, cfg, r)))
 
-    def perturbed(params, cfg, result):               # the model now claims 3x fewer cycles
+    def perturbed(params, cfg, result):               # the model now claims 3x the cycles
         c = real(params, cfg, result)
-        return {**c, "total": c["total"] // 3}
+        return {**c, "total": 3 * c["total"]}
 
     monkeypatch.setattr(lanepoint, "simulate_rtl", rtl)
     monkeypatch.setattr(lanepoint, "cycles", perturbed)

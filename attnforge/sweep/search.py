@@ -4,7 +4,8 @@ Action: ``(block b in 8/16/32, per-block precision bound, mask budget)``: the bl
 BxB mask, the ``int8_quantile`` below which a kept block runs at INT8 (HB-BSSA's norm rule,
 "off" = every block FX16), and the sparsity of the mask (top-k blocks per block row). One
 evaluation runs the lane's golden and cycle models on the spec's fixture heads
-(:func:`attnforge.sweep.lanepoint.evaluate`) at the spec's first generator point.
+(:func:`attnforge.sweep.lanepoint.evaluate`) at the spec's first generator point, with the
+``[search] generator`` table's overrides.
 
 Reward (paper Sec. 3.3): ``alpha / cycles - beta * dAcc`` with ``alpha`` = the dense lane's
 cycles on the same heads (so the first term is the speed-up over dense) and ``dAcc`` = head
@@ -49,6 +50,7 @@ SEARCH_DEFAULTS = {
     "baseline_decay": 0.8,
     "heuristic_quantile": 0.5,
     "max_exhaustive": 200,
+    "generator": {},          # overrides of the spec's first generator point (e.g. tile = 32)
 }
 
 
@@ -151,15 +153,21 @@ def _config(spec):
         from .spec import SpecError
         raise SpecError(f"search.{sorted(unknown)[0]}: unknown key (legal: "
                         f"{', '.join([*SEARCH_DEFAULTS, 'est_bits', 'sigma'])})")
-    from .spec import RUNTIME
+    from .spec import RUNTIME, SpecError
     for key, knob in (("blocks", "block"), ("quantiles", "int8_quantile"),
                       ("sparsities", "sparsity")):
         vals = cfg[key]
         if not isinstance(vals, list) or not vals:
-            from .spec import SpecError
             raise SpecError(f"search.{key}: must be a non-empty list")
         for v in vals:
             RUNTIME[knob].check(f"search.{key}", v)
+    from .lanepoint import lane_record
+    if not isinstance(cfg["generator"], dict):
+        raise SpecError("search.generator: must be a table of generator parameters")
+    try:
+        cfg["generator"] = lane_record().validate(**{**spec.generators[0], **cfg["generator"]})
+    except ValueError as exc:
+        raise SpecError(f"search.generator: {exc}") from None
     cfg.setdefault("est_bits", spec.runtime[0]["est_bits"])
     cfg.setdefault("sigma", spec.runtime[0]["sigma"])
     return cfg
@@ -187,7 +195,7 @@ def search(spec, *, scheduler=None, workers=None, progress=True, client=None):
     from . import plots
     cfg = _config(spec)
     start = time.monotonic()
-    gen = spec.generators[0]
+    gen = cfg["generator"]
     fields = [cfg["blocks"], cfg["quantiles"], cfg["sparsities"]]
     sizes = [len(f) for f in fields]
     space = list(itertools.product(*[range(n) for n in sizes]))
