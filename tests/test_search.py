@@ -72,7 +72,7 @@ batch = 3
 def client():
     from distributed import Client, LocalCluster
     cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     c = Client(cluster)
     yield c
     c.close()
@@ -110,6 +110,9 @@ def test_bad_search_key():
         search(spec, progress=False)
     spec = parse_spec(SPEC.replace("blocks = [8, 16]", "blocks = [8, 12]"))
     with pytest.raises(SpecError, match="search.blocks"):
+        search(spec, progress=False)
+    spec = parse_spec(SPEC.replace("episodes = 3", "workload = { seq_len = 4 }"))
+    with pytest.raises(SpecError, match="search.workload.seq_len"):
         search(spec, progress=False)
     spec = parse_spec(SPEC.replace("tile = 16 }", "tile = 12 }"))
     with pytest.raises(SpecError, match="search.generator: tile must be one of 8, 16, 32"):

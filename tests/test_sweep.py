@@ -57,7 +57,7 @@ def client():
     tasks."""
     from distributed import Client, LocalCluster
     cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=None)
+                           dashboard_address=":0")
     c = Client(cluster)
     yield c
     c.close()
@@ -280,3 +280,15 @@ def test_area_cache_keyed_by_verilog(sandbox):
     assert (a["cached"], b["cached"], c["cached"]) == (False, True, False)
     assert a["verilog_digest"] == b["verilog_digest"] != c["verilog_digest"]
     assert len(calls) == 2
+
+
+def test_sweep_on_an_existing_scheduler(sandbox):
+    """--scheduler tcp://HOST:PORT: the sweep connects to a running cluster (here one started
+    in-process on TCP) instead of making a LocalCluster."""
+    from distributed import LocalCluster
+    with LocalCluster(n_workers=1, threads_per_worker=2, processes=False, protocol="tcp",
+                      dashboard_address=":0") as cluster:
+        assert cluster.scheduler_address.startswith("tcp://")
+        out = sweep_run.sweep(parse_spec(TINY.format(name="remote", sample=0)),
+                              scheduler=cluster.scheduler_address, progress=False)
+    assert out["points"] == 6 and out["ok"] == 5 and out["workers"] == 1

@@ -32,7 +32,7 @@ def client(scheduler=None, workers=None):
     if n < 1:
         raise ValueError(f"workers must be >= 1, not {n}")
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=None, silence_logs=40)
+                           dashboard_address=":0", silence_logs=40)
     return _Owned(Client(cluster), cluster)
 
 

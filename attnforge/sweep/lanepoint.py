@@ -46,6 +46,23 @@ class LaneCoreV0:
                         d=p["d"], block=p["tile"], max_t=p["max_t"], max_k=p["d"])
 
 
+class _Cols:
+    """LaneCore's ``cols``: its granule pool takes ``cols * 8`` estimate lanes, which must hold
+    whole ``tile``-wide blocks (``rtl/lane_pool.py``)."""
+
+    def text(self):
+        return "an integer in [1, 16], 8 * cols a multiple of tile"
+
+    def check(self, name, value, params):
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16
+                and 8 * value % params["tile"] == 0):
+            raise ValueError(f"{name} must be an integer in [1, 16] with 8 * {name} a multiple "
+                             f"of tile ({params['tile']}), not {value!r}")
+
+    def values(self, params):
+        return [c for c in range(1, 17) if 8 * c % params["tile"] == 0]
+
+
 _V0 = Unit("lane", LaneCoreV0, "lane core v0 (LaneCore): one head, block = query tile",
            params=(Param("tile", Choice((8, 16, 32)), "query tile = block (Bq)"),
                    Param("max_t", Range(Ref("tile"), 256, multiple_of="tile"),
@@ -54,7 +71,7 @@ _V0 = Unit("lane", LaneCoreV0, "lane core v0 (LaneCore): one head, block = query
                    Param("est_rows", Range(1, 4), "estimate rows of the array"),
                    Param("rows", Range(Ref("est_rows + 2", lambda p: p["est_rows"] + 2), 32),
                          "array rows (estimate + compute)"),
-                   Param("cols", Range(1, 16), "array columns")))
+                   Param("cols", _Cols(), "array columns")))
 
 
 def lane_record():

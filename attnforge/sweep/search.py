@@ -5,7 +5,7 @@ BxB mask, the ``int8_quantile`` below which a kept block runs at INT8 (HB-BSSA's
 "off" = every block FX16), and the sparsity of the mask (top-k blocks per block row). One
 evaluation runs the lane's golden and cycle models on the spec's fixture heads
 (:func:`attnforge.sweep.lanepoint.evaluate`) at the spec's first generator point, with the
-``[search] generator`` table's overrides.
+``[search] generator`` and ``[search] workload`` tables' overrides.
 
 Reward (paper Sec. 3.3): ``alpha / cycles - beta * dAcc`` with ``alpha`` = the dense lane's
 cycles on the same heads (so the first term is the speed-up over dense) and ``dAcc`` = head
@@ -51,6 +51,7 @@ SEARCH_DEFAULTS = {
     "heuristic_quantile": 0.5,
     "max_exhaustive": 200,
     "generator": {},          # overrides of the spec's first generator point (e.g. tile = 32)
+    "workload": {},           # overrides of the spec's workload (e.g. seq_len = 256)
 }
 
 
@@ -168,6 +169,13 @@ def _config(spec):
         cfg["generator"] = lane_record().validate(**{**spec.generators[0], **cfg["generator"]})
     except ValueError as exc:
         raise SpecError(f"search.generator: {exc}") from None
+    if not isinstance(cfg["workload"], dict):
+        raise SpecError("search.workload: must be a table of workload keys")
+    from .spec import parse_workload
+    try:
+        cfg["workload"] = parse_workload({**spec.workload, **cfg["workload"]})
+    except SpecError as exc:
+        raise SpecError(f"search.{exc}") from None
     cfg.setdefault("est_bits", spec.runtime[0]["est_bits"])
     cfg.setdefault("sigma", spec.runtime[0]["sigma"])
     return cfg
@@ -204,8 +212,9 @@ def search(spec, *, scheduler=None, workers=None, progress=True, client=None):
     try:
         dense_run = {"sparsity": "dense", "block": 8, "est_bits": cfg["est_bits"],
                      "sigma": cfg["sigma"], "int8_quantile": "off"}
-        dense = c.submit(_evaluate, gen, dense_run, spec.workload, pure=False).result()
-        ev = _Evaluator(c, gen, spec.workload, fields, cfg, dense)
+        workload = cfg["workload"]
+        dense = c.submit(_evaluate, gen, dense_run, workload, pure=False).result()
+        ev = _Evaluator(c, gen, workload, fields, cfg, dense)
         bar = engine.Progress(4, f"search {spec.name}", progress)
         results, curves = {}, {}
         _, hist = reinforce(sizes, ev.rewards, seed=spec.seed, episodes=cfg["episodes"],
@@ -274,8 +283,8 @@ def search(spec, *, scheduler=None, workers=None, progress=True, client=None):
              "-" if r["on_frontier"] is None else ("yes" if r["on_frontier"] else "no")]
             for m, r in results.items()]
     md = [f"# Search `{spec.name}` (HB-BSSA: REINFORCE vs random, heuristic, exhaustive)", "",
-          f"Generator {gen}; workload: first {spec.workload['seq_len']} tokens of "
-          f"{', '.join(spec.workload['fixtures'])}, layers {spec.workload['layers']}. "
+          f"Generator {gen}; workload: first {workload['seq_len']} tokens of "
+          f"{', '.join(workload['fixtures'])}, layers {workload['layers']}. "
           f"Space: blocks {cfg['blocks']} x INT8 quantiles {cfg['quantiles']} x sparsities "
           f"{cfg['sparsities']} = {len(space)} points. Reward = dense cycles / cycles - "
           f"{cfg['beta']} x (head error - dense head error); budget: kept fraction <= "

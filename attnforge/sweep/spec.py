@@ -1,7 +1,8 @@
 """Sweep and search specs: a TOML file, validated whole before any work starts.
 
-A spec names the generator (a registered unit, or the lane core while the lane top level is not
-registered: :func:`attnforge.sweep.lanepoint.lane_record`), narrows its parameters, and lists
+A spec names the generator (the ``lane`` unit: the registered one, or the lane core while the
+lane top level is not registered, :func:`attnforge.sweep.lanepoint.lane_record`), narrows its
+parameters and lists
 the run-time knobs and the workload::
 
     name = "lane"                    # output folder build/sweeps/<name>/
@@ -41,7 +42,7 @@ from pathlib import Path
 
 from ..paths import digest
 
-__all__ = ["SpecError", "Knob", "RUNTIME", "Spec", "load_spec", "parse_spec"]
+__all__ = ["SpecError", "Knob", "RUNTIME", "Spec", "load_spec", "parse_spec", "parse_workload"]
 
 SECTIONS = ("name", "seed", "generator", "runtime", "workload", "rtl_check", "area", "search")
 
@@ -162,7 +163,7 @@ def parse_spec(text, default_name="sweep"):
         raise SpecError(f"seed: must be an integer, not {seed!r}")
     unit, generators = _generators(raw.get("generator", {}))
     runtime = _runtime(raw.get("runtime", {}))
-    workload = _workload(raw.get("workload", {}))
+    workload = parse_workload(raw.get("workload", {}))
     rtl = {**RTL_CHECK_DEFAULTS, **_table("rtl_check", raw, RTL_CHECK_DEFAULTS)}
     if not isinstance(rtl["sample"], int) or rtl["sample"] < 0:
         raise SpecError(f"rtl_check.sample: must be an integer >= 0, not {rtl['sample']!r}")
@@ -196,10 +197,10 @@ def _generators(table):
         raise SpecError("generator: must be a table")
     table = dict(table)
     name = table.pop("unit", "lane")
-    try:
-        record = lane_record() if name == "lane" else _registered(name)
-    except ValueError as exc:
-        raise SpecError(f"generator.unit: {exc}") from None
+    if name != "lane":
+        raise SpecError(f"generator.unit: must be 'lane' (the unit whose cycle and accuracy "
+                        f"models the sweep runs), not {name!r}")
+    record = lane_record()
     legal = list(record.defaults)
     _known("generator", table, ["unit", *legal])
     combos = [{}]
@@ -229,11 +230,6 @@ def _generators(table):
     return record.name, combos
 
 
-def _registered(name):
-    from ..rtl import unit
-    return unit(name)
-
-
 def _runtime(table):
     if not isinstance(table, dict):
         raise SpecError("runtime: must be a table")
@@ -247,7 +243,8 @@ def _runtime(table):
     return [dict(zip(lists, combo)) for combo in itertools.product(*lists.values())]
 
 
-def _workload(table):
+def parse_workload(table):
+    """The ``[workload]`` table checked and completed with the defaults."""
     from ..golden import minilm
     if not isinstance(table, dict):
         raise SpecError("workload: must be a table")
