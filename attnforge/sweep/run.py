@@ -195,7 +195,7 @@ def write_outputs(spec, records, out, seconds, workers):
            md_table(["id", *varied, "model cycles", "RTL cycles", "RTL / model",
                      "output bit-exact", "check"],
                     [[r["id"], *[_get(r, k) for k in varied], r["rtl_model_cycles"],
-                      r["rtl_cycles"], r["rtl_ratio"], r["rtl_bit_exact"],
+                      r["rtl_cycles"], r["rtl_ratio"], "yes" if r["rtl_bit_exact"] else "NO",
                       "ok" if r["rtl_ok"] else f"FAILED: {r['rtl_why']}"] for r in rtl])
            if rtl else "No point was checked (rtl_check.sample = 0 or no RTL-runnable point).",
            "", f"Band of RTL / model cycles: {spec.rtl_check['cycle_ratio']}.", ""]
