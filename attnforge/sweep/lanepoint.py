@@ -116,7 +116,8 @@ def area(gen, ecp5=False):
     if ecp5:
         from ..synth.nextpnr import implement
         e = implement("lane", gen, component=build_lane(gen), name="lane")
-        out.update(ecp5_luts=e["luts"], ecp5_ffs=e["ffs"], ecp5_fmax=e["fmax"])
+        out.update(ecp5_luts=e["luts"], ecp5_ffs=e["ffs"], ecp5_fmax=e["fmax"],
+                   ecp5_error=e.get("error"))
     out["verilog_digest"] = key
     AREA_CACHE.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp")

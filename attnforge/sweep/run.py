@@ -33,8 +33,8 @@ __all__ = ["RTLMismatch", "sweep", "pareto_flags", "out_dir", "FIGURES"]
 
 #: Figures of a point record, in CSV column order.
 FIGURES = ("transistors", "transistors_with_sram", "cells", "ffs", "memory_bits", "depth",
-           "ecp5_luts", "ecp5_ffs", "ecp5_fmax", "verilog_digest", "area_cached", "cycles",
-           "cycles_max", "kept_fraction", "head_error", "head_error_max", "int8_fraction",
+           "ecp5_luts", "ecp5_ffs", "ecp5_fmax", "ecp5_error", "verilog_digest", "area_cached",
+           "cycles", "cycles_max", "kept_fraction", "head_error", "head_error_max", "int8_fraction",
            "heads", "rtl_cycles", "rtl_model_cycles", "rtl_ratio", "rtl_bit_exact", "seconds")
 #: Objectives of the Pareto flag (all minimized).
 OBJECTIVES = ("transistors", "cycles", "head_error")
