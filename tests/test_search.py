@@ -65,6 +65,7 @@ sparsities = [0.25, 0.5, 0.75]
 max_kept = 0.5
 episodes = 3
 batch = 3
+seeds = [5, 6]
 """
 
 
@@ -96,6 +97,8 @@ def test_tiny_search_end_to_end(tmp_path, monkeypatch, client):
     assert m["heuristic"]["action"]["int8_quantile"] == 0.5
     assert m["heuristic"]["action"]["sparsity"] == 0.5    # the largest mask within budget
     assert m["exhaustive"]["on_frontier"]
+    assert [r["seed"] for r in out["seeds"]["reinforce"]] == [5, 6]
+    assert out["seeds"]["reinforce"][0]["best_reward"] == m["reinforce"]["best_reward"]
     data = json.loads((tmp_path / "sweeps" / "s" / "search" / "search.json").read_text())
     assert data["methods"]["exhaustive"]["best_reward"] == best
     assert (tmp_path / "sweeps" / "s" / "search" / "reward_vs_evals.png").stat().st_size > 1000

@@ -102,13 +102,16 @@ def _save(fig, path):
 
 
 def search_plot(curves, path, exhaustive_best=None):
-    """Best reward so far against evaluations, one line per method (``{name: [(evals,
-    best)]}``)."""
+    """Best reward so far against distinct evaluations: ``{method: [curve, ...]}``, a curve per
+    seed (``[(evaluations, best)]``), one colour per method."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    for name, pts in curves.items():
-        if pts:
-            ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", label=name)
+    for k, (name, runs) in enumerate(curves.items()):
+        for j, pts in enumerate(runs):
+            if pts:
+                ax.step([p[0] for p in pts], [p[1] for p in pts], where="post", color=f"C{k}",
+                        lw=1.6 if j == 0 else 0.7, alpha=1 if j == 0 else 0.5,
+                        label=name if j == 0 else None)
     if exhaustive_best is not None:
         ax.axhline(exhaustive_best, color="k", ls=":", label="exhaustive optimum")
     ax.set_xlabel("distinct evaluations")

@@ -50,6 +50,7 @@ SEARCH_DEFAULTS = {
     "baseline_decay": 0.8,
     "heuristic_quantile": 0.5,
     "max_exhaustive": 200,
+    "seeds": [],              # REINFORCE / random seeds (default: the spec's seed)
     "generator": {},          # overrides of the spec's first generator point (e.g. tile = 32)
     "workload": {},           # overrides of the spec's workload (e.g. seq_len = 256)
 }
@@ -155,6 +156,9 @@ def _config(spec):
         raise SpecError(f"search.{sorted(unknown)[0]}: unknown key (legal: "
                         f"{', '.join([*SEARCH_DEFAULTS, 'est_bits', 'sigma'])})")
     from .spec import RUNTIME, SpecError
+    if not isinstance(cfg["seeds"], list) or not all(
+            isinstance(x, int) and not isinstance(x, bool) for x in cfg["seeds"]):
+        raise SpecError(f"search.seeds: must be a list of integers, not {cfg['seeds']!r}")
     for key, knob in (("blocks", "block"), ("quantiles", "int8_quantile"),
                       ("sparsities", "sparsity")):
         vals = cfg[key]
@@ -217,14 +221,16 @@ def search(spec, *, scheduler=None, workers=None, progress=True, client=None):
         ev = _Evaluator(c, gen, workload, fields, cfg, dense)
         bar = engine.Progress(4, f"search {spec.name}", progress)
         results, curves = {}, {}
-        _, hist = reinforce(sizes, ev.rewards, seed=spec.seed, episodes=cfg["episodes"],
-                            batch=cfg["batch"], lr=cfg["lr"], decay=cfg["baseline_decay"])
-        rl_actions = [a for a, _ in hist]
+        runs = []                                       # (seed, REINFORCE samples, random)
+        for seed in cfg["seeds"] or [spec.seed]:
+            _, hist = reinforce(sizes, ev.rewards, seed=seed, episodes=cfg["episodes"],
+                                batch=cfg["batch"], lr=cfg["lr"], decay=cfg["baseline_decay"])
+            rl = [a for a, _ in hist]
+            rng = np.random.default_rng(seed + 1)
+            rnd = [space[i] for i in rng.permutation(len(space))][:len(set(rl))]
+            ev.figures(rnd)
+            runs.append((seed, rl, rnd))
         bar.update()
-        n_rl = len(set(rl_actions))
-        rng = np.random.default_rng(spec.seed + 1)
-        order = [space[i] for i in rng.permutation(len(space))][:n_rl]
-        ev.figures(order)
         bar.update()
         q_h = min(cfg["quantiles"], key=lambda q: 2 if q == "off" else abs(q - cfg[
             "heuristic_quantile"]))
@@ -253,26 +259,35 @@ def search(spec, *, scheduler=None, workers=None, progress=True, client=None):
         feas = [a for a in space if ev.reward(ev.cache[a])[1]]
         flags = pareto_flags([[ev.cache[a]["cycles"], ev.cache[a]["head_error"]] for a in feas])
         front = [a for a, f in zip(feas, flags) if f]
-    for name, actions in (("reinforce", rl_actions), ("random", order), ("heuristic", heur),
-                          ("exhaustive", space if exhaustive else [])):
-        if not actions:
-            continue
+    def summary(actions):
         curve, needed = _curve(actions, reward_of)
         best = max(dict.fromkeys(actions), key=reward_of)
         fig = ev.cache[best]
-        results[name] = {
+        return {
             "best_reward": reward_of(best), "action": ev.run_of(best), "cycles": fig["cycles"],
             "head_error": fig["head_error"], "kept_fraction": fig["kept_fraction"],
             "evaluations": len(set(actions)), "evaluations_to_best": needed,
             "gap_to_optimum": reward_of(opt) - reward_of(best) if opt else None,
-            "on_frontier": best in front if exhaustive else None}
-        curves[name] = curve
+            "on_frontier": best in front if exhaustive else None}, curve
+
+    by_seed = {"reinforce": [], "random": []}
+    for seed, rl, rnd in runs:
+        for name, actions in (("reinforce", rl), ("random", rnd)):
+            res, curve = summary(actions)
+            by_seed[name].append({"seed": seed, **res})
+            curves.setdefault(name, []).append(curve)
+    for name in by_seed:
+        results[name] = {k: v for k, v in by_seed[name][0].items() if k != "seed"}
+    for name, actions in (("heuristic", heur), ("exhaustive", space if exhaustive else [])):
+        if actions:
+            results[name], curve = summary(actions)
+            curves[name] = [curve]
     out = out_dir(spec) / "search"
     out.mkdir(parents=True, exist_ok=True)
     png = plots.search_plot(curves, out / "reward_vs_evals.png",
                             reward_of(opt) if opt else None)
     data = {"spec": str(spec.path), "generator": gen, "config": cfg, "dense": dense,
-            "methods": results, "space": len(space), "workers": workers_used,
+            "methods": results, "seeds": by_seed, "space": len(space), "workers": workers_used,
             "seconds": time.monotonic() - start,
             "frontier": [ev.run_of(a) | {k: ev.cache[a][k] for k in ("cycles", "head_error")}
                          for a in front]}
@@ -290,13 +305,29 @@ def search(spec, *, scheduler=None, workers=None, progress=True, client=None):
           f"{cfg['beta']} x (head error - dense head error); budget: kept fraction <= "
           f"{cfg['max_kept']} (else {cfg['infeasible_reward']}). Dense lane: "
           f"{dense['cycles']:.0f} cycles, head error {dense['head_error']:.4f}. REINFORCE: "
-          f"{cfg['episodes']} episodes x {cfg['batch']}, lr {cfg['lr']}, seed {spec.seed}. "
+          f"{cfg['episodes']} episodes x {cfg['batch']}, lr {cfg['lr']}, seed {runs[0][0]}. "
           f"{time.monotonic() - start:.0f} s on {workers_used} worker(s). "
           "Produced by `attnforge search`.", "",
           md_table(["method", "best reward", "action", "cycles", "head error", "kept",
                     "evaluations", "evaluations to best", "gap to optimum",
                     "on exhaustive frontier"], rows), "",
-          f"![reward vs evaluations]({png.name})"]
+          ]
+    if len(runs) > 1:
+        agg = [[name, len(rs), float(np.mean([r["best_reward"] for r in rs])),
+                min(r["best_reward"] for r in rs), max(r["best_reward"] for r in rs),
+                float(np.mean([r["evaluations"] for r in rs])),
+                float(np.mean([r["evaluations_to_best"] for r in rs])),
+                sum(1 for r in rs if r["gap_to_optimum"] is not None
+                    and r["gap_to_optimum"] <= 1e-12),
+                sum(1 for r in rs if r["on_frontier"])]
+               for name, rs in by_seed.items()]
+        md += [f"Over seeds {[r['seed'] for r in by_seed['reinforce']]} (the table above is "
+               f"seed {runs[0][0]}):", "",
+               md_table(["method", "seeds", "mean best reward", "min", "max",
+                         "mean evaluations", "mean evaluations to best",
+                         "seeds that found the optimum", "seeds ending on the frontier"], agg),
+               ""]
+    md += [f"![reward vs evaluations]({png.name})"]
     (out / "search.md").write_text("\n".join(md) + "\n")
     data["out"] = str(out)
     return data
