@@ -9,6 +9,8 @@ PROOFS ?=
 BOARD  ?= ulx3s-85f
 UNIT   ?= mac
 PARAMS ?=
+SPEC   ?= sweeps/lane.toml
+SWEEP_ARGS ?=
 
 # Verilator's reset values of uninitialized variables: a fresh random seed per run unless given
 # (each run prints it; a failure names it: rerun with XSEED=n).
@@ -18,7 +20,7 @@ export XSEED
 # the few long simulator runs marked `slow`.
 QUICK  := -m "not sim and not synth and not formal and not slow" --ignore=tests/test_lint.py
 
-.PHONY: all quick sim test verilog synth lint bench formal soak coverage mutants bitstream attention fixtures clean distclean help
+.PHONY: all quick sim test verilog synth lint bench formal soak coverage mutants bitstream attention fixtures sweep search clean distclean help
 all: test
 
 help:
@@ -36,6 +38,8 @@ help:
 	@echo "make soak     many seeds x scaled transactions per unit (SOAK_TRANSACTIONS, SOAK_SEEDS, SOAK_SCALE, UNITS)"
 	@echo "make coverage Verilator line/toggle + functional coverage -> build/reports/coverage.md (UNITS)"
 	@echo "make mutants  Yosys mutate: kill rate per unit -> build/reports/mutants.md (MUTANTS=n, UNITS)"
+	@echo "make sweep    design-space sweep of SPEC (default sweeps/lane.toml) on Dask -> build/sweeps/<name>/ (SWEEP_ARGS='--workers 2 --resume')"
+	@echo "make search   HB-BSSA search (REINFORCE vs random/heuristic/exhaustive) of SPEC -> build/sweeps/<name>/search/"
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -81,6 +85,12 @@ bench: $(STAMP)
 
 attention: $(STAMP)
 	$(PY) benchmarks/attention.py
+
+sweep: $(STAMP)
+	$(PY) -m attnforge sweep $(SPEC) $(SWEEP_ARGS)
+
+search: $(STAMP)
+	$(PY) -m attnforge search $(SPEC) $(SWEEP_ARGS)
 
 fixtures: $(STAMP)
 	$(PY) -m attnforge.golden.minilm --fixtures

@@ -7,6 +7,7 @@
     attnforge synth [unit ...]                         Yosys + ECP5 reports into build/reports/
     attnforge formal [proof ...] [--list]              SymbiYosys proofs -> build/reports/formal.md
     attnforge soak|coverage|mutants [unit ...]         the long verification tiers (docs/verification.md)
+    attnforge sweep|search SPEC.toml                   design-space sweep / HB-BSSA search (docs/sweep.md)
 
 Generator parameters become ``--kebab-case`` options automatically, from each unit's record
 (:data:`attnforge.rtl.UNITS`). A bad parameter prints one line and exits with status 2.
@@ -17,6 +18,7 @@ import sys
 from pathlib import Path
 
 from . import attention_cli, board
+from .sweep import cli as sweep_cli
 from .rtl import UNITS, build, emit, unit as unit_record
 
 __all__ = ["main"]
@@ -76,6 +78,7 @@ def _parser():
     p_formal.add_argument("--list", action="store_true", help="list the proofs")
     attention_cli.add_parser(sub)
     board.add_parser(sub)
+    sweep_cli.add_parsers(sub)
     return parser
 
 
@@ -146,6 +149,8 @@ def _run(args):
         return 0 if passed else 1
     elif args.command == "board":
         return board.run(args)
+    elif args.command in ("sweep", "search"):
+        return sweep_cli.run(args)
     return 0
 
 

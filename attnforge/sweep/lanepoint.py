@@ -1,0 +1,252 @@
+"""One design point of the lane: area (Yosys), cycles (the lane's cycle model), accuracy (the
+lane's golden model on real fixture heads), and the model-vs-RTL check.
+
+This is the only module of the sweep that knows the lane, and it uses only the lane's public
+entry points:
+
+* the generator: the ``lane`` unit from :data:`attnforge.rtl.UNITS` when it is registered,
+  else :class:`attnforge.rtl.lane_core.LaneCore` (v0: a whole head, block = query tile, see
+  docs/lane.md) described by :func:`lane_record`, a unit record declared here with LaneCore's
+  limits as legal domains;
+* :func:`lane_params`: generator parameters -> :class:`attnforge.golden.lane.LaneParams` (the
+  parameters the two share by name; LaneCore's fixed ones otherwise);
+* the golden model: ``run_lane``, ``cycles``, ``auto_config``, ``int_projection``;
+* the RTL run: :func:`simulate_rtl`, the one function to switch when the lane top level lands.
+"""
+
+import json
+
+import numpy as np
+
+from ..golden.attention import HeadConfig, attend_float, to_fx
+from ..golden.lane import LaneConfig, LaneParams, auto_config, cycles, int_projection, run_lane
+from ..paths import BUILD, digest
+from ..rtl.unit import Choice, Param, Range, Ref, Unit
+
+__all__ = ["lane_record", "lane_params", "build_lane", "area", "evaluate", "rtl_supports",
+           "model_cycles_for_rtl", "simulate_rtl", "rtl_check", "workload_heads", "head_configs", "AREA_CACHE"]
+
+#: Area results by Verilog digest, shared by every sweep (a design is synthesized once).
+AREA_CACHE = BUILD / "sweeps" / "_area"
+
+
+class LaneCoreV0:
+    """Builds :class:`~attnforge.rtl.lane_core.LaneCore` from lane-style parameters (``rows`` =
+    the whole array: ``est_rows`` estimate + ``rows - est_rows`` compute rows; ``tile`` = the
+    query tile = the block). A stand-in for the lane unit until ``rtl/lane.py`` is registered;
+    only its record (:func:`lane_record`) and :func:`build_lane` use it."""
+
+    def __init__(self, *, max_t=64, d=32, rows=4, cols=2, est_rows=1, tile=8):
+        self.params = dict(max_t=max_t, d=d, rows=rows, cols=cols, est_rows=est_rows, tile=tile)
+
+    def build(self):
+        from ..rtl.lane_core import LaneCore
+        p = self.params
+        return LaneCore(est_rows=p["est_rows"], rows=p["rows"] - p["est_rows"], cols=p["cols"],
+                        d=p["d"], block=p["tile"], max_t=p["max_t"], max_k=p["d"])
+
+
+class _Cols:
+    """LaneCore's ``cols``: its granule pool takes ``cols * 8`` estimate lanes, which must hold
+    whole ``tile``-wide blocks (``rtl/lane_pool.py``)."""
+
+    def text(self):
+        return "an integer in [1, 16], 8 * cols a multiple of tile"
+
+    def check(self, name, value, params):
+        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16
+                and 8 * value % params["tile"] == 0):
+            raise ValueError(f"{name} must be an integer in [1, 16] with 8 * {name} a multiple "
+                             f"of tile ({params['tile']}), not {value!r}")
+
+    def values(self, params):
+        return [c for c in range(1, 17) if 8 * c % params["tile"] == 0]
+
+
+_V0 = Unit("lane", LaneCoreV0, "lane core v0 (LaneCore): one head, block = query tile",
+           params=(Param("tile", Choice((8, 16, 32)), "query tile = block (Bq)"),
+                   Param("max_t", Range(Ref("tile"), 256, multiple_of="tile"),
+                         "longest sequence"),
+                   Param("d", Range(2, 64), "head dimension"),
+                   Param("est_rows", Range(1, 4), "estimate rows of the array"),
+                   Param("rows", Range(Ref("est_rows + 2", lambda p: p["est_rows"] + 2), 32),
+                         "array rows (estimate + compute)"),
+                   Param("cols", _Cols(), "array columns")))
+
+
+def lane_record():
+    """The lane's unit record: the registered ``lane`` unit, else LaneCore v0's (:data:`_V0`)."""
+    from ..rtl import UNITS
+    return UNITS.get("lane", _V0)
+
+
+def lane_params(gen):
+    """:class:`LaneParams` of generator parameters ``gen`` (fields shared by name; LaneCore v0:
+    detector and softmax one element per beat, RMMU tile depth = the query tile)."""
+    fields = set(LaneParams.__dataclass_fields__)
+    p = {k: v for k, v in gen.items() if k in fields}
+    if lane_record() is _V0:
+        p.update(tile_m=gen["tile"], det_per_beat=1, sm_per_beat=1)
+    return LaneParams(**p)
+
+
+def build_lane(gen):
+    """The lane RTL (an Amaranth component) at generator parameters ``gen``."""
+    record = lane_record()
+    if record is _V0:
+        return LaneCoreV0(**gen).build()
+    return record.build(**gen)
+
+
+# -- area --------------------------------------------------------------------------------------------
+def area(gen, ecp5=False):
+    """Yosys figures of the lane at ``gen`` (``synth.yosys.synthesize``; ECP5 with ``ecp5``),
+    cached in :data:`AREA_CACHE` by the digest of the emitted Verilog: a design is synthesized
+    once across sweeps. Adds ``verilog_digest`` and ``cached``."""
+    from ..rtl import verilog
+    from ..synth.yosys import synthesize
+    text = verilog(build_lane(gen), name="lane")
+    key = digest(text, ecp5)
+    path = AREA_CACHE / f"{key}.json"
+    if path.exists():
+        return {**json.loads(path.read_text()), "cached": True}
+    fig = synthesize("lane", gen, component=build_lane(gen), name="lane")
+    out = {k: fig[k] for k in ("cells", "transistors", "transistors_with_sram", "ffs",
+                               "memory_bits", "depth")}
+    if ecp5:
+        from ..synth.nextpnr import implement
+        e = implement("lane", gen, component=build_lane(gen), name="lane")
+        out.update(ecp5_luts=e["luts"], ecp5_ffs=e["ffs"], ecp5_fmax=e["fmax"],
+                   ecp5_error=e.get("error"))
+    out["verilog_digest"] = key
+    AREA_CACHE.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(out))
+    tmp.replace(path)
+    return {**out, "cached": False}
+
+
+# -- the workload ------------------------------------------------------------------------------------
+def workload_heads(workload):
+    """``[(label, layer, head, q, k, v)]``: the first ``seq_len`` tokens of every selected
+    fixture head (float64)."""
+    from ..golden.attention_eval import fixture_heads
+    t = workload["seq_len"]
+    out = []
+    for name, layer, h, q, k, v in fixture_heads(tuple(workload["fixtures"])):
+        if layer not in workload["layers"] or (workload["heads"] and h not in workload["heads"]):
+            continue
+        if len(q) < t:
+            raise ValueError(f"workload.seq_len {t} is longer than fixture {name} ({len(q)})")
+        out.append((f"{name}/L{layer}H{h}", layer, h, q[:t], k[:t], v[:t]))
+    return out
+
+
+def block_norms(est, b):
+    """Sum of squared estimates per ``b x b`` block of ``est`` (what the lane compares with
+    ``int8_bound``; zero-padded at the edges)."""
+    t, n = est.shape
+    pad = np.zeros((-(-t // b) * b, -(-n // b) * b), dtype=np.int64)
+    pad[:t, :n] = est
+    return (pad ** 2).reshape(pad.shape[0] // b, b, pad.shape[1] // b, b).sum(axis=(1, 3))
+
+
+def head_configs(params, run, heads):
+    """Per head ``(cfg, qi, ki, vi, pq, pk, ref)``: the lane configuration of the run-time
+    knobs ``run`` (block granularity, top-k ``keep_count`` blocks per block row, estimate bits,
+    sigma; shifts fitted by ``auto_config``; ``int8_bound`` = the ``int8_quantile`` of the
+    head's kept-block norms), the FX16 operands, the calibrated INT8 projections and the dense
+    float64 reference output."""
+    from ..golden.attention_eval import fixture_projections
+    out = []
+    for _, layer, h, q, k, v in heads:
+        t, d = q.shape
+        qi, ki, vi = to_fx(q, k, v, params.frac_bits)
+        ref = attend_float(q, k, v)
+        proj = fixture_projections(run["sigma"])[(layer, h)]
+        pq, pk = int_projection(d, proj.dim, proj=proj)
+        if run["sparsity"] == "dense":
+            cfg = LaneConfig(t=t, mode="dense", m=proj.dim)
+        else:
+            head = HeadConfig(algorithm="bssa", block=run["block"], sparsity=run["sparsity"],
+                              estimate_bits=run["est_bits"], sigma=run["sigma"])
+            cfg = auto_config(params, LaneConfig.from_head(head, t, d=d), qi, ki, pq, pk)
+            if run["int8_quantile"] != "off":
+                plan = run_lane(params, cfg, qi, ki, vi, pq, pk, plan_only=True)
+                b = run["block"]
+                kept = plan.mask[::b, ::b]
+                norms = block_norms(plan.est, b)[kept]
+                cfg = cfg.replace(int8_bound=int(np.quantile(norms, run["int8_quantile"])))
+        out.append((cfg, qi, ki, vi, pq, pk, ref))
+    return out
+
+
+def evaluate(gen, run, heads):
+    """Cycles and accuracy of one point: means over ``heads`` of the cycle model's total, the
+    kept fraction, the relative Frobenius error of the lane's FX16 output against dense float64
+    (``head_error``), and the fraction of kept blocks at INT8. Raises ``ValueError`` for an
+    illegal combination (the lane's own ``LaneConfig.error``)."""
+    from ..golden.numbers import fx_to_float
+    params = lane_params(gen)
+    cyc, kept, err, int8 = [], [], [], []
+    for cfg, qi, ki, vi, pq, pk, ref in head_configs(params, run, heads):
+        r = run_lane(params, cfg, qi, ki, vi, pq, pk)
+        c = cycles(params, cfg, r)
+        cyc.append(c["total"])
+        kept.append(c["kept_fraction"])
+        o = fx_to_float(r.out, params.frac_bits)
+        err.append(float(np.linalg.norm(o - ref) / np.linalg.norm(ref)))
+        int8.append(float(r.int8_blocks.mean()) if r.int8_blocks is not None else 0.0)
+    return {"cycles": float(np.mean(cyc)), "cycles_max": int(np.max(cyc)),
+            "kept_fraction": float(np.mean(kept)), "head_error": float(np.mean(err)),
+            "head_error_max": float(np.max(err)), "int8_fraction": float(np.mean(int8)),
+            "heads": len(cyc)}
+
+
+# -- model vs RTL --------------------------------------------------------------------------------------
+def rtl_supports(gen, run):
+    """True when the RTL can run this point. LaneCore v0: block = query tile = 8 (the size its
+    own tests confirm; at tile 16, d 32, T 64 its simulation did not finish within 200,000
+    cycles), no HB-BSSA INT8 blocks. The lane unit: every point."""
+    if lane_record() is not _V0:
+        return True
+    return gen["tile"] == 8 and (run["sparsity"] == "dense" or (
+        run["block"] == 8 and run["int8_quantile"] == "off"))
+
+
+def model_cycles_for_rtl(c):
+    """The part of the cycle model ``c`` (``golden.lane.cycles``) the RTL runs: LaneCore v0
+    takes the projected ``Q~``/``K~`` from its testbench, so its figure excludes the projection
+    GEMMs (the model's schedule starts the tiles after them); the lane unit runs everything."""
+    return c["total"] - (c["phases"]["project"] if lane_record() is _V0 else 0)
+
+
+def simulate_rtl(gen, params, cfg, qi, ki, vi, pq, pk):
+    """``(out, cycles)`` of one head on the lane RTL at ``gen``. Today: LaneCore v0 in the
+    Amaranth simulator (``testbench.lane.simulate_core``); switch this function to the lane
+    unit's bench when ``rtl/lane.py`` is registered."""
+    from ..testbench.lane import simulate_core
+    return simulate_core(build_lane(gen), params, cfg, qi, ki, vi, pq, pk)
+
+
+def rtl_check(gen, run, heads, band):
+    """Run the first head of ``heads`` on the RTL and compare with the models: the output must
+    equal ``run_lane``'s bit for bit and RTL cycles / model cycles
+    (:func:`model_cycles_for_rtl`) must lie in ``band``
+    (``[lo, hi]``). Returns ``{"rtl_cycles", "model_cycles", "ratio", "bit_exact", "ok",
+    "why"}``."""
+    params = lane_params(gen)
+    cfg, qi, ki, vi, pq, pk, _ = head_configs(params, run, heads[:1])[0]
+    ref = run_lane(params, cfg, qi, ki, vi, pq, pk)
+    model = model_cycles_for_rtl(cycles(params, cfg, ref))
+    out, rtl = simulate_rtl(gen, params, cfg, qi, ki, vi, pq, pk)
+    exact = bool(np.array_equal(out, ref.out))
+    ratio = rtl / model
+    why = []
+    if not exact:
+        why.append(f"output differs from run_lane in {int((out != ref.out).sum())} values")
+    if not band[0] <= ratio <= band[1]:
+        why.append(f"RTL {rtl} cycles vs model {model}: ratio {ratio:.3f} outside "
+                   f"[{band[0]}, {band[1]}]")
+    return {"rtl_cycles": int(rtl), "model_cycles": int(model), "ratio": ratio,
+            "bit_exact": exact, "ok": not why, "why": "; ".join(why)}
