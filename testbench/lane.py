@@ -26,7 +26,7 @@ def core_stimulus(params, cfg, qi, ki, vi, pq, pk):
     estimate beats come from the sparse configuration's trace (dense mode ignores them)."""
     sparse = cfg.replace(mode="sparse")
     _, trace = run_lane_rmmu(params, sparse, qi, ki, vi, pq, pk)
-    em = RMMUModel(rows=params.est_rows, cols=params.cols, groups=1, tile_m=params.tile,
+    em = RMMUModel(rows=params.rows, cols=params.cols, groups=1, tile_m=params.tile,
                    max_m=params.tile, max_k=params.d, max_n=params.max_t)
     tiles, ea, ew = [], [], []
     for ph, _, d, a, b in trace:

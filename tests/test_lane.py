@@ -330,6 +330,7 @@ def test_lane_front_estimate_and_detect_bit_exact():
     from amaranth.sim import Simulator
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.lane_front import LaneFront
     from attnforge.testbench import quick
     params = LaneParams(max_t=32, d=8, rows=2, cols=2, est_rows=1, tile=8)
@@ -349,7 +350,7 @@ def test_lane_front_estimate_and_detect_bit_exact():
         a_items += [{"data": [int(x) for x in row]} for row in model.a_beats(d1, a)]
         w_items += [{"data": [[int(x) for x in t] for t in beat]} for beat in model.w_beats(d1, b)]
         want.append(sum(1 << j for j in range(4) if plan.mask[b0, 8 * j]))
-    dut = LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1)
+    dut = WithRMMU(LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1))
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     prng = random.Random(3)
@@ -381,6 +382,7 @@ def test_lane_front_cycles_match_model():
     from amaranth.sim import Simulator
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.lane_front import LaneFront
     from attnforge.testbench import quick
     params = LaneParams(max_t=32, d=8, rows=2, cols=2, est_rows=1, tile=8, tile_m=8)
@@ -398,7 +400,7 @@ def test_lane_front_cycles_match_model():
                           "k_keep": cfg.k})
             a_items += [{"data": [int(x) for x in r]} for r in model.a_beats(d1, a)]
             w_items += [{"data": [[int(x) for x in t] for t in w]} for w in model.w_beats(d1, b)]
-    dut = LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1)
+    dut = WithRMMU(LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1))
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     prng = random.Random(3)
@@ -606,6 +608,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.testbench import quick
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
@@ -613,7 +616,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     pq, pk = int_projection(8, 2, seed=9)
     cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
     ref, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
-    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
+    dut = WithRMMU(LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32))
     big = 32
     model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=big, max_k=big, max_n=big)
     tiles, ka, w, want = [], [], [], []
@@ -656,11 +659,12 @@ def test_lane_back_cycles_vs_model():
     from attnforge.golden.lane import descriptor_cycles, run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.softmax import Softmax
     from attnforge.testbench import quick
-    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
-    sm_latency = Softmax(per_beat=1, max_len=32, in_bits=16, in_frac=dut.frac_bits,
-                         out_frac=dut.prob_frac, index_bits=5).latency
+    dut = WithRMMU(LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32))
+    sm_latency = Softmax(per_beat=1, max_len=32, in_bits=16, in_frac=dut.block.frac_bits,
+                         out_frac=dut.block.prob_frac, index_bits=5).latency
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
     qi, ki, vi = head(rng, 32)
