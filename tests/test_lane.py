@@ -781,3 +781,47 @@ def test_lane_core_whole_head_bit_exact(mode):
     assert np.array_equal(out, ref.out)
     assert ref.mask.mean() == (0.5 if mode == "sparse" else 1.0)
     assert cyc > 0
+
+
+@pytest.mark.parametrize("bits,m,t", [(8, 8, 32), (4, 3, 29), (2, 8, 21)])
+def test_estimate_feeder_streams_equal_golden_beats(bits, m, t):
+    """Q~/K~ memories -> the estimate descriptor's a and w beats at INT8/4/2 (two tiles, a
+    partial last N-tile, m not a multiple of a pass), equal to RMMUModel.a_beats/w_beats of
+    the golden descriptor, under gaps and stalls."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.numbers import value_range
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_est import EstimateFeeder
+    from attnforge.testbench import quick
+    rng = np.random.default_rng(bits + m + t)
+    lo, hi = value_range(bits)
+    qt, kt = (rng.integers(lo, hi + 1, size=(t, m)) for _ in range(2))
+    p = Precision.parse(f"int{bits}")
+    model = RMMUModel(rows=4, cols=2, groups=2, tile_m=8, max_m=32, max_k=32, max_n=32)
+    loads = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]] + [0] * (8 - m)}
+             for tgt, mat in ((0, qt), (1, kt)) for i in range(t)]
+    tiles, want_a, want_w = [], [], []
+    for q0 in (0, 8):
+        d = Descriptor(0, 2, p, 8, m, t, True, Precision.INT8, 0)
+        tiles.append({"q0": q0, "n_keys": t, "m": m, "precision": p})
+        want_a += [[int(x) for x in r] for r in model.a_beats(d, qt[q0:q0 + 8])]
+        want_w += [[[int(x) for x in c] for c in b] for b in model.w_beats(d, kt.T)]
+    dut = EstimateFeeder(est_rows=2, cols=2, block=8, max_t=32, max_m=8, words=4)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(bits)
+    got_a, got_w = [], []
+
+    async def driver(ctx):
+        await quick.source(dut.load, loads, prng, 0.0)(ctx)
+        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
+    sim.add_testbench(driver)
+    sim.add_testbench(quick.sink(dut.a, got_a, len(want_a), prng, 0.2,
+                                 lambda p_: [int(x) for x in p_.data]))
+    sim.add_testbench(quick.sink(dut.w, got_w, len(want_w), prng, 0.2,
+                                 lambda p_: [[int(x) for x in c] for c in p_.data]))
+    sim.add_testbench(quick.watchdog(20000), background=True)
+    sim.run()
+    assert got_a == want_a
+    assert got_w == want_w
