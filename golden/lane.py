@@ -46,7 +46,7 @@ from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
-           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu"]
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -174,6 +174,34 @@ class LaneConfig:
                    granularity=gran, k=keep_count(-(-t // c), head.sparsity), **kw)
 
 
+def rtl_error(cfg, *, max_t, max_m, block, keep=None):
+    """Why the RTL top level (:class:`attnforge.rtl.lane.Lane`, generator bounds ``max_t``,
+    ``max_m``, ``block``) answers ``cfg`` with an error status (a string), or None: the checks
+    its ``cfg`` stream applies, in this order, to the fields it carries (docs/lane.md section 5).
+    The RTL runs the subset of :meth:`LaneConfig.error` that it implements: BxB blocks equal
+    to the query tile, top-k, no HB-BSSA, no keep-list (those raise an error here and there).
+    The testbench predicts every error response with this function."""
+    checks = (
+        (1 <= cfg.t <= max_t, "t", cfg.t, f"in [1, {max_t}]"),
+        (cfg.t % block == 0, "t", cfg.t, f"a multiple of the block {block}"),
+        (cfg.est_bits in _EST_BITS, "est_bits", cfg.est_bits, "2, 4 or 8"),
+        (1 <= cfg.m <= max_m, "m", cfg.m, f"in [1, {max_m}]"),
+        (0 <= cfg.est_shift <= 63, "est_shift", cfg.est_shift, "in [0, 63]"),
+    )
+    sparse = (
+        (cfg.select == "topk", "select", cfg.select, "topk (threshold: not in the RTL yet)"),
+        (cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
+         f"{block}x{block} (the query tile)"),
+        (1 <= cfg.k <= cfg.t // block, "k", cfg.k, f"in [1, {cfg.t // block}]"),
+        (cfg.int8_bound is None, "int8_bound", cfg.int8_bound, "None (HB-BSSA: not in the RTL)"),
+        (keep is None, "keep-list", keep, "None (token pruning: not in the RTL)"),
+    )
+    for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
+        if not ok:
+            return f"{name} must be {legal}, not {value!r}"
+    return None
+
+
 @dataclass
 class LaneResult:
     out: np.ndarray                  # (T, d) FX16
@@ -228,10 +256,15 @@ def auto_config(params, cfg, qi, ki, pq, pk, keep=None):
                        k8_shift=fit_shift(kk, 8))
 
 
-def _estimate(params, cfg, qi, kk, pq, pk):
+def project(cfg, qi, kk, pq, pk):
+    """``(Q~, K~)``: the projected, INTp-requantized queries and (kept) keys the estimate
+    multiplies (``requantize(qi pq, q_shift, p)``, ``requantize(kk pk, k_shift, p)``)."""
     p = cfg.est_bits
-    qt = requantize(qi @ pq, cfg.q_shift, p)
-    kt = requantize(kk @ pk, cfg.k_shift, p)
+    return requantize(qi @ pq, cfg.q_shift, p), requantize(kk @ pk, cfg.k_shift, p)
+
+
+def _estimate(params, cfg, qi, kk, pq, pk):
+    qt, kt = project(cfg, qi, kk, pq, pk)
     return requantize(qt @ kt.T, cfg.est_shift, params.score_bits)
 
 

@@ -72,6 +72,8 @@ class LaneCore(wiring.Component):
             "ew": In(self.front.w.signature.flip()),
             "o": Out(self.back.o.signature),
             "dense": In(1),          # run-time: every block kept, no estimate (the baseline)
+            "clear": In(1),          # a new head: first tile at query 0, kept count 0
+            "kept": Out(16),         # kept blocks since the last clear (saturating)
         })
 
     def elaborate(self, platform):
@@ -125,4 +127,8 @@ class LaneCore(wiring.Component):
                      back.tile.payload.g.eq(nblk * self.block)]
         with m.If(go):
             m.d.sync += [full.eq(0), nblk.eq(0), q0.eq(q0 + self.block)]
+            with m.If(self.kept + nblk < (1 << 16)):
+                m.d.sync += self.kept.eq(self.kept + nblk)
+        with m.If(self.clear):
+            m.d.sync += [q0.eq(0), self.kept.eq(0)]
         return m

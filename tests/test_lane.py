@@ -825,3 +825,76 @@ def test_estimate_feeder_streams_equal_golden_beats(bits, m, t):
     sim.run()
     assert got_a == want_a
     assert got_w == want_w
+
+
+# -- RTL: the top level (rtl/lane.py) --------------------------------------------------------
+def _top_heads(params, cases, seed=19):
+    """One head per case (LaneConfig fields over 8x8 top-2, INT4, m = 2, T = 32), shifts
+    fitted to the head's data when the configuration is legal."""
+    from attnforge.golden.lane import rtl_error
+    rng = np.random.default_rng(seed)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=seed)
+    out = []
+    for kw in cases:
+        cfg = LaneConfig(t=32, m=2, granularity="8x8", k=2).replace(**kw)
+        t = min(max(cfg.t, 1), 32)
+        h = (qi[:t], ki[:t], vi[:t], pq, pk)
+        if rtl_error(cfg, max_t=params.max_t, max_m=4, block=params.tile) is None:
+            cfg = auto_config(params, cfg, qi[:t], ki[:t], pq, pk)
+        out.append((cfg, *h))
+    return out
+
+
+def _check_top(dut, heads, results):
+    from attnforge.golden.lane import rtl_error
+    from attnforge.testbench.lane import expected_rows, lane_params
+    params = lane_params(dut)
+    for (cfg, *h), (got, status) in zip(heads, results):
+        bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block)
+        assert status["error"] == int(bad is not None), (cfg, bad)
+        if bad:
+            assert got == [] and status["kept"] == 0
+            continue
+        ref = run_lane(params, cfg, *h)
+        assert got == expected_rows(ref.out, dut.cols), cfg
+        assert status["kept"] * dut.block ** 2 == ref.mask.sum() and status["cycles"] > 0
+
+
+@pytest.mark.parametrize("bad", [dict(t=0), dict(t=40), dict(t=28), dict(est_bits=3),
+                                 dict(m=0), dict(m=5), dict(k=0), dict(k=5),
+                                 dict(granularity="16x16"), dict(select="threshold"),
+                                 dict(int8_bound=10)])
+def test_rtl_error_rejects(bad):
+    """The RTL subset's configuration check (golden side): one line naming the field."""
+    from attnforge.golden.lane import rtl_error
+    cfg = LaneConfig(t=32, m=2, granularity="8x8", k=2).replace(**bad)
+    err = rtl_error(cfg, max_t=32, max_m=4, block=8)
+    assert err and "\n" not in err and next(iter(bad)).split("_")[0] in err
+    assert rtl_error(LaneConfig(t=32, m=2, granularity="8x8", k=2), max_t=32, max_m=4,
+                     block=8) is None
+
+
+def test_lane_top_bad_configs_then_a_head():
+    """Bad configurations (each a field the check rejects) get exactly one error status and
+    consume nothing else; the next head (8x8 top-1, INT2 estimate) is bit-exact."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane()
+    heads = _top_heads(lane_params(dut), [dict(t=40), dict(est_bits=3), dict(k=5),
+                                          dict(granularity="16x16"), dict(int8_bound=9),
+                                          dict(t=24, mode="dense", k=9),
+                                          dict(k=1, est_bits=2)])
+    _check_top(dut, heads, simulate_lane(dut, heads, gaps=0.2, stalls=0.2))
+
+
+@pytest.mark.slow
+def test_lane_top_heads_bit_exact():
+    """Head after head through the top level (cfg -> load -> tiles -> O rows -> status):
+    sparse INT4/INT8 top-2 and top-4 (0 % sparsity), dense, under gaps and stalls."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane()
+    heads = _top_heads(lane_params(dut), [dict(), dict(est_bits=8),
+                                          dict(k=4), dict(mode="dense")], seed=20)
+    _check_top(dut, heads, simulate_lane(dut, heads, gaps=0.2, stalls=0.2))
