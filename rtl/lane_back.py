@@ -78,16 +78,19 @@ class LaneBack(wiring.Component):
         m.d.comb += self.tile.ready.eq(step == 0)
         with m.If(self.tile.valid & self.tile.ready):
             m.d.sync += [g.eq(self.tile.payload.g), step.eq(1), aux_s.eq(1), aux_p.eq(1)]
-        c = g_port.cmd.payload
-        m.d.comb += [c.row0.eq(self.row0), c.nrows.eq(rows), c.precision.eq(Precision.FX16),
-                     c.requant.eq(1), c.out_fmt.eq(Precision.FX16),
-                     g_port.cmd.valid.eq((step == 1) | (step == 2))]
-        with m.If(step == 1):
-            m.d.comb += [c.m.eq(g), c.k.eq(self.d), c.n.eq(bq), c.shift.eq(self.frac_bits)]
-        with m.Else():
-            m.d.comb += [c.m.eq(bq), c.k.eq(g), c.n.eq(self.d), c.shift.eq(self.prob_frac)]
+        # the descriptor is a register (scores on tile accept, A.V after the scores' issue):
+        # the group's cmd port is never driven by constants (Verilator: ALWNEVER/UNDRIVEN)
+        c = Signal.like(g_port.cmd.payload)
+        m.d.comb += [g_port.cmd.payload.eq(c), g_port.cmd.valid.eq((step == 1) | (step == 2))]
+        with m.If(self.tile.valid & self.tile.ready):
+            m.d.sync += [c.row0.eq(self.row0), c.nrows.eq(rows), c.precision.eq(Precision.FX16),
+                         c.requant.eq(1), c.out_fmt.eq(Precision.FX16),
+                         c.m.eq(self.tile.payload.g), c.k.eq(self.d), c.n.eq(bq),
+                         c.shift.eq(self.frac_bits)]
         with m.If(g_port.cmd.valid & g_port.cmd.ready):
             m.d.sync += step.eq(Mux(step == 1, 2, 3))
+            with m.If(step == 1):
+                m.d.sync += [c.m.eq(bq), c.k.eq(g), c.n.eq(self.d), c.shift.eq(self.prob_frac)]
         m.d.comb += [smax.cmd.valid.eq(aux_s), smax.cmd.payload.g.eq(g),
                      prob.cmd.valid.eq(aux_p), prob.cmd.payload.g.eq(g),
                      prob.cmd.payload.n_tiles.eq(self.n_tiles_av)]

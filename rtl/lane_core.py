@@ -114,7 +114,10 @@ class LaneCore(wiring.Component):
             m.d.comb += self.tile.ready.eq(front.tile.ready)
         with m.If(front.idx.valid & ~full):
             with m.If(idx.count != 0):
-                m.d.sync += [blk[nblk].eq(idx.index[0]), nblk.eq(nblk + 1)]
+                m.d.sync += nblk.eq(nblk + 1)
+                for j in range(nmax):                  # blk[nblk] (no case over a wider index)
+                    with m.If(nblk == j):
+                        m.d.sync += blk[j].eq(idx.index[0])
             with m.If(idx.last):
                 m.d.sync += full.eq(1)
         # both consumers take the tile in the same cycle (v0: each is idle between tiles; their

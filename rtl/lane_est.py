@@ -22,7 +22,7 @@ beat per cycle. A ``tile`` command (``q0``, ``n_keys``, ``m``, ``precision``) is
 both engines are idle and no load is pending.
 """
 
-from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -34,12 +34,6 @@ __all__ = ["EstimateFeeder", "EST_PRECISIONS"]
 
 #: Estimate precisions the feeder packs (the lane's ``est_bits`` 8/4/2).
 EST_PRECISIONS = (Precision.INT8, Precision.INT4, Precision.INT2)
-
-
-def _padded(items, n_index):
-    """``Array`` of ``items`` padded with zeros to ``2**bits(n_index - 1)`` (complete cases)."""
-    n = 1 << max(0, (n_index - 1).bit_length())
-    return Array(list(items) + [Const(0, 8)] * (n - len(items)))
 
 
 class EstimateFeeder(wiring.Component):
@@ -65,10 +59,16 @@ class EstimateFeeder(wiring.Component):
 
     def _pack(self, row, base, m_dims, p):
         """Word packing ``row[base*n + j]``, ``j < n = p.lanes`` (p bits each, value ``j`` at
-        bits ``j*p``), zero at dims ``>= m_dims``."""
-        vals = _padded([row[i].as_unsigned() for i in range(self.max_m)], self.max_m)
-        return Cat(*[Mux(base * p.lanes + j < m_dims, vals[base * p.lanes + j][:p.bits], 0)
-                     for j in range(p.lanes)])
+        bits ``j*p``), zero at dims ``>= m_dims`` (a ``Mux`` chain per value: no case
+        statement over a wide index)."""
+        parts = []
+        for j in range(p.lanes):
+            dim = base * p.lanes + j
+            expr = Const(0, p.bits)
+            for i in range(self.max_m):
+                expr = Mux(dim == i, row[i].as_unsigned()[:p.bits], expr)
+            parts.append(Mux(dim < m_dims, expr, 0))
+        return Cat(*parts)
 
     def _word(self, m, row, base, m_dims, prec, name):
         """:meth:`_pack` at run-time precision ``prec`` (one of :data:`EST_PRECISIONS`)."""
@@ -150,7 +150,7 @@ class EstimateFeeder(wiring.Component):
 
         # ---- engine W: for nt, kp, r: K~ rows of the N-tile's W keys -----------------------
         w_nt, w_kp = Signal(range(self.max_t + 1)), Signal(range(self.max_m + 1))
-        w_r = Signal(range(E))
+        w_r = Signal(range(max(E, 2)))                     # (a 1-bit counter when E = 1)
         w_nt_p, w_kp_p, w_r_p, w_pend = Signal.like(w_nt), Signal.like(w_kp), Signal.like(w_r), \
             Signal()
         w_issue = busy_w & (~w_pend | self.w.ready)
