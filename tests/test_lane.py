@@ -268,7 +268,7 @@ def _pool_run(pool, cmds, beats, n_out, rng, gaps=0.3, stalls=0.3):
     return out
 
 
-@pytest.mark.parametrize("block,width", [(4, 8), (8, 8), (2, 4)])
+@pytest.mark.parametrize("block,width", [(4, 8), (8, 8), (2, 4), (8, 4), (8, 2)])
 def test_granule_pool_matches_detector_granules(block, width):
     import random
     from attnforge.golden.detector import granule_scores
@@ -290,16 +290,19 @@ def test_granule_pool_matches_detector_granules(block, width):
                 seg = est[r, nt * width:(nt + 1) * width]
                 lanesv[:len(seg)] = seg
                 tile_beats.append({"lanes": [int(x) for x in lanesv], "last": 0, "error": 0})
+            if (nt + 1) % max(1, block // width) and nt != n_t - 1:
+                continue                       # W < B: a granule spans B / W N-tiles
             g0 = nt * width // block
-            cnt = -(-min(width, n - nt * width) // block)
+            cnt = -(-min(width, n - nt * width) // block) if width >= block else 1
             data = [int(x) for x in g_all[g0:g0 + cnt]] + [0] * (lanes // block - cnt)
             want.append((data, cnt, int(nt == n_t - 1), 0))
         beats.append(tile_beats)
-        expect += want
+        expect.append(want)
     # a bad command: width not a multiple of the block (or 0): one error beat, nothing consumed
     cmds.insert(1, {"n": 5, "width": 0})
     beats.insert(1, [])
-    expect.insert(len(beats[0]) // block, ([0] * (lanes // block), 0, 1, 1))
+    expect.insert(1, [([0] * (lanes // block), 0, 1, 1)])
+    expect = [x for want in expect for x in want]
     got = _pool_run(pool, cmds, beats, len(expect), prng)
     assert got == expect
 
