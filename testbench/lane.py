@@ -10,6 +10,7 @@ The cocotb bench on the ``Bench`` skeleton is TODO (docs/lane.md).
 """
 
 import random
+from dataclasses import replace
 
 import numpy as np
 from amaranth.sim import Simulator
@@ -24,12 +25,13 @@ __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expect
 
 def lane_params(lane):
     """The golden :class:`LaneParams` of a :class:`attnforge.rtl.lane.Lane` (its generator
-    parameters; ``tile`` = ``block``)."""
+    parameters; ``tile`` = ``block``; ``schedule="rtl"``: :func:`cycles` models the RTL as
+    built)."""
     from ..golden.lane import LaneParams
     return LaneParams(max_t=lane.max_t, d=lane.d, rows=lane.rows, cols=lane.cols,
                       est_rows=lane.est_rows, tile=lane.block, tile_m=lane.block,
                       frac_bits=lane.frac_bits, prob_frac=lane.prob_frac, det_per_beat=1,
-                      sm_per_beat=1)
+                      sm_per_beat=1, schedule="rtl")
 
 
 def cfg_fields(cfg, keep=None):
@@ -221,7 +223,8 @@ class LaneBench(Bench):
         if got != {k: expected[k] for k in got}:
             return f"expected {expected}, got {got}"
         if not got["error"]:
-            self.cycles.append((expected["label"], int(actual.cycles), expected["model"]))
+            self.cycles.append((expected["label"], int(actual.cycles), expected["model"],
+                                expected["pipelined"]))
         return None
 
     def play(self, cfg, qi, ki, vi, pq=None, pk=None, label=""):
@@ -238,7 +241,9 @@ class LaneBench(Bench):
         self.cover("kept", cfg.k if cfg.mode == "sparse" else 4)
         self.board.expect_all(expected_rows(ref.out, u.cols))
         self.sboard.expect({"error": 0, "kept": kept, "label": label or cfg.mode,
-                            "model": cycles(self.params, cfg, ref)["total"]})
+                            "model": cycles(self.params, cfg, ref)["total"],
+                            "pipelined": cycles(replace(self.params, schedule="pipelined"),
+                                                cfg, ref)["total"]})
         self.load.send_all({**b, "target": b["target"].value}
                            for b in head_loads(cfg, qi, ki, vi, pq, pk))
 
@@ -346,8 +351,10 @@ async def reset_mid_head(dut):
 
 @cocotb.test()
 async def cycles_vs_model(dut):
-    """No gaps or stalls: the status cycles of dense and top-k heads (k = all .. 1 blocks),
-    recorded with the cycle model's figure for the same head (benchmarks/lane.py)."""
+    """No gaps or stalls: the status cycles of dense and top-k heads (k = all .. 1 blocks,
+    INT4 and INT8 estimates) equal the cycle model of the RTL schedule
+    (``golden.lane.cycles`` with ``schedule="rtl"``) exactly; recorded with the pipelined
+    design's model figure for the same head (benchmarks/lane.py)."""
     tb = LaneBench(dut, gaps=0, stalls=0)
     await tb.start()
     u = tb.unit
@@ -355,11 +362,16 @@ async def cycles_vs_model(dut):
     heads = [("dense", _random_head(tb, u.max_t, mode="dense", seed=1))]
     heads += [(f"top-{k} of {nb}", _random_head(tb, u.max_t, k=k, seed=1))
               for k in range(nb, 0, -1)]
+    heads += [(f"top-{k} of {nb} INT8", _random_head(tb, u.max_t, k=k, est_bits=8, seed=1))
+              for k in (nb, 1)]
     for label, h in heads:
         tb.play(*h, label=label)
         await tb.finish(1)
-    figs = {label: {"rtl": rtl, "model": model} for label, rtl, model in tb.cycles}
+    figs = {label: {"rtl": rtl, "model_rtl": model, "model_pipelined": pipe}
+            for label, rtl, model, pipe in tb.cycles}
     for label, f in figs.items():
-        dut._log.info("%s: RTL %d cycles, model %d", label, f["rtl"], f["model"])
+        dut._log.info("%s: RTL %d cycles, model (rtl schedule) %d, model (pipelined) %d",
+                      label, f["rtl"], f["model_rtl"], f["model_pipelined"])
+    assert all(f["rtl"] == f["model_rtl"] for f in figs.values()), figs
     tb.figures({"cycles": figs, "params": {k: getattr(u, k) for k in (
         "max_t", "d", "max_m", "rows", "cols", "est_rows", "block")}})

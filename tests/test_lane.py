@@ -425,7 +425,7 @@ def test_lane_front_cycles_match_model():
     per_tile = cycles(params, cfg, plan)["phases"]["estimate"] // len(tiles)
     assert per_tile == gemm_cycles(8, 2, 32, 1, 2, Precision.INT4, 8) + DESC_ISSUE == 38
     assert np.diff(times).tolist() == [per_tile] * (len(tiles) - 1)
-    assert times[0] == per_tile - DESC_ISSUE + params.det_latency + 6
+    assert times[0] == per_tile - DESC_ISSUE + params.det_lat + 6
 
 
 @pytest.mark.parametrize("g", [16, 13, 1])
