@@ -94,7 +94,8 @@ def load_layout(max_t, d):
                               "row": data.ArrayLayout(signed(16), d), "last": 1})
 
 
-def status_layout(max_t, block):
+def status_layout():
+    """Payload of `status`: error, kept blocks, cycles (docs/lane.md section 5)."""
     return data.StructLayout({"error": 1, "kept": 16, "cycles": 32})
 
 
@@ -185,7 +186,7 @@ class Lane(wiring.Component):
             "cfg": In(stream.Signature(cfg_layout(max_t, max_m))),
             "load": In(stream.Signature(load_layout(max_t, d))),
             "o": Out(stream.Signature(self.out.layout)),
-            "status": Out(stream.Signature(status_layout(max_t, block))),
+            "status": Out(stream.Signature(status_layout())),
         })
 
     @property

@@ -205,7 +205,7 @@ class LaneBench(Bench):
         self.cfg = self.source("cfg", cfg_layout(u.max_t, u.max_m))
         self.load = self.source("load", load_layout(u.max_t, u.d))
         self.o, self.board = self.sink("o", u.out_layout, self._cmp_row)
-        self.status, self.sboard = self.sink("status", status_layout(u.max_t, u.block),
+        self.status, self.sboard = self.sink("status", status_layout(),
                                              self._cmp_status)
         self.cycles = []              # (label, RTL status cycles, model cycles) per head
         self.coverpoint("mode", ["dense", "sparse", "error"])
