@@ -1,15 +1,21 @@
 """Lane figures (docs/lane.md section 7): cycles per head from the **cycle model**
 (``attnforge.golden.lane.cycles``), phase breakdown, RMMU utilization per phase, accuracy of
-the lane's arithmetic on real fixture heads.
+the lane's arithmetic on real fixture heads, and the **RTL** top level's measured cycles on its
+simulated point against the model.
 
     python benchmarks/lane.py      -> build/reports/lane_bench.md / .json
 
 ``cycles[T][mode]`` (T as a string, mode in "dense", "0.9", "0.95") is the target-mode figure:
 32x32 blocks (= the query tile), INT4 estimate, sigma = 0.25, d = 64, a 32 x 16 RMMU split
-4 (estimate) + 28 (compute) rows. ``cycles_element`` is the same at element granularity. These
-are MODEL figures: the lane RTL does not exist yet, so none is confirmed by simulation.
-Synthetic heads (Gaussian Q, K, V) for T > 512; the masks of real heads (fixtures, T ~ 300)
-are evaluated separately for the element-granularity gather fraction.
+4 (estimate) + 28 (compute) rows, the design's pipelined tile schedule -- MODEL figures (no
+RTL simulation at these sizes). ``cycles_rtl_schedule`` is the same model with the schedule
+the RTL top level implements today (``schedule="rtl"``: projections loaded, a tile's phases
+back to back, dense on the compute group). ``rtl_points`` are measured on ``rtl/lane.py``
+(cocotb on Verilator, ``attnforge.testbench.lane.cycles_vs_model``) at the record's sim point
+(T = 32, d = 8) and equal the ``schedule="rtl"`` model there (the test asserts it).
+``cycles_element`` is element granularity. Synthetic heads (Gaussian Q, K, V) for T > 512; the
+masks of real heads (fixtures, T ~ 300) are evaluated separately for the element-granularity
+gather fraction.
 """
 
 import numpy as np
@@ -20,7 +26,6 @@ from attnforge.golden.lane import (LaneConfig, LaneParams, auto_config, cycles, 
                                    run_lane)
 from attnforge.golden.numbers import float_to_fx, fx_to_float
 from attnforge.reports import md_table, write_report
-from attnforge.rtl.softmax import softmax_latency
 
 D, SIGMA, M = 64, 0.25, 16
 TS = (128, 512, 2048)
@@ -28,18 +33,18 @@ MODES = ("dense", "0.9", "0.95")
 PHASES = ("project", "estimate", "detect", "scores", "softmax", "av", "stalls")
 
 
-def params_for(t, d=D, rows=32):
-    p = LaneParams(max_t=max(t, 512), d=d, rows=rows, cols=16, est_rows=4, tile=32, tile_m=32,
-                   det_per_beat=32, sm_per_beat=16, det_latency=3 + 9)
-    return LaneParams(**{**p.__dict__, "sm_latency": softmax_latency(p.softmax_format())})
+def params_for(t, d=D, rows=32, schedule="pipelined"):
+    """The issue's lane (latencies from the detector's and softmax's ``latency``)."""
+    return LaneParams(max_t=max(t, 512), d=d, rows=rows, cols=16, est_rows=4, tile=32,
+                      tile_m=32, det_per_beat=32, sm_per_beat=16, schedule=schedule)
 
 
-def one(t, mode, gran, rng_seed=0, rows=32):
+def one(t, mode, gran, rng_seed=0, rows=32, schedule="pipelined"):
     rng = np.random.default_rng(rng_seed)
     # to_fx's step 1 (1/sqrt(d) folded into Q), without golden.attention's T <= 512 check
     q, k, v = (rng.normal(0, 1, (t, D)) for _ in range(3))
     qi, ki, vi = float_to_fx(q / np.sqrt(D), 8), float_to_fx(k, 8), float_to_fx(v, 8)
-    params = params_for(t, rows=rows)
+    params = params_for(t, rows=rows, schedule=schedule)
     pq, pk = int_projection(D, M, seed=1)
     if mode == "dense":
         cfg = LaneConfig(t=t, mode="dense", m=M)
@@ -108,33 +113,18 @@ def fixture_gather():
 
 
 def rtl_points():
-    """RTL v0 (LaneCore, Amaranth simulator, no gaps/stalls) against the model on a T = 32
-    head: dense and 8x8 top-k of 4 blocks (k = 4, 2, 1). Output checked against run_lane."""
-    from attnforge.rtl.lane_core import LaneCore
-    from attnforge.testbench.lane import simulate_core
-    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8,
-                        det_per_beat=1, sm_per_beat=1)
-    rng = np.random.default_rng(18)
-    q, k, v = (rng.normal(0, 1, (32, 8)) for _ in range(3))
-    qi, ki, vi = to_fx(q, k, v, 8)
-    pq, pk = int_projection(8, 2, seed=11)
-    rows, data = [], []
-    for label, mode, kk in (("dense", "dense", 4), ("top-4 of 4", "sparse", 4),
-                            ("top-2 of 4", "sparse", 2), ("top-1 of 4", "sparse", 1)):
-        cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=kk, mode=mode),
-                          qi, ki, pq, pk)
-        ref = run_lane(params, cfg, qi, ki, vi, pq, pk)
-        out, cyc = simulate_core(LaneCore(est_rows=1, rows=3, cols=2, d=8, block=8, max_t=32,
-                                          max_k=16), params, cfg, qi, ki, vi, pq, pk)
-        assert np.array_equal(out, ref.out), label
-        model = cycles(params, cfg, ref)["total"]
-        rows.append([label, float(ref.mask.mean()), cyc, model])
-        data.append({"config": label, "kept": float(ref.mask.mean()), "rtl_cycles": cyc,
-                     "model_cycles": model})
-    for r in rows:
-        r.append(r[2] / rows[0][2])
-    return rows, data
-
+    """The RTL top level (rtl/lane.py, cocotb on Verilator, no gaps/stalls) at the record's
+    first sim point: status cycles per head against the model with the RTL's schedule and
+    the pipelined design's model (outputs checked bit for bit by the bench)."""
+    from attnforge.rtl import unit
+    from attnforge.testbench.runner import measure
+    point = unit("lane").sim[0]
+    figs = measure("lane", point.params, "cycles_vs_model")
+    cyc = figs["cycles"]
+    dense = cyc["dense"]["rtl"]
+    rows = [[label, f["rtl"], f["model_rtl"], f["model_pipelined"], f["rtl"] / dense]
+            for label, f in cyc.items()]
+    return rows, figs
 
 def main():
     cyc, cyc_el, detail = {}, {}, {}
@@ -151,9 +141,11 @@ def main():
             else:
                 cyc_el[str(t)][mode] = r["total"]
     alt = {m: one(2048, m, "32x32", rows=36)["total"] for m in MODES}
+    as_built = {str(t): {m: one(t, m, "32x32", schedule="rtl")["total"] for m in MODES}
+                for t in TS}
     ratio = {t: {m: cyc[t][m] / cyc[t]["dense"] for m in MODES[1:]} for t in cyc}
     ratio_el = {t: {m: cyc_el[t][m] / cyc_el[t]["dense"] for m in MODES[1:]} for t in cyc_el}
-    md = ["# Lane figures — CYCLE MODEL (not yet confirmed by RTL simulation)", "",
+    md = ["# Lane figures — cycle model at the issue's sizes; RTL measured at T = 32", "",
           "d = 64, INT4 estimate, sigma = 0.25 (m = 16), RMMU 32 x 16 split 4 estimate + 28 "
           "compute rows (dense: all 32 compute), query tile 32, detector 32 scores/beat "
           "(top-k), softmax 16 elements/beat. Synthetic Gaussian heads. "
@@ -162,6 +154,12 @@ def main():
           md_table(["T", "dense", "90 %", "95 %", "90 % / dense", "95 % / dense"],
                    [[t, cyc[t]["dense"], cyc[t]["0.9"], cyc[t]["0.95"], ratio[t]["0.9"],
                      ratio[t]["0.95"]] for t in cyc]), "",
+          "The same heads with the schedule the RTL implements today (`schedule=\"rtl\"`: "
+          "projections loaded, a tile's scores, softmax and A·V back to back, dense on the "
+          "compute group): "
+          + "; ".join(f"T = {t}: " + ", ".join(f"{m}: {as_built[t][m]:,}" for m in MODES)
+                      + f" (95 % / dense = {as_built[t]['0.95'] / as_built[t]['dense']:.3f})"
+                      for t in as_built) + ".", "",
           "Alternative array 36 x 16 (4 estimate + 32 compute rows, so d = 64 is two full "
           "passes), T = 2048: " + ", ".join(f"{m}: {alt[m]:,}" for m in MODES)
           + f" (95 % / dense = {alt['0.95'] / alt['dense']:.3f}).", "",
@@ -193,14 +191,19 @@ def main():
            "fixtures, vs float64 dense)", "",
            md_table(["config", "heads", "mean rel. err", "max rel. err"], acc_rows), ""]
     rtl_rows, rtl = rtl_points()
-    md += ["## RTL v0 points (LaneCore, Amaranth simulator; T = 32, d = 8, 8x8 = tile, INT4 "
-           "m = 2, 1 x 2 estimate + 3 x 2 compute groups, softmax P = 1; output bit-exact)", "",
-           "The model charges the projection GEMMs (not run by v0) and a pipelined tile "
-           "schedule; v0 runs tile phases back to back (docs/lane.md).", "",
-           md_table(["config", "kept", "RTL cycles", "model cycles", "RTL / RTL dense"],
-                    rtl_rows), ""]
+    p = rtl["params"]
+    md += [f"## RTL top level, measured (rtl/lane.py, cocotb on Verilator, no gaps/stalls; "
+           f"T = {p['max_t']}, d = {p['d']}, {p['rows']} x {p['cols']} RMMU split "
+           f"{p['est_rows']} + {p['rows'] - p['est_rows']}, {p['block']}x{p['block']} blocks = "
+           f"the query tile, m = 2; output bit-exact)", "",
+           "`model (rtl)`: `cycles()` with `schedule=\"rtl\"` (asserted equal by the bench); "
+           "`model (pipelined)`: the design's schedule (projections on chip, softmax hidden "
+           "behind the next tile's scores, dense on all rows).", "",
+           md_table(["config", "RTL cycles", "model (rtl)", "model (pipelined)",
+                     "RTL / RTL dense"], rtl_rows), ""]
     write_report("lane_bench", "\n".join(md),
                  {"model": True, "rtl_confirmed": False, "cycles": cyc,
+                  "cycles_rtl_schedule": as_built,
                   "cycles_element": cyc_el, "cycles_2048_rows36": alt, "ratio": ratio, "ratio_element": ratio_el,
                   "detail": detail, "fixture_gather_element": gath, "accuracy": acc,
                   "rtl_points": rtl})

@@ -46,7 +46,7 @@ from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
-           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu"]
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -69,7 +69,12 @@ class LaneParams:
     tile         query tile Bq (rows per tile; a multiple of the largest block used)
     tile_m       RMMU accumulator depth      frac_bits / prob_frac / score_bits  formats
     det_per_beat, sm_per_beat                detector / softmax elements per beat
-    det_latency, sm_latency                  documented latencies (cycles, per tile)
+    det_latency, sm_latency                  latencies (cycles, per tile); None (default):
+                                             the units' own ``latency`` properties
+                                             (:attr:`det_lat`, :attr:`sm_lat`)
+    schedule     "pipelined" (the design's tile schedule, docs/lane.md section 3) or "rtl"
+                 (the RTL top level as built: projections loaded, a tile's scores, softmax
+                 and A·V back to back; :func:`cycles` then equals the RTL's status cycles)
     """
     max_t: int = 64
     d: int = 8
@@ -83,8 +88,9 @@ class LaneParams:
     score_bits: int = 8
     det_per_beat: int = 8
     sm_per_beat: int = 4
-    det_latency: int = 12
-    sm_latency: int = 12
+    det_latency: int | None = None
+    sm_latency: int | None = None
+    schedule: str = "pipelined"
 
     def __post_init__(self):
         _check(2 <= self.max_t <= 4096, "max_t", self.max_t, "in [2, 4096]")
@@ -93,6 +99,23 @@ class LaneParams:
         _check(1 <= self.est_rows < self.rows, "est_rows", self.est_rows,
                f"in [1, {self.rows - 1}]")
         _check(1 <= self.tile <= self.max_t, "tile", self.tile, f"in [1, {self.max_t}]")
+        _check(self.schedule in ("pipelined", "rtl"), "schedule", self.schedule,
+               "pipelined or rtl")
+
+    @property
+    def det_lat(self):
+        """Detector latency: ``det_latency`` or the top-k latency of the RTL detector
+        (:attr:`attnforge.rtl.detector.Detector.latency`: 3 + ``score_bits`` + 1)."""
+        return self.det_latency if self.det_latency is not None else self.score_bits + 4
+
+    @property
+    def sm_lat(self):
+        """Softmax latency: ``sm_latency`` or the RTL softmax's for this format
+        (:func:`attnforge.rtl.softmax.softmax_latency`)."""
+        if self.sm_latency is not None:
+            return self.sm_latency
+        from ..rtl.softmax import softmax_latency
+        return softmax_latency(self.softmax_format())
 
     @property
     def comp_rows(self):
@@ -174,6 +197,34 @@ class LaneConfig:
                    granularity=gran, k=keep_count(-(-t // c), head.sparsity), **kw)
 
 
+def rtl_error(cfg, *, max_t, max_m, block, keep=None):
+    """Why the RTL top level (:class:`attnforge.rtl.lane.Lane`, generator bounds ``max_t``,
+    ``max_m``, ``block``) answers ``cfg`` with an error status (a string), or None: the checks
+    its ``cfg`` stream applies, in this order, to the fields it carries (docs/lane.md section 5).
+    The RTL runs the subset of :meth:`LaneConfig.error` that it implements: BxB blocks equal
+    to the query tile, top-k, no HB-BSSA, no keep-list (those raise an error here and there).
+    The testbench predicts every error response with this function."""
+    checks = (
+        (1 <= cfg.t <= max_t, "t", cfg.t, f"in [1, {max_t}]"),
+        (cfg.t % block == 0, "t", cfg.t, f"a multiple of the block {block}"),
+        (cfg.est_bits in _EST_BITS, "est_bits", cfg.est_bits, "2, 4 or 8"),
+        (1 <= cfg.m <= max_m, "m", cfg.m, f"in [1, {max_m}]"),
+        (0 <= cfg.est_shift <= 63, "est_shift", cfg.est_shift, "in [0, 63]"),
+    )
+    sparse = (
+        (cfg.select == "topk", "select", cfg.select, "topk (threshold: not in the RTL yet)"),
+        (cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
+         f"{block}x{block} (the query tile)"),
+        (1 <= cfg.k <= cfg.t // block, "k", cfg.k, f"in [1, {cfg.t // block}]"),
+        (cfg.int8_bound is None, "int8_bound", cfg.int8_bound, "None (HB-BSSA: not in the RTL)"),
+        (keep is None, "keep-list", keep, "None (token pruning: not in the RTL)"),
+    )
+    for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
+        if not ok:
+            return f"{name} must be {legal}, not {value!r}"
+    return None
+
+
 @dataclass
 class LaneResult:
     out: np.ndarray                  # (T, d) FX16
@@ -228,10 +279,15 @@ def auto_config(params, cfg, qi, ki, pq, pk, keep=None):
                        k8_shift=fit_shift(kk, 8))
 
 
-def _estimate(params, cfg, qi, kk, pq, pk):
+def project(cfg, qi, kk, pq, pk):
+    """``(Q~, K~)``: the projected, INTp-requantized queries and (kept) keys the estimate
+    multiplies (``requantize(qi pq, q_shift, p)``, ``requantize(kk pk, k_shift, p)``)."""
     p = cfg.est_bits
-    qt = requantize(qi @ pq, cfg.q_shift, p)
-    kt = requantize(kk @ pk, cfg.k_shift, p)
+    return requantize(qi @ pq, cfg.q_shift, p), requantize(kk @ pk, cfg.k_shift, p)
+
+
+def _estimate(params, cfg, qi, kk, pq, pk):
+    qt, kt = project(cfg, qi, kk, pq, pk)
     return requantize(qt @ kt.T, cfg.est_shift, params.score_bits)
 
 
@@ -380,7 +436,9 @@ def cycles(params, cfg, result):
     t, d = result.out.shape
     tk = len(result.keys)
     dense = cfg.mode == "dense"
-    e_rows, c_rows = (0, params.rows) if dense else (params.est_rows, params.comp_rows)
+    rtl = params.schedule == "rtl"            # the RTL's dense mode keeps the two groups
+    e_rows, c_rows = (0, params.rows) if dense and not rtl else \
+        (params.est_rows, params.comp_rows)
     row0 = e_rows
     fx, c, tm = Precision.FX16, params.cols, params.tile_m
     tiles = range(0, t, params.tile)
@@ -391,7 +449,7 @@ def cycles(params, cfg, result):
     if dense:
         proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
     else:
-        proj = (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
+        proj = 0 if rtl else (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
                 + descriptor_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0))
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
@@ -420,8 +478,11 @@ def cycles(params, cfg, result):
         smax.append(int(np.maximum(1, -(-kept_rows // params.sm_per_beat)).sum()))
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
-    total = _pipeline(n_tiles, est, det, params.det_latency, scores, smax, params.sm_latency,
-                      av, proj)
+    if rtl:
+        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c))
+    else:
+        total = _pipeline(n_tiles, est, det, params.det_lat, scores, smax, params.sm_lat,
+                          av, proj)
     phases = {"project": proj, "estimate": sum(est), "detect": sum(det),
               "scores": sum(scores), "softmax": sum(smax), "av": sum(av)}
     phases["stalls"] = total - proj - phases["scores"] - phases["av"]
@@ -435,6 +496,29 @@ def cycles(params, cfg, result):
     return {"total": int(total), "phases": phases, "utilization": util,
             "kept_fraction": float(rows_mask.mean()),
             "gathered_fraction": float(sum(gb * rq for gb, rq in zip(g, bq)) / (t * tk))}
+
+
+#: RTL top level (``schedule="rtl"``), measured on rtl/lane.py (docs/lane.md section 7):
+#: cycles from TILES to the first tile command; from the estimate's end to the first gathered
+#: tile (pool, packer, detector ingest, gather); per tile beyond the descriptors, the softmax
+#: rows and its latency; after the last A·V beat (the O buffer plays the tile out).
+RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
+
+
+def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt):
+    """The RTL top level's schedule: the front (estimate -> detector) runs ahead, tile by tile;
+    the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
+    cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
+    row), then the A·V descriptor; the O buffer plays the last tile out (``Bq`` rows of
+    ``ceil(d / cols)`` beats)."""
+    ready, e_end, end = [], 0, RTL_START
+    for e in est:
+        e_end += e
+        ready.append(RTL_START if dense else e_end + params.det_lat + RTL_DETECT)
+    for b in range(len(g)):
+        sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE
+        end = max(end, ready[b]) + scores[b] + sm + av[b]
+    return end + bq[-1] * n_nt + RTL_DRAIN
 
 
 def _int8_select(plan, r, rows, g, tk):

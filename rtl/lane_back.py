@@ -21,47 +21,54 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
-from .rmmu import RMMU, act_layout, result_layout, weight_layout
+from .lane_front import group_port, rmmu_out_bits
 from .lane_scores import ProbBuffer, TileSoftmax
+from .rmmu import act_layout, result_layout, weight_layout
 
 __all__ = ["LaneBack"]
 
 
 class LaneBack(wiring.Component):
-    """Parameters: ``rows``, ``cols`` (the compute group = the whole RMMU here), ``d``,
-    ``bq`` (queries per tile, a multiple of ``cols``, at most ``tile_m``), ``max_t`` (keys;
-    the softmax format's ``max_len``), ``frac_bits``, ``prob_frac``."""
+    """Parameters: ``rows``, ``cols`` (the compute group: ``rows`` PE rows from ``row0``),
+    ``d``, ``bq`` (queries per tile, a multiple of ``cols``, at most ``tile_m``), ``max_t``
+    (keys; the softmax format's ``max_len``), ``frac_bits``, ``prob_frac``, ``row0`` (first row
+    of the group), ``rmmu`` (parameters of the RMMU whose group ``g`` drives; default an array
+    of just these rows). The RMMU is outside (see :class:`attnforge.rtl.lane_front.LaneFront`)."""
 
-    def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, frac_bits=8, prob_frac=12):
+    def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, frac_bits=8, prob_frac=12,
+                 row0=0, rmmu=None):
         self.rows, self.cols, self.d, self.bq, self.max_t = rows, cols, d, bq, max_t
-        self.frac_bits, self.prob_frac = frac_bits, prob_frac
+        self.frac_bits, self.prob_frac, self.row0 = frac_bits, prob_frac, row0
         big = max(max_t, d, bq)
-        self.rmmu = RMMU(rows=rows, cols=cols, groups=1, tile_m=max(bq, 1), max_m=big,
-                         max_k=big, max_n=big)
+        self.rmmu_params = rmmu or dict(rows=rows, cols=cols, tile_m=max(bq, 1), max_m=big,
+                                        max_k=big, max_n=big)
+        self.out_bits = rmmu_out_bits(self.rmmu_params["max_k"])
+        words = self.rmmu_params["rows"]
         self.n_tiles_av = -(-d // cols)
         self.n_tiles_s = -(-bq // cols)
         self.passes_s = -(-d // rows)
         super().__init__({
             "tile": In(stream.Signature(data.StructLayout({"g": range(max_t + 1)}))),
-            "ka": In(stream.Signature(act_layout(rows))),
+            "g": group_port(self.rmmu_params),
+            "ka": In(stream.Signature(act_layout(words))),
             "w": In(stream.Signature(weight_layout(cols))),
-            "o": Out(stream.Signature(result_layout(cols, self.rmmu.out_bits))),
+            "o": Out(stream.Signature(result_layout(cols, self.out_bits))),
         })
 
     def elaborate(self, platform):
         m = Module()
         rows, cols, bq = self.rows, self.cols, self.bq
-        m.submodules.rmmu = rmmu = self.rmmu
-        m.submodules.smax = smax = TileSoftmax(cols=cols, in_bits=rmmu.out_bits, bq=bq,
+        m.submodules.smax = smax = TileSoftmax(cols=cols, in_bits=self.out_bits, bq=bq,
                                                max_g=self.max_t, per_beat=1, max_t=self.max_t,
                                                frac_bits=self.frac_bits,
                                                prob_frac=self.prob_frac)
         ib = max(1, (self.max_t - 1).bit_length())
-        m.submodules.prob = prob = ProbBuffer(rows=rows, nrows=rows, bq=bq, max_g=self.max_t,
+        m.submodules.prob = prob = ProbBuffer(rows=self.rmmu_params["rows"], nrows=rows, bq=bq,
+                                              max_g=self.max_t,
                                               per_beat=1, prob_bits=self.prob_frac + 1,
                                               index_bits=ib, max_tiles=self.n_tiles_av)
-        g_port = rmmu.g[0]
-        wiring.connect(m, wiring.flipped(self.w), g_port.w)
+        g_port = self.g
+        wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g_port.w))
         wiring.connect(m, smax.o, prob.i)
 
         # sequencer: tile -> [scores desc, A.V desc] + softmax / prob buffer commands
@@ -71,16 +78,19 @@ class LaneBack(wiring.Component):
         m.d.comb += self.tile.ready.eq(step == 0)
         with m.If(self.tile.valid & self.tile.ready):
             m.d.sync += [g.eq(self.tile.payload.g), step.eq(1), aux_s.eq(1), aux_p.eq(1)]
-        c = g_port.cmd.payload
-        m.d.comb += [c.row0.eq(0), c.nrows.eq(rows), c.precision.eq(Precision.FX16),
-                     c.requant.eq(1), c.out_fmt.eq(Precision.FX16),
-                     g_port.cmd.valid.eq((step == 1) | (step == 2))]
-        with m.If(step == 1):
-            m.d.comb += [c.m.eq(g), c.k.eq(self.d), c.n.eq(bq), c.shift.eq(self.frac_bits)]
-        with m.Else():
-            m.d.comb += [c.m.eq(bq), c.k.eq(g), c.n.eq(self.d), c.shift.eq(self.prob_frac)]
+        # the descriptor is a register (scores on tile accept, A.V after the scores' issue):
+        # the group's cmd port is never driven by constants (Verilator: ALWNEVER/UNDRIVEN)
+        c = Signal.like(g_port.cmd.payload)
+        m.d.comb += [g_port.cmd.payload.eq(c), g_port.cmd.valid.eq((step == 1) | (step == 2))]
+        with m.If(self.tile.valid & self.tile.ready):
+            m.d.sync += [c.row0.eq(self.row0), c.nrows.eq(rows), c.precision.eq(Precision.FX16),
+                         c.requant.eq(1), c.out_fmt.eq(Precision.FX16),
+                         c.m.eq(self.tile.payload.g), c.k.eq(self.d), c.n.eq(bq),
+                         c.shift.eq(self.frac_bits)]
         with m.If(g_port.cmd.valid & g_port.cmd.ready):
             m.d.sync += step.eq(Mux(step == 1, 2, 3))
+            with m.If(step == 1):
+                m.d.sync += [c.m.eq(bq), c.k.eq(g), c.n.eq(self.d), c.shift.eq(self.prob_frac)]
         m.d.comb += [smax.cmd.valid.eq(aux_s), smax.cmd.payload.g.eq(g),
                      prob.cmd.valid.eq(aux_p), prob.cmd.payload.g.eq(g),
                      prob.cmd.payload.n_tiles.eq(self.n_tiles_av)]

@@ -1,16 +1,19 @@
-"""Lane core v0 (docs/lane.md section 3): one head of BxB-block sparse attention with the
-block = the query tile, from the Q/K/V memories to the output rows, on two RMMUs' worth of
-row groups (the front's estimate group, the back's compute group):
+"""Lane core (docs/lane.md section 3): one head of BxB-block sparse attention with the
+block = the query tile, from the Q/K/V memories to the output rows, on ONE RMMU with two row
+groups (rows ``0 .. est_rows-1``: the front's estimate group; the next ``rows``: the back's
+compute group, ``RMMU(groups=2)``):
 
     tile cmd -> LaneFront (estimate on its RMMU group -> pool -> detector)
              -> gather (detector idx rows -> kept blocks of the tile)
              -> BackFeeder (Q/K/V memories -> a/w beats) -> LaneBack (scores -> softmax -> A·V)
              -> o (the tile's output beats, RMMU o layout)
 
-v0 limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
-tiles) come from outside (the projection GEMMs and their feeder are not built); the front
-and the back are separate RMMU instances (one array with two row groups is the target);
-tiles run one after another; no dense bypass, config check, importance or status yet.
+Limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
+tiles) come in on ``ea``/``ew`` (:class:`attnforge.rtl.lane_est.EstimateFeeder` in the top
+level :class:`attnforge.rtl.lane.Lane` makes them); tiles run one after another. Dense mode
+(``dense = 1``) runs on the compute group only: the feeder's and the probability buffer's pass
+structure (``rows`` per pass) is fixed at elaboration, so the estimate rows cannot join at run
+time without a run-time row count in both (TODO).
 """
 
 from amaranth.hdl import Module, Signal
@@ -20,20 +23,48 @@ from amaranth.lib.wiring import In, Out
 from .lane_back import LaneBack
 from .lane_feed import BackFeeder
 from .lane_front import LaneFront, tile_layout
+from .rmmu import RMMU
 
-__all__ = ["LaneCore"]
+__all__ = ["LaneCore", "WithRMMU"]
+
+
+class WithRMMU(wiring.Component):
+    """A block that drives one RMMU row group through its ``g`` member (LaneFront,
+    LaneBack), with an RMMU of its own (``RMMU(groups=1, **block.rmmu_params)``): every other
+    member of the block is passed through. For testing a half on its own."""
+
+    def __init__(self, block):
+        self.block = block
+        self.rmmu = RMMU(groups=1, **block.rmmu_params)
+        super().__init__({n: v for n, v in block.signature.members.items() if n != "g"})
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.block, m.submodules.rmmu = self.block, self.rmmu
+        wiring.connect(m, self.rmmu.g[0], self.block.g)
+        for name, member in self.signature.members.items():
+            outer, inner = getattr(self, name), getattr(self.block, name)
+            if member.flow == In:
+                wiring.connect(m, wiring.flipped(outer), inner)
+            else:
+                wiring.connect(m, inner, wiring.flipped(outer))
+        return m
 
 
 class LaneCore(wiring.Component):
     def __init__(self, *, est_rows=1, rows=3, cols=2, d=8, block=8, max_t=32, max_k=16,
                  frac_bits=8, prob_frac=12):
         self.block, self.max_t, self.d = block, max_t, d
+        big = max(max_t, d, block, max_k)
+        self.rmmu_params = dict(rows=est_rows + rows, cols=cols, tile_m=block, max_m=big,
+                                max_k=big, max_n=big)
         self.front = LaneFront(est_rows=est_rows, cols=cols, block=block, max_t=max_t,
-                               max_k=max_k, det_per_beat=1)
+                               max_k=max_k, det_per_beat=1, rmmu=self.rmmu_params)
         self.feed = BackFeeder(rows=rows, cols=cols, d=d, bq=block, max_t=max_t, block=block,
-                               tile_m=block)
+                               tile_m=block, words=est_rows + rows)
         self.back = LaneBack(rows=rows, cols=cols, d=d, bq=block, max_t=max_t,
-                             frac_bits=frac_bits, prob_frac=prob_frac)
+                             frac_bits=frac_bits, prob_frac=prob_frac, row0=est_rows,
+                             rmmu=self.rmmu_params)
         super().__init__({
             "load": In(self.feed.load.signature.flip()),
             "tile": In(stream.Signature(tile_layout(max_t, max_k))),
@@ -41,6 +72,8 @@ class LaneCore(wiring.Component):
             "ew": In(self.front.w.signature.flip()),
             "o": Out(self.back.o.signature),
             "dense": In(1),          # run-time: every block kept, no estimate (the baseline)
+            "clear": In(1),          # a new head: first tile at query 0, kept count 0
+            "kept": Out(16),         # kept blocks since the last clear (saturating)
         })
 
     def elaborate(self, platform):
@@ -48,6 +81,9 @@ class LaneCore(wiring.Component):
         m.submodules.front = front = self.front
         m.submodules.feed = feed = self.feed
         m.submodules.back = back = self.back
+        m.submodules.rmmu = rmmu = RMMU(groups=2, **self.rmmu_params)
+        wiring.connect(m, rmmu.g[0], front.g)
+        wiring.connect(m, rmmu.g[1], back.g)
         wiring.connect(m, wiring.flipped(self.load), feed.load)
         # dense: the tile command bypasses the front (no estimate beats are consumed)
         m.d.comb += [front.tile.payload.eq(self.tile.payload),
@@ -78,7 +114,10 @@ class LaneCore(wiring.Component):
             m.d.comb += self.tile.ready.eq(front.tile.ready)
         with m.If(front.idx.valid & ~full):
             with m.If(idx.count != 0):
-                m.d.sync += [blk[nblk].eq(idx.index[0]), nblk.eq(nblk + 1)]
+                m.d.sync += nblk.eq(nblk + 1)
+                for j in range(nmax):                  # blk[nblk] (no case over a wider index)
+                    with m.If(nblk == j):
+                        m.d.sync += blk[j].eq(idx.index[0])
             with m.If(idx.last):
                 m.d.sync += full.eq(1)
         # both consumers take the tile in the same cycle (v0: each is idle between tiles; their
@@ -91,4 +130,8 @@ class LaneCore(wiring.Component):
                      back.tile.payload.g.eq(nblk * self.block)]
         with m.If(go):
             m.d.sync += [full.eq(0), nblk.eq(0), q0.eq(q0 + self.block)]
+            with m.If(self.kept + nblk < (1 << 16)):
+                m.d.sync += self.kept.eq(self.kept + nblk)
+        with m.If(self.clear):
+            m.d.sync += [q0.eq(0), self.kept.eq(0)]
         return m

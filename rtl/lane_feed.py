@@ -28,7 +28,9 @@ __all__ = ["BackFeeder"]
 
 
 class BackFeeder(wiring.Component):
-    def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8):
+    def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8, words=None):
+        # words: activation words per a beat (the whole RMMU's rows; words >= rows are 0)
+        self.words = words or rows
         self.rows, self.cols, self.d, self.bq, self.tile_m = rows, cols, d, bq, tile_m
         self.max_t, self.block = max_t, block
         self.max_blk = max_t // block
@@ -38,7 +40,7 @@ class BackFeeder(wiring.Component):
             "tile": In(stream.Signature(data.StructLayout({
                 "q0": range(max_t), "nblk": range(self.max_blk + 1),
                 "blk": data.ArrayLayout(range(self.max_blk), self.max_blk)}))),
-            "a": Out(stream.Signature(act_layout(rows))),
+            "a": Out(stream.Signature(act_layout(self.words))),
             "w": Out(stream.Signature(weight_layout(cols))),
         })
 

@@ -23,10 +23,26 @@ from amaranth.lib.wiring import In, Out
 from ..golden.numbers import Precision
 from .detector import Detector
 from .lane_pool import GranulePool
-from .rmmu import RMMU, act_layout, weight_layout
+from .rmmu import act_layout, weight_layout
 from .streams import Fork, RowPacker
 
-__all__ = ["LaneFront", "tile_layout"]
+__all__ = ["LaneFront", "tile_layout", "group_port", "rmmu_out_bits"]
+
+
+def rmmu_out_bits(max_k):
+    """:attr:`attnforge.rtl.rmmu.RMMU.out_bits` of an RMMU built for ``max_k``."""
+    from ..golden.rmmu import RMMUModel
+    return RMMUModel(max_k=max_k).out_bits
+
+
+def group_port(rmmu):
+    """The member a block that *drives* one row group of an RMMU built with the parameters
+    ``rmmu`` (a dict: rows, cols, max_m, max_k, max_n) declares: ``Out`` of the group's
+    flipped signature (the block issues ``cmd``/``a``/``w`` and takes ``o``); join it to
+    ``RMMU.g[i]`` with ``wiring.connect``."""
+    from .rmmu import group_signature
+    return Out(group_signature(rmmu["rows"], rmmu["cols"], rmmu["max_m"], rmmu["max_k"],
+                               rmmu["max_n"], rmmu_out_bits(rmmu["max_k"])).flip())
 
 
 def tile_layout(max_t, max_k):
@@ -40,22 +56,27 @@ def tile_layout(max_t, max_k):
 
 
 class LaneFront(wiring.Component):
-    """Parameters: ``est_rows``, ``cols`` (the RMMU, here only the estimate group),
+    """Parameters: ``est_rows``, ``cols`` (the estimate group: rows ``0 .. est_rows-1``),
     ``block`` (B: tile rows and granule width), ``max_t`` (keys), ``max_k`` (projected width),
-    ``score_bits``, ``det_per_beat`` (detector P)."""
+    ``score_bits``, ``det_per_beat`` (detector P), ``rmmu`` (the parameters of the RMMU whose
+    group ``g`` drives: ``rows, cols, tile_m, max_m, max_k, max_n``; default an array of just
+    the estimate rows). The RMMU itself is outside (:class:`attnforge.rtl.lane_core.LaneCore`
+    shares one array between this group and the compute group; :class:`WithRMMU` gives a
+    block its own)."""
 
     def __init__(self, *, est_rows=1, cols=2, block=8, max_t=64, max_k=16, score_bits=8,
-                 det_per_beat=1):
+                 det_per_beat=1, rmmu=None):
         self.est_rows, self.cols, self.block = est_rows, cols, block
         self.max_t, self.max_k, self.score_bits = max_t, max_k, score_bits
         self.det_per_beat = det_per_beat
-        self.rmmu = RMMU(rows=est_rows, cols=cols, groups=1, tile_m=block, max_m=block,
-                         max_k=max_k, max_n=max_t)
+        self.rmmu_params = rmmu or dict(rows=est_rows, cols=cols, tile_m=block, max_m=block,
+                                        max_k=max_k, max_n=max_t)
         self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t // block),
                                  score_bits=score_bits, sched_lanes=1)
         super().__init__({
             "tile": In(stream.Signature(tile_layout(max_t, max_k))),
-            "a": In(stream.Signature(act_layout(est_rows))),
+            "g": group_port(self.rmmu_params),
+            "a": In(stream.Signature(act_layout(self.rmmu_params["rows"]))),
             "w": In(stream.Signature(weight_layout(cols))),
             "mask": Out(self.detector.signature.members["mask"].signature),
             "idx": Out(self.detector.signature.members["idx"].signature),
@@ -64,19 +85,19 @@ class LaneFront(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         b, lanes = self.block, self.cols * 8
-        m.submodules.rmmu = rmmu = self.rmmu
-        m.submodules.pool = pool = GranulePool(lanes=lanes, in_bits=rmmu.out_bits,
+        m.submodules.pool = pool = GranulePool(lanes=lanes,
+                                               in_bits=rmmu_out_bits(self.rmmu_params["max_k"]),
                                                score_bits=self.score_bits, block=b,
                                                max_n=self.max_t)
         m.submodules.pack = pack = RowPacker(lanes // b, self.det_per_beat,
                                              signed(self.score_bits))
         m.submodules.det = det = self.detector
         m.submodules.fork = fork = Fork(tile_layout(self.max_t, self.max_k), 3)
-        g = rmmu.g[0]
+        g = self.g
         wiring.connect(m, wiring.flipped(self.tile), fork.i)
-        wiring.connect(m, wiring.flipped(self.a), g.a)
-        wiring.connect(m, wiring.flipped(self.w), g.w)
-        wiring.connect(m, g.o, pool.i)
+        wiring.connect(m, wiring.flipped(self.a), wiring.flipped(g.a))
+        wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g.w))
+        wiring.connect(m, wiring.flipped(g.o), pool.i)
         wiring.connect(m, pool.o, pack.i)
         wiring.connect(m, det.mask, wiring.flipped(self.mask))
         wiring.connect(m, det.idx, wiring.flipped(self.idx))

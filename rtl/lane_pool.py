@@ -12,9 +12,11 @@ exist), ``last`` on the final N-tile. That is the detector's BxB granule score
 ``T / B`` granules per tile instead of ingesting ``B x T`` scores.
 
 Command (``cmd``, one per tile): ``n`` = keys (1..max_n), ``width`` = ``W`` (valid lanes per
-N-tile beat, a multiple of ``block``, 1..cols*8). A bad command (``n = 0``, ``width`` 0, above
-the lanes or not a multiple of ``block``) is answered with one beat ``count = 0``,
-``last = error = 1`` and consumes no input beat.
+N-tile beat, 1..cols*8, a multiple of ``block`` -- or a power of two below it: then a granule
+spans ``block / W`` consecutive N-tiles, e.g. an INT8 estimate on 2 columns has ``W = 4``, and
+one single-granule beat leaves after its last N-tile). A bad command (``n = 0``, ``width`` 0,
+above the lanes, neither a multiple nor a power-of-two divisor of ``block``) is answered with
+one beat ``count = 0``, ``last = error = 1`` and consumes no input beat.
 
 Timing: an input beat is taken every cycle the output register is free or being emptied;
 the granule beat of an N-tile is registered in the cycle after its last row arrives (latency 1).
@@ -77,14 +79,19 @@ class GranulePool(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
 
         c = self.cmd.payload
+        narrow = (c.width < b) & ((c.width & (c.width - 1)) == 0)     # W divides B
         m.d.comb += bad.eq((c.n == 0) | (c.width == 0) | (c.width > self.lanes)
-                           | (c.width[:lb] != 0 if lb else 0))
+                           | ((c.width[:lb] != 0) & ~narrow if lb else 0))
+        sub = Signal(range(b + 1))                      # N-tiles of the granule so far (W < B)
+        subs = Signal(range(b + 1))                     # N-tiles per granule: B / W (W < B)
+        m.d.comb += subs.eq(Mux(width < b, b // Mux(width == 0, 1, width), 1))
         m.d.comb += self.cmd.ready.eq(~busy & ~bad_pending & out_free)
         with m.If(self.cmd.valid & self.cmd.ready):
             with m.If(bad):
                 m.d.sync += bad_pending.eq(1)
             with m.Else():
-                m.d.sync += [busy.eq(1), width.eq(c.width), left.eq(c.n), row.eq(0)]
+                m.d.sync += [busy.eq(1), width.eq(c.width), left.eq(c.n), row.eq(0),
+                             sub.eq(0)]
         with m.If(bad_pending & out_free):
             m.d.sync += [self.o.valid.eq(1), self.o.payload.count.eq(0),
                          self.o.payload.last.eq(1), self.o.payload.error.eq(1),
@@ -103,17 +110,23 @@ class GranulePool(wiring.Component):
                     expr = Mux((j < valid) & (x > expr), x, expr)
                 m.d.comb += best.eq(expr)
                 nxt = Signal(signed(sb), name=f"next{g}")
-                m.d.comb += nxt.eq(Mux((row == 0) | (best > acc[g]), best, acc[g]))
+                m.d.comb += nxt.eq(Mux(((row == 0) & (sub == 0)) | (best > acc[g]), best,
+                                       acc[g]))
                 new.append(nxt)
                 m.d.sync += acc[g].eq(nxt)
             with m.If(row == b - 1):
                 last = left <= width
-                m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(last),
-                             self.o.payload.error.eq(0),
-                             self.o.payload.count.eq((valid + b - 1) >> lb),
-                             row.eq(0), left.eq(Mux(last, 0, left - width))]
-                for g in range(g_max):
-                    m.d.sync += self.o.payload.data[g].eq(Mux(g * b < valid, new[g], 0))
+                emit = last | (sub == subs - 1)
+                m.d.sync += [row.eq(0), left.eq(Mux(last, 0, left - width)),
+                             sub.eq(Mux(emit, 0, sub + 1))]
+                with m.If(emit):
+                    m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(last),
+                                 self.o.payload.error.eq(0),
+                                 self.o.payload.count.eq(Mux(width < b, 1,
+                                                             (valid + b - 1) >> lb))]
+                    for g in range(g_max):
+                        m.d.sync += self.o.payload.data[g].eq(
+                            Mux((g * b < valid) | ((g == 0) & (width < b)), new[g], 0))
                 with m.If(last):
                     m.d.sync += busy.eq(0)
             with m.Else():

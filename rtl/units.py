@@ -4,7 +4,7 @@ The records themselves live beside their classes (``UNIT`` / ``UNITS`` at the en
 module); this module only lists them, so adding a unit is one line here.
 """
 
-from . import (detector, mac, progressive_quant, rmmu, softmax, sparse_softmax, topk, topk_bitonic,
+from . import (detector, lane, mac, progressive_quant, rmmu, softmax, sparse_softmax, topk, topk_bitonic,
                topk_quickselect)
 
 __all__ = ["UNITS", "unit", "build"]
@@ -19,6 +19,7 @@ UNITS = {u.name: u for u in (
     rmmu.UNIT,
     progressive_quant.UNIT,
     sparse_softmax.UNIT,
+    lane.UNIT,
 )}
 
 

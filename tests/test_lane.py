@@ -268,7 +268,7 @@ def _pool_run(pool, cmds, beats, n_out, rng, gaps=0.3, stalls=0.3):
     return out
 
 
-@pytest.mark.parametrize("block,width", [(4, 8), (8, 8), (2, 4)])
+@pytest.mark.parametrize("block,width", [(4, 8), (8, 8), (2, 4), (8, 4), (8, 2)])
 def test_granule_pool_matches_detector_granules(block, width):
     import random
     from attnforge.golden.detector import granule_scores
@@ -290,16 +290,19 @@ def test_granule_pool_matches_detector_granules(block, width):
                 seg = est[r, nt * width:(nt + 1) * width]
                 lanesv[:len(seg)] = seg
                 tile_beats.append({"lanes": [int(x) for x in lanesv], "last": 0, "error": 0})
+            if (nt + 1) % max(1, block // width) and nt != n_t - 1:
+                continue                       # W < B: a granule spans B / W N-tiles
             g0 = nt * width // block
-            cnt = -(-min(width, n - nt * width) // block)
+            cnt = -(-min(width, n - nt * width) // block) if width >= block else 1
             data = [int(x) for x in g_all[g0:g0 + cnt]] + [0] * (lanes // block - cnt)
             want.append((data, cnt, int(nt == n_t - 1), 0))
         beats.append(tile_beats)
-        expect += want
+        expect.append(want)
     # a bad command: width not a multiple of the block (or 0): one error beat, nothing consumed
     cmds.insert(1, {"n": 5, "width": 0})
     beats.insert(1, [])
-    expect.insert(len(beats[0]) // block, ([0] * (lanes // block), 0, 1, 1))
+    expect.insert(1, [([0] * (lanes // block), 0, 1, 1)])
+    expect = [x for want in expect for x in want]
     got = _pool_run(pool, cmds, beats, len(expect), prng)
     assert got == expect
 
@@ -330,6 +333,7 @@ def test_lane_front_estimate_and_detect_bit_exact():
     from amaranth.sim import Simulator
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.lane_front import LaneFront
     from attnforge.testbench import quick
     params = LaneParams(max_t=32, d=8, rows=2, cols=2, est_rows=1, tile=8)
@@ -349,7 +353,7 @@ def test_lane_front_estimate_and_detect_bit_exact():
         a_items += [{"data": [int(x) for x in row]} for row in model.a_beats(d1, a)]
         w_items += [{"data": [[int(x) for x in t] for t in beat]} for beat in model.w_beats(d1, b)]
         want.append(sum(1 << j for j in range(4) if plan.mask[b0, 8 * j]))
-    dut = LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1)
+    dut = WithRMMU(LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1))
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     prng = random.Random(3)
@@ -381,6 +385,7 @@ def test_lane_front_cycles_match_model():
     from amaranth.sim import Simulator
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.lane_front import LaneFront
     from attnforge.testbench import quick
     params = LaneParams(max_t=32, d=8, rows=2, cols=2, est_rows=1, tile=8, tile_m=8)
@@ -398,7 +403,7 @@ def test_lane_front_cycles_match_model():
                           "k_keep": cfg.k})
             a_items += [{"data": [int(x) for x in r]} for r in model.a_beats(d1, a)]
             w_items += [{"data": [[int(x) for x in t] for t in w]} for w in model.w_beats(d1, b)]
-    dut = LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1)
+    dut = WithRMMU(LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1))
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     prng = random.Random(3)
@@ -420,7 +425,7 @@ def test_lane_front_cycles_match_model():
     per_tile = cycles(params, cfg, plan)["phases"]["estimate"] // len(tiles)
     assert per_tile == gemm_cycles(8, 2, 32, 1, 2, Precision.INT4, 8) + DESC_ISSUE == 38
     assert np.diff(times).tolist() == [per_tile] * (len(tiles) - 1)
-    assert times[0] == per_tile - DESC_ISSUE + params.det_latency + 6
+    assert times[0] == per_tile - DESC_ISSUE + params.det_lat + 6
 
 
 @pytest.mark.parametrize("g", [16, 13, 1])
@@ -606,6 +611,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.testbench import quick
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
@@ -613,7 +619,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     pq, pk = int_projection(8, 2, seed=9)
     cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
     ref, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
-    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
+    dut = WithRMMU(LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32))
     big = 32
     model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=big, max_k=big, max_n=big)
     tiles, ka, w, want = [], [], [], []
@@ -656,11 +662,12 @@ def test_lane_back_cycles_vs_model():
     from attnforge.golden.lane import descriptor_cycles, run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
+    from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.softmax import Softmax
     from attnforge.testbench import quick
-    dut = LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32)
-    sm_latency = Softmax(per_beat=1, max_len=32, in_bits=16, in_frac=dut.frac_bits,
-                         out_frac=dut.prob_frac, index_bits=5).latency
+    dut = WithRMMU(LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32))
+    sm_latency = Softmax(per_beat=1, max_len=32, in_bits=16, in_frac=dut.block.frac_bits,
+                         out_frac=dut.block.prob_frac, index_bits=5).latency
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
     qi, ki, vi = head(rng, 32)
@@ -777,3 +784,120 @@ def test_lane_core_whole_head_bit_exact(mode):
     assert np.array_equal(out, ref.out)
     assert ref.mask.mean() == (0.5 if mode == "sparse" else 1.0)
     assert cyc > 0
+
+
+@pytest.mark.parametrize("bits,m,t", [(8, 8, 32), (4, 3, 29), (2, 8, 21)])
+def test_estimate_feeder_streams_equal_golden_beats(bits, m, t):
+    """Q~/K~ memories -> the estimate descriptor's a and w beats at INT8/4/2 (two tiles, a
+    partial last N-tile, m not a multiple of a pass), equal to RMMUModel.a_beats/w_beats of
+    the golden descriptor, under gaps and stalls."""
+    import random
+    from amaranth.sim import Simulator
+    from attnforge.golden.numbers import value_range
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_est import EstimateFeeder
+    from attnforge.testbench import quick
+    rng = np.random.default_rng(bits + m + t)
+    lo, hi = value_range(bits)
+    qt, kt = (rng.integers(lo, hi + 1, size=(t, m)) for _ in range(2))
+    p = Precision.parse(f"int{bits}")
+    model = RMMUModel(rows=4, cols=2, groups=2, tile_m=8, max_m=32, max_k=32, max_n=32)
+    loads = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]] + [0] * (8 - m)}
+             for tgt, mat in ((0, qt), (1, kt)) for i in range(t)]
+    tiles, want_a, want_w = [], [], []
+    for q0 in (0, 8):
+        d = Descriptor(0, 2, p, 8, m, t, True, Precision.INT8, 0)
+        tiles.append({"q0": q0, "n_keys": t, "m": m, "precision": p})
+        want_a += [[int(x) for x in r] for r in model.a_beats(d, qt[q0:q0 + 8])]
+        want_w += [[[int(x) for x in c] for c in b] for b in model.w_beats(d, kt.T)]
+    dut = EstimateFeeder(est_rows=2, cols=2, block=8, max_t=32, max_m=8, words=4)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(bits)
+    got_a, got_w = [], []
+
+    async def driver(ctx):
+        await quick.source(dut.load, loads, prng, 0.0)(ctx)
+        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
+    sim.add_testbench(driver)
+    sim.add_testbench(quick.sink(dut.a, got_a, len(want_a), prng, 0.2,
+                                 lambda p_: [int(x) for x in p_.data]))
+    sim.add_testbench(quick.sink(dut.w, got_w, len(want_w), prng, 0.2,
+                                 lambda p_: [[int(x) for x in c] for c in p_.data]))
+    sim.add_testbench(quick.watchdog(20000), background=True)
+    sim.run()
+    assert got_a == want_a
+    assert got_w == want_w
+
+
+# -- RTL: the top level (rtl/lane.py) --------------------------------------------------------
+def _top_heads(params, cases, seed=19):
+    """One head per case (LaneConfig fields over 8x8 top-2, INT4, m = 2, T = 32), shifts
+    fitted to the head's data when the configuration is legal."""
+    from attnforge.golden.lane import rtl_error
+    rng = np.random.default_rng(seed)
+    qi, ki, vi = head(rng, 32)
+    pq, pk = int_projection(8, 2, seed=seed)
+    out = []
+    for kw in cases:
+        cfg = LaneConfig(t=32, m=2, granularity="8x8", k=2).replace(**kw)
+        t = min(max(cfg.t, 1), 32)
+        h = (qi[:t], ki[:t], vi[:t], pq, pk)
+        if rtl_error(cfg, max_t=params.max_t, max_m=4, block=params.tile) is None:
+            cfg = auto_config(params, cfg, qi[:t], ki[:t], pq, pk)
+        out.append((cfg, *h))
+    return out
+
+
+def _check_top(dut, heads, results):
+    from attnforge.golden.lane import rtl_error
+    from attnforge.testbench.lane import expected_rows, lane_params
+    params = lane_params(dut)
+    for (cfg, *h), (got, status) in zip(heads, results):
+        bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block)
+        assert status["error"] == int(bad is not None), (cfg, bad)
+        if bad:
+            assert got == [] and status["kept"] == 0
+            continue
+        ref = run_lane(params, cfg, *h)
+        assert got == expected_rows(ref.out, dut.cols), cfg
+        assert status["kept"] * dut.block ** 2 == ref.mask.sum() and status["cycles"] > 0
+
+
+@pytest.mark.parametrize("bad", [dict(t=0), dict(t=40), dict(t=28), dict(est_bits=3),
+                                 dict(m=0), dict(m=5), dict(k=0), dict(k=5),
+                                 dict(granularity="16x16"), dict(select="threshold"),
+                                 dict(int8_bound=10)])
+def test_rtl_error_rejects(bad):
+    """The RTL subset's configuration check (golden side): one line naming the field."""
+    from attnforge.golden.lane import rtl_error
+    cfg = LaneConfig(t=32, m=2, granularity="8x8", k=2).replace(**bad)
+    err = rtl_error(cfg, max_t=32, max_m=4, block=8)
+    assert err and "\n" not in err and next(iter(bad)).split("_")[0] in err
+    assert rtl_error(LaneConfig(t=32, m=2, granularity="8x8", k=2), max_t=32, max_m=4,
+                     block=8) is None
+
+
+def test_lane_top_bad_configs_then_a_head():
+    """Bad configurations (each a field the check rejects) get exactly one error status and
+    consume nothing else; the next head (8x8 top-1, INT2 estimate) is bit-exact."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane()
+    heads = _top_heads(lane_params(dut), [dict(t=40), dict(est_bits=3), dict(k=5),
+                                          dict(granularity="16x16"), dict(int8_bound=9),
+                                          dict(t=24, mode="dense", k=9),
+                                          dict(k=1, est_bits=2)])
+    _check_top(dut, heads, simulate_lane(dut, heads, gaps=0.2, stalls=0.2))
+
+
+@pytest.mark.slow
+def test_lane_top_heads_bit_exact():
+    """Head after head through the top level (cfg -> load -> tiles -> O rows -> status):
+    sparse INT4/INT8 top-2 and top-4 (0 % sparsity), dense, under gaps and stalls."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane()
+    heads = _top_heads(lane_params(dut), [dict(), dict(est_bits=8),
+                                          dict(k=4), dict(mode="dense")], seed=20)
+    _check_top(dut, heads, simulate_lane(dut, heads, gaps=0.2, stalls=0.2))

@@ -1,0 +1,309 @@
+"""The attention lane's top level (unit ``lane``, docs/lane.md): one head of BxB-block dynamic
+sparse attention (DOTA Fig. 14/15) -- or the dense baseline on the same hardware -- from a
+configuration beat and the head's rows to one FX16 output row per query and a status beat.
+
+Composition (every block a Component joined with ``wiring.connect`` where it talks streams)::
+
+    cfg ──> [check] ──error──> status (one beat, error = 1; nothing else consumed)
+    load ──> split ──> LaneCore.load (Q, K, V)        ──┐
+                  └──> EstimateFeeder.load (Q~, K~)     │
+    tile sequencer ──> EstimateFeeder.tile ─a/w─> LaneCore.ea/ew (estimate group, INTp)
+                  └──> LaneCore.tile  (front: estimate -> pool -> detector; gather; feeder;
+                                       back: scores -> softmax -> A·V on the compute group;
+                                       ONE RMMU(groups=2))
+    LaneCore.o ──> RowOut (O tile buffer: RMMU N-tile order -> query rows) ──> o
+    status <── (error, kept blocks, cycles)
+
+Named states (:class:`State`): ``IDLE`` (takes ``cfg``) -> ``LOAD`` (takes ``load`` until a
+beat with ``last``) -> ``TILES`` (issues one tile command per query tile of ``block`` rows to
+the core -- and in sparse mode to the estimate feeder -- and counts output rows) -> ``STATUS``
+(one status beat) -> ``IDLE``; a bad configuration goes ``IDLE`` -> ``ERROR`` (one status
+beat, ``error = 1``) -> ``IDLE``. Reset in any state returns to ``IDLE`` (every register
+resets; memory contents are kept but a new head reloads them).
+
+Configuration check (``cfg``): the RTL side of :func:`attnforge.golden.lane.rtl_error` -- t
+in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``;
+sparse mode also: top-k (``select = 0``), granularity code = the block's (BxB = the query
+tile), ``k`` in ``[1, t / block]``, ``int8_bound = 0`` (HB-BSSA not built), ``prune = 0``
+(keep-list not built).
+
+Limits (docs/lane.md TODO): the projections ``Q~ = requant(Q P_q)``, ``K~ = requant(K P_k)``
+are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no importance
+output.
+
+Timing: ``status.cycles`` counts from the cycle after the ``load`` beat with ``last`` to the
+cycle the last output row's last beat is taken (the head's compute time, loads excluded).
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, enum, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..golden.detector import Gran
+from ..golden.numbers import Precision
+from .lane_core import LaneCore
+from .lane_est import EstimateFeeder
+from .lane_front import rmmu_out_bits
+from .rmmu import result_layout
+from .streams import RowLayout
+from .unit import Param, Range, Ref, SimPoint, Synth, Unit
+
+__all__ = ["Lane", "RowOut", "State", "Target", "cfg_layout", "load_layout", "status_layout",
+           "BLOCK_GRAN"]
+
+#: The detector granularity code of each block size the lane can run (BxB = the query tile).
+BLOCK_GRAN = {8: Gran.BLK8, 16: Gran.BLK16, 32: Gran.BLK32}
+
+
+class State(enum.Enum, shape=3):
+    IDLE = 0
+    LOAD = 1
+    TILES = 2
+    STATUS = 3
+    ERROR = 4
+
+
+class Target(enum.Enum, shape=3):
+    """``load.target``: which memory a row goes to."""
+    Q = 0
+    K = 1
+    V = 2
+    Q_PROJ = 3      # Q~ row: INTp values in the low 8 bits of the first m elements
+    K_PROJ = 4      # K~ row
+    KEEP = 5        # keep-list (token pruning): rejected at configuration for now
+
+
+def _tbits(max_t):
+    return max_t.bit_length() + 1            # t and k can exceed max_t (checked, not wrapped)
+
+
+def cfg_layout(max_t, max_m):
+    """Payload of ``cfg`` (docs/lane.md section 5)."""
+    return data.StructLayout({
+        "t": unsigned(_tbits(max_t)), "dense": 1, "est_bits": 4,
+        "m": unsigned(max_m.bit_length() + 1), "est_shift": 6, "select": 1,
+        "k": unsigned(_tbits(max_t)), "threshold": signed(9), "gran": 3,
+        "int8_bound": 16, "prune": 1})
+
+
+def load_layout(max_t, d):
+    """Payload of ``load``: one row of ``d`` FX16 values for ``target`` at ``addr``; ``last``
+    ends the LOAD phase."""
+    return data.StructLayout({"target": Target, "addr": range(max_t),
+                              "row": data.ArrayLayout(signed(16), d), "last": 1})
+
+
+def status_layout():
+    """Payload of `status`: error, kept blocks, cycles (docs/lane.md section 5)."""
+    return data.StructLayout({"error": 1, "kept": 16, "cycles": 32})
+
+
+class RowOut(wiring.Component):
+    """O tile buffer: the A·V output beats of one query tile (RMMU order: for each N-tile of
+    ``cols`` columns, one beat per query, lane ``j`` = ``O[q, nt*cols + j]``, requantized to
+    FX16 by the RMMU) -> one row per query on ``o`` (``cols`` values per beat, ``index`` = the
+    column, ``count`` = the columns of that beat, ``last`` on the row's last beat).
+
+    One memory of ``bq * ceil(d/cols)`` words; it takes a whole tile (one beat per cycle, until
+    the RMMU's ``last``), then plays it out (one beat per cycle, held while stalled) -- while
+    the core computes the next tile's scores, so it costs no cycles unless ``o`` stalls."""
+
+    def __init__(self, *, cols=2, d=8, bq=8, in_bits=36):
+        self.cols, self.d, self.bq, self.in_bits = cols, d, bq, in_bits
+        self.n_nt = -(-d // cols)
+        self.layout = RowLayout(cols, signed(16), max(1, (d - 1).bit_length()))
+        super().__init__({
+            "i": In(stream.Signature(result_layout(cols, in_bits))),
+            "o": Out(stream.Signature(self.layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        cols, bq, nn = self.cols, self.bq, self.n_nt
+        mem = Memory(shape=16 * cols, depth=bq * nn, init=[])
+        m.submodules.mem = mem
+        wp, rp = mem.write_port(), mem.read_port()
+        reading = Signal()
+        wq, wnt = Signal(range(bq)), Signal(range(nn))
+        m.d.comb += [self.i.ready.eq(~reading), wp.addr.eq(wq * nn + wnt),
+                     wp.data.eq(Cat(*[self.i.payload.lanes[j][:16] for j in range(cols)])),
+                     wp.en.eq(self.i.valid & ~reading)]
+        with m.If(self.i.valid & ~reading):
+            m.d.sync += wq.eq(Mux(wq == bq - 1, 0, wq + 1))
+            with m.If(wq == bq - 1):
+                m.d.sync += wnt.eq(Mux(wnt == nn - 1, 0, wnt + 1))
+            with m.If(self.i.payload.last):
+                m.d.sync += [reading.eq(1), wq.eq(0), wnt.eq(0)]
+        rq, rnt = Signal(range(bq)), Signal(range(nn))
+        pend, nt_p, done = Signal(), Signal(range(nn)), Signal()
+        issue = reading & ~done & (~pend | self.o.ready)
+        m.d.comb += [rp.addr.eq(rq * nn + rnt), rp.en.eq(issue | ~pend)]
+        with m.If(pend & self.o.ready):
+            m.d.sync += pend.eq(0)
+            with m.If(done):
+                m.d.sync += [done.eq(0), reading.eq(0)]
+        with m.If(issue):
+            m.d.sync += [pend.eq(1), nt_p.eq(rnt), rnt.eq(Mux(rnt == nn - 1, 0, rnt + 1))]
+            with m.If(rnt == nn - 1):
+                m.d.sync += rq.eq(Mux(rq == bq - 1, 0, rq + 1))
+                with m.If(rq == bq - 1):
+                    m.d.sync += done.eq(1)
+        words = data.ArrayLayout(signed(16), cols)(rp.data)
+        count = Signal(range(cols + 1))
+        m.d.comb += [count.eq(Mux(nt_p == nn - 1, self.d - (nn - 1) * cols, cols)),
+                     self.o.valid.eq(pend), self.o.payload.count.eq(count),
+                     self.o.payload.last.eq(nt_p == nn - 1), self.o.payload.error.eq(0)]
+        for j in range(cols):
+            m.d.comb += [self.o.payload.data[j].eq(Mux(j < count, words[j], 0)),
+                         self.o.payload.index[j].eq(Mux(j < count, nt_p * cols + j, 0))]
+        return m
+
+
+class Lane(wiring.Component):
+    """One head of dynamic sparse attention (module docstring). Generator parameters (the
+    run-time configuration's bounds): ``max_t`` (longest head), ``d`` (head dimension),
+    ``max_m`` (largest projected width), ``rows`` / ``cols`` (the RMMU), ``est_rows`` (its
+    estimate group; the compute group is the other ``rows - est_rows``), ``block`` (the query
+    tile = the BxB block), ``frac_bits`` / ``prob_frac`` (FX16 and probability formats)."""
+
+    def __init__(self, *, max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8,
+                 frac_bits=8, prob_frac=12):
+        self.record.validate(max_t=max_t, d=d, max_m=max_m, rows=rows, cols=cols,
+                             est_rows=est_rows, block=block, frac_bits=frac_bits,
+                             prob_frac=prob_frac)
+        self.max_t, self.d, self.max_m, self.rows, self.cols = max_t, d, max_m, rows, cols
+        self.est_rows, self.block = est_rows, block
+        self.frac_bits, self.prob_frac = frac_bits, prob_frac
+        self.core = LaneCore(est_rows=est_rows, rows=rows - est_rows, cols=cols, d=d,
+                             block=block, max_t=max_t, max_k=max_m, frac_bits=frac_bits,
+                             prob_frac=prob_frac)
+        self.est = EstimateFeeder(est_rows=est_rows, cols=cols, block=block, max_t=max_t,
+                                  max_m=max_m, words=rows)
+        self.out = RowOut(cols=cols, d=d, bq=block,
+                          in_bits=rmmu_out_bits(self.core.rmmu_params["max_k"]))
+        super().__init__({
+            "cfg": In(stream.Signature(cfg_layout(max_t, max_m))),
+            "load": In(stream.Signature(load_layout(max_t, d))),
+            "o": Out(stream.Signature(self.out.layout)),
+            "status": Out(stream.Signature(status_layout())),
+        })
+
+    @property
+    def out_layout(self):
+        return self.out.layout
+
+    def config_error(self, c):
+        """The configuration check on a ``cfg`` payload ``c`` (an expression; see the module
+        docstring and :func:`attnforge.golden.lane.rtl_error`)."""
+        t_bad = (c.t == 0) | (c.t > self.max_t) | (c.t % self.block != 0)
+        bits_bad = (c.est_bits != 2) & (c.est_bits != 4) & (c.est_bits != 8)
+        m_bad = (c.m == 0) | (c.m > self.max_m)
+        gran = BLOCK_GRAN.get(self.block)
+        gran_bad = (c.gran != gran) if gran is not None else 1
+        sparse_bad = (c.select != 0) | gran_bad | (c.k == 0) | \
+            (c.k > c.t // self.block) | (c.int8_bound != 0) | c.prune
+        return t_bad | bits_bad | m_bad | (~c.dense & sparse_bad)
+
+    def elaborate(self, platform):
+        m = Module()
+        m.submodules.core = core = self.core
+        m.submodules.est = est = self.est
+        m.submodules.out = out = self.out
+        wiring.connect(m, est.a, core.ea)
+        wiring.connect(m, est.w, core.ew)
+        wiring.connect(m, core.o, out.i)
+        wiring.connect(m, out.o, wiring.flipped(self.o))
+
+        state = Signal(State)
+        cfg = Signal(cfg_layout(self.max_t, self.max_m))
+        prec = Signal(Precision)
+        m.d.comb += prec.eq(Mux(cfg.est_bits == 8, Precision.INT8,
+                                Mux(cfg.est_bits == 4, Precision.INT4, Precision.INT2)))
+        m.d.comb += core.dense.eq(cfg.dense)
+        cycles = Signal(32)
+        rows_out = Signal(range(self.max_t + 1))
+        n_tiles = Signal(range(self.max_t + 1))
+        m.d.comb += n_tiles.eq(cfg.t // self.block)
+
+        # ---- IDLE: configuration -----------------------------------------------------------
+        m.d.comb += self.cfg.ready.eq(state == State.IDLE)
+        with m.If(self.cfg.valid & self.cfg.ready):
+            m.d.sync += [cfg.eq(self.cfg.payload), cycles.eq(0), rows_out.eq(0)]
+            m.d.comb += core.clear.eq(1)
+            m.d.sync += state.eq(Mux(self.config_error(self.cfg.payload), State.ERROR,
+                                     State.LOAD))
+
+        # ---- LOAD: split the load stream by target (Q/K/V -> core, Q~/K~ -> est) -------------
+        lp = self.load.payload
+        to_core = lp.target.as_value() < 3
+        to_est = (lp.target == Target.Q_PROJ) | (lp.target == Target.K_PROJ)
+        loading = state == State.LOAD
+        m.d.comb += [
+            core.load.payload.target.eq(lp.target.as_value()[:2]),
+            core.load.payload.addr.eq(lp.addr), core.load.payload.row.eq(lp.row),
+            core.load.valid.eq(self.load.valid & loading & to_core),
+            est.load.payload.target.eq(lp.target == Target.K_PROJ),
+            est.load.payload.addr.eq(lp.addr),
+            est.load.valid.eq(self.load.valid & loading & to_est),
+            self.load.ready.eq(loading & Mux(to_core, core.load.ready,
+                                             Mux(to_est, est.load.ready, 1))),
+        ]
+        for j in range(self.max_m):
+            m.d.comb += est.load.payload.row[j].eq(lp.row[j][:8])
+        with m.If(self.load.valid & self.load.ready & lp.last):
+            m.d.sync += state.eq(State.TILES)
+
+        # ---- TILES: one command per query tile to the core and (sparse) the est. feeder ------
+        c_issued, e_issued = Signal(range(self.max_t + 1)), Signal(range(self.max_t + 1))
+        with m.If(self.cfg.valid & self.cfg.ready):
+            m.d.sync += [c_issued.eq(0), e_issued.eq(0)]
+        tiles = state == State.TILES
+        ct = core.tile.payload
+        m.d.comb += [ct.n.eq(cfg.t), ct.k.eq(cfg.m), ct.precision.eq(prec),
+                     ct.shift.eq(cfg.est_shift), ct.k_keep.eq(cfg.k),
+                     core.tile.valid.eq(tiles & (c_issued < n_tiles))]
+        with m.If(core.tile.valid & core.tile.ready):
+            m.d.sync += c_issued.eq(c_issued + 1)
+        et = est.tile.payload
+        m.d.comb += [et.q0.eq(e_issued * self.block), et.n_keys.eq(cfg.t), et.m.eq(cfg.m),
+                     et.precision.eq(prec),
+                     est.tile.valid.eq(tiles & ~cfg.dense & (e_issued < n_tiles))]
+        with m.If(est.tile.valid & est.tile.ready):
+            m.d.sync += e_issued.eq(e_issued + 1)
+        with m.If(tiles):
+            m.d.sync += cycles.eq(cycles + 1)
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last):
+            m.d.sync += rows_out.eq(rows_out + 1)
+            with m.If(rows_out + 1 == cfg.t):
+                m.d.sync += state.eq(State.STATUS)
+
+        # ---- STATUS / ERROR: one beat -------------------------------------------------------
+        sp = self.status.payload
+        m.d.comb += [self.status.valid.eq((state == State.STATUS) | (state == State.ERROR)),
+                     sp.error.eq(state == State.ERROR),
+                     sp.kept.eq(Mux(state == State.ERROR, 0, core.kept)),
+                     sp.cycles.eq(Mux(state == State.ERROR, 0, cycles))]
+        with m.If(self.status.valid & self.status.ready):
+            m.d.sync += state.eq(State.IDLE)
+        return m
+
+
+UNIT = Unit(
+    "lane", Lane, "one head of dynamic sparse attention: estimate, detect, gathered FX16 "
+    "scores, softmax, A·V on one RMMU with two row groups",
+    (Param("d", Range(1, 256), "head dimension"),
+     Param("max_m", Range(1, Ref("d")), "largest projected width m (estimate K)"),
+     Param("rows", Range(2, 64), "RMMU rows (estimate + compute groups)"),
+     Param("est_rows", Range(1, Ref("rows - 1", lambda p: p["rows"] - 1)),
+           "rows of the estimate group (rows 0 .. est_rows-1)"),
+     Param("cols", Range(1, 64), "RMMU columns"),
+     Param("block", Range(Ref("cols"), Ref("8 * cols", lambda p: 8 * p["cols"]),
+                          multiple_of="cols", pow2=True),
+           "query tile = BxB block (8, 16 or 32 for sparse mode)"),
+     Param("max_t", Range(Ref("block"), 1024, multiple_of="block"), "longest head (tokens)"),
+     Param("frac_bits", Range(0, 15), "fraction bits of the FX16 Q, K, V, scores, O"),
+     Param("prob_frac", Range(1, 15), "fraction bits of the probabilities")),
+    sim=(SimPoint(dict(max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8),
+                  id="t32-d8-4x2"),),
+    synth=Synth(hierarchical=True))

@@ -1,0 +1,203 @@
+"""Estimate feeder of the attention lane (docs/lane.md sections 2 and 4): the ``Q~``/``K~``
+memories -> the ``a`` and ``w`` beats of the estimate descriptor of each query tile,
+``E_b = Q~_b K~^T`` at run-time precision ``p`` (INT8/INT4/INT2, ``n = 16/p`` values per word),
+in ``golden.rmmu`` stream order (one M-tile: ``tile_m >= block``):
+
+* ``a`` (``A = Q~_b``, ``block x m``): for each N-tile ``nt`` of ``W = cols*n`` keys, for each
+  pass ``kp``, for each query ``q`` of the tile: word ``r`` (``r < est_rows``) packs
+  ``Q~[q0+q, (kp*est_rows + r)*n + j]``, ``j < n`` (value ``j`` in bits ``j*p ..``);
+* ``w`` (``B = K~^T``, ``m x T``): for each N-tile, pass, PE row ``r``: word ``i`` of tile ``c``
+  packs ``K~[nt*W + c*n + i, (kp*est_rows + r)*n + j]``, ``j < n``;
+
+zeros beyond ``m`` (dims), beyond ``n_keys`` (keys) and in words ``>= est_rows`` / tile rows
+``>= n``. Memories: ``Q~`` row-major (one projected row of ``max_m`` INT8 containers per
+word); ``K~`` in ``cols*8`` banks by key (bank ``key % (cols*8)``), so every ``w`` beat reads
+each bank once at every precision (``W`` divides ``cols*8``). Rows are written through
+``load`` (``target`` 0 = ``Q~``, 1 = ``K~``, ``row`` = the ``max_m`` values as INT8 containers
+holding INTp values).
+
+Timing: like :class:`attnforge.rtl.lane_feed.BackFeeder` -- each engine issues a synchronous
+read per beat, presents it the next cycle and holds it while stalled: one ``a`` and one ``w``
+beat per cycle. A ``tile`` command (``q0``, ``n_keys``, ``m``, ``precision``) is taken when
+both engines are idle and no load is pending.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+
+from ..golden.numbers import Precision
+from .rmmu import LANES_PER_PE, act_layout, weight_layout
+
+__all__ = ["EstimateFeeder", "EST_PRECISIONS"]
+
+#: Estimate precisions the feeder packs (the lane's ``est_bits`` 8/4/2).
+EST_PRECISIONS = (Precision.INT8, Precision.INT4, Precision.INT2)
+
+
+class EstimateFeeder(wiring.Component):
+    """Parameters: ``est_rows`` (E, the estimate group's rows), ``cols``, ``block`` (queries
+    per tile = the descriptor's M), ``max_t`` (keys), ``max_m`` (projected width), ``words``
+    (activation words per ``a`` beat: the whole RMMU's rows)."""
+
+    def __init__(self, *, est_rows=1, cols=2, block=8, max_t=32, max_m=8, words=None):
+        self.est_rows, self.cols, self.block = est_rows, cols, block
+        self.max_t, self.max_m = max_t, max_m
+        self.words = words or est_rows
+        self.banks = cols * LANES_PER_PE
+        super().__init__({
+            "load": In(stream.Signature(data.StructLayout({
+                "target": 1, "addr": range(max_t),
+                "row": data.ArrayLayout(signed(8), max_m)}))),
+            "tile": In(stream.Signature(data.StructLayout({
+                "q0": range(max_t), "n_keys": range(max_t + 1), "m": range(max_m + 1),
+                "precision": Precision}))),
+            "a": Out(stream.Signature(act_layout(self.words))),
+            "w": Out(stream.Signature(weight_layout(cols))),
+        })
+
+    def _pack(self, row, base, m_dims, p):
+        """Word packing ``row[base*n + j]``, ``j < n = p.lanes`` (p bits each, value ``j`` at
+        bits ``j*p``), zero at dims ``>= m_dims`` (a ``Mux`` chain per value: no case
+        statement over a wide index)."""
+        parts = []
+        for j in range(p.lanes):
+            dim = base * p.lanes + j
+            expr = Const(0, p.bits)
+            for i in range(self.max_m):
+                expr = Mux(dim == i, row[i].as_unsigned()[:p.bits], expr)
+            parts.append(Mux(dim < m_dims, expr, 0))
+        return Cat(*parts)
+
+    def _word(self, m, row, base, m_dims, prec, name):
+        """:meth:`_pack` at run-time precision ``prec`` (one of :data:`EST_PRECISIONS`)."""
+        word = Signal(16, name=name)
+        expr = Const(0, 16)
+        for p in EST_PRECISIONS:
+            expr = Mux(prec == p, self._pack(row, base, m_dims, p), expr)
+        m.d.comb += word.eq(expr)
+        return word
+
+    def elaborate(self, platform):
+        m = Module()
+        E, cols, bq, nb = self.est_rows, self.cols, self.block, self.banks
+        row_bits = 8 * self.max_m
+        depth_b = -(-self.max_t // nb)
+        mq = Memory(shape=row_bits, depth=self.max_t, init=[])
+        mk = [Memory(shape=row_bits, depth=depth_b, init=[]) for _ in range(nb)]
+        m.submodules.mq = mq
+        for b, x in enumerate(mk):
+            m.submodules[f"mk{b}"] = x
+        wq, rq = mq.write_port(), mq.read_port()
+        wk = [x.write_port() for x in mk]
+        rk = [x.read_port() for x in mk]
+
+        busy_a, busy_w = Signal(), Signal()
+        lp = self.load.payload
+        m.d.comb += [self.load.ready.eq(~busy_a & ~busy_w),
+                     wq.addr.eq(lp.addr), wq.data.eq(lp.row.as_value()),
+                     wq.en.eq(self.load.valid & (lp.target == 0))]
+        for b, port in enumerate(wk):
+            m.d.comb += [port.addr.eq(lp.addr // nb), port.data.eq(lp.row.as_value()),
+                         port.en.eq(self.load.valid & (lp.target == 1) & (lp.addr % nb == b))]
+
+        tp = self.tile.payload
+        q0 = Signal.like(tp.q0)
+        n_keys = Signal.like(tp.n_keys)
+        m_dims = Signal.like(tp.m)
+        prec = Signal(Precision)
+        n_lanes = Signal(range(LANES_PER_PE + 1))          # n = 16 / p
+        m.d.comb += n_lanes.eq(Mux(prec == Precision.INT2, 8, Mux(prec == Precision.INT4, 4, 2)))
+        width = Signal(range(nb + 1))                      # W = cols * n keys per N-tile
+        m.d.comb += width.eq(cols * n_lanes)
+        n_nt = Signal(range(self.max_t + 1))
+        passes = Signal(range(self.max_m + 1))
+        m.d.comb += [n_nt.eq((n_keys + width - 1) // width),
+                     passes.eq((m_dims + E * n_lanes - 1) // (E * n_lanes))]
+        m.d.comb += self.tile.ready.eq(~busy_a & ~busy_w & ~self.load.valid)
+        with m.If(self.tile.valid & self.tile.ready):
+            m.d.sync += [q0.eq(tp.q0), n_keys.eq(tp.n_keys), m_dims.eq(tp.m),
+                         prec.eq(tp.precision), busy_a.eq(1), busy_w.eq(1)]
+
+        # ---- engine A: for nt, kp, q: Q~[q0 + q] packed, words r < E -------------------------
+        a_nt, a_kp = Signal(range(self.max_t + 1)), Signal(range(self.max_m + 1))
+        a_q = Signal(range(bq))
+        a_kp_p, a_pend = Signal.like(a_kp), Signal()
+        a_issue = busy_a & (~a_pend | self.a.ready)
+        m.d.comb += [rq.addr.eq(q0 + a_q), rq.en.eq(a_issue | ~a_pend)]
+        with m.If(a_pend & self.a.ready):
+            m.d.sync += a_pend.eq(0)
+        with m.If(a_issue):
+            m.d.sync += [a_pend.eq(1), a_kp_p.eq(a_kp)]
+            with m.If(a_q == bq - 1):
+                m.d.sync += a_q.eq(0)
+                with m.If(a_kp == passes - 1):
+                    m.d.sync += a_kp.eq(0)
+                    with m.If(a_nt == n_nt - 1):
+                        m.d.sync += [a_nt.eq(0), busy_a.eq(0)]
+                    with m.Else():
+                        m.d.sync += a_nt.eq(a_nt + 1)
+                with m.Else():
+                    m.d.sync += a_kp.eq(a_kp + 1)
+            with m.Else():
+                m.d.sync += a_q.eq(a_q + 1)
+        qrow = Signal(data.ArrayLayout(signed(8), self.max_m))
+        m.d.comb += [qrow.eq(rq.data), self.a.valid.eq(a_pend)]
+        for r in range(E):
+            m.d.comb += self.a.payload.data[r].eq(
+                self._word(m, qrow, a_kp_p * E + r, m_dims, prec, f"a_word{r}"))
+
+        # ---- engine W: for nt, kp, r: K~ rows of the N-tile's W keys -----------------------
+        w_nt, w_kp = Signal(range(self.max_t + 1)), Signal(range(self.max_m + 1))
+        w_r = Signal(range(max(E, 2)))                     # (a 1-bit counter when E = 1)
+        w_nt_p, w_kp_p, w_r_p, w_pend = Signal.like(w_nt), Signal.like(w_kp), Signal.like(w_r), \
+            Signal()
+        w_issue = busy_w & (~w_pend | self.w.ready)
+        key0 = Signal(range((self.max_t + nb) * 2))         # first key of the N-tile
+        m.d.comb += key0.eq(w_nt * width)
+        for port in rk:
+            m.d.comb += [port.addr.eq(key0 // nb), port.en.eq(w_issue | ~w_pend)]
+        with m.If(w_pend & self.w.ready):
+            m.d.sync += w_pend.eq(0)
+        with m.If(w_issue):
+            m.d.sync += [w_pend.eq(1), w_nt_p.eq(w_nt), w_kp_p.eq(w_kp), w_r_p.eq(w_r)]
+            with m.If(w_r == E - 1):
+                m.d.sync += w_r.eq(0)
+                with m.If(w_kp == passes - 1):
+                    m.d.sync += w_kp.eq(0)
+                    with m.If(w_nt == n_nt - 1):
+                        m.d.sync += [w_nt.eq(0), busy_w.eq(0)]
+                    with m.Else():
+                        m.d.sync += w_nt.eq(w_nt + 1)
+                with m.Else():
+                    m.d.sync += w_kp.eq(w_kp + 1)
+            with m.Else():
+                m.d.sync += w_r.eq(w_r + 1)
+        m.d.comb += self.w.valid.eq(w_pend)
+        krows = [Signal(data.ArrayLayout(signed(8), self.max_m), name=f"krow{b}")
+                 for b in range(nb)]
+        m.d.comb += [k.eq(port.data) for k, port in zip(krows, rk)]
+        key0_p = Signal.like(key0)
+        m.d.comb += key0_p.eq(w_nt_p * width)
+        off = Signal(range(nb))                             # bank of the N-tile's key 0
+        m.d.comb += off.eq(key0_p % nb)
+        base = w_kp_p * E + w_r_p
+        for c in range(cols):
+            for i in range(LANES_PER_PE):
+                # word i of tile c: key x = c*n + i (per precision); bank off + x
+                expr = Const(0, 16)
+                for p in EST_PRECISIONS:
+                    n = p.lanes
+                    if i >= n:
+                        continue
+                    x = c * n + i
+                    sel = Signal(data.ArrayLayout(signed(8), self.max_m), name=f"k{c}_{i}_{n}")
+                    row = Const(0, row_bits)
+                    for j in range(0, nb, cols * n):          # off is a multiple of W
+                        row = Mux(off == j, krows[j + x].as_value(), row)
+                    m.d.comb += sel.eq(row)
+                    word = self._pack(sel, base, m_dims, p)
+                    expr = Mux((prec == p) & (key0_p + x < n_keys), word, expr)
+                m.d.comb += self.w.payload.data[c][i].eq(expr)
+        return m
