@@ -62,6 +62,7 @@ class State(enum.Enum, shape=3):
     TILES = 2
     STATUS = 3
     ERROR = 4
+    IMPORTANCE = 5
 
 
 class Target(enum.Enum, shape=3):
@@ -186,12 +187,19 @@ class Lane(wiring.Component):
             "cfg": In(stream.Signature(cfg_layout(max_t, max_m))),
             "load": In(stream.Signature(load_layout(max_t, d))),
             "o": Out(stream.Signature(self.out.layout)),
+            "importance": Out(self.core.imp.signature),
             "status": Out(stream.Signature(status_layout())),
         })
 
     @property
     def out_layout(self):
+        """Payload layout of ``o``."""
         return self.out.layout
+
+    @property
+    def imp_layout(self):
+        """Payload layout of ``importance``."""
+        return self.core.importance.out_layout
 
     def config_error(self, c):
         """The configuration check on a ``cfg`` payload ``c`` (an expression; see the module
@@ -214,6 +222,7 @@ class Lane(wiring.Component):
         wiring.connect(m, est.w, core.ew)
         wiring.connect(m, core.o, out.i)
         wiring.connect(m, out.o, wiring.flipped(self.o))
+        wiring.connect(m, core.imp, wiring.flipped(self.importance))
 
         state = Signal(State)
         cfg = Signal(cfg_layout(self.max_t, self.max_m))
@@ -276,7 +285,24 @@ class Lane(wiring.Component):
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += rows_out.eq(rows_out + 1)
             with m.If(rows_out + 1 == cfg.t):
-                m.d.sync += state.eq(State.STATUS)
+                m.d.sync += state.eq(State.IMPORTANCE)
+
+        # ---- importance: cleared while the head loads, emitted after its last row ------------
+        clear_pend, emit_pend = Signal(), Signal()
+        with m.If(self.cfg.valid & self.cfg.ready & ~self.config_error(self.cfg.payload)):
+            m.d.sync += clear_pend.eq(1)
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last & (rows_out + 1 == cfg.t)):
+            m.d.sync += emit_pend.eq(1)
+        ic = core.imp_cmd
+        m.d.comb += [ic.valid.eq(clear_pend | emit_pend), ic.payload.emit.eq(~clear_pend),
+                     ic.payload.n.eq(Mux(clear_pend, self.max_t, cfg.t))]
+        with m.If(ic.valid & ic.ready):
+            with m.If(clear_pend):
+                m.d.sync += clear_pend.eq(0)
+            with m.Else():
+                m.d.sync += emit_pend.eq(0)
+        with m.If(self.importance.valid & self.importance.ready & self.importance.payload.last):
+            m.d.sync += state.eq(State.STATUS)
 
         # ---- STATUS / ERROR: one beat -------------------------------------------------------
         sp = self.status.payload
