@@ -12,11 +12,13 @@ Composition (every block a Component joined with ``wiring.connect`` where it tal
                                        back: scores -> softmax -> A·V on the compute group;
                                        ONE RMMU(groups=2))
     LaneCore.o ──> RowOut (O tile buffer: RMMU N-tile order -> query rows) ──> o
+    LaneCore.imp (column sums of P, Importance) ──> importance
     status <── (error, kept blocks, cycles)
 
 Named states (:class:`State`): ``IDLE`` (takes ``cfg``) -> ``LOAD`` (takes ``load`` until a
 beat with ``last``) -> ``TILES`` (issues one tile command per query tile of ``block`` rows to
-the core -- and in sparse mode to the estimate feeder -- and counts output rows) -> ``STATUS``
+the core -- and in sparse mode to the estimate feeder -- and counts output rows) ->
+``IMPORTANCE`` (the ``T`` column sums of P on ``importance``) -> ``STATUS``
 (one status beat) -> ``IDLE``; a bad configuration goes ``IDLE`` -> ``ERROR`` (one status
 beat, ``error = 1``) -> ``IDLE``. Reset in any state returns to ``IDLE`` (every register
 resets; memory contents are kept but a new head reloads them).
@@ -28,8 +30,8 @@ tile), ``k`` in ``[1, t / block]``, ``int8_bound = 0`` (HB-BSSA not built), ``pr
 (keep-list not built).
 
 Limits (docs/lane.md TODO): the projections ``Q~ = requant(Q P_q)``, ``K~ = requant(K P_k)``
-are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no importance
-output.
+are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no keep-list
+(token pruning) yet.
 
 Timing: ``status.cycles`` counts from the cycle after the ``load`` beat with ``last`` to the
 cycle the last output row's last beat is taken (the head's compute time, loads excluded).
@@ -287,7 +289,8 @@ class Lane(wiring.Component):
             with m.If(rows_out + 1 == cfg.t):
                 m.d.sync += state.eq(State.IMPORTANCE)
 
-        # ---- importance: cleared while the head loads, emitted after its last row ------------
+        # ---- importance: its t words cleared while the head loads (>= 3t load beats), emitted
+        # after the last row
         clear_pend, emit_pend = Signal(), Signal()
         with m.If(self.cfg.valid & self.cfg.ready & ~self.config_error(self.cfg.payload)):
             m.d.sync += clear_pend.eq(1)
@@ -295,7 +298,7 @@ class Lane(wiring.Component):
             m.d.sync += emit_pend.eq(1)
         ic = core.imp_cmd
         m.d.comb += [ic.valid.eq(clear_pend | emit_pend), ic.payload.emit.eq(~clear_pend),
-                     ic.payload.n.eq(Mux(clear_pend, self.max_t, cfg.t))]
+                     ic.payload.n.eq(cfg.t)]
         with m.If(ic.valid & ic.ready):
             with m.If(clear_pend):
                 m.d.sync += clear_pend.eq(0)
