@@ -12,11 +12,13 @@ Composition (every block a Component joined with ``wiring.connect`` where it tal
                                        back: scores -> softmax -> A·V on the compute group;
                                        ONE RMMU(groups=2))
     LaneCore.o ──> RowOut (O tile buffer: RMMU N-tile order -> query rows) ──> o
+    LaneCore.imp (column sums of P, Importance) ──> importance
     status <── (error, kept blocks, cycles)
 
 Named states (:class:`State`): ``IDLE`` (takes ``cfg``) -> ``LOAD`` (takes ``load`` until a
 beat with ``last``) -> ``TILES`` (issues one tile command per query tile of ``block`` rows to
-the core -- and in sparse mode to the estimate feeder -- and counts output rows) -> ``STATUS``
+the core -- and in sparse mode to the estimate feeder -- and counts output rows) ->
+``IMPORTANCE`` (the ``T`` column sums of P on ``importance``) -> ``STATUS``
 (one status beat) -> ``IDLE``; a bad configuration goes ``IDLE`` -> ``ERROR`` (one status
 beat, ``error = 1``) -> ``IDLE``. Reset in any state returns to ``IDLE`` (every register
 resets; memory contents are kept but a new head reloads them).
@@ -28,8 +30,8 @@ tile), ``k`` in ``[1, t / block]``, ``int8_bound = 0`` (HB-BSSA not built), ``pr
 (keep-list not built).
 
 Limits (docs/lane.md TODO): the projections ``Q~ = requant(Q P_q)``, ``K~ = requant(K P_k)``
-are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no importance
-output.
+are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no keep-list
+(token pruning) yet.
 
 Timing: ``status.cycles`` counts from the cycle after the ``load`` beat with ``last`` to the
 cycle the last output row's last beat is taken (the head's compute time, loads excluded).
@@ -62,6 +64,7 @@ class State(enum.Enum, shape=3):
     TILES = 2
     STATUS = 3
     ERROR = 4
+    IMPORTANCE = 5
 
 
 class Target(enum.Enum, shape=3):
@@ -186,12 +189,19 @@ class Lane(wiring.Component):
             "cfg": In(stream.Signature(cfg_layout(max_t, max_m))),
             "load": In(stream.Signature(load_layout(max_t, d))),
             "o": Out(stream.Signature(self.out.layout)),
+            "importance": Out(self.core.imp.signature),
             "status": Out(stream.Signature(status_layout())),
         })
 
     @property
     def out_layout(self):
+        """Payload layout of ``o``."""
         return self.out.layout
+
+    @property
+    def imp_layout(self):
+        """Payload layout of ``importance``."""
+        return self.core.importance.out_layout
 
     def config_error(self, c):
         """The configuration check on a ``cfg`` payload ``c`` (an expression; see the module
@@ -214,6 +224,7 @@ class Lane(wiring.Component):
         wiring.connect(m, est.w, core.ew)
         wiring.connect(m, core.o, out.i)
         wiring.connect(m, out.o, wiring.flipped(self.o))
+        wiring.connect(m, core.imp, wiring.flipped(self.importance))
 
         state = Signal(State)
         cfg = Signal(cfg_layout(self.max_t, self.max_m))
@@ -276,7 +287,25 @@ class Lane(wiring.Component):
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += rows_out.eq(rows_out + 1)
             with m.If(rows_out + 1 == cfg.t):
-                m.d.sync += state.eq(State.STATUS)
+                m.d.sync += state.eq(State.IMPORTANCE)
+
+        # ---- importance: its t words cleared while the head loads (>= 3t load beats), emitted
+        # after the last row
+        clear_pend, emit_pend = Signal(), Signal()
+        with m.If(self.cfg.valid & self.cfg.ready & ~self.config_error(self.cfg.payload)):
+            m.d.sync += clear_pend.eq(1)
+        with m.If(self.o.valid & self.o.ready & self.o.payload.last & (rows_out + 1 == cfg.t)):
+            m.d.sync += emit_pend.eq(1)
+        ic = core.imp_cmd
+        m.d.comb += [ic.valid.eq(clear_pend | emit_pend), ic.payload.emit.eq(~clear_pend),
+                     ic.payload.n.eq(cfg.t)]
+        with m.If(ic.valid & ic.ready):
+            with m.If(clear_pend):
+                m.d.sync += clear_pend.eq(0)
+            with m.Else():
+                m.d.sync += emit_pend.eq(0)
+        with m.If(self.importance.valid & self.importance.ready & self.importance.payload.last):
+            m.d.sync += state.eq(State.STATUS)
 
         # ---- STATUS / ERROR: one beat -------------------------------------------------------
         sp = self.status.payload

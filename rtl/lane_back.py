@@ -24,6 +24,7 @@ from ..golden.numbers import Precision
 from .lane_front import group_port, rmmu_out_bits
 from .lane_scores import ProbBuffer, TileSoftmax
 from .rmmu import act_layout, result_layout, weight_layout
+from .streams import Fork
 
 __all__ = ["LaneBack"]
 
@@ -33,35 +34,41 @@ class LaneBack(wiring.Component):
     ``d``, ``bq`` (queries per tile, a multiple of ``cols``, at most ``tile_m``), ``max_t``
     (keys; the softmax format's ``max_len``), ``frac_bits``, ``prob_frac``, ``row0`` (first row
     of the group), ``rmmu`` (parameters of the RMMU whose group ``g`` drives; default an array
-    of just these rows). The RMMU is outside (see :class:`attnforge.rtl.lane_front.LaneFront`)."""
+    of just these rows), ``tap`` (add the ``p`` output: every probability with its gathered
+    position, for the importance accumulator). The RMMU is outside (see
+    :class:`attnforge.rtl.lane_front.LaneFront`)."""
 
     def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, frac_bits=8, prob_frac=12,
-                 row0=0, rmmu=None):
+                 row0=0, rmmu=None, tap=False):
         self.rows, self.cols, self.d, self.bq, self.max_t = rows, cols, d, bq, max_t
         self.frac_bits, self.prob_frac, self.row0 = frac_bits, prob_frac, row0
+        self.tap = tap
         big = max(max_t, d, bq)
         self.rmmu_params = rmmu or dict(rows=rows, cols=cols, tile_m=max(bq, 1), max_m=big,
                                         max_k=big, max_n=big)
         self.out_bits = rmmu_out_bits(self.rmmu_params["max_k"])
         words = self.rmmu_params["rows"]
+        self.smax = TileSoftmax(cols=cols, in_bits=self.out_bits, bq=bq, max_g=max_t,
+                                per_beat=1, max_t=max_t, frac_bits=frac_bits,
+                                prob_frac=prob_frac)
         self.n_tiles_av = -(-d // cols)
         self.n_tiles_s = -(-bq // cols)
         self.passes_s = -(-d // rows)
-        super().__init__({
+        members = {
             "tile": In(stream.Signature(data.StructLayout({"g": range(max_t + 1)}))),
             "g": group_port(self.rmmu_params),
             "ka": In(stream.Signature(act_layout(words))),
             "w": In(stream.Signature(weight_layout(cols))),
             "o": Out(stream.Signature(result_layout(cols, self.out_bits))),
-        })
+        }
+        if tap:   # every probability as the softmax writes it (gathered position as index):
+            members["p"] = Out(self.smax.o.signature)   # for the importance accumulator
+        super().__init__(members)
 
     def elaborate(self, platform):
         m = Module()
         rows, cols, bq = self.rows, self.cols, self.bq
-        m.submodules.smax = smax = TileSoftmax(cols=cols, in_bits=self.out_bits, bq=bq,
-                                               max_g=self.max_t, per_beat=1, max_t=self.max_t,
-                                               frac_bits=self.frac_bits,
-                                               prob_frac=self.prob_frac)
+        m.submodules.smax = smax = self.smax
         ib = max(1, (self.max_t - 1).bit_length())
         m.submodules.prob = prob = ProbBuffer(rows=self.rmmu_params["rows"], nrows=rows, bq=bq,
                                               max_g=self.max_t,
@@ -69,7 +76,13 @@ class LaneBack(wiring.Component):
                                               index_bits=ib, max_tiles=self.n_tiles_av)
         g_port = self.g
         wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g_port.w))
-        wiring.connect(m, smax.o, prob.i)
+        if self.tap:                 # (a Fork: the tap must be always ready or it stalls A.V)
+            m.submodules.tap = tap = Fork(smax.o.signature.members["payload"].shape, 2)
+            wiring.connect(m, smax.o, tap.i)
+            wiring.connect(m, tap.o[0], prob.i)
+            wiring.connect(m, tap.o[1], wiring.flipped(self.p))
+        else:
+            wiring.connect(m, smax.o, prob.i)
 
         # sequencer: tile -> [scores desc, A.V desc] + softmax / prob buffer commands
         g = Signal(range(self.max_t + 1))

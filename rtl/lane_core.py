@@ -16,13 +16,14 @@ structure (``rows`` per pass) is fixed at elaboration, so the estimate rows cann
 time without a run-time row count in both (TODO).
 """
 
-from amaranth.hdl import Module, Signal
+from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .lane_back import LaneBack
 from .lane_feed import BackFeeder
 from .lane_front import LaneFront, tile_layout
+from .lane_imp import Importance
 from .rmmu import RMMU
 
 __all__ = ["LaneCore", "WithRMMU"]
@@ -64,7 +65,9 @@ class LaneCore(wiring.Component):
                                tile_m=block, words=est_rows + rows)
         self.back = LaneBack(rows=rows, cols=cols, d=d, bq=block, max_t=max_t,
                              frac_bits=frac_bits, prob_frac=prob_frac, row0=est_rows,
-                             rmmu=self.rmmu_params)
+                             rmmu=self.rmmu_params, tap=True)
+        self.importance = Importance(max_t=max_t, prob_bits=prob_frac + 1,
+                                     acc_bits=prob_frac + 1 + max(1, (max_t - 1).bit_length()))
         super().__init__({
             "load": In(self.feed.load.signature.flip()),
             "tile": In(stream.Signature(tile_layout(max_t, max_k))),
@@ -73,6 +76,8 @@ class LaneCore(wiring.Component):
             "o": Out(self.back.o.signature),
             "dense": In(1),          # run-time: every block kept, no estimate (the baseline)
             "clear": In(1),          # a new head: first tile at query 0, kept count 0
+            "imp_cmd": In(self.importance.cmd.signature.flip()),  # importance: clear / emit
+            "imp": Out(self.importance.o.signature),              # the head's column sums
             "kept": Out(16),         # kept blocks since the last clear (saturating)
         })
 
@@ -128,6 +133,24 @@ class LaneCore(wiring.Component):
                      feed.tile.payload.q0.eq(q0), feed.tile.payload.nblk.eq(nblk),
                      feed.tile.payload.blk.eq(blk),
                      back.tile.payload.g.eq(nblk * self.block)]
+        # importance: the back's probabilities (gathered positions) -> keys of the back's tile
+        m.submodules.imp = imp = self.importance
+        wiring.connect(m, wiring.flipped(self.imp_cmd), imp.cmd)
+        wiring.connect(m, imp.o, wiring.flipped(self.imp))
+        cur = Signal.like(blk)                        # the kept blocks of the back's tile
+        with m.If(go):
+            m.d.sync += cur.eq(blk)
+        lb = self.block.bit_length() - 1
+        pos = back.p.payload.index[0]
+        kblk = Signal(range(nmax))
+        sel = cur[0]
+        for j in range(1, nmax):
+            sel = Mux((pos >> lb) == j, cur[j], sel)
+        m.d.comb += [kblk.eq(sel), imp.i.payload.key.eq((kblk << lb) | (pos & (self.block - 1))),
+                     imp.i.payload.p.eq(back.p.payload.data[0]),
+                     imp.i.valid.eq(back.p.valid & (back.p.payload.count != 0)),
+                     back.p.ready.eq(imp.i.ready | (back.p.payload.count == 0))]
+
         with m.If(go):
             m.d.sync += [full.eq(0), nblk.eq(0), q0.eq(q0 + self.block)]
             with m.If(self.kept + nblk < (1 << 16)):

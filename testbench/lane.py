@@ -20,7 +20,7 @@ from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
-           "lane_params", "simulate_lane"]
+           "expected_importance", "lane_params", "simulate_lane"]
 
 
 def lane_params(lane):
@@ -76,10 +76,18 @@ def expected_rows(out, cols):
     return beats
 
 
+def expected_importance(importance):
+    """The ``importance`` beats of a head: one row, a beat per key (``count`` 1, ``index`` =
+    key, ``last`` on the last key)."""
+    n = len(importance)
+    return [{"data": [int(x)], "index": [i], "count": 1, "last": int(i == n - 1), "error": 0}
+            for i, x in enumerate(importance)]
+
+
 def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
     """Run ``heads`` (a list of ``(cfg, qi, ki, vi, pq, pk)``) through ``dut`` (a
     :class:`attnforge.rtl.lane.Lane`) in the Amaranth simulator, one after the other:
-    ``[(o beats as dicts, status dict)]`` per head. A head whose ``rtl_error`` is set is
+    ``[(o beats, status dict, importance beats)]`` per head (beats as dicts). A head whose ``rtl_error`` is set is
     sent as its ``cfg`` beat only (the lane must answer one error status and take nothing
     else)."""
     rng = random.Random(seed)
@@ -98,9 +106,12 @@ def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
                 await quick.source(dut.load, head_loads(cfg, qi, ki, vi, pq, pk), rng,
                                    gaps)(ctx)
             await tasks[0](ctx)
+            imp = []
+            await quick.sink(dut.importance, imp, 0 if bad else cfg.t, rng, stalls,
+                             _beat)(ctx)
             await quick.sink(dut.status, status, 1, rng, stalls, lambda p: {
                 "error": int(p.error), "kept": int(p.kept), "cycles": int(p.cycles)})(ctx)
-            results.append((got, status[0]))
+            results.append((got, status[0], imp))
     sim.add_testbench(run)
     sim.add_testbench(quick.watchdog(limit), background=True)
     sim.run()
@@ -192,8 +203,9 @@ from .kit import Bench, scale  # noqa: E402
 
 class LaneBench(Bench):
     """Sources on ``cfg`` and ``load`` (random gaps), monitors + scoreboards on ``o`` (every
-    output row, against :func:`attnforge.golden.lane.run_lane`) and ``status`` (error and kept
-    blocks; the cycles are recorded). :meth:`play` queues one head: a configuration the RTL
+    output row, against :func:`attnforge.golden.lane.run_lane`), ``importance`` (the head's
+    column sums of P, ``LaneResult.importance``) and ``status`` (error and kept blocks; the
+    cycles are recorded). :meth:`play` queues one head: a configuration the RTL
     rejects (:func:`attnforge.golden.lane.rtl_error`) is sent alone and expects one error
     status and nothing else."""
 
@@ -205,6 +217,7 @@ class LaneBench(Bench):
         self.cfg = self.source("cfg", cfg_layout(u.max_t, u.max_m))
         self.load = self.source("load", load_layout(u.max_t, u.d))
         self.o, self.board = self.sink("o", u.out_layout, self._cmp_row)
+        self.imp, self.iboard = self.sink("importance", u.imp_layout, self._cmp_row)
         self.status, self.sboard = self.sink("status", status_layout(),
                                              self._cmp_status)
         self.cycles = []              # (label, RTL status cycles, model cycles) per head
@@ -240,6 +253,7 @@ class LaneBench(Bench):
         self.cover("est_bits", cfg.est_bits)
         self.cover("kept", cfg.k if cfg.mode == "sparse" else 4)
         self.board.expect_all(expected_rows(ref.out, u.cols))
+        self.iboard.expect_all(expected_importance(ref.importance))
         self.sboard.expect({"error": 0, "kept": kept, "label": label or cfg.mode,
                             "model": cycles(self.params, cfg, ref)["total"],
                             "pipelined": cycles(replace(self.params, schedule="pipelined"),

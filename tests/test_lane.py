@@ -853,14 +853,16 @@ def _check_top(dut, heads, results):
     from attnforge.golden.lane import rtl_error
     from attnforge.testbench.lane import expected_rows, lane_params
     params = lane_params(dut)
-    for (cfg, *h), (got, status) in zip(heads, results):
+    from attnforge.testbench.lane import expected_importance
+    for (cfg, *h), (got, status, imp) in zip(heads, results):
         bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block)
         assert status["error"] == int(bad is not None), (cfg, bad)
         if bad:
-            assert got == [] and status["kept"] == 0
+            assert got == [] and imp == [] and status["kept"] == 0
             continue
         ref = run_lane(params, cfg, *h)
         assert got == expected_rows(ref.out, dut.cols), cfg
+        assert imp == expected_importance(ref.importance), cfg
         assert status["kept"] * dut.block ** 2 == ref.mask.sum() and status["cycles"] > 0
 
 
