@@ -292,3 +292,14 @@ def test_sweep_on_an_existing_scheduler(sandbox):
         out = sweep_run.sweep(parse_spec(TINY.format(name="remote", sample=0)),
                               scheduler=cluster.scheduler_address, progress=False)
     assert out["points"] == 6 and out["ok"] == 5 and out["workers"] == 1
+
+
+def test_committed_default_spec_is_valid():
+    from pathlib import Path
+    from attnforge.sweep.search import search_config
+    from attnforge.sweep.spec import load_spec
+    spec = load_spec(Path(__file__).parent.parent / "sweeps" / "lane.toml")
+    assert spec.name == "lane" and len(spec.points()) == 26
+    assert sweep_run.rtl_sample(spec, spec.points())       # the RTL can run some of them
+    cfg = search_config(spec)
+    assert cfg["generator"]["tile"] == 32 and cfg["workload"]["seq_len"] == 256

@@ -23,7 +23,8 @@ __all__ = ["client", "stream", "Progress", "Log", "error_text"]
 
 def client(scheduler=None, workers=None):
     """A ``distributed.Client`` on ``scheduler`` or on a new ``LocalCluster`` of ``workers``
-    processes (default ``os.cpu_count()``), one thread each. Close it (and its cluster) when
+    processes (default ``os.cpu_count()``), one thread each, its logs silenced below CRITICAL
+    (a failing task is reported in its point's record, not as a worker traceback). Close it (and its cluster) when
     done: ``with client(...) as c:``."""
     from distributed import Client, LocalCluster
     if scheduler:
@@ -32,7 +33,7 @@ def client(scheduler=None, workers=None):
     if n < 1:
         raise ValueError(f"workers must be >= 1, not {n}")
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                           dashboard_address=":0", silence_logs=40)
+                           dashboard_address=":0", silence_logs=50)
     return _Owned(Client(cluster), cluster)
 
 

@@ -36,6 +36,9 @@ FIGURES = ("transistors", "transistors_with_sram", "cells", "ffs", "memory_bits"
            "ecp5_luts", "ecp5_ffs", "ecp5_fmax", "ecp5_error", "verilog_digest", "area_cached",
            "cycles", "cycles_max", "kept_fraction", "head_error", "head_error_max", "int8_fraction",
            "heads", "rtl_cycles", "rtl_model_cycles", "rtl_ratio", "rtl_bit_exact", "seconds")
+#: Dask priorities: the longest tasks first (Yosys, then the RTL simulations) so that they run
+#: side by side on different workers, the quick evaluations fill in; a merge runs when ready.
+PRIORITY = {"merge": 40, "area": 30, "rtl": 20, "evaluate": 10}
 #: Objectives of the Pareto flag (all minimized).
 OBJECTIVES = ("transistors", "cycles", "head_error")
 
@@ -112,11 +115,15 @@ def sweep(spec, *, scheduler=None, workers=None, resume=False, progress=True, cl
         for p in todo:
             g = digest(p["gen"])
             if g not in areas:
-                areas[g] = c.submit(lanepoint.area, p["gen"], spec.area["ecp5"], pure=False)
-            fig = c.submit(_evaluate, p, spec.workload, pure=False)
-            rtl = (c.submit(_rtl, p, spec.workload, spec.rtl_check["cycle_ratio"], pure=False)
+                areas[g] = c.submit(lanepoint.area, p["gen"], spec.area["ecp5"], pure=False,
+                                    priority=PRIORITY["area"])
+            fig = c.submit(_evaluate, p, spec.workload, pure=False,
+                           priority=PRIORITY["evaluate"])
+            rtl = (c.submit(_rtl, p, spec.workload, spec.rtl_check["cycle_ratio"], pure=False,
+                            priority=PRIORITY["rtl"])
                    if p["id"] in checked else None)
-            futures[p["id"]] = c.submit(_merge, p, areas[g], fig, rtl, pure=False)
+            futures[p["id"]] = c.submit(_merge, p, areas[g], fig, rtl, pure=False,
+                                        priority=PRIORITY["merge"])
         by_id = {p["id"]: p for p in todo}
 
         def done(pid, rec, err):

@@ -35,7 +35,7 @@ from ..reports import md_table
 from . import engine, lanepoint
 from .run import out_dir, pareto_flags
 
-__all__ = ["SEARCH_DEFAULTS", "Policy", "reinforce", "search"]
+__all__ = ["SEARCH_DEFAULTS", "Policy", "reinforce", "search_config", "search"]
 
 SEARCH_DEFAULTS = {
     "blocks": [8, 16, 32],
@@ -148,7 +148,9 @@ def _evaluate(gen, run, workload):
     return lanepoint.evaluate(gen, run, lanepoint.workload_heads(workload))
 
 
-def _config(spec):
+def search_config(spec):
+    """The ``[search]`` table of ``spec`` checked and completed (defaults, the generator and
+    workload with their overrides); raises :class:`.spec.SpecError`."""
     cfg = {**SEARCH_DEFAULTS, **spec.search}
     unknown = set(spec.search) - set(SEARCH_DEFAULTS) - {"est_bits", "sigma"}
     if unknown:
@@ -205,7 +207,7 @@ def search(spec, *, scheduler=None, workers=None, progress=True, client=None):
     ``build/sweeps/<name>/search/{search.md, search.json, reward_vs_evals.png}``; returns the
     results dict (``methods``: per method best reward/action/evaluations/gap, ``out``)."""
     from . import plots
-    cfg = _config(spec)
+    cfg = search_config(spec)
     start = time.monotonic()
     gen = cfg["generator"]
     fields = [cfg["blocks"], cfg["quantiles"], cfg["sparsities"]]
