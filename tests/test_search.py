@@ -50,15 +50,16 @@ SPEC = """
 name = "s"
 seed = 5
 [generator]
-tile = [8, 16]
+block = [8, 16]
 max_t = 32
 d = 32
+max_m = 8
 [workload]
 seq_len = 32
 layers = [2]
 heads = [0, 4]
 [search]
-generator = { tile = 16 }
+generator = { block = 16 }
 blocks = [8, 16]
 quantiles = ["off", 0.5]
 sparsities = [0.25, 0.5, 0.75]
@@ -84,7 +85,7 @@ def test_tiny_search_end_to_end(tmp_path, monkeypatch, client):
     monkeypatch.setattr(sweep_run, "BUILD", tmp_path)
     out = search(parse_spec(SPEC), client=client, progress=False)
     m = out["methods"]
-    assert out["generator"]["tile"] == 16              # [search] generator override
+    assert out["generator"]["block"] == 16              # [search] generator override
     assert set(m) == {"reinforce", "random", "heuristic", "exhaustive"}
     assert m["exhaustive"]["evaluations"] == out["space"] == 12
     best = m["exhaustive"]["best_reward"]
@@ -117,6 +118,6 @@ def test_bad_search_key():
     spec = parse_spec(SPEC.replace("episodes = 3", "workload = { seq_len = 4 }"))
     with pytest.raises(SpecError, match="search.workload.seq_len"):
         search(spec, progress=False)
-    spec = parse_spec(SPEC.replace("tile = 16 }", "tile = 12 }"))
-    with pytest.raises(SpecError, match="search.generator: tile must be one of 8, 16, 32"):
+    spec = parse_spec(SPEC.replace("block = 16 }", "block = 12 }"))
+    with pytest.raises(SpecError, match="search.generator: block must be .*power of two"):
         search(spec, progress=False)

@@ -16,9 +16,10 @@ TINY = """
 name = "{name}"
 seed = 3
 [generator]
-tile = [8, 16]
+block = [8, 16]
 max_t = 16
 d = 32
+max_m = 8
 [runtime]
 sparsity = ["dense", 0.5]
 block = [8, 16]
@@ -41,7 +42,7 @@ def sandbox(tmp_path, monkeypatch):
 
     def fake_synth(unit, params=None, *, component=None, name=None, flatten=True):
         calls.append(dict(params))
-        t = 1000 * params["rows"] * params["cols"] + 50 * params["tile"]
+        t = 1000 * params["rows"] * params["cols"] + 50 * params["block"]
         return {"cells": t // 4, "transistors": t, "transistors_with_sram": t, "ffs": 1,
                 "memory_bits": 0, "depth": 10}
 
@@ -65,9 +66,9 @@ def client():
 
 
 def fake_rtl(gen, params, cfg, qi, ki, vi, pq, pk):
-    """An 'RTL' that agrees with the models (the golden output, 1.5x the model's cycles)."""
+    """An 'RTL' that agrees with the models (the golden output, the model's cycles)."""
     r = lanepoint.run_lane(params, cfg, qi, ki, vi, pq, pk)
-    return r.out, int(1.5 * lanepoint.model_cycles_for_rtl(lanepoint.cycles(params, cfg, r)))
+    return r.out, lanepoint.model_cycles_for_rtl(lanepoint.cycles(params, cfg, r))
 
 
 # -- spec -----------------------------------------------------------------------------------------
@@ -75,7 +76,7 @@ def fake_rtl(gen, params, cfg, qi, ki, vi, pq, pk):
     ("[generator]\nunit = 'nope'", "generator.unit"),
     ("[generator]\nwidth = 3", "generator.width"),
     ("[generator]\nrows = [4, 100]", "generator.rows"),
-    ("[generator]\ntile = [12]", "generator.tile"),
+    ("[generator]\nblock = [12]", "generator.block"),
     ("[generator]\nrows = []", "generator.rows"),
     ("[runtime]\nblock = [8, 12]", "runtime.block"),
     ("[runtime]\nsparsity = [1.5]", "runtime.sparsity"),
@@ -109,9 +110,9 @@ def test_cli_bad_spec_exits_2_before_work(tmp_path, capsys):
 
 
 def test_all_enumerates_the_record_domain():
-    spec = parse_spec("[generator]\ntile = 16\nmax_t = 'all'\n")
+    spec = parse_spec("[generator]\nblock = 16\nmax_t = 'all'\n")
     rec = lanepoint.lane_record()
-    assert [g["max_t"] for g in spec.generators] == list(rec.legal_values("max_t", tile=16))
+    assert [g["max_t"] for g in spec.generators] == list(rec.legal_values("max_t", block=16))
     assert all(g["max_t"] % 16 == 0 for g in spec.generators)
 
 
@@ -151,7 +152,7 @@ def test_sweep_outputs_failures_cache_and_rtl(sandbox, client, monkeypatch):
     # block 16 on an 8-row query tile: found illegal by the lane's own check, recorded
     failed = [r for r in records if r["status"] == "failed"]
     assert len(failed) == 1 and "must divide the query tile" in failed[0]["error"]
-    assert failed[0]["gen"]["tile"] == 8 and failed[0]["run"]["block"] == 16
+    assert failed[0]["gen"]["block"] == 8 and failed[0]["run"]["block"] == 16
     ok = [r for r in records if r["status"] == "ok"]
     # schema: every parameter, the seed, the figures, the flag, in CSV and JSON
     rows = list(csv.DictReader((d / "points.csv").open()))
@@ -170,7 +171,7 @@ def test_sweep_outputs_failures_cache_and_rtl(sandbox, client, monkeypatch):
     # two generators: Yosys ran twice; the RTL check ran on the sample
     assert len(calls) == 2
     assert len(out["rtl"]) == 2
-    assert all(r["rtl_ok"] and r["rtl_bit_exact"] and r["rtl_ratio"] == pytest.approx(1.5, 0.01)
+    assert all(r["rtl_ok"] and r["rtl_bit_exact"] and r["rtl_ratio"] == 1.0
                for r in records if "rtl_ok" in r)
     for png in ("cycles_vs_area.png", "cycles_vs_error.png", "knobs.png"):
         assert (d / png).stat().st_size > 1000
@@ -213,7 +214,7 @@ def test_rtl_check_fails_when_model_is_perturbed(sandbox, client, monkeypatch):
 
     def rtl(gen, params, cfg, qi, ki, vi, pq, pk):   # agrees with the unperturbed model
         r = lanepoint.run_lane(params, cfg, qi, ki, vi, pq, pk)
-        return r.out, int(1.5 * lanepoint.model_cycles_for_rtl(real(params, cfg, r)))
+        return r.out, lanepoint.model_cycles_for_rtl(real(params, cfg, r))
 
     def perturbed(params, cfg, result):               # the model now claims 3x the cycles
         c = real(params, cfg, result)
@@ -273,7 +274,7 @@ def test_log_ignores_a_torn_line(tmp_path):
 
 def test_area_cache_keyed_by_verilog(sandbox):
     tmp, calls = sandbox
-    g = {"tile": 8, "max_t": 16, "d": 32, "est_rows": 1, "rows": 4, "cols": 2}
+    g = {"block": 8, "max_t": 16, "d": 32, "max_m": 8, "est_rows": 1, "rows": 4, "cols": 2}
     a = lanepoint.area(g)
     b = lanepoint.area(dict(g))
     c = lanepoint.area({**g, "cols": 3})
@@ -302,4 +303,4 @@ def test_committed_default_spec_is_valid():
     assert spec.name == "lane" and len(spec.points()) == 26
     assert sweep_run.rtl_sample(spec, spec.points())       # the RTL can run some of them
     cfg = search_config(spec)
-    assert cfg["generator"]["tile"] == 32 and cfg["workload"]["seq_len"] == 256
+    assert cfg["generator"]["block"] == 32 and cfg["workload"]["seq_len"] == 256

@@ -4,14 +4,12 @@ lane's golden model on real fixture heads), and the model-vs-RTL check.
 This is the only module of the sweep that knows the lane, and it uses only the lane's public
 entry points:
 
-* the generator: the ``lane`` unit from :data:`attnforge.rtl.UNITS` when it is registered,
-  else :class:`attnforge.rtl.lane_core.LaneCore` (v0: a whole head, block = query tile, see
-  docs/lane.md) described by :func:`lane_record`, a unit record declared here with LaneCore's
-  limits as legal domains;
-* :func:`lane_params`: generator parameters -> :class:`attnforge.golden.lane.LaneParams` (the
-  parameters the two share by name; LaneCore's fixed ones otherwise);
+* the generator: the ``lane`` unit (``rtl/lane.py``) from the registry, :func:`lane_record`;
+* :func:`lane_params`: generator parameters -> :class:`attnforge.golden.lane.LaneParams` of
+  the generated hardware (``schedule="rtl"``: the cycle model equals the RTL's status cycles;
+  ``"pipelined"``: the design's tile schedule, docs/lane.md section 3, what the search uses);
 * the golden model: ``run_lane``, ``cycles``, ``auto_config``, ``int_projection``;
-* the RTL run: :func:`simulate_rtl`, the one function to switch when the lane top level lands.
+* the RTL run: :func:`simulate_rtl` (the lane in the Amaranth simulator).
 """
 
 import json
@@ -30,72 +28,25 @@ __all__ = ["lane_record", "lane_params", "build_lane", "area", "evaluate", "rtl_
 AREA_CACHE = BUILD / "sweeps" / "_area"
 
 
-class LaneCoreV0:
-    """Builds :class:`~attnforge.rtl.lane_core.LaneCore` from lane-style parameters (``rows`` =
-    the whole array: ``est_rows`` estimate + ``rows - est_rows`` compute rows; ``tile`` = the
-    query tile = the block). A stand-in for the lane unit until ``rtl/lane.py`` is registered;
-    only its record (:func:`lane_record`) and :func:`build_lane` use it."""
-
-    def __init__(self, *, max_t=64, d=32, rows=4, cols=2, est_rows=1, tile=8):
-        self.params = dict(max_t=max_t, d=d, rows=rows, cols=cols, est_rows=est_rows, tile=tile)
-
-    def build(self):
-        from ..rtl.lane_core import LaneCore
-        p = self.params
-        return LaneCore(est_rows=p["est_rows"], rows=p["rows"] - p["est_rows"], cols=p["cols"],
-                        d=p["d"], block=p["tile"], max_t=p["max_t"], max_k=p["d"])
-
-
-class _Cols:
-    """LaneCore's ``cols``: its granule pool takes ``cols * 8`` estimate lanes, which must hold
-    whole ``tile``-wide blocks (``rtl/lane_pool.py``)."""
-
-    def text(self):
-        return "an integer in [1, 16], 8 * cols a multiple of tile"
-
-    def check(self, name, value, params):
-        if not (isinstance(value, int) and not isinstance(value, bool) and 1 <= value <= 16
-                and 8 * value % params["tile"] == 0):
-            raise ValueError(f"{name} must be an integer in [1, 16] with 8 * {name} a multiple "
-                             f"of tile ({params['tile']}), not {value!r}")
-
-    def values(self, params):
-        return [c for c in range(1, 17) if 8 * c % params["tile"] == 0]
-
-
-_V0 = Unit("lane", LaneCoreV0, "lane core v0 (LaneCore): one head, block = query tile",
-           params=(Param("tile", Choice((8, 16, 32)), "query tile = block (Bq)"),
-                   Param("max_t", Range(Ref("tile"), 256, multiple_of="tile"),
-                         "longest sequence"),
-                   Param("d", Range(2, 64), "head dimension"),
-                   Param("est_rows", Range(1, 4), "estimate rows of the array"),
-                   Param("rows", Range(Ref("est_rows + 2", lambda p: p["est_rows"] + 2), 32),
-                         "array rows (estimate + compute)"),
-                   Param("cols", _Cols(), "array columns")))
-
-
 def lane_record():
-    """The lane's unit record: the registered ``lane`` unit, else LaneCore v0's (:data:`_V0`)."""
-    from ..rtl import UNITS
-    return UNITS.get("lane", _V0)
+    """The lane's unit record (``rtl/lane.py``): parameter names and legal domains."""
+    from ..rtl import unit
+    return unit("lane")
 
 
-def lane_params(gen):
-    """:class:`LaneParams` of generator parameters ``gen`` (fields shared by name; LaneCore v0:
-    detector and softmax one element per beat, RMMU tile depth = the query tile)."""
-    fields = set(LaneParams.__dataclass_fields__)
-    p = {k: v for k, v in gen.items() if k in fields}
-    if lane_record() is _V0:
-        p.update(tile_m=gen["tile"], det_per_beat=1, sm_per_beat=1)
-    return LaneParams(**p)
+def lane_params(gen, schedule="rtl"):
+    """:class:`LaneParams` of the lane at generator parameters ``gen`` (the golden twin of the
+    generated hardware, ``testbench.lane.lane_params``). ``schedule="rtl"``: the cycle model is
+    the RTL's status cycle count on every point the RTL runs; ``"pipelined"``: the design's
+    schedule (double-buffered tiles, projections on chip), not built yet."""
+    from dataclasses import replace
+    from ..testbench.lane import lane_params as of_lane
+    return replace(of_lane(lane_record().build(**gen)), schedule=schedule)
 
 
 def build_lane(gen):
     """The lane RTL (an Amaranth component) at generator parameters ``gen``."""
-    record = lane_record()
-    if record is _V0:
-        return LaneCoreV0(**gen).build()
-    return record.build(**gen)
+    return lane_record().build(**gen)
 
 
 # -- area --------------------------------------------------------------------------------------------
@@ -181,13 +132,14 @@ def head_configs(params, run, heads):
     return out
 
 
-def evaluate(gen, run, heads):
+def evaluate(gen, run, heads, schedule="rtl"):
     """Cycles and accuracy of one point: means over ``heads`` of the cycle model's total, the
     kept fraction, the relative Frobenius error of the lane's FX16 output against dense float64
-    (``head_error``), and the fraction of kept blocks at INT8. Raises ``ValueError`` for an
-    illegal combination (the lane's own ``LaneConfig.error``)."""
+    (``head_error``), and the fraction of kept blocks at INT8; cycles of the ``schedule``
+    (:func:`lane_params`). Raises ``ValueError`` for an illegal combination (the lane's own
+    ``LaneConfig.error``)."""
     from ..golden.numbers import fx_to_float
-    params = lane_params(gen)
+    params = lane_params(gen, schedule)
     cyc, kept, err, int8 = [], [], [], []
     for cfg, qi, ki, vi, pq, pk, ref in head_configs(params, run, heads):
         r = run_lane(params, cfg, qi, ki, vi, pq, pk)
@@ -205,28 +157,34 @@ def evaluate(gen, run, heads):
 
 # -- model vs RTL --------------------------------------------------------------------------------------
 def rtl_supports(gen, run):
-    """True when the RTL can run this point. LaneCore v0: block = query tile = 8 (the size its
-    own tests confirm; at tile 16, d 32, T 64 its simulation did not finish within 200,000
-    cycles), no HB-BSSA INT8 blocks. The lane unit: every point."""
-    if lane_record() is not _V0:
-        return True
-    return gen["tile"] == 8 and (run["sparsity"] == "dense" or (
-        run["block"] == 8 and run["int8_quantile"] == "off"))
+    """True when the lane RTL accepts this point's configuration (``golden.lane.rtl_error``
+    decides per head; this is the part known before the heads: dense, or top-k blocks of the
+    query tile's size without HB-BSSA INT8 blocks, which the RTL does not run yet)."""
+    return run["sparsity"] == "dense" or (run["block"] == gen["block"]
+                                          and run["int8_quantile"] == "off")
 
 
 def model_cycles_for_rtl(c):
-    """The part of the cycle model ``c`` (``golden.lane.cycles``) the RTL runs: LaneCore v0
-    takes the projected ``Q~``/``K~`` from its testbench, so its figure excludes the projection
-    GEMMs (the model's schedule starts the tiles after them); the lane unit runs everything."""
-    return c["total"] - (c["phases"]["project"] if lane_record() is _V0 else 0)
+    """The cycle model's figure the RTL must equal (``c`` = ``golden.lane.cycles`` at
+    :func:`lane_params`, whose ``schedule="rtl"`` models the top level as built)."""
+    return c["total"]
 
 
 def simulate_rtl(gen, params, cfg, qi, ki, vi, pq, pk):
-    """``(out, cycles)`` of one head on the lane RTL at ``gen``. Today: LaneCore v0 in the
-    Amaranth simulator (``testbench.lane.simulate_core``); switch this function to the lane
-    unit's bench when ``rtl/lane.py`` is registered."""
-    from ..testbench.lane import simulate_core
-    return simulate_core(build_lane(gen), params, cfg, qi, ki, vi, pq, pk)
+    """``(out, cycles)`` of one head on the lane RTL at ``gen``: ``rtl/lane.py`` in the
+    Amaranth simulator (``testbench.lane.simulate_lane``); ``out`` is rebuilt from the ``o``
+    beats (``index`` = column), ``cycles`` is the status beat's count."""
+    from ..testbench.lane import simulate_lane
+    (beats, status, _), = simulate_lane(build_lane(gen), [(cfg, qi, ki, vi, pq, pk)])
+    if status["error"]:
+        raise ValueError(f"the lane RTL rejected the configuration of {cfg}")
+    out = np.zeros((cfg.t, params.d), dtype=np.int64)
+    row = 0
+    for beat in beats:
+        for j in range(beat["count"]):
+            out[row, beat["index"][j]] = beat["data"][j]
+        row += beat["last"]
+    return out, status["cycles"]
 
 
 def rtl_check(gen, run, heads, band):

@@ -145,7 +145,8 @@ class _Evaluator:
 
 
 def _evaluate(gen, run, workload):
-    return lanepoint.evaluate(gen, run, lanepoint.workload_heads(workload))
+    return lanepoint.evaluate(gen, run, lanepoint.workload_heads(workload),
+                              schedule="pipelined")
 
 
 def search_config(spec):

@@ -1,9 +1,7 @@
 """Sweep and search specs: a TOML file, validated whole before any work starts.
 
-A spec names the generator (the ``lane`` unit: the registered one, or the lane core while the
-lane top level is not registered, :func:`attnforge.sweep.lanepoint.lane_record`), narrows its
-parameters and lists
-the run-time knobs and the workload::
+A spec names the generator (the ``lane`` unit, :func:`attnforge.sweep.lanepoint.lane_record`),
+narrows its parameters and lists the run-time knobs and the workload::
 
     name = "lane"                    # output folder build/sweeps/<name>/
     seed = 1                         # RTL-check sample, search seeds
@@ -25,7 +23,8 @@ the run-time knobs and the workload::
 
     [rtl_check]                      # model vs RTL on a sample of points (sweep only)
     sample = 2
-    cycle_ratio = [1.0, 2.5]         # RTL cycles / model cycles must lie in this band
+    cycle_ratio = [1.0, 1.0]         # RTL cycles / model cycles must lie in this band
+                                     # (default: equal; the model is the RTL's schedule)
 
     [search]                         # `attnforge search` only (attnforge.sweep.search)
     ...
@@ -88,7 +87,7 @@ RUNTIME_DEFAULTS = {"sparsity": 0.75, "block": 8, "est_bits": 4, "sigma": 0.25,
 
 WORKLOAD = {"fixtures": None, "layers": None, "heads": None, "seq_len": None}
 WORKLOAD_DEFAULTS = {"fixtures": ["long_printing"], "layers": [2], "heads": None, "seq_len": 64}
-RTL_CHECK_DEFAULTS = {"sample": 2, "cycle_ratio": [1.0, 2.5]}
+RTL_CHECK_DEFAULTS = {"sample": 2, "cycle_ratio": [1.0, 1.0]}
 AREA_DEFAULTS = {"ecp5": False}
 
 
