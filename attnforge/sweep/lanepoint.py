@@ -40,8 +40,10 @@ def lane_params(gen, schedule="rtl"):
     the RTL's status cycle count on every point the RTL runs; ``"pipelined"``: the design's
     schedule (double-buffered tiles, projections on chip), not built yet."""
     from dataclasses import replace
+    from types import SimpleNamespace
     from ..testbench.lane import lane_params as of_lane
-    return replace(of_lane(lane_record().build(**gen)), schedule=schedule)
+    full = lane_record().validate(**gen)
+    return replace(of_lane(SimpleNamespace(**full)), schedule=schedule)
 
 
 def build_lane(gen):
