@@ -251,9 +251,10 @@ async def bad_descriptors(dut):
         for value in (0, bound + 1) if bound + 1 < (1 << bound.bit_length()) else (0,):
             dims = {"m": 2, "k": 2, "n": 2, dim: value}
             bad.append(Descriptor(0, m.rows, p, dims["m"], dims["k"], dims["n"]))
-    for d in bad + random_ops(tb.rng, m, 2):
+    ops = bad + random_ops(tb.rng, m, 2)
+    for d in ops:
         g0.play(d)
-    await tb.finish(budget(m, bad) * 2)
+    await tb.finish(budget(m, ops))
     await campaign(tb, 10, bad=0.4)
     assert any(g.board.checked for g in tb.groups)
 
