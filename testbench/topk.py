@@ -280,8 +280,7 @@ async def random_campaign(dut):
 @cocotb.test()
 async def corner_cases(dut):
     """n = 1, k = 1, k = n, all equal, many ties at the k-th value, sorted, reverse sorted,
-    most negative / most positive values, values differing in their lowest bits only, every
-    kind of malformed row, back to back."""
+    most negative / most positive values, every kind of malformed row, back to back."""
     tb = TopKBench(dut, gaps=0.2, stalls=0.5)
     await tb.start()
     u = tb.unit
@@ -289,7 +288,7 @@ async def corner_cases(dut):
     N = u.max_n
     reqs = [(1, 1, [lo]), (1, 1, [hi]), (1, 1, [0])]
     for n in sorted({2, u.per_beat, u.per_beat + 1, N // 2 + 1, N}):
-        for kind in ("sorted", "reverse", "equal", "ties", "extremes", "random", "close"):
+        for kind in ("sorted", "reverse", "equal", "ties", "extremes", "random"):
             x = make_scores(tb.rng, kind, n, u.score_bits)
             for k in sorted({1, n, (n + 1) // 2}):
                 reqs.append((n, k, x))
