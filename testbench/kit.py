@@ -214,6 +214,7 @@ class BackPressure:
 def _bind_stream(obj, dut, prefix, layout):
     """Attach the clock, the ``<prefix>__valid/ready/payload`` handles and a payload codec."""
     obj.clk = dut.clk
+    obj.prefix = prefix
     obj.valid = getattr(dut, f"{prefix}__valid")
     obj.ready = getattr(dut, f"{prefix}__ready")
     obj.payload = getattr(dut, f"{prefix}__payload")
@@ -497,7 +498,7 @@ class Bench:
                 await ClockCycles(self.dut.clk, cycles)
             await self.reset()
             await ClockCycles(self.dut.clk, 2)
-            live = [s.valid._name for s in self.sinks if s.valid.value == 1]
+            live = [s.prefix for s in self.sinks if s.valid.value == 1]
             assert not live, f"valid after a reset: {live}"
 
     def on_reset(self):

@@ -21,10 +21,18 @@ MUTANT_TESTS = ("random_all_modes", "extremes_at_max_depth", "error_flag", "rese
                 "datapath_vectors")
 
 #: Datapath operands that tell mutants of the digit-fusion tree apart from the original
-#: (``(mode, act, rows)``: the activation word and the 8 raw tile rows), as Yosys ``sat``
-#: found them for the survivors of ``make mutants`` (attnforge.testbench.mutants
-#: .counterexample: input ``port`` = mode << 16 | act, ``rows`` = row i at bits 16i..16i+15).
+#: (``(mode, act, rows)``: the activation word and the 8 raw tile rows, row i at bits
+#: 16i..16i+15), as Yosys ``sat`` found them (attnforge.testbench.mutants.counterexample,
+#: whose input ``port`` is mode << 16 | act) for the datapath mutants of ``MUTANTS=8
+#: MUTANT_SEED=1 make mutants UNITS=mac``. Add the vector of any survivor here.
 KILL_VECTORS = (
+    (2, 0xfdba, 0x60a0087100b06f0b2fcc6c0bd03eb93b),
+    (0, 0x24ea, 0x2f1a9b537422661502f89241d5364c7d),
+    (3, 0x6adf, 0xc59c00a186629056f7a55d29000086ba),
+    (3, 0xd17a, 0x8f809724c9014008af999d840dc98780),
+    (0, 0xc374, 0x810029110c0096ea4ebd6d80b07bcbec),
+    (0, 0xbcd3, 0x0d9007553020036002008a0b4c79c63f),
+    (0, 0x5d38, 0x5575000050b30000040000008f4af5db),
 )
 
 #: Operand corner classes of a lane value (:func:`corner_of`).

@@ -15,7 +15,9 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    (default 1; :func:`attnforge.testbench.kit.scale`);
 4. verdicts: **killed** -- a test failed (a scoreboard mismatch, a protocol or timeout
    assertion of the testbench, or a simulator error); **killed (timeout)** -- the run exceeded
-   ``MUTANT_TIMEOUT`` seconds (default: 5x the unmutated run + 60 s): a design that hangs the
+   ``MUTANT_TIMEOUT`` seconds (default: 5x the unmutated run + 600 s, the allowance for the
+   mutant's own Verilator build, minutes on a loaded machine, while the unmutated run may
+   reuse a cached model): a design that hangs the
    testbench is detected, so it counts as killed and is listed apart; **equivalent** -- the
    mutated netlist is the unmutated one (the mutation hit nothing observable), or the
    tests passed and Yosys proves the mutant equivalent to the original (``equiv_make``,
@@ -128,7 +130,7 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
     if verdict != "passed":
         result["error"] = f"the unmutated netlist fails its tests, see {base_log}"
         return result
-    timeout = float(os.environ.get("MUTANT_TIMEOUT") or 5 * base_s + 60)
+    timeout = float(os.environ.get("MUTANT_TIMEOUT") or 5 * base_s + 600)
     result["timeout_s"] = round(timeout)
     lines = [ln for ln in (work / "mutations.ys").read_text().splitlines()
              if ln.startswith("mutate ")]

@@ -237,12 +237,24 @@ async def random_concurrent_groups(dut):
 @cocotb.test()
 async def bad_descriptors(dut):
     """Descriptors beyond the generated bounds get exactly one error beat and consume no
-    activation or weight beats; good ones around them still compute correctly."""
+    activation or weight beats; good ones around them still compute correctly. Every kind of
+    bad descriptor is sent once on group 0 first (zero rows, rows past the array, M, K and N
+    of 0 and, where the field holds it, one over the bound), then a random mix."""
     tb = RMMUBench(dut)
     await tb.start()
     if tb.unit.rows * tb.unit.cols > 64:
         dut._log.info("large array: bad descriptors are exercised by the small builds")
         return
+    m, g0, p = tb.model, tb.groups[0], Precision.INT8
+    bad = [Descriptor(0, 0, p, 2, 2, 2), Descriptor(m.rows - 1, 2, p, 2, 2, 2)]
+    for dim, bound in (("m", m.max_m), ("k", m.max_k), ("n", m.max_n)):
+        for value in (0, bound + 1) if bound + 1 < (1 << bound.bit_length()) else (0,):
+            dims = {"m": 2, "k": 2, "n": 2, dim: value}
+            bad.append(Descriptor(0, m.rows, p, dims["m"], dims["k"], dims["n"]))
+    ops = bad + random_ops(tb.rng, m, 2)
+    for d in ops:
+        g0.play(d)
+    await tb.finish(budget(m, ops))
     await campaign(tb, 10, bad=0.4)
     assert any(g.board.checked for g in tb.groups)
 

@@ -143,16 +143,18 @@ async def reset_mid_row(dut):
 @cocotb.test()
 async def every_score_difference(dut):
     """Rows that keep everything, each led by the largest score and then descending, so that
-    together they hold every difference to the row maximum the score range allows: every
-    entry of the softmax's exponential table is read (random rows leave some unread)."""
+    together they hold every difference to the row maximum the score range allows, in every
+    output lane (each lane has its own exponential unit): every entry the scores can reach of
+    each unit's exponential table is read (random rows leave some unread)."""
     tb = SparseSoftmaxBench(dut, gaps=0.1, stalls=0.1)
     await tb.start()
     m = tb.model.detector
     lo, hi = value_range(m.score_bits)
     diffs = list(range(1, hi - lo + 1))
     ops = []
-    for start in range(0, len(diffs), m.max_len - 1):
-        row = [hi] + [hi - d for d in diffs[start:start + m.max_len - 1]]
-        ops.append((Command(gran=Gran.ELEM, length=len(row), threshold=lo), [row]))
+    for lead in range(1, tb.out_per_beat + 1):              # shifts each difference's lane
+        for start in range(0, len(diffs), m.max_len - lead):
+            row = [hi] * lead + [hi - d for d in diffs[start:start + m.max_len - lead]]
+            ops.append((Command(gran=Gran.ELEM, length=len(row), threshold=lo), [row]))
     tb.play(ops)
     await tb.finish()

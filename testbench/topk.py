@@ -51,12 +51,14 @@ def request_class(n, k, row, max_n, per_beat):
 
 # --- stimulus (random.Random based, for the tests and the cocotb bench) -------------------------
 
-KINDS = ("random", "random", "sorted", "reverse", "equal", "ties", "extremes")
+KINDS = ("random", "random", "sorted", "reverse", "equal", "ties", "extremes", "close")
 
 
 def make_scores(rng, kind, n, score_bits):
     """Scores of one request: ``random`` (with edge values), ``sorted``, ``reverse``, ``equal``,
-    ``ties`` (few distinct values: many ties at the k-th value), ``extremes``."""
+    ``ties`` (few distinct values: many ties at the k-th value), ``extremes``, ``close``
+    (values within 16 of each other: they differ in the lowest bits only, so a digit-serial
+    engine needs its last digit to separate them)."""
     lo, hi = value_range(score_bits)
     if kind == "random":
         return corner_ints(rng, score_bits, n, 0.2)
@@ -71,6 +73,10 @@ def make_scores(rng, kind, n, score_bits):
         return [rng.choice(vals) for _ in range(n)]
     if kind == "extremes":
         return [rng.choice([lo, hi]) for _ in range(n)]
+    if kind == "close":
+        span = min(15, hi - lo)
+        base = rng.randint(lo, hi - span)
+        return [base + rng.randint(0, span) for _ in range(n)]
     raise ValueError(kind)
 
 
@@ -91,10 +97,14 @@ def bad_request(rng, max_n, score_bits):
     return n, k, corner_ints(rng, score_bits, n)
 
 
-def malformed_row(rng, n, k, x, per_beat):
-    """A score row that does not match ``n``: one element short or long, a short beat before
-    ``last``, or a beat flagged ``error``. Returns the beats."""
-    what = rng.choice(["short", "long", "gap", "flag"])
+MALFORMED = ("short", "long", "gap", "flag")
+
+
+def malformed_row(rng, n, k, x, per_beat, what=None):
+    """A score row that does not match ``n``: one element short or long (``short``, ``long``),
+    a short beat before ``last`` (``gap``), or a beat flagged ``error`` (``flag``); ``what``
+    picks one (default: at random). Returns the beats."""
+    what = what or rng.choice(MALFORMED)
     if what == "short":
         row = score_beats(x[:-1], per_beat) if len(x) > 1 else \
             [{"data": [0] * per_beat, "count": 0, "last": 1}]
@@ -270,7 +280,7 @@ async def random_campaign(dut):
 @cocotb.test()
 async def corner_cases(dut):
     """n = 1, k = 1, k = n, all equal, many ties at the k-th value, sorted, reverse sorted,
-    most negative / most positive values, back to back."""
+    most negative / most positive values, every kind of malformed row, back to back."""
     tb = TopKBench(dut, gaps=0.2, stalls=0.5)
     await tb.start()
     u = tb.unit
@@ -286,6 +296,9 @@ async def corner_cases(dut):
     x = [hi] * a + [7 % (hi + 1)] * b + [lo] * (N - a - b)
     tb.rng.shuffle(x)
     reqs += [(N, a + 1, x), (N, a + b // 2, x), (N, a + b, x), (N, a, x)]
+    for what in MALFORMED:                      # every kind of malformed row, once
+        n, k, x = random_request(tb.rng, N, u.score_bits)
+        reqs.append((n, k, x, malformed_row(tb.rng, n, k, x, u.per_beat, what)))
     tb.play(reqs)
     await tb.finish(reqs)
 

@@ -140,3 +140,14 @@ def test_contract_classifiers():
                           max_n=64))
     for d in rmmu_ops(rng, rm, 200, bad=0.5):
         assert (descriptor_class(rm, d) == "good") == (rm.error(d) is None)
+
+
+def test_mutant_tests_name_cocotb_tests():
+    """Every unit's testbench declares MUTANT_TESTS, and each names one of its cocotb tests."""
+    import importlib
+    for name, unit in UNITS.items():
+        module = importlib.import_module(unit.test_module)
+        tests = getattr(module, "MUTANT_TESTS", None)
+        assert tests, f"{unit.test_module} has no MUTANT_TESTS"
+        for t in tests:
+            assert getattr(module, t, None) is not None, f"{unit.test_module}.{t}"
