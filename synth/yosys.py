@@ -79,8 +79,10 @@ def yosys_command():
 def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     """Synthesize a registered ``unit`` (or any ``component``) and return its figures.
 
-    ``flatten=False`` keeps the hierarchy: each distinct module is synthesized once and the
-    totals count every instance (``stat -top``), which is how a 512-PE array stays tractable;
+    ``flatten=False`` keeps the hierarchy of the shared modules (:func:`attnforge.rtl.place`;
+    Amaranth's own submodules are flattened into the top, see :data:`HIER_PREFIX`): each is
+    synthesized once and the totals count every instance (``stat -top``), which is how a
+    512-PE array stays tractable;
     ``depth`` is then the deepest path inside any one module (paths crossing a module boundary
     are not joined).
     """
