@@ -38,6 +38,16 @@ cycle. The output of a word appears ``row0 + nrows + 3`` cycles after it was iss
 partial-sum registers, accumulator read, output register). A stalled ``o`` freezes its own group
 only. Bad descriptors get one ``o`` beat with ``error`` (and ``last``) and consume nothing.
 
+Structure
+---------
+Components all the way down, each with a signature built from the parameters
+(:class:`Geometry`): per row group a :class:`Group` of :class:`Sequencer` (descriptor
+sequencing), :class:`Loader` and :class:`Issuer` (operand loading and issue, each stepping a
+:class:`TileLoops`), :class:`Accumulator` (tag line, bottom row, accumulator memory) and
+:class:`ResultStage` (output lanes, ``o``); one :class:`PEArray` (skew lines, PEs). The group
+streams are joined with ``wiring.connect``; :meth:`RMMU.elaborate` adds the row arbitration and
+the per-row owner multiplexers.
+
 Emission
 --------
 Through :func:`attnforge.rtl.emit` the PE is written once as a Verilog module (``EmitPlatform``)
@@ -59,7 +69,9 @@ from .mac import FusedDatapath
 from .numbers import round_shift, saturate
 from .unit import Param, Range, Ref, SimPoint, Synth, Unit
 
-__all__ = ["RMMU", "PE", "LaneOut", "LANES_PER_PE", "cmd_layout", "act_layout", "weight_layout", "result_layout"]
+__all__ = ["RMMU", "PE", "LaneOut", "LANES_PER_PE", "cmd_layout", "act_layout", "weight_layout",
+           "result_layout", "Geometry", "Group", "Sequencer", "TileLoops", "Loader", "Issuer",
+           "Accumulator", "ResultStage", "PEArray"]
 
 #: Partial-sum lanes per PE = values per activation word at the narrowest precision
 #: (INT2: 8); also the row words of a weight tile.

@@ -42,8 +42,8 @@ from amaranth.lib.memory import Memory
 from amaranth.utils import exact_log2
 
 from ..golden.topk import MARGIN, MARGIN_SHIFT, SAMPLE_SHIFT, digit_slices
-from .topk_parts import (PER_BEAT_CHOICES, Compactor, DigitHistogram, RankFinder, TopKShell,
-                         count_bits)
+from .topk_parts import (PER_BEAT_CHOICES, Compactor, DigitHistogram, RankFinder, RowScan,
+                         TopKShell, count_bits)
 from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
 
 __all__ = ["TopK"]
@@ -105,6 +105,7 @@ class TopK(TopKShell):
         m.submodules.hist = hist = DigitHistogram(max_n=N, per_beat=P, digit_bits=R)
         m.submodules.finder = finder = RankFinder(max_n=N, digit_bits=R, ranks=2)
         m.submodules.compact = comp = Compactor(max_n=N, score_bits=W, per_beat=P)
+        m.submodules.scan = scan = RowScan(max_n=N, per_beat=P)
         mem_w, mem_r = banked(m, "mem", P, D, W)
         buf_w, buf_r = banked(m, "buf", P, D, W)
         m.d.comb += finder.counts.eq(hist.counts)
@@ -148,11 +149,9 @@ class TopK(TopKShell):
         bhi = Signal(R)
 
         # --- pass stage ---------------------------------------------------------------------
-        pv = Signal()                             # a candidate row arrives this cycle
-        prow = Signal(range(max(D, 2)))
-        rd_row = Signal(range(D + 1))
-        rd_addr = Signal(range(max(D, 2)))
+        pv, prow, rd_addr = scan.valid, scan.row, scan.addr   # a candidate row arrives
         prows = Signal(QB)                        # rows of this pass
+        m.d.comb += scan.rows.eq(prows)
         lim = Signal(QB)                          # candidates of this pass
         src_mem = Signal()                        # this pass reads mem (bracket miss)
         lvl = Signal(range(ND + 1))               # digit filtered by this pass
@@ -236,23 +235,17 @@ class TopK(TopKShell):
                              em.quota.eq(new_r)]
                 m.d.sync += state.eq(EMIT)
             with m.Else():
-                m.d.comb += [hist.clear.eq(1), comp.clear.eq(1), rd_addr.eq(0)]
+                m.d.comb += [hist.clear.eq(1), comp.clear.eq(1), scan.start.eq(1)]
                 c_next = Signal(QB)
                 src_next = Signal()
                 m.d.comb += [src_next.eq((hd == 0) & ~hit),
                              c_next.eq(Mux(src_next, intake.n, comp.count))]
                 m.d.sync += [lvl.eq(hd), hd.eq(hd + 1), bsel.eq(b), kkey.eq(new_key),
                              r.eq(new_r), src_mem.eq(src_next), lim.eq(c_next),
-                             prows.eq((c_next + (P - 1)) >> LP), rd_row.eq(1), pv.eq(1),
-                             prow.eq(0), state.eq(PASS)]
+                             prows.eq((c_next + (P - 1)) >> LP), state.eq(PASS)]
         with m.Elif(state == PASS):
-            m.d.comb += rd_addr.eq(rd_row)
-            with m.If(rd_row < prows):
-                m.d.sync += [rd_row.eq(rd_row + 1), pv.eq(1), prow.eq(rd_row)]
-            with m.Else():
-                m.d.sync += pv.eq(0)
-            with m.If(pv & (prow == prows - 1)):
-                m.d.sync += [pv.eq(0), state.eq(DECIDE)]
+            with m.If(scan.done):
+                m.d.sync += state.eq(DECIDE)
         with m.Elif(state == EMIT):
             with m.If(~em.busy):
                 m.d.sync += state.eq(IDLE)

@@ -10,6 +10,8 @@ parameters; the engines instantiate them as submodules and join the streams with
   (``count``/``last`` against ``n``); hands the engine one beat per cycle and a ``done`` pulse.
 * :class:`Compactor` -- writes the kept lanes of a beat densely (in index order) into P memory
   banks: prefix count + rotate, one write per bank per cycle.
+* :class:`RowScan` -- one pass over the candidate rows (read address, row valid one cycle
+  later, done on the last row): the pass state of the radix-select and quick-select engines.
 * :class:`DigitHistogram` -- 2**R counters incremented by the lanes whose digit matches.
 * :class:`RankFinder` -- which histogram bucket holds rank ``r`` (1 = largest), and how many
   elements lie above it.
@@ -31,7 +33,7 @@ from .streams import RowLayout
 
 __all__ = ["PER_BEAT_CHOICES", "req_layout", "score_layout", "out_layout", "index_bits", "count_bits",
            "median3", "prefix_counts", "popcount", "lfsr_next", "TopKShell", "RowIntake",
-           "Compactor", "DigitHistogram", "RankFinder", "WinnerEmitter", "or_tree"]
+           "Compactor", "RowScan", "DigitHistogram", "RankFinder", "WinnerEmitter", "or_tree"]
 
 PER_BEAT_CHOICES = (1, 2, 4, 8, 16, 32)
 
@@ -243,6 +245,46 @@ class Compactor(wiring.Component):
             m.d.sync += self.count.eq(0)
         with m.Else():
             m.d.sync += self.count.eq(self.count + popcount(keep))
+        return m
+
+
+class RowScan(wiring.Component):
+    """One pass over the candidate rows of P-bank memories: rows ``0 .. rows-1``, one per cycle.
+
+    ``start`` (while idle) reads row 0 (``addr`` 0 in that cycle); from the next cycle the scan
+    is ``busy`` and reads row ``i + 1`` while row ``i``'s read data arrive (``valid``, ``row``:
+    synchronous read ports, one cycle). ``done`` marks the cycle the last row arrives; the scan
+    is idle after it. ``rows`` must hold still during the scan and be at least 1. ``addr`` is 0
+    while idle (an engine may read other rows then).
+    """
+
+    def __init__(self, *, max_n, per_beat):
+        D = max_n // per_beat
+        super().__init__({
+            "start": In(1),
+            "rows":  In(count_bits(max_n) + 1),
+            "addr":  Out(range(max(D, 2))),
+            "valid": Out(1),
+            "row":   Out(range(max(D, 2))),
+            "busy":  Out(1),
+            "done":  Out(1),
+        })
+        self._D = D
+
+    def elaborate(self, platform):
+        m = Module()
+        next_row = Signal(range(self._D + 1))     # the row read in this cycle while busy
+        m.d.comb += [self.addr.eq(Mux(self.busy, next_row, 0)),
+                     self.done.eq(self.valid & (self.row == self.rows - 1))]
+        with m.If(self.start & ~self.busy):
+            m.d.sync += [next_row.eq(1), self.valid.eq(1), self.row.eq(0), self.busy.eq(1)]
+        with m.Elif(self.busy):
+            with m.If(next_row < self.rows):
+                m.d.sync += [next_row.eq(next_row + 1), self.valid.eq(1), self.row.eq(next_row)]
+            with m.Else():
+                m.d.sync += self.valid.eq(0)
+            with m.If(self.done):
+                m.d.sync += [self.valid.eq(0), self.busy.eq(0)]
         return m
 
 

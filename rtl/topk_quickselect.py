@@ -26,7 +26,7 @@ from amaranth.utils import exact_log2
 
 from ..golden.topk import LFSR_BITS, LFSR_SEED
 from .topk import PARAMS, banked
-from .topk_parts import Compactor, TopKShell, count_bits, lfsr_next, median3, popcount
+from .topk_parts import Compactor, RowScan, TopKShell, count_bits, lfsr_next, median3, popcount
 from .unit import Formal, SimPoint, Synth, Unit
 
 __all__ = ["QuickSelectTopK"]
@@ -59,6 +59,7 @@ class QuickSelectTopK(TopKShell):
         buf_w[1], buf_r[1] = banked(m, "bufb", P, D, W)
         m.submodules.greater = cg = Compactor(max_n=N, score_bits=W, per_beat=P)
         m.submodules.less = cl = Compactor(max_n=N, score_bits=W, per_beat=P)
+        m.submodules.scan = scan = RowScan(max_n=N, per_beat=P)
 
         r = Signal(QB)                            # target rank among the candidates
         c = Signal(QB)                            # candidates
@@ -66,13 +67,11 @@ class QuickSelectTopK(TopKShell):
         pivot = Signal(signed(W))
         lfsr = Signal(LFSR_BITS, init=LFSR_SEED)
         ecount = Signal(QB)
-        rd_row = Signal(range(D + 1))
         piv_lane = Signal(range(P))
         s1_valid = Signal()
         s1_data = Signal(data.ArrayLayout(signed(W), P))
         s1_mask = Signal(P)
-        pv = Signal()
-        prow = Signal(range(max(D, 2)))
+        pv, prow = scan.valid, scan.row           # a candidate row arrives this cycle
         rd_addr = Signal(range(max(D, 2)))
 
         IDLE, LOAD, LOADED, ERROR, DECIDE, PIVOT, PASS, EMIT = range(8)
@@ -83,7 +82,7 @@ class QuickSelectTopK(TopKShell):
         part_valid = Signal()
         part_x = Signal(data.ArrayLayout(signed(W), P))
         part_m = Signal(P)
-        rows_c = (c + (P - 1)) >> LP
+        m.d.comb += [scan.rows.eq((c + (P - 1)) >> LP), rd_addr.eq(scan.addr)]
         with m.If(loading):
             m.d.comb += [part_valid.eq(s1_valid), part_x.eq(s1_data), part_m.eq(s1_mask)]
         with m.Else():
@@ -147,7 +146,7 @@ class QuickSelectTopK(TopKShell):
             sample = (step * new_c) >> LFSR_BITS
             m.d.comb += [rd_addr.eq(sample >> LP), cg.clear.eq(1), cl.clear.eq(1)]
             m.d.sync += [lfsr.eq(step), c.eq(new_c), cur.eq(new_cur), piv_lane.eq(sample),
-                         ecount.eq(0), rd_row.eq(1)]
+                         ecount.eq(0)]
             with m.If((r > g) & (r <= g + e)):
                 m.d.comb += [em.start.eq(1), em.kth.eq(pivot), em.quota.eq(r - g)]
                 m.d.sync += [cur.eq(cur), r.eq(r), state.eq(EMIT)]
@@ -158,16 +157,11 @@ class QuickSelectTopK(TopKShell):
             sel = lanes[0]
             for j in range(1, P):
                 sel = Mux(piv_lane == j, lanes[j], sel)
-            m.d.sync += [pivot.eq(sel), pv.eq(1), prow.eq(0), state.eq(PASS)]
-            m.d.comb += rd_addr.eq(0)
+            m.d.sync += [pivot.eq(sel), state.eq(PASS)]
+            m.d.comb += scan.start.eq(1)
         with m.Elif(state == PASS):
-            m.d.comb += rd_addr.eq(rd_row)
-            with m.If(rd_row < rows_c):
-                m.d.sync += [rd_row.eq(rd_row + 1), pv.eq(1), prow.eq(rd_row)]
-            with m.Else():
-                m.d.sync += pv.eq(0)
-            with m.If(pv & (prow == rows_c - 1)):
-                m.d.sync += [pv.eq(0), state.eq(DECIDE)]
+            with m.If(scan.done):
+                m.d.sync += state.eq(DECIDE)
         with m.Elif(state == EMIT):
             with m.If(~em.busy):
                 m.d.sync += state.eq(IDLE)

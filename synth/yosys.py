@@ -41,6 +41,20 @@ FF_TRANSISTORS = 24
 #: only; a macro's decoders, sense amplifiers and write drivers come on top).
 SRAM_BIT_TRANSISTORS = 6
 
+#: Prefix of a hierarchical run (``flatten=False``): Amaranth's own submodules (``top.g0.seq``:
+#: a module per submodule, instantiated once) are flattened into the top, only the modules
+#: emitted once and instantiated many times (:func:`attnforge.rtl.place`) keep their hierarchy.
+#: Each submodule instance of the top is seen by ``ltp`` as one cell from every input to every
+#: output, so handshakes between sibling parts (a loader and an issuer) look like loops: ``ltp``
+#: then recurses until Yosys's stack is exhausted.
+HIER_PREFIX = """read_verilog {name}.v
+synth -top {name} -run begin:coarse
+proc
+setattr -mod -set keep_hierarchy 1 *
+setattr -mod -unset keep_hierarchy {name}.*
+flatten
+"""
+
 SCRIPT = """read_verilog {name}.v
 synth {flatten}-top {name} -run begin:fine
 tee -q -o memories.txt dump t:$mem_v2
@@ -65,8 +79,10 @@ def yosys_command():
 def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     """Synthesize a registered ``unit`` (or any ``component``) and return its figures.
 
-    ``flatten=False`` keeps the hierarchy: each distinct module is synthesized once and the
-    totals count every instance (``stat -top``), which is how a 512-PE array stays tractable;
+    ``flatten=False`` keeps the hierarchy of the shared modules (:func:`attnforge.rtl.place`;
+    Amaranth's own submodules are flattened into the top, see :data:`HIER_PREFIX`): each is
+    synthesized once and the totals count every instance (``stat -top``), which is how a
+    512-PE array stays tractable;
     ``depth`` is then the deepest path inside any one module (paths crossing a module boundary
     are not joined).
     """
@@ -74,8 +90,11 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     name = name or unit
     work = work_dir("synth", name, {"unit": unit, **params}, "" if flatten else "-hier")
     component = component if component is not None else build(unit, **params)
-    inputs = {f"{name}.v": verilog(component, name=name),
-              "synth.ys": SCRIPT.format(name=name, flatten="-flatten " if flatten else "")}
+    script = SCRIPT.format(name=name, flatten="-flatten " if flatten else "")
+    if not flatten:
+        script = HIER_PREFIX.format(name=name) + script.split("\n", 1)[1].replace(
+            "-run begin:fine", "-run coarse:fine", 1)
+    inputs = {f"{name}.v": verilog(component, name=name), "synth.ys": script}
     seconds = None
     if not reusable(work, inputs, ("stat.json", "ltp.txt", "memories.txt", "memories.lst")):
         for file, text in inputs.items():
