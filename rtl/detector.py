@@ -591,5 +591,5 @@ UNIT = Unit(
      Param("sched_lanes", Range(1, 16), "scheduler lanes L")),
     sim=(SimPoint({"per_beat": 4, "max_len": 32, "score_bits": 4, "sched_lanes": 3}),
          SimPoint({"per_beat": 8, "max_len": 32, "score_bits": 8, "sched_lanes": 4})),
-    synth=Synth(boards=("ulx3s-85f",)),
+    synth=Synth(boards=("ulx3s-85f", "orangecrab-r0.2")),
     formal=Formal(cover_depth=12))

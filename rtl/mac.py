@@ -36,7 +36,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.mac import MAX_LANES, TILE_ROWS, lane_bits
 from ..golden.numbers import WORD_BITS, Precision
 from .numbers import requantize
-from .unit import Formal, Param, Range, SimPoint, Unit
+from .unit import Formal, Param, Range, SimPoint, Synth, Unit
 
 __all__ = ["MAC", "FX16MAC", "SeparateMAC", "FusedDatapath", "FX16Datapath", "SeparateDatapath",
            "PRODUCT_BITS", "datapath_signature", "act_layout", "weight_layout", "result_layout"]
@@ -422,7 +422,8 @@ _PARAMS = (
 UNITS = (
     Unit("mac", MAC, "multi-precision MAC / PE (FX16, INT8, INT4, INT2)", _PARAMS,
          sim=(SimPoint(), SimPoint({"frac_bits": 0, "max_depth": 8})),
-         formal=Formal(cover_depth=8)),
+         formal=Formal(cover_depth=8),
+         synth=Synth(boards=("ulx3s-85f", "orangecrab-r0.2"))),
     Unit("mac_fx16", FX16MAC, "baseline: FX16-only MAC with the same ports", _PARAMS,
          sim=(SimPoint({"max_depth": 8}),), testbench="attnforge.testbench.mac",
          baseline_of="mac"),

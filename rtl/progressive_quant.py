@@ -33,7 +33,7 @@ from ..golden.progressive_quant import PQConfig, words_for
 from .numbers import requantize
 from .softmax import FORMAT_PARAMS, Softmax, checked_format, softmax_latency
 from .streams import RowLayout
-from .unit import Param, Range, Ref, SimPoint, Unit, Widths
+from .unit import Param, Range, Ref, SimPoint, Synth, Unit, Widths
 
 __all__ = ["BitwidthConverter", "word_layout", "beat_layout", "ProgressiveQuant", "cmd_layout",
            "req_layout", "resp_layout", "prob_layout", "CONVERTER_PARAMS"]
@@ -508,4 +508,5 @@ UNIT = Unit(
      Param("addr_bits", Range(1, 48), "memory word address width")),
     sim=(SimPoint(), SimPoint({"dim": 6, "macs": 3, "q_bits": 6, "msb_bits": 6, "lsb_bits": 4,
                                "word_bits": 32, "per_beat": 3, "max_len": 12, "in_bits": 12,
-                               "in_frac": 4, "out_frac": 6, "score_shift": 2})))
+                               "in_frac": 4, "out_frac": 6, "score_shift": 2})),
+    synth=Synth(boards=("ulx3s-85f", "orangecrab-r0.2")))

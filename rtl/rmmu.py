@@ -844,4 +844,4 @@ UNIT = Unit(
          SimPoint({}, id="default-32x16",
                   testcases=("random_concurrent_groups", "extremes_at_max_k"))),
     synth=Synth(hierarchical=True, ecp5="not implemented on the ECP5: 512 PEs need ~50x an "
-                "ECP5-85; rmmu.md has one PE and one output lane"))
+                "ECP5-85; rmmu.md has one PE and one output lane", boards=("ulx3s-85f",)))

@@ -50,7 +50,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.softmax import SoftmaxFormat
 from .numbers import round_shift
 from .streams import RowLayout
-from .unit import Formal, Param, Range, Ref, SimPoint, Unit
+from .unit import Formal, Param, Range, Ref, SimPoint, Synth, Unit
 
 __all__ = ["Softmax", "ExpUnit", "RowStats", "Reciprocal", "Normalize", "ref_shape",
            "FORMAT_PARAMS", "INDEX_BITS", "checked_format", "softmax_latency",
@@ -506,4 +506,5 @@ UNIT = Unit(
     sim=(SimPoint(), SimPoint({"per_beat": 3, "max_len": 12, "in_bits": 8, "in_frac": 4,
                                "out_frac": 6, "table_bits": 8, "index_bits": 4,
                                "recip_steps": 2})),
-    formal=Formal(cover_depth=24))
+    formal=Formal(cover_depth=24),
+    synth=Synth(boards=("ulx3s-85f",)))

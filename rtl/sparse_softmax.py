@@ -36,7 +36,7 @@ from amaranth.lib.wiring import connect, flipped
 from .detector import Detector, index_bits
 from .softmax import Softmax
 from .streams import RowAdapter, RowLayout, RowPacker
-from .unit import Choice, Param, Range, Ref, SimPoint, Unit
+from .unit import Choice, Param, Range, Ref, SimPoint, Synth, Unit
 
 __all__ = ["SparseSoftmax"]
 
@@ -127,4 +127,4 @@ UNIT = Unit(
      Param("table_bits", Range(2, 10), "softmax exp table bits")),
     sim=(SimPoint({"per_beat": 4, "max_len": 32, "score_bits": 8, "sched_lanes": 2,
                    "out_per_beat": 2, "in_frac": 4}),),
-)
+    synth=Synth(boards=("ulx3s-85f",)))

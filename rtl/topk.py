@@ -44,7 +44,7 @@ from amaranth.utils import exact_log2
 from ..golden.topk import MARGIN, MARGIN_SHIFT, SAMPLE_SHIFT, digit_slices
 from .topk_parts import (PER_BEAT_CHOICES, Compactor, DigitHistogram, RankFinder, RowScan,
                          TopKShell, count_bits)
-from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Unit
+from .unit import Choice, Formal, Param, Range, Ref, SimPoint, Synth, Unit
 
 __all__ = ["TopK"]
 
@@ -263,4 +263,5 @@ UNIT = Unit(
     "topk", TopK, "top-k engine: radix select with a sampled bracket, P lanes, run-time n, k",
     (*PARAMS, Param("digit_bits", Range(2, 8), "R: radix digit width (2**R counters)")),
     sim=(SimPoint({"max_n": 256, "score_bits": 16, "per_beat": 16, "digit_bits": 6}),),
-    formal=Formal(cover_depth=12))
+    formal=Formal(cover_depth=12),
+    synth=Synth(boards=("ulx3s-85f", "orangecrab-r0.2")))

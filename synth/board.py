@@ -46,7 +46,9 @@ DEFAULT_BAUD = 115200
 #: The unit clock in MHz (from the PLL, :class:`BoardTop`) of a unit on a board whose clock is
 #: faster than the unit at its board point (measured, docs/board.md); ``board build`` uses it
 #: unless ``--clock`` is given. Absent: the board clock.
-UNIT_CLOCKS = {}
+UNIT_CLOCKS = {("softmax", "ulx3s-85f"): 20, ("sparse_softmax", "ulx3s-85f"): 20,
+               ("topk", "orangecrab-r0.2"): 24, ("detector", "orangecrab-r0.2"): 24,
+               ("progressive_quant", "orangecrab-r0.2"): 24}
 
 
 @dataclass(frozen=True)
