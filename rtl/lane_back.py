@@ -67,7 +67,7 @@ class LaneBack(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        rows, cols, bq = self.rows, self.cols, self.bq
+        rows, bq = self.rows, self.bq
         m.submodules.smax = smax = self.smax
         ib = max(1, (self.max_t - 1).bit_length())
         m.submodules.prob = prob = ProbBuffer(rows=self.rmmu_params["rows"], nrows=rows, bq=bq,

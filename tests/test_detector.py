@@ -137,10 +137,9 @@ import random  # noqa: E402
 
 from amaranth.sim import Simulator  # noqa: E402
 
-from attnforge.golden.detector import granule_scores  # noqa: E402,F811
 from attnforge.rtl.detector import Detector, Ingest, Scheduler, Select  # noqa: E402
 from attnforge.testbench import quick  # noqa: E402
-from attnforge.testbench.detector import (bad_ops, cmd_fields, compare_idx,  # noqa: E402
+from attnforge.testbench.detector import (bad_ops, compare_idx,  # noqa: E402
                                           compare_mask, expected_beats, model_of, random_ops,
                                           simulate)
 

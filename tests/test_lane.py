@@ -738,7 +738,7 @@ def test_back_feeder_streams_equal_golden_beats():
     for i, b0 in enumerate(sorted(by)):
         blocks = sorted({int(x) // 8 for x in ref.gather[i]})
         tiles.append({"q0": b0, "nblk": len(blocks), "blk": blocks + [0] * (4 - len(blocks))})
-        (ds, as_, bs), (dv, av, bv) = by[b0]["scores"], by[b0]["av"]
+        (ds, as_, bs), (dv, _, bv) = by[b0]["scores"], by[b0]["av"]
         want_a += [[int(x) for x in r] for r in model.a_beats(ds, as_)]
         want_w += [[[int(x) for x in t] for t in beat]
                    for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]

@@ -17,9 +17,8 @@ import json
 import numpy as np
 
 from ..golden.attention import HeadConfig, attend_float, to_fx
-from ..golden.lane import LaneConfig, LaneParams, auto_config, cycles, int_projection, run_lane
+from ..golden.lane import LaneConfig, auto_config, cycles, int_projection, run_lane
 from ..paths import BUILD, digest
-from ..rtl.unit import Choice, Param, Range, Ref, Unit
 
 __all__ = ["lane_record", "lane_params", "build_lane", "area", "evaluate", "rtl_supports",
            "model_cycles_for_rtl", "simulate_rtl", "rtl_check", "workload_heads", "head_configs", "AREA_CACHE"]
