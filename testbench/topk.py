@@ -288,7 +288,7 @@ async def corner_cases(dut):
     N = u.max_n
     reqs = [(1, 1, [lo]), (1, 1, [hi]), (1, 1, [0])]
     for n in sorted({2, u.per_beat, u.per_beat + 1, N // 2 + 1, N}):
-        for kind in ("sorted", "reverse", "equal", "ties", "extremes", "random"):
+        for kind in ("sorted", "reverse", "equal", "ties", "extremes", "random", "close"):
             x = make_scores(tb.rng, kind, n, u.score_bits)
             for k in sorted({1, n, (n + 1) // 2}):
                 reqs.append((n, k, x))
