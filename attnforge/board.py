@@ -34,10 +34,12 @@ __all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "BOARD_POINTS", "traffic",
 #: docs/board.md, which its record's ``Synth(boards=...)`` refers to. The radix top-k engine at
 #: its default ``digit_bits = 8`` has ~718 levels of logic and misses even the ULX3S's 25 MHz;
 #: with 4-bit digits it meets it (docs/board.md). The RMMU's default 32 x 16 PE array needs ~50
-#: ECP5-85s; on a board it is a 2 x 2 array in two row groups.
+#: ECP5-85s; on a board it is a 2 x 2 array in two row groups. The lane's RMMU (4 x 2 at its
+#: defaults) is a 2 x 1 array on a board: one estimate row, one compute row.
 BOARD_POINTS = {"topk": {"digit_bits": 4},
                 "rmmu": {"rows": 2, "cols": 2, "groups": 2, "tile_m": 4, "max_m": 64,
-                         "max_k": 64, "max_n": 64}}
+                         "max_k": 64, "max_n": 64},
+                "lane": {"rows": 2, "cols": 1}}
 
 NAMES = {WRITE: "WRITE", READ: "READ", RESET: "RESET", INFO: "INFO", ACK: "ACK", BUSY: "BUSY",
          DATA: "DATA", EMPTY: "EMPTY", NAK: "NAK", ANSWER_INFO: "INFO"}
