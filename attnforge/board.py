@@ -34,10 +34,12 @@ __all__ = ["LinkError", "Link", "Traffic", "TRAFFIC", "BOARD_POINTS", "traffic",
 #: docs/board.md, which its record's ``Synth(boards=...)`` refers to. The radix top-k engine at
 #: its default ``digit_bits = 8`` has ~718 levels of logic and misses even the ULX3S's 25 MHz;
 #: with 4-bit digits it meets it (docs/board.md). The RMMU's default 32 x 16 PE array needs ~50
-#: ECP5-85s; on a board it is a 2 x 2 array in two row groups.
+#: ECP5-85s; on a board it is a 2 x 2 array in two row groups. The lane's RMMU (4 x 2 at its
+#: defaults) is a 2 x 1 array on a board: one estimate row, one compute row.
 BOARD_POINTS = {"topk": {"digit_bits": 4},
                 "rmmu": {"rows": 2, "cols": 2, "groups": 2, "tile_m": 4, "max_m": 64,
-                         "max_k": 64, "max_n": 64}}
+                         "max_k": 64, "max_n": 64},
+                "lane": {"rows": 2, "cols": 1}}
 
 NAMES = {WRITE: "WRITE", READ: "READ", RESET: "RESET", INFO: "INFO", ACK: "ACK", BUSY: "BUSY",
          DATA: "DATA", EMPTY: "EMPTY", NAK: "NAK", ANSWER_INFO: "INFO"}
@@ -551,12 +553,84 @@ class RMMUTraffic(Traffic):
                               expected["where"]), view)
 
 
+class LaneTraffic(Traffic):
+    """Attention lane: one head per ``cfg`` beat, its Q, K, V (and, sparse, Q~ and K~) rows on
+    ``load``; the head's output rows on ``o``, its key importance on ``importance``, one
+    ``status`` beat (error and kept blocks compared; the cycles depend on the link's gaps and
+    are not). Beats and expected answers are the lane bench's
+    (:mod:`attnforge.testbench.lane`: ``cfg_fields``, ``head_loads``, ``expected_rows``,
+    ``expected_importance``) from :func:`attnforge.golden.lane.run_lane`; a configuration the
+    RTL rejects (:func:`attnforge.golden.lane.rtl_error`) is sent as its ``cfg`` beat alone and
+    answered by one error status and nothing else.
+
+    Heads: Gaussian Q, K, V in FX16, DSA's random integer projections, shifts fitted to the
+    head (:func:`~attnforge.golden.lane.auto_config`). Corners: dense at ``max_t``; sparse at
+    ``max_t`` with an INT2 estimate and top-1 (the highest sparsity); INT8 and every block
+    kept (two blocks, sigma 2); the shortest head (one block), INT4, ``m = max_m``; a bad
+    configuration (``est_bits = 3``). Random: ``t`` a random number of blocks, dense one head in four,
+    INT2/4/8, ``k`` and ``m`` random, sigma 0.5 to 2."""
+
+    def head(self, rng, t, mode="sparse", est_bits=4, k=1, m=2, sigma=1.0):
+        """One head ``(cfg, qi, ki, vi, pq, pk)`` drawn from ``rng``."""
+        import numpy as np
+
+        from .golden.attention import to_fx
+        from .golden.lane import LaneConfig, auto_config, int_projection
+        from .testbench.lane import lane_params
+        u = self.unit
+        nrng = np.random.default_rng(rng.getrandbits(32))
+        qi, ki, vi = to_fx(*(nrng.normal(0, sigma, (t, u.d)) for _ in range(3)), u.frac_bits)
+        pq, pk = int_projection(u.d, m, seed=rng.getrandbits(16))
+        cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m,
+                         granularity=f"{u.block}x{u.block}", k=k)
+        return auto_config(lane_params(u), cfg, qi, ki, pq, pk), qi, ki, vi, pq, pk
+
+    def program(self, rng, count, corners=True):
+        from .golden.lane import rtl_error, run_lane
+        from .testbench.lane import (cfg_fields, expected_importance, expected_rows,
+                                     head_loads, lane_params)
+        u = self.unit
+        nb = u.max_t // u.block
+        heads = []
+        if corners:
+            two = min(2, nb)
+            heads += [self.head(rng, u.max_t, "dense"),
+                      self.head(rng, u.max_t, est_bits=2, k=1),
+                      self.head(rng, two * u.block, est_bits=8, k=two, sigma=2.0),
+                      self.head(rng, u.block, est_bits=4, k=1, m=u.max_m, sigma=0.5)]
+            cfg, *rest = self.head(rng, u.block)
+            heads.append((cfg.replace(est_bits=3), *rest))
+        for i in range(count):
+            t = u.block * rng.randint(1, nb)
+            heads.append(self.head(rng, t, "dense" if i % 4 == 3 else "sparse",
+                                   est_bits=rng.choice((2, 4, 8)), k=rng.randint(1, t // u.block),
+                                   m=rng.randint(1, u.max_m), sigma=rng.choice((0.5, 1, 2))))
+        params = lane_params(u)
+        writes = {"cfg": [], "load": []}
+        expected = {"o": [], "importance": [], "status": []}
+        for cfg, qi, ki, vi, pq, pk in heads:
+            writes["cfg"].append(cfg_fields(cfg))
+            if rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block):
+                expected["status"].append({"error": 1, "kept": 0})
+                continue
+            ref = run_lane(params, cfg, qi, ki, vi, pq, pk)
+            writes["load"] += [{**b, "target": b["target"].value}
+                               for b in head_loads(cfg, qi, ki, vi, pq, pk)]
+            expected["o"] += expected_rows(ref.out, u.cols)
+            expected["importance"] += expected_importance(ref.importance)
+            expected["status"].append({"error": 0, "kept": int(ref.mask.sum()) // u.block ** 2})
+        return writes, expected
+
+    def compare(self, port, expected, view):
+        return differ(expected, view, tuple(expected))
+
+
 #: Units the host can drive on a board, with their traffic generators.
 TRAFFIC = {"mac": MACTraffic, "mac_fx16": MACTraffic, "mac_separate": MACTraffic,
            "topk": TopKTraffic, "topk_quickselect": TopKTraffic, "topk_bitonic": TopKTraffic,
            "softmax": SoftmaxTraffic, "detector": DetectorTraffic,
            "sparse_softmax": SparseSoftmaxTraffic, "progressive_quant": ProgressiveQuantTraffic,
-           "rmmu": RMMUTraffic}
+           "rmmu": RMMUTraffic, "lane": LaneTraffic}
 
 
 def traffic(unit):

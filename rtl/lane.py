@@ -335,4 +335,4 @@ UNIT = Unit(
      Param("prob_frac", Range(1, 15), "fraction bits of the probabilities")),
     sim=(SimPoint(dict(max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8),
                   id="t32-d8-4x2"),),
-    synth=Synth(hierarchical=True))
+    synth=Synth(hierarchical=True, boards=("ulx3s-85f",)))

@@ -48,7 +48,7 @@ DEFAULT_BAUD = 115200
 #: unless ``--clock`` is given. Absent: the board clock.
 UNIT_CLOCKS = {("softmax", "ulx3s-85f"): 20, ("sparse_softmax", "ulx3s-85f"): 20,
                ("topk", "orangecrab-r0.2"): 24, ("detector", "orangecrab-r0.2"): 24,
-               ("progressive_quant", "orangecrab-r0.2"): 24}
+               ("progressive_quant", "orangecrab-r0.2"): 24, ("lane", "ulx3s-85f"): 20}
 
 
 @dataclass(frozen=True)
