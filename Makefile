@@ -18,15 +18,16 @@ XSEED  ?= random
 export XSEED
 # Golden + Amaranth-simulator tests: everything but cocotb, synthesis, formal, Verilator lint and
 # the few long simulator runs marked `slow`.
-QUICK  := -m "not sim and not synth and not formal and not slow" --ignore=tests/test_lint.py
+QUICK  := -m "not sim and not synth and not formal and not slow and not long" --ignore=tests/test_lint.py
 
-.PHONY: all quick sim test verilog synth lint bench formal soak coverage mutants bitstream attention fixtures sweep search clean distclean help
+.PHONY: all quick sim test long verilog synth lint bench formal soak coverage mutants bitstream attention fixtures sweep search clean distclean help
 all: test
 
 help:
 	@echo "make quick    golden-model + Amaranth-simulator tests (< 2 min)"
 	@echo "make sim      cocotb regression of every unit on Verilator (SEED=n, WAVES=1, TESTCASE=name, SIM=icarus)"
 	@echo "make test     everything CI runs: golden + simulator tests, cocotb regression, lint, CLI, synth smoke"
+	@echo "make long     the tests too long for make test (simulated board runs of the other units and the lane)"
 	@echo "make verilog  emit every unit's Verilog at default parameters into build/verilog/"
 	@echo "make synth    Yosys area/depth + ECP5 (nextpnr: LUTs, DSPs, FFs, Fmax) reports into build/reports/"
 	@echo "make formal   SymbiYosys proofs (stream protocol, requantize, MAC datapath) -> build/reports/formal.md"
@@ -54,7 +55,10 @@ sim: $(STAMP)
 	$(PY) -m pytest -m sim -n $(JOBS) -q
 
 test: $(STAMP)
-	$(PY) -m pytest -n $(JOBS) -q --durations=15
+	$(PY) -m pytest -n $(JOBS) -q --durations=15 -m "not long"
+
+long: $(STAMP)
+	$(PY) -m pytest -n $(JOBS) -q --durations=15 -m long
 
 verilog: $(STAMP)
 	$(PY) -m attnforge verilog-all -o build/verilog

@@ -222,8 +222,15 @@ def test_traffic_program(unit, params, _):
         assert gen.compare(name, items[0], wrong) is not None
 
 
+#: Units whose simulated board run is in `make test`; the others (one Verilator build of bridge +
+#: unit each, 1-7 minutes; the lane's run ~3 minutes more) run in `make long` (marker `long`),
+#: which keeps a fresh clone's `make test` within its 15-minute budget.
+IN_MAKE_TEST = ("mac", "topk")
+
+
 @pytest.mark.sim
-@pytest.mark.parametrize("unit, params, tests", SIM_POINTS)
+@pytest.mark.parametrize("unit, params, tests", [
+    p if p[0] in IN_MAKE_TEST else pytest.param(*p, marks=pytest.mark.long) for p in SIM_POINTS])
 def test_bridge_in_simulation(unit, params, tests):
     """The bridge around the unit on Verilator, driven by the host driver through a UART model:
     clean regression with back-pressure (every answer bit exact against the golden model), and
