@@ -841,7 +841,8 @@ UNIT = Unit(
                   id="4x2"),
          SimPoint(dict(rows=3, cols=3, groups=3, tile_m=2, max_m=8, max_k=255, max_n=40),
                   id="3x3-3groups"),
+         # the 32 x 16 array's Verilator build (11.6 MB of Verilog) takes many minutes
          SimPoint({}, id="default-32x16",
-                  testcases=("random_concurrent_groups", "extremes_at_max_k"))),
+                  testcases=("random_concurrent_groups", "extremes_at_max_k"), long=True)),
     synth=Synth(hierarchical=True, ecp5="not implemented on the ECP5: 512 PEs need ~50x an "
                 "ECP5-85; rmmu.md has one PE and one output lane", boards=("ulx3s-85f",)))

@@ -158,10 +158,13 @@ class Param:
 
 @dataclass(frozen=True)
 class SimPoint:
-    """One parameter set of the cocotb regression (``testcases``: a subset, else all)."""
+    """One parameter set of the cocotb regression (``testcases``: a subset, else all; ``long``:
+    too long for ``make test``'s 15-minute budget on a fresh clone, run by ``make long`` and
+    ``make sim``)."""
     params: dict = field(default_factory=dict)
     id: str = None
     testcases: tuple = None
+    long: bool = False
 
     @property
     def label(self):

@@ -22,6 +22,9 @@ from . import quick
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
            "expected_importance", "lane_params", "simulate_lane"]
 
+#: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
+MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
+
 
 def lane_params(lane):
     """The golden :class:`LaneParams` of a :class:`attnforge.rtl.lane.Lane` (its generator

@@ -764,7 +764,7 @@ def test_back_feeder_streams_equal_golden_beats():
 
 
 @pytest.mark.parametrize("mode", ["sparse", "dense"])
-@pytest.mark.slow
+@pytest.mark.long     # ~1 min each; the top level's tests cover the core whole
 def test_lane_core_whole_head_bit_exact(mode):
     """A whole head (T = 32, d = 8, 8x8 blocks = the query tile, top-2, INT4 estimate of m = 2)
     through the RTL lane core (estimate -> pool -> detector -> gather -> feeder -> scores ->
@@ -893,7 +893,7 @@ def test_lane_top_bad_configs_then_a_head():
     _check_top(dut, heads, simulate_lane(dut, heads, gaps=0.2, stalls=0.2))
 
 
-@pytest.mark.slow
+@pytest.mark.long     # ~2.5 min; the cocotb bench (make test) plays the same kinds of heads
 def test_lane_top_heads_bit_exact():
     """Head after head through the top level (cfg -> load -> tiles -> O rows -> status):
     sparse INT4/INT8 top-2 and top-4 (0 % sparsity), dense, under gaps and stalls."""

@@ -12,6 +12,8 @@ pytestmark = pytest.mark.sim
 POINTS = [(unit.name, point) for unit in UNITS.values() for point in unit.sim]
 
 
-@pytest.mark.parametrize("unit, point", POINTS, ids=[f"{u}-{p.label}" for u, p in POINTS])
+@pytest.mark.parametrize("unit, point", [
+    pytest.param(u, p, marks=pytest.mark.long) if p.long else (u, p) for u, p in POINTS],
+    ids=[f"{u}-{p.label}" for u, p in POINTS])
 def test_cocotb(unit, point):
     run(unit, point.params, testcase=list(point.testcases) if point.testcases else None)
