@@ -189,10 +189,17 @@ class PQBench(Bench):
         self.coverpoint("out_beat", [("full", 0, 0), ("full", 1, 0), ("partial", 1, 0),
                                      ("empty", 1, 1)])
         # Planes go at increasing addresses from a random base (high address bits exercised).
-        span = 400 * (2 * words_per_query(u) + 4)
-        self.base = self.rng.randrange(max(1, (1 << u.addr_bits) - span))
+        self.base = self._random_base()
         self.queries = 0
         self.fetched = 0
+
+    #: Queries one memory image holds (:meth:`play_in_images`): their planes fit above
+    #: :meth:`_random_base` whatever the address width.
+    IMAGE_QUERIES = 400
+
+    def _random_base(self):
+        span = self.IMAGE_QUERIES * (2 * words_per_query(self.unit) + 4)
+        return self.rng.randrange(max(1, (1 << self.unit.addr_bits) - span))
 
     def _cover_out(self, v):
         n = int(v.count)
@@ -258,6 +265,19 @@ class PQBench(Bench):
                            "msb_addr": query.msb_addr, "lsb_addr": query.lsb_addr})
             self.queries += 1
 
+    async def play_in_images(self, queries):
+        """Play ``queries`` in batches of :attr:`IMAGE_QUERIES`: before each batch after the
+        first, wait until every beat of the earlier ones is checked, then start a new memory
+        image at a new random base. A scaled campaign (``make soak``) would otherwise outgrow
+        the ``addr_bits`` address space; the default campaign is one batch."""
+        n = self.IMAGE_QUERIES
+        for i in range(0, len(queries), n):
+            if i:
+                await self.board.wait(self.dut.clk, 1500 * (n + 2))
+                self.mem.words.clear()
+                self.base = self._random_base()
+            self.play(queries[i:i + n])
+
     async def finish(self):
         await super().finish(1500 * (self.queries + 2))
 
@@ -271,7 +291,7 @@ async def random_queries(dut):
     """Hundreds of queries of every kind, random memory latency, gaps and stalls everywhere."""
     tb = PQBench(dut)
     await tb.start()
-    tb.play(make_queries(tb.unit, tb.nrng, scale(240)))
+    await tb.play_in_images(make_queries(tb.unit, tb.nrng, scale(240)))
     await tb.finish()
     dut._log.info("checked %d beats of %d queries, %d fetched the LSB plane",
                   tb.board.checked, tb.queries, tb.fetched)
