@@ -46,7 +46,9 @@ from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
-           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project"]
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project", "block_norms",
+           "INT8_BOUND_BITS",
+           "sumsq_bits"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -197,26 +199,42 @@ class LaneConfig:
                    granularity=gran, k=keep_count(-(-t // c), head.sparsity), **kw)
 
 
-def rtl_error(cfg, *, max_t, max_m, block, keep=None):
+def sumsq_bits(block, score_bits=8):
+    """Bits of an unsigned sum of ``block x block`` squared ``score_bits`` estimates (the largest
+    is ``block**2 * 2**(2*(score_bits-1))``, all at the most negative value)."""
+    return (block * block << 2 * (score_bits - 1)).bit_length()
+
+
+#: Width of the lane's ``cfg.int8_bound`` (RTL): holds :func:`sumsq_bits` of the largest
+#: sparse block (32) at ``score_bits = 8``; a bound at or above a block's largest sum keeps
+#: every kept block at INT8.
+INT8_BOUND_BITS = sumsq_bits(32)
+
+
+def rtl_error(cfg, *, max_t, max_m, block, keep=None, frac_bits=LaneParams.frac_bits):
     """Why the RTL top level (:class:`attnforge.rtl.lane.Lane`, generator bounds ``max_t``,
     ``max_m``, ``block``) answers ``cfg`` with an error status (a string), or None: the checks
     its ``cfg`` stream applies, in this order, to the fields it carries (docs/lane.md section 5).
     The RTL runs the subset of :meth:`LaneConfig.error` that it implements: BxB blocks equal
-    to the query tile, top-k, no HB-BSSA, no keep-list (those raise an error here and there).
-    The testbench predicts every error response with this function."""
+    to the query tile, top-k, HB-BSSA (``int8_bound`` None = off, else an INT8 block when its
+    sum of squares is ``<= int8_bound``; ``q8_shift``, ``k8_shift`` >= 0 with
+    ``q8_shift + k8_shift <= frac_bits``, checked in every mode as :meth:`LaneConfig.error`
+    does), no keep-list (an error here and there). The testbench predicts every error response
+    with this function (``frac_bits``: the lane's generator parameter)."""
     checks = (
         (1 <= cfg.t <= max_t, "t", cfg.t, f"in [1, {max_t}]"),
         (cfg.t % block == 0, "t", cfg.t, f"a multiple of the block {block}"),
         (cfg.est_bits in _EST_BITS, "est_bits", cfg.est_bits, "2, 4 or 8"),
         (1 <= cfg.m <= max_m, "m", cfg.m, f"in [1, {max_m}]"),
         (0 <= cfg.est_shift <= 63, "est_shift", cfg.est_shift, "in [0, 63]"),
+        (min(cfg.q8_shift, cfg.k8_shift) >= 0 and cfg.q8_shift + cfg.k8_shift <= frac_bits,
+         "q8_shift + k8_shift", (cfg.q8_shift, cfg.k8_shift), f"in [0, frac_bits ({frac_bits})]"),
     )
     sparse = (
         (cfg.select == "topk", "select", cfg.select, "topk (threshold: not in the RTL yet)"),
         (cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
          f"{block}x{block} (the query tile)"),
         (1 <= cfg.k <= cfg.t // block, "k", cfg.k, f"in [1, {cfg.t // block}]"),
-        (cfg.int8_bound is None, "int8_bound", cfg.int8_bound, "None (HB-BSSA: not in the RTL)"),
         (keep is None, "keep-list", keep, "None (token pruning: not in the RTL)"),
     )
     for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
@@ -304,8 +322,10 @@ def _detect(params, cfg, est):
     return mask
 
 
-def _block_norms(est, b):
-    """Sum of squared estimates per ``b x b`` block (the granule pool's second output)."""
+def block_norms(est, b):
+    """Sum of squared estimates per ``b x b`` block of ``est`` (zero-padded at the edges): what
+    HB-BSSA compares with ``int8_bound``, the granule pool's second output
+    (:class:`attnforge.rtl.lane_pool.GranulePool`, ``sq``)."""
     t, n = est.shape
     gr, gc = -(-t // b), -(-n // b)
     pad = np.zeros((gr * b, gc * b), dtype=np.int64)
@@ -350,7 +370,7 @@ def run_lane(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None, mask=None, pl
         kmask = _detect(params, cfg, est) if mask is None else np.asarray(mask, dtype=bool)
         if cfg.int8_bound is not None:
             kept_blocks = kmask[::r, ::r]
-            int8 = (_block_norms(est, r) <= cfg.int8_bound) & kept_blocks
+            int8 = (block_norms(est, r) <= cfg.int8_bound) & kept_blocks
     if mask is not None:                              # dense mode with a mask: test hook
         kmask = np.asarray(mask, dtype=bool)
     fmt = params.softmax_format()

@@ -43,6 +43,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.detector import Gran
+from ..golden.lane import INT8_BOUND_BITS
 from ..golden.numbers import Precision
 from .lane_core import LaneCore
 from .lane_est import EstimateFeeder
@@ -87,7 +88,8 @@ def cfg_layout(max_t, max_m):
         "t": unsigned(_tbits(max_t)), "dense": 1, "est_bits": 4,
         "m": unsigned(max_m.bit_length() + 1), "est_shift": 6, "select": 1,
         "k": unsigned(_tbits(max_t)), "threshold": signed(9), "gran": 3,
-        "int8_bound": 16, "prune": 1})
+        "int8_bound": INT8_BOUND_BITS, "prune": 1,
+        "hb": 1, "q8_shift": 4, "k8_shift": 4})          # HB-BSSA: on, INT8 copy shifts
 
 
 def load_layout(max_t, d):
@@ -211,9 +213,10 @@ class Lane(wiring.Component):
         m_bad = (c.m == 0) | (c.m > self.max_m)
         gran = BLOCK_GRAN.get(self.block)
         gran_bad = (c.gran != gran) if gran is not None else 1
+        shifts8_bad = c.q8_shift + c.k8_shift > self.frac_bits
         sparse_bad = (c.select != 0) | gran_bad | (c.k == 0) | \
-            (c.k > c.t // self.block) | (c.int8_bound != 0) | c.prune
-        return t_bad | bits_bad | m_bad | (~c.dense & sparse_bad)
+            (c.k > c.t // self.block) | c.prune
+        return t_bad | bits_bad | m_bad | shifts8_bad | (~c.dense & sparse_bad)
 
     def elaborate(self, platform):
         m = Module()

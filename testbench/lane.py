@@ -40,12 +40,18 @@ def lane_params(lane):
 def cfg_fields(cfg, keep=None):
     """The ``cfg`` beat of :class:`attnforge.rtl.lane.Lane` for a :class:`LaneConfig` (fields
     a field cannot hold are clipped to a value the check rejects)."""
-    bound = 0 if cfg.int8_bound is None else min(max(int(cfg.int8_bound), 1), 0xFFFF)
+    from ..golden.lane import INT8_BOUND_BITS
+    hb = cfg.int8_bound is not None and cfg.int8_bound >= 0     # a negative bound: never INT8
+    bound = min(int(cfg.int8_bound), (1 << INT8_BOUND_BITS) - 1) if hb else 0
+    shifts8 = (cfg.q8_shift, cfg.k8_shift)
+    if not all(0 <= x <= 15 for x in shifts8):
+        shifts8 = (15, 15)                   # out of the 4-bit fields: a sum the check rejects
     return {"t": cfg.t, "dense": int(cfg.mode == "dense"), "est_bits": cfg.est_bits & 15,
             "m": cfg.m, "est_shift": cfg.est_shift & 63, "select": int(cfg.select != "topk"),
             "k": cfg.k, "threshold": cfg.threshold,
             "gran": int(GRAN_CODES[cfg.granularity]) if cfg.granularity in GRAN_CODES else 7,
-            "int8_bound": bound, "prune": int(keep is not None)}
+            "int8_bound": bound, "prune": int(keep is not None),
+            "hb": int(hb), "q8_shift": shifts8[0], "k8_shift": shifts8[1]}
 
 
 def head_loads(cfg, qi, ki, vi, pq, pk):
@@ -100,7 +106,8 @@ def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
 
     async def run(ctx):
         for cfg, qi, ki, vi, pq, pk in heads:
-            bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block)
+            bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block,
+                            frac_bits=dut.frac_bits)
             got, status = [], []
             await quick.source(dut.cfg, [cfg_fields(cfg)], rng, gaps)(ctx)
             n_rows = 0 if bad else cfg.t * -(-dut.d // dut.cols)
@@ -245,7 +252,8 @@ class LaneBench(Bench):
 
     def play(self, cfg, qi, ki, vi, pq=None, pk=None, label=""):
         u = self.unit
-        bad = rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block)
+        bad = rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block,
+                        frac_bits=u.frac_bits)
         self.cfg.send(cfg_fields(cfg))
         self.cover("mode", "error" if bad else cfg.mode)
         if bad:
@@ -337,7 +345,7 @@ async def bad_configs(dut):
     good = _random_head(tb, u.max_t, k=1)
     bad = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
            dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
-           dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(int8_bound=7),
+           dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(q8_shift=6, k8_shift=3),
            dict(granularity="element")]
     tb.play(*good)
     for kw in bad:

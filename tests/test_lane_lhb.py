@@ -1,0 +1,145 @@
+"""HB-BSSA per-block precision in the lane RTL (docs/lane.md section 8, TODO 5): the granule
+pool's block sums of squares, the per-tile INT8 flags, the back half's INT8 scores descriptor
+and the top level with ``int8_bound`` set, all against ``golden.lane`` (quick Amaranth-simulator
+tests; the cocotb bench ``testbench/lane.py`` plays HB-BSSA heads too)."""
+
+import random
+
+import numpy as np
+import pytest
+from amaranth.sim import Simulator
+
+from attnforge.golden.lane import (LaneConfig, auto_config, block_norms, int_projection,
+                                   rtl_error, run_lane, sumsq_bits)
+from attnforge.testbench import quick
+
+
+def _pool_beats(rng, block, width, lanes, n):
+    """A tile's estimate (block x n) and the RMMU beats carrying it (junk in masked lanes)."""
+    est = rng.integers(-128, 128, size=(block, n))
+    beats = []
+    for nt in range(-(-n // width)):
+        for r in range(block):
+            v = rng.integers(-128, 128, size=lanes)
+            seg = est[r, nt * width:(nt + 1) * width]
+            v[:len(seg)] = seg
+            beats.append({"lanes": [int(x) for x in v], "last": 0, "error": 0})
+    return est, beats
+
+
+@pytest.mark.parametrize("block,width", [(8, 8), (4, 8), (8, 4), (8, 16)])
+def test_pool_sums_of_squares_match_block_norms(block, width):
+    """``sq`` = golden ``block_norms`` of the tile's rows (partial last granule, W < B, an
+    all -128 tile: the largest sum, which must fit ``sumsq_bits``), same beats as ``o``; gaps
+    on both inputs, stalls on both outputs; a bad command gets an error beat on both."""
+    from attnforge.rtl.lane_pool import GranulePool
+    lanes = 16
+    pool = GranulePool(lanes=lanes, in_bits=20, score_bits=8, block=block, max_n=64)
+    assert pool.sq_bits == sumsq_bits(block) == (block * block * 128 * 128).bit_length()
+    seed = block * 100 + width
+    rng, prng = np.random.default_rng(seed), random.Random(seed)
+    cmds, beats, want = [], [], []
+    for n in (width, 2 * width + 3, 1, 37, 2 * block):
+        est, b = _pool_beats(rng, block, width, lanes, n)
+        if n == 2 * block:
+            est[:] = -128
+            for x in b:
+                x["lanes"] = [-128] * lanes
+        cmds.append({"n": n, "width": width})
+        beats += b
+        norms = block_norms(est, block)[0]
+        per = max(1, width // block)
+        for i in range(0, len(norms), per):
+            part = [int(x) for x in norms[i:i + per]]
+            want.append((part + [0] * (lanes // block - len(part)), len(part),
+                         int(i + per >= len(norms)), 0))
+    cmds.insert(1, {"n": 5, "width": 0})
+    want.insert(1, ([0] * (lanes // block), 0, 1, 1))   # the first tile (n = W) is one beat
+    sim = Simulator(pool)
+    sim.add_clock(1e-6)
+    got_o, got_sq = [], []
+
+    def conv(p):
+        return ([int(p.data[g]) for g in range(len(p.data))], int(p.count), int(p.last),
+                int(p.error))
+    sim.add_testbench(quick.source(pool.cmd, cmds, prng, 0.3))
+    sim.add_testbench(quick.source(pool.i, beats, prng, 0.3))
+    sim.add_testbench(quick.sink(pool.o, got_o, len(want), prng, 0.3, conv))
+    sim.add_testbench(quick.sink(pool.sq, got_sq, len(want), prng, 0.5, conv))
+    sim.add_testbench(quick.watchdog(20000), background=True)
+    sim.run()
+    print("seed", seed)
+    assert got_sq == want
+    assert [x[1:] for x in got_o] == [x[1:] for x in want]      # o: the same beat structure
+
+
+@pytest.mark.parametrize("per_beat,nblk", [(1, 4), (2, 4), (4, 3)])
+def test_int8_flags(per_beat, nblk):
+    """One flags beat per tile: bit j = enable and sum j <= bound (at the bound: INT8)."""
+    from attnforge.rtl.lane_pool import Int8Flags
+    dut = Int8Flags(per_beat=per_beat, sq_bits=21, max_blk=nblk, bound_bits=25)
+    rng, prng = np.random.default_rng(per_beat), random.Random(per_beat)
+    bound = 1000
+    tiles = [rng.integers(0, 2000, size=nblk) for _ in range(6)]
+    tiles[0][:] = bound                                     # == bound: INT8
+    beats, want = [], []
+    for i, t in enumerate(tiles):
+        for j in range(0, nblk, per_beat):
+            part = [int(x) for x in t[j:j + per_beat]]
+            beats.append({"data": part + [0] * (per_beat - len(part)), "count": len(part),
+                          "last": int(j + per_beat >= nblk), "error": 0})
+        want.append(sum(1 << j for j in range(nblk) if t[j] <= bound) if i != 3 else 0)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    got = []
+
+    async def drive(ctx):
+        ctx.set(dut.bound, bound)
+        for i in range(len(tiles)):
+            ctx.set(dut.enable, int(i != 3))                # tile 3: HB-BSSA off
+            n = -(-nblk // per_beat)
+            await quick.source(dut.i, beats[i * n:(i + 1) * n], prng, 0.3)(ctx)
+            while len(got) <= i:
+                await ctx.tick()
+    sim.add_testbench(drive)
+    sim.add_testbench(quick.sink(dut.o, got, len(tiles), prng, 0.3,
+                                 lambda p: int(p.flags)))
+    sim.add_testbench(quick.watchdog(5000), background=True)
+    sim.run()
+    assert got == want
+
+
+def test_lane_block_is_one_int8_select_per_key():
+    """With the lane's block = the query tile, each tile is one block row: every row of a tile
+    takes a gathered key from the same path, so golden ``_int8_select`` (any row INT8 -> the
+    INT8 descriptor; all rows INT8 -> not in the FX16 one) reduces to a per-key choice and the
+    two descriptors' keys partition the gathered keys (the RTL's mapping)."""
+    from attnforge.golden.lane import LaneParams, run_lane_rmmu
+    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8,
+                        det_per_beat=1, sm_per_beat=1, schedule="rtl")
+    rng = np.random.default_rng(3)
+    qi, ki, vi = (rng.integers(-600, 600, size=(32, 8)) for _ in range(3))
+    pq, pk = int_projection(8, 2, seed=5)
+    cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=3), qi, ki, pq, pk)
+    plan = run_lane(params, cfg, qi, ki, vi, pq, pk, plan_only=True)
+    bound = int(np.median(block_norms(plan.est, 8)[plan.mask[::8, ::8]]))
+    cfg = cfg.replace(int8_bound=bound)
+    res, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
+    assert res.int8_blocks.any() and not res.int8_blocks[plan.mask[::8, ::8]].all()
+    for b0, gath in zip(range(0, 32, 8), res.gather):
+        rows = res.int8_blocks[b0 // 8][gath // 8]          # per gathered key: INT8 block?
+        scores = [d for ph, t, d, _, _ in trace if ph == "scores" and t == b0]
+        fx = [d.m for d in scores if d.precision.name == "FX16"]
+        i8 = [d.m for d in scores if d.precision.name == "INT8"]
+        assert sum(fx) == int((~rows).sum()) and sum(i8) == int(rows.sum())
+        assert sum(fx) + sum(i8) == len(gath)
+
+
+@pytest.mark.parametrize("bad", [dict(q8_shift=9), dict(q8_shift=5, k8_shift=4),
+                                 dict(k8_shift=-1)])
+def test_rtl_error_rejects_bad_int8_shifts(bad):
+    cfg = LaneConfig(t=32, m=2, granularity="8x8", k=2, int8_bound=100)
+    assert rtl_error(cfg, max_t=32, max_m=4, block=8) is None
+    err = rtl_error(cfg.replace(**bad), max_t=32, max_m=4, block=8)
+    assert err and "q8_shift + k8_shift" in err
+    assert rtl_error(cfg.replace(q8_shift=4, k8_shift=4), max_t=32, max_m=4, block=8) is None
