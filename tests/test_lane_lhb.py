@@ -143,3 +143,91 @@ def test_rtl_error_rejects_bad_int8_shifts(bad):
     err = rtl_error(cfg.replace(**bad), max_t=32, max_m=4, block=8)
     assert err and "q8_shift + k8_shift" in err
     assert rtl_error(cfg.replace(q8_shift=4, k8_shift=4), max_t=32, max_m=4, block=8) is None
+
+
+def _hb_head(seed, k=3, quantile=0.5, t=32, rng_scale=600):
+    """A T = 32, d = 8 head at the lane's sim point with HB-BSSA: ``int8_bound`` = the
+    ``quantile`` of its kept blocks' sums of squares (None: off; "huge": every kept block)."""
+    from attnforge.golden.lane import LaneParams
+    params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8,
+                        det_per_beat=1, sm_per_beat=1, schedule="rtl")
+    rng = np.random.default_rng(seed)
+    qi, ki, vi = (rng.integers(-rng_scale, rng_scale, size=(t, 8)) for _ in range(3))
+    pq, pk = int_projection(8, 2, seed=seed + 1)
+    cfg = auto_config(params, LaneConfig(t=t, m=2, granularity="8x8", k=k), qi, ki, pq, pk)
+    if quantile is not None:
+        plan = run_lane(params, cfg, qi, ki, vi, pq, pk, plan_only=True)
+        norms = block_norms(plan.est, 8)[plan.mask[::8, ::8]]
+        bound = (1 << 30) if quantile == "huge" else int(np.quantile(norms, quantile))
+        cfg = cfg.replace(int8_bound=bound)
+    return params, cfg, (qi, ki, vi, pq, pk)
+
+
+def _tile_lists(ref, i, b=8, max_blk=4):
+    """The gather of tile ``i`` as the RTL carries it: kept blocks ascending, INT8 count, the
+    slots (positions in the block list) of the FX16 and of the INT8 blocks."""
+    blocks = sorted({int(x) // b for x in ref.gather[i]})
+    i8 = [] if ref.int8_blocks is None else [j for j, x in enumerate(blocks)
+                                              if ref.int8_blocks[i, x]]
+    fx = [j for j in range(len(blocks)) if j not in i8]
+
+    def pad(x):
+        return x + [0] * (max_blk - len(x))
+    return {"nblk": len(blocks), "blk": pad(blocks), "n8": len(i8), "fxs": pad(fx),
+            "i8s": pad(i8)}
+
+
+def _by_tile(trace):
+    """Compute-group descriptors of each tile (re-based on a 3-row group at row 0)."""
+    from attnforge.golden.rmmu import Descriptor
+    by = {}
+    for ph, b0, d, a, b in trace:
+        if ph in ("scores", "av"):
+            by.setdefault(b0, []).append((ph, Descriptor(0, 3, d.precision, d.m, d.k, d.n, True,
+                                                         d.out_fmt, d.shift), a, b))
+    return by
+
+
+@pytest.mark.parametrize("quantile", [0.5, "huge"])
+def test_back_feeder_int8_streams_equal_golden_beats(quantile):
+    """The feeder's a/w beats with INT8 blocks (Q, K requantized to INT8 on the fly, two per
+    word) = RMMUModel.a_beats/w_beats of the golden trace's FX16 + INT8 scores descriptors and
+    the A.V descriptor, tile by tile (median bound: both kinds; huge: all INT8); gaps/stalls."""
+    from attnforge.golden.rmmu import RMMUModel
+    from attnforge.rtl.lane_feed import BackFeeder
+    from attnforge.golden.lane import run_lane_rmmu
+    params, cfg, h = _hb_head(21, quantile=quantile)
+    ref, trace = run_lane_rmmu(params, cfg, *h)
+    qi, ki, vi = h[:3]
+    model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=32, max_k=32, max_n=32)
+    by = _by_tile(trace)
+    kinds = {d.precision.name for x in by.values() for ph, d, _, _ in x if ph == "scores"}
+    assert kinds == ({"FX16", "INT8"} if quantile == 0.5 else {"INT8"})
+    loads = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]]}
+             for tgt, mat in ((0, qi), (1, ki), (2, vi)) for i in range(32)]
+    tiles, want_a, want_w = [], [], []
+    for i, b0 in enumerate(sorted(by)):
+        tiles.append({"q0": b0, **_tile_lists(ref, i), "q8_shift": cfg.q8_shift,
+                      "k8_shift": cfg.k8_shift})
+        for ph, d, a, b in by[b0]:
+            if ph == "scores":
+                want_a += [[int(x) for x in r] for r in model.a_beats(d, a)]
+            want_w += [[[int(x) for x in t] for t in beat] for beat in model.w_beats(d, b)]
+    dut = BackFeeder(rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8)
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(7)
+    got_a, got_w = [], []
+
+    async def driver(ctx):
+        await quick.source(dut.load, loads, prng, 0.0)(ctx)
+        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
+    sim.add_testbench(driver)
+    sim.add_testbench(quick.sink(dut.a, got_a, len(want_a), prng, 0.2,
+                                 lambda p: [int(x) for x in p.data]))
+    sim.add_testbench(quick.sink(dut.w, got_w, len(want_w), prng, 0.2,
+                                 lambda p: [[int(x) for x in t] for t in p.data]))
+    sim.add_testbench(quick.watchdog(40000), background=True)
+    sim.run()
+    assert got_a == want_a
+    assert got_w == want_w
