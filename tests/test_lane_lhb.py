@@ -231,3 +231,46 @@ def test_back_feeder_int8_streams_equal_golden_beats(quantile):
     sim.run()
     assert got_a == want_a
     assert got_w == want_w
+
+
+@pytest.mark.parametrize("quantile", [0.5, pytest.param("huge", marks=pytest.mark.slow),
+                                      pytest.param(None, marks=pytest.mark.slow)])
+def test_lane_back_int8_path_bit_exact(quantile):
+    """Back half on the RTL RMMU (3 x 2 compute group): per tile the FX16 scores descriptor
+    (skipped when every kept block is INT8), the INT8 one (skipped when none is), the scores
+    merged per key into the score buffer, softmax, A.V: the output beats = the golden trace's
+    A.V results = golden run_lane's O (median bound, huge bound, HB-BSSA off); gaps, stalls."""
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import RMMUModel
+    from attnforge.rtl.lane_back import LaneBack
+    from attnforge.rtl.lane_core import WithRMMU
+    params, cfg, h = _hb_head(22, quantile=quantile)
+    ref, trace = run_lane_rmmu(params, cfg, *h)
+    dut = WithRMMU(LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32))
+    model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=32, max_k=32, max_n=32)
+    tiles, ka, w, want = [], [], [], []
+    for i, (b0, descs) in enumerate(sorted(_by_tile(trace).items())):
+        lists = _tile_lists(ref, i)
+        tiles.append({"g": 8 * lists["nblk"], "n8": lists["n8"], "fxs": lists["fxs"],
+                      "i8s": lists["i8s"],
+                      "shift8": params.frac_bits - cfg.q8_shift - cfg.k8_shift})
+        for ph, d, a, b in descs:
+            if ph == "scores":
+                ka += [{"data": [int(x) for x in r]} for r in model.a_beats(d, a)]
+            w += [{"data": [[int(x) for x in t] for t in beat]} for beat in model.w_beats(d, b)]
+        _, dv, av, bv = descs[-1]
+        lanes, last = model.o_beats(dv, av, bv)
+        want += [([int(x) for x in r], bool(x_)) for r, x_ in zip(lanes, last)]
+        assert np.array_equal(model.gemm(dv, av, bv), ref.out[b0:b0 + 8])
+    got = []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(6)
+    sim.add_testbench(quick.source(dut.tile, tiles, prng, 0.2))
+    sim.add_testbench(quick.source(dut.ka, ka, prng, 0.2))
+    sim.add_testbench(quick.source(dut.w, w, prng, 0.2))
+    sim.add_testbench(quick.sink(dut.o, got, len(want), prng, 0.2,
+                                 lambda p: ([int(x) for x in p.lanes], bool(p.last))))
+    sim.add_testbench(quick.watchdog(60000), background=True)
+    sim.run()
+    assert got == want
