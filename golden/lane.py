@@ -479,7 +479,7 @@ def cycles(params, cfg, result):
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
         per_cmd = -(-(-(-tk // cg)) // params.det_per_beat) + radix
         det = [(rq // r if r > 1 else rq) * per_cmd for rq in bq]
-    scores, av, smax = [], [], []
+    scores, av, smax, two = [], [], [], []     # two: tiles with an FX16 and an INT8 descriptor
     rows_mask = result.mask[:, result.keys]
     for i, b0 in enumerate(tiles):
         gb, rq = g[i], bq[i]
@@ -492,6 +492,7 @@ def cycles(params, cfg, result):
             n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
             s = (descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
                  + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
+        two.append(sel is not None and 0 < int(sel.any(axis=0).sum()) < gb)
         scores.append(s)
         av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0))
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
@@ -499,7 +500,7 @@ def cycles(params, cfg, result):
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
     if rtl:
-        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c))
+        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c), two)
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat, scores, smax, params.sm_lat,
                           av, proj)
@@ -523,21 +524,26 @@ def cycles(params, cfg, result):
 #: tile (pool, packer, detector ingest, gather); per tile beyond the descriptors, the softmax
 #: rows and its latency; after the last A·V beat (the O buffer plays the tile out).
 RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
+#: HB-BSSA: a tile with both an FX16 and an INT8 scores descriptor (measured on rtl/lane.py):
+#: the second follows the first one cycle sooner than two :func:`descriptor_cycles` charge.
+RTL_SCORES2 = -1
 
 
-def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt):
+def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt, two=()):
     """The RTL top level's schedule: the front (estimate -> detector) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
     row), then the A·V descriptor; the O buffer plays the last tile out (``Bq`` rows of
-    ``ceil(d / cols)`` beats)."""
+    ``ceil(d / cols)`` beats). ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA,
+    :data:`RTL_SCORES2`)."""
     ready, e_end, end = [], 0, RTL_START
     for e in est:
         e_end += e
         ready.append(RTL_START if dense else e_end + params.det_lat + RTL_DETECT)
     for b in range(len(g)):
         sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE
-        end = max(end, ready[b]) + scores[b] + sm + av[b]
+        end = max(end, ready[b]) + scores[b] + sm + av[b] + \
+            (RTL_SCORES2 if b < len(two) and two[b] else 0)
     return end + bq[-1] * n_nt + RTL_DRAIN
 
 

@@ -234,7 +234,9 @@ class Lane(wiring.Component):
         prec = Signal(Precision)
         m.d.comb += prec.eq(Mux(cfg.est_bits == 8, Precision.INT8,
                                 Mux(cfg.est_bits == 4, Precision.INT4, Precision.INT2)))
-        m.d.comb += core.dense.eq(cfg.dense)
+        m.d.comb += [core.dense.eq(cfg.dense), core.hb.eq(cfg.hb),
+                     core.int8_bound.eq(cfg.int8_bound), core.q8_shift.eq(cfg.q8_shift),
+                     core.k8_shift.eq(cfg.k8_shift)]
         cycles = Signal(32)
         rows_out = Signal(range(self.max_t + 1))
         n_tiles = Signal(range(self.max_t + 1))
