@@ -274,3 +274,58 @@ def test_lane_back_int8_path_bit_exact(quantile):
     sim.add_testbench(quick.watchdog(60000), background=True)
     sim.run()
     assert got == want
+
+
+def _top_check(dut, heads, results, params):
+    from attnforge.golden.lane import cycles
+    from attnforge.testbench.lane import expected_importance, expected_rows
+    for (cfg, *h), (got, status, imp) in zip(heads, results):
+        bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block,
+                        frac_bits=dut.frac_bits)
+        assert status["error"] == int(bool(bad)), (cfg, bad)
+        if bad:
+            assert got == [] and imp == [] and status["kept"] == status["cycles"] == 0
+            continue
+        ref = run_lane(params, cfg, *h)
+        assert got == expected_rows(ref.out, dut.cols), cfg
+        assert imp == expected_importance(ref.importance), cfg
+        assert status["kept"] * dut.block ** 2 == ref.mask.sum()
+        yield ref, status["cycles"], cycles(params, cfg, ref)["total"]
+
+
+def test_lane_top_hb_head_and_bad_shifts():
+    """Top level (cfg -> load -> tiles -> O rows, importance, status) with HB-BSSA at the median
+    bound (FX16 and INT8 blocks, tiles with both descriptors) under gaps and stalls, then a bad
+    INT8 shift pair (q8_shift + k8_shift > frac_bits: exactly one error status, nothing
+    consumed), then the head again: bit-exact against golden run_lane."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane()
+    params, cfg, h = _hb_head(31, quantile=0.5)
+    heads = [(cfg, *h), (cfg.replace(q8_shift=5, k8_shift=4), *h)]
+    checked = list(_top_check(dut, heads, simulate_lane(dut, heads, seed=31, gaps=0.2,
+                                                        stalls=0.2), lane_params(dut)))
+    ref = checked[0][0]
+    assert len(checked) == 1 and 0 < ref.int8_blocks.sum() < ref.mask[::8, ::8].sum()
+
+
+@pytest.mark.slow     # ~25 s a head
+@pytest.mark.parametrize("bound", ["zero", "huge", "median"])
+def test_lane_top_hb_cycles_equal_model(bound):
+    """No gaps or stalls: the status cycles of an HB-BSSA head equal golden cycles() with the
+    RTL schedule (two scores descriptors where a tile mixes FX16 and INT8 blocks); bound 0
+    (no INT8 block: the all-FX16 cycles), huge (every kept block INT8: fewer cycles), median."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane()
+    params, cfg, h = _hb_head(32, quantile={"zero": 0.5, "huge": "huge", "median": 0.5}[bound])
+    if bound == "zero":
+        cfg = cfg.replace(int8_bound=0)
+    heads = [(cfg, *h)]
+    [(ref, rtl, model)] = _top_check(dut, heads, simulate_lane(dut, heads, gaps=0, stalls=0),
+                                     lane_params(dut))
+    print(bound, "RTL cycles", rtl, "model", model)
+    assert rtl == model
+    n8 = int(ref.int8_blocks.sum())
+    assert n8 == {"zero": 0, "huge": int(ref.mask[::8, ::8].sum())}.get(bound, n8) and \
+        (bound != "median" or 0 < n8)
