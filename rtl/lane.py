@@ -26,8 +26,9 @@ resets; memory contents are kept but a new head reloads them).
 Configuration check (``cfg``): the RTL side of :func:`attnforge.golden.lane.rtl_error` -- t
 in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``;
 sparse mode also: top-k (``select = 0``), granularity code = the block's (BxB = the query
-tile), ``k`` in ``[1, t / block]``, ``int8_bound = 0`` (HB-BSSA not built), ``prune = 0``
-(keep-list not built).
+tile), ``k`` in ``[1, t / block]``, ``prune = 0`` (keep-list not built); in every mode
+``q8_shift + k8_shift <= frac_bits``. HB-BSSA (``hb = 1``: a kept block whose sum of squared
+estimates is ``<= int8_bound`` runs its scores at INT8) is accepted in sparse mode.
 
 Limits (docs/lane.md TODO): the projections ``Q~ = requant(Q P_q)``, ``K~ = requant(K P_k)``
 are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no keep-list
