@@ -52,7 +52,9 @@ class WithRMMU(wiring.Component):
         wiring.connect(m, self.rmmu.g[0], self.block.g)
         for name, member in self.signature.members.items():
             outer, inner = getattr(self, name), getattr(self.block, name)
-            if member.flow == In:
+            if member.is_port:                          # a plain signal (e.g. LaneFront.hb)
+                m.d.comb += (inner.eq(outer) if member.flow == In else outer.eq(inner))
+            elif member.flow == In:
                 wiring.connect(m, wiring.flipped(outer), inner)
             else:
                 wiring.connect(m, inner, wiring.flipped(outer))
