@@ -46,7 +46,9 @@ from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
-           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project"]
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project", "block_norms",
+           "INT8_BOUND_BITS",
+           "sumsq_bits"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -197,26 +199,42 @@ class LaneConfig:
                    granularity=gran, k=keep_count(-(-t // c), head.sparsity), **kw)
 
 
-def rtl_error(cfg, *, max_t, max_m, block, keep=None):
+def sumsq_bits(block, score_bits=8):
+    """Bits of an unsigned sum of ``block x block`` squared ``score_bits`` estimates (the largest
+    is ``block**2 * 2**(2*(score_bits-1))``, all at the most negative value)."""
+    return (block * block << 2 * (score_bits - 1)).bit_length()
+
+
+#: Width of the lane's ``cfg.int8_bound`` (RTL): holds :func:`sumsq_bits` of the largest
+#: sparse block (32) at ``score_bits = 8``; a bound at or above a block's largest sum keeps
+#: every kept block at INT8.
+INT8_BOUND_BITS = sumsq_bits(32)
+
+
+def rtl_error(cfg, *, max_t, max_m, block, keep=None, frac_bits=LaneParams.frac_bits):
     """Why the RTL top level (:class:`attnforge.rtl.lane.Lane`, generator bounds ``max_t``,
     ``max_m``, ``block``) answers ``cfg`` with an error status (a string), or None: the checks
     its ``cfg`` stream applies, in this order, to the fields it carries (docs/lane.md section 5).
     The RTL runs the subset of :meth:`LaneConfig.error` that it implements: BxB blocks equal
-    to the query tile, top-k, no HB-BSSA, no keep-list (those raise an error here and there).
-    The testbench predicts every error response with this function."""
+    to the query tile, top-k, HB-BSSA (``int8_bound`` None = off, else an INT8 block when its
+    sum of squares is ``<= int8_bound``; ``q8_shift``, ``k8_shift`` >= 0 with
+    ``q8_shift + k8_shift <= frac_bits``, checked in every mode as :meth:`LaneConfig.error`
+    does), no keep-list (an error here and there). The testbench predicts every error response
+    with this function (``frac_bits``: the lane's generator parameter)."""
     checks = (
         (1 <= cfg.t <= max_t, "t", cfg.t, f"in [1, {max_t}]"),
         (cfg.t % block == 0, "t", cfg.t, f"a multiple of the block {block}"),
         (cfg.est_bits in _EST_BITS, "est_bits", cfg.est_bits, "2, 4 or 8"),
         (1 <= cfg.m <= max_m, "m", cfg.m, f"in [1, {max_m}]"),
         (0 <= cfg.est_shift <= 63, "est_shift", cfg.est_shift, "in [0, 63]"),
+        (min(cfg.q8_shift, cfg.k8_shift) >= 0 and cfg.q8_shift + cfg.k8_shift <= frac_bits,
+         "q8_shift + k8_shift", (cfg.q8_shift, cfg.k8_shift), f"in [0, frac_bits ({frac_bits})]"),
     )
     sparse = (
         (cfg.select == "topk", "select", cfg.select, "topk (threshold: not in the RTL yet)"),
         (cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
          f"{block}x{block} (the query tile)"),
         (1 <= cfg.k <= cfg.t // block, "k", cfg.k, f"in [1, {cfg.t // block}]"),
-        (cfg.int8_bound is None, "int8_bound", cfg.int8_bound, "None (HB-BSSA: not in the RTL)"),
         (keep is None, "keep-list", keep, "None (token pruning: not in the RTL)"),
     )
     for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
@@ -304,8 +322,10 @@ def _detect(params, cfg, est):
     return mask
 
 
-def _block_norms(est, b):
-    """Sum of squared estimates per ``b x b`` block (the granule pool's second output)."""
+def block_norms(est, b):
+    """Sum of squared estimates per ``b x b`` block of ``est`` (zero-padded at the edges): what
+    HB-BSSA compares with ``int8_bound``, the granule pool's second output
+    (:class:`attnforge.rtl.lane_pool.GranulePool`, ``sq``)."""
     t, n = est.shape
     gr, gc = -(-t // b), -(-n // b)
     pad = np.zeros((gr * b, gc * b), dtype=np.int64)
@@ -350,7 +370,7 @@ def run_lane(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None, mask=None, pl
         kmask = _detect(params, cfg, est) if mask is None else np.asarray(mask, dtype=bool)
         if cfg.int8_bound is not None:
             kept_blocks = kmask[::r, ::r]
-            int8 = (_block_norms(est, r) <= cfg.int8_bound) & kept_blocks
+            int8 = (block_norms(est, r) <= cfg.int8_bound) & kept_blocks
     if mask is not None:                              # dense mode with a mask: test hook
         kmask = np.asarray(mask, dtype=bool)
     fmt = params.softmax_format()
@@ -459,7 +479,7 @@ def cycles(params, cfg, result):
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
         per_cmd = -(-(-(-tk // cg)) // params.det_per_beat) + radix
         det = [(rq // r if r > 1 else rq) * per_cmd for rq in bq]
-    scores, av, smax = [], [], []
+    scores, av, smax, two = [], [], [], []     # two: tiles with an FX16 and an INT8 descriptor
     rows_mask = result.mask[:, result.keys]
     for i, b0 in enumerate(tiles):
         gb, rq = g[i], bq[i]
@@ -472,6 +492,7 @@ def cycles(params, cfg, result):
             n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
             s = (descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
                  + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
+        two.append(sel is not None and 0 < int(sel.any(axis=0).sum()) < gb)
         scores.append(s)
         av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0))
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
@@ -479,7 +500,7 @@ def cycles(params, cfg, result):
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
     if rtl:
-        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c))
+        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c), two)
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat, scores, smax, params.sm_lat,
                           av, proj)
@@ -503,21 +524,26 @@ def cycles(params, cfg, result):
 #: tile (pool, packer, detector ingest, gather); per tile beyond the descriptors, the softmax
 #: rows and its latency; after the last A·V beat (the O buffer plays the tile out).
 RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
+#: HB-BSSA: a tile with both an FX16 and an INT8 scores descriptor (measured on rtl/lane.py):
+#: the second follows the first one cycle sooner than two :func:`descriptor_cycles` charge.
+RTL_SCORES2 = -1
 
 
-def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt):
+def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt, two=()):
     """The RTL top level's schedule: the front (estimate -> detector) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
     row), then the A·V descriptor; the O buffer plays the last tile out (``Bq`` rows of
-    ``ceil(d / cols)`` beats)."""
+    ``ceil(d / cols)`` beats). ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA,
+    :data:`RTL_SCORES2`)."""
     ready, e_end, end = [], 0, RTL_START
     for e in est:
         e_end += e
         ready.append(RTL_START if dense else e_end + params.det_lat + RTL_DETECT)
     for b in range(len(g)):
         sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE
-        end = max(end, ready[b]) + scores[b] + sm + av[b]
+        end = max(end, ready[b]) + scores[b] + sm + av[b] + \
+            (RTL_SCORES2 if b < len(two) and two[b] else 0)
     return end + bq[-1] * n_nt + RTL_DRAIN
 
 

@@ -26,8 +26,9 @@ resets; memory contents are kept but a new head reloads them).
 Configuration check (``cfg``): the RTL side of :func:`attnforge.golden.lane.rtl_error` -- t
 in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``;
 sparse mode also: top-k (``select = 0``), granularity code = the block's (BxB = the query
-tile), ``k`` in ``[1, t / block]``, ``int8_bound = 0`` (HB-BSSA not built), ``prune = 0``
-(keep-list not built).
+tile), ``k`` in ``[1, t / block]``, ``prune = 0`` (keep-list not built); in every mode
+``q8_shift + k8_shift <= frac_bits``. HB-BSSA (``hb = 1``: a kept block whose sum of squared
+estimates is ``<= int8_bound`` runs its scores at INT8) is accepted in sparse mode.
 
 Limits (docs/lane.md TODO): the projections ``Q~ = requant(Q P_q)``, ``K~ = requant(K P_k)``
 are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no keep-list
@@ -43,6 +44,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.detector import Gran
+from ..golden.lane import INT8_BOUND_BITS
 from ..golden.numbers import Precision
 from .lane_core import LaneCore
 from .lane_est import EstimateFeeder
@@ -87,7 +89,8 @@ def cfg_layout(max_t, max_m):
         "t": unsigned(_tbits(max_t)), "dense": 1, "est_bits": 4,
         "m": unsigned(max_m.bit_length() + 1), "est_shift": 6, "select": 1,
         "k": unsigned(_tbits(max_t)), "threshold": signed(9), "gran": 3,
-        "int8_bound": 16, "prune": 1})
+        "int8_bound": INT8_BOUND_BITS, "prune": 1,
+        "hb": 1, "q8_shift": 4, "k8_shift": 4})          # HB-BSSA: on, INT8 copy shifts
 
 
 def load_layout(max_t, d):
@@ -211,9 +214,10 @@ class Lane(wiring.Component):
         m_bad = (c.m == 0) | (c.m > self.max_m)
         gran = BLOCK_GRAN.get(self.block)
         gran_bad = (c.gran != gran) if gran is not None else 1
+        shifts8_bad = c.q8_shift + c.k8_shift > self.frac_bits
         sparse_bad = (c.select != 0) | gran_bad | (c.k == 0) | \
-            (c.k > c.t // self.block) | (c.int8_bound != 0) | c.prune
-        return t_bad | bits_bad | m_bad | (~c.dense & sparse_bad)
+            (c.k > c.t // self.block) | c.prune
+        return t_bad | bits_bad | m_bad | shifts8_bad | (~c.dense & sparse_bad)
 
     def elaborate(self, platform):
         m = Module()
@@ -231,7 +235,9 @@ class Lane(wiring.Component):
         prec = Signal(Precision)
         m.d.comb += prec.eq(Mux(cfg.est_bits == 8, Precision.INT8,
                                 Mux(cfg.est_bits == 4, Precision.INT4, Precision.INT2)))
-        m.d.comb += core.dense.eq(cfg.dense)
+        m.d.comb += [core.dense.eq(cfg.dense), core.hb.eq(cfg.hb),
+                     core.int8_bound.eq(cfg.int8_bound), core.q8_shift.eq(cfg.q8_shift),
+                     core.k8_shift.eq(cfg.k8_shift)]
         cycles = Signal(32)
         rows_out = Signal(range(self.max_t + 1))
         n_tiles = Signal(range(self.max_t + 1))

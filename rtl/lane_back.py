@@ -11,6 +11,12 @@ N-tile and query: lanes = ``O[q, n0 + j]``, ``RMMUModel.o_beats`` order). ``ka``
 K rows) and ``w`` (the query tile's ``Q^T`` tiles, then the gathered V rows) are streamed in
 by the feeder (the testbench for now) in ``golden.rmmu`` order.
 
+HB-BSSA (``n8`` > 0 INT8 blocks in the tile command): the scores are two descriptors, FX16 over
+the FX16 blocks' keys (skipped when there are none), then INT8 (``precision`` INT8, the
+operands' ``a``/``w`` beats from the feeder, requantized by ``shift8 = frac_bits - q8_shift -
+k8_shift`` to FX16); :class:`ScoreTile` puts every result beat at its gathered position, so the
+softmax sees each row in ascending key order, every score from its block's path.
+
 Routing follows the RMMU's in-order streams: ``a`` comes from ``ka`` for the scores
 descriptor's ``N-tiles x passes x g`` beats, then from the probability buffer; results go to
 the softmax until the scores descriptor's ``last`` beat, then to ``o``.
@@ -22,7 +28,7 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
 from .lane_front import group_port, rmmu_out_bits
-from .lane_scores import ProbBuffer, TileSoftmax
+from .lane_scores import ProbBuffer, TileSoftmax, score_cmd_layout
 from .rmmu import act_layout, result_layout, weight_layout
 from .streams import Fork
 
@@ -50,12 +56,15 @@ class LaneBack(wiring.Component):
         words = self.rmmu_params["rows"]
         self.smax = TileSoftmax(cols=cols, in_bits=self.out_bits, bq=bq, max_g=max_t,
                                 per_beat=1, max_t=max_t, frac_bits=frac_bits,
-                                prob_frac=prob_frac)
+                                prob_frac=prob_frac, block=bq)
         self.n_tiles_av = -(-d // cols)
         self.n_tiles_s = -(-bq // cols)
         self.passes_s = -(-d // rows)
+        self.n_tiles_8 = -(-bq // (2 * cols))          # INT8: 2 queries per word
+        self.passes_8 = -(-d // (2 * rows))
         members = {
-            "tile": In(stream.Signature(data.StructLayout({"g": range(max_t + 1)}))),
+            "tile": In(stream.Signature(data.StructLayout({
+                **score_cmd_layout(max_t, bq).members, "shift8": 4}))),
             "g": group_port(self.rmmu_params),
             "ka": In(stream.Signature(act_layout(words))),
             "w": In(stream.Signature(weight_layout(cols))),
@@ -84,27 +93,44 @@ class LaneBack(wiring.Component):
         else:
             wiring.connect(m, smax.o, prob.i)
 
-        # sequencer: tile -> [scores desc, A.V desc] + softmax / prob buffer commands
-        g = Signal(range(self.max_t + 1))
-        step = Signal(range(4))          # 0 idle, 1 scores desc, 2 A.V desc, 3 aux cmds
+        # sequencer: tile -> [FX16 scores desc, INT8 scores desc, A.V desc] + softmax / prob
+        # buffer commands (a scores descriptor over no keys is skipped)
+        tp = self.tile.payload
+        lb = bq.bit_length() - 1
+        g, g8 = Signal(range(self.max_t + 1)), Signal(range(self.max_t + 1))
+        scmd = Signal(score_cmd_layout(self.max_t, bq))
+        shift8 = Signal(4)
+        step = Signal(range(5))          # 0 idle, 1 FX16 scores, 4 INT8 scores, 2 A.V, 3 aux
         aux_s, aux_p = Signal(), Signal()
         m.d.comb += self.tile.ready.eq(step == 0)
+        tile_g8 = tp.n8 << lb
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [g.eq(self.tile.payload.g), step.eq(1), aux_s.eq(1), aux_p.eq(1)]
+            m.d.sync += [g.eq(tp.g), g8.eq(tile_g8), shift8.eq(tp.shift8),
+                         scmd.g.eq(tp.g), scmd.n8.eq(tp.n8), scmd.fxs.eq(tp.fxs),
+                         scmd.i8s.eq(tp.i8s),
+                         step.eq(Mux(tile_g8 == tp.g, 4, 1)), aux_s.eq(1), aux_p.eq(1)]
         # the descriptor is a register (scores on tile accept, A.V after the scores' issue):
         # the group's cmd port is never driven by constants (Verilator: ALWNEVER/UNDRIVEN)
         c = Signal.like(g_port.cmd.payload)
-        m.d.comb += [g_port.cmd.payload.eq(c), g_port.cmd.valid.eq((step == 1) | (step == 2))]
+        m.d.comb += [g_port.cmd.payload.eq(c),
+                     g_port.cmd.valid.eq((step == 1) | (step == 2) | (step == 4))]
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [c.row0.eq(self.row0), c.nrows.eq(rows), c.precision.eq(Precision.FX16),
+            first8 = tile_g8 == tp.g
+            m.d.sync += [c.row0.eq(self.row0), c.nrows.eq(rows),
+                         c.precision.eq(Mux(first8, Precision.INT8, Precision.FX16)),
                          c.requant.eq(1), c.out_fmt.eq(Precision.FX16),
-                         c.m.eq(self.tile.payload.g), c.k.eq(self.d), c.n.eq(bq),
-                         c.shift.eq(self.frac_bits)]
+                         c.m.eq(Mux(first8, tile_g8, tp.g - tile_g8)), c.k.eq(self.d),
+                         c.n.eq(bq), c.shift.eq(Mux(first8, tp.shift8, self.frac_bits))]
         with m.If(g_port.cmd.valid & g_port.cmd.ready):
-            m.d.sync += step.eq(Mux(step == 1, 2, 3))
-            with m.If(step == 1):
-                m.d.sync += [c.m.eq(bq), c.k.eq(g), c.n.eq(self.d), c.shift.eq(self.prob_frac)]
-        m.d.comb += [smax.cmd.valid.eq(aux_s), smax.cmd.payload.g.eq(g),
+            with m.If((step == 1) & (g8 != 0)):
+                m.d.sync += [step.eq(4), c.precision.eq(Precision.INT8), c.m.eq(g8),
+                             c.shift.eq(shift8)]
+            with m.Elif((step == 1) | (step == 4)):
+                m.d.sync += [step.eq(2), c.precision.eq(Precision.FX16), c.m.eq(bq), c.k.eq(g),
+                             c.n.eq(self.d), c.shift.eq(self.prob_frac)]
+            with m.Else():
+                m.d.sync += step.eq(3)
+        m.d.comb += [smax.cmd.valid.eq(aux_s), smax.cmd.payload.eq(scmd),
                      prob.cmd.valid.eq(aux_p), prob.cmd.payload.g.eq(g),
                      prob.cmd.payload.n_tiles.eq(self.n_tiles_av)]
         with m.If(smax.cmd.valid & smax.cmd.ready):
@@ -116,8 +142,8 @@ class LaneBack(wiring.Component):
         a_left = Signal(range(self.n_tiles_s * self.passes_s * self.max_t + 1))
         a_ext = Signal()
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [a_left.eq(self.n_tiles_s * self.passes_s * self.tile.payload.g),
-                         a_ext.eq(1)]
+            m.d.sync += [a_left.eq(self.n_tiles_s * self.passes_s * (tp.g - tile_g8)
+                                   + self.n_tiles_8 * self.passes_8 * tile_g8), a_ext.eq(1)]
         with m.If(a_ext):
             m.d.comb += [g_port.a.valid.eq(self.ka.valid), self.ka.ready.eq(g_port.a.ready),
                          g_port.a.payload.eq(self.ka.payload)]
@@ -130,14 +156,14 @@ class LaneBack(wiring.Component):
                          g_port.a.payload.eq(prob.a.payload)]
 
         # o: the scores results to the softmax until their last beat, then the A.V results out
-        to_smax = Signal()
+        to_smax = Signal(range(3))       # scores descriptors whose results are still due
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += to_smax.eq(1)
-        with m.If(to_smax):
+            m.d.sync += to_smax.eq((tile_g8 != 0) + (tile_g8 != tp.g))
+        with m.If(to_smax != 0):
             m.d.comb += [smax.s.valid.eq(g_port.o.valid), g_port.o.ready.eq(smax.s.ready),
                          smax.s.payload.eq(g_port.o.payload)]
             with m.If(g_port.o.valid & smax.s.ready & g_port.o.payload.last):
-                m.d.sync += to_smax.eq(0)
+                m.d.sync += to_smax.eq(to_smax - 1)
         with m.Else():
             m.d.comb += [self.o.valid.eq(g_port.o.valid), g_port.o.ready.eq(self.o.ready),
                          self.o.payload.eq(g_port.o.payload)]

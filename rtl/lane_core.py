@@ -8,6 +8,12 @@ compute group, ``RMMU(groups=2)``):
              -> BackFeeder (Q/K/V memories -> a/w beats) -> LaneBack (scores -> softmax -> A·V)
              -> o (the tile's output beats, RMMU o layout)
 
+HB-BSSA (``hb``, ``int8_bound``, ``q8_shift``, ``k8_shift``: run-time, held for the head): the
+front's per-tile INT8 flags are paired with the detector's kept blocks in the gather (one flags
+beat per tile, taken with the tile's last ``idx`` beat; ``idx`` waits for it); the tile goes to
+the feeder and the back with the FX16 and INT8 blocks' slots, and the back runs the INT8 blocks'
+scores as their own descriptor.
+
 Limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
 tiles) come in on ``ea``/``ew`` (:class:`attnforge.rtl.lane_est.EstimateFeeder` in the top
 level :class:`attnforge.rtl.lane.Lane` makes them); tiles run one after another. Dense mode
@@ -20,6 +26,7 @@ from amaranth.hdl import Module, Mux, Signal
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.lane import INT8_BOUND_BITS
 from .lane_back import LaneBack
 from .lane_feed import BackFeeder
 from .lane_front import LaneFront, tile_layout
@@ -45,7 +52,9 @@ class WithRMMU(wiring.Component):
         wiring.connect(m, self.rmmu.g[0], self.block.g)
         for name, member in self.signature.members.items():
             outer, inner = getattr(self, name), getattr(self.block, name)
-            if member.flow == In:
+            if member.is_port:                          # a plain signal (e.g. LaneFront.hb)
+                m.d.comb += (inner.eq(outer) if member.flow == In else outer.eq(inner))
+            elif member.flow == In:
                 wiring.connect(m, wiring.flipped(outer), inner)
             else:
                 wiring.connect(m, inner, wiring.flipped(outer))
@@ -79,6 +88,9 @@ class LaneCore(wiring.Component):
             "imp_cmd": In(self.importance.cmd.signature.flip()),  # importance: clear / emit
             "imp": Out(self.importance.o.signature),              # the head's column sums
             "kept": Out(16),         # kept blocks since the last clear (saturating)
+            "hb": In(1),             # HB-BSSA (run-time, held for the head): INT8 blocks on
+            "int8_bound": In(INT8_BOUND_BITS),   # a block whose sum of squares <= the bound
+            "q8_shift": In(4), "k8_shift": In(4),  # INT8 copies of Q, K
         })
 
     def elaborate(self, platform):
@@ -99,6 +111,7 @@ class LaneCore(wiring.Component):
         wiring.connect(m, feed.w, back.w)
         wiring.connect(m, back.o, wiring.flipped(self.o))
         m.d.comb += front.mask.ready.eq(1)             # the kept blocks come from idx
+        m.d.comb += [front.hb.eq(self.hb), front.bound.eq(self.int8_bound)]
 
         # gather: detector idx rows -> (q0, kept blocks) for the feeder and g for the back
         nmax = self.max_t // self.block
@@ -106,23 +119,36 @@ class LaneCore(wiring.Component):
         nblk = Signal(range(nmax + 1))
         q0 = Signal(range(self.max_t + self.block))
         full = Signal()                                # a tile's block list is complete
-        m.d.comb += front.idx.ready.eq(~full)
+        slots = data.ArrayLayout(range(nmax), nmax)
+        fxs, i8s = Signal(slots), Signal(slots)        # slots of the FX16 / INT8 blocks
+        nfx, n8 = Signal(range(nmax + 1)), Signal(range(nmax + 1))
+        m.d.comb += front.idx.ready.eq(~full & front.flags.valid)
         idx = front.idx.payload
+        is8 = front.flags.payload.flags.bit_select(idx.index[0], 1)
+        m.d.comb += front.flags.ready.eq(front.idx.valid & front.idx.ready & idx.last)
         with m.If(self.dense):
             m.d.comb += self.tile.ready.eq(~full)
             with m.If(self.tile.valid & ~full):
                 n_all = (self.tile.payload.n + self.block - 1) // self.block
-                m.d.sync += [nblk.eq(n_all), full.eq(1)]
+                m.d.sync += [nblk.eq(n_all), nfx.eq(n_all), full.eq(1)]
                 for j in range(nmax):
-                    m.d.sync += blk[j].eq(j)
+                    m.d.sync += [blk[j].eq(j), fxs[j].eq(j)]
         with m.Else():
             m.d.comb += self.tile.ready.eq(front.tile.ready)
-        with m.If(front.idx.valid & ~full):
+        with m.If(front.idx.valid & front.idx.ready):
             with m.If(idx.count != 0):
                 m.d.sync += nblk.eq(nblk + 1)
+                with m.If(is8):
+                    m.d.sync += n8.eq(n8 + 1)
+                with m.Else():
+                    m.d.sync += nfx.eq(nfx + 1)
                 for j in range(nmax):                  # blk[nblk] (no case over a wider index)
                     with m.If(nblk == j):
                         m.d.sync += blk[j].eq(idx.index[0])
+                    with m.If(is8 & (n8 == j)):
+                        m.d.sync += i8s[j].eq(nblk)
+                    with m.If(~is8 & (nfx == j)):
+                        m.d.sync += fxs[j].eq(nblk)
             with m.If(idx.last):
                 m.d.sync += full.eq(1)
         # both consumers take the tile in the same cycle (v0: each is idle between tiles; their
@@ -131,8 +157,14 @@ class LaneCore(wiring.Component):
         go = full & feed.tile.ready & back.tile.ready
         m.d.comb += [feed.tile.valid.eq(go), back.tile.valid.eq(go),
                      feed.tile.payload.q0.eq(q0), feed.tile.payload.nblk.eq(nblk),
-                     feed.tile.payload.blk.eq(blk),
-                     back.tile.payload.g.eq(nblk * self.block)]
+                     feed.tile.payload.blk.eq(blk), feed.tile.payload.n8.eq(n8),
+                     feed.tile.payload.fxs.eq(fxs), feed.tile.payload.i8s.eq(i8s),
+                     feed.tile.payload.q8_shift.eq(self.q8_shift),
+                     feed.tile.payload.k8_shift.eq(self.k8_shift),
+                     back.tile.payload.g.eq(nblk * self.block), back.tile.payload.n8.eq(n8),
+                     back.tile.payload.fxs.eq(fxs), back.tile.payload.i8s.eq(i8s),
+                     back.tile.payload.shift8.eq(self.back.frac_bits - self.q8_shift
+                                                 - self.k8_shift)]
         # importance: the back's probabilities (gathered positions) -> keys of the back's tile
         m.submodules.imp = imp = self.importance
         wiring.connect(m, wiring.flipped(self.imp_cmd), imp.cmd)
@@ -152,7 +184,7 @@ class LaneCore(wiring.Component):
                      back.p.ready.eq(imp.i.ready | (back.p.payload.count == 0))]
 
         with m.If(go):
-            m.d.sync += [full.eq(0), nblk.eq(0), q0.eq(q0 + self.block)]
+            m.d.sync += [full.eq(0), nblk.eq(0), nfx.eq(0), n8.eq(0), q0.eq(q0 + self.block)]
             with m.If(self.kept + nblk < (1 << 16)):
                 m.d.sync += self.kept.eq(self.kept + nblk)
         with m.If(self.clear):

@@ -1,4 +1,4 @@
-"""RMMU feeder of the lane's back half (docs/lane.md sections 2 and 4, TODO 1), FX16, BxB
+"""RMMU feeder of the lane's back half (docs/lane.md sections 2 and 4, TODO 1), FX16/INT8, BxB
 gathering: from the K, V and Q memories and a tile's kept key blocks it produces the ``a``
 beats of the scores descriptor and the ``w`` beats of the scores and A·V descriptors in
 ``golden.rmmu`` stream order (one M-tile: the RMMU's ``tile_m`` covers the gathered keys).
@@ -6,22 +6,41 @@ beats of the scores descriptor and the ``w`` beats of the scores and A·V descri
 * scores ``a`` (``A = K_G``): for each N-tile of ``cols`` queries, for each pass ``kp``, for each
   gathered key ``m``: word ``r`` = ``K[key(m), kp*rows + r]``;
 * scores ``w`` (``B = Q_b^T``): for each N-tile ``nt``, pass ``kp``, PE row ``r``: tile ``c`` =
-  ``Q[q0 + nt*cols + c, kp*rows + r]`` (Q in ``cols`` banks by query, row-wide words);
+  ``Q[q0 + nt*cols + c, kp*rows + r]`` (Q in ``2*cols`` banks by query, row-wide words);
 * A·V ``w`` (``B = V_G``): for each N-tile ``nt`` of ``cols`` output columns, pass ``kp`` over
   the gathered keys, PE row ``r``: tile ``c`` = ``V[key(kp*rows + r), nt*cols + c]``;
 
 with ``key(i) = block[i // B] * B + i % B`` (the detector's kept blocks) and zeros beyond ``d``
-and ``g``. Memories are written through ``load`` (``target`` 0 = Q, 1 = K, 2 = V, one row of
+and ``g``.
+
+HB-BSSA (``n8`` > 0 INT8 blocks in the tile): the scores become two descriptors, FX16 over the
+keys of the FX16 blocks, then INT8 over the keys of the INT8 blocks (``golden.lane.run_lane_rmmu``
+order); ``fxs`` / ``i8s`` list the gathered slots (positions in ``blk``) of each kind, ascending,
+and descriptor position ``i`` of a kind is key ``block[slots[i // B]] * B + i % B``. The INT8
+operands are requantized on the fly from the FX16 memories
+(:func:`attnforge.rtl.numbers.requantize`: ``k8 = requantize(K, k8_shift, 8)``,
+``q8 = requantize(Q, q8_shift, 8)``) and packed two per word (lane 0 low):
+
+* INT8 scores ``a``: for each N-tile of ``2*cols`` queries, pass ``kp`` (``2*rows`` dims), key
+  ``m``: word ``r`` = ``k8[key(m), k0 + 2r]`` | ``k8[key(m), k0 + 2r + 1] << 8``;
+* INT8 scores ``w``: tile ``c`` word ``i`` (``i < 2``) of PE row ``r`` = ``q8[q0 + n0 + 2c + i,
+  k0 + 2r]`` | ``q8[.., k0 + 2r + 1] << 8``.
+
+Q lives in ``2*cols`` banks by query (``q % (2*cols)``) so that both an FX16 beat (``cols``
+consecutive queries) and an INT8 beat (``2*cols``) read each bank once.
+
+Memories are written through ``load`` (``target`` 0 = Q, 1 = K, 2 = V, one row of
 ``d`` values at ``addr``); a ``tile`` command carries ``q0`` (first query), ``nblk`` and the
 kept block indices. Each engine reads one memory row per beat (synchronous read, presented
 the next cycle, held while stalled).
 """
 
-from amaranth.hdl import Array, Module, Mux, Signal, signed
+from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
+from .numbers import requantize
 from .rmmu import act_layout, weight_layout
 
 __all__ = ["BackFeeder"]
@@ -34,12 +53,14 @@ class BackFeeder(wiring.Component):
         self.rows, self.cols, self.d, self.bq, self.tile_m = rows, cols, d, bq, tile_m
         self.max_t, self.block = max_t, block
         self.max_blk = max_t // block
+        slots = data.ArrayLayout(range(self.max_blk), self.max_blk)
         super().__init__({
             "load": In(stream.Signature(data.StructLayout({
                 "target": 2, "addr": range(max_t), "row": data.ArrayLayout(signed(16), d)}))),
             "tile": In(stream.Signature(data.StructLayout({
-                "q0": range(max_t), "nblk": range(self.max_blk + 1),
-                "blk": data.ArrayLayout(range(self.max_blk), self.max_blk)}))),
+                "q0": range(max_t), "nblk": range(self.max_blk + 1), "blk": slots,
+                "n8": range(self.max_blk + 1), "fxs": slots, "i8s": slots,
+                "q8_shift": 4, "k8_shift": 4}))),
             "a": Out(stream.Signature(act_layout(self.words))),
             "w": Out(stream.Signature(weight_layout(cols))),
         })
@@ -47,11 +68,13 @@ class BackFeeder(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         rows, cols, d, bq, b = self.rows, self.cols, self.d, self.bq, self.block
+        nb2 = 2 * cols                                   # Q banks
         lb = b.bit_length() - 1
         row_shape = 16 * d
         mk = Memory(shape=row_shape, depth=self.max_t, init=[])
         mv = Memory(shape=row_shape, depth=self.max_t, init=[])
-        mq = [Memory(shape=row_shape, depth=-(-self.max_t // cols), init=[]) for _ in range(cols)]
+        q_depth = -(-self.max_t // nb2)
+        mq = [Memory(shape=row_shape, depth=q_depth, init=[]) for _ in range(nb2)]
         m.submodules.mk, m.submodules.mv = mk, mv
         for c, x in enumerate(mq):
             m.submodules[f"mq{c}"] = x
@@ -67,16 +90,20 @@ class BackFeeder(wiring.Component):
             m.d.comb += [port.addr.eq(lp.addr), port.data.eq(lp.row.as_value()),
                          port.en.eq(self.load.valid & (lp.target == tgt))]
         for c, port in enumerate(wq):
-            m.d.comb += [port.addr.eq(lp.addr // cols), port.data.eq(lp.row.as_value()),
-                         port.en.eq(self.load.valid & (lp.target == 0) & (lp.addr % cols == c))]
+            m.d.comb += [port.addr.eq(lp.addr // nb2), port.data.eq(lp.row.as_value()),
+                         port.en.eq(self.load.valid & (lp.target == 0) & (lp.addr % nb2 == c))]
 
+        tp = self.tile.payload
         q0 = Signal(range(self.max_t))
-        nblk = Signal(range(self.max_blk + 1))
-        blk = Signal(data.ArrayLayout(range(self.max_blk), self.max_blk))
-        g = Signal(range(self.max_t + 1))
-        m.d.comb += g.eq(nblk << lb)
+        nblk, n8 = Signal(range(self.max_blk + 1)), Signal(range(self.max_blk + 1))
+        blk, fxs, i8s = (Signal(data.ArrayLayout(range(self.max_blk), self.max_blk), name=n)
+                         for n in ("blk", "fxs", "i8s"))
+        q8s, k8s = Signal(4), Signal(4)
+        g, g_fx, g8 = (Signal(range(self.max_t + 1), name=n) for n in ("g", "g_fx", "g8"))
+        m.d.comb += [g.eq(nblk << lb), g8.eq(n8 << lb), g_fx.eq(g - g8)]
         m.d.comb += self.tile.ready.eq(~busy_a & ~busy_w & ~self.load.valid)
         n_nt_s, n_kp_s = -(-bq // cols), -(-d // rows)
+        n_nt_8, n_kp_8 = -(-bq // nb2), -(-d // (2 * rows))
         n_nt_v = -(-d // cols)
 
         # Arrays padded to a power-of-two length of their index (Verilator -Wall: complete cases)
@@ -84,15 +111,23 @@ class BackFeeder(wiring.Component):
             n = 1 << max(0, (index_range - 1).bit_length())
             return Array(list(items) + [0] * (n - len(items)))
 
-        blocks = padded([blk[j] for j in range(self.max_blk)], self.max_t >> lb)
+        def lookup(arr, i, name):
+            bi = Signal(range(self.max_blk), name=name)   # narrow: a complete case
+            m.d.comb += bi.eq(i)
+            return padded([arr[j] for j in range(self.max_blk)], self.max_blk)[bi]
+
         tm = self.tile_m
-        n_mt = Signal(range(self.max_t + 1))             # M-tiles of the scores descriptor
-        m.d.comb += n_mt.eq((g + tm - 1) // tm)
 
         def key(i):
-            bi = Signal(range(self.max_blk), name="blk_index")   # narrow: a complete case
-            m.d.comb += bi.eq(i >> lb)
-            return (blocks[bi] << lb) | (i & (b - 1))
+            """Key of gathered position ``i`` (ascending: the A.V order)."""
+            return (lookup(blk, i >> lb, "blk_index") << lb) | (i & (b - 1))
+
+        def desc_key(i, int8):
+            """Key of position ``i`` of the FX16 (``int8`` 0) or INT8 scores descriptor."""
+            slot = Signal(range(self.max_blk), name="slot")
+            m.d.comb += slot.eq(Mux(n8 == 0, i >> lb, Mux(int8, lookup(i8s, i >> lb, "i8_index"),
+                                                          lookup(fxs, i >> lb, "fx_index"))))
+            return (lookup(blk, slot, "blk_index") << lb) | (i & (b - 1))
 
         def elem(rowval, idx, limit):
             """Element ``idx`` of a row-wide word (0 at or beyond ``limit``)."""
@@ -101,26 +136,39 @@ class BackFeeder(wiring.Component):
             m.d.comb += sel.eq(Mux(idx < d, idx, 0))
             return Mux(idx < limit, padded(words, d)[sel], 0)
 
-        # ---- engine A: scores a beats: nt, kp, key m
+        def int8_word(rowval, dim0, shift):
+            """Elements ``dim0``, ``dim0 + 1`` requantized to INT8 and packed (lane 0 low)."""
+            lo = requantize(elem(rowval, dim0, d).as_signed(), shift, 8)
+            hi = requantize(elem(rowval, dim0 + 1, d).as_signed(), shift, 8)
+            return Cat(lo.as_signed()[:8], hi.as_signed()[:8])
+
+        # ---- engine A: scores a beats: [FX16 desc, INT8 desc] x (nt, M-tile, kp, key m)
+        a_ph = Signal()                                   # 0 FX16, 1 INT8
         a_nt, a_kp, a_m = Signal(range(n_nt_s)), Signal(range(n_kp_s)), Signal(range(self.max_t))
         a_m0 = Signal(range(self.max_t))                  # first row of the M-tile
+        a_g = Signal(range(self.max_t + 1))
         a_end = Signal(range(self.max_t + 1))
-        m.d.comb += a_end.eq(Mux(a_m0 + tm < g, a_m0 + tm, g))
-        a_kp_p = Signal.like(a_kp)
+        m.d.comb += [a_g.eq(Mux(a_ph, g8, g_fx)),
+                     a_end.eq(Mux(a_m0 + tm < a_g, a_m0 + tm, a_g))]
+        a_kp_p, a_ph_p = Signal.like(a_kp), Signal()
         a_pend = Signal()
         a_issue = busy_a & (~a_pend | self.a.ready)
-        m.d.comb += [rk.addr.eq(key(a_m)), rk.en.eq(a_issue | ~a_pend)]
+        m.d.comb += [rk.addr.eq(desc_key(a_m, a_ph)), rk.en.eq(a_issue | ~a_pend)]
         with m.If(a_pend & self.a.ready):
             m.d.sync += a_pend.eq(0)
         with m.If(a_issue):
-            m.d.sync += [a_pend.eq(1), a_kp_p.eq(a_kp)]
+            m.d.sync += [a_pend.eq(1), a_kp_p.eq(a_kp), a_ph_p.eq(a_ph)]
             with m.If(a_m == a_end - 1):
-                with m.If(a_kp == n_kp_s - 1):
+                with m.If(a_kp == Mux(a_ph, n_kp_8, n_kp_s) - 1):
                     m.d.sync += a_kp.eq(0)
-                    with m.If(a_end == g):
+                    with m.If(a_end == a_g):
                         m.d.sync += [a_m0.eq(0), a_m.eq(0)]
-                        with m.If(a_nt == n_nt_s - 1):
-                            m.d.sync += [a_nt.eq(0), busy_a.eq(0)]
+                        with m.If(a_nt == Mux(a_ph, n_nt_8, n_nt_s) - 1):
+                            m.d.sync += a_nt.eq(0)
+                            with m.If(~a_ph & (n8 != 0)):
+                                m.d.sync += a_ph.eq(1)
+                            with m.Else():
+                                m.d.sync += busy_a.eq(0)
                         with m.Else():
                             m.d.sync += a_nt.eq(a_nt + 1)
                     with m.Else():
@@ -131,44 +179,56 @@ class BackFeeder(wiring.Component):
                 m.d.sync += a_m.eq(a_m + 1)
         m.d.comb += self.a.valid.eq(a_pend)
         for r in range(rows):
-            m.d.comb += self.a.payload.data[r].eq(elem(rk.data, a_kp_p * rows + r, d))
+            fx = elem(rk.data, a_kp_p * rows + r, d)
+            i8 = int8_word(rk.data, (a_kp_p * rows + r) * 2, k8s)
+            m.d.comb += self.a.payload.data[r].eq(Mux(a_ph_p, i8, fx))
 
-        # ---- engine W: scores w (phase 0: nt, kp, r) then A.V w (phase 1: nt, kp, r)
-        w_ph = Signal()
+        # ---- engine W: scores w (phase 0 FX16, 1 INT8: nt, M-tile, kp, r), A.V w (2: nt, kp, r)
+        w_ph = Signal(range(3))
         w_nt, w_kp, w_r = Signal(range(max(n_nt_s, n_nt_v))), Signal(range(self.max_t)), \
             Signal(range(rows))
-        w_ph_p, w_nt_p, w_kp_p, w_r_p = Signal(), Signal.like(w_nt), Signal.like(w_kp), \
-            Signal.like(w_r)
+        w_ph_p, w_nt_p, w_kp_p, w_r_p = Signal.like(w_ph), Signal.like(w_nt), \
+            Signal.like(w_kp), Signal.like(w_r)
         w_mt = Signal(range(self.max_t + 1))
         w_pend = Signal()
         w_issue = busy_w & (~w_pend | self.w.ready)
         kp_v_last = ((g + rows - 1) // rows) - 1
+        # Q banks: the beat's queries start at base = q0 + nt * (cols or 2 cols), a multiple of
+        # cols: bank j holds query base + s with s = (j - base) mod 2 cols
+        base = Signal(range(self.max_t + nb2 * self.max_t))
+        m.d.comb += base.eq(q0 + w_nt * Mux(w_ph == 1, nb2, cols))
+        half = Signal()
+        m.d.comb += half.eq((base // cols) & 1)
         for c, port in enumerate(rq):
-            m.d.comb += [port.addr.eq((q0 >> (cols.bit_length() - 1) if cols & (cols - 1) == 0
-                                       else q0 // cols) + w_nt), port.en.eq(w_issue | ~w_pend)]
+            addr = base // nb2 + (half if c < cols else 0)
+            m.d.comb += [port.addr.eq(addr), port.en.eq(w_issue | ~w_pend)]
+        base_p = Signal.like(base)
         pos_v = w_kp * rows + w_r
         m.d.comb += [rv.addr.eq(key(Mux(pos_v < g, pos_v, 0))), rv.en.eq(w_issue | ~w_pend)]
         with m.If(w_pend & self.w.ready):
             m.d.sync += w_pend.eq(0)
         with m.If(w_issue):
             m.d.sync += [w_pend.eq(1), w_ph_p.eq(w_ph), w_nt_p.eq(w_nt), w_kp_p.eq(w_kp),
-                         w_r_p.eq(w_r)]
+                         w_r_p.eq(w_r), base_p.eq(base)]
             with m.If(w_r == rows - 1):
                 m.d.sync += w_r.eq(0)
-                kp_last = Mux(w_ph, kp_v_last, n_kp_s - 1)
-                nt_last = Mux(w_ph, n_nt_v - 1, n_nt_s - 1)
-                mt_last = Mux(w_ph, 0, n_mt - 1)
+                def by_phase(fx, i8, av):
+                    return Mux(w_ph == 2, av, Mux(w_ph == 1, i8, fx))
+                kp_last = by_phase(n_kp_s - 1, n_kp_8 - 1, kp_v_last)
+                nt_last = by_phase(n_nt_s - 1, n_nt_8 - 1, n_nt_v - 1)
+                mt_last = by_phase((g_fx + tm - 1) // tm - 1, (g8 + tm - 1) // tm - 1, 0)
                 with m.If(w_kp == kp_last):
                     m.d.sync += w_kp.eq(0)
                     with m.If(w_mt != mt_last):
                         m.d.sync += w_mt.eq(w_mt + 1)
                     with m.Elif(w_nt == nt_last):
-                        m.d.sync += w_mt.eq(0)
-                        m.d.sync += w_nt.eq(0)
-                        with m.If(w_ph):
+                        m.d.sync += [w_mt.eq(0), w_nt.eq(0)]
+                        with m.If(w_ph == 2):
                             m.d.sync += [w_ph.eq(0), busy_w.eq(0)]
-                        with m.Else():
+                        with m.Elif((w_ph == 0) & (n8 != 0)):
                             m.d.sync += w_ph.eq(1)
+                        with m.Else():
+                            m.d.sync += w_ph.eq(2)
                     with m.Else():
                         m.d.sync += [w_mt.eq(0), w_nt.eq(w_nt + 1)]
                 with m.Else():
@@ -176,18 +236,30 @@ class BackFeeder(wiring.Component):
             with m.Else():
                 m.d.sync += w_r.eq(w_r + 1)
         m.d.comb += self.w.valid.eq(w_pend)
+        half_p = Signal()
+        m.d.comb += half_p.eq((base_p // cols) & 1)
+        qrow = []                                         # query base_p + s, s < 2 cols
+        for s_ in range(nb2):
+            lo_bank, hi_bank = rq[s_].data, rq[(s_ + cols) % nb2].data
+            qrow.append(Mux(half_p, hi_bank, lo_bank))
+        dim = w_kp_p * rows + w_r_p                       # scores FX16: Q element
         for c in range(cols):
-            dim = w_kp_p * rows + w_r_p                       # scores: Q element
-            col = w_nt_p * cols + c                           # A.V: V column
-            pos = w_kp_p * rows + w_r_p                       # A.V: gathered position
-            qv = Mux(w_nt_p * cols + c < bq, elem(rq[c].data, dim, d), 0)
+            col = w_nt_p * cols + c                       # A.V: V column
+            pos = w_kp_p * rows + w_r_p                   # A.V: gathered position
+            qv = Mux(w_nt_p * cols + c < bq, elem(qrow[c], dim, d), 0)
             vv = Mux(pos < g, elem(rv.data, col, d), 0)
-            m.d.comb += self.w.payload.data[c][0].eq(Mux(w_ph_p, vv, qv))
+            q8 = [Mux(w_nt_p * nb2 + 2 * c + i < bq, int8_word(qrow[2 * c + i], dim * 2, q8s), 0)
+                  for i in range(2)]                  # INT8: queries 2c, 2c + 1 of the beat
+            w0 = Mux(w_ph_p == 1, q8[0], Mux(w_ph_p == 2, vv, qv))
+            # the whole tile in one assignment (words >= 2 zero-extended, not constant-driven:
+            # Verilator -Wall ALWNEVER)
+            m.d.comb += self.w.payload.data[c].eq(Cat(w0, Mux(w_ph_p == 1, q8[1], 0)))
 
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [q0.eq(self.tile.payload.q0), nblk.eq(self.tile.payload.nblk),
-                         blk.eq(self.tile.payload.blk), busy_a.eq(1), busy_w.eq(1),
-                         a_nt.eq(0), a_kp.eq(0), a_m.eq(0), a_m0.eq(0), w_mt.eq(0),
-                         w_ph.eq(0), w_nt.eq(0),
-                         w_kp.eq(0), w_r.eq(0)]
+            m.d.sync += [q0.eq(tp.q0), nblk.eq(tp.nblk), blk.eq(tp.blk), n8.eq(tp.n8),
+                         fxs.eq(tp.fxs), i8s.eq(tp.i8s), q8s.eq(tp.q8_shift),
+                         k8s.eq(tp.k8_shift), busy_a.eq(1), busy_w.eq(1),
+                         a_ph.eq(tp.n8 == tp.nblk), a_nt.eq(0), a_kp.eq(0), a_m.eq(0),
+                         a_m0.eq(0), w_mt.eq(0), w_ph.eq(Mux(tp.n8 == tp.nblk, 1, 0)),
+                         w_nt.eq(0), w_kp.eq(0), w_r.eq(0)]
         return m

@@ -10,6 +10,12 @@ The ``a`` (packed ``Q~`` rows) and ``w`` (``K~^T`` tiles) streams go straight to
 a feeder will drive them from the lane's memories (docs/lane.md TODO 1). Outputs are the
 detector's ``mask`` and ``idx`` streams: per tile, the kept key blocks.
 
+HB-BSSA: the pool's block sums of squares (``sq``) go through :class:`Int8Flags` (``hb``,
+``bound``: run-time inputs held for the head) into a small FIFO; ``flags`` carries one beat per
+tile, bit ``j`` = granule ``j`` runs at INT8 if kept (the gather pairs it with the tile's kept
+blocks from ``idx``). The FIFO (:data:`FLAG_DEPTH` tiles) lets the estimate run that many
+tiles ahead of the gather before the pool waits.
+
 Golden: :func:`attnforge.golden.lane.run_lane` (its ``est`` and ``mask``); the ``a``/``w``
 beats come from ``RMMUModel.a_beats/w_beats`` of the estimate descriptors of
 :func:`attnforge.golden.lane.run_lane_rmmu`. v0 assumes good tile commands (the lane's config
@@ -22,11 +28,15 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
 from .detector import Detector
-from .lane_pool import GranulePool
+from ..golden.lane import INT8_BOUND_BITS, sumsq_bits
+from .lane_pool import GranulePool, Int8Flags
 from .rmmu import act_layout, weight_layout
-from .streams import Fork, RowPacker
+from .streams import Fork, RowPacker, StreamFIFO
 
-__all__ = ["LaneFront", "tile_layout", "group_port", "rmmu_out_bits"]
+__all__ = ["LaneFront", "tile_layout", "group_port", "rmmu_out_bits", "FLAG_DEPTH"]
+
+#: Tiles of INT8 flags the front holds for the gather (HB-BSSA).
+FLAG_DEPTH = 4
 
 
 def rmmu_out_bits(max_k):
@@ -73,7 +83,14 @@ class LaneFront(wiring.Component):
                                         max_k=max_k, max_n=max_t)
         self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t // block),
                                  score_bits=score_bits, sched_lanes=1)
+        self.max_blk = max(1, max_t // block)
+        self.flagger = Int8Flags(per_beat=max(1, cols * 8 // block),
+                                 sq_bits=sumsq_bits(block, score_bits), max_blk=self.max_blk,
+                                 bound_bits=INT8_BOUND_BITS)
         super().__init__({
+            "hb": In(1),                                # HB-BSSA on (run-time, held)
+            "bound": In(INT8_BOUND_BITS),               # int8_bound
+            "flags": Out(self.flagger.o.signature),     # per tile: INT8 granules
             "tile": In(stream.Signature(tile_layout(max_t, max_k))),
             "g": group_port(self.rmmu_params),
             "a": In(stream.Signature(act_layout(self.rmmu_params["rows"]))),
@@ -99,6 +116,13 @@ class LaneFront(wiring.Component):
         wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g.w))
         wiring.connect(m, wiring.flipped(g.o), pool.i)
         wiring.connect(m, pool.o, pack.i)
+        m.submodules.flagger = flagger = self.flagger
+        m.submodules.flag_fifo = flag_fifo = StreamFIFO(flagger.o.payload.shape(), FLAG_DEPTH,
+                                                        buffered=False)
+        wiring.connect(m, pool.sq, flagger.i)
+        wiring.connect(m, flagger.o, flag_fifo.i)
+        wiring.connect(m, flag_fifo.o, wiring.flipped(self.flags))
+        m.d.comb += [flagger.enable.eq(self.hb), flagger.bound.eq(self.bound)]
         wiring.connect(m, det.mask, wiring.flipped(self.mask))
         wiring.connect(m, det.idx, wiring.flipped(self.idx))
 

@@ -18,18 +18,27 @@ one single-granule beat leaves after its last N-tile). A bad command (``n = 0``,
 above the lanes, neither a multiple nor a power-of-two divisor of ``block``) is answered with
 one beat ``count = 0``, ``last = error = 1`` and consumes no input beat.
 
+HB-BSSA (``sq``): next to the maximum the pool keeps, per granule, the sum of the squared
+estimates over the tile's ``B`` rows and the granule's keys (masked lanes count 0), and emits
+it on ``sq`` (same beats as ``o``: ``data[g]`` = the sum of granule ``n0 / B + g``, unsigned
+:func:`attnforge.golden.lane.sumsq_bits` ``(block, score_bits)`` bits, enough for
+``B * B * 2**(2*(score_bits-1))``) = :func:`attnforge.golden.lane.block_norms` of the tile's
+estimate rows. ``o`` and ``sq`` leave together: the next beat waits until both are taken.
+:class:`Int8Flags` turns the ``sq`` beats of a tile into one beat of per-block INT8 flags.
+
 Timing: an input beat is taken every cycle the output register is free or being emptied;
 the granule beat of an N-tile is registered in the cycle after its last row arrives (latency 1).
 Lanes at or beyond ``min(W, keys left)`` are masked (their content does not matter).
 """
 
-from amaranth.hdl import Module, Mux, Signal, signed
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from ..golden.lane import sumsq_bits
 from .streams import RowLayout
 
-__all__ = ["GranulePool", "pool_cmd_layout"]
+__all__ = ["GranulePool", "Int8Flags", "pool_cmd_layout"]
 
 
 def pool_cmd_layout(lanes, max_n):
@@ -52,11 +61,14 @@ class GranulePool(wiring.Component):
         self.lanes, self.in_bits, self.score_bits = lanes, in_bits, score_bits
         self.block, self.max_n = block, max_n
         self.out_layout = RowLayout(lanes // block, signed(score_bits))
+        self.sq_bits = sumsq_bits(block, score_bits)
+        self.sq_layout = RowLayout(lanes // block, unsigned(self.sq_bits))
         super().__init__({
             "cmd": In(stream.Signature(pool_cmd_layout(lanes, max_n))),
             "i": In(stream.Signature(data.StructLayout({
                 "lanes": data.ArrayLayout(signed(in_bits), lanes), "last": 1, "error": 1}))),
             "o": Out(stream.Signature(self.out_layout)),
+            "sq": Out(stream.Signature(self.sq_layout)),
         })
 
     def elaborate(self, platform):
@@ -69,14 +81,16 @@ class GranulePool(wiring.Component):
         left = Signal(range(self.max_n + 1))            # keys from this N-tile on
         row = Signal(range(b))
         acc = [Signal(signed(sb), name=f"acc{g}") for g in range(g_max)]
+        sq = [Signal(self.sq_bits, name=f"sq{g}") for g in range(g_max)]
         bad = Signal()
         bad_pending = Signal()
 
         valid = Signal(range(self.lanes + 1))           # lanes valid in this N-tile
         m.d.comb += valid.eq(Mux(left < width, left, width))
-        out_free = ~self.o.valid | self.o.ready
-        with m.If(self.o.valid & self.o.ready):
-            m.d.sync += self.o.valid.eq(0)
+        out_free = (~self.o.valid | self.o.ready) & (~self.sq.valid | self.sq.ready)
+        for port in (self.o, self.sq):                  # o and sq: one beat, taken separately
+            with m.If(port.valid & port.ready):
+                m.d.sync += port.valid.eq(0)
 
         c = self.cmd.payload
         narrow = (c.width < b) & ((c.width & (c.width - 1)) == 0)     # W divides B
@@ -93,15 +107,16 @@ class GranulePool(wiring.Component):
                 m.d.sync += [busy.eq(1), width.eq(c.width), left.eq(c.n), row.eq(0),
                              sub.eq(0)]
         with m.If(bad_pending & out_free):
-            m.d.sync += [self.o.valid.eq(1), self.o.payload.count.eq(0),
-                         self.o.payload.last.eq(1), self.o.payload.error.eq(1),
-                         bad_pending.eq(0)]
-            for g in range(g_max):
-                m.d.sync += self.o.payload.data[g].eq(0)
+            m.d.sync += bad_pending.eq(0)
+            for port in (self.o, self.sq):
+                m.d.sync += [port.valid.eq(1), port.payload.count.eq(0), port.payload.last.eq(1),
+                             port.payload.error.eq(1)]
+                for g in range(g_max):
+                    m.d.sync += port.payload.data[g].eq(0)
 
         m.d.comb += self.i.ready.eq(busy & out_free)
         with m.If(self.i.valid & self.i.ready):
-            new = []
+            new, sq_new = [], []
             for g in range(g_max):
                 best = Signal(signed(sb), name=f"best{g}")
                 expr = low                                  # identity of max
@@ -114,21 +129,74 @@ class GranulePool(wiring.Component):
                                        acc[g]))
                 new.append(nxt)
                 m.d.sync += acc[g].eq(nxt)
+                sq_in = 0                                   # sum of squares of the valid lanes
+                for j in range(g * b, (g + 1) * b):
+                    x = self.i.payload.lanes[j][:sb].as_signed()
+                    sq_in = sq_in + Mux(j < valid, x * x, 0)
+                sq_nxt = Signal(self.sq_bits, name=f"sq_next{g}")
+                m.d.comb += sq_nxt.eq(Mux((row == 0) & (sub == 0), 0, sq[g]) + sq_in)
+                sq_new.append(sq_nxt)
+                m.d.sync += sq[g].eq(sq_nxt)
             with m.If(row == b - 1):
                 last = left <= width
                 emit = last | (sub == subs - 1)
                 m.d.sync += [row.eq(0), left.eq(Mux(last, 0, left - width)),
                              sub.eq(Mux(emit, 0, sub + 1))]
                 with m.If(emit):
-                    m.d.sync += [self.o.valid.eq(1), self.o.payload.last.eq(last),
-                                 self.o.payload.error.eq(0),
-                                 self.o.payload.count.eq(Mux(width < b, 1,
-                                                             (valid + b - 1) >> lb))]
-                    for g in range(g_max):
-                        m.d.sync += self.o.payload.data[g].eq(
-                            Mux((g * b < valid) | ((g == 0) & (width < b)), new[g], 0))
+                    for port, vals in ((self.o, new), (self.sq, sq_new)):
+                        m.d.sync += [port.valid.eq(1), port.payload.last.eq(last),
+                                     port.payload.error.eq(0),
+                                     port.payload.count.eq(Mux(width < b, 1,
+                                                               (valid + b - 1) >> lb))]
+                        for g in range(g_max):
+                            m.d.sync += port.payload.data[g].eq(
+                                Mux((g * b < valid) | ((g == 0) & (width < b)), vals[g], 0))
                 with m.If(last):
                     m.d.sync += busy.eq(0)
             with m.Else():
                 m.d.sync += row.eq(row + 1)
+        return m
+
+
+class Int8Flags(wiring.Component):
+    """HB-BSSA block precision: the ``sq`` beats of one tile (:class:`GranulePool`, granules in
+    order, ``last`` on the tile's final beat) -> one ``o`` beat ``flags`` with bit ``j`` set when
+    granule ``j`` of the tile runs at INT8: ``enable`` and its sum of squares ``<= bound``
+    (``enable``, ``bound``: run-time inputs held for the head). Parameters: ``per_beat``
+    (granules per ``sq`` beat), ``sq_bits``, ``max_blk`` (granules per tile), ``bound_bits``.
+    Timing: one ``sq`` beat per cycle while ``o`` is free; the flags beat is registered with the
+    tile's last ``sq`` beat (latency 1). An error beat (a bad pool command) ends the tile too."""
+
+    def __init__(self, *, per_beat=2, sq_bits=21, max_blk=4, bound_bits=25):
+        self.per_beat, self.sq_bits, self.max_blk = per_beat, sq_bits, max_blk
+        super().__init__({
+            "i": In(stream.Signature(RowLayout(per_beat, unsigned(sq_bits)))),
+            "o": Out(stream.Signature(data.StructLayout({"flags": max_blk}))),
+            "enable": In(1),
+            "bound": In(bound_bits),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        nb, p = self.max_blk, self.per_beat
+        flags = Signal(nb)
+        pos = Signal(range(nb + p))                      # granule index of lane 0
+        m.d.comb += self.i.ready.eq(~self.o.valid | self.o.ready)
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        bits = []
+        for j in range(nb):                              # flags with this beat's lanes merged
+            hit = 0
+            for i in range(p):
+                hit = hit | ((pos + i == j) & (i < self.i.payload.count)
+                             & (self.i.payload.data[i] <= self.bound))
+            bits.append(flags[j] | (self.enable & hit))
+        nxt = Signal(nb)
+        m.d.comb += nxt.eq(Cat(*bits))
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(self.i.payload.last):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.flags.eq(nxt), flags.eq(0),
+                             pos.eq(0)]
+            with m.Else():
+                m.d.sync += [flags.eq(nxt), pos.eq(pos + self.i.payload.count)]
         return m

@@ -9,7 +9,15 @@ of ``per_beat`` scores, lane-granular writes), so each RMMU beat writes ``cols``
 then it plays out query row after query row, ``per_beat`` scores per beat with their gathered
 positions as ``index`` (the row-stream convention: last beat partial, ``last`` on it).
 
-Command ``cmd``: ``g`` = gathered keys of the tile (1..max_g). v0 streams every gathered
+HB-BSSA: with ``n8`` INT8 blocks (of ``block`` keys) the scores arrive as two descriptors, FX16
+over the keys of the FX16 blocks (``cols`` queries per beat), then INT8 (``2*cols`` queries per
+beat: INT8 packs two values per word, so an N-tile is ``2*cols`` queries); descriptor position
+``i`` of a kind lands at gathered position ``slots[i // block] * block + i % block`` (``fxs`` /
+``i8s``: the gathered slots of each kind, ascending), so the softmax sees the row in ascending
+key order (the online softmax is order-sensitive) with each score from its block's path.
+
+Command ``cmd``: ``g`` = gathered keys of the tile (1..max_g), ``n8``, ``fxs``, ``i8s`` (0: FX16
+only, slots ignored). v0 streams every gathered
 position of every row (BxB granularity with ``block = bq``: every row of the tile keeps the
 same keys); the per-row kept subset for element granularity is TODO (docs/lane.md).
 
@@ -18,14 +26,23 @@ presented in t + 1 and held by disabling the read port while stalled). Write and
 not overlap in v0 (a second buffer would let tile b+1's scores arrive during b's play-out).
 """
 
-from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.hdl import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from .streams import row_signature
 
-__all__ = ["ScoreTile"]
+__all__ = ["ScoreTile", "score_cmd_layout"]
+
+
+def score_cmd_layout(max_g, block):
+    """Command of :class:`ScoreTile`: ``g`` gathered keys, ``n8`` INT8 blocks, the gathered
+    slots of the FX16 (``fxs``) and INT8 (``i8s``) blocks, ascending."""
+    nb = max(1, max_g // block)
+    slots = data.ArrayLayout(range(nb), nb)
+    return data.StructLayout({"g": range(max_g + 1), "n8": range(nb + 1), "fxs": slots,
+                              "i8s": slots})
 
 
 class ScoreTile(wiring.Component):
@@ -34,14 +51,18 @@ class ScoreTile(wiring.Component):
     ``max_g`` (gathered keys, a multiple of ``per_beat``), ``per_beat`` (scores per beat out),
     ``index_bits`` (width of the position index)."""
 
-    def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, index_bits=8):
-        if bq % cols or max_g % per_beat or max_g > (1 << index_bits):
+    def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, index_bits=8,
+                 block=None):
+        block = block or bq
+        if bq % cols or max_g % per_beat or max_g > (1 << index_bits) or max_g % block:
             raise ValueError(f"bq must be a multiple of cols ({cols}) and max_g a multiple of "
-                             f"per_beat ({per_beat}) below 2**index_bits, not {bq}, {max_g}")
+                             f"per_beat ({per_beat}) and block ({block}) below 2**index_bits, "
+                             f"not {bq}, {max_g}")
         self.cols, self.in_bits, self.bq = cols, in_bits, bq
         self.max_g, self.per_beat, self.index_bits = max_g, per_beat, index_bits
+        self.block, self.max_blk = block, max_g // block
         super().__init__({
-            "cmd": In(stream.Signature(data.StructLayout({"g": range(max_g + 1)}))),
+            "cmd": In(stream.Signature(score_cmd_layout(max_g, block))),
             "s": In(stream.Signature(data.StructLayout({
                 "lanes": data.ArrayLayout(signed(in_bits), cols * 8), "last": 1, "error": 1}))),
             "o": Out(row_signature(per_beat, signed(16), index_bits)),
@@ -66,28 +87,52 @@ class ScoreTile(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.write_port(granularity=16), mem.read_port()))
 
+        # HB-BSSA: segment 0 = the FX16 descriptor's beats, 1 = the INT8 descriptor's
+        blk, nb, nb2 = self.block, self.max_blk, 2 * cols
+        lb = blk.bit_length() - 1
+        seg = Signal()
+        n8 = Signal(range(nb + 1))
+        fxs, i8s = (Signal(data.ArrayLayout(range(nb), nb), name=x) for x in ("fxs", "i8s"))
+        g8 = Signal(range(self.max_g + 1))
+        m.d.comb += g8.eq(n8 << lb)
+        g_seg = Mux(seg, g8, g - g8)
+        nt_last = Mux(seg, -(-bq // nb2) - 1, bq // cols - 1)
+        slot = Signal(range(nb))
+        bi = Signal(range(nb))
+        m.d.comb += bi.eq(key >> lb)
+        m.d.comb += slot.eq(Mux(seg, Array([i8s[j] for j in range(nb)])[bi],
+                                Array([fxs[j] for j in range(nb)])[bi]))
+        pos = Signal(range(self.max_g))                  # gathered position of this beat
+        m.d.comb += pos.eq(Mux(n8 == 0, key, (slot << lb) | (key & (blk - 1))))
+
         # named states (an explicit state register: Verilator -Wall clean, unlike m.FSM's cases)
         IDLE, WRITE, READ, DRAIN = range(4)
         state = Signal(range(4))
         with m.If(state == IDLE):
             m.d.comb += self.cmd.ready.eq(1)
             with m.If(self.cmd.valid):
-                m.d.sync += [g.eq(self.cmd.payload.g), nt.eq(0), key.eq(0),
-                             nw.eq((self.cmd.payload.g + p - 1) // p)]
+                cp = self.cmd.payload
+                m.d.sync += [g.eq(cp.g), nt.eq(0), key.eq(0), nw.eq((cp.g + p - 1) // p),
+                             n8.eq(cp.n8), fxs.eq(cp.fxs), i8s.eq(cp.i8s),
+                             seg.eq((cp.n8 << lb) == cp.g)]
                 m.d.sync += state.eq(WRITE)
         with m.Elif(state == WRITE):
             m.d.comb += self.s.ready.eq(1)
             with m.If(self.s.valid):
                 for b, (wp, _) in enumerate(banks):
-                    lane = self.s.payload.lanes[b % cols][:16]
-                    m.d.comb += [wp.addr.eq(key // p), wp.data.eq(Cat(*[lane] * p))]
-                    with m.If(nt == b // cols):
-                        m.d.comb += wp.en.eq(1 << (key % p))
-                with m.If(key == g - 1):
+                    lane = Mux(seg, self.s.payload.lanes[b % nb2][:16],
+                               self.s.payload.lanes[b % cols][:16])
+                    m.d.comb += [wp.addr.eq(pos // p), wp.data.eq(Cat(*[lane] * p))]
+                    with m.If(Mux(seg, nt == b // nb2, nt == b // cols)):
+                        m.d.comb += wp.en.eq(1 << (pos % p))
+                with m.If(key == g_seg - 1):
                     m.d.sync += [key.eq(0), nt.eq(nt + 1)]
-                    with m.If(nt == bq // cols - 1):
-                        m.d.sync += [q.eq(0), w.eq(0)]
-                        m.d.sync += state.eq(READ)
+                    with m.If(nt == nt_last):
+                        with m.If(~seg & (n8 != 0)):
+                            m.d.sync += [seg.eq(1), nt.eq(0)]
+                        with m.Else():
+                            m.d.sync += [q.eq(0), w.eq(0)]
+                            m.d.sync += state.eq(READ)
                 with m.Else():
                     m.d.sync += key.eq(key + 1)
         with m.Elif(state == READ):
@@ -133,11 +178,11 @@ class TileSoftmax(wiring.Component):
     ``max_g`` must be a multiple of ``per_beat`` and at most ``max_t``."""
 
     def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, max_t=32,
-                 frac_bits=8, prob_frac=12):
+                 frac_bits=8, prob_frac=12, block=None):
         from .softmax import Softmax
         ib = max(1, (max_g - 1).bit_length())
         self.tile = ScoreTile(cols=cols, in_bits=in_bits, bq=bq, max_g=max_g,
-                              per_beat=per_beat, index_bits=ib)
+                              per_beat=per_beat, index_bits=ib, block=block)
         self.softmax = Softmax(per_beat=per_beat, max_len=max_t, in_bits=16, in_frac=frac_bits,
                                out_frac=prob_frac, index_bits=ib)
         super().__init__({

@@ -40,12 +40,18 @@ def lane_params(lane):
 def cfg_fields(cfg, keep=None):
     """The ``cfg`` beat of :class:`attnforge.rtl.lane.Lane` for a :class:`LaneConfig` (fields
     a field cannot hold are clipped to a value the check rejects)."""
-    bound = 0 if cfg.int8_bound is None else min(max(int(cfg.int8_bound), 1), 0xFFFF)
+    from ..golden.lane import INT8_BOUND_BITS
+    hb = cfg.int8_bound is not None and cfg.int8_bound >= 0     # a negative bound: never INT8
+    bound = min(int(cfg.int8_bound), (1 << INT8_BOUND_BITS) - 1) if hb else 0
+    shifts8 = (cfg.q8_shift, cfg.k8_shift)
+    if not all(0 <= x <= 15 for x in shifts8):
+        shifts8 = (15, 15)                   # out of the 4-bit fields: a sum the check rejects
     return {"t": cfg.t, "dense": int(cfg.mode == "dense"), "est_bits": cfg.est_bits & 15,
             "m": cfg.m, "est_shift": cfg.est_shift & 63, "select": int(cfg.select != "topk"),
             "k": cfg.k, "threshold": cfg.threshold,
             "gran": int(GRAN_CODES[cfg.granularity]) if cfg.granularity in GRAN_CODES else 7,
-            "int8_bound": bound, "prune": int(keep is not None)}
+            "int8_bound": bound, "prune": int(keep is not None),
+            "hb": int(hb), "q8_shift": shifts8[0], "k8_shift": shifts8[1]}
 
 
 def head_loads(cfg, qi, ki, vi, pq, pk):
@@ -100,7 +106,8 @@ def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
 
     async def run(ctx):
         for cfg, qi, ki, vi, pq, pk in heads:
-            bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block)
+            bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block,
+                            frac_bits=dut.frac_bits)
             got, status = [], []
             await quick.source(dut.cfg, [cfg_fields(cfg)], rng, gaps)(ctx)
             n_rows = 0 if bad else cfg.t * -(-dut.d // dut.cols)
@@ -200,7 +207,8 @@ import cocotb  # noqa: E402  (the Amaranth-simulator drivers above need no cocot
 from cocotb.triggers import ClockCycles  # noqa: E402
 
 from ..golden.attention import to_fx  # noqa: E402
-from ..golden.lane import LaneConfig, auto_config, cycles, int_projection  # noqa: E402
+from ..golden.lane import (LaneConfig, auto_config, block_norms, cycles,  # noqa: E402
+                           int_projection)
 from .kit import Bench, scale  # noqa: E402
 
 
@@ -227,6 +235,7 @@ class LaneBench(Bench):
         self.coverpoint("mode", ["dense", "sparse", "error"])
         self.coverpoint("est_bits", [2, 4, 8])
         self.coverpoint("kept", [1, 2, 3, 4], xf=lambda k: min(4, k))
+        self.coverpoint("int8", ["off", "none", "some", "all"])   # HB-BSSA: INT8 kept blocks
 
     @staticmethod
     def _cmp_row(expected, actual):
@@ -245,7 +254,8 @@ class LaneBench(Bench):
 
     def play(self, cfg, qi, ki, vi, pq=None, pk=None, label=""):
         u = self.unit
-        bad = rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block)
+        bad = rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block,
+                        frac_bits=u.frac_bits)
         self.cfg.send(cfg_fields(cfg))
         self.cover("mode", "error" if bad else cfg.mode)
         if bad:
@@ -255,6 +265,10 @@ class LaneBench(Bench):
         kept = int(ref.mask.sum()) // u.block ** 2
         self.cover("est_bits", cfg.est_bits)
         self.cover("kept", cfg.k if cfg.mode == "sparse" else 4)
+        if cfg.mode == "sparse":
+            n8, nk = (0 if ref.int8_blocks is None else int(ref.int8_blocks.sum())), kept
+            self.cover("int8", "off" if ref.int8_blocks is None else
+                       "none" if n8 == 0 else "all" if n8 == nk else "some")
         self.board.expect_all(expected_rows(ref.out, u.cols))
         self.iboard.expect_all(expected_importance(ref.importance))
         self.sboard.expect({"error": 0, "kept": kept, "label": label or cfg.mode,
@@ -268,27 +282,40 @@ class LaneBench(Bench):
         await super().finish(20000 * heads + 1000)
 
 
-def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None):
+def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None,
+                 int8=None):
     nrng = np.random.default_rng(tb.rng.getrandbits(32) if seed is None else seed)
     d = tb.unit.d
     q, k_, v = (nrng.normal(0, sigma, (t, d)) for _ in range(3))
     qi, ki, vi = to_fx(q, k_, v, tb.unit.frac_bits)
-    return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng)
+    return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng, int8=int8)
 
 
-def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed):
+def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None):
+    """One head's ``(cfg, qi, ki, vi, pq, pk)``, shifts fitted; ``int8`` (HB-BSSA): None (off),
+    ``"zero"`` (``int8_bound`` 0), or a quantile of the head's kept-block sums of squares (1.0:
+    every kept block at INT8)."""
     t, d = qi.shape
     pq, pk = int_projection(d, m, seed=int(np.random.default_rng(seed).integers(1 << 16)))
     b = tb.unit.block
     cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m, granularity=f"{b}x{b}", k=k)
-    return auto_config(tb.params, cfg, qi, ki, pq, pk), qi, ki, vi, pq, pk
+    cfg = auto_config(tb.params, cfg, qi, ki, pq, pk)
+    if int8 == "zero":
+        cfg = cfg.replace(int8_bound=0)
+    elif int8 is not None and mode == "sparse":
+        plan = run_lane(tb.params, cfg, qi, ki, vi, pq, pk, plan_only=True)
+        norms = block_norms(plan.est, b)[plan.mask[::b, ::b]]
+        cfg = cfg.replace(int8_bound=int(np.quantile(norms, int8)))
+    return cfg, qi, ki, vi, pq, pk
 
 
 @cocotb.test()
 async def random_heads(dut):
     """Random heads: every estimate precision, dense and sparse, top-k from one block per row
-    (the highest sparsity at this size) to all blocks (0 %), random m and scale, gaps on
-    cfg/load, stalls on o/status; every output row through the scoreboard."""
+    (the highest sparsity at this size) to all blocks (0 %), random m and scale, HB-BSSA off,
+    at bound 0, at a random quantile of the kept blocks' sums of squares or at their maximum
+    (every kept block INT8), gaps on cfg/load, stalls on o/status; every output row through the
+    scoreboard."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
@@ -298,7 +325,8 @@ async def random_heads(dut):
         mode = "dense" if i % 4 == 3 else "sparse"
         cfg, *h = _random_head(tb, t, mode=mode, est_bits=(2, 4, 8)[i % 3],
                                k=tb.rng.randint(1, t // u.block),
-                               m=tb.rng.randint(1, u.max_m), sigma=tb.rng.choice([0.5, 1, 2]))
+                               m=tb.rng.randint(1, u.max_m), sigma=tb.rng.choice([0.5, 1, 2]),
+                               int8=tb.rng.choice([None, "zero", 0.25, 0.5, 1.0]))
         tb.play(cfg, *h)
     await tb.finish(n)
     dut._log.info("checked %d output beats, %d heads", tb.board.checked, tb.sboard.checked)
@@ -337,7 +365,8 @@ async def bad_configs(dut):
     good = _random_head(tb, u.max_t, k=1)
     bad = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
            dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
-           dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(int8_bound=7),
+           dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(q8_shift=6, k8_shift=3),
+           dict(q8_shift=16, int8_bound=5), dict(k8_shift=-1),
            dict(granularity="element")]
     tb.play(*good)
     for kw in bad:
@@ -357,7 +386,7 @@ async def reset_mid_head(dut):
     await tb.start()
     u = tb.unit
     for wait in (20, 600, 1500):
-        tb.play(*_random_head(tb, u.max_t, k=2))
+        tb.play(*_random_head(tb, u.max_t, k=min(3, u.max_t // u.block), int8=0.5))  # HB-BSSA
         await ClockCycles(dut.clk, wait)
         await tb.reset()
         await ClockCycles(dut.clk, 1)
@@ -381,6 +410,8 @@ async def cycles_vs_model(dut):
               for k in range(nb, 0, -1)]
     heads += [(f"top-{k} of {nb} INT8", _random_head(tb, u.max_t, k=k, est_bits=8, seed=1))
               for k in (nb, 1)]
+    heads += [(f"top-{k} of {nb} HB-BSSA {q}", _random_head(tb, u.max_t, k=k, seed=1, int8=q))
+              for k in (nb, max(1, nb - 1)) for q in (0.5, 1.0)]
     for label, h in heads:
         tb.play(*h, label=label)
         await tb.finish(1)

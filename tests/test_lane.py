@@ -263,6 +263,7 @@ def _pool_run(pool, cmds, beats, n_out, rng, gaps=0.3, stalls=0.3):
     sim.add_testbench(quick.source(pool.cmd, cmds, rng, gaps))
     sim.add_testbench(quick.source(pool.i, [x for b in beats for x in b], rng, gaps))
     sim.add_testbench(quick.sink(pool.o, out, n_out, rng, stalls, conv))
+    sim.add_testbench(quick.sink(pool.sq, [], n_out, rng, stalls))   # tests/test_lane_lhb.py
     sim.add_testbench(quick.watchdog(20000), background=True)
     sim.run()
     return out
@@ -869,7 +870,7 @@ def _check_top(dut, heads, results):
 @pytest.mark.parametrize("bad", [dict(t=0), dict(t=40), dict(t=28), dict(est_bits=3),
                                  dict(m=0), dict(m=5), dict(k=0), dict(k=5),
                                  dict(granularity="16x16"), dict(select="threshold"),
-                                 dict(int8_bound=10)])
+                                 dict(q8_shift=5, k8_shift=4)])
 def test_rtl_error_rejects(bad):
     """The RTL subset's configuration check (golden side): one line naming the field."""
     from attnforge.golden.lane import rtl_error
@@ -887,7 +888,7 @@ def test_lane_top_bad_configs_then_a_head():
     from attnforge.testbench.lane import lane_params, simulate_lane
     dut = Lane()
     heads = _top_heads(lane_params(dut), [dict(t=40), dict(est_bits=3), dict(k=5),
-                                          dict(granularity="16x16"), dict(int8_bound=9),
+                                          dict(granularity="16x16"), dict(q8_shift=9),
                                           dict(t=24, mode="dense", k=9),
                                           dict(k=1, est_bits=2)])
     _check_top(dut, heads, simulate_lane(dut, heads, gaps=0.2, stalls=0.2))

@@ -17,7 +17,8 @@ import json
 import numpy as np
 
 from ..golden.attention import HeadConfig, attend_float, to_fx
-from ..golden.lane import LaneConfig, auto_config, cycles, int_projection, run_lane
+from ..golden.lane import (LaneConfig, auto_config, block_norms, cycles, int_projection,
+                           run_lane)
 from ..paths import BUILD, digest
 
 __all__ = ["lane_record", "lane_params", "build_lane", "area", "evaluate", "rtl_supports",
@@ -92,15 +93,6 @@ def workload_heads(workload):
             raise ValueError(f"workload.seq_len {t} is longer than fixture {name} ({len(q)})")
         out.append((f"{name}/L{layer}H{h}", layer, h, q[:t], k[:t], v[:t]))
     return out
-
-
-def block_norms(est, b):
-    """Sum of squared estimates per ``b x b`` block of ``est`` (what the lane compares with
-    ``int8_bound``; zero-padded at the edges)."""
-    t, n = est.shape
-    pad = np.zeros((-(-t // b) * b, -(-n // b) * b), dtype=np.int64)
-    pad[:t, :n] = est
-    return (pad ** 2).reshape(pad.shape[0] // b, b, pad.shape[1] // b, b).sum(axis=(1, 3))
 
 
 def head_configs(params, run, heads):
