@@ -46,7 +46,7 @@ from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
-           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project"]
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project", "RTL_PROJ"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -73,8 +73,9 @@ class LaneParams:
                                              the units' own ``latency`` properties
                                              (:attr:`det_lat`, :attr:`sm_lat`)
     schedule     "pipelined" (the design's tile schedule, docs/lane.md section 3) or "rtl"
-                 (the RTL top level as built: projections loaded, a tile's scores, softmax
-                 and A·V back to back; :func:`cycles` then equals the RTL's status cycles)
+                 (the RTL top level as built: the projections before the first tile, a
+                 tile's scores, softmax and A·V back to back; :func:`cycles` then equals
+                 the RTL's status cycles)
     """
     max_t: int = 64
     d: int = 8
@@ -202,7 +203,8 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None):
     ``max_m``, ``block``) answers ``cfg`` with an error status (a string), or None: the checks
     its ``cfg`` stream applies, in this order, to the fields it carries (docs/lane.md section 5).
     The RTL runs the subset of :meth:`LaneConfig.error` that it implements: BxB blocks equal
-    to the query tile, top-k, no HB-BSSA, no keep-list (those raise an error here and there).
+    to the query tile, top-k, no HB-BSSA, no keep-list (those raise an error here and there);
+    the projections' shifts are the RMMU's 6-bit shift (sparse mode).
     The testbench predicts every error response with this function."""
     checks = (
         (1 <= cfg.t <= max_t, "t", cfg.t, f"in [1, {max_t}]"),
@@ -218,6 +220,8 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None):
         (1 <= cfg.k <= cfg.t // block, "k", cfg.k, f"in [1, {cfg.t // block}]"),
         (cfg.int8_bound is None, "int8_bound", cfg.int8_bound, "None (HB-BSSA: not in the RTL)"),
         (keep is None, "keep-list", keep, "None (token pruning: not in the RTL)"),
+        (0 <= cfg.q_shift <= 63, "q_shift", cfg.q_shift, "in [0, 63]"),
+        (0 <= cfg.k_shift <= 63, "k_shift", cfg.k_shift, "in [0, 63]"),
     )
     for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
         if not ok:
@@ -449,8 +453,9 @@ def cycles(params, cfg, result):
     if dense:
         proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
     else:
-        proj = 0 if rtl else (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
+        proj = (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
                 + descriptor_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0))
+        proj += RTL_PROJ if rtl else 0
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
         est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
@@ -479,7 +484,7 @@ def cycles(params, cfg, result):
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
     if rtl:
-        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c))
+        total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c))
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat, scores, smax, params.sm_lat,
                           av, proj)
@@ -503,15 +508,20 @@ def cycles(params, cfg, result):
 #: tile (pool, packer, detector ingest, gather); per tile beyond the descriptors, the softmax
 #: rows and its latency; after the last A·V beat (the O buffer plays the tile out).
 RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
+#: PROJECT (sparse): cycles of the projection phase beyond its two descriptors
+#: (:func:`descriptor_cycles`), from the end of LOAD to TILES (rtl/lane_proj.py).
+RTL_PROJ = 0
 
 
-def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt):
-    """The RTL top level's schedule: the front (estimate -> detector) runs ahead, tile by tile;
+def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt):
+    """The RTL top level's schedule: in sparse mode the PROJECT phase (``proj`` cycles: the
+    two projection descriptors on the compute group, :data:`RTL_PROJ` included) comes first;
+    then the front (estimate -> detector) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
     row), then the A·V descriptor; the O buffer plays the last tile out (``Bq`` rows of
     ``ceil(d / cols)`` beats)."""
-    ready, e_end, end = [], 0, RTL_START
+    ready, e_end, end = [], proj, proj + RTL_START
     for e in est:
         e_end += e
         ready.append(RTL_START if dense else e_end + params.det_lat + RTL_DETECT)

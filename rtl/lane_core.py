@@ -8,6 +8,11 @@ compute group, ``RMMU(groups=2)``):
              -> BackFeeder (Q/K/V memories -> a/w beats) -> LaneBack (scores -> softmax -> A·V)
              -> o (the tile's output beats, RMMU o layout)
 
+The compute group is shared (:class:`attnforge.rtl.lane_proj.GroupMux`): ``pg`` is a second
+driver port of it (the projection engine's, :class:`attnforge.rtl.lane_proj.Projector`, in
+the top level) and ``rd`` a second reader of the Q/K memories (``BackFeeder.rd``); while
+``rd.active`` the projection engine holds both (it runs before the first tile).
+
 Limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
 tiles) come in on ``ea``/``ew`` (:class:`attnforge.rtl.lane_est.EstimateFeeder` in the top
 level :class:`attnforge.rtl.lane.Lane` makes them); tiles run one after another. Dense mode
@@ -23,8 +28,11 @@ from amaranth.lib.wiring import In, Out
 from .lane_back import LaneBack
 from .lane_feed import BackFeeder
 from .lane_front import LaneFront, tile_layout
+from .lane_feed import row_read_signature
+from .lane_front import rmmu_out_bits
 from .lane_imp import Importance
-from .rmmu import RMMU
+from .lane_proj import GroupMux
+from .rmmu import RMMU, group_signature
 
 __all__ = ["LaneCore", "WithRMMU"]
 
@@ -79,6 +87,11 @@ class LaneCore(wiring.Component):
             "imp_cmd": In(self.importance.cmd.signature.flip()),  # importance: clear / emit
             "imp": Out(self.importance.o.signature),              # the head's column sums
             "kept": Out(16),         # kept blocks since the last clear (saturating)
+            # the projection engine: the compute group (while rd.active) and the Q/K memories
+            "pg": Out(group_signature(**{k: self.rmmu_params[k] for k in (
+                "rows", "cols", "max_m", "max_k", "max_n")},
+                out_bits=rmmu_out_bits(self.rmmu_params["max_k"]))),
+            "rd": In(row_read_signature(max_t, d)),
         })
 
     def elaborate(self, platform):
@@ -88,7 +101,12 @@ class LaneCore(wiring.Component):
         m.submodules.back = back = self.back
         m.submodules.rmmu = rmmu = RMMU(groups=2, **self.rmmu_params)
         wiring.connect(m, rmmu.g[0], front.g)
-        wiring.connect(m, rmmu.g[1], back.g)
+        m.submodules.gmux = gmux = GroupMux(self.rmmu_params)
+        wiring.connect(m, rmmu.g[1], gmux.o)
+        wiring.connect(m, gmux.i[0], back.g)
+        wiring.connect(m, gmux.i[1], wiring.flipped(self.pg))
+        wiring.connect(m, wiring.flipped(self.rd), feed.rd)
+        m.d.comb += gmux.sel.eq(self.rd.active)
         wiring.connect(m, wiring.flipped(self.load), feed.load)
         # dense: the tile command bypasses the front (no estimate beats are consumed)
         m.d.comb += [front.tile.payload.eq(self.tile.payload),

@@ -15,6 +15,12 @@ and ``g``. Memories are written through ``load`` (``target`` 0 = Q, 1 = K, 2 = V
 ``d`` values at ``addr``); a ``tile`` command carries ``q0`` (first query), ``nblk`` and the
 kept block indices. Each engine reads one memory row per beat (synchronous read, presented
 the next cycle, held while stalled).
+
+``rd`` (:func:`row_read_signature`) is a second reader of the Q and K memories -- the
+projection engine's (:class:`attnforge.rtl.lane_proj.Projector`): while ``rd.active`` the Q
+bank and K read ports take its address and enable instead of the engines' (the feeder must be
+idle then: the lane projects before its first tile), and ``rd.data`` is the row read at the
+address of the last cycle with ``rd.en`` (synchronous, held while ``en`` is low).
 """
 
 from amaranth.hdl import Array, Module, Mux, Signal, signed
@@ -24,7 +30,16 @@ from amaranth.lib.wiring import In, Out
 
 from .rmmu import act_layout, weight_layout
 
-__all__ = ["BackFeeder"]
+__all__ = ["BackFeeder", "row_read_signature"]
+
+
+def row_read_signature(max_t, d):
+    """A synchronous row read port on the Q (``target`` 0) and K (``target`` 1) memories, as
+    the reader sees it: ``active`` (the reader owns the ports), ``addr``, ``target``, ``en``
+    -> ``data`` (the ``d`` FX16 values of the row, one cycle after ``en``, held)."""
+    return wiring.Signature({
+        "active": Out(1), "addr": Out(range(max_t)), "target": Out(1), "en": Out(1),
+        "data": In(data.ArrayLayout(signed(16), d))})
 
 
 class BackFeeder(wiring.Component):
@@ -42,6 +57,7 @@ class BackFeeder(wiring.Component):
                 "blk": data.ArrayLayout(range(self.max_blk), self.max_blk)}))),
             "a": Out(stream.Signature(act_layout(self.words))),
             "w": Out(stream.Signature(weight_layout(cols))),
+            "rd": In(row_read_signature(max_t, d)),
         })
 
     def elaborate(self, platform):
@@ -109,7 +125,9 @@ class BackFeeder(wiring.Component):
         a_kp_p = Signal.like(a_kp)
         a_pend = Signal()
         a_issue = busy_a & (~a_pend | self.a.ready)
-        m.d.comb += [rk.addr.eq(key(a_m)), rk.en.eq(a_issue | ~a_pend)]
+        rd = self.rd
+        m.d.comb += [rk.addr.eq(Mux(rd.active, rd.addr, key(a_m))),
+                     rk.en.eq(Mux(rd.active, rd.en, a_issue | ~a_pend))]
         with m.If(a_pend & self.a.ready):
             m.d.sync += a_pend.eq(0)
         with m.If(a_issue):
@@ -144,8 +162,17 @@ class BackFeeder(wiring.Component):
         w_issue = busy_w & (~w_pend | self.w.ready)
         kp_v_last = ((g + rows - 1) // rows) - 1
         for c, port in enumerate(rq):
-            m.d.comb += [port.addr.eq((q0 >> (cols.bit_length() - 1) if cols & (cols - 1) == 0
-                                       else q0 // cols) + w_nt), port.en.eq(w_issue | ~w_pend)]
+            own = (q0 >> (cols.bit_length() - 1) if cols & (cols - 1) == 0 else q0 // cols) + w_nt
+            m.d.comb += [port.addr.eq(Mux(rd.active, rd.addr // cols, own)),
+                         port.en.eq(Mux(rd.active, rd.en, w_issue | ~w_pend))]
+        # rd: the bank / memory of the row being read, registered with the read
+        rd_bank, rd_k = Signal(range(max(cols, 2))), Signal()
+        with m.If(rd.active & rd.en):
+            m.d.sync += [rd_bank.eq(rd.addr % cols), rd_k.eq(rd.target)]
+        q_row = rq[0].data
+        for c in range(1, cols):
+            q_row = Mux(rd_bank == c, rq[c].data, q_row)
+        m.d.comb += rd.data.eq(Mux(rd_k, rk.data, q_row))
         pos_v = w_kp * rows + w_r
         m.d.comb += [rv.addr.eq(key(Mux(pos_v < g, pos_v, 0))), rv.en.eq(w_issue | ~w_pend)]
         with m.If(w_pend & self.w.ready):

@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..golden.lane import GRAN_CODES, project, rtl_error, run_lane, run_lane_rmmu
+from ..golden.lane import GRAN_CODES, rtl_error, run_lane, run_lane_rmmu
 from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
@@ -40,25 +40,30 @@ def lane_params(lane):
 def cfg_fields(cfg, keep=None):
     """The ``cfg`` beat of :class:`attnforge.rtl.lane.Lane` for a :class:`LaneConfig` (fields
     a field cannot hold are clipped to a value the check rejects)."""
+
+    def shift(x):                      # 7-bit field, [0, 63] legal: out of range -> 127
+        return x if 0 <= x <= 63 else 127
+
     bound = 0 if cfg.int8_bound is None else min(max(int(cfg.int8_bound), 1), 0xFFFF)
     return {"t": cfg.t, "dense": int(cfg.mode == "dense"), "est_bits": cfg.est_bits & 15,
             "m": cfg.m, "est_shift": cfg.est_shift & 63, "select": int(cfg.select != "topk"),
             "k": cfg.k, "threshold": cfg.threshold,
             "gran": int(GRAN_CODES[cfg.granularity]) if cfg.granularity in GRAN_CODES else 7,
-            "int8_bound": bound, "prune": int(keep is not None)}
+            "int8_bound": bound, "prune": int(keep is not None),
+            "q_shift": shift(cfg.q_shift), "k_shift": shift(cfg.k_shift)}
 
 
 def head_loads(cfg, qi, ki, vi, pq, pk):
-    """The ``load`` beats of one head: Q, K, V rows, then (sparse) the Q~ and K~ rows
-    (:func:`attnforge.golden.lane.project`, INTp values in the low 8 bits of the first ``m``
-    elements); ``last`` on the final beat."""
+    """The ``load`` beats of one head: Q, K, V rows, then (sparse) the projection matrices'
+    rows (``P_q``, ``P_k``: row ``i`` = ``P[i, :m]`` in the first ``m`` elements; the lane
+    computes ``Q~``/``K~`` itself); ``last`` on the final beat."""
     from ..rtl.lane import Target
     d = qi.shape[1]
     mats = [(Target.Q, qi), (Target.K, ki), (Target.V, vi)]
     if cfg.mode == "sparse":
-        qt, kt = project(cfg, qi, ki, pq, pk)
-        pad = np.zeros((len(qi), d - qt.shape[1]), dtype=np.int64)
-        mats += [(Target.Q_PROJ, np.hstack([qt, pad])), (Target.K_PROJ, np.hstack([kt, pad]))]
+        pad = np.zeros((d, d - cfg.m), dtype=np.int64)
+        mats += [(Target.P_Q, np.hstack([np.asarray(pq)[:, :cfg.m], pad])),
+                 (Target.P_K, np.hstack([np.asarray(pk)[:, :cfg.m], pad]))]
     beats = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]], "last": 0}
              for tgt, mat in mats for i in range(len(mat))]
     beats[-1]["last"] = 1
