@@ -19,8 +19,9 @@ Composition (every block a Component joined with ``wiring.connect`` where it tal
 
 Named states (:class:`State`): ``IDLE`` (takes ``cfg``) -> ``LOAD`` (takes ``load`` until a
 beat with ``last``) -> (sparse mode) ``PROJECT`` (one command to the projection engine,
-until its last ``K~`` write) -> ``TILES`` (issues one tile command per query tile of ``block`` rows to
-the core -- and in sparse mode to the estimate feeder -- and counts output rows) ->
+until its last ``K~`` write) -> ``TILES`` (issues one tile command per query tile of
+``block`` rows to the core -- and in sparse mode to the estimate feeder -- and counts output
+rows) ->
 ``IMPORTANCE`` (the ``T`` column sums of P on ``importance``) -> ``STATUS``
 (one status beat) -> ``IDLE``; a bad configuration goes ``IDLE`` -> ``ERROR`` (one status
 beat, ``error = 1``) -> ``IDLE``. Reset in any state returns to ``IDLE`` (every register

@@ -282,18 +282,26 @@ def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=
 
 
 def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed):
+    """A head's configuration: shifts fitted to its data (``auto_config``), then the
+    projections' shifts moved by -1 .. +2 at random (saturated or coarser ``Q~``/``K~``: the
+    on-chip projection must match the golden model either way)."""
     t, d = qi.shape
-    pq, pk = int_projection(d, m, seed=int(np.random.default_rng(seed).integers(1 << 16)))
+    rng = np.random.default_rng(seed)
+    pq, pk = int_projection(d, m, seed=int(rng.integers(1 << 16)))
     b = tb.unit.block
     cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m, granularity=f"{b}x{b}", k=k)
-    return auto_config(tb.params, cfg, qi, ki, pq, pk), qi, ki, vi, pq, pk
+    cfg = auto_config(tb.params, cfg, qi, ki, pq, pk)
+    cfg = cfg.replace(q_shift=max(0, cfg.q_shift + int(rng.integers(-1, 3))),
+                      k_shift=max(0, cfg.k_shift + int(rng.integers(-1, 3))))
+    return cfg, qi, ki, vi, pq, pk
 
 
 @cocotb.test()
 async def random_heads(dut):
     """Random heads: every estimate precision, dense and sparse, top-k from one block per row
-    (the highest sparsity at this size) to all blocks (0 %), random m and scale, gaps on
-    cfg/load, stalls on o/status; every output row through the scoreboard."""
+    (the highest sparsity at this size) to all blocks (0 %), random m, scale and projection
+    shifts (the lane projects Q and K itself), gaps on cfg/load, stalls on o/status; every
+    output row through the scoreboard."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
@@ -343,7 +351,7 @@ async def bad_configs(dut):
     bad = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
            dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
            dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(int8_bound=7),
-           dict(granularity="element")]
+           dict(granularity="element"), dict(q_shift=64), dict(k_shift=100), dict(k_shift=-1)]
     tb.play(*good)
     for kw in bad:
         cfg = good[0].replace(**kw)

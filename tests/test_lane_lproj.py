@@ -211,3 +211,47 @@ def test_projector_bit_exact_gaps_stalls(seed):
     for (cfg, *_, proj), (res, _) in zip(cases, _run_projector(cases, seed, 0.3, 0.3)):
         want = _golden(cfg, proj)
         assert np.array_equal(res[0], want[0]) and np.array_equal(res[1], want[1]), cfg
+
+
+# -- the configuration check of the shifts (golden rtl_error and RTL Lane.config_error) -----------
+def test_rtl_error_checks_the_projection_shifts():
+    """Sparse mode: q_shift and k_shift in [0, 63] (the RMMU's shift field), one line naming
+    the field; dense mode runs no projection and ignores them."""
+    from attnforge.golden.lane import rtl_error
+    ok = LaneConfig(t=32, m=2, granularity="8x8", k=2)
+    assert rtl_error(ok.replace(q_shift=63, k_shift=0), max_t=32, max_m=4, block=8) is None
+    for kw in (dict(q_shift=64), dict(k_shift=64), dict(q_shift=-1), dict(k_shift=127)):
+        err = rtl_error(ok.replace(**kw), max_t=32, max_m=4, block=8)
+        assert err and "\n" not in err and next(iter(kw)) in err and "[0, 63]" in err
+    assert rtl_error(ok.replace(mode="dense", q_shift=99), max_t=32, max_m=4, block=8) is None
+
+
+def test_config_error_matches_rtl_error_on_shifts():
+    """Lane.config_error (the RTL check, evaluated in the simulator on cfg beats as
+    testbench.lane.cfg_fields encodes them) agrees with golden rtl_error for every shift the
+    7-bit fields hold and out-of-range ones, sparse and dense."""
+    from amaranth.hdl import Signal
+    from attnforge.golden.lane import rtl_error
+    from attnforge.rtl.lane import Lane, cfg_layout
+    from attnforge.testbench.lane import cfg_fields
+    lane = Lane()
+    m = Module()
+    cfg, err = Signal(cfg_layout(lane.max_t, lane.max_m)), Signal()
+    m.d.comb += err.eq(lane.config_error(cfg))
+    base = LaneConfig(t=32, m=2, granularity="8x8", k=2)
+    cases = [base.replace(mode=mode, q_shift=q, k_shift=k) for mode in ("sparse", "dense")
+             for q, k in [(s, 3) for s in (-5, -1, 0, 1, 31, 62, 63, 64, 100, 127, 300)]
+             + [(3, s) for s in (-1, 0, 63, 64, 127)]]
+    got = []
+    sim = Simulator(m)
+
+    async def run(ctx):
+        for c in cases:
+            ctx.set(cfg, cfg_fields(c))
+            await ctx.delay(1e-6)
+            got.append(bool(ctx.get(err)))
+    sim.add_testbench(run)
+    sim.run()
+    want = [rtl_error(c, max_t=lane.max_t, max_m=lane.max_m, block=lane.block) is not None
+            for c in cases]
+    assert got == want
