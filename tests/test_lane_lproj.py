@@ -191,23 +191,22 @@ def _proj_cycles(cfg):
 
 
 def test_projector_bit_exact_no_stalls_cycles():
-    """Heads back to back (INT2/4/8, m = 1..4, T = 8..32), no gaps or stalls: Q~ and K~ equal
+    """Heads back to back (INT2/4/8, m = 1..4, T = 8..32; seeds in _case), no gaps or stalls: Q~ and K~ equal
     the golden trace's projections, each value written once; the engine takes the two
     descriptors' :func:`descriptor_cycles` from the command to ``done``."""
     cases = [_case(s, bits=b, m=m, t=t) for s, (b, m, t) in enumerate(
-        [(4, 2, 32), (8, 4, 32), (2, 1, 8), (4, 3, 24)])]
+        [(4, 2, 32), (8, 4, 8), (2, 1, 8), (4, 3, 16)])]
     for (cfg, *_, proj), (res, cyc) in zip(cases, _run_projector(cases, 1, 0.0, 0.0)):
         want = _golden(cfg, proj)
         assert np.array_equal(res[0], want[0]) and np.array_equal(res[1], want[1]), cfg
-        print(cfg.t, cfg.m, cyc, _proj_cycles(cfg))
         assert cyc == _proj_cycles(cfg) + PROJ_ENGINE, (cfg, cyc)
 
 
-@pytest.mark.parametrize("seed", range(3))
+@pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_projector_bit_exact_gaps_stalls(seed):
     """Random m, p, shifts and lengths, gaps on the loads and the command, stalls on the
     writes: bit-exact Q~/K~ (the RMMU's output is frozen by a stalled write)."""
-    cases = [_case(100 * seed + i) for i in range(3)]
+    cases = [_case(100 * seed + i) for i in range(2)]
     for (cfg, *_, proj), (res, _) in zip(cases, _run_projector(cases, seed, 0.3, 0.3)):
         want = _golden(cfg, proj)
         assert np.array_equal(res[0], want[0]) and np.array_equal(res[1], want[1]), cfg
