@@ -554,7 +554,7 @@ class RMMUTraffic(Traffic):
 
 
 class LaneTraffic(Traffic):
-    """Attention lane: one head per ``cfg`` beat, its Q, K, V (and, sparse, Q~ and K~) rows on
+    """Attention lane: one head per ``cfg`` beat, its Q, K, V (and, sparse, P_q and P_k) rows on
     ``load``; the head's output rows on ``o``, its key importance on ``importance``, one
     ``status`` beat (error and kept blocks compared; the cycles depend on the link's gaps and
     are not). Beats and expected answers are the lane bench's

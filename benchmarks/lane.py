@@ -9,7 +9,7 @@ simulated point against the model.
 32x32 blocks (= the query tile), INT4 estimate, sigma = 0.25, d = 64, a 32 x 16 RMMU split
 4 (estimate) + 28 (compute) rows, the design's pipelined tile schedule -- MODEL figures (no
 RTL simulation at these sizes). ``cycles_rtl_schedule`` is the same model with the schedule
-the RTL top level implements today (``schedule="rtl"``: projections loaded, a tile's phases
+the RTL top level implements today (``schedule="rtl"``: projections on chip, a tile's phases
 back to back, dense on the compute group). ``rtl_points`` are measured on ``rtl/lane.py``
 (cocotb on Verilator, ``attnforge.testbench.lane.cycles_vs_model``) at the record's sim point
 (T = 32, d = 8) and equal the ``schedule="rtl"`` model there (the test asserts it).
@@ -155,7 +155,7 @@ def main():
                    [[t, cyc[t]["dense"], cyc[t]["0.9"], cyc[t]["0.95"], ratio[t]["0.9"],
                      ratio[t]["0.95"]] for t in cyc]), "",
           "The same heads with the schedule the RTL implements today (`schedule=\"rtl\"`: "
-          "projections loaded, a tile's scores, softmax and A·V back to back, dense on the "
+          "projections on chip, a tile's scores, softmax and A·V back to back, dense on the "
           "compute group): "
           + "; ".join(f"T = {t}: " + ", ".join(f"{m}: {as_built[t][m]:,}" for m in MODES)
                       + f" (95 % / dense = {as_built[t]['0.95'] / as_built[t]['dense']:.3f})"

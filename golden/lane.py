@@ -47,8 +47,7 @@ from .topk import topk
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
            "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project", "block_norms",
-           "INT8_BOUND_BITS",
-           "sumsq_bits"]
+           "INT8_BOUND_BITS", "sumsq_bits", "RTL_PROJ"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
@@ -75,8 +74,9 @@ class LaneParams:
                                              the units' own ``latency`` properties
                                              (:attr:`det_lat`, :attr:`sm_lat`)
     schedule     "pipelined" (the design's tile schedule, docs/lane.md section 3) or "rtl"
-                 (the RTL top level as built: projections loaded, a tile's scores, softmax
-                 and A·V back to back; :func:`cycles` then equals the RTL's status cycles)
+                 (the RTL top level as built: the projections before the first tile, a
+                 tile's scores, softmax and A·V back to back; :func:`cycles` then equals
+                 the RTL's status cycles)
     """
     max_t: int = 64
     d: int = 8
@@ -219,8 +219,9 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None, frac_bits=LaneParams.frac_
     to the query tile, top-k, HB-BSSA (``int8_bound`` None = off, else an INT8 block when its
     sum of squares is ``<= int8_bound``; ``q8_shift``, ``k8_shift`` >= 0 with
     ``q8_shift + k8_shift <= frac_bits``, checked in every mode as :meth:`LaneConfig.error`
-    does), no keep-list (an error here and there). The testbench predicts every error response
-    with this function (``frac_bits``: the lane's generator parameter)."""
+    does), no keep-list (an error here and there); the projections' shifts are the RMMU's
+    6-bit shift (sparse mode). The testbench predicts every error response with this function
+    (``frac_bits``: the lane's generator parameter)."""
     checks = (
         (1 <= cfg.t <= max_t, "t", cfg.t, f"in [1, {max_t}]"),
         (cfg.t % block == 0, "t", cfg.t, f"a multiple of the block {block}"),
@@ -236,6 +237,8 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None, frac_bits=LaneParams.frac_
          f"{block}x{block} (the query tile)"),
         (1 <= cfg.k <= cfg.t // block, "k", cfg.k, f"in [1, {cfg.t // block}]"),
         (keep is None, "keep-list", keep, "None (token pruning: not in the RTL)"),
+        (0 <= cfg.q_shift <= 63, "q_shift", cfg.q_shift, "in [0, 63]"),
+        (0 <= cfg.k_shift <= 63, "k_shift", cfg.k_shift, "in [0, 63]"),
     )
     for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
         if not ok:
@@ -469,8 +472,9 @@ def cycles(params, cfg, result):
     if dense:
         proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
     else:
-        proj = 0 if rtl else (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
+        proj = (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
                 + descriptor_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0))
+        proj += RTL_PROJ if rtl else 0
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
         est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
@@ -500,7 +504,7 @@ def cycles(params, cfg, result):
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
     if rtl:
-        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c), two)
+        total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c), two)
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat, scores, smax, params.sm_lat,
                           av, proj)
@@ -527,16 +531,21 @@ RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
 #: HB-BSSA: a tile with both an FX16 and an INT8 scores descriptor (measured on rtl/lane.py):
 #: the second follows the first one cycle sooner than two :func:`descriptor_cycles` charge.
 RTL_SCORES2 = -1
+#: PROJECT (sparse): cycles of the projection phase beyond its two descriptors
+#: (:func:`descriptor_cycles`), from the end of LOAD to TILES (rtl/lane_proj.py).
+RTL_PROJ = 0
 
 
-def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt, two=()):
-    """The RTL top level's schedule: the front (estimate -> detector) runs ahead, tile by tile;
+def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, two=()):
+    """The RTL top level's schedule: in sparse mode the PROJECT phase (``proj`` cycles: the
+    two projection descriptors on the compute group, :data:`RTL_PROJ` included) comes first;
+    then the front (estimate -> detector) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
     row), then the A·V descriptor; the O buffer plays the last tile out (``Bq`` rows of
     ``ceil(d / cols)`` beats). ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA,
     :data:`RTL_SCORES2`)."""
-    ready, e_end, end = [], 0, RTL_START
+    ready, e_end, end = [], proj, proj + RTL_START
     for e in est:
         e_end += e
         ready.append(RTL_START if dense else e_end + params.det_lat + RTL_DETECT)

@@ -5,8 +5,10 @@ configuration beat and the head's rows to one FX16 output row per query and a st
 Composition (every block a Component joined with ``wiring.connect`` where it talks streams)::
 
     cfg ──> [check] ──error──> status (one beat, error = 1; nothing else consumed)
-    load ──> split ──> LaneCore.load (Q, K, V)        ──┐
-                  └──> EstimateFeeder.load (Q~, K~)     │
+    load ──> split ──> LaneCore.load (Q, K, V)
+                  └──> Projector.load (P_q, P_k)
+    Projector (PROJECT: Q~ = Q P_q, K~ = K P_k on the compute group, LaneCore.pg, reading Q/K
+               through LaneCore.rd) ──wr──> EstimateFeeder.load (Q~, K~ column writes)
     tile sequencer ──> EstimateFeeder.tile ─a/w─> LaneCore.ea/ew (estimate group, INTp)
                   └──> LaneCore.tile  (front: estimate -> pool -> detector; gather; feeder;
                                        back: scores -> softmax -> A·V on the compute group;
@@ -16,8 +18,10 @@ Composition (every block a Component joined with ``wiring.connect`` where it tal
     status <── (error, kept blocks, cycles)
 
 Named states (:class:`State`): ``IDLE`` (takes ``cfg``) -> ``LOAD`` (takes ``load`` until a
-beat with ``last``) -> ``TILES`` (issues one tile command per query tile of ``block`` rows to
-the core -- and in sparse mode to the estimate feeder -- and counts output rows) ->
+beat with ``last``) -> (sparse mode) ``PROJECT`` (one command to the projection engine,
+until its last ``K~`` write) -> ``TILES`` (issues one tile command per query tile of
+``block`` rows to the core -- and in sparse mode to the estimate feeder -- and counts output
+rows) ->
 ``IMPORTANCE`` (the ``T`` column sums of P on ``importance``) -> ``STATUS``
 (one status beat) -> ``IDLE``; a bad configuration goes ``IDLE`` -> ``ERROR`` (one status
 beat, ``error = 1``) -> ``IDLE``. Reset in any state returns to ``IDLE`` (every register
@@ -26,13 +30,12 @@ resets; memory contents are kept but a new head reloads them).
 Configuration check (``cfg``): the RTL side of :func:`attnforge.golden.lane.rtl_error` -- t
 in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``;
 sparse mode also: top-k (``select = 0``), granularity code = the block's (BxB = the query
-tile), ``k`` in ``[1, t / block]``, ``prune = 0`` (keep-list not built); in every mode
-``q8_shift + k8_shift <= frac_bits``. HB-BSSA (``hb = 1``: a kept block whose sum of squared
-estimates is ``<= int8_bound`` runs its scores at INT8) is accepted in sparse mode.
+tile), ``k`` in ``[1, t / block]``, ``prune = 0`` (keep-list not built), ``q_shift`` and
+``k_shift`` in ``[0, 63]`` (the RMMU's shift); in every mode ``q8_shift + k8_shift <=
+frac_bits``. HB-BSSA (``hb = 1``: a kept block whose sum of squared estimates is
+``<= int8_bound`` runs its scores at INT8) is accepted in sparse mode.
 
-Limits (docs/lane.md TODO): the projections ``Q~ = requant(Q P_q)``, ``K~ = requant(K P_k)``
-are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no keep-list
-(token pruning) yet.
+Limits (docs/lane.md TODO): tiles run one after another; no keep-list (token pruning) yet.
 
 Timing: ``status.cycles`` counts from the cycle after the ``load`` beat with ``last`` to the
 cycle the last output row's last beat is taken (the head's compute time, loads excluded).
@@ -49,6 +52,7 @@ from ..golden.numbers import Precision
 from .lane_core import LaneCore
 from .lane_est import EstimateFeeder
 from .lane_front import rmmu_out_bits
+from .lane_proj import Projector
 from .rmmu import result_layout
 from .streams import RowLayout
 from .unit import Param, Range, Ref, SimPoint, Synth, Unit
@@ -67,6 +71,7 @@ class State(enum.Enum, shape=3):
     STATUS = 3
     ERROR = 4
     IMPORTANCE = 5
+    PROJECT = 6
 
 
 class Target(enum.Enum, shape=3):
@@ -74,8 +79,8 @@ class Target(enum.Enum, shape=3):
     Q = 0
     K = 1
     V = 2
-    Q_PROJ = 3      # Q~ row: INTp values in the low 8 bits of the first m elements
-    K_PROJ = 4      # K~ row
+    P_Q = 3         # row i of the projection P_q (d x m INT8): P_q[i, :m] in the first m
+    P_K = 4         # row i of P_k                                      elements
     KEEP = 5        # keep-list (token pruning): rejected at configuration for now
 
 
@@ -90,13 +95,14 @@ def cfg_layout(max_t, max_m):
         "m": unsigned(max_m.bit_length() + 1), "est_shift": 6, "select": 1,
         "k": unsigned(_tbits(max_t)), "threshold": signed(9), "gran": 3,
         "int8_bound": INT8_BOUND_BITS, "prune": 1,
-        "hb": 1, "q8_shift": 4, "k8_shift": 4})          # HB-BSSA: on, INT8 copy shifts
+        "hb": 1, "q8_shift": 4, "k8_shift": 4,           # HB-BSSA: on, INT8 copy shifts
+        "q_shift": 7, "k_shift": 7})                     # the projections' shifts
 
 
 def load_layout(max_t, d):
     """Payload of ``load``: one row of ``d`` FX16 values for ``target`` at ``addr``; ``last``
     ends the LOAD phase."""
-    return data.StructLayout({"target": Target, "addr": range(max_t),
+    return data.StructLayout({"target": Target, "addr": range(max(max_t, d)),
                               "row": data.ArrayLayout(signed(16), d), "last": 1})
 
 
@@ -186,6 +192,8 @@ class Lane(wiring.Component):
                              prob_frac=prob_frac)
         self.est = EstimateFeeder(est_rows=est_rows, cols=cols, block=block, max_t=max_t,
                                   max_m=max_m, words=rows)
+        self.proj = Projector(rows=rows - est_rows, row0=est_rows, cols=cols, d=d,
+                              max_t=max_t, max_m=max_m, rmmu=self.core.rmmu_params)
         self.out = RowOut(cols=cols, d=d, bq=block,
                           in_bits=rmmu_out_bits(self.core.rmmu_params["max_k"]))
         super().__init__({
@@ -216,7 +224,7 @@ class Lane(wiring.Component):
         gran_bad = (c.gran != gran) if gran is not None else 1
         shifts8_bad = c.q8_shift + c.k8_shift > self.frac_bits
         sparse_bad = (c.select != 0) | gran_bad | (c.k == 0) | \
-            (c.k > c.t // self.block) | c.prune
+            (c.k > c.t // self.block) | c.prune | (c.q_shift > 63) | (c.k_shift > 63)
         return t_bad | bits_bad | m_bad | shifts8_bad | (~c.dense & sparse_bad)
 
     def elaborate(self, platform):
@@ -224,6 +232,10 @@ class Lane(wiring.Component):
         m.submodules.core = core = self.core
         m.submodules.est = est = self.est
         m.submodules.out = out = self.out
+        m.submodules.proj = proj = self.proj
+        wiring.connect(m, proj.g, core.pg)
+        wiring.connect(m, proj.rd, core.rd)
+        wiring.connect(m, proj.wr, est.load)
         wiring.connect(m, est.a, core.ea)
         wiring.connect(m, est.w, core.ew)
         wiring.connect(m, core.o, out.i)
@@ -251,25 +263,37 @@ class Lane(wiring.Component):
             m.d.sync += state.eq(Mux(self.config_error(self.cfg.payload), State.ERROR,
                                      State.LOAD))
 
-        # ---- LOAD: split the load stream by target (Q/K/V -> core, Q~/K~ -> est) -------------
+        # ---- LOAD: split the load stream by target (Q/K/V -> core, P_q/P_k -> projector) -----
         lp = self.load.payload
         to_core = lp.target.as_value() < 3
-        to_est = (lp.target == Target.Q_PROJ) | (lp.target == Target.K_PROJ)
+        to_proj = ((lp.target == Target.P_Q) | (lp.target == Target.P_K)) & (lp.addr < self.d)
         loading = state == State.LOAD
         m.d.comb += [
             core.load.payload.target.eq(lp.target.as_value()[:2]),
             core.load.payload.addr.eq(lp.addr), core.load.payload.row.eq(lp.row),
             core.load.valid.eq(self.load.valid & loading & to_core),
-            est.load.payload.target.eq(lp.target == Target.K_PROJ),
-            est.load.payload.addr.eq(lp.addr),
-            est.load.valid.eq(self.load.valid & loading & to_est),
+            proj.load.payload.target.eq(lp.target == Target.P_K),
+            proj.load.payload.addr.eq(lp.addr),
+            proj.load.valid.eq(self.load.valid & loading & to_proj),
             self.load.ready.eq(loading & Mux(to_core, core.load.ready,
-                                             Mux(to_est, est.load.ready, 1))),
+                                             Mux(to_proj, proj.load.ready, 1))),
         ]
         for j in range(self.max_m):
-            m.d.comb += est.load.payload.row[j].eq(lp.row[j][:8])
+            m.d.comb += proj.load.payload.row[j].eq(lp.row[j][:8])
         with m.If(self.load.valid & self.load.ready & lp.last):
-            m.d.sync += state.eq(State.TILES)
+            m.d.sync += state.eq(Mux(cfg.dense, State.TILES, State.PROJECT))
+
+        # ---- PROJECT (sparse): Q~, K~ on the compute group into the estimate feeder ---------
+        p_issued = Signal()
+        project = state == State.PROJECT
+        pc = proj.cmd.payload
+        m.d.comb += [proj.cmd.valid.eq(project & ~p_issued), pc.t.eq(cfg.t), pc.m.eq(cfg.m),
+                     pc.precision.eq(prec), pc.q_shift.eq(cfg.q_shift),
+                     pc.k_shift.eq(cfg.k_shift)]
+        with m.If(proj.cmd.valid & proj.cmd.ready):
+            m.d.sync += p_issued.eq(1)
+        with m.If(proj.done):
+            m.d.sync += [state.eq(State.TILES), p_issued.eq(0)]
 
         # ---- TILES: one command per query tile to the core and (sparse) the est. feeder ------
         c_issued, e_issued = Signal(range(self.max_t + 1)), Signal(range(self.max_t + 1))
@@ -288,7 +312,7 @@ class Lane(wiring.Component):
                      est.tile.valid.eq(tiles & ~cfg.dense & (e_issued < n_tiles))]
         with m.If(est.tile.valid & est.tile.ready):
             m.d.sync += e_issued.eq(e_issued + 1)
-        with m.If(tiles):
+        with m.If(tiles | project):
             m.d.sync += cycles.eq(cycles + 1)
         with m.If(self.o.valid & self.o.ready & self.o.payload.last):
             m.d.sync += rows_out.eq(rows_out + 1)

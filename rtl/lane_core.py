@@ -14,6 +14,11 @@ beat per tile, taken with the tile's last ``idx`` beat; ``idx`` waits for it); t
 the feeder and the back with the FX16 and INT8 blocks' slots, and the back runs the INT8 blocks'
 scores as their own descriptor.
 
+The compute group is shared (:class:`attnforge.rtl.lane_proj.GroupMux`): ``pg`` is a second
+driver port of it (the projection engine's, :class:`attnforge.rtl.lane_proj.Projector`, in
+the top level) and ``rd`` a second reader of the Q/K memories (``BackFeeder.rd``); while
+``rd.active`` the projection engine holds both (it runs before the first tile).
+
 Limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
 tiles) come in on ``ea``/``ew`` (:class:`attnforge.rtl.lane_est.EstimateFeeder` in the top
 level :class:`attnforge.rtl.lane.Lane` makes them); tiles run one after another. Dense mode
@@ -30,8 +35,11 @@ from ..golden.lane import INT8_BOUND_BITS
 from .lane_back import LaneBack
 from .lane_feed import BackFeeder
 from .lane_front import LaneFront, tile_layout
+from .lane_feed import row_read_signature
+from .lane_front import rmmu_out_bits
 from .lane_imp import Importance
-from .rmmu import RMMU
+from .lane_proj import GroupMux
+from .rmmu import RMMU, group_signature
 
 __all__ = ["LaneCore", "WithRMMU"]
 
@@ -91,6 +99,11 @@ class LaneCore(wiring.Component):
             "hb": In(1),             # HB-BSSA (run-time, held for the head): INT8 blocks on
             "int8_bound": In(INT8_BOUND_BITS),   # a block whose sum of squares <= the bound
             "q8_shift": In(4), "k8_shift": In(4),  # INT8 copies of Q, K
+            # the projection engine: the compute group (while rd.active) and the Q/K memories
+            "pg": Out(group_signature(**{k: self.rmmu_params[k] for k in (
+                "rows", "cols", "max_m", "max_k", "max_n")},
+                out_bits=rmmu_out_bits(self.rmmu_params["max_k"]))),
+            "rd": In(row_read_signature(max_t, d)),
         })
 
     def elaborate(self, platform):
@@ -100,7 +113,12 @@ class LaneCore(wiring.Component):
         m.submodules.back = back = self.back
         m.submodules.rmmu = rmmu = RMMU(groups=2, **self.rmmu_params)
         wiring.connect(m, rmmu.g[0], front.g)
-        wiring.connect(m, rmmu.g[1], back.g)
+        m.submodules.gmux = gmux = GroupMux(self.rmmu_params)
+        wiring.connect(m, rmmu.g[1], gmux.o)
+        wiring.connect(m, gmux.i[0], back.g)
+        wiring.connect(m, gmux.i[1], wiring.flipped(self.pg))
+        wiring.connect(m, wiring.flipped(self.rd), feed.rd)
+        m.d.comb += gmux.sel.eq(self.rd.active)
         wiring.connect(m, wiring.flipped(self.load), feed.load)
         # dense: the tile command bypasses the front (no estimate beats are consumed)
         m.d.comb += [front.tile.payload.eq(self.tile.payload),

@@ -14,7 +14,9 @@ zeros beyond ``m`` (dims), beyond ``n_keys`` (keys) and in words ``>= est_rows``
 word); ``K~`` in ``cols*8`` banks by key (bank ``key % (cols*8)``), so every ``w`` beat reads
 each bank once at every precision (``W`` divides ``cols*8``). Rows are written through
 ``load`` (``target`` 0 = ``Q~``, 1 = ``K~``, ``row`` = the ``max_m`` values as INT8 containers
-holding INTp values).
+holding INTp values, ``en`` = one write enable per value: the projection engine
+(:class:`attnforge.rtl.lane_proj.Projector`) writes each row column-wise, ``cols`` values
+per RMMU output beat).
 
 Timing: like :class:`attnforge.rtl.lane_feed.BackFeeder` -- each engine issues a synchronous
 read per beat, presents it the next cycle and holds it while stalled: one ``a`` and one ``w``
@@ -49,7 +51,7 @@ class EstimateFeeder(wiring.Component):
         super().__init__({
             "load": In(stream.Signature(data.StructLayout({
                 "target": 1, "addr": range(max_t),
-                "row": data.ArrayLayout(signed(8), max_m)}))),
+                "row": data.ArrayLayout(signed(8), max_m), "en": max_m}))),
             "tile": In(stream.Signature(data.StructLayout({
                 "q0": range(max_t), "n_keys": range(max_t + 1), "m": range(max_m + 1),
                 "precision": Precision}))),
@@ -89,18 +91,19 @@ class EstimateFeeder(wiring.Component):
         m.submodules.mq = mq
         for b, x in enumerate(mk):
             m.submodules[f"mk{b}"] = x
-        wq, rq = mq.write_port(), mq.read_port()
-        wk = [x.write_port() for x in mk]
+        wq, rq = mq.write_port(granularity=8), mq.read_port()
+        wk = [x.write_port(granularity=8) for x in mk]
         rk = [x.read_port() for x in mk]
 
         busy_a, busy_w = Signal(), Signal()
         lp = self.load.payload
         m.d.comb += [self.load.ready.eq(~busy_a & ~busy_w),
                      wq.addr.eq(lp.addr), wq.data.eq(lp.row.as_value()),
-                     wq.en.eq(self.load.valid & (lp.target == 0))]
+                     wq.en.eq(Mux(self.load.valid & (lp.target == 0), lp.en, 0))]
         for b, port in enumerate(wk):
             m.d.comb += [port.addr.eq(lp.addr // nb), port.data.eq(lp.row.as_value()),
-                         port.en.eq(self.load.valid & (lp.target == 1) & (lp.addr % nb == b))]
+                         port.en.eq(Mux(self.load.valid & (lp.target == 1) &
+                                        (lp.addr % nb == b), lp.en, 0))]
 
         tp = self.tile.payload
         q0 = Signal.like(tp.q0)

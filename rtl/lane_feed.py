@@ -33,6 +33,12 @@ Memories are written through ``load`` (``target`` 0 = Q, 1 = K, 2 = V, one row o
 ``d`` values at ``addr``); a ``tile`` command carries ``q0`` (first query), ``nblk`` and the
 kept block indices. Each engine reads one memory row per beat (synchronous read, presented
 the next cycle, held while stalled).
+
+``rd`` (:func:`row_read_signature`) is a second reader of the Q and K memories -- the
+projection engine's (:class:`attnforge.rtl.lane_proj.Projector`): while ``rd.active`` the Q
+bank and K read ports take its address and enable instead of the engines' (the feeder must be
+idle then: the lane projects before its first tile), and ``rd.data`` is the row read at the
+address of the last cycle with ``rd.en`` (synchronous, held while ``en`` is low).
 """
 
 from amaranth.hdl import Array, Cat, Module, Mux, Signal, signed
@@ -43,7 +49,16 @@ from amaranth.lib.wiring import In, Out
 from .numbers import requantize
 from .rmmu import act_layout, weight_layout
 
-__all__ = ["BackFeeder"]
+__all__ = ["BackFeeder", "row_read_signature"]
+
+
+def row_read_signature(max_t, d):
+    """A synchronous row read port on the Q (``target`` 0) and K (``target`` 1) memories, as
+    the reader sees it: ``active`` (the reader owns the ports), ``addr``, ``target``, ``en``
+    -> ``data`` (the ``d`` FX16 values of the row, one cycle after ``en``, held)."""
+    return wiring.Signature({
+        "active": Out(1), "addr": Out(range(max_t)), "target": Out(1), "en": Out(1),
+        "data": In(data.ArrayLayout(signed(16), d))})
 
 
 class BackFeeder(wiring.Component):
@@ -63,6 +78,7 @@ class BackFeeder(wiring.Component):
                 "q8_shift": 4, "k8_shift": 4}))),
             "a": Out(stream.Signature(act_layout(self.words))),
             "w": Out(stream.Signature(weight_layout(cols))),
+            "rd": In(row_read_signature(max_t, d)),
         })
 
     def elaborate(self, platform):
@@ -153,7 +169,9 @@ class BackFeeder(wiring.Component):
         a_kp_p, a_ph_p = Signal.like(a_kp), Signal()
         a_pend = Signal()
         a_issue = busy_a & (~a_pend | self.a.ready)
-        m.d.comb += [rk.addr.eq(desc_key(a_m, a_ph)), rk.en.eq(a_issue | ~a_pend)]
+        rd = self.rd
+        m.d.comb += [rk.addr.eq(Mux(rd.active, rd.addr, desc_key(a_m, a_ph))),
+                     rk.en.eq(Mux(rd.active, rd.en, a_issue | ~a_pend))]
         with m.If(a_pend & self.a.ready):
             m.d.sync += a_pend.eq(0)
         with m.If(a_issue):
@@ -201,8 +219,17 @@ class BackFeeder(wiring.Component):
         m.d.comb += half.eq((base // cols) & 1)
         for c, port in enumerate(rq):
             addr = base // nb2 + (half if c < cols else 0)
-            m.d.comb += [port.addr.eq(addr), port.en.eq(w_issue | ~w_pend)]
+            m.d.comb += [port.addr.eq(Mux(rd.active, rd.addr // nb2, addr)),
+                         port.en.eq(Mux(rd.active, rd.en, w_issue | ~w_pend))]
         base_p = Signal.like(base)
+        # rd: the bank / memory of the row being read, registered with the read
+        rd_bank, rd_k = Signal(range(nb2)), Signal()
+        with m.If(rd.active & rd.en):
+            m.d.sync += [rd_bank.eq(rd.addr % nb2), rd_k.eq(rd.target)]
+        q_row = rq[0].data
+        for c in range(1, nb2):
+            q_row = Mux(rd_bank == c, rq[c].data, q_row)
+        m.d.comb += rd.data.eq(Mux(rd_k, rk.data, q_row))
         pos_v = w_kp * rows + w_r
         m.d.comb += [rv.addr.eq(key(Mux(pos_v < g, pos_v, 0))), rv.en.eq(w_issue | ~w_pend)]
         with m.If(w_pend & self.w.ready):

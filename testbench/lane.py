@@ -15,7 +15,7 @@ from dataclasses import replace
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..golden.lane import GRAN_CODES, project, rtl_error, run_lane, run_lane_rmmu
+from ..golden.lane import GRAN_CODES, rtl_error, run_lane, run_lane_rmmu
 from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
@@ -46,25 +46,30 @@ def cfg_fields(cfg, keep=None):
     shifts8 = (cfg.q8_shift, cfg.k8_shift)
     if not all(0 <= x <= 15 for x in shifts8):
         shifts8 = (15, 15)                   # out of the 4-bit fields: a sum the check rejects
+
+    def shift(x):                      # 7-bit field, [0, 63] legal: out of range -> 127
+        return x if 0 <= x <= 63 else 127
+
     return {"t": cfg.t, "dense": int(cfg.mode == "dense"), "est_bits": cfg.est_bits & 15,
             "m": cfg.m, "est_shift": cfg.est_shift & 63, "select": int(cfg.select != "topk"),
             "k": cfg.k, "threshold": cfg.threshold,
             "gran": int(GRAN_CODES[cfg.granularity]) if cfg.granularity in GRAN_CODES else 7,
             "int8_bound": bound, "prune": int(keep is not None),
-            "hb": int(hb), "q8_shift": shifts8[0], "k8_shift": shifts8[1]}
+            "hb": int(hb), "q8_shift": shifts8[0], "k8_shift": shifts8[1],
+            "q_shift": shift(cfg.q_shift), "k_shift": shift(cfg.k_shift)}
 
 
 def head_loads(cfg, qi, ki, vi, pq, pk):
-    """The ``load`` beats of one head: Q, K, V rows, then (sparse) the Q~ and K~ rows
-    (:func:`attnforge.golden.lane.project`, INTp values in the low 8 bits of the first ``m``
-    elements); ``last`` on the final beat."""
+    """The ``load`` beats of one head: Q, K, V rows, then (sparse) the projection matrices'
+    rows (``P_q``, ``P_k``: row ``i`` = ``P[i, :m]`` in the first ``m`` elements; the lane
+    computes ``Q~``/``K~`` itself); ``last`` on the final beat."""
     from ..rtl.lane import Target
     d = qi.shape[1]
     mats = [(Target.Q, qi), (Target.K, ki), (Target.V, vi)]
     if cfg.mode == "sparse":
-        qt, kt = project(cfg, qi, ki, pq, pk)
-        pad = np.zeros((len(qi), d - qt.shape[1]), dtype=np.int64)
-        mats += [(Target.Q_PROJ, np.hstack([qt, pad])), (Target.K_PROJ, np.hstack([kt, pad]))]
+        pad = np.zeros((d, d - cfg.m), dtype=np.int64)
+        mats += [(Target.P_Q, np.hstack([np.asarray(pq)[:, :cfg.m], pad])),
+                 (Target.P_K, np.hstack([np.asarray(pk)[:, :cfg.m], pad]))]
     beats = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]], "last": 0}
              for tgt, mat in mats for i in range(len(mat))]
     beats[-1]["last"] = 1
@@ -292,14 +297,19 @@ def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=
 
 
 def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None):
-    """One head's ``(cfg, qi, ki, vi, pq, pk)``, shifts fitted; ``int8`` (HB-BSSA): None (off),
-    ``"zero"`` (``int8_bound`` 0), or a quantile of the head's kept-block sums of squares (1.0:
-    every kept block at INT8)."""
+    """One head's ``(cfg, qi, ki, vi, pq, pk)``: shifts fitted to its data (``auto_config``),
+    then the projections' shifts moved by -1 .. +2 at random (saturated or coarser
+    ``Q~``/``K~``: the on-chip projection must match the golden model either way); ``int8``
+    (HB-BSSA): None (off), ``"zero"`` (``int8_bound`` 0), or a quantile of the head's
+    kept-block sums of squares (1.0: every kept block at INT8)."""
     t, d = qi.shape
-    pq, pk = int_projection(d, m, seed=int(np.random.default_rng(seed).integers(1 << 16)))
+    rng = np.random.default_rng(seed)
+    pq, pk = int_projection(d, m, seed=int(rng.integers(1 << 16)))
     b = tb.unit.block
     cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m, granularity=f"{b}x{b}", k=k)
     cfg = auto_config(tb.params, cfg, qi, ki, pq, pk)
+    cfg = cfg.replace(q_shift=max(0, cfg.q_shift + int(rng.integers(-1, 3))),
+                      k_shift=max(0, cfg.k_shift + int(rng.integers(-1, 3))))
     if int8 == "zero":
         cfg = cfg.replace(int8_bound=0)
     elif int8 is not None and mode == "sparse":
@@ -312,10 +322,10 @@ def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None):
 @cocotb.test()
 async def random_heads(dut):
     """Random heads: every estimate precision, dense and sparse, top-k from one block per row
-    (the highest sparsity at this size) to all blocks (0 %), random m and scale, HB-BSSA off,
-    at bound 0, at a random quantile of the kept blocks' sums of squares or at their maximum
-    (every kept block INT8), gaps on cfg/load, stalls on o/status; every output row through the
-    scoreboard."""
+    (the highest sparsity at this size) to all blocks (0 %), random m, scale and projection
+    shifts (the lane projects Q and K itself), HB-BSSA off, at bound 0, at a random quantile of
+    the kept blocks' sums of squares or at their maximum (every kept block INT8), gaps on
+    cfg/load, stalls on o/status; every output row through the scoreboard."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
@@ -367,7 +377,7 @@ async def bad_configs(dut):
            dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
            dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(q8_shift=6, k8_shift=3),
            dict(q8_shift=16, int8_bound=5), dict(k8_shift=-1),
-           dict(granularity="element")]
+           dict(granularity="element"), dict(q_shift=64), dict(k_shift=100), dict(k_shift=-1)]
     tb.play(*good)
     for kw in bad:
         cfg = good[0].replace(**kw)

@@ -803,8 +803,8 @@ def test_estimate_feeder_streams_equal_golden_beats(bits, m, t):
     qt, kt = (rng.integers(lo, hi + 1, size=(t, m)) for _ in range(2))
     p = Precision.parse(f"int{bits}")
     model = RMMUModel(rows=4, cols=2, groups=2, tile_m=8, max_m=32, max_k=32, max_n=32)
-    loads = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]] + [0] * (8 - m)}
-             for tgt, mat in ((0, qt), (1, kt)) for i in range(t)]
+    loads = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]] + [0] * (8 - m),
+              "en": 0xFF} for tgt, mat in ((0, qt), (1, kt)) for i in range(t)]
     tiles, want_a, want_w = [], [], []
     for q0 in (0, 8):
         d = Descriptor(0, 2, p, 8, m, t, True, Precision.INT8, 0)
