@@ -47,8 +47,7 @@ from .topk import topk
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
            "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project", "block_norms",
-           "INT8_BOUND_BITS",
-           "sumsq_bits"]
+           "INT8_BOUND_BITS", "sumsq_bits"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,

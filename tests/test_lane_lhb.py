@@ -293,6 +293,7 @@ def _top_check(dut, heads, results, params):
         yield ref, status["cycles"], cycles(params, cfg, ref)["total"]
 
 
+@pytest.mark.long     # ~1 min; the cocotb bench (make test) plays HB-BSSA heads and bad shifts
 def test_lane_top_hb_head_and_bad_shifts():
     """Top level (cfg -> load -> tiles -> O rows, importance, status) with HB-BSSA at the median
     bound (FX16 and INT8 blocks, tiles with both descriptors) under gaps and stalls, then a bad
@@ -309,7 +310,7 @@ def test_lane_top_hb_head_and_bad_shifts():
     assert len(checked) == 1 and 0 < ref.int8_blocks.sum() < ref.mask[::8, ::8].sum()
 
 
-@pytest.mark.slow     # ~25 s a head
+@pytest.mark.long     # ~30 s a head; the cocotb bench's cycles_vs_model asserts the same
 @pytest.mark.parametrize("bound", ["zero", "huge", "median"])
 def test_lane_top_hb_cycles_equal_model(bound):
     """No gaps or stalls: the status cycles of an HB-BSSA head equal golden cycles() with the
