@@ -293,6 +293,7 @@ def _top_check(dut, heads, results, params):
         yield ref, status["cycles"], cycles(params, cfg, ref)["total"]
 
 
+@pytest.mark.long     # ~1 min; the cocotb bench (make test) plays HB-BSSA heads and bad shifts
 def test_lane_top_hb_head_and_bad_shifts():
     """Top level (cfg -> load -> tiles -> O rows, importance, status) with HB-BSSA at the median
     bound (FX16 and INT8 blocks, tiles with both descriptors) under gaps and stalls, then a bad
@@ -309,7 +310,7 @@ def test_lane_top_hb_head_and_bad_shifts():
     assert len(checked) == 1 and 0 < ref.int8_blocks.sum() < ref.mask[::8, ::8].sum()
 
 
-@pytest.mark.slow     # ~25 s a head
+@pytest.mark.long     # ~30 s a head; the cocotb bench's cycles_vs_model asserts the same
 @pytest.mark.parametrize("bound", ["zero", "huge", "median"])
 def test_lane_top_hb_cycles_equal_model(bound):
     """No gaps or stalls: the status cycles of an HB-BSSA head equal golden cycles() with the
@@ -329,3 +330,50 @@ def test_lane_top_hb_cycles_equal_model(bound):
     n8 = int(ref.int8_blocks.sum())
     assert n8 == {"zero": 0, "huge": int(ref.mask[::8, ::8].sum())}.get(bound, n8) and \
         (bound != "median" or 0 < n8)
+
+
+def test_lane_front_int8_flags_per_tile():
+    """The front (estimate group -> pool -> detector, plus Int8Flags and its FIFO): one flags
+    beat per tile, bit j = block j's sum of squared estimates <= int8_bound (golden
+    ``block_norms`` of the RMMU's estimate; the gather ANDs it with the kept blocks), under
+    gaps and stalls."""
+    from attnforge.golden.lane import run_lane_rmmu
+    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.rtl.lane_core import WithRMMU
+    from attnforge.rtl.lane_front import LaneFront
+    params, cfg, h = _hb_head(33, k=4, quantile=0.5)
+    plan, trace = run_lane_rmmu(params, cfg, *h)
+    norms = block_norms(plan.est, 8)
+    model = RMMUModel(rows=1, cols=2, groups=1, tile_m=8, max_m=8, max_k=16, max_n=32)
+    tiles, a_items, w_items = [], [], []
+    for ph, b0, d, a, b in trace:
+        if ph != "estimate":
+            continue
+        d1 = Descriptor(0, 1, d.precision, d.m, d.k, d.n, True, d.out_fmt, d.shift)
+        tiles.append({"n": d.n, "k": d.k, "precision": d.precision, "shift": d.shift,
+                      "k_keep": cfg.k})
+        a_items += [{"data": [int(x) for x in row]} for row in model.a_beats(d1, a)]
+        w_items += [{"data": [[int(x) for x in t] for t in beat]}
+                    for beat in model.w_beats(d1, b)]
+    want = [sum(1 << j for j in range(4) if norms[i, j] <= cfg.int8_bound) for i in range(4)]
+    assert 0 < sum(bin(x).count("1") for x in want) < 16
+    dut = WithRMMU(LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1))
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    prng = random.Random(4)
+    flags = []
+
+    async def drive(ctx):
+        ctx.set(dut.hb, 1)
+        ctx.set(dut.bound, cfg.int8_bound)
+        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
+    sim.add_testbench(drive)
+    sim.add_testbench(quick.source(dut.a, a_items, prng, 0.2))
+    sim.add_testbench(quick.source(dut.w, w_items, prng, 0.2))
+    sim.add_testbench(quick.sink(dut.mask, [], len(tiles), prng, 0.2))
+    sim.add_testbench(quick.sink(dut.idx, [], 4 * len(tiles), prng, 0.2))   # top-4 of 4
+    sim.add_testbench(quick.sink(dut.flags, flags, len(tiles), prng, 0.4,
+                                 lambda p: int(p.flags)))
+    sim.add_testbench(quick.watchdog(20000), background=True)
+    sim.run()
+    assert flags == want

@@ -152,9 +152,8 @@ def evaluate(gen, run, heads, schedule="rtl"):
 def rtl_supports(gen, run):
     """True when the lane RTL accepts this point's configuration (``golden.lane.rtl_error``
     decides per head; this is the part known before the heads: dense, or top-k blocks of the
-    query tile's size without HB-BSSA INT8 blocks, which the RTL does not run yet)."""
-    return run["sparsity"] == "dense" or (run["block"] == gen["block"]
-                                          and run["int8_quantile"] == "off")
+    query tile's size, HB-BSSA INT8 blocks included)."""
+    return run["sparsity"] == "dense" or run["block"] == gen["block"]
 
 
 def model_cycles_for_rtl(c):
