@@ -47,6 +47,7 @@ from ..golden.numbers import Precision
 from .lane_core import LaneCore
 from .lane_est import EstimateFeeder
 from .lane_front import rmmu_out_bits
+from .lane_keep import KeepList
 from .rmmu import result_layout
 from .streams import RowLayout
 from .unit import Param, Range, Ref, SimPoint, Synth, Unit
@@ -74,7 +75,7 @@ class Target(enum.Enum, shape=3):
     V = 2
     Q_PROJ = 3      # Q~ row: INTp values in the low 8 bits of the first m elements
     K_PROJ = 4      # K~ row
-    KEEP = 5        # keep-list (token pruning): rejected at configuration for now
+    KEEP = 5        # keep-list entry (token pruning): ``addr`` = a kept token, first in LOAD
 
 
 def _tbits(max_t):
@@ -87,7 +88,7 @@ def cfg_layout(max_t, max_m):
         "t": unsigned(_tbits(max_t)), "dense": 1, "est_bits": 4,
         "m": unsigned(max_m.bit_length() + 1), "est_shift": 6, "select": 1,
         "k": unsigned(_tbits(max_t)), "threshold": signed(9), "gran": 3,
-        "int8_bound": 16, "prune": 1})
+        "int8_bound": 16, "prune": 1, "n_keep": unsigned(_tbits(max_t))})
 
 
 def load_layout(max_t, d):
@@ -110,7 +111,9 @@ class RowOut(wiring.Component):
 
     One memory of ``bq * ceil(d/cols)`` words; it takes a whole tile (one beat per cycle, until
     the RMMU's ``last``), then plays it out (one beat per cycle, held while stalled) -- while
-    the core computes the next tile's scores, so it costs no cycles unless ``o`` stalls."""
+    the core computes the next tile's scores, so it costs no cycles unless ``o`` stalls. A beat
+    on ``zero`` (taken when the buffer is not playing out) plays a tile of ``bq`` zero rows
+    instead (a tile that kept no block; nothing is written)."""
 
     def __init__(self, *, cols=2, d=8, bq=8, in_bits=36):
         self.cols, self.d, self.bq, self.in_bits = cols, d, bq, in_bits
@@ -118,6 +121,7 @@ class RowOut(wiring.Component):
         self.layout = RowLayout(cols, signed(16), max(1, (d - 1).bit_length()))
         super().__init__({
             "i": In(stream.Signature(result_layout(cols, in_bits))),
+            "zero": In(stream.Signature(0)),     # a tile of zero rows (an empty tile)
             "o": Out(stream.Signature(self.layout)),
         })
 
@@ -127,7 +131,10 @@ class RowOut(wiring.Component):
         mem = Memory(shape=16 * cols, depth=bq * nn, init=[])
         m.submodules.mem = mem
         wp, rp = mem.write_port(), mem.read_port()
-        reading = Signal()
+        reading, zero = Signal(), Signal()
+        m.d.comb += self.zero.ready.eq(~reading)
+        with m.If(self.zero.valid & self.zero.ready):
+            m.d.sync += [reading.eq(1), zero.eq(1)]
         wq, wnt = Signal(range(bq)), Signal(range(nn))
         m.d.comb += [self.i.ready.eq(~reading), wp.addr.eq(wq * nn + wnt),
                      wp.data.eq(Cat(*[self.i.payload.lanes[j][:16] for j in range(cols)])),
@@ -145,7 +152,7 @@ class RowOut(wiring.Component):
         with m.If(pend & self.o.ready):
             m.d.sync += pend.eq(0)
             with m.If(done):
-                m.d.sync += [done.eq(0), reading.eq(0)]
+                m.d.sync += [done.eq(0), reading.eq(0), zero.eq(0)]
         with m.If(issue):
             m.d.sync += [pend.eq(1), nt_p.eq(rnt), rnt.eq(Mux(rnt == nn - 1, 0, rnt + 1))]
             with m.If(rnt == nn - 1):
@@ -158,7 +165,7 @@ class RowOut(wiring.Component):
                      self.o.valid.eq(pend), self.o.payload.count.eq(count),
                      self.o.payload.last.eq(nt_p == nn - 1), self.o.payload.error.eq(0)]
         for j in range(cols):
-            m.d.comb += [self.o.payload.data[j].eq(Mux(j < count, words[j], 0)),
+            m.d.comb += [self.o.payload.data[j].eq(Mux((j < count) & ~zero, words[j], 0)),
                          self.o.payload.index[j].eq(Mux(j < count, nt_p * cols + j, 0))]
         return m
 
@@ -211,20 +218,26 @@ class Lane(wiring.Component):
         m_bad = (c.m == 0) | (c.m > self.max_m)
         gran = BLOCK_GRAN.get(self.block)
         gran_bad = (c.gran != gran) if gran is not None else 1
-        sparse_bad = (c.select != 0) | gran_bad | (c.k == 0) | \
-            (c.k > c.t // self.block) | (c.int8_bound != 0) | c.prune
-        return t_bad | bits_bad | m_bad | (~c.dense & sparse_bad)
+        keys = Mux(c.prune, c.n_keep, c.t)
+        prune_bad = c.prune & ((c.n_keep == 0) | (c.n_keep > c.t) |
+                               (c.n_keep % self.block != 0))
+        topk_bad = (c.select == 0) & ((c.k == 0) | (c.k > keys // self.block))
+        sparse_bad = gran_bad | topk_bad | (c.int8_bound != 0)
+        return t_bad | bits_bad | m_bad | prune_bad | (~c.dense & sparse_bad)
 
     def elaborate(self, platform):
         m = Module()
         m.submodules.core = core = self.core
         m.submodules.est = est = self.est
         m.submodules.out = out = self.out
+        m.submodules.keep = keep = KeepList(max_t=self.max_t, imp_layout=self.imp_layout)
         wiring.connect(m, est.a, core.ea)
         wiring.connect(m, est.w, core.ew)
         wiring.connect(m, core.o, out.i)
+        wiring.connect(m, core.empty, out.zero)
         wiring.connect(m, out.o, wiring.flipped(self.o))
-        wiring.connect(m, core.imp, wiring.flipped(self.importance))
+        wiring.connect(m, core.imp, keep.imp_i)
+        wiring.connect(m, keep.imp_o, wiring.flipped(self.importance))
 
         state = Signal(State)
         cfg = Signal(cfg_layout(self.max_t, self.max_m))
@@ -236,34 +249,47 @@ class Lane(wiring.Component):
         rows_out = Signal(range(self.max_t + 1))
         n_tiles = Signal(range(self.max_t + 1))
         m.d.comb += n_tiles.eq(cfg.t // self.block)
+        # the number of keys every engine after LOAD works with (kept-key coordinates)
+        n_keys = Signal(range(self.max_t + 1))
+        m.d.comb += [n_keys.eq(Mux(cfg.prune, cfg.n_keep, cfg.t)),
+                     keep.t.eq(cfg.t), keep.n_keep.eq(cfg.n_keep), keep.prune.eq(cfg.prune)]
 
         # ---- IDLE: configuration -----------------------------------------------------------
         m.d.comb += self.cfg.ready.eq(state == State.IDLE)
         with m.If(self.cfg.valid & self.cfg.ready):
             m.d.sync += [cfg.eq(self.cfg.payload), cycles.eq(0), rows_out.eq(0)]
-            m.d.comb += core.clear.eq(1)
+            m.d.comb += [core.clear.eq(1), keep.clear.eq(1)]
             m.d.sync += state.eq(Mux(self.config_error(self.cfg.payload), State.ERROR,
                                      State.LOAD))
 
-        # ---- LOAD: split the load stream by target (Q/K/V -> core, Q~/K~ -> est) -------------
+        # ---- LOAD: split the load stream by target (Q/K/V -> core, Q~/K~ -> est, KEEP ->
+        # the keep-list); with prune, K/V rows go to their kept index, pruned ones are dropped;
+        # after a bad KEEP beat the rest of LOAD is taken and dropped, then one error status
         lp = self.load.payload
-        to_core = lp.target.as_value() < 3
-        to_est = (lp.target == Target.Q_PROJ) | (lp.target == Target.K_PROJ)
+        kv = (lp.target == Target.K) | (lp.target == Target.V)
+        m.d.comb += keep.token.eq(lp.addr)
+        drop = keep.error | keep.bad | (kv & ~keep.kept)
+        to_core = (lp.target.as_value() < 3) & ~drop
+        to_est = ((lp.target == Target.Q_PROJ) | (lp.target == Target.K_PROJ)) & ~drop
         loading = state == State.LOAD
         m.d.comb += [
             core.load.payload.target.eq(lp.target.as_value()[:2]),
-            core.load.payload.addr.eq(lp.addr), core.load.payload.row.eq(lp.row),
+            core.load.payload.addr.eq(Mux(kv, keep.index, lp.addr)),
+            core.load.payload.row.eq(lp.row),
             core.load.valid.eq(self.load.valid & loading & to_core),
             est.load.payload.target.eq(lp.target == Target.K_PROJ),
             est.load.payload.addr.eq(lp.addr),
             est.load.valid.eq(self.load.valid & loading & to_est),
             self.load.ready.eq(loading & Mux(to_core, core.load.ready,
                                              Mux(to_est, est.load.ready, 1))),
+            keep.i.valid.eq(self.load.valid & self.load.ready),
+            keep.i.payload.keep.eq(lp.target == Target.KEEP),
+            keep.i.payload.token.eq(lp.addr), keep.i.payload.last.eq(lp.last),
         ]
         for j in range(self.max_m):
             m.d.comb += est.load.payload.row[j].eq(lp.row[j][:8])
         with m.If(self.load.valid & self.load.ready & lp.last):
-            m.d.sync += state.eq(State.TILES)
+            m.d.sync += state.eq(Mux(keep.error | keep.bad, State.ERROR, State.TILES))
 
         # ---- TILES: one command per query tile to the core and (sparse) the est. feeder ------
         c_issued, e_issued = Signal(range(self.max_t + 1)), Signal(range(self.max_t + 1))
@@ -271,13 +297,14 @@ class Lane(wiring.Component):
             m.d.sync += [c_issued.eq(0), e_issued.eq(0)]
         tiles = state == State.TILES
         ct = core.tile.payload
-        m.d.comb += [ct.n.eq(cfg.t), ct.k.eq(cfg.m), ct.precision.eq(prec),
+        m.d.comb += [ct.n.eq(n_keys), ct.k.eq(cfg.m), ct.precision.eq(prec),
                      ct.shift.eq(cfg.est_shift), ct.k_keep.eq(cfg.k),
+                     ct.select.eq(cfg.select), ct.threshold.eq(cfg.threshold),
                      core.tile.valid.eq(tiles & (c_issued < n_tiles))]
         with m.If(core.tile.valid & core.tile.ready):
             m.d.sync += c_issued.eq(c_issued + 1)
         et = est.tile.payload
-        m.d.comb += [et.q0.eq(e_issued * self.block), et.n_keys.eq(cfg.t), et.m.eq(cfg.m),
+        m.d.comb += [et.q0.eq(e_issued * self.block), et.n_keys.eq(n_keys), et.m.eq(cfg.m),
                      et.precision.eq(prec),
                      est.tile.valid.eq(tiles & ~cfg.dense & (e_issued < n_tiles))]
         with m.If(est.tile.valid & est.tile.ready):
@@ -298,7 +325,7 @@ class Lane(wiring.Component):
             m.d.sync += emit_pend.eq(1)
         ic = core.imp_cmd
         m.d.comb += [ic.valid.eq(clear_pend | emit_pend), ic.payload.emit.eq(~clear_pend),
-                     ic.payload.n.eq(cfg.t)]
+                     ic.payload.n.eq(Mux(clear_pend, cfg.t, n_keys))]
         with m.If(ic.valid & ic.ready):
             with m.If(clear_pend):
                 m.d.sync += clear_pend.eq(0)

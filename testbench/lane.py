@@ -15,12 +15,13 @@ from dataclasses import replace
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..golden.lane import GRAN_CODES, project, rtl_error, run_lane, run_lane_rmmu
+from ..golden.lane import (GRAN_CODES, project, rtl_error, rtl_keep_error, run_lane,
+                           run_lane_rmmu)
 from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
-           "expected_importance", "lane_params", "simulate_lane"]
+           "expected_importance", "lane_params", "simulate_lane", "head_errors"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
 MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
@@ -37,30 +38,48 @@ def lane_params(lane):
                       sm_per_beat=1, schedule="rtl")
 
 
-def cfg_fields(cfg, keep=None):
-    """The ``cfg`` beat of :class:`attnforge.rtl.lane.Lane` for a :class:`LaneConfig` (fields
-    a field cannot hold are clipped to a value the check rejects)."""
+def cfg_fields(cfg, keep=None, n_keep=None, prune=None):
+    """The ``cfg`` beat of :class:`attnforge.rtl.lane.Lane` for a :class:`LaneConfig` and a
+    keep-list ``keep`` (None: no token pruning; ``n_keep``/``prune`` override the fields that
+    follow from it, for bad heads; fields a field cannot hold are clipped to a value the check
+    rejects)."""
+    prune = keep is not None if prune is None else prune
+    n_keep = (len(keep) if keep is not None else 0) if n_keep is None else n_keep
     bound = 0 if cfg.int8_bound is None else min(max(int(cfg.int8_bound), 1), 0xFFFF)
     return {"t": cfg.t, "dense": int(cfg.mode == "dense"), "est_bits": cfg.est_bits & 15,
             "m": cfg.m, "est_shift": cfg.est_shift & 63, "select": int(cfg.select != "topk"),
             "k": cfg.k, "threshold": cfg.threshold,
             "gran": int(GRAN_CODES[cfg.granularity]) if cfg.granularity in GRAN_CODES else 7,
-            "int8_bound": bound, "prune": int(keep is not None)}
+            "int8_bound": bound, "prune": int(prune), "n_keep": n_keep}
 
 
-def head_loads(cfg, qi, ki, vi, pq, pk):
-    """The ``load`` beats of one head: Q, K, V rows, then (sparse) the Q~ and K~ rows
-    (:func:`attnforge.golden.lane.project`, INTp values in the low 8 bits of the first ``m``
-    elements); ``last`` on the final beat."""
+def head_errors(cfg, lane, keep=None, n_keep=None, prune=None):
+    """``(cfg_error, load_error)`` the RTL answers this head with (strings or None):
+    :func:`attnforge.golden.lane.rtl_error` (the ``cfg`` beat: nothing else taken) and, if that
+    passes, :func:`attnforge.golden.lane.rtl_keep_error` (the KEEP beats: the whole LOAD is
+    taken, then one error status)."""
+    bad = rtl_error(cfg, max_t=lane.max_t, max_m=lane.max_m, block=lane.block, keep=keep,
+                    n_keep=n_keep, prune=prune)
+    return bad, None if bad else rtl_keep_error(cfg.t, keep, n_keep=n_keep, prune=prune)
+
+
+def head_loads(cfg, qi, ki, vi, pq, pk, keep=None):
+    """The ``load`` beats of one head: the keep-list (``KEEP`` beats, ``addr`` = token, in the
+    order given) if any, Q, K, V rows (every token: the lane drops pruned K/V rows), then
+    (sparse) the Q~ and K~ rows (:func:`attnforge.golden.lane.project`, INTp values in the low
+    8 bits of the first ``m`` elements; K~ in kept-key coordinates); ``last`` on the final
+    beat."""
     from ..rtl.lane import Target
-    d = qi.shape[1]
+    t, d = qi.shape
     mats = [(Target.Q, qi), (Target.K, ki), (Target.V, vi)]
+    good = keep is not None and rtl_keep_error(t, keep) is None
     if cfg.mode == "sparse":
-        qt, kt = project(cfg, qi, ki, pq, pk)
-        pad = np.zeros((len(qi), d - qt.shape[1]), dtype=np.int64)
-        mats += [(Target.Q_PROJ, np.hstack([qt, pad])), (Target.K_PROJ, np.hstack([kt, pad]))]
-    beats = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]], "last": 0}
-             for tgt, mat in mats for i in range(len(mat))]
+        qt, kt = project(cfg, qi, ki[np.asarray(keep)] if good else ki, pq, pk)
+        mats += [(Target.Q_PROJ, qt), (Target.K_PROJ, kt)]
+    beats = [{"target": Target.KEEP, "addr": int(x), "row": [0] * d, "last": 0}
+             for x in (keep if keep is not None else ())]
+    beats += [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]] + [0] * (d - len(mat[i])),
+               "last": 0} for tgt, mat in mats for i in range(len(mat))]
     beats[-1]["last"] = 1
     return beats
 
@@ -88,26 +107,30 @@ def expected_importance(importance):
 
 
 def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
-    """Run ``heads`` (a list of ``(cfg, qi, ki, vi, pq, pk)``) through ``dut`` (a
+    """Run ``heads`` (a list of ``(cfg, qi, ki, vi, pq, pk)``, optionally a 7th element: a dict
+    of :func:`head_errors`' keywords ``keep``, ``n_keep``, ``prune``) through ``dut`` (a
     :class:`attnforge.rtl.lane.Lane`) in the Amaranth simulator, one after the other:
-    ``[(o beats, status dict, importance beats)]`` per head (beats as dicts). A head whose ``rtl_error`` is set is
-    sent as its ``cfg`` beat only (the lane must answer one error status and take nothing
-    else)."""
+    ``[(o beats, status dict, importance beats)]`` per head (beats as dicts). A head whose
+    ``rtl_error`` is set is sent as its ``cfg`` beat only (the lane must answer one error
+    status and take nothing else); one with a keep-list error is sent whole (its LOAD is taken,
+    then one error status)."""
     rng = random.Random(seed)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     results = []
 
     async def run(ctx):
-        for cfg, qi, ki, vi, pq, pk in heads:
-            bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block)
+        for cfg, qi, ki, vi, pq, pk, *opt in heads:
+            opt = opt[0] if opt else {}
+            bad_cfg, bad_load = head_errors(cfg, dut, **opt)
+            bad = bad_cfg or bad_load
             got, status = [], []
-            await quick.source(dut.cfg, [cfg_fields(cfg)], rng, gaps)(ctx)
+            await quick.source(dut.cfg, [cfg_fields(cfg, **opt)], rng, gaps)(ctx)
             n_rows = 0 if bad else cfg.t * -(-dut.d // dut.cols)
             tasks = [quick.sink(dut.o, got, n_rows, rng, stalls, _beat)]
-            if not bad:
-                await quick.source(dut.load, head_loads(cfg, qi, ki, vi, pq, pk), rng,
-                                   gaps)(ctx)
+            if not bad_cfg:
+                await quick.source(dut.load, head_loads(cfg, qi, ki, vi, pq, pk,
+                                                        opt.get("keep")), rng, gaps)(ctx)
             await tasks[0](ctx)
             imp = []
             await quick.sink(dut.importance, imp, 0 if bad else cfg.t, rng, stalls,
