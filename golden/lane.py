@@ -524,7 +524,8 @@ def cycles(params, cfg, result):
         macs["av"] += gb * d * rq
     if rtl:
         total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c),
-                              params.det_lat_for(cfg.select))
+                              params.det_lat_for(cfg.select),
+                              -(-tk // GRANULARITIES[cfg.granularity][1]))
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat_for(cfg.select), scores, smax,
                           params.sm_lat,
@@ -546,25 +547,39 @@ def cycles(params, cfg, result):
 
 #: RTL top level (``schedule="rtl"``), measured on rtl/lane.py (docs/lane.md section 7):
 #: cycles from TILES to the first tile command; from the estimate's end to the first gathered
-#: tile (pool, packer, detector ingest, gather); per tile beyond the descriptors, the softmax
-#: rows and its latency; after the last A·V beat (the O buffer plays the tile out).
-RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
+#: tile beyond the detector's latency and its select scan (``ceil(G / det_per_beat)`` cycles
+#: for ``G`` granules per block row: pool, packer, gather); per tile beyond the descriptors,
+#: the softmax rows and its latency; after the last A·V beat (the O buffer plays the tile out).
+RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 2, -3, 1
+#: An empty tile (threshold mode, nothing kept): its first zero row leaves ``RTL_EMPTY`` cycles
+#: after its block list is gathered or the O buffer's previous tile has left, whichever is
+#: later; the back takes the next tile ``RTL_EMPTY_NEXT`` cycles after that first row.
+RTL_EMPTY, RTL_EMPTY_NEXT = 3, 2
 
 
-def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt, det_lat):
+def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt, det_lat, n_gran):
     """The RTL top level's schedule: the front (estimate -> detector) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
-    row), then the A·V descriptor; the O buffer plays the last tile out (``Bq`` rows of
-    ``ceil(d / cols)`` beats)."""
-    ready, e_end, end = [], 0, RTL_START
+    row), then the A·V descriptor; the O buffer plays each tile out (``Bq`` rows of
+    ``ceil(d / cols)`` beats) while the back runs the next one. A tile that kept nothing
+    (``g = 0``) issues no descriptor: the O buffer plays ``Bq`` zero rows once it is free.
+    Returns the cycle of the head's last output beat (the RTL's ``status.cycles``)."""
+    ready, e_end, end, last = [], 0, RTL_START, 0
+    det = det_lat + RTL_DETECT + -(-n_gran // params.det_per_beat)
     for e in est:
         e_end += e
-        ready.append(RTL_START if dense else e_end + det_lat + RTL_DETECT)
+        ready.append(RTL_START if dense else e_end + det)
     for b in range(len(g)):
+        if g[b] == 0:
+            start = max(ready[b], last) + RTL_EMPTY
+            last = start + bq[b] * n_nt - 1
+            end = max(end, start + RTL_EMPTY_NEXT)
+            continue
         sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE
         end = max(end, ready[b]) + scores[b] + sm + av[b]
-    return end + bq[-1] * n_nt + RTL_DRAIN
+        last = end + bq[b] * n_nt + RTL_DRAIN
+    return last
 
 
 def _int8_select(plan, r, rows, g, tk):

@@ -22,7 +22,8 @@ kept tokens, every query still computed, importance 0 at a pruned token) and
 * ``imp_i`` -> ``imp_o``: the importance row in kept-key coordinates (``n_keys`` beats,
   ``index`` = kept key) -> ``t`` beats in token coordinates (``index`` = token): a kept token's
   beat is the next input beat, a pruned token's a zero beat; ``last`` on token ``t - 1``.
-  Without ``prune`` the beats pass through. One beat per cycle, no added latency
+  Without ``prune`` the beats pass through. The row starts with the first valid input beat
+  (the importance unit emits ``n_keys >= 1`` beats); one beat per cycle, no added latency
   (combinational), held while stalled.
 """
 
@@ -93,10 +94,12 @@ class KeepList(wiring.Component):
         # ---- importance: kept-key coordinates -> token coordinates
         tok, j = Signal(range(n)), Signal(range(n + 1))
         hit = Signal()
+        active = Signal()              # the row started (its first input beat was valid)
+        go = active | self.imp_i.valid
         m.d.comb += [r_fwd.addr.eq(j), hit.eq(~self.prune | ((j < self.n_keep) &
                                                              (r_fwd.data == tok)))]
         op, xp = self.imp_o.payload, self.imp_i.payload
-        m.d.comb += [self.imp_o.valid.eq(Mux(hit, self.imp_i.valid, 1)),
+        m.d.comb += [self.imp_o.valid.eq(go & Mux(hit, self.imp_i.valid, 1)),
                      self.imp_i.ready.eq(hit & self.imp_o.ready),
                      op.count.eq(1), op.error.eq(0)]
         with m.If(self.prune):
@@ -105,7 +108,8 @@ class KeepList(wiring.Component):
         with m.Else():
             m.d.comb += [op.index.eq(xp.index), op.data.eq(xp.data), op.last.eq(xp.last)]
         with m.If(self.imp_o.valid & self.imp_o.ready):
-            m.d.sync += [tok.eq(Mux(op.last, 0, tok + 1)), j.eq(Mux(op.last, 0, j + hit))]
+            m.d.sync += [tok.eq(Mux(op.last, 0, tok + 1)), j.eq(Mux(op.last, 0, j + hit)),
+                         active.eq(~op.last)]
         with m.If(self.clear):
-            m.d.sync += [tok.eq(0), j.eq(0)]
+            m.d.sync += [tok.eq(0), j.eq(0), active.eq(0)]
         return m
