@@ -21,7 +21,8 @@ from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
-           "expected_importance", "lane_params", "simulate_lane", "head_errors"]
+           "expected_importance", "lane_params", "simulate_lane", "head_errors", "random_keep",
+           "pick_threshold"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
 MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
@@ -243,13 +244,18 @@ class LaneBench(Bench):
         self.cfg = self.source("cfg", cfg_layout(u.max_t, u.max_m))
         self.load = self.source("load", load_layout(u.max_t, u.d))
         self.o, self.board = self.sink("o", u.out_layout, self._cmp_row)
-        self.imp, self.iboard = self.sink("importance", u.imp_layout, self._cmp_row)
+        self.imp_seen = []            # every importance value taken (the pruning loop's input)
+        self.imp, self.iboard = self.sink("importance", u.imp_layout, self._cmp_row,
+                                          callback=lambda v: self.imp_seen.append(
+                                              int(list(v["data"])[0])))
         self.status, self.sboard = self.sink("status", status_layout(),
                                              self._cmp_status)
         self.cycles = []              # (label, RTL status cycles, model cycles) per head
         self.coverpoint("mode", ["dense", "sparse", "error"])
         self.coverpoint("est_bits", [2, 4, 8])
-        self.coverpoint("kept", [1, 2, 3, 4], xf=lambda k: min(4, k))
+        self.coverpoint("kept", [0, 1, 2, 3, 4])
+        self.coverpoint("select", ["topk", "threshold", "error"])
+        self.coverpoint("pruned", [False, True, "error"])
 
     @staticmethod
     def _cmp_row(expected, actual):
@@ -266,18 +272,28 @@ class LaneBench(Bench):
                                 expected["pipelined"]))
         return None
 
-    def play(self, cfg, qi, ki, vi, pq=None, pk=None, label=""):
+    def play(self, cfg, qi, ki, vi, pq=None, pk=None, label="", keep=None, n_keep=None,
+             prune=None):
+        """Queue one head (``keep``: its keep-list, sent as KEEP beats first in LOAD;
+        ``n_keep``/``prune``: override the ``cfg`` fields, for bad heads). Returns the golden
+        :class:`LaneResult` (None for a head the RTL answers with an error)."""
         u = self.unit
-        bad = rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block)
-        self.cfg.send(cfg_fields(cfg))
-        self.cover("mode", "error" if bad else cfg.mode)
-        if bad:
+        opt = dict(keep=keep, n_keep=n_keep, prune=prune)
+        bad_cfg, bad_load = head_errors(cfg, u, **opt)
+        self.cfg.send(cfg_fields(cfg, **opt))
+        self.cover("mode", "error" if bad_cfg or bad_load else cfg.mode)
+        self.cover("select", "error" if bad_cfg or bad_load else cfg.select)
+        self.cover("pruned", "error" if bad_cfg or bad_load else keep is not None)
+        if bad_cfg or bad_load:
             self.sboard.expect({"error": 1, "kept": 0})
-            return
-        ref = run_lane(self.params, cfg, qi, ki, vi, pq, pk)
+            if bad_load:              # the whole LOAD is taken (and dropped)
+                self.load.send_all({**b, "target": b["target"].value}
+                                   for b in head_loads(cfg, qi, ki, vi, pq, pk, keep))
+            return None
+        ref = run_lane(self.params, cfg, qi, ki, vi, pq, pk, keep=keep)
         kept = int(ref.mask.sum()) // u.block ** 2
         self.cover("est_bits", cfg.est_bits)
-        self.cover("kept", cfg.k if cfg.mode == "sparse" else 4)
+        self.cover("kept", min(4, -(-kept // (cfg.t // u.block))))   # per block row (ceil)
         self.board.expect_all(expected_rows(ref.out, u.cols))
         self.iboard.expect_all(expected_importance(ref.importance))
         self.sboard.expect({"error": 0, "kept": kept, "label": label or cfg.mode,
@@ -285,44 +301,83 @@ class LaneBench(Bench):
                             "pipelined": cycles(replace(self.params, schedule="pipelined"),
                                                 cfg, ref)["total"]})
         self.load.send_all({**b, "target": b["target"].value}
-                           for b in head_loads(cfg, qi, ki, vi, pq, pk))
+                           for b in head_loads(cfg, qi, ki, vi, pq, pk, keep))
+        return ref
 
     async def finish(self, heads=1):
         await super().finish(20000 * heads + 1000)
 
 
-def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None):
+def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None,
+                 keep=None, threshold=None):
     nrng = np.random.default_rng(tb.rng.getrandbits(32) if seed is None else seed)
     d = tb.unit.d
     q, k_, v = (nrng.normal(0, sigma, (t, d)) for _ in range(3))
     qi, ki, vi = to_fx(q, k_, v, tb.unit.frac_bits)
-    return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng)
+    return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng, keep=keep,
+                 threshold=threshold)
 
 
-def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed):
+def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, keep=None, threshold=None):
     t, d = qi.shape
     pq, pk = int_projection(d, m, seed=int(np.random.default_rng(seed).integers(1 << 16)))
     b = tb.unit.block
     cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m, granularity=f"{b}x{b}", k=k)
-    return auto_config(tb.params, cfg, qi, ki, pq, pk), qi, ki, vi, pq, pk
+    if threshold is not None:
+        cfg = cfg.replace(select="threshold", threshold=threshold)
+    return auto_config(tb.params, cfg, qi, ki, pq, pk, keep=keep), qi, ki, vi, pq, pk
+
+
+def random_keep(rng, t, block, n_keep=None):
+    """A random keep-list of ``t`` tokens (ascending) of ``n_keep`` tokens (default: a random
+    multiple of ``block`` in ``[block, t]``, what the RTL takes)."""
+    n = block * rng.randint(1, t // block) if n_keep is None else n_keep
+    return sorted(rng.sample(range(t), n))
+
+
+def pick_threshold(params, cfg, head, rng, keep=None):
+    """A threshold for ``cfg`` on ``head`` (``qi, ki, vi, pq, pk``): with probability 1/4 each
+    "keep every block" (the field's minimum), "keep nothing" (its maximum), else one of the
+    head's block scores (every block row keeps the blocks at or above it: some rows may keep
+    none)."""
+    lo, hi = -(1 << params.score_bits), (1 << params.score_bits) - 1
+    r = rng.random()
+    if r < 0.25:
+        return lo
+    if r < 0.5:
+        return hi
+    plan = run_lane(params, cfg.replace(select="threshold", threshold=lo), *head, keep=keep,
+                    plan_only=True)
+    b = params.tile
+    t, n = plan.est.shape
+    blocks = plan.est.reshape(t // b, b, n // b, b).max(axis=(1, 3)).ravel()
+    return int(rng.choice(sorted(set(int(x) for x in blocks))))
 
 
 @cocotb.test()
 async def random_heads(dut):
     """Random heads: every estimate precision, dense and sparse, top-k from one block per row
-    (the highest sparsity at this size) to all blocks (0 %), random m and scale, gaps on
-    cfg/load, stalls on o/status; every output row through the scoreboard."""
+    (the highest sparsity at this size) to all blocks (0 %), threshold mode (random
+    thresholds: keep all, keep nothing, a block score of the head: empty block rows), token
+    pruning (random keep-lists of a multiple of the block, from one block to all T tokens), random m and
+    scale, gaps on cfg/load, stalls on o/status; every output row through the scoreboard."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
-    n = scale(8)
+    n = scale(12)
     for i in range(n):
         t = u.block * tb.rng.randint(1, u.max_t // u.block)
         mode = "dense" if i % 4 == 3 else "sparse"
+        keep = random_keep(tb.rng, t, u.block) if i % 3 == 1 else None
+        keys = t if keep is None else len(keep)
         cfg, *h = _random_head(tb, t, mode=mode, est_bits=(2, 4, 8)[i % 3],
-                               k=tb.rng.randint(1, t // u.block),
-                               m=tb.rng.randint(1, u.max_m), sigma=tb.rng.choice([0.5, 1, 2]))
-        tb.play(cfg, *h)
+                               k=tb.rng.randint(1, keys // u.block),
+                               m=tb.rng.randint(1, u.max_m), sigma=tb.rng.choice([0.5, 1, 2]),
+                               keep=keep)
+        if mode == "sparse" and i % 2:
+            cfg = cfg.replace(select="threshold",
+                              threshold=pick_threshold(tb.params, cfg, h, tb.rng, keep))
+        tb.play(cfg, *h, keep=keep)
     await tb.finish(n)
     dut._log.info("checked %d output beats, %d heads", tb.board.checked, tb.sboard.checked)
 
@@ -360,16 +415,33 @@ async def bad_configs(dut):
     good = _random_head(tb, u.max_t, k=1)
     bad = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
            dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
-           dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(int8_bound=7),
+           dict(k=u.max_t // u.block + 1), dict(int8_bound=7),
            dict(granularity="element")]
     tb.play(*good)
     for kw in bad:
         cfg = good[0].replace(**kw)
         assert rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block), kw
         tb.play(cfg, *good[1:])
+    # token pruning: n_keep (cfg check, nothing else taken) and the keep-list's beats (checked
+    # in LOAD: the whole LOAD is taken and dropped, then one error status)
+    b, t = u.block, u.max_t
+    keep = list(range(0, t, 2))[:t // 2 // b * b] or list(range(b))
+    bad_keep = [dict(keep=keep, n_keep=0), dict(keep=keep, n_keep=len(keep) + 1),
+                dict(keep=list(range(t)) + [0], n_keep=t + b),       # longer than T
+                dict(keep=keep, prune=False),                        # KEEP beats, no prune
+                dict(keep=keep[::-1]), dict(keep=keep[:-1] + [keep[-2]]),   # not ascending
+                dict(keep=keep, n_keep=len(keep) + b),               # fewer than n_keep
+                dict(keep=keep + list(range(keep[-1] + 1, t))[:b], n_keep=len(keep))]  # more
+    heads = [good] * len(bad_keep)
+    if t >= 2 * b:                               # a token >= T (and < max_t: the addr field)
+        bad_keep.append(dict(keep=list(range(b - 1)) + [t // 2 + 1]))
+        heads.append(_random_head(tb, t // 2, k=1))
+    for head, kw in zip(heads, bad_keep):
+        assert any(head_errors(head[0], u, **kw)), kw
+        tb.play(*head, **kw)
     tb.play(*good)
-    await tb.finish(3)
-    assert tb.sboard.checked == len(bad) + 2
+    await tb.finish(3 + len(bad_keep))
+    assert tb.sboard.checked == len(bad) + len(bad_keep) + 2
 
 
 @cocotb.test()
@@ -379,13 +451,18 @@ async def reset_mid_head(dut):
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
-    for wait in (20, 600, 1500):
-        tb.play(*_random_head(tb, u.max_t, k=2))
+    t, b = u.max_t, u.block
+    for wait, pruned in ((20, False), (600, False), (1500, False), (10, True), (400, True)):
+        keep = random_keep(tb.rng, t, b, n_keep=t // 2 // b * b or b) if pruned else None
+        tb.play(*_random_head(tb, t, k=1, keep=keep), keep=keep)   # reset while KEEP / rows
         await ClockCycles(dut.clk, wait)
         await tb.reset()
         await ClockCycles(dut.clk, 1)
         assert dut.cfg__ready.value == 1, "not IDLE after reset"
-        tb.play(*_random_head(tb, u.max_t, k=1, est_bits=2))
+        keep = random_keep(tb.rng, t, b) if pruned else None
+        cfg, *h = _random_head(tb, t, k=1, est_bits=2, keep=keep)
+        tb.play(cfg.replace(select="threshold", threshold=pick_threshold(
+            tb.params, cfg, h, tb.rng, keep)) if pruned else cfg, *h, keep=keep)
         await tb.finish(1)
 
 
@@ -404,8 +481,23 @@ async def cycles_vs_model(dut):
               for k in range(nb, 0, -1)]
     heads += [(f"top-{k} of {nb} INT8", _random_head(tb, u.max_t, k=k, est_bits=8, seed=1))
               for k in (nb, 1)]
-    for label, h in heads:
-        tb.play(*h, label=label)
+    # threshold mode: every block kept, none kept (empty tiles: zero rows), a block score
+    lo, hi = -(1 << tb.params.score_bits), (1 << tb.params.score_bits) - 1
+    heads += [(f"threshold {name}", _random_head(tb, u.max_t, k=1, seed=1, threshold=thr))
+              for name, thr in (("keep all", lo), ("keep none", hi))]
+    cfg, *h = _random_head(tb, u.max_t, seed=1, threshold=0)
+    plan = run_lane(tb.params, cfg.replace(threshold=lo), *h, plan_only=True)
+    blocks = plan.est.reshape(nb, u.block, nb, u.block).max(axis=(1, 3))
+    thr = int(np.median(blocks.max(axis=1)))          # some block rows keep nothing
+    heads.append(("threshold: empty rows", (cfg.replace(threshold=thr), *h)))
+    # token pruning: T/2 and one block of kept tokens (top-1; the same head unpruned: top-1
+    # above)
+    kp = {"pruned T/2": list(range(0, u.max_t, 2))[:u.max_t // 2 // u.block * u.block],
+          "pruned 1 block": list(range(u.max_t - u.block, u.max_t))}
+    heads += [(label, _random_head(tb, u.max_t, k=1, seed=1, keep=keep), keep)
+              for label, keep in kp.items() if keep]
+    for label, h, *keep in heads:
+        tb.play(*h, label=label, keep=keep[0] if keep else None)
         await tb.finish(1)
     figs = {label: {"rtl": rtl, "model_rtl": model, "model_pipelined": pipe}
             for label, rtl, model, pipe in tb.cycles}
@@ -415,3 +507,39 @@ async def cycles_vs_model(dut):
     assert all(f["rtl"] == f["model_rtl"] for f in figs.values()), figs
     tb.figures({"cycles": figs, "params": {k: getattr(u, k) for k in (
         "max_t", "d", "max_m", "rows", "cols", "est_rows", "block")}})
+
+
+@cocotb.test()
+async def pruning_loop(dut):
+    """SpAtten's cascade token pruning, closed in the testbench: heads in a row on the same
+    DUT, the keep-list of head ``h + 1`` = the top-``n_keep`` tokens of head ``h``'s importance
+    output as the DUT produced it (its beats through the scoreboard first, then
+    :func:`attnforge.golden.lane.next_keep`, the top-k engine's model); ``n_keep`` shrinks by
+    one block per head (down to one block), so every head keeps a subset of the previous
+    one's tokens' coordinates. Top-k and threshold heads alternate, gaps and stalls on."""
+    from ..golden.lane import next_keep
+    tb = LaneBench(dut)
+    await tb.start()
+    u = tb.unit
+    t, b = u.max_t, u.block
+    nrng = np.random.default_rng(tb.rng.getrandbits(32))
+    q, k_, v = (nrng.normal(0, 1, (t, u.d)) for _ in range(3))
+    qi, ki, vi = to_fx(q, k_, v, u.frac_bits)
+    keep, n_heads = None, scale(5)
+    for hd in range(n_heads):
+        keys = t if keep is None else len(keep)
+        cfg, *h = _head(tb, qi, ki, vi, mode="sparse", est_bits=4, k=max(1, keys // b // 2),
+                        m=min(2, u.max_m), seed=hd, keep=keep)
+        if hd % 2:
+            cfg = cfg.replace(select="threshold",
+                              threshold=pick_threshold(tb.params, cfg, h, tb.rng, keep))
+        ref = tb.play(cfg, *h, keep=keep, label=f"loop head {hd}")
+        await tb.finish(1)
+        # the importance the DUT emitted (each beat checked by the scoreboard): the last T
+        imp = [int(x) for x in tb.imp_seen[-t:]]
+        assert imp == [int(x) for x in ref.importance], "importance scoreboard missed a head"
+        n_keep = max(b, keys - b)
+        keep = [int(x) for x in next_keep(imp, n_keep)]
+        dut._log.info("head %d: %s, %d keys -> keep-list of %d tokens %s", hd, cfg.select, keys,
+                      n_keep, keep)
+    assert tb.iboard.checked >= n_heads * t
