@@ -16,12 +16,18 @@ SEED = 13
 RTL = dict(max_t=32, max_m=4, block=8)
 
 
-def _head(rng, t, *, keep=None, d=8, **kw):
+#: The golden parameters of ``Lane()`` (the record's sim point; ``lane_params``).
+P32 = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8, det_per_beat=1,
+                 sm_per_beat=1, schedule="rtl")
+#: A small lane for the quick simulations (a few seconds a head set).
+SMALL = dict(max_t=16, d=2, max_m=1, rows=2, cols=1, est_rows=1, block=8)
+
+
+def _head(rng, t, *, keep=None, params=P32, m=2, **kw):
+    d = params.d
     qi, ki, vi = to_fx(*(rng.normal(0, 1, (t, d)) for _ in range(3)), 8)
-    pq, pk = int_projection(d, 2, seed=int(rng.integers(1 << 16)))
-    params = LaneParams(max_t=32, d=d, rows=4, cols=2, est_rows=1, tile=8, tile_m=8,
-                        det_per_beat=1, sm_per_beat=1, schedule="rtl")
-    cfg = auto_config(params, LaneConfig(t=t, m=2, granularity="8x8", **kw), qi, ki, pq, pk,
+    pq, pk = int_projection(d, m, seed=int(rng.integers(1 << 16)))
+    cfg = auto_config(params, LaneConfig(t=t, m=m, granularity="8x8", **kw), qi, ki, pq, pk,
                       keep=keep)
     return params, cfg, (qi, ki, vi, pq, pk)
 
@@ -96,33 +102,63 @@ def _check(dut, heads, results, params):
         yield cfg, opt, ref, status
 
 
-def test_lane_threshold_and_pruned_heads_bit_exact():
-    """Threshold heads (keep all, keep nothing, a block score: some block rows empty) and
-    pruned heads (n_keep = one block, T, random) with gaps and stalls, then a keep-list
-    error (a token not ascending: the whole LOAD taken, one error status) and a good head."""
-    from attnforge.rtl.lane import Lane
-    from attnforge.testbench.lane import lane_params, pick_threshold, random_keep, simulate_lane
-    dut = Lane()
-    params = lane_params(dut)
-    rng, nrng = random.Random(SEED), np.random.default_rng(SEED)
+def _threshold_and_pruned_heads(dut, params, seed, m):
+    from attnforge.testbench.lane import pick_threshold, random_keep
+    rng, nrng = random.Random(seed), np.random.default_rng(seed)
+    t, b = dut.max_t, dut.block
+    lo, hi = -(1 << params.score_bits), (1 << params.score_bits) - 1
     heads = []
-    for t, thr in ((16, -256), (16, 255), (32, None)):
-        _, cfg, h = _head(nrng, t, select="threshold", threshold=0)
+    for thr in (lo, hi, None, None):               # keep all, keep nothing, block scores
+        _, cfg, h = _head(nrng, t, params=params, m=m, select="threshold", threshold=0)
         thr = pick_threshold(params, cfg, h, rng) if thr is None else thr
         heads.append((cfg.replace(threshold=thr), *h, {}))
-    for t, n_keep, kw in ((32, 8, dict(k=1)), (16, 16, dict(k=2)),
-                          (32, None, dict(select="threshold", threshold=0))):
-        keep = random_keep(rng, t, 8, n_keep)
-        _, cfg, h = _head(nrng, t, keep=keep, **kw)
+    for n_keep, kw in ((b, dict(k=1)), (t, dict(k=2)), (None, dict(select="threshold")),
+                       (b, dict(mode="dense"))):
+        keep = random_keep(rng, t, b, n_keep)
+        _, cfg, h = _head(nrng, t, params=params, m=m, keep=keep, **kw)
+        if cfg.select == "threshold":
+            cfg = cfg.replace(threshold=pick_threshold(params, cfg, h, rng, keep))
         heads.append((cfg, *h, dict(keep=keep)))
-    _, cfg, h = _head(nrng, 16, k=1)
-    heads += [(cfg, *h, dict(keep=[3, 2, 5, 6, 7, 8, 9, 10])), (cfg, *h, {})]
-    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED, gaps=0.2, stalls=0.2),
+    _, cfg, h = _head(nrng, t, params=params, m=m, k=1)
+    bad = list(range(b))
+    bad[1], bad[2] = bad[2], bad[1]                   # not ascending: found in LOAD
+    heads += [(cfg, *h, dict(keep=bad)), (cfg, *h, dict(keep=list(range(b)), n_keep=2 * b)),
+              (cfg, *h, dict(keep=list(range(b)), prune=False)), (cfg, *h, {})]
+    return heads
+
+
+@pytest.mark.slow     # ~15 s (a small lane; the full set at T = 32 is the long test below)
+def test_lane_threshold_and_pruned_heads_bit_exact():
+    """Small lane (T = 16, d = 2): threshold heads (keep all, keep nothing, a block score of
+    the head: some block rows empty), pruned heads (n_keep = one block with top-1, a random
+    multiple of the block with a threshold) with gaps and stalls, then a keep-list error found in LOAD (not ascending: the
+    whole LOAD taken, one error status) and a good head."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane(**SMALL)
+    params = lane_params(dut)
+    heads = _threshold_and_pruned_heads(dut, params, SEED, 1)
+    heads = [heads[i] for i in (0, 1, 2, 4, 6, 8, 11)]
+    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED, gaps=0.3, stalls=0.3),
                      params))
     assert len(ok) == len(heads) - 1
     assert any(s["kept"] == 0 for *_, s in ok)
 
 
+@pytest.mark.long     # ~2 min: the cocotb bench (make test) plays these kinds of heads at 32
+def test_lane_threshold_and_pruned_heads_bit_exact_t32():
+    """The same at the record's sim point (``Lane()``: T = 32, d = 8, 4 x 2 RMMU)."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, simulate_lane
+    dut = Lane()
+    params = lane_params(dut)
+    heads = _threshold_and_pruned_heads(dut, params, SEED + 2, 2)
+    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED, gaps=0.2, stalls=0.2),
+                     params))
+    assert len(ok) == len(heads) - 3
+
+
+@pytest.mark.long     # ~45 s: the cocotb test cycles_vs_model (make test) asserts the same
 def test_lane_pruned_cycles_equal_model():
     """No gaps or stalls: a head with some empty block rows and the same head pruned to half
     its tokens -- status cycles == ``golden.lane.cycles(schedule="rtl")`` exactly."""
