@@ -20,18 +20,28 @@ beat with ``last``) -> ``TILES`` (issues one tile command per query tile of ``bl
 the core -- and in sparse mode to the estimate feeder -- and counts output rows) ->
 ``IMPORTANCE`` (the ``T`` column sums of P on ``importance``) -> ``STATUS``
 (one status beat) -> ``IDLE``; a bad configuration goes ``IDLE`` -> ``ERROR`` (one status
-beat, ``error = 1``) -> ``IDLE``. Reset in any state returns to ``IDLE`` (every register
+beat, ``error = 1``) -> ``IDLE``, a bad keep-list ``LOAD`` -> ``ERROR`` after LOAD's ``last``. Reset in any state returns to ``IDLE`` (every register
 resets; memory contents are kept but a new head reloads them).
 
 Configuration check (``cfg``): the RTL side of :func:`attnforge.golden.lane.rtl_error` -- t
-in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``;
-sparse mode also: top-k (``select = 0``), granularity code = the block's (BxB = the query
-tile), ``k`` in ``[1, t / block]``, ``int8_bound = 0`` (HB-BSSA not built), ``prune = 0``
-(keep-list not built).
+in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``,
+with ``prune``: ``n_keep`` in ``[1, t]`` and a multiple of ``block``; sparse mode also:
+granularity code = the block's (BxB = the query tile), top-k (``select = 0``) with ``k`` in
+``[1, n_keys / block]`` or threshold (``select = 1``: a block is kept when its score, the max
+of its B x B estimates, is ``>= threshold``; a block row may keep none: that tile's output rows
+are 0, no descriptor is issued), ``int8_bound = 0`` (HB-BSSA not built).
+
+Token pruning (``prune = 1``): the keep-list comes first in LOAD, one ``KEEP`` beat per kept
+token (``addr`` = token, ascending, ``n_keep`` beats; :class:`attnforge.rtl.lane_keep.KeepList`
+checks them, :func:`attnforge.golden.lane.rtl_keep_error`), then the rows: Q rows at their token,
+K and V rows at their kept index (pruned tokens' K/V rows are taken and dropped), ``K~`` rows
+in kept-key coordinates. Everything after LOAD works on ``n_keys = n_keep`` keys (``t``
+without pruning: the one "number of keys" signal); the importance leaves in token
+coordinates (``t`` beats, 0 at a pruned token). A bad KEEP beat: the rest of LOAD up to its
+``last`` beat is taken and dropped, then one error status.
 
 Limits (docs/lane.md TODO): the projections ``Q~ = requant(Q P_q)``, ``K~ = requant(K P_k)``
-are loaded (``target`` 3/4), not computed on chip; tiles run one after another; no keep-list
-(token pruning) yet.
+are loaded (``target`` 3/4), not computed on chip; tiles run one after another.
 
 Timing: ``status.cycles`` counts from the cycle after the ``load`` beat with ``last`` to the
 cycle the last output row's last beat is taken (the head's compute time, loads excluded).
@@ -121,7 +131,7 @@ class RowOut(wiring.Component):
         self.layout = RowLayout(cols, signed(16), max(1, (d - 1).bit_length()))
         super().__init__({
             "i": In(stream.Signature(result_layout(cols, in_bits))),
-            "zero": In(stream.Signature(0)),     # a tile of zero rows (an empty tile)
+            "zero": In(stream.Signature(1)),     # a tile of zero rows (payload unused)
             "o": Out(stream.Signature(self.layout)),
         })
 

@@ -76,7 +76,7 @@ class LaneCore(wiring.Component):
             "ea": In(self.front.a.signature.flip()),
             "ew": In(self.front.w.signature.flip()),
             "o": Out(self.back.o.signature),
-            "empty": Out(stream.Signature(0)),   # a tile that kept no block: its rows are 0
+            "empty": Out(stream.Signature(1)),   # a tile that kept no block (payload 0, unused)
             "dense": In(1),          # run-time: every block kept, no estimate (the baseline)
             "clear": In(1),          # a new head: first tile at query 0, kept count 0
             "imp_cmd": In(self.importance.cmd.signature.flip()),  # importance: clear / emit

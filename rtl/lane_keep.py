@@ -15,8 +15,9 @@ kept tokens, every query still computed, importance 0 at a pruned token) and
 * ``error`` (sticky until ``clear``) rises in the cycle after a bad beat: a KEEP beat without
   ``prune``, with ``token >= t``, not above the previous kept token, beyond ``n_keep``, or
   after a non-KEEP beat; with ``prune``, a non-KEEP beat (or the load's ``last``) before
-  ``n_keep`` KEEP beats were taken. ``bad`` is the same condition on the current beat
-  (combinational), for the beat that ends the load.
+  ``n_keep`` KEEP beats were taken. ``bad`` is the same condition on the payload of ``i``
+  (combinational, whether valid or not: the lane's ``load.ready`` may depend on it), for the
+  beat that ends the load.
 * Lookup (combinational): ``token`` -> ``kept`` (the token is on the list, or ``prune`` is
   off), ``index`` (its kept-key coordinate; the token itself without ``prune``).
 * ``imp_i`` -> ``imp_o``: the importance row in kept-key coordinates (``n_keys`` beats,
@@ -70,7 +71,7 @@ class KeepList(wiring.Component):
         bad_keep = ~self.prune | (ip.token >= self.t) | (self.count >= self.n_keep) | other \
             | ((self.count != 0) & (ip.token <= prev))
         short = self.prune & (self.count < self.n_keep)
-        m.d.comb += self.bad.eq(self.i.valid & Mux(ip.keep, bad_keep | (
+        m.d.comb += self.bad.eq(Mux(ip.keep, bad_keep | (
             ip.last & (self.count + 1 < self.n_keep)), short))
         take_keep = self.i.valid & ip.keep
         m.d.comb += [w_inv.addr.eq(ip.token), w_inv.data.eq(self.count), w_inv.en.eq(take_keep),
@@ -81,7 +82,7 @@ class KeepList(wiring.Component):
                          bits.bit_select(ip.token, 1).eq(1)]
         with m.If(self.i.valid & ~ip.keep):
             m.d.sync += other.eq(1)
-        with m.If(self.bad):
+        with m.If(self.i.valid & self.bad):
             m.d.sync += self.error.eq(1)
         with m.If(self.clear):
             m.d.sync += [bits.eq(0), self.count.eq(0), other.eq(0), self.error.eq(0)]
@@ -101,7 +102,7 @@ class KeepList(wiring.Component):
         op, xp = self.imp_o.payload, self.imp_i.payload
         m.d.comb += [self.imp_o.valid.eq(go & Mux(hit, self.imp_i.valid, 1)),
                      self.imp_i.ready.eq(hit & self.imp_o.ready),
-                     op.count.eq(1), op.error.eq(0)]
+                     op.count.eq(Mux(hit, xp.count, 1)), op.error.eq(hit & xp.error)]
         with m.If(self.prune):
             m.d.comb += [op.index[0].eq(tok), op.data[0].eq(Mux(hit, xp.data[0], 0)),
                          op.last.eq(tok == self.t - 1)]
