@@ -46,13 +46,16 @@ from .topk import topk
 
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
-           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "project", "block_norms",
-           "INT8_BOUND_BITS", "sumsq_bits", "RTL_PROJ"]
+           "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "rtl_keep_error",
+           "project", "block_norms", "INT8_BOUND_BITS", "sumsq_bits", "RTL_PROJ",
+           "DET_THRESHOLD_LATENCY"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
               "16x16": Gran.BLK16, "32x32": Gran.BLK32}
 _EST_BITS = (2, 4, 8)
+#: Latency of the RTL detector in threshold mode (:attr:`attnforge.rtl.detector.Detector.latency`).
+DET_THRESHOLD_LATENCY = 3
 
 
 def _check(cond, name, value, legal):
@@ -109,6 +112,13 @@ class LaneParams:
         """Detector latency: ``det_latency`` or the top-k latency of the RTL detector
         (:attr:`attnforge.rtl.detector.Detector.latency`: 3 + ``score_bits`` + 1)."""
         return self.det_latency if self.det_latency is not None else self.score_bits + 4
+
+    def det_lat_for(self, select):
+        """Detector latency in selection mode ``select`` ("topk": :attr:`det_lat`;
+        "threshold": ``det_latency`` or :data:`DET_THRESHOLD_LATENCY`, no radix select)."""
+        if select == "topk" or self.det_latency is not None:
+            return self.det_lat
+        return DET_THRESHOLD_LATENCY
 
     @property
     def sm_lat(self):
@@ -211,17 +221,25 @@ def sumsq_bits(block, score_bits=8):
 INT8_BOUND_BITS = sumsq_bits(32)
 
 
-def rtl_error(cfg, *, max_t, max_m, block, keep=None, frac_bits=LaneParams.frac_bits):
+def rtl_error(cfg, *, max_t, max_m, block, keep=None, n_keep=None, prune=None,
+              frac_bits=LaneParams.frac_bits):
     """Why the RTL top level (:class:`attnforge.rtl.lane.Lane`, generator bounds ``max_t``,
-    ``max_m``, ``block``) answers ``cfg`` with an error status (a string), or None: the checks
-    its ``cfg`` stream applies, in this order, to the fields it carries (docs/lane.md section 5).
-    The RTL runs the subset of :meth:`LaneConfig.error` that it implements: BxB blocks equal
-    to the query tile, top-k, HB-BSSA (``int8_bound`` None = off, else an INT8 block when its
-    sum of squares is ``<= int8_bound``; ``q8_shift``, ``k8_shift`` >= 0 with
-    ``q8_shift + k8_shift <= frac_bits``, checked in every mode as :meth:`LaneConfig.error`
-    does), no keep-list (an error here and there); the projections' shifts are the RMMU's
-    6-bit shift (sparse mode). The testbench predicts every error response with this function
-    (``frac_bits``: the lane's generator parameter)."""
+    ``max_m``, ``block``) answers the ``cfg`` beat of ``cfg`` with an error status (a string),
+    or None: the checks its ``cfg`` stream applies, in this order, to the fields it carries
+    (docs/lane.md section 5). The RTL runs the subset of :meth:`LaneConfig.error` that it
+    implements: BxB blocks equal to the query tile, top-k or threshold; HB-BSSA
+    (``int8_bound`` None = off, else an INT8 block when its sum of squares is
+    ``<= int8_bound``; ``q8_shift``, ``k8_shift`` >= 0 with ``q8_shift + k8_shift <=
+    frac_bits``, checked in every mode as :meth:`LaneConfig.error` does); the projections'
+    shifts are the RMMU's 6-bit shift (sparse mode); token pruning with ``n_keep`` (the ``cfg``
+    field: ``len(keep)`` unless given; ``prune``: whether the field ``prune`` is set, default
+    ``keep is not None``) in ``[1, t]`` and a multiple of the block (the RTL gathers whole
+    blocks of kept keys). The keep-list's own beats are checked during LOAD:
+    :func:`rtl_keep_error`. The testbench predicts every error response with these two
+    functions (``frac_bits``: the lane's generator parameter)."""
+    prune = keep is not None if prune is None else prune
+    n_keep = (len(keep) if keep is not None else 0) if n_keep is None else n_keep
+    keys = n_keep if prune else cfg.t
     checks = (
         (1 <= cfg.t <= max_t, "t", cfg.t, f"in [1, {max_t}]"),
         (cfg.t % block == 0, "t", cfg.t, f"a multiple of the block {block}"),
@@ -230,19 +248,46 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None, frac_bits=LaneParams.frac_
         (0 <= cfg.est_shift <= 63, "est_shift", cfg.est_shift, "in [0, 63]"),
         (min(cfg.q8_shift, cfg.k8_shift) >= 0 and cfg.q8_shift + cfg.k8_shift <= frac_bits,
          "q8_shift + k8_shift", (cfg.q8_shift, cfg.k8_shift), f"in [0, frac_bits ({frac_bits})]"),
+        (not prune or 1 <= n_keep <= cfg.t, "n_keep", n_keep, f"in [1, t = {cfg.t}]"),
+        (not prune or n_keep % block == 0, "n_keep", n_keep, f"a multiple of the block {block}"),
     )
     sparse = (
-        (cfg.select == "topk", "select", cfg.select, "topk (threshold: not in the RTL yet)"),
+        (cfg.select in ("topk", "threshold"), "select", cfg.select, "topk or threshold"),
         (cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
          f"{block}x{block} (the query tile)"),
-        (1 <= cfg.k <= cfg.t // block, "k", cfg.k, f"in [1, {cfg.t // block}]"),
-        (keep is None, "keep-list", keep, "None (token pruning: not in the RTL)"),
+        (cfg.select != "topk" or 1 <= cfg.k <= keys // block, "k", cfg.k,
+         f"in [1, {keys // block}] (top-k of the kept key blocks)"),
         (0 <= cfg.q_shift <= 63, "q_shift", cfg.q_shift, "in [0, 63]"),
         (0 <= cfg.k_shift <= 63, "k_shift", cfg.k_shift, "in [0, 63]"),
     )
     for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
         if not ok:
             return f"{name} must be {legal}, not {value!r}"
+    return None
+
+
+def rtl_keep_error(t, keep, *, n_keep=None, prune=None):
+    """Why the RTL top level answers a head whose ``cfg`` beat passed :func:`rtl_error` with an
+    error status after its LOAD (a string), or None: the checks of the ``KEEP`` load beats
+    (``keep``, token indices in the order sent, first in LOAD; None: no KEEP beat). ``prune``
+    and ``n_keep`` are the ``cfg`` fields (defaults as in :func:`rtl_error`). A KEEP beat
+    without ``prune``, a token ``>= t``, a token not above the previous one, more than
+    ``n_keep`` KEEP beats, or fewer before the first other row (or the end of LOAD) is an
+    error; the lane then takes (and drops) the rest of LOAD up to its ``last`` beat and answers
+    one error status."""
+    prune = keep is not None if prune is None else prune
+    if keep is None or not len(keep):
+        return "keep-list must have n_keep entries, not 0" if prune else None
+    keep = [int(x) for x in keep]
+    n_keep = len(keep) if n_keep is None else n_keep
+    if not prune:
+        return "keep-list must not be sent without prune"
+    if any(x >= t or x < 0 for x in keep):
+        return f"keep-list tokens must be in [0, {t - 1}], not {keep}"
+    if any(b <= a for a, b in zip(keep, keep[1:])):
+        return f"keep-list must be ascending, not {keep}"
+    if len(keep) != n_keep:
+        return f"keep-list must have n_keep = {n_keep} entries, not {len(keep)}"
     return None
 
 
@@ -498,15 +543,18 @@ def cycles(params, cfg, result):
                  + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
         two.append(sel is not None and 0 < int(sel.any(axis=0).sum()) < gb)
         scores.append(s)
-        av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0))
+        av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0) if gb else 0)
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
         smax.append(int(np.maximum(1, -(-kept_rows // params.sm_per_beat)).sum()))
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
     if rtl:
-        total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c), two)
+        total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c),
+                              params.det_lat_for(cfg.select),
+                              -(-tk // GRANULARITIES[cfg.granularity][1]), two)
     else:
-        total = _pipeline(n_tiles, est, det, params.det_lat, scores, smax, params.sm_lat,
+        total = _pipeline(n_tiles, est, det, params.det_lat_for(cfg.select), scores, smax,
+                          params.sm_lat,
                           av, proj)
     phases = {"project": proj, "estimate": sum(est), "detect": sum(det),
               "scores": sum(scores), "softmax": sum(smax), "av": sum(av)}
@@ -525,9 +573,14 @@ def cycles(params, cfg, result):
 
 #: RTL top level (``schedule="rtl"``), measured on rtl/lane.py (docs/lane.md section 7):
 #: cycles from TILES to the first tile command; from the estimate's end to the first gathered
-#: tile (pool, packer, detector ingest, gather); per tile beyond the descriptors, the softmax
-#: rows and its latency; after the last A·V beat (the O buffer plays the tile out).
-RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
+#: tile beyond the detector's latency and its select scan (``ceil(G / det_per_beat)`` cycles
+#: for ``G`` granules per block row: pool, packer, gather); per tile beyond the descriptors,
+#: the softmax rows and its latency; after the last A·V beat (the O buffer plays the tile out).
+RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 2, -3, 1
+#: An empty tile (threshold mode, nothing kept): its first zero row leaves ``RTL_EMPTY`` cycles
+#: after its block list is gathered or the O buffer's previous tile has left, whichever is
+#: later; the back takes the next tile ``RTL_EMPTY_NEXT`` cycles after that first row.
+RTL_EMPTY, RTL_EMPTY_NEXT = 3, 2
 #: HB-BSSA: a tile with both an FX16 and an INT8 scores descriptor (measured on rtl/lane.py):
 #: the second follows the first one cycle sooner than two :func:`descriptor_cycles` charge.
 RTL_SCORES2 = -1
@@ -536,24 +589,33 @@ RTL_SCORES2 = -1
 RTL_PROJ = 0
 
 
-def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, two=()):
+def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, n_gran, two=()):
     """The RTL top level's schedule: in sparse mode the PROJECT phase (``proj`` cycles: the
     two projection descriptors on the compute group, :data:`RTL_PROJ` included) comes first;
     then the front (estimate -> detector) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
-    row), then the A·V descriptor; the O buffer plays the last tile out (``Bq`` rows of
-    ``ceil(d / cols)`` beats). ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA,
-    :data:`RTL_SCORES2`)."""
-    ready, e_end, end = [], proj, proj + RTL_START
+    row), then the A·V descriptor; the O buffer plays each tile out (``Bq`` rows of
+    ``ceil(d / cols)`` beats) while the back runs the next one. A tile that kept nothing
+    (``g = 0``) issues no descriptor: the O buffer plays ``Bq`` zero rows once it is free.
+    ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA, :data:`RTL_SCORES2`).
+    Returns the cycle of the head's last output beat (the RTL's ``status.cycles``)."""
+    ready, e_end, end, last = [], proj, proj + RTL_START, 0
+    det = det_lat + RTL_DETECT + -(-n_gran // params.det_per_beat)
     for e in est:
         e_end += e
-        ready.append(RTL_START if dense else e_end + params.det_lat + RTL_DETECT)
+        ready.append(RTL_START if dense else e_end + det)
     for b in range(len(g)):
+        if g[b] == 0:
+            start = max(ready[b], last) + RTL_EMPTY
+            last = start + bq[b] * n_nt - 1
+            end = max(end, start + RTL_EMPTY_NEXT)
+            continue
         sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE
         end = max(end, ready[b]) + scores[b] + sm + av[b] + \
             (RTL_SCORES2 if b < len(two) and two[b] else 0)
-    return end + bq[-1] * n_nt + RTL_DRAIN
+        last = end + bq[b] * n_nt + RTL_DRAIN
+    return last
 
 
 def _int8_select(plan, r, rows, g, tk):

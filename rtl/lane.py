@@ -24,18 +24,30 @@ until its last ``K~`` write) -> ``TILES`` (issues one tile command per query til
 rows) ->
 ``IMPORTANCE`` (the ``T`` column sums of P on ``importance``) -> ``STATUS``
 (one status beat) -> ``IDLE``; a bad configuration goes ``IDLE`` -> ``ERROR`` (one status
-beat, ``error = 1``) -> ``IDLE``. Reset in any state returns to ``IDLE`` (every register
+beat, ``error = 1``) -> ``IDLE``, a bad keep-list ``LOAD`` -> ``ERROR`` after LOAD's ``last``. Reset in any state returns to ``IDLE`` (every register
 resets; memory contents are kept but a new head reloads them).
 
 Configuration check (``cfg``): the RTL side of :func:`attnforge.golden.lane.rtl_error` -- t
-in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``;
-sparse mode also: top-k (``select = 0``), granularity code = the block's (BxB = the query
-tile), ``k`` in ``[1, t / block]``, ``prune = 0`` (keep-list not built), ``q_shift`` and
-``k_shift`` in ``[0, 63]`` (the RMMU's shift); in every mode ``q8_shift + k8_shift <=
-frac_bits``. HB-BSSA (``hb = 1``: a kept block whose sum of squared estimates is
-``<= int8_bound`` runs its scores at INT8) is accepted in sparse mode.
+in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``,
+in every mode ``q8_shift + k8_shift <= frac_bits``, with ``prune``: ``n_keep`` in ``[1, t]``
+and a multiple of ``block``; sparse mode also: granularity code = the block's (BxB = the query
+tile), top-k (``select = 0``) with ``k`` in ``[1, n_keys / block]`` or threshold
+(``select = 1``: a block is kept when its score, the max of its B x B estimates, is
+``>= threshold``; a block row may keep none: that tile's output rows are 0, no descriptor is
+issued), ``q_shift`` and ``k_shift`` in ``[0, 63]`` (the RMMU's shift). HB-BSSA (``hb = 1``: a
+kept block whose sum of squared estimates is ``<= int8_bound`` runs its scores at INT8) is
+accepted in sparse mode.
 
-Limits (docs/lane.md TODO): tiles run one after another; no keep-list (token pruning) yet.
+Token pruning (``prune = 1``): the keep-list comes first in LOAD, one ``KEEP`` beat per kept
+token (``addr`` = token, ascending, ``n_keep`` beats; :class:`attnforge.rtl.lane_keep.KeepList`
+checks them, :func:`attnforge.golden.lane.rtl_keep_error`), then the rows: Q rows at their token,
+K and V rows at their kept index (pruned tokens' K/V rows are taken and dropped). Everything
+after LOAD works on ``n_keys = n_keep`` keys (``t`` without pruning: the one "number of keys"
+signal; the projection engine projects the ``n_keys`` kept K rows); the importance leaves in
+token coordinates (``t`` beats, 0 at a pruned token). A bad KEEP beat: the rest of LOAD up to
+its ``last`` beat is taken and dropped, then one error status.
+
+Limits (docs/lane.md TODO): tiles run one after another.
 
 Timing: ``status.cycles`` counts from the cycle after the ``load`` beat with ``last`` to the
 cycle the last output row's last beat is taken (the head's compute time, loads excluded).
@@ -52,6 +64,7 @@ from ..golden.numbers import Precision
 from .lane_core import LaneCore
 from .lane_est import EstimateFeeder
 from .lane_front import rmmu_out_bits
+from .lane_keep import KeepList
 from .lane_proj import Projector
 from .rmmu import result_layout
 from .streams import RowLayout
@@ -81,7 +94,7 @@ class Target(enum.Enum, shape=3):
     V = 2
     P_Q = 3         # row i of the projection P_q (d x m INT8): P_q[i, :m] in the first m
     P_K = 4         # row i of P_k                                      elements
-    KEEP = 5        # keep-list (token pruning): rejected at configuration for now
+    KEEP = 5        # keep-list entry (token pruning): ``addr`` = a kept token, first in LOAD
 
 
 def _tbits(max_t):
@@ -96,7 +109,8 @@ def cfg_layout(max_t, max_m):
         "k": unsigned(_tbits(max_t)), "threshold": signed(9), "gran": 3,
         "int8_bound": INT8_BOUND_BITS, "prune": 1,
         "hb": 1, "q8_shift": 4, "k8_shift": 4,           # HB-BSSA: on, INT8 copy shifts
-        "q_shift": 7, "k_shift": 7})                     # the projections' shifts
+        "q_shift": 7, "k_shift": 7,                      # the projections' shifts
+        "n_keep": unsigned(_tbits(max_t))})              # keep-list length (prune)
 
 
 def load_layout(max_t, d):
@@ -119,7 +133,9 @@ class RowOut(wiring.Component):
 
     One memory of ``bq * ceil(d/cols)`` words; it takes a whole tile (one beat per cycle, until
     the RMMU's ``last``), then plays it out (one beat per cycle, held while stalled) -- while
-    the core computes the next tile's scores, so it costs no cycles unless ``o`` stalls."""
+    the core computes the next tile's scores, so it costs no cycles unless ``o`` stalls. A beat
+    on ``zero`` (taken when the buffer is not playing out) plays a tile of ``bq`` zero rows
+    instead (a tile that kept no block; nothing is written)."""
 
     def __init__(self, *, cols=2, d=8, bq=8, in_bits=36):
         self.cols, self.d, self.bq, self.in_bits = cols, d, bq, in_bits
@@ -127,6 +143,7 @@ class RowOut(wiring.Component):
         self.layout = RowLayout(cols, signed(16), max(1, (d - 1).bit_length()))
         super().__init__({
             "i": In(stream.Signature(result_layout(cols, in_bits))),
+            "zero": In(stream.Signature(1)),     # a tile of zero rows (payload unused)
             "o": Out(stream.Signature(self.layout)),
         })
 
@@ -136,7 +153,10 @@ class RowOut(wiring.Component):
         mem = Memory(shape=16 * cols, depth=bq * nn, init=[])
         m.submodules.mem = mem
         wp, rp = mem.write_port(), mem.read_port()
-        reading = Signal()
+        reading, zero = Signal(), Signal()
+        m.d.comb += self.zero.ready.eq(~reading)
+        with m.If(self.zero.valid & self.zero.ready):
+            m.d.sync += [reading.eq(1), zero.eq(1)]
         wq, wnt = Signal(range(bq)), Signal(range(nn))
         m.d.comb += [self.i.ready.eq(~reading), wp.addr.eq(wq * nn + wnt),
                      wp.data.eq(Cat(*[self.i.payload.lanes[j][:16] for j in range(cols)])),
@@ -154,7 +174,7 @@ class RowOut(wiring.Component):
         with m.If(pend & self.o.ready):
             m.d.sync += pend.eq(0)
             with m.If(done):
-                m.d.sync += [done.eq(0), reading.eq(0)]
+                m.d.sync += [done.eq(0), reading.eq(0), zero.eq(0)]
         with m.If(issue):
             m.d.sync += [pend.eq(1), nt_p.eq(rnt), rnt.eq(Mux(rnt == nn - 1, 0, rnt + 1))]
             with m.If(rnt == nn - 1):
@@ -167,7 +187,7 @@ class RowOut(wiring.Component):
                      self.o.valid.eq(pend), self.o.payload.count.eq(count),
                      self.o.payload.last.eq(nt_p == nn - 1), self.o.payload.error.eq(0)]
         for j in range(cols):
-            m.d.comb += [self.o.payload.data[j].eq(Mux(j < count, words[j], 0)),
+            m.d.comb += [self.o.payload.data[j].eq(Mux((j < count) & ~zero, words[j], 0)),
                          self.o.payload.index[j].eq(Mux(j < count, nt_p * cols + j, 0))]
         return m
 
@@ -223,9 +243,12 @@ class Lane(wiring.Component):
         gran = BLOCK_GRAN.get(self.block)
         gran_bad = (c.gran != gran) if gran is not None else 1
         shifts8_bad = c.q8_shift + c.k8_shift > self.frac_bits
-        sparse_bad = (c.select != 0) | gran_bad | (c.k == 0) | \
-            (c.k > c.t // self.block) | c.prune | (c.q_shift > 63) | (c.k_shift > 63)
-        return t_bad | bits_bad | m_bad | shifts8_bad | (~c.dense & sparse_bad)
+        keys = Mux(c.prune, c.n_keep, c.t)
+        prune_bad = c.prune & ((c.n_keep == 0) | (c.n_keep > c.t) |
+                               (c.n_keep % self.block != 0))
+        topk_bad = (c.select == 0) & ((c.k == 0) | (c.k > keys // self.block))
+        sparse_bad = gran_bad | topk_bad | (c.q_shift > 63) | (c.k_shift > 63)
+        return t_bad | bits_bad | m_bad | shifts8_bad | prune_bad | (~c.dense & sparse_bad)
 
     def elaborate(self, platform):
         m = Module()
@@ -236,11 +259,14 @@ class Lane(wiring.Component):
         wiring.connect(m, proj.g, core.pg)
         wiring.connect(m, proj.rd, core.rd)
         wiring.connect(m, proj.wr, est.load)
+        m.submodules.keep = keep = KeepList(max_t=self.max_t, imp_layout=self.imp_layout)
         wiring.connect(m, est.a, core.ea)
         wiring.connect(m, est.w, core.ew)
         wiring.connect(m, core.o, out.i)
+        wiring.connect(m, core.empty, out.zero)
         wiring.connect(m, out.o, wiring.flipped(self.o))
-        wiring.connect(m, core.imp, wiring.flipped(self.importance))
+        wiring.connect(m, core.imp, keep.imp_i)
+        wiring.connect(m, keep.imp_o, wiring.flipped(self.importance))
 
         state = Signal(State)
         cfg = Signal(cfg_layout(self.max_t, self.max_m))
@@ -254,41 +280,58 @@ class Lane(wiring.Component):
         rows_out = Signal(range(self.max_t + 1))
         n_tiles = Signal(range(self.max_t + 1))
         m.d.comb += n_tiles.eq(cfg.t // self.block)
+        # the number of keys every engine after LOAD works with (kept-key coordinates)
+        n_keys = Signal(range(self.max_t + 1))
+        m.d.comb += [n_keys.eq(Mux(cfg.prune, cfg.n_keep, cfg.t)),
+                     keep.t.eq(cfg.t), keep.n_keep.eq(cfg.n_keep), keep.prune.eq(cfg.prune)]
 
         # ---- IDLE: configuration -----------------------------------------------------------
         m.d.comb += self.cfg.ready.eq(state == State.IDLE)
         with m.If(self.cfg.valid & self.cfg.ready):
             m.d.sync += [cfg.eq(self.cfg.payload), cycles.eq(0), rows_out.eq(0)]
-            m.d.comb += core.clear.eq(1)
+            m.d.comb += [core.clear.eq(1), keep.clear.eq(1)]
             m.d.sync += state.eq(Mux(self.config_error(self.cfg.payload), State.ERROR,
                                      State.LOAD))
 
-        # ---- LOAD: split the load stream by target (Q/K/V -> core, P_q/P_k -> projector) -----
+        # ---- LOAD: split the load stream by target (Q/K/V -> core, P_q/P_k -> projector,
+        # KEEP -> the keep-list); with prune, K/V rows go to their kept index, pruned ones are
+        # dropped; after a bad KEEP beat the rest of LOAD is taken and dropped, then one error
+        # status
         lp = self.load.payload
-        to_core = lp.target.as_value() < 3
-        to_proj = ((lp.target == Target.P_Q) | (lp.target == Target.P_K)) & (lp.addr < self.d)
+        kv = (lp.target == Target.K) | (lp.target == Target.V)
+        m.d.comb += keep.token.eq(lp.addr)
+        drop = keep.error | keep.bad | (kv & ~keep.kept)
+        to_core = (lp.target.as_value() < 3) & ~drop
+        to_proj = ((lp.target == Target.P_Q) | (lp.target == Target.P_K)) & (lp.addr < self.d) \
+            & ~drop
         loading = state == State.LOAD
         m.d.comb += [
             core.load.payload.target.eq(lp.target.as_value()[:2]),
-            core.load.payload.addr.eq(lp.addr), core.load.payload.row.eq(lp.row),
+            core.load.payload.addr.eq(Mux(kv, keep.index, lp.addr)),
+            core.load.payload.row.eq(lp.row),
             core.load.valid.eq(self.load.valid & loading & to_core),
             proj.load.payload.target.eq(lp.target == Target.P_K),
             proj.load.payload.addr.eq(lp.addr),
             proj.load.valid.eq(self.load.valid & loading & to_proj),
             self.load.ready.eq(loading & Mux(to_core, core.load.ready,
                                              Mux(to_proj, proj.load.ready, 1))),
+            keep.i.valid.eq(self.load.valid & self.load.ready),
+            keep.i.payload.keep.eq(lp.target == Target.KEEP),
+            keep.i.payload.token.eq(lp.addr), keep.i.payload.last.eq(lp.last),
         ]
         for j in range(self.max_m):
             m.d.comb += proj.load.payload.row[j].eq(lp.row[j][:8])
         with m.If(self.load.valid & self.load.ready & lp.last):
-            m.d.sync += state.eq(Mux(cfg.dense, State.TILES, State.PROJECT))
+            m.d.sync += state.eq(Mux(keep.error | keep.bad, State.ERROR,
+                                     Mux(cfg.dense, State.TILES, State.PROJECT)))
 
-        # ---- PROJECT (sparse): Q~, K~ on the compute group into the estimate feeder ---------
+        # ---- PROJECT (sparse): Q~ (t rows), K~ (the n_keys kept rows) on the compute group
+        # into the estimate feeder
         p_issued = Signal()
         project = state == State.PROJECT
         pc = proj.cmd.payload
-        m.d.comb += [proj.cmd.valid.eq(project & ~p_issued), pc.t.eq(cfg.t), pc.m.eq(cfg.m),
-                     pc.precision.eq(prec), pc.q_shift.eq(cfg.q_shift),
+        m.d.comb += [proj.cmd.valid.eq(project & ~p_issued), pc.t.eq(cfg.t), pc.n.eq(n_keys),
+                     pc.m.eq(cfg.m), pc.precision.eq(prec), pc.q_shift.eq(cfg.q_shift),
                      pc.k_shift.eq(cfg.k_shift)]
         with m.If(proj.cmd.valid & proj.cmd.ready):
             m.d.sync += p_issued.eq(1)
@@ -301,13 +344,14 @@ class Lane(wiring.Component):
             m.d.sync += [c_issued.eq(0), e_issued.eq(0)]
         tiles = state == State.TILES
         ct = core.tile.payload
-        m.d.comb += [ct.n.eq(cfg.t), ct.k.eq(cfg.m), ct.precision.eq(prec),
+        m.d.comb += [ct.n.eq(n_keys), ct.k.eq(cfg.m), ct.precision.eq(prec),
                      ct.shift.eq(cfg.est_shift), ct.k_keep.eq(cfg.k),
+                     ct.select.eq(cfg.select), ct.threshold.eq(cfg.threshold),
                      core.tile.valid.eq(tiles & (c_issued < n_tiles))]
         with m.If(core.tile.valid & core.tile.ready):
             m.d.sync += c_issued.eq(c_issued + 1)
         et = est.tile.payload
-        m.d.comb += [et.q0.eq(e_issued * self.block), et.n_keys.eq(cfg.t), et.m.eq(cfg.m),
+        m.d.comb += [et.q0.eq(e_issued * self.block), et.n_keys.eq(n_keys), et.m.eq(cfg.m),
                      et.precision.eq(prec),
                      est.tile.valid.eq(tiles & ~cfg.dense & (e_issued < n_tiles))]
         with m.If(est.tile.valid & est.tile.ready):
@@ -328,7 +372,7 @@ class Lane(wiring.Component):
             m.d.sync += emit_pend.eq(1)
         ic = core.imp_cmd
         m.d.comb += [ic.valid.eq(clear_pend | emit_pend), ic.payload.emit.eq(~clear_pend),
-                     ic.payload.n.eq(cfg.t)]
+                     ic.payload.n.eq(Mux(clear_pend, cfg.t, n_keys))]
         with m.If(ic.valid & ic.ready):
             with m.If(clear_pend):
                 m.d.sync += clear_pend.eq(0)

@@ -21,7 +21,9 @@ the top level) and ``rd`` a second reader of the Q/K memories (``BackFeeder.rd``
 
 Limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
 tiles) come in on ``ea``/``ew`` (:class:`attnforge.rtl.lane_est.EstimateFeeder` in the top
-level :class:`attnforge.rtl.lane.Lane` makes them); tiles run one after another. Dense mode
+level :class:`attnforge.rtl.lane.Lane` makes them); tiles run one after another. A tile whose
+block row kept nothing (threshold mode) leaves as one beat on ``empty`` (no descriptor, no
+softmax: its output rows are 0, golden ``run_lane``'s empty softmax rows). Dense mode
 (``dense = 1``) runs on the compute group only: the feeder's and the probability buffer's pass
 structure (``rows`` per pass) is fixed at elaboration, so the estimate rows cannot join at run
 time without a run-time row count in both (TODO).
@@ -91,6 +93,7 @@ class LaneCore(wiring.Component):
             "ea": In(self.front.a.signature.flip()),
             "ew": In(self.front.w.signature.flip()),
             "o": Out(self.back.o.signature),
+            "empty": Out(stream.Signature(1)),   # a tile that kept no block (payload 0, unused)
             "dense": In(1),          # run-time: every block kept, no estimate (the baseline)
             "clear": In(1),          # a new head: first tile at query 0, kept count 0
             "imp_cmd": In(self.importance.cmd.signature.flip()),  # importance: clear / emit
@@ -172,7 +175,12 @@ class LaneCore(wiring.Component):
         # both consumers take the tile in the same cycle (v0: each is idle between tiles; their
         # ready does not depend on valid, but this valid does depend on their ready -- a Fork
         # with a register per output is the clean form, TODO)
-        go = full & feed.tile.ready & back.tile.ready
+        # a tile that kept no block (threshold mode) issues no descriptor (an RMMU m = 0 is
+        # illegal): one `empty` beat once the back is idle (its previous tile's output rows
+        # are all out), the O buffer plays Bq zero rows
+        idle = full & feed.tile.ready & back.tile.ready
+        go = idle & (nblk != 0)
+        m.d.comb += self.empty.valid.eq(idle & (nblk == 0))
         m.d.comb += [feed.tile.valid.eq(go), back.tile.valid.eq(go),
                      feed.tile.payload.q0.eq(q0), feed.tile.payload.nblk.eq(nblk),
                      feed.tile.payload.blk.eq(blk), feed.tile.payload.n8.eq(n8),
@@ -201,7 +209,7 @@ class LaneCore(wiring.Component):
                      imp.i.valid.eq(back.p.valid & (back.p.payload.count != 0)),
                      back.p.ready.eq(imp.i.ready | (back.p.payload.count == 0))]
 
-        with m.If(go):
+        with m.If(go | (self.empty.valid & self.empty.ready)):
             m.d.sync += [full.eq(0), nblk.eq(0), nfx.eq(0), n8.eq(0), q0.eq(q0 + self.block)]
             with m.If(self.kept + nblk < (1 << 16)):
                 m.d.sync += self.kept.eq(self.kept + nblk)

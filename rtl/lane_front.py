@@ -5,7 +5,9 @@ One ``tile`` command per query tile of ``block`` rows starts three things (a :cl
 the RMMU descriptor ``E_b = requantize(Q~_b K~^T, shift, score_bits)`` (``m = block`` rows of
 ``Q~``, ``k`` = projected width, ``n`` = keys, rows ``0 .. est_rows-1`` at ``precision``), the
 pool command (``n`` keys, ``width = cols * 16/p`` lanes per N-tile beat) and the detector
-command (top-k ``k_keep`` of ``ceil(n / block)`` granules, ELEM mode, scheduler restarted).
+command (top-k ``k_keep`` of ``ceil(n / block)`` granules -- or, ``select = 1``, every granule
+``>= threshold``: a block row may keep none, then its ``idx`` row is one empty beat --,
+ELEM mode, scheduler restarted).
 The ``a`` (packed ``Q~`` rows) and ``w`` (``K~^T`` tiles) streams go straight to the RMMU group;
 a feeder will drive them from the lane's memories (docs/lane.md TODO 1). Outputs are the
 detector's ``mask`` and ``idx`` streams: per tile, the kept key blocks.
@@ -55,13 +57,15 @@ def group_port(rmmu):
                                rmmu["max_n"], rmmu_out_bits(rmmu["max_k"])).flip())
 
 
-def tile_layout(max_t, max_k):
+def tile_layout(max_t, max_k, score_bits=8):
     return data.StructLayout({
         "n": range(max_t + 1),            # keys
         "k": range(max_k + 1),            # projected width m
         "precision": Precision,           # estimate precision (INT2/4/8)
         "shift": 6,                       # est_shift
         "k_keep": range(max_t + 1),       # top-k granules kept per block row
+        "select": 1,                      # 0 top-k, 1 threshold (block kept if score >= it)
+        "threshold": signed(score_bits + 1),
     })
 
 
@@ -141,10 +145,10 @@ class LaneFront(wiring.Component):
             pool.cmd.valid.eq(t1.valid), t1.ready.eq(pool.cmd.ready),
             pool.cmd.payload.n.eq(t1.payload.n), pool.cmd.payload.width.eq(width),
             det.cmd.valid.eq(t2.valid), t2.ready.eq(det.cmd.ready),
-            det.cmd.payload.mode.eq(1), det.cmd.payload.gran.eq(0),
+            det.cmd.payload.mode.eq(~t2.payload.select), det.cmd.payload.gran.eq(0),
             det.cmd.payload.length.eq((t2.payload.n + b - 1) >> lb),
             det.cmd.payload.k.eq(t2.payload.k_keep), det.cmd.payload.restart.eq(1),
-            det.cmd.payload.threshold.eq(0),
+            det.cmd.payload.threshold.eq(t2.payload.threshold),
             # packed granule rows -> detector scores (the command carries the row length)
             det.i.valid.eq(pack.o.valid), pack.o.ready.eq(det.i.ready),
         ]

@@ -55,8 +55,10 @@ def proj_load_layout(d, max_m):
 
 
 def proj_cmd_layout(max_t, max_m):
-    """``Projector.cmd``: the head's length, projected width, estimate precision, shifts."""
-    return data.StructLayout({"t": range(max_t + 1), "m": range(max_m + 1),
+    """``Projector.cmd``: the head's length ``t`` (Q rows), its keys ``n`` (K rows: the kept
+    keys with a keep-list, else ``t``), projected width, estimate precision, shifts."""
+    return data.StructLayout({"t": range(max_t + 1), "n": range(max_t + 1),
+                              "m": range(max_m + 1),
                               "precision": Precision, "q_shift": 6, "k_shift": 6})
 
 
@@ -84,8 +86,8 @@ class ProjFeeder(wiring.Component):
     ``tile_m`` (the RMMU's M-tile), ``words`` (activation words per ``a`` beat: the whole
     RMMU's rows; words ``>= rows`` are 0).
 
-    ``cmd`` (``t``, ``m``) starts both engines; each runs the Q descriptor's beats, then the K
-    descriptor's: ``a`` -- for each N-tile, M-tile, pass ``kp``, row ``i`` of the M-tile: word
+    ``cmd`` (``t``, ``n``, ``m``) starts both engines; each runs the Q descriptor's beats
+    (``t`` rows), then the K descriptor's (``n`` rows): ``a`` -- for each N-tile, M-tile, pass ``kp``, row ``i`` of the M-tile: word
     ``r`` = ``X[i, kp*rows + r]`` (X = Q, then K; 0 at or beyond ``d``); ``w`` -- for each
     N-tile ``nt``, M-tile, pass, PE row ``r``: tile ``c`` word 0 = ``P[kp*rows + r,
     nt*cols + c]`` (0 beyond ``d`` or ``m``), words 1..7 = 0. ``cmd`` is taken when both
@@ -98,6 +100,7 @@ class ProjFeeder(wiring.Component):
         super().__init__({
             "load": In(stream.Signature(proj_load_layout(d, max_m))),
             "cmd": In(stream.Signature(data.StructLayout({"t": range(max_t + 1),
+                                                          "n": range(max_t + 1),
                                                           "m": range(max_m + 1)}))),
             "rd": Out(row_read_signature(max_t, d)),
             "a": Out(stream.Signature(act_layout(self.words))),
@@ -126,19 +129,22 @@ class ProjFeeder(wiring.Component):
         m.d.comb += [self.load.ready.eq(~busy_a & ~busy_w),
                      wp.addr.eq(lp.target * d + lp.addr), wp.data.eq(lp.row.as_value()),
                      wp.en.eq(self.load.valid)]
-        t, mm = Signal.like(self.cmd.payload.t), Signal.like(self.cmd.payload.m)
+        t, n = Signal.like(self.cmd.payload.t), Signal.like(self.cmd.payload.n)
+        mm = Signal.like(self.cmd.payload.m)
         start = self.cmd.valid & self.cmd.ready
         m.d.comb += self.cmd.ready.eq(~busy_a & ~busy_w & ~self.load.valid)
         with m.If(start):
-            m.d.sync += [t.eq(self.cmd.payload.t), mm.eq(self.cmd.payload.m),
-                         busy_a.eq(1), busy_w.eq(1)]
+            m.d.sync += [t.eq(self.cmd.payload.t), n.eq(self.cmd.payload.n),
+                         mm.eq(self.cmd.payload.m), busy_a.eq(1), busy_w.eq(1)]
 
         # ---- engine A: rows of Q (phase 0), then K (phase 1) through rd ----------------------
         a_ph, a_mi, a_pend = Signal(), Signal(range(max(tm, 2))), Signal()
         a_issue = busy_a & (~a_pend | self.a.ready)
         last_mi = Signal()
-        la = self._loops(m, "loops_a", t, mm, start, a_issue & last_mi)
-        m.d.comb += last_mi.eq((a_mi == tm - 1) | (la.m0 + a_mi + 1 == t))
+        a_rows = Signal.like(t)                          # M of the current descriptor
+        m.d.comb += a_rows.eq(Mux(a_ph, n, t))
+        la = self._loops(m, "loops_a", a_rows, mm, start, a_issue & last_mi)
+        m.d.comb += last_mi.eq((a_mi == tm - 1) | (la.m0 + a_mi + 1 == a_rows))
         k0_a = Signal.like(la.k0)
         m.d.comb += [self.rd.active.eq(busy_a | a_pend), self.rd.addr.eq(la.m0 + a_mi),
                      self.rd.target.eq(a_ph), self.rd.en.eq(a_issue)]
@@ -159,7 +165,9 @@ class ProjFeeder(wiring.Component):
         # ---- engine W: P_q rows (phase 0), then P_k --------------------------------------------
         w_ph, w_r, w_pend = Signal(), Signal(range(max(rows, 2))), Signal()
         w_issue = busy_w & (~w_pend | self.w.ready)
-        lw = self._loops(m, "loops_w", t, mm, start, w_issue & (w_r == rows - 1))
+        w_rows = Signal.like(t)
+        m.d.comb += w_rows.eq(Mux(w_ph, n, t))
+        lw = self._loops(m, "loops_w", w_rows, mm, start, w_issue & (w_r == rows - 1))
         k_w, n0_w = Signal(range(d + rows + 1)), Signal.like(lw.n0)
         m.d.comb += [rp.addr.eq(w_ph * d + lw.k0 + w_r), rp.en.eq(w_issue | ~w_pend)]
         with m.If(w_pend & self.w.ready):
@@ -231,12 +239,13 @@ class Projector(wiring.Component):
         with m.If(self.cmd.valid & self.cmd.ready):
             m.d.sync += [cp.eq(self.cmd.payload), self.busy.eq(1), go.eq(1), step.eq(0)]
         m.d.comb += [feed.cmd.valid.eq(go), feed.cmd.payload.t.eq(cp.t),
-                     feed.cmd.payload.m.eq(cp.m)]
+                     feed.cmd.payload.n.eq(cp.n), feed.cmd.payload.m.eq(cp.m)]
         with m.If(feed.cmd.valid & feed.cmd.ready):
             m.d.sync += go.eq(0)
         c = g.cmd.payload
         m.d.comb += [g.cmd.valid.eq(self.busy & (step != 2)), c.row0.eq(self.row0),
-                     c.nrows.eq(self.rows), c.precision.eq(Precision.FX16), c.m.eq(cp.t),
+                     c.nrows.eq(self.rows), c.precision.eq(Precision.FX16),
+                     c.m.eq(Mux(step == 0, cp.t, cp.n)),
                      c.k.eq(self.d), c.n.eq(cp.m), c.requant.eq(1), c.out_fmt.eq(cp.precision),
                      c.shift.eq(Mux(step == 0, cp.q_shift, cp.k_shift))]
         with m.If(g.cmd.valid & g.cmd.ready):
@@ -251,9 +260,10 @@ class Projector(wiring.Component):
         for e in range(self.max_m):
             m.d.comb += [wp.row[e].eq(g.o.payload.lanes[e % self.cols][:8]),
                          wp.en[e].eq((o_nt == e // self.cols) & (e < cp.m))]
+        o_last = o_i == Mux(o_ph, cp.n, cp.t) - 1
         with m.If(g.o.valid & g.o.ready):
-            m.d.sync += o_i.eq(Mux(o_i == cp.t - 1, 0, o_i + 1))
-            with m.If(o_i == cp.t - 1):
+            m.d.sync += o_i.eq(Mux(o_last, 0, o_i + 1))
+            with m.If(o_last):
                 m.d.sync += o_nt.eq(o_nt + 1)
             with m.If(g.o.payload.last):
                 m.d.sync += [o_ph.eq(~o_ph), o_i.eq(0), o_nt.eq(0)]

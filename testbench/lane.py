@@ -15,12 +15,13 @@ from dataclasses import replace
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..golden.lane import GRAN_CODES, rtl_error, run_lane, run_lane_rmmu
+from ..golden.lane import GRAN_CODES, rtl_error, rtl_keep_error, run_lane, run_lane_rmmu
 from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
-           "expected_importance", "lane_params", "simulate_lane"]
+           "expected_importance", "lane_params", "simulate_lane", "head_errors", "random_keep",
+           "pick_threshold"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
 MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
@@ -37,10 +38,14 @@ def lane_params(lane):
                       sm_per_beat=1, schedule="rtl")
 
 
-def cfg_fields(cfg, keep=None):
-    """The ``cfg`` beat of :class:`attnforge.rtl.lane.Lane` for a :class:`LaneConfig` (fields
-    a field cannot hold are clipped to a value the check rejects)."""
+def cfg_fields(cfg, keep=None, n_keep=None, prune=None):
+    """The ``cfg`` beat of :class:`attnforge.rtl.lane.Lane` for a :class:`LaneConfig` and a
+    keep-list ``keep`` (None: no token pruning; ``n_keep``/``prune`` override the fields that
+    follow from it, for bad heads; fields a field cannot hold are clipped to a value the check
+    rejects)."""
     from ..golden.lane import INT8_BOUND_BITS
+    prune = keep is not None if prune is None else prune
+    n_keep = (len(keep) if keep is not None else 0) if n_keep is None else n_keep
     hb = cfg.int8_bound is not None and cfg.int8_bound >= 0     # a negative bound: never INT8
     bound = min(int(cfg.int8_bound), (1 << INT8_BOUND_BITS) - 1) if hb else 0
     shifts8 = (cfg.q8_shift, cfg.k8_shift)
@@ -54,15 +59,27 @@ def cfg_fields(cfg, keep=None):
             "m": cfg.m, "est_shift": cfg.est_shift & 63, "select": int(cfg.select != "topk"),
             "k": cfg.k, "threshold": cfg.threshold,
             "gran": int(GRAN_CODES[cfg.granularity]) if cfg.granularity in GRAN_CODES else 7,
-            "int8_bound": bound, "prune": int(keep is not None),
+            "int8_bound": bound, "prune": int(prune), "n_keep": n_keep,
             "hb": int(hb), "q8_shift": shifts8[0], "k8_shift": shifts8[1],
             "q_shift": shift(cfg.q_shift), "k_shift": shift(cfg.k_shift)}
 
 
-def head_loads(cfg, qi, ki, vi, pq, pk):
-    """The ``load`` beats of one head: Q, K, V rows, then (sparse) the projection matrices'
-    rows (``P_q``, ``P_k``: row ``i`` = ``P[i, :m]`` in the first ``m`` elements; the lane
-    computes ``Q~``/``K~`` itself); ``last`` on the final beat."""
+def head_errors(cfg, lane, keep=None, n_keep=None, prune=None):
+    """``(cfg_error, load_error)`` the RTL answers this head with (strings or None):
+    :func:`attnforge.golden.lane.rtl_error` (the ``cfg`` beat: nothing else taken) and, if that
+    passes, :func:`attnforge.golden.lane.rtl_keep_error` (the KEEP beats: the whole LOAD is
+    taken, then one error status)."""
+    bad = rtl_error(cfg, max_t=lane.max_t, max_m=lane.max_m, block=lane.block, keep=keep,
+                    n_keep=n_keep, prune=prune, frac_bits=lane.frac_bits)
+    return bad, None if bad else rtl_keep_error(cfg.t, keep, n_keep=n_keep, prune=prune)
+
+
+def head_loads(cfg, qi, ki, vi, pq, pk, keep=None):
+    """The ``load`` beats of one head: the keep-list (``KEEP`` beats, ``addr`` = token, in the
+    order given) if any, Q, K, V rows (every token: the lane drops pruned K/V rows), then
+    (sparse) the projection matrices' rows (``P_q``, ``P_k``: row ``i`` = ``P[i, :m]`` in the
+    first ``m`` elements; the lane computes ``Q~``/``K~`` itself, ``K~`` over the kept keys);
+    ``last`` on the final beat."""
     from ..rtl.lane import Target
     d = qi.shape[1]
     mats = [(Target.Q, qi), (Target.K, ki), (Target.V, vi)]
@@ -70,8 +87,10 @@ def head_loads(cfg, qi, ki, vi, pq, pk):
         pad = np.zeros((d, d - cfg.m), dtype=np.int64)
         mats += [(Target.P_Q, np.hstack([np.asarray(pq)[:, :cfg.m], pad])),
                  (Target.P_K, np.hstack([np.asarray(pk)[:, :cfg.m], pad]))]
-    beats = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]], "last": 0}
-             for tgt, mat in mats for i in range(len(mat))]
+    beats = [{"target": Target.KEEP, "addr": int(x), "row": [0] * d, "last": 0}
+             for x in (keep if keep is not None else ())]
+    beats += [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]], "last": 0}
+              for tgt, mat in mats for i in range(len(mat))]
     beats[-1]["last"] = 1
     return beats
 
@@ -99,27 +118,30 @@ def expected_importance(importance):
 
 
 def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
-    """Run ``heads`` (a list of ``(cfg, qi, ki, vi, pq, pk)``) through ``dut`` (a
+    """Run ``heads`` (a list of ``(cfg, qi, ki, vi, pq, pk)``, optionally a 7th element: a dict
+    of :func:`head_errors`' keywords ``keep``, ``n_keep``, ``prune``) through ``dut`` (a
     :class:`attnforge.rtl.lane.Lane`) in the Amaranth simulator, one after the other:
-    ``[(o beats, status dict, importance beats)]`` per head (beats as dicts). A head whose ``rtl_error`` is set is
-    sent as its ``cfg`` beat only (the lane must answer one error status and take nothing
-    else)."""
+    ``[(o beats, status dict, importance beats)]`` per head (beats as dicts). A head whose
+    ``rtl_error`` is set is sent as its ``cfg`` beat only (the lane must answer one error
+    status and take nothing else); one with a keep-list error is sent whole (its LOAD is taken,
+    then one error status)."""
     rng = random.Random(seed)
     sim = Simulator(dut)
     sim.add_clock(1e-6)
     results = []
 
     async def run(ctx):
-        for cfg, qi, ki, vi, pq, pk in heads:
-            bad = rtl_error(cfg, max_t=dut.max_t, max_m=dut.max_m, block=dut.block,
-                            frac_bits=dut.frac_bits)
+        for cfg, qi, ki, vi, pq, pk, *opt in heads:
+            opt = opt[0] if opt else {}
+            bad_cfg, bad_load = head_errors(cfg, dut, **opt)
+            bad = bad_cfg or bad_load
             got, status = [], []
-            await quick.source(dut.cfg, [cfg_fields(cfg)], rng, gaps)(ctx)
+            await quick.source(dut.cfg, [cfg_fields(cfg, **opt)], rng, gaps)(ctx)
             n_rows = 0 if bad else cfg.t * -(-dut.d // dut.cols)
             tasks = [quick.sink(dut.o, got, n_rows, rng, stalls, _beat)]
-            if not bad:
-                await quick.source(dut.load, head_loads(cfg, qi, ki, vi, pq, pk), rng,
-                                   gaps)(ctx)
+            if not bad_cfg:
+                await quick.source(dut.load, head_loads(cfg, qi, ki, vi, pq, pk,
+                                                        opt.get("keep")), rng, gaps)(ctx)
             await tasks[0](ctx)
             imp = []
             await quick.sink(dut.importance, imp, 0 if bad else cfg.t, rng, stalls,
@@ -233,14 +255,19 @@ class LaneBench(Bench):
         self.cfg = self.source("cfg", cfg_layout(u.max_t, u.max_m))
         self.load = self.source("load", load_layout(u.max_t, u.d))
         self.o, self.board = self.sink("o", u.out_layout, self._cmp_row)
-        self.imp, self.iboard = self.sink("importance", u.imp_layout, self._cmp_row)
+        self.imp_seen = []            # every importance value taken (the pruning loop's input)
+        self.imp, self.iboard = self.sink("importance", u.imp_layout, self._cmp_row,
+                                          callback=lambda v: self.imp_seen.append(
+                                              int(list(v["data"])[0])))
         self.status, self.sboard = self.sink("status", status_layout(),
                                              self._cmp_status)
         self.cycles = []              # (label, RTL status cycles, model cycles) per head
         self.coverpoint("mode", ["dense", "sparse", "error"])
         self.coverpoint("est_bits", [2, 4, 8])
-        self.coverpoint("kept", [1, 2, 3, 4], xf=lambda k: min(4, k))
+        self.coverpoint("kept", [0, 1, 2, 3, 4])
         self.coverpoint("int8", ["off", "none", "some", "all"])   # HB-BSSA: INT8 kept blocks
+        self.coverpoint("select", ["topk", "threshold", "error"])
+        self.coverpoint("pruned", [False, True, "error"])
 
     @staticmethod
     def _cmp_row(expected, actual):
@@ -257,23 +284,32 @@ class LaneBench(Bench):
                                 expected["pipelined"]))
         return None
 
-    def play(self, cfg, qi, ki, vi, pq=None, pk=None, label=""):
+    def play(self, cfg, qi, ki, vi, pq=None, pk=None, label="", keep=None, n_keep=None,
+             prune=None):
+        """Queue one head (``keep``: its keep-list, sent as KEEP beats first in LOAD;
+        ``n_keep``/``prune``: override the ``cfg`` fields, for bad heads). Returns the golden
+        :class:`LaneResult` (None for a head the RTL answers with an error)."""
         u = self.unit
-        bad = rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block,
-                        frac_bits=u.frac_bits)
-        self.cfg.send(cfg_fields(cfg))
-        self.cover("mode", "error" if bad else cfg.mode)
-        if bad:
+        opt = dict(keep=keep, n_keep=n_keep, prune=prune)
+        bad_cfg, bad_load = head_errors(cfg, u, **opt)
+        self.cfg.send(cfg_fields(cfg, **opt))
+        self.cover("mode", "error" if bad_cfg or bad_load else cfg.mode)
+        self.cover("select", "error" if bad_cfg or bad_load else cfg.select)
+        self.cover("pruned", "error" if bad_cfg or bad_load else keep is not None)
+        if bad_cfg or bad_load:
             self.sboard.expect({"error": 1, "kept": 0})
-            return
-        ref = run_lane(self.params, cfg, qi, ki, vi, pq, pk)
+            if bad_load:              # the whole LOAD is taken (and dropped)
+                self.load.send_all({**b, "target": b["target"].value}
+                                   for b in head_loads(cfg, qi, ki, vi, pq, pk, keep))
+            return None
+        ref = run_lane(self.params, cfg, qi, ki, vi, pq, pk, keep=keep)
         kept = int(ref.mask.sum()) // u.block ** 2
         self.cover("est_bits", cfg.est_bits)
-        self.cover("kept", cfg.k if cfg.mode == "sparse" else 4)
+        self.cover("kept", min(4, -(-kept // (cfg.t // u.block))))   # per block row (ceil)
         if cfg.mode == "sparse":
-            n8, nk = (0 if ref.int8_blocks is None else int(ref.int8_blocks.sum())), kept
+            n8 = 0 if ref.int8_blocks is None else int(ref.int8_blocks.sum())
             self.cover("int8", "off" if ref.int8_blocks is None else
-                       "none" if n8 == 0 else "all" if n8 == nk else "some")
+                       "none" if n8 == 0 else "all" if n8 == kept else "some")
         self.board.expect_all(expected_rows(ref.out, u.cols))
         self.iboard.expect_all(expected_importance(ref.importance))
         self.sboard.expect({"error": 0, "kept": kept, "label": label or cfg.mode,
@@ -281,63 +317,103 @@ class LaneBench(Bench):
                             "pipelined": cycles(replace(self.params, schedule="pipelined"),
                                                 cfg, ref)["total"]})
         self.load.send_all({**b, "target": b["target"].value}
-                           for b in head_loads(cfg, qi, ki, vi, pq, pk))
+                           for b in head_loads(cfg, qi, ki, vi, pq, pk, keep))
+        return ref
 
     async def finish(self, heads=1):
         await super().finish(20000 * heads + 1000)
 
 
 def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None,
-                 int8=None):
+                 int8=None, keep=None, threshold=None):
     nrng = np.random.default_rng(tb.rng.getrandbits(32) if seed is None else seed)
     d = tb.unit.d
     q, k_, v = (nrng.normal(0, sigma, (t, d)) for _ in range(3))
     qi, ki, vi = to_fx(q, k_, v, tb.unit.frac_bits)
-    return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng, int8=int8)
+    return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng, int8=int8,
+                 keep=keep, threshold=threshold)
 
 
-def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None):
-    """One head's ``(cfg, qi, ki, vi, pq, pk)``: shifts fitted to its data (``auto_config``),
-    then the projections' shifts moved by -1 .. +2 at random (saturated or coarser
-    ``Q~``/``K~``: the on-chip projection must match the golden model either way); ``int8``
-    (HB-BSSA): None (off), ``"zero"`` (``int8_bound`` 0), or a quantile of the head's
-    kept-block sums of squares (1.0: every kept block at INT8)."""
+def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None, keep=None, threshold=None):
+    """One head's ``(cfg, qi, ki, vi, pq, pk)``: shifts fitted to its data (``auto_config``,
+    over the kept keys with a keep-list), then the projections' shifts moved by -1 .. +2 at
+    random (saturated or coarser ``Q~``/``K~``: the on-chip projection must match the golden
+    model either way); ``threshold``: threshold mode at that value; ``int8`` (HB-BSSA): None
+    (off), ``"zero"`` (``int8_bound`` 0), or a quantile of the head's kept-block sums of
+    squares (1.0: every kept block at INT8)."""
     t, d = qi.shape
     rng = np.random.default_rng(seed)
     pq, pk = int_projection(d, m, seed=int(rng.integers(1 << 16)))
     b = tb.unit.block
     cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m, granularity=f"{b}x{b}", k=k)
-    cfg = auto_config(tb.params, cfg, qi, ki, pq, pk)
+    if threshold is not None:
+        cfg = cfg.replace(select="threshold", threshold=threshold)
+    cfg = auto_config(tb.params, cfg, qi, ki, pq, pk, keep=keep)
     cfg = cfg.replace(q_shift=max(0, cfg.q_shift + int(rng.integers(-1, 3))),
                       k_shift=max(0, cfg.k_shift + int(rng.integers(-1, 3))))
     if int8 == "zero":
         cfg = cfg.replace(int8_bound=0)
     elif int8 is not None and mode == "sparse":
-        plan = run_lane(tb.params, cfg, qi, ki, vi, pq, pk, plan_only=True)
-        norms = block_norms(plan.est, b)[plan.mask[::b, ::b]]
-        cfg = cfg.replace(int8_bound=int(np.quantile(norms, int8)))
+        plan = run_lane(tb.params, cfg, qi, ki, vi, pq, pk, keep=keep, plan_only=True)
+        norms = block_norms(plan.est, b)[plan.mask[::b, plan.keys][:, ::b]]
+        if len(norms):                                # threshold mode may keep nothing
+            cfg = cfg.replace(int8_bound=int(np.quantile(norms, int8)))
     return cfg, qi, ki, vi, pq, pk
+
+
+def random_keep(rng, t, block, n_keep=None):
+    """A random keep-list of ``t`` tokens (ascending) of ``n_keep`` tokens (default: a random
+    multiple of ``block`` in ``[block, t]``, what the RTL takes)."""
+    n = block * rng.randint(1, t // block) if n_keep is None else n_keep
+    return sorted(rng.sample(range(t), n))
+
+
+def pick_threshold(params, cfg, head, rng, keep=None):
+    """A threshold for ``cfg`` on ``head`` (``qi, ki, vi, pq, pk``): with probability 1/4 each
+    "keep every block" (the field's minimum), "keep nothing" (its maximum), else one of the
+    head's block scores (every block row keeps the blocks at or above it: some rows may keep
+    none)."""
+    lo, hi = -(1 << params.score_bits), (1 << params.score_bits) - 1
+    r = rng.random()
+    if r < 0.25:
+        return lo
+    if r < 0.5:
+        return hi
+    plan = run_lane(params, cfg.replace(select="threshold", threshold=lo), *head, keep=keep,
+                    plan_only=True)
+    b = params.tile
+    t, n = plan.est.shape
+    blocks = plan.est.reshape(t // b, b, n // b, b).max(axis=(1, 3)).ravel()
+    return int(rng.choice(sorted(set(int(x) for x in blocks))))
 
 
 @cocotb.test()
 async def random_heads(dut):
     """Random heads: every estimate precision, dense and sparse, top-k from one block per row
-    (the highest sparsity at this size) to all blocks (0 %), random m, scale and projection
-    shifts (the lane projects Q and K itself), HB-BSSA off, at bound 0, at a random quantile of
-    the kept blocks' sums of squares or at their maximum (every kept block INT8), gaps on
-    cfg/load, stalls on o/status; every output row through the scoreboard."""
+    (the highest sparsity at this size) to all blocks (0 %), threshold mode (random
+    thresholds: keep all, keep nothing, a block score of the head: empty block rows), token
+    pruning (random keep-lists of a multiple of the block, from one block to all T tokens),
+    random m, scale and projection shifts (the lane projects Q and K itself), HB-BSSA off, at
+    bound 0, at a random quantile of the kept blocks' sums of squares or at their maximum
+    (every kept block INT8), gaps on cfg/load, stalls on o/status; every output row through
+    the scoreboard."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
-    n = scale(8)
+    n = scale(12)
     for i in range(n):
         t = u.block * tb.rng.randint(1, u.max_t // u.block)
         mode = "dense" if i % 4 == 3 else "sparse"
+        keep = random_keep(tb.rng, t, u.block) if i % 3 == 1 else None
+        keys = t if keep is None else len(keep)
         cfg, *h = _random_head(tb, t, mode=mode, est_bits=(2, 4, 8)[i % 3],
-                               k=tb.rng.randint(1, t // u.block),
+                               k=tb.rng.randint(1, keys // u.block),
                                m=tb.rng.randint(1, u.max_m), sigma=tb.rng.choice([0.5, 1, 2]),
-                               int8=tb.rng.choice([None, "zero", 0.25, 0.5, 1.0]))
-        tb.play(cfg, *h)
+                               int8=tb.rng.choice([None, "zero", 0.25, 0.5, 1.0]), keep=keep)
+        if mode == "sparse" and i % 2:
+            cfg = cfg.replace(select="threshold",
+                              threshold=pick_threshold(tb.params, cfg, h, tb.rng, keep))
+        tb.play(cfg, *h, keep=keep)
     await tb.finish(n)
     dut._log.info("checked %d output beats, %d heads", tb.board.checked, tb.sboard.checked)
 
@@ -375,7 +451,7 @@ async def bad_configs(dut):
     good = _random_head(tb, u.max_t, k=1)
     bad = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
            dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
-           dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(q8_shift=6, k8_shift=3),
+           dict(k=u.max_t // u.block + 1), dict(q8_shift=6, k8_shift=3),
            dict(q8_shift=16, int8_bound=5), dict(k8_shift=-1),
            dict(granularity="element"), dict(q_shift=64), dict(k_shift=100), dict(k_shift=-1)]
     tb.play(*good)
@@ -383,9 +459,26 @@ async def bad_configs(dut):
         cfg = good[0].replace(**kw)
         assert rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block), kw
         tb.play(cfg, *good[1:])
+    # token pruning: n_keep (cfg check, nothing else taken) and the keep-list's beats (checked
+    # in LOAD: the whole LOAD is taken and dropped, then one error status)
+    b, t = u.block, u.max_t
+    keep = list(range(0, t, 2))[:t // 2 // b * b] or list(range(b))
+    bad_keep = [dict(keep=keep, n_keep=0), dict(keep=keep, n_keep=len(keep) + 1),
+                dict(keep=list(range(t)) + [0], n_keep=t + b),       # longer than T
+                dict(keep=keep, prune=False),                        # KEEP beats, no prune
+                dict(keep=keep[::-1]), dict(keep=keep[:-1] + [keep[-2]]),   # not ascending
+                dict(keep=keep, n_keep=len(keep) + b),               # fewer than n_keep
+                dict(keep=keep + list(range(keep[-1] + 1, t))[:b], n_keep=len(keep))]  # more
+    heads = [good] * len(bad_keep)
+    if t >= 2 * b:                               # a token >= T (and < max_t: the addr field)
+        bad_keep.append(dict(keep=list(range(b - 1)) + [t // 2 + 1]))
+        heads.append(_random_head(tb, t // 2, k=1))
+    for head, kw in zip(heads, bad_keep):
+        assert any(head_errors(head[0], u, **kw)), kw
+        tb.play(*head, **kw)
     tb.play(*good)
-    await tb.finish(3)
-    assert tb.sboard.checked == len(bad) + 2
+    await tb.finish(3 + len(bad_keep))
+    assert tb.sboard.checked == len(bad) + len(bad_keep) + 2
 
 
 @cocotb.test()
@@ -395,13 +488,19 @@ async def reset_mid_head(dut):
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
-    for wait in (20, 600, 1500):
-        tb.play(*_random_head(tb, u.max_t, k=min(3, u.max_t // u.block), int8=0.5))  # HB-BSSA
+    t, b = u.max_t, u.block
+    for wait, pruned in ((20, False), (600, False), (1500, False), (10, True), (400, True)):
+        keep = random_keep(tb.rng, t, b, n_keep=t // 2 // b * b or b) if pruned else None
+        tb.play(*_random_head(tb, t, k=min(3, t // 2 // b or 1), keep=keep,
+                              int8=None if pruned else 0.5), keep=keep)   # HB-BSSA / pruned
         await ClockCycles(dut.clk, wait)
         await tb.reset()
         await ClockCycles(dut.clk, 1)
         assert dut.cfg__ready.value == 1, "not IDLE after reset"
-        tb.play(*_random_head(tb, u.max_t, k=1, est_bits=2))
+        keep = random_keep(tb.rng, t, b) if pruned else None
+        cfg, *h = _random_head(tb, t, k=1, est_bits=2, keep=keep)
+        tb.play(cfg.replace(select="threshold", threshold=pick_threshold(
+            tb.params, cfg, h, tb.rng, keep)) if pruned else cfg, *h, keep=keep)
         await tb.finish(1)
 
 
@@ -422,8 +521,23 @@ async def cycles_vs_model(dut):
               for k in (nb, 1)]
     heads += [(f"top-{k} of {nb} HB-BSSA {q}", _random_head(tb, u.max_t, k=k, seed=1, int8=q))
               for k in (nb, max(1, nb - 1)) for q in (0.5, 1.0)]
-    for label, h in heads:
-        tb.play(*h, label=label)
+    # threshold mode: every block kept, none kept (empty tiles: zero rows), a block score
+    lo, hi = -(1 << tb.params.score_bits), (1 << tb.params.score_bits) - 1
+    heads += [(f"threshold {name}", _random_head(tb, u.max_t, k=1, seed=1, threshold=thr))
+              for name, thr in (("keep all", lo), ("keep none", hi))]
+    cfg, *h = _random_head(tb, u.max_t, seed=1, threshold=0)
+    plan = run_lane(tb.params, cfg.replace(threshold=lo), *h, plan_only=True)
+    blocks = plan.est.reshape(nb, u.block, nb, u.block).max(axis=(1, 3))
+    thr = int(np.median(blocks.max(axis=1)))          # some block rows keep nothing
+    heads.append(("threshold: empty rows", (cfg.replace(threshold=thr), *h)))
+    # token pruning: T/2 and one block of kept tokens (top-1; the same head unpruned: top-1
+    # above)
+    kp = {"pruned T/2": list(range(0, u.max_t, 2))[:u.max_t // 2 // u.block * u.block],
+          "pruned 1 block": list(range(u.max_t - u.block, u.max_t))}
+    heads += [(label, _random_head(tb, u.max_t, k=1, seed=1, keep=keep), keep)
+              for label, keep in kp.items() if keep]
+    for label, h, *keep in heads:
+        tb.play(*h, label=label, keep=keep[0] if keep else None)
         await tb.finish(1)
     figs = {label: {"rtl": rtl, "model_rtl": model, "model_pipelined": pipe}
             for label, rtl, model, pipe in tb.cycles}
@@ -433,3 +547,39 @@ async def cycles_vs_model(dut):
     assert all(f["rtl"] == f["model_rtl"] for f in figs.values()), figs
     tb.figures({"cycles": figs, "params": {k: getattr(u, k) for k in (
         "max_t", "d", "max_m", "rows", "cols", "est_rows", "block")}})
+
+
+@cocotb.test()
+async def pruning_loop(dut):
+    """SpAtten's cascade token pruning, closed in the testbench: heads in a row on the same
+    DUT, the keep-list of head ``h + 1`` = the top-``n_keep`` tokens of head ``h``'s importance
+    output as the DUT produced it (its beats through the scoreboard first, then
+    :func:`attnforge.golden.lane.next_keep`, the top-k engine's model); ``n_keep`` shrinks by
+    one block per head (down to one block), so every head keeps a subset of the previous
+    one's tokens' coordinates. Top-k and threshold heads alternate, gaps and stalls on."""
+    from ..golden.lane import next_keep
+    tb = LaneBench(dut)
+    await tb.start()
+    u = tb.unit
+    t, b = u.max_t, u.block
+    nrng = np.random.default_rng(tb.rng.getrandbits(32))
+    q, k_, v = (nrng.normal(0, 1, (t, u.d)) for _ in range(3))
+    qi, ki, vi = to_fx(q, k_, v, u.frac_bits)
+    keep, n_heads = None, scale(5)
+    for hd in range(n_heads):
+        keys = t if keep is None else len(keep)
+        cfg, *h = _head(tb, qi, ki, vi, mode="sparse", est_bits=4, k=max(1, keys // b // 2),
+                        m=min(2, u.max_m), seed=hd, keep=keep)
+        if hd % 2:
+            cfg = cfg.replace(select="threshold",
+                              threshold=pick_threshold(tb.params, cfg, h, tb.rng, keep))
+        ref = tb.play(cfg, *h, keep=keep, label=f"loop head {hd}")
+        await tb.finish(1)
+        # the importance the DUT emitted (each beat checked by the scoreboard): the last T
+        imp = [int(x) for x in tb.imp_seen[-t:]]
+        assert imp == [int(x) for x in ref.importance], "importance scoreboard missed a head"
+        n_keep = max(b, keys - b)
+        keep = [int(x) for x in next_keep(imp, n_keep)]
+        dut._log.info("head %d: %s, %d keys -> keep-list of %d tokens %s", hd, cfg.select, keys,
+                      n_keep, keep)
+    assert tb.iboard.checked >= n_heads * t

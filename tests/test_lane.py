@@ -869,7 +869,7 @@ def _check_top(dut, heads, results):
 
 @pytest.mark.parametrize("bad", [dict(t=0), dict(t=40), dict(t=28), dict(est_bits=3),
                                  dict(m=0), dict(m=5), dict(k=0), dict(k=5),
-                                 dict(granularity="16x16"), dict(select="threshold"),
+                                 dict(granularity="16x16"),
                                  dict(q8_shift=5, k8_shift=4)])
 def test_rtl_error_rejects(bad):
     """The RTL subset's configuration check (golden side): one line naming the field."""

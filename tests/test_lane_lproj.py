@@ -29,9 +29,11 @@ PARAMS = LaneParams(max_t=T_MAX, d=D, rows=E + C, cols=COLS, est_rows=E, tile=8,
                     det_per_beat=1, sm_per_beat=1)
 
 
-def _case(seed, t=None, m=None, bits=None):
-    """A random head's projection: ``(cfg, qi, ki, pq, pk, trace entries "project")`` with
-    random t, m, precision and shifts (fitted to the data, then moved by -1..+2)."""
+def _case(seed, t=None, m=None, bits=None, prune=False):
+    """A random head's projection: ``(cfg, qi, kk, pq, pk, trace entries "project")`` with
+    random t, m, precision and shifts (fitted to the data, then moved by -1..+2); ``kk`` = the
+    K rows the engine projects: all, or (``prune``) those of a random keep-list of whole
+    blocks, in kept-key coordinates as the lane stores them."""
     rng = np.random.default_rng(seed)
     t = t or int(rng.integers(1, T_MAX // 8 + 1)) * 8
     m = m or int(rng.integers(1, M_MAX + 1))
@@ -39,13 +41,17 @@ def _case(seed, t=None, m=None, bits=None):
     q, k, v = (rng.normal(0, rng.choice([0.5, 1, 2]), (t, D)) for _ in range(3))
     qi, ki, vi = to_fx(q, k, v, 8)
     pq, pk = int_projection(D, m, seed=seed)
+    keep = None
+    if prune:
+        n = int(rng.integers(1, t // 8 + 1)) * 8
+        keep = np.sort(rng.choice(t, n, replace=False))
     cfg = auto_config(PARAMS, LaneConfig(t=t, m=m, est_bits=bits, granularity="8x8", k=1),
-                      qi, ki, pq, pk)
+                      qi, ki, pq, pk, keep=keep)
     cfg = cfg.replace(q_shift=max(0, cfg.q_shift + int(rng.integers(-1, 3))),
                       k_shift=max(0, cfg.k_shift + int(rng.integers(-1, 3))))
-    _, trace = run_lane_rmmu(PARAMS, cfg, qi, ki, vi, pq, pk)
+    _, trace = run_lane_rmmu(PARAMS, cfg, qi, ki, vi, pq, pk, keep=keep)
     proj = [(d, a, b) for ph, _, d, a, b in trace if ph == "project"]
-    return cfg, qi, ki, pq, pk, proj
+    return cfg, qi, ki if keep is None else ki[keep], pq, pk, proj
 
 
 def _p_loads(pq, pk, m):
@@ -58,7 +64,7 @@ def test_proj_feeder_beats_equal_golden(seed):
     """ProjFeeder alone (its Q/K reads answered by a model of a synchronous memory): the two
     descriptors' a and w beats equal RMMUModel.a_beats/w_beats of the golden trace, under
     gaps on load/cmd and stalls on a/w."""
-    cfg, qi, ki, pq, pk, proj = _case(seed)
+    cfg, qi, ki, pq, pk, proj = _case(seed, prune=seed >= 2)
     model = RMMUModel(rows=E + C, cols=COLS, groups=2, tile_m=TM, max_m=64, max_k=64,
                       max_n=64)
     want_a = [[int(x) for x in r] for d, a, _ in proj for r in model.a_beats(d, a)]
@@ -71,13 +77,14 @@ def test_proj_feeder_beats_equal_golden(seed):
 
     async def driver(ctx):
         await quick.source(dut.load, _p_loads(pq, pk, cfg.m), rng, 0.3)(ctx)
-        await quick.source(dut.cmd, [{"t": cfg.t, "m": cfg.m}], rng, 0.3)(ctx)
+        await quick.source(dut.cmd, [{"t": cfg.t, "n": len(ki), "m": cfg.m}], rng, 0.3)(ctx)
 
     async def memory(ctx):                          # Q (target 0) / K (1): sync read, held
         async for _, _, en, addr, tgt in ctx.tick().sample(dut.rd.en, dut.rd.addr,
                                                            dut.rd.target):
             if en:
-                row = (ki if tgt else qi)[addr] if addr < cfg.t else np.zeros(D)
+                x = ki if tgt else qi
+                row = x[addr] if addr < len(x) else np.zeros(D)
                 ctx.set(dut.rd.data, [int(x) for x in row])
     sim.add_testbench(driver)
     sim.add_testbench(memory, background=True)
@@ -141,13 +148,13 @@ def _run_projector(cases, seed, gaps, stalls):
     async def run(ctx):
         for cfg, qi, ki, pq, pk, _ in cases:
             qk = [{"target": tgt, "addr": i, "row": [int(x) for x in mat[i]]}
-                  for tgt, mat in ((0, qi), (1, ki)) for i in range(cfg.t)]
+                  for tgt, mat in ((0, qi), (1, ki)) for i in range(len(mat))]
             await quick.source(dut.qk, qk, rng, gaps)(ctx)
             await quick.source(dut.pload, _p_loads(pq, pk, cfg.m), rng, gaps)(ctx)
             while rng.random() < gaps:
                 await ctx.tick()
             ctx.set(dut.cmd.payload, {
-                "t": cfg.t, "m": cfg.m, "precision": Precision.parse(f"int{cfg.est_bits}"),
+                "t": cfg.t, "n": len(ki), "m": cfg.m, "precision": Precision.parse(f"int{cfg.est_bits}"),
                 "q_shift": cfg.q_shift, "k_shift": cfg.k_shift})
             ctx.set(dut.cmd.valid, 1)
             writes, c, start, end = [], 0, None, None
@@ -167,7 +174,7 @@ def _run_projector(cases, seed, gaps, stalls):
                     end = c
             ctx.set(dut.wr.ready, 0)
             assert not ctx.get(dut.busy)
-            res = [np.full((cfg.t, cfg.m), -999, dtype=np.int64) for _ in range(2)]
+            res = [np.full((len(x), cfg.m), -999, dtype=np.int64) for x in (qi, ki)]
             for tgt, addr, row, en in writes:
                 for e in range(M_MAX):
                     if en >> e & 1:
@@ -185,28 +192,31 @@ def _golden(cfg, proj):
     return [model.gemm(d, a, b) for d, a, b in proj]
 
 
-def _proj_cycles(cfg):
+def _proj_cycles(cfg, n):
     fx = Precision.FX16
-    return sum(descriptor_cycles(cfg.t, D, cfg.m, C, COLS, fx, TM, E) for _ in range(2))
+    return sum(descriptor_cycles(rows, D, cfg.m, C, COLS, fx, TM, E) for rows in (cfg.t, n))
 
 
 def test_projector_bit_exact_no_stalls_cycles():
-    """Heads back to back (INT2/4/8, m = 1..4, T = 8..32; seeds in _case), no gaps or stalls: Q~ and K~ equal
+    """Heads back to back (INT2/4/8, m = 1..4, T = 8..32, one K projection over a keep-list;
+    seeds in _case), no gaps or stalls: Q~ and K~ equal
     the golden trace's projections, each value written once; the engine takes the two
     descriptors' :func:`descriptor_cycles` from the command to ``done``."""
-    cases = [_case(s, bits=b, m=m, t=t) for s, (b, m, t) in enumerate(
-        [(4, 2, 32), (8, 4, 8), (2, 1, 8), (4, 3, 16)])]
+    cases = [_case(s, bits=b, m=m, t=t, prune=p) for s, (b, m, t, p) in enumerate(
+        [(4, 2, 32, False), (8, 4, 8, False), (2, 1, 8, False), (4, 3, 16, False),
+         (4, 2, 32, True)])]
     for (cfg, *_, proj), (res, cyc) in zip(cases, _run_projector(cases, 1, 0.0, 0.0)):
         want = _golden(cfg, proj)
         assert np.array_equal(res[0], want[0]) and np.array_equal(res[1], want[1]), cfg
-        assert cyc == _proj_cycles(cfg) + PROJ_ENGINE, (cfg, cyc)
+        assert cyc == _proj_cycles(cfg, res[1].shape[0]) \
+            + PROJ_ENGINE, (cfg, cyc)
 
 
 @pytest.mark.parametrize("seed", [0, pytest.param(1, marks=pytest.mark.slow)])
 def test_projector_bit_exact_gaps_stalls(seed):
     """Random m, p, shifts and lengths, gaps on the loads and the command, stalls on the
     writes: bit-exact Q~/K~ (the RMMU's output is frozen by a stalled write)."""
-    cases = [_case(100 * seed + i) for i in range(2)]
+    cases = [_case(100 * seed + i, prune=i == 1) for i in range(2)]
     for (cfg, *_, proj), (res, _) in zip(cases, _run_projector(cases, seed, 0.3, 0.3)):
         want = _golden(cfg, proj)
         assert np.array_equal(res[0], want[0]) and np.array_equal(res[1], want[1]), cfg
