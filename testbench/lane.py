@@ -364,12 +364,13 @@ async def bad_configs(dut):
 
 @cocotb.test()
 async def reset_mid_head(dut):
-    """Reset during the load, during the tiles and while output rows are stalled: the lane
-    returns to IDLE (takes a new cfg at once) and the next heads are bit-exact."""
+    """Reset during the load, during the projections (PROJECT, ~250 cycles in), during the
+    tiles and while output rows are stalled: the lane returns to IDLE (takes a new cfg at
+    once) and the next heads are bit-exact."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
-    for wait in (20, 600, 1500):
+    for wait in (20, 250, 600, 1500):
         tb.play(*_random_head(tb, u.max_t, k=2))
         await ClockCycles(dut.clk, wait)
         await tb.reset()
