@@ -26,13 +26,11 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .lane_back import LaneBack
-from .lane_feed import BackFeeder
-from .lane_front import LaneFront, tile_layout
-from .lane_feed import row_read_signature
-from .lane_front import rmmu_out_bits
+from .lane_feed import BackFeeder, row_read_signature
+from .lane_front import LaneFront, group_port, tile_layout
 from .lane_imp import Importance
 from .lane_proj import GroupMux
-from .rmmu import RMMU, group_signature
+from .rmmu import RMMU
 
 __all__ = ["LaneCore", "WithRMMU"]
 
@@ -88,9 +86,7 @@ class LaneCore(wiring.Component):
             "imp": Out(self.importance.o.signature),              # the head's column sums
             "kept": Out(16),         # kept blocks since the last clear (saturating)
             # the projection engine: the compute group (while rd.active) and the Q/K memories
-            "pg": Out(group_signature(**{k: self.rmmu_params[k] for k in (
-                "rows", "cols", "max_m", "max_k", "max_n")},
-                out_bits=rmmu_out_bits(self.rmmu_params["max_k"]))),
+            "pg": group_port(self.rmmu_params).flip(),    # (the RMMU's side of the port)
             "rd": In(row_read_signature(max_t, d)),
         })
 
