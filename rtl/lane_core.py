@@ -35,13 +35,11 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.lane import INT8_BOUND_BITS
 from .lane_back import LaneBack
-from .lane_feed import BackFeeder
-from .lane_front import LaneFront, tile_layout
-from .lane_feed import row_read_signature
-from .lane_front import rmmu_out_bits
+from .lane_feed import BackFeeder, row_read_signature
+from .lane_front import LaneFront, group_port, tile_layout
 from .lane_imp import Importance
 from .lane_proj import GroupMux
-from .rmmu import RMMU, group_signature
+from .rmmu import RMMU
 
 __all__ = ["LaneCore", "WithRMMU"]
 
@@ -103,9 +101,7 @@ class LaneCore(wiring.Component):
             "int8_bound": In(INT8_BOUND_BITS),   # a block whose sum of squares <= the bound
             "q8_shift": In(4), "k8_shift": In(4),  # INT8 copies of Q, K
             # the projection engine: the compute group (while rd.active) and the Q/K memories
-            "pg": Out(group_signature(**{k: self.rmmu_params[k] for k in (
-                "rows", "cols", "max_m", "max_k", "max_n")},
-                out_bits=rmmu_out_bits(self.rmmu_params["max_k"]))),
+            "pg": group_port(self.rmmu_params).flip(),    # (the RMMU's side of the port)
             "rd": In(row_read_signature(max_t, d)),
         })
 

@@ -18,6 +18,10 @@ holding INTp values, ``en`` = one write enable per value: the projection engine
 (:class:`attnforge.rtl.lane_proj.Projector`) writes each row column-wise, ``cols`` values
 per RMMU output beat).
 
+Both engines step the RMMU's own :class:`attnforge.rtl.rmmu.TileLoops` (the descriptor's
+``for nt: for mt: for kp`` nest, here in packed words: ``E`` words per pass, ``W`` keys per
+N-tile) with their innermost counter (query / PE row) beside it.
+
 Timing: like :class:`attnforge.rtl.lane_feed.BackFeeder` -- each engine issues a synchronous
 read per beat, presents it the next cycle and holds it while stalled: one ``a`` and one ``w``
 beat per cycle. A ``tile`` command (``q0``, ``n_keys``, ``m``, ``precision``) is taken when
@@ -30,7 +34,7 @@ from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
-from .rmmu import LANES_PER_PE, act_layout, weight_layout
+from .rmmu import LANES_PER_PE, Geometry, TileLoops, act_layout, weight_layout
 
 __all__ = ["EstimateFeeder", "EST_PRECISIONS"]
 
@@ -114,78 +118,71 @@ class EstimateFeeder(wiring.Component):
         m.d.comb += n_lanes.eq(Mux(prec == Precision.INT2, 8, Mux(prec == Precision.INT4, 4, 2)))
         width = Signal(range(nb + 1))                      # W = cols * n keys per N-tile
         m.d.comb += width.eq(cols * n_lanes)
-        n_nt = Signal(range(self.max_t + 1))
-        passes = Signal(range(self.max_m + 1))
-        m.d.comb += [n_nt.eq((n_keys + width - 1) // width),
-                     passes.eq((m_dims + E * n_lanes - 1) // (E * n_lanes))]
+        words = Signal(range(self.max_m + 1))              # packed words of a row: ceil(m/n)
+        m.d.comb += words.eq(Mux(prec == Precision.INT2, (m_dims + 7) >> 3,
+                                 Mux(prec == Precision.INT4, (m_dims + 3) >> 2,
+                                     (m_dims + 1) >> 1)))
         m.d.comb += self.tile.ready.eq(~busy_a & ~busy_w & ~self.load.valid)
-        with m.If(self.tile.valid & self.tile.ready):
+        start = self.tile.valid & self.tile.ready
+        with m.If(start):
             m.d.sync += [q0.eq(tp.q0), n_keys.eq(tp.n_keys), m_dims.eq(tp.m),
                          prec.eq(tp.precision), busy_a.eq(1), busy_w.eq(1)]
+        geo = Geometry(E, cols, bq, bq, self.max_m, self.max_t)
+
+        def loops(name, step):
+            """The RMMU's ``for nt: for mt: for kp`` nest over this descriptor, in packed
+            words: ``k0`` = the pass's first word (``E`` per pass), ``n0`` = the N-tile's
+            first key (``W`` per tile); one M-tile (``block`` queries)."""
+            lp_ = TileLoops(geo)
+            m.submodules[name] = lp_
+            m.d.comb += [lp_.op.desc.m.eq(bq), lp_.op.desc.k.eq(words),
+                         lp_.op.desc.n.eq(n_keys), lp_.op.kstep.eq(E), lp_.op.nstep.eq(width),
+                         lp_.clear.eq(start), lp_.step.eq(step)]
+            return lp_
 
         # ---- engine A: for nt, kp, q: Q~[q0 + q] packed, words r < E -------------------------
-        a_nt, a_kp = Signal(range(self.max_t + 1)), Signal(range(self.max_m + 1))
         a_q = Signal(range(bq))
-        a_kp_p, a_pend = Signal.like(a_kp), Signal()
+        a_pend = Signal()
         a_issue = busy_a & (~a_pend | self.a.ready)
+        la = loops("loops_a", a_issue & (a_q == bq - 1))
+        a_k0_p = Signal.like(la.k0)
         m.d.comb += [rq.addr.eq(q0 + a_q), rq.en.eq(a_issue | ~a_pend)]
         with m.If(a_pend & self.a.ready):
             m.d.sync += a_pend.eq(0)
         with m.If(a_issue):
-            m.d.sync += [a_pend.eq(1), a_kp_p.eq(a_kp)]
-            with m.If(a_q == bq - 1):
-                m.d.sync += a_q.eq(0)
-                with m.If(a_kp == passes - 1):
-                    m.d.sync += a_kp.eq(0)
-                    with m.If(a_nt == n_nt - 1):
-                        m.d.sync += [a_nt.eq(0), busy_a.eq(0)]
-                    with m.Else():
-                        m.d.sync += a_nt.eq(a_nt + 1)
-                with m.Else():
-                    m.d.sync += a_kp.eq(a_kp + 1)
-            with m.Else():
-                m.d.sync += a_q.eq(a_q + 1)
+            m.d.sync += [a_pend.eq(1), a_k0_p.eq(la.k0), a_q.eq(Mux(a_q == bq - 1, 0, a_q + 1))]
+            with m.If((a_q == bq - 1) & la.last):
+                m.d.sync += busy_a.eq(0)
         qrow = Signal(data.ArrayLayout(signed(8), self.max_m))
         m.d.comb += [qrow.eq(rq.data), self.a.valid.eq(a_pend)]
         for r in range(E):
             m.d.comb += self.a.payload.data[r].eq(
-                self._word(m, qrow, a_kp_p * E + r, m_dims, prec, f"a_word{r}"))
+                self._word(m, qrow, a_k0_p + r, m_dims, prec, f"a_word{r}"))
 
         # ---- engine W: for nt, kp, r: K~ rows of the N-tile's W keys -----------------------
-        w_nt, w_kp = Signal(range(self.max_t + 1)), Signal(range(self.max_m + 1))
         w_r = Signal(range(max(E, 2)))                     # (a 1-bit counter when E = 1)
-        w_nt_p, w_kp_p, w_r_p, w_pend = Signal.like(w_nt), Signal.like(w_kp), Signal.like(w_r), \
-            Signal()
+        w_r_p, w_pend = Signal.like(w_r), Signal()
         w_issue = busy_w & (~w_pend | self.w.ready)
-        key0 = Signal(range((self.max_t + nb) * 2))         # first key of the N-tile
-        m.d.comb += key0.eq(w_nt * width)
+        lw = loops("loops_w", w_issue & (w_r == E - 1))
+        w_k0_p = Signal.like(lw.k0)
+        key0 = lw.n0                                        # first key of the N-tile
         for port in rk:
             m.d.comb += [port.addr.eq(key0 // nb), port.en.eq(w_issue | ~w_pend)]
         with m.If(w_pend & self.w.ready):
             m.d.sync += w_pend.eq(0)
+        key0_p = Signal.like(key0)
         with m.If(w_issue):
-            m.d.sync += [w_pend.eq(1), w_nt_p.eq(w_nt), w_kp_p.eq(w_kp), w_r_p.eq(w_r)]
-            with m.If(w_r == E - 1):
-                m.d.sync += w_r.eq(0)
-                with m.If(w_kp == passes - 1):
-                    m.d.sync += w_kp.eq(0)
-                    with m.If(w_nt == n_nt - 1):
-                        m.d.sync += [w_nt.eq(0), busy_w.eq(0)]
-                    with m.Else():
-                        m.d.sync += w_nt.eq(w_nt + 1)
-                with m.Else():
-                    m.d.sync += w_kp.eq(w_kp + 1)
-            with m.Else():
-                m.d.sync += w_r.eq(w_r + 1)
+            m.d.sync += [w_pend.eq(1), key0_p.eq(key0), w_k0_p.eq(lw.k0), w_r_p.eq(w_r),
+                         w_r.eq(Mux(w_r == E - 1, 0, w_r + 1))]
+            with m.If((w_r == E - 1) & lw.last):
+                m.d.sync += busy_w.eq(0)
         m.d.comb += self.w.valid.eq(w_pend)
         krows = [Signal(data.ArrayLayout(signed(8), self.max_m), name=f"krow{b}")
                  for b in range(nb)]
         m.d.comb += [k.eq(port.data) for k, port in zip(krows, rk)]
-        key0_p = Signal.like(key0)
-        m.d.comb += key0_p.eq(w_nt_p * width)
         off = Signal(range(nb))                             # bank of the N-tile's key 0
         m.d.comb += off.eq(key0_p % nb)
-        base = w_kp_p * E + w_r_p
+        base = w_k0_p + w_r_p
         for c in range(cols):
             for i in range(LANES_PER_PE):
                 # word i of tile c: key x = c*n + i (per precision); bank off + x

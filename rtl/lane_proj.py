@@ -40,8 +40,8 @@ from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
 from .lane_feed import row_read_signature
-from .lane_front import group_port, rmmu_out_bits
-from .rmmu import Geometry, TileLoops, act_layout, group_signature, weight_layout
+from .lane_front import group_port
+from .rmmu import Geometry, TileLoops, act_layout, weight_layout
 
 __all__ = ["ProjFeeder", "Projector", "GroupMux", "proj_load_layout", "proj_cmd_layout",
            "est_write_layout"]
@@ -282,9 +282,7 @@ class GroupMux(wiring.Component):
 
     def __init__(self, rmmu, n=2):
         self.n = n
-        sig = group_signature(rmmu["rows"], rmmu["cols"], rmmu["max_m"], rmmu["max_k"],
-                              rmmu["max_n"], rmmu_out_bits(rmmu["max_k"]))
-        super().__init__({"i": Out(sig).array(n), "o": group_port(rmmu),
+        super().__init__({"i": group_port(rmmu).flip().array(n), "o": group_port(rmmu),
                           "sel": In(range(max(n, 2)))})
 
     def elaborate(self, platform):

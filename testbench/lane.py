@@ -483,13 +483,15 @@ async def bad_configs(dut):
 
 @cocotb.test()
 async def reset_mid_head(dut):
-    """Reset during the load, during the tiles and while output rows are stalled: the lane
-    returns to IDLE (takes a new cfg at once) and the next heads are bit-exact."""
+    """Reset during the load, during the projections (PROJECT, ~250 cycles in), during the
+    tiles and while output rows are stalled: the lane returns to IDLE (takes a new cfg at
+    once) and the next heads are bit-exact."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
     t, b = u.max_t, u.block
-    for wait, pruned in ((20, False), (600, False), (1500, False), (10, True), (400, True)):
+    for wait, pruned in ((20, False), (250, False), (600, False), (1500, False), (10, True),
+                         (400, True)):
         keep = random_keep(tb.rng, t, b, n_keep=t // 2 // b * b or b) if pruned else None
         tb.play(*_random_head(tb, t, k=min(3, t // 2 // b or 1), keep=keep,
                               int8=None if pruned else 0.5), keep=keep)   # HB-BSSA / pruned

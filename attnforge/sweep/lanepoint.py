@@ -38,7 +38,7 @@ def lane_params(gen, schedule="rtl"):
     """:class:`LaneParams` of the lane at generator parameters ``gen`` (the golden twin of the
     generated hardware, ``testbench.lane.lane_params``). ``schedule="rtl"``: the cycle model is
     the RTL's status cycle count on every point the RTL runs; ``"pipelined"``: the design's
-    schedule (double-buffered tiles, projections on chip), not built yet."""
+    schedule (double-buffered tiles), not built yet."""
     from dataclasses import replace
     from types import SimpleNamespace
     from ..testbench.lane import lane_params as of_lane
