@@ -490,11 +490,13 @@ async def cycles_vs_model(dut):
     blocks = plan.est.reshape(nb, u.block, nb, u.block).max(axis=(1, 3))
     thr = int(np.median(blocks.max(axis=1)))          # some block rows keep nothing
     heads.append(("threshold: empty rows", (cfg.replace(threshold=thr), *h)))
-    # token pruning: T/2 and one block of kept tokens (top-1; the same head unpruned: top-1
-    # above)
+    # token pruning: T/2 and one block of kept tokens, top-1 and dense (the same head unpruned:
+    # top-1 and dense above)
     kp = {"pruned T/2": list(range(0, u.max_t, 2))[:u.max_t // 2 // u.block * u.block],
           "pruned 1 block": list(range(u.max_t - u.block, u.max_t))}
     heads += [(label, _random_head(tb, u.max_t, k=1, seed=1, keep=keep), keep)
+              for label, keep in kp.items() if keep]
+    heads += [(f"dense {label}", _random_head(tb, u.max_t, mode="dense", seed=1, keep=keep), keep)
               for label, keep in kp.items() if keep]
     for label, h, *keep in heads:
         tb.play(*h, label=label, keep=keep[0] if keep else None)
