@@ -124,15 +124,34 @@ def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
     ``[(o beats, status dict, importance beats)]`` per head (beats as dicts). A head whose
     ``rtl_error`` is set is sent as its ``cfg`` beat only (the lane must answer one error
     status and take nothing else); one with a keep-list error is sent whole (its LOAD is taken,
-    then one error status)."""
+    then one error status). The dict may also hold ``reset = (n, wait)``: send the ``cfg`` beat
+    and the first ``n`` load beats, wait ``wait`` cycles, reset the lane (2 cycles); that head's
+    result is None (the next head must find the lane IDLE)."""
+    from amaranth.hdl import ClockDomain, Module
     rng = random.Random(seed)
-    sim = Simulator(dut)
+    top = Module()                       # an explicit sync domain: its reset is ours to pulse
+    top.domains.sync = cd = ClockDomain("sync")
+    top.submodules.dut = dut
+    sim = Simulator(top)
     sim.add_clock(1e-6)
     results = []
 
     async def run(ctx):
         for cfg, qi, ki, vi, pq, pk, *opt in heads:
-            opt = opt[0] if opt else {}
+            opt = dict(opt[0]) if opt else {}
+            reset = opt.pop("reset", None)
+            if reset is not None:
+                n, wait = reset
+                await quick.source(dut.cfg, [cfg_fields(cfg, **opt)], rng, gaps)(ctx)
+                loads = head_loads(cfg, qi, ki, vi, pq, pk, opt.get("keep"))[:n]
+                await quick.source(dut.load, loads, rng, gaps)(ctx)
+                for _ in range(wait):
+                    await ctx.tick()
+                ctx.set(cd.rst, 1)
+                await ctx.delay(2e-6)            # two clock periods (a tick would raise
+                ctx.set(cd.rst, 0)               # DomainReset while the reset is high)
+                results.append(None)
+                continue
             bad_cfg, bad_load = head_errors(cfg, dut, **opt)
             bad = bad_cfg or bad_load
             got, status = [], []
@@ -532,11 +551,13 @@ async def cycles_vs_model(dut):
     blocks = plan.est.reshape(nb, u.block, nb, u.block).max(axis=(1, 3))
     thr = int(np.median(blocks.max(axis=1)))          # some block rows keep nothing
     heads.append(("threshold: empty rows", (cfg.replace(threshold=thr), *h)))
-    # token pruning: T/2 and one block of kept tokens (top-1; the same head unpruned: top-1
-    # above)
+    # token pruning: T/2 and one block of kept tokens, top-1 and dense (the same head unpruned:
+    # top-1 and dense above)
     kp = {"pruned T/2": list(range(0, u.max_t, 2))[:u.max_t // 2 // u.block * u.block],
           "pruned 1 block": list(range(u.max_t - u.block, u.max_t))}
     heads += [(label, _random_head(tb, u.max_t, k=1, seed=1, keep=keep), keep)
+              for label, keep in kp.items() if keep]
+    heads += [(f"dense {label}", _random_head(tb, u.max_t, mode="dense", seed=1, keep=keep), keep)
               for label, keep in kp.items() if keep]
     for label, h, *keep in heads:
         tb.play(*h, label=label, keep=keep[0] if keep else None)

@@ -90,7 +90,11 @@ def test_pruned_head_costs_fewer_cycles():
 # -- Amaranth simulator: the top level -------------------------------------------------------
 def _check(dut, heads, results, params):
     from attnforge.testbench.lane import expected_importance, expected_rows, head_errors
-    for (cfg, *h, opt), (got, status, imp) in zip(heads, results):
+    for (cfg, *h, opt), res in zip(heads, results):
+        if "reset" in opt:
+            assert res is None
+            continue
+        got, status, imp = res
         if any(head_errors(cfg, dut, **opt)):
             assert status["error"] == 1 and got == [] and imp == [], opt
             continue
@@ -185,3 +189,28 @@ def test_next_keep_is_the_topk_engine_choice():
     """The loop's keep-list: the n_keep most important tokens, ascending, ties to the lower
     token (what the testbench feeds the next head)."""
     assert next_keep([5, 9, 9, 1, 7, 0], 3).tolist() == [1, 2, 4]
+
+
+@pytest.mark.slow     # ~10 s
+def test_lane_reset_mid_pruned_head():
+    """Reset while the keep-list loads, while the K/V rows load and while the tiles of a
+    threshold head with empty block rows run: the lane returns to IDLE, the kept-token vector
+    is forgotten, and the next (pruned) head is bit-exact."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import lane_params, pick_threshold, random_keep, simulate_lane
+    dut = Lane(**SMALL)
+    params = lane_params(dut)
+    rng, nrng = random.Random(SEED + 5), np.random.default_rng(SEED + 5)
+    t, b = dut.max_t, dut.block
+    heads = []
+    for n, wait in ((3, 0), (b + 10, 0), (10 ** 6, 150)):
+        keep = random_keep(rng, t, b, b)
+        _, cfg, h = _head(nrng, t, params=params, m=1, keep=keep, select="threshold")
+        cfg = cfg.replace(threshold=pick_threshold(params, cfg, h, rng, keep))
+        heads.append((cfg, *h, dict(keep=keep, reset=(n, wait))))
+        keep2 = random_keep(rng, t, b, t - b)
+        _, cfg2, h2 = _head(nrng, t, params=params, m=1, keep=keep2, k=1)
+        heads.append((cfg2, *h2, dict(keep=keep2)))
+    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED, gaps=0.2, stalls=0.2),
+                     params))
+    assert len(ok) == 3
