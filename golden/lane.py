@@ -479,7 +479,8 @@ def cycles(params, cfg, result):
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
     if rtl:
-        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c))
+        total = _rtl_schedule(params, dense, est, scores, av, g, bq, -(-d // c),
+                              0 if dense else _rtl_front(params, cfg, tk))
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat, scores, smax, params.sm_lat,
                           av, proj)
@@ -499,13 +500,30 @@ def cycles(params, cfg, result):
 
 
 #: RTL top level (``schedule="rtl"``), measured on rtl/lane.py (docs/lane.md section 7):
-#: cycles from TILES to the first tile command; from the estimate's end to the first gathered
-#: tile (pool, packer, detector ingest, gather); per tile beyond the descriptors, the softmax
-#: rows and its latency; after the last A·V beat (the O buffer plays the tile out).
-RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 6, -3, 1
+#: cycles from TILES to the first tile command; from a tile's last estimate beat to its
+#: gathered block list beyond the detector's latency and the granule hand-off of
+#: :func:`_rtl_front` (pool 1, packer 1, gather 1); per tile beyond the descriptors, the
+#: softmax rows and its latency (less the A·V descriptor's first weight load, ``comp_rows``
+#: cycles, which runs during the softmax); after the last A·V beat (the O buffer plays the
+#: tile out).
+RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 3, 0, 1
 
 
-def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt):
+def _rtl_front(params, cfg, tk):
+    """Cycles from a tile's last estimate beat to its gathered block list (sparse mode),
+    beyond the detector's latency: :data:`RTL_DETECT`, plus the packer handing the last
+    N-tile's granules (``W / B`` of them when the N-tile of ``W = cols * lanes`` keys holds
+    several blocks, e.g. INT2) to the detector ``det_per_beat`` per cycle, plus the detector's
+    select, one word of ``det_per_beat`` granules per cycle over the row's ``ceil(T / B)``
+    granules (measured in the Amaranth simulator, tests/test_lane_lfig.py)."""
+    cg = GRANULARITIES[cfg.granularity][1]
+    w = params.cols * Precision.parse(f"int{cfg.est_bits}").lanes
+    last = -(-(tk - (-(-tk // w) - 1) * w) // cg) if w >= cg else 1
+    words = -(-(-(-tk // cg)) // params.det_per_beat)
+    return RTL_DETECT + (-(-last // params.det_per_beat) - 1) + (words - 1)
+
+
+def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt, front=0):
     """The RTL top level's schedule: the front (estimate -> detector) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
@@ -514,9 +532,10 @@ def _rtl_schedule(params, dense, est, scores, av, g, bq, n_nt):
     ready, e_end, end = [], 0, RTL_START
     for e in est:
         e_end += e
-        ready.append(RTL_START if dense else e_end + params.det_lat + RTL_DETECT)
+        ready.append(RTL_START if dense else e_end + params.det_lat + front)
     for b in range(len(g)):
-        sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE
+        sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE \
+            - params.comp_rows
         end = max(end, ready[b]) + scores[b] + sm + av[b]
     return end + bq[-1] * n_nt + RTL_DRAIN
 
