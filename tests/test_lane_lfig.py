@@ -41,3 +41,43 @@ def test_rtl_cycles_equal_model_at_a_second_size():
         ref = run_lane(params, cfg, *h)
         assert got == expected_rows(ref.out, dut.cols), cfg
         assert status["cycles"] == cycles(params, cfg, ref)["total"], cfg
+
+
+def test_submodules_to_depth():
+    """The per-part synthesis keeps the Amaranth submodules down to ``depth`` levels below the
+    top (``core.front.det``), not the shared modules nor Amaranth's ``$``-suffixed names."""
+    from attnforge.synth.yosys import submodules
+    text = "\n".join(["module lane(clk, rst);", "module \\lane.core (clk);",
+                      "module \\lane.core.front (clk);", "module \\lane.core.front.det (clk);",
+                      "module \\lane.core.front.det.select (clk);", "module \\lane.out(clk);",
+                      "module \\lane.core.x$12 (clk);", "module attnforge_rmmu_pe_r4(act);"])
+    assert submodules(text, "lane", 3) == ["core", "core.front", "core.front.det", "out"]
+    assert submodules(text, "lane", 1) == ["core", "out"]
+
+
+def test_memory_bits_per_module():
+    """``dump -m t:$mem_v2`` text -> bits per module (WIDTH x SIZE of each memory)."""
+    from attnforge.synth.yosys import _memory_bits_by_module
+    dump = "\n".join(["autoidx 9", "module \\lane.out", "  cell $mem_v2 $m1",
+                      "    parameter \\SIZE 16", "    parameter \\WIDTH 32'00000000000000000000000000100000",
+                      "  end", "end", "module \\lane.core.feed", "  cell $mem_v2 $m2",
+                      "    parameter \\WIDTH 8", "    parameter \\SIZE 4", "  end",
+                      "  cell $mem_v2 $m3", "    parameter \\SIZE 2", "    parameter \\WIDTH 3",
+                      "  end", "end"])
+    assert _memory_bits_by_module(dump) == {"lane.out": 512, "lane.core.feed": 38}
+
+
+def test_bench_plot(tmp_path):
+    """benchmarks/lane.py's figure: model curves vs T and the RTL-measured heads."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location(
+        "lane_bench", Path(__file__).parents[1] / "benchmarks" / "lane.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    cyc = {str(t): {m: t * (3 - i) for i, m in enumerate(bench.MODES)} for t in bench.TS}
+    rtl = {"p": {"params": dict(max_t=32, d=8, rows=4, cols=2, est_rows=1, block=8),
+                 "cycles": {"dense": {"rtl": 40, "model_rtl": 40, "model_pipelined": 30}},
+                 "equal": True}}
+    path = bench.plot(tmp_path / "x.png", cyc, cyc, rtl)
+    assert path.read_bytes()[:4] == b"\x89PNG"
