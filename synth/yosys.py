@@ -113,15 +113,18 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     }
 
 
-def _script(name, flatten, parts=None):
+def _script(name, flatten, parts=None, shared=True):
     """The Yosys script of :func:`synthesize` (``parts``: also keep these Amaranth submodules'
-    hierarchy and leave out ``ltp``, see :func:`synthesize_parts`)."""
+    hierarchy and leave out ``ltp``; ``shared=False``: flatten the shared modules into them;
+    see :func:`synthesize_parts`)."""
     script = SCRIPT.format(name=name, flatten="-flatten " if flatten else "")
     if flatten:
         return script
     prefix = HIER_PREFIX.format(name=name)
     if parts:
         keep = " ".join(f"{name}.{p}" for p in parts)
+        if not shared:
+            prefix = prefix.replace("setattr -mod -set keep_hierarchy 1 *\n", "")
         prefix = prefix.replace("flatten\n", f"setattr -mod -set keep_hierarchy 1 {keep}\n"
                                 "flatten\n")
         script = script.replace("tee -q -o ltp.txt ltp -noff\n", "").replace(
@@ -152,12 +155,14 @@ def submodules(text, name, depth):
     return [p for p in paths if p.count(".") < depth and "$" not in p]
 
 
-def synthesize_parts(unit, params=None, *, depth=3, component=None, name=None):
+def synthesize_parts(unit, params=None, *, depth=3, shared=True, component=None, name=None):
     """Area of every Amaranth submodule of a unit down to ``depth`` levels (the generic gate
     flow of :func:`synthesize`, hierarchical: those submodules keep their hierarchy -- each
     synthesized as a module of its own, its deeper submodules flattened into it -- as do the
     shared modules of :func:`attnforge.rtl.place`; no ``ltp``: paths are not joined across
     modules). Optimization does not cross a kept boundary, so the total can exceed a flat run's.
+    ``shared=False`` flattens the shared modules into the part that holds them (each instance
+    optimized in place, as a flat run does; for small arrays).
 
     Returns ``{"unit", "params", "parts": {path: figures}, "total": figures, "seconds",
     "reused"}``: ``path`` ``""`` is the top's own logic; a part's figures (``cells``, ``ffs``,
@@ -166,11 +171,12 @@ def synthesize_parts(unit, params=None, *, depth=3, component=None, name=None):
     add up to ``total`` (= ``stat -top``, checked)."""
     params = dict(params or {})
     name = name or unit
-    work = work_dir("synth", name, {"unit": unit, **params}, f"-parts{depth}")
+    work = work_dir("synth", name, {"unit": unit, **params},
+                    f"-parts{depth}" + ("" if shared else "-flat"))
     component = component if component is not None else build(unit, **params)
     text = verilog(component, name=name)
     parts = submodules(text, name, depth)
-    inputs = {f"{name}.v": text, "synth.ys": _script(name, False, parts)}
+    inputs = {f"{name}.v": text, "synth.ys": _script(name, False, parts, shared)}
     seconds = _run(work, name, inputs, ("stat.json", "memories.txt", "memories.lst"))
     stat = json.loads((work / "stat.json").read_text())
     mems = _memory_bits_by_module((work / "memories.txt").read_text())
