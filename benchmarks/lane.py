@@ -3,7 +3,9 @@
 the lane's arithmetic on real fixture heads, and the **RTL** top level's measured cycles on its
 simulated point against the model.
 
-    python benchmarks/lane.py      -> build/reports/lane_bench.md / .json
+    python benchmarks/lane.py          -> build/reports/lane_bench.md / .json / .png
+    python benchmarks/lane.py --long   also the record's long sim point (DOTA's 32 x 16 RMMU,
+                                       a Verilator build of many minutes)
 
 ``cycles[T][mode]`` (T as a string, mode in "dense", "0.9", "0.95") is the target-mode figure:
 32x32 blocks (= the query tile), INT4 estimate, sigma = 0.25, d = 64, a 32 x 16 RMMU split
@@ -12,11 +14,15 @@ RTL simulation at these sizes). ``cycles_rtl_schedule`` is the same model with t
 the RTL top level implements today (``schedule="rtl"``: projections on chip, a tile's phases
 back to back, dense on the compute group). ``rtl_points`` are measured on ``rtl/lane.py``
 (cocotb on Verilator, ``attnforge.testbench.lane.cycles_vs_model``) at the record's sim point
-(T = 32, d = 8) and equal the ``schedule="rtl"`` model there (the test asserts it).
+(T = 32, d = 8; with ``--long`` also T = 64, d = 64 on a 32 x 16 RMMU) and equal the
+``schedule="rtl"`` model there (the test asserts it). ``lane_bench.png``: cycles per head vs T
+(model) beside the RTL-measured heads and the model of the same heads.
 ``cycles_element`` is element granularity. Synthetic heads (Gaussian Q, K, V) for T > 512; the
 masks of real heads (fixtures, T ~ 300) are evaluated separately for the element-granularity
 gather fraction.
 """
+
+import sys
 
 import numpy as np
 
@@ -112,21 +118,76 @@ def fixture_gather():
     return out
 
 
-def rtl_points():
+def rtl_points(long=False):
     """The RTL top level (rtl/lane.py, cocotb on Verilator, no gaps/stalls) at the record's
-    first sim point: status cycles per head against the model with the RTL's schedule and
-    the pipelined design's model (outputs checked bit for bit by the bench)."""
+    sim points (``long``: the long ones too): ``{point id: figures}``, status cycles per head
+    against the model with the RTL's schedule and the pipelined design's model (outputs
+    checked bit for bit by the bench), plus ``equal``: RTL == model on every head."""
     from attnforge.rtl import unit
     from attnforge.testbench.runner import measure
-    point = unit("lane").sim[0]
-    figs = measure("lane", point.params, "cycles_vs_model")
+    out = {}
+    for point in unit("lane").sim:
+        if point.long and not long:
+            continue
+        figs = measure("lane", point.params, "cycles_vs_model")
+        figs["equal"] = all(f["rtl"] == f["model_rtl"] for f in figs["cycles"].values())
+        out[point.label] = figs
+    return out
+
+
+def rtl_table(figs):
     cyc = figs["cycles"]
     dense = cyc["dense"]["rtl"]
-    rows = [[label, f["rtl"], f["model_rtl"], f["model_pipelined"], f["rtl"] / dense]
+    return [[label, f["rtl"], f["model_rtl"], f["model_pipelined"], f["rtl"] / dense]
             for label, f in cyc.items()]
-    return rows, figs
 
-def main():
+
+def plot(path, cyc, as_built, rtl):
+    """``lane_bench.png``: (left) model cycles per head vs T at the issue's sizes, the
+    pipelined design and the schedule the RTL implements; (right) every RTL-measured head
+    with the ``schedule="rtl"`` model of the same head (they coincide)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import matplotlib.ticker  # noqa: F401  (matplotlib.ticker below)
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.8),
+                                 gridspec_kw={"width_ratios": [1.1, 1]})
+    ts = [int(t) for t in cyc]
+    for mode, color in zip(MODES, ("k", "tab:blue", "tab:red")):
+        name = "dense" if mode == "dense" else f"{float(mode):.0%} sparse"
+        ax.plot(ts, [cyc[str(t)][mode] for t in ts], "o-", color=color,
+                label=f"{name}, pipelined design (model)")
+        ax.plot(ts, [as_built[str(t)][mode] for t in ts], "s--", color=color, alpha=0.6,
+                label=f"{name}, as built (model, schedule=\"rtl\")")
+    ax.set(xscale="log", yscale="log", xlabel="T (tokens)", ylabel="cycles per head",
+           title="d 64, INT4, 32x32 blocks, 32 x 16 RMMU (model)")
+    ax.set_xticks(ts, [str(t) for t in ts])
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    xs, labels, x = [], [], 0.0
+    for figs in rtl.values():
+        p = figs["params"]
+        for label, f in figs["cycles"].items():
+            bx.bar(x, f["rtl"], color="tab:green", alpha=0.7,
+                   label="RTL (cocotb, Verilator)" if not xs else None)
+            bx.plot(x, f["model_rtl"], "kx", ms=9,
+                    label="model, schedule=\"rtl\"" if not xs else None)
+            xs.append(x)
+            labels.append(f"{label}  (T{p['max_t']} d{p['d']} {p['rows']}x{p['cols']})")
+            x += 1
+        x += 0.5
+    bx.set_xticks(xs, labels, rotation=60, fontsize=6, ha="right")
+    bx.set(ylabel="cycles per head", title="RTL-measured heads vs the model")
+    bx.grid(alpha=0.3, axis="y")
+    bx.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def main(argv=()):
     cyc, cyc_el, detail = {}, {}, {}
     for t in TS:
         cyc[str(t)], cyc_el[str(t)], detail[str(t)] = {}, {}, {}
@@ -190,25 +251,36 @@ def main():
     md += ["## Accuracy of the lane arithmetic on real heads (layer 2 of the evaluation "
            "fixtures, vs float64 dense)", "",
            md_table(["config", "heads", "mean rel. err", "max rel. err"], acc_rows), ""]
-    rtl_rows, rtl = rtl_points()
-    p = rtl["params"]
-    md += [f"## RTL top level, measured (rtl/lane.py, cocotb on Verilator, no gaps/stalls; "
-           f"T = {p['max_t']}, d = {p['d']}, {p['rows']} x {p['cols']} RMMU split "
-           f"{p['est_rows']} + {p['rows'] - p['est_rows']}, {p['block']}x{p['block']} blocks = "
-           f"the query tile, m = 2; output bit-exact)", "",
-           "`model (rtl)`: `cycles()` with `schedule=\"rtl\"` (asserted equal by the bench); "
-           "`model (pipelined)`: the design's schedule (projections on chip, softmax hidden "
-           "behind the next tile's scores, dense on all rows).", "",
-           md_table(["config", "RTL cycles", "model (rtl)", "model (pipelined)",
-                     "RTL / RTL dense"], rtl_rows), ""]
+    rtl = rtl_points(long="--long" in argv)
+    for pid, figs in rtl.items():
+        p = figs["params"]
+        md += [f"## RTL top level, measured (rtl/lane.py, cocotb on Verilator, no gaps/stalls; "
+               f"sim point `{pid}`: T = {p['max_t']}, d = {p['d']}, {p['rows']} x {p['cols']} "
+               f"RMMU split {p['est_rows']} + {p['rows'] - p['est_rows']}, "
+               f"{p['block']}x{p['block']} blocks = the query tile, m = 2; output bit-exact)",
+               "", "`model (rtl)`: `cycles()` with `schedule=\"rtl\"` (asserted equal by the "
+               "bench); `model (pipelined)`: the design's schedule (projections on chip, "
+               "softmax hidden behind the next tile's scores, dense on all rows). RTL == model "
+               f"on every head: **{'yes' if figs['equal'] else 'NO'}**.", "",
+               md_table(["config", "RTL cycles", "model (rtl)", "model (pipelined)",
+                         "RTL / RTL dense"], rtl_table(figs)), ""]
+    from attnforge.paths import REPORTS
+    REPORTS.mkdir(parents=True, exist_ok=True)
+    png = plot(REPORTS / "lane_bench.png", cyc, as_built, rtl)
+    md += [f"![cycles per head]({png.name})", ""]
     write_report("lane_bench", "\n".join(md),
-                 {"model": True, "rtl_confirmed": False, "cycles": cyc,
-                  "cycles_rtl_schedule": as_built,
-                  "cycles_element": cyc_el, "cycles_2048_rows36": alt, "ratio": ratio, "ratio_element": ratio_el,
+                 {"model": True, "rtl_confirmed": False,
+                  "rtl_equal_model": all(f["equal"] for f in rtl.values()),
+                  "cycles": cyc, "cycles_rtl_schedule": as_built,
+                  "cycles_element": cyc_el, "cycles_2048_rows36": alt, "ratio": ratio,
+                  "ratio_element": ratio_el, "phases": {t: {m: detail[t][m]["phases"]
+                                                            for m in MODES} for t in detail},
+                  "utilization": {t: {m: detail[t][m]["utilization"] for m in MODES}
+                                  for t in detail},
                   "detail": detail, "fixture_gather_element": gath, "accuracy": acc,
-                  "rtl_points": rtl})
+                  "rtl_points": rtl, "plot": png.name})
     print("\n".join(md))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1:])

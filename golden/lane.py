@@ -551,7 +551,7 @@ def cycles(params, cfg, result):
     if rtl:
         total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c),
                               params.det_lat_for(cfg.select),
-                              -(-tk // GRANULARITIES[cfg.granularity][1]), two)
+                              0 if dense else _rtl_front(params, cfg, tk), two)
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat_for(cfg.select), scores, smax,
                           params.sm_lat,
@@ -572,11 +572,13 @@ def cycles(params, cfg, result):
 
 
 #: RTL top level (``schedule="rtl"``), measured on rtl/lane.py (docs/lane.md section 7):
-#: cycles from TILES to the first tile command; from the estimate's end to the first gathered
-#: tile beyond the detector's latency and its select scan (``ceil(G / det_per_beat)`` cycles
-#: for ``G`` granules per block row: pool, packer, gather); per tile beyond the descriptors,
-#: the softmax rows and its latency; after the last A·V beat (the O buffer plays the tile out).
-RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 2, -3, 1
+#: cycles from TILES to the first tile command; from a tile's last estimate beat to its
+#: gathered block list beyond the detector's latency and the granule hand-off of
+#: :func:`_rtl_front` (pool 1, packer 1, gather 1); per tile beyond the descriptors, the
+#: softmax rows and its latency (less the A·V descriptor's first weight load, ``comp_rows``
+#: cycles, which runs during the softmax); after the last A·V beat (the O buffer plays the
+#: tile out).
+RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 3, 0, 1
 #: An empty tile (threshold mode, nothing kept): its first zero row leaves ``RTL_EMPTY`` cycles
 #: after its block list is gathered or the O buffer's previous tile has left, whichever is
 #: later; the back takes the next tile ``RTL_EMPTY_NEXT`` cycles after that first row.
@@ -589,10 +591,27 @@ RTL_SCORES2 = -1
 RTL_PROJ = 0
 
 
-def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, n_gran, two=()):
+def _rtl_front(params, cfg, tk):
+    """Cycles from a tile's last estimate beat to its gathered block list (sparse mode),
+    beyond the detector's latency: :data:`RTL_DETECT`, plus the packer handing the last
+    N-tile's granules (``W / B`` of them when the N-tile of ``W = cols * lanes`` keys holds
+    several blocks, e.g. INT2) to the detector ``det_per_beat`` per cycle, plus the detector's
+    select, one word of ``det_per_beat`` granules per cycle over the row's ``ceil(tk / B)``
+    granules (``tk`` = the kept keys; measured in the Amaranth simulator,
+    tests/test_lane_lfig.py; the select scan's dependence on ``tk`` also by lprune's pruned
+    and T = 16 heads)."""
+    cg = GRANULARITIES[cfg.granularity][1]
+    w = params.cols * Precision.parse(f"int{cfg.est_bits}").lanes
+    last = -(-(tk - (-(-tk // w) - 1) * w) // cg) if w >= cg else 1
+    words = -(-(-(-tk // cg)) // params.det_per_beat)
+    return RTL_DETECT + (-(-last // params.det_per_beat) - 1) + (words - 1)
+
+
+def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, front, two=()):
     """The RTL top level's schedule: in sparse mode the PROJECT phase (``proj`` cycles: the
     two projection descriptors on the compute group, :data:`RTL_PROJ` included) comes first;
-    then the front (estimate -> detector) runs ahead, tile by tile;
+    then the front (estimate -> detector, ``det_lat`` + ``front`` after a tile's estimate:
+    :func:`_rtl_front`) runs ahead, tile by tile;
     the back runs each tile's scores descriptor, then the tile's softmax rows (one element per
     cycle, ``Bq + 1`` cycles per gathered key: the score buffer is written and read row by
     row), then the A·V descriptor; the O buffer plays each tile out (``Bq`` rows of
@@ -601,17 +620,17 @@ def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, n_
     ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA, :data:`RTL_SCORES2`).
     Returns the cycle of the head's last output beat (the RTL's ``status.cycles``)."""
     ready, e_end, end, last = [], proj, proj + RTL_START, 0
-    det = det_lat + RTL_DETECT + -(-n_gran // params.det_per_beat)
     for e in est:
         e_end += e
-        ready.append(RTL_START if dense else e_end + det)
+        ready.append(RTL_START if dense else e_end + det_lat + front)
     for b in range(len(g)):
         if g[b] == 0:
             start = max(ready[b], last) + RTL_EMPTY
             last = start + bq[b] * n_nt - 1
             end = max(end, start + RTL_EMPTY_NEXT)
             continue
-        sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE
+        sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE \
+            - params.comp_rows
         end = max(end, ready[b]) + scores[b] + sm + av[b] + \
             (RTL_SCORES2 if b < len(two) and two[b] else 0)
         last = end + bq[b] * n_nt + RTL_DRAIN

@@ -122,7 +122,11 @@ class GranulePool(wiring.Component):
                 expr = low                                  # identity of max
                 for j in range(g * b, (g + 1) * b):
                     x = self.i.payload.lanes[j][:sb].as_signed()
-                    expr = Mux((j < valid) & (x > expr), x, expr)
+                    # a signal per step: as one expression the chain (``expr`` used twice per
+                    # step) is a tree of 2**B nodes to Amaranth's checks and emitter
+                    step = Signal(signed(sb), name=f"max{g}_{j - g * b}")
+                    m.d.comb += step.eq(Mux((j < valid) & (x > expr), x, expr))
+                    expr = step
                 m.d.comb += best.eq(expr)
                 nxt = Signal(signed(sb), name=f"next{g}")
                 m.d.comb += nxt.eq(Mux(((row == 0) & (sub == 0)) | (best > acc[g]), best,

@@ -252,8 +252,14 @@ def _generic(units):
     return write_report("synth", "\n".join(md), data)
 
 
+def lane_report():
+    """The lane's area per submodule at its sim point (:mod:`.lane_area`, ``lane_area.md``)."""
+    from .lane_area import write_lane_area
+    return write_lane_area(progress=progress)
+
+
 #: Units with a detailed report of their own beside their row in ``synth.md``.
-DETAIL = {"mac": mac_report, "rmmu": rmmu_report}
+DETAIL = {"mac": mac_report, "rmmu": rmmu_report, "lane": lane_report}
 
 
 def write_all(units=None):

@@ -32,7 +32,7 @@ from ..rtl import build, verilog
 from ..tools import tool
 
 __all__ = ["FF_TRANSISTORS", "SRAM_BIT_TRANSISTORS", "yosys_command", "synthesize",
-           "memory_bits", "reusable"]
+           "synthesize_parts", "submodules", "memory_bits", "reusable"]
 
 #: Transistors charged per flip-flop (a static CMOS D flip-flop with enable and sync reset);
 #: ``stat -tech cmos`` leaves flip-flops out (its figure ends in ``+``).
@@ -90,22 +90,9 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
     name = name or unit
     work = work_dir("synth", name, {"unit": unit, **params}, "" if flatten else "-hier")
     component = component if component is not None else build(unit, **params)
-    script = SCRIPT.format(name=name, flatten="-flatten " if flatten else "")
-    if not flatten:
-        script = HIER_PREFIX.format(name=name) + script.split("\n", 1)[1].replace(
-            "-run begin:fine", "-run coarse:fine", 1)
-    inputs = {f"{name}.v": verilog(component, name=name), "synth.ys": script}
-    seconds = None
-    if not reusable(work, inputs, ("stat.json", "ltp.txt", "memories.txt", "memories.lst")):
-        for file, text in inputs.items():
-            (work / file).write_text(text)
-        start = time.monotonic()
-        proc = subprocess.run([yosys_command(), "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                              cwd=work, capture_output=True, text=True)
-        seconds = time.monotonic() - start
-        if proc.returncode:
-            raise RuntimeError(f"yosys failed on {name}, see {work / 'yosys.log'}:\n"
-                               f"{proc.stderr}")
+    inputs = {f"{name}.v": verilog(component, name=name),
+              "synth.ys": _script(name, flatten)}
+    seconds = _run(work, name, inputs, ("stat.json", "ltp.txt", "memories.txt", "memories.lst"))
     stat = json.loads((work / "stat.json").read_text())
     design = stat.get("design") or next(iter(stat["modules"].values()))
     cells = design.get("num_cells_by_type", {})
@@ -124,6 +111,133 @@ def synthesize(unit, params=None, *, component=None, name=None, flatten=True):
         "depth": depth, "seconds": None if seconds is None else round(seconds, 2),
         "reused": seconds is None,
     }
+
+
+def _script(name, flatten, parts=None, shared=True):
+    """The Yosys script of :func:`synthesize` (``parts``: also keep these Amaranth submodules'
+    hierarchy and leave out ``ltp``; ``shared=False``: flatten the shared modules into them;
+    see :func:`synthesize_parts`)."""
+    script = SCRIPT.format(name=name, flatten="-flatten " if flatten else "")
+    if flatten:
+        return script
+    prefix = HIER_PREFIX.format(name=name)
+    if parts:
+        keep = " ".join(f"{name}.{p}" for p in parts)
+        if not shared:
+            prefix = prefix.replace("setattr -mod -set keep_hierarchy 1 *\n", "")
+        prefix = prefix.replace("flatten\n", f"setattr -mod -set keep_hierarchy 1 {keep}\n"
+                                "flatten\n")
+        script = script.replace("tee -q -o ltp.txt ltp -noff\n", "").replace(
+            "dump t:$mem_v2", "dump -m t:$mem_v2")
+    return prefix + script.split("\n", 1)[1].replace("-run begin:fine", "-run coarse:fine", 1)
+
+
+def _run(work, name, inputs, outputs):
+    """Run Yosys on ``inputs`` (file name -> text, ``synth.ys`` the script) in ``work`` unless
+    :func:`reusable`; returns the wall time in seconds, or None when the last run stands."""
+    if reusable(work, inputs, outputs):
+        return None
+    for file, text in inputs.items():
+        (work / file).write_text(text)
+    start = time.monotonic()
+    proc = subprocess.run([yosys_command(), "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                          cwd=work, capture_output=True, text=True)
+    if proc.returncode:
+        raise RuntimeError(f"yosys failed on {name}, see {work / 'yosys.log'}:\n"
+                           f"{proc.stderr}")
+    return time.monotonic() - start
+
+
+def submodules(text, name, depth):
+    """Amaranth submodule paths (``core.front.det``) of the Verilog ``text`` of top ``name``,
+    at most ``depth`` levels below the top, in the order the text defines them."""
+    paths = re.findall(rf"^module \\{re.escape(name)}\.([^\s(]+)", text, re.M)
+    return [p for p in paths if p.count(".") < depth and "$" not in p]
+
+
+def synthesize_parts(unit, params=None, *, depth=3, shared=True, component=None, name=None):
+    """Area of every Amaranth submodule of a unit down to ``depth`` levels (the generic gate
+    flow of :func:`synthesize`, hierarchical: those submodules keep their hierarchy -- each
+    synthesized as a module of its own, its deeper submodules flattened into it -- as do the
+    shared modules of :func:`attnforge.rtl.place`; no ``ltp``: paths are not joined across
+    modules). Optimization does not cross a kept boundary, so the total can exceed a flat run's.
+    ``shared=False`` flattens the shared modules into the part that holds them (each instance
+    optimized in place, as a flat run does; for small arrays).
+
+    Returns ``{"unit", "params", "parts": {path: figures}, "total": figures, "seconds",
+    "reused"}``: ``path`` ``""`` is the top's own logic; a part's figures (``cells``, ``ffs``,
+    ``logic_transistors``, ``transistors``, ``memory_bits``) count its module and every shared
+    module instance below it, but not the kept parts below it (their own rows), so the parts
+    add up to ``total`` (= ``stat -top``, checked)."""
+    params = dict(params or {})
+    name = name or unit
+    work = work_dir("synth", name, {"unit": unit, **params},
+                    f"-parts{depth}" + ("" if shared else "-flat"))
+    component = component if component is not None else build(unit, **params)
+    text = verilog(component, name=name)
+    parts = submodules(text, name, depth)
+    inputs = {f"{name}.v": text, "synth.ys": _script(name, False, parts, shared)}
+    seconds = _run(work, name, inputs, ("stat.json", "memories.txt", "memories.lst"))
+    stat = json.loads((work / "stat.json").read_text())
+    mems = _memory_bits_by_module((work / "memories.txt").read_text())
+    own = {mod.lstrip("\\"): _own_figures(fig, mems.get(mod.lstrip("\\"), 0))
+           for mod, fig in stat["modules"].items()}
+    hier = {mod: o["figures"]["logic_transistors"] for mod, o in own.items()}
+    for o in own.values():           # stat's per-module estimate includes the instances
+        o["figures"]["logic_transistors"] -= sum(n * hier[sub]
+                                                 for sub, n in o["instances"].items())
+    memo = {}
+
+    def total(mod):                  # a module and every instance below it
+        if mod not in memo:
+            fig = dict(own[mod]["figures"])
+            for sub, n in own[mod]["instances"].items():
+                for k, v in total(sub).items():
+                    fig[k] += n * v
+            memo[mod] = fig
+        return memo[mod]
+
+    kept = {p: f"{name}.{p}" for p in ["", *parts]}
+    kept[""] = name
+    rows = {}
+    for path, mod in kept.items():
+        fig = dict(total(mod))
+        for sub in own[mod]["instances"]:           # kept parts directly below: own rows
+            if sub in kept.values():
+                for k, v in total(sub).items():
+                    fig[k] -= own[mod]["instances"][sub] * v
+        fig["transistors"] = fig["logic_transistors"] + FF_TRANSISTORS * fig["ffs"]
+        rows[path] = fig
+    top = total(name)
+    top["transistors"] = top["logic_transistors"] + FF_TRANSISTORS * top["ffs"]
+    design = stat.get("design", {})
+    if "num_cells" in design and int(design["num_cells"]) != top["cells"]:
+        raise RuntimeError(f"per-module cells add up to {top['cells']}, stat -top says "
+                           f"{design['num_cells']}")
+    return {"unit": unit, "params": params, "parts": rows, "total": top,
+            "seconds": None if seconds is None else round(seconds, 2), "reused": seconds is None}
+
+
+def _own_figures(fig, mem_bits):
+    """One module's own figures from ``stat -json`` and the instances it holds
+    (``{module: count}``: cell types that are modules of the design)."""
+    cells = fig.get("num_cells_by_type", {})
+    inst = {c.lstrip("\\"): n for c, n in cells.items() if not c.startswith("$")}
+    prim = {c: n for c, n in cells.items() if c.startswith("$")}
+    return {"instances": inst, "figures": {
+        "cells": sum(prim.values()),
+        "ffs": sum(n for c, n in prim.items() if "DFF" in c or "DLATCH" in c),
+        "logic_transistors": int(str(fig.get("estimated_num_transistors", "0")).rstrip("+")),
+        "memory_bits": mem_bits}}
+
+
+def _memory_bits_by_module(dump):
+    """``{module: bits}`` from ``dump -m t:$mem_v2`` (module headers included)."""
+    out, mod = {}, None
+    for block in re.split(r"^module ", dump, flags=re.M)[1:]:
+        mod = block.split(None, 1)[0].lstrip("\\")
+        out[mod] = memory_bits(block, "", mod)
+    return out
 
 
 def reusable(work, inputs, outputs):

@@ -61,6 +61,10 @@ VERILATOR_WAIVERS = [
     # Units with submodules (softmax inside progressive_quant, the RMMU's shared PE module) put
     # several modules in one generated file; the file-per-module naming style does not apply.
     "-Wno-DECLFILENAME",
+    # Amaranth emits a zero-width signal (`Signal(range(1))`: a counter over one value, the
+    # address of a one-word memory bank, e.g. the lane at 16 columns and max_t < 256) as
+    # `[-1:0]`; nothing reads or drives a bit of it.
+    "-Wno-ASCRANGE",
 ]
 
 #: Verilator build flags of every simulation model: optimized, and X values (variables without
