@@ -6,7 +6,7 @@ The cocotb twins live in :mod:`attnforge.testbench.kit`; these are the same idea
 payload.
 """
 
-__all__ = ["source", "sink", "watchdog"]
+__all__ = ["source", "sink", "watchdog", "run_feeder"]
 
 
 def source(port, items, rng, gaps=0.0):
@@ -44,3 +44,30 @@ def watchdog(cycles):
             await ctx.tick()
         raise AssertionError(f"simulation did not finish within {cycles} cycles")
     return run
+
+
+def run_feeder(dut, loads, cmds, n_a, n_w, rng, *, gaps=0.2, stalls=0.2, load_gaps=0.0,
+               cmd="tile", background=(), timeout=40000):
+    """Run an RMMU operand feeder (``dut`` with streams ``load``, ``cmd`` (named by ``cmd``),
+    ``a`` and ``w``) in its own simulator: ``loads`` on ``load`` (gaps ``load_gaps``), then
+    ``cmds`` (gaps ``gaps``); take ``n_a`` ``a`` beats and ``n_w`` ``w`` beats (stalls
+    ``stalls``). ``background``: more testbenches (e.g. a memory model). Returns ``(a, w)``:
+    the ``a`` beats as lists of words, the ``w`` beats as lists of tiles of words -- the form
+    of ``RMMUModel.a_beats`` / ``w_beats``."""
+    from amaranth.sim import Simulator
+    got_a, got_w = [], []
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+
+    async def driver(ctx):
+        await source(dut.load, loads, rng, load_gaps)(ctx)
+        await source(getattr(dut, cmd), cmds, rng, gaps)(ctx)
+    sim.add_testbench(driver)
+    sim.add_testbench(sink(dut.a, got_a, n_a, rng, stalls, lambda p: [int(x) for x in p.data]))
+    sim.add_testbench(sink(dut.w, got_w, n_w, rng, stalls,
+                           lambda p: [[int(x) for x in t] for t in p.data]))
+    for tb in background:
+        sim.add_testbench(tb, background=True)
+    sim.add_testbench(watchdog(timeout), background=True)
+    sim.run()
+    return got_a, got_w

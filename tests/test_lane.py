@@ -716,7 +716,6 @@ def test_back_feeder_streams_equal_golden_beats():
     """Q/K/V memories + a tile's kept blocks -> the scores a beats and the scores + A.V w
     beats, equal to RMMUModel.a_beats/w_beats of the golden lane's descriptors (gaps/stalls)."""
     import random
-    from amaranth.sim import Simulator
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_feed import BackFeeder
@@ -744,21 +743,8 @@ def test_back_feeder_streams_equal_golden_beats():
         want_w += [[[int(x) for x in t] for t in beat]
                    for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]
     dut = BackFeeder(rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    prng = random.Random(7)
-    got_a, got_w = [], []
-
-    async def driver(ctx):
-        await quick.source(dut.load, loads, prng, 0.0)(ctx)
-        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
-    sim.add_testbench(driver)
-    sim.add_testbench(quick.sink(dut.a, got_a, len(want_a), prng, 0.2,
-                                 lambda p: [int(x) for x in p.data]))
-    sim.add_testbench(quick.sink(dut.w, got_w, len(want_w), prng, 0.2,
-                                 lambda p: [[int(x) for x in t] for t in p.data]))
-    sim.add_testbench(quick.watchdog(40000), background=True)
-    sim.run()
+    got_a, got_w = quick.run_feeder(dut, loads, tiles, len(want_a), len(want_w),
+                                    random.Random(7))
     assert len(want_a) == len(tiles) * 4 * 3 * 16 and len(want_w) > 100   # N-tiles x passes x G
     assert got_a == want_a
     assert got_w == want_w

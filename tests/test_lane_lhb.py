@@ -214,21 +214,8 @@ def test_back_feeder_int8_streams_equal_golden_beats(quantile):
                 want_a += [[int(x) for x in r] for r in model.a_beats(d, a)]
             want_w += [[[int(x) for x in t] for t in beat] for beat in model.w_beats(d, b)]
     dut = BackFeeder(rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8)
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    prng = random.Random(7)
-    got_a, got_w = [], []
-
-    async def driver(ctx):
-        await quick.source(dut.load, loads, prng, 0.0)(ctx)
-        await quick.source(dut.tile, tiles, prng, 0.2)(ctx)
-    sim.add_testbench(driver)
-    sim.add_testbench(quick.sink(dut.a, got_a, len(want_a), prng, 0.2,
-                                 lambda p: [int(x) for x in p.data]))
-    sim.add_testbench(quick.sink(dut.w, got_w, len(want_w), prng, 0.2,
-                                 lambda p: [[int(x) for x in t] for t in p.data]))
-    sim.add_testbench(quick.watchdog(40000), background=True)
-    sim.run()
+    got_a, got_w = quick.run_feeder(dut, loads, tiles, len(want_a), len(want_w),
+                                    random.Random(7))
     assert got_a == want_a
     assert got_w == want_w
 

@@ -70,14 +70,6 @@ def test_proj_feeder_beats_equal_golden(seed):
     want_a = [[int(x) for x in r] for d, a, _ in proj for r in model.a_beats(d, a)]
     want_w = [[[int(x) for x in c] for c in b] for d, _, w in proj for b in model.w_beats(d, w)]
     dut = ProjFeeder(rows=C, cols=COLS, d=D, max_t=T_MAX, max_m=M_MAX, tile_m=TM, words=E + C)
-    rng = random.Random(seed)
-    got_a, got_w = [], []
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-
-    async def driver(ctx):
-        await quick.source(dut.load, _p_loads(pq, pk, cfg.m), rng, 0.3)(ctx)
-        await quick.source(dut.cmd, [{"t": cfg.t, "n": len(ki), "m": cfg.m}], rng, 0.3)(ctx)
 
     async def memory(ctx):                          # Q (target 0) / K (1): sync read, held
         async for _, _, en, addr, tgt in ctx.tick().sample(dut.rd.en, dut.rd.addr,
@@ -86,14 +78,10 @@ def test_proj_feeder_beats_equal_golden(seed):
                 x = ki if tgt else qi
                 row = x[addr] if addr < len(x) else np.zeros(D)
                 ctx.set(dut.rd.data, [int(x) for x in row])
-    sim.add_testbench(driver)
-    sim.add_testbench(memory, background=True)
-    sim.add_testbench(quick.sink(dut.a, got_a, len(want_a), rng, 0.3,
-                                 lambda p: [int(x) for x in p.data]))
-    sim.add_testbench(quick.sink(dut.w, got_w, len(want_w), rng, 0.3,
-                                 lambda p: [[int(x) for x in c] for c in p.data]))
-    sim.add_testbench(quick.watchdog(20000), background=True)
-    sim.run()
+    got_a, got_w = quick.run_feeder(
+        dut, _p_loads(pq, pk, cfg.m), [{"t": cfg.t, "n": len(ki), "m": cfg.m}], len(want_a),
+        len(want_w), random.Random(seed), gaps=0.3, stalls=0.3, load_gaps=0.3, cmd="cmd",
+        background=[memory], timeout=20000)
     assert got_a == want_a, (seed, cfg)
     assert got_w == want_w, (seed, cfg)
 
