@@ -6,7 +6,7 @@ The cocotb twins live in :mod:`attnforge.testbench.kit`; these are the same idea
 payload.
 """
 
-__all__ = ["source", "sink", "watchdog", "run_feeder"]
+__all__ = ["source", "sink", "watchdog", "run_streams", "run_feeder"]
 
 
 def source(port, items, rng, gaps=0.0):
@@ -44,6 +44,24 @@ def watchdog(cycles):
             await ctx.tick()
         raise AssertionError(f"simulation did not finish within {cycles} cycles")
     return run
+
+
+def run_streams(dut, sources, sinks, rng, *, gaps=0.2, stalls=0.2, timeout=40000):
+    """Run ``dut`` in its own simulator with concurrent ``sources`` (``{port: items}``, gaps
+    ``gaps``) until every sink of ``sinks`` (``{port: (count, convert)}``, stalls ``stalls``)
+    has taken its ``count`` items; returns the sinks' lists in the order of ``sinks``."""
+    from amaranth.sim import Simulator
+    sim = Simulator(dut)
+    sim.add_clock(1e-6)
+    for port, items in sources.items():
+        sim.add_testbench(source(port, items, rng, gaps))
+    outs = []
+    for port, (count, convert) in sinks.items():
+        outs.append([])
+        sim.add_testbench(sink(port, outs[-1], count, rng, stalls, convert))
+    sim.add_testbench(watchdog(timeout), background=True)
+    sim.run()
+    return outs
 
 
 def run_feeder(dut, loads, cmds, n_a, n_w, rng, *, gaps=0.2, stalls=0.2, load_gaps=0.0,

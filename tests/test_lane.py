@@ -608,7 +608,6 @@ def test_lane_back_scores_softmax_av_bit_exact():
     tile softmax, the probability buffer and the A.V descriptor; the output beats equal the
     golden lane's O rows (8x8 top-2, two tiles, gaps and stalls)."""
     import random
-    from amaranth.sim import Simulator
     from attnforge.golden.lane import run_lane_rmmu
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
@@ -638,17 +637,10 @@ def test_lane_back_scores_softmax_av_bit_exact():
         lanes, last = model.o_beats(dv, av, bv)
         want += [([int(x) for x in r], bool(x_)) for r, x_ in zip(lanes, last)]
         assert np.array_equal(model.gemm(dv, av, bv), ref.out[b0:b0 + 8])
-    got = []
-    sim = Simulator(dut)
-    sim.add_clock(1e-6)
-    prng = random.Random(6)
-    sim.add_testbench(quick.source(dut.tile, tiles, prng, 0.2))
-    sim.add_testbench(quick.source(dut.ka, ka, prng, 0.2))
-    sim.add_testbench(quick.source(dut.w, w, prng, 0.2))
-    sim.add_testbench(quick.sink(dut.o, got, len(want), prng, 0.2,
-                                 lambda p: ([int(x) for x in p.lanes], bool(p.last))))
-    sim.add_testbench(quick.watchdog(40000), background=True)
-    sim.run()
+    (got,) = quick.run_streams(
+        dut, {dut.tile: tiles, dut.ka: ka, dut.w: w},
+        {dut.o: (len(want), lambda p: ([int(x) for x in p.lanes], bool(p.last)))},
+        random.Random(6), timeout=40000)
     assert got == want
 
 
