@@ -20,7 +20,8 @@ from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
-           "expected_importance", "lane_params", "simulate_lane"]
+           "expected_importance", "lane_params", "simulate_lane", "bad_config_fields",
+           "bad_config_kinds"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
 MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
@@ -227,6 +228,14 @@ class LaneBench(Bench):
         self.coverpoint("mode", ["dense", "sparse", "error"])
         self.coverpoint("est_bits", [2, 4, 8])
         self.coverpoint("kept", [1, 2, 3, 4], xf=lambda k: min(4, k))
+        nb = u.max_t // u.block
+        # A k class needs enough blocks: "1" and "all" differ from 2 blocks on, "between"
+        # needs 3. Dense mode runs every block (its est_bits is checked, not used).
+        classes = ["all"] + ["1"] * (nb >= 2) + ["between"] * (nb >= 3)
+        self.coverpoint("head", [("dense",)] + [("sparse", b, c) for b in (2, 4, 8)
+                                                for c in classes])
+        self.coverpoint("blocks", ["max"] + ["1"] * (nb >= 2) + ["between"] * (nb >= 3))
+        self.coverpoint("bad_config", bad_config_kinds(u))
 
     @staticmethod
     def _cmp_row(expected, actual):
@@ -249,12 +258,17 @@ class LaneBench(Bench):
         self.cfg.send(cfg_fields(cfg))
         self.cover("mode", "error" if bad else cfg.mode)
         if bad:
+            self.cover("bad_config", (cfg.mode, _kind(bad)))
             self.sboard.expect({"error": 1, "kept": 0})
             return
         ref = run_lane(self.params, cfg, qi, ki, vi, pq, pk)
         kept = int(ref.mask.sum()) // u.block ** 2
+        nb = cfg.t // u.block
         self.cover("est_bits", cfg.est_bits)
         self.cover("kept", cfg.k if cfg.mode == "sparse" else 4)
+        self.cover("head", ("dense",) if cfg.mode == "dense" else (
+            "sparse", cfg.est_bits, "all" if cfg.k == nb else "1" if cfg.k == 1 else "between"))
+        self.cover("blocks", "max" if cfg.t == u.max_t else "1" if nb == 1 else "between")
         self.board.expect_all(expected_rows(ref.out, u.cols))
         self.iboard.expect_all(expected_importance(ref.importance))
         self.sboard.expect({"error": 0, "kept": kept, "label": label or cfg.mode,
@@ -266,6 +280,38 @@ class LaneBench(Bench):
 
     async def finish(self, heads=1):
         await super().finish(20000 * heads + 1000)
+
+
+def bad_config_fields(lane):
+    """``(mode, {field: value})`` per configuration the lane's check rejects, one field at a
+    time from a good head of ``lane``'s largest size (top-k, the query-tile granularity);
+    the checks of every mode in both modes, the sparse-only ones in sparse mode. Entries
+    :func:`attnforge.golden.lane.rtl_error` accepts (a feature the RTL gained) drop out. Not
+    sendable, so not listed: ``est_shift`` (its 6-bit field holds only legal values) and a
+    keep-list (the bench sends none)."""
+    u = lane
+    common = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
+              dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1)]
+    sparse = [dict(k=0), dict(k=u.max_t // u.block + 1), dict(select="threshold"),
+              dict(int8_bound=7), dict(granularity="element")]
+    base = LaneConfig(t=u.max_t, k=1, granularity=f"{u.block}x{u.block}")
+    return [(mode, kw) for mode, kws in (("sparse", common + sparse), ("dense", common))
+            for kw in kws if rtl_error(base.replace(mode=mode, **kw), max_t=u.max_t,
+                                       max_m=u.max_m, block=u.block)]
+
+
+def _kind(error):
+    """The field an :func:`attnforge.golden.lane.rtl_error` message names."""
+    return error.split(" must be", 1)[0]
+
+
+def bad_config_kinds(lane):
+    """The ``bad_config`` bins: ``(mode, field)`` of every rejection
+    :func:`bad_config_fields` sends (derived from the check, so they follow it)."""
+    base = LaneConfig(t=lane.max_t, k=1, granularity=f"{lane.block}x{lane.block}")
+    return sorted({(mode, _kind(rtl_error(base.replace(mode=mode, **kw), max_t=lane.max_t,
+                                          max_m=lane.max_m, block=lane.block)))
+                   for mode, kw in bad_config_fields(lane)})
 
 
 def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None):
@@ -329,19 +375,16 @@ async def fixture_heads(dut):
 
 @cocotb.test()
 async def bad_configs(dut):
-    """Every field the check rejects, one at a time, between good heads: exactly one error
-    status each, nothing else consumed, no hang."""
+    """Every field the check rejects (:func:`bad_config_fields`: both modes), one at a time,
+    between good heads: exactly one error status each, nothing else consumed, no hang."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
     good = _random_head(tb, u.max_t, k=1)
-    bad = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
-           dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
-           dict(k=u.max_t // u.block + 1), dict(select="threshold"), dict(int8_bound=7),
-           dict(granularity="element")]
+    bad = bad_config_fields(u)
     tb.play(*good)
-    for kw in bad:
-        cfg = good[0].replace(**kw)
+    for mode, kw in bad:
+        cfg = good[0].replace(mode=mode, **kw)
         assert rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block), kw
         tb.play(cfg, *good[1:])
     tb.play(*good)
