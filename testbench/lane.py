@@ -394,18 +394,20 @@ async def bad_configs(dut):
 
 @cocotb.test()
 async def reset_mid_head(dut):
-    """Reset during the load, during the tiles and while output rows are stalled: the lane
-    returns to IDLE (takes a new cfg at once) and the next heads are bit-exact."""
+    """A reset of the idle lane, then resets during the load, during the tiles and while
+    output rows are stalled: the lane returns to IDLE (takes a new cfg at once) and the next
+    heads (INT2 estimates, top-1 and all blocks) are bit-exact."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
-    for wait in (20, 600, 1500):
+    await tb.reset()                    # idle: changes nothing
+    for wait, k in ((20, 1), (600, u.max_t // u.block), (1500, 1)):
         tb.play(*_random_head(tb, u.max_t, k=2))
         await ClockCycles(dut.clk, wait)
         await tb.reset()
         await ClockCycles(dut.clk, 1)
         assert dut.cfg__ready.value == 1, "not IDLE after reset"
-        tb.play(*_random_head(tb, u.max_t, k=1, est_bits=2))
+        tb.play(*_random_head(tb, u.max_t, k=k, est_bits=2))
         await tb.finish(1)
 
 
