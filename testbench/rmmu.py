@@ -7,6 +7,8 @@ compared beat by beat by a scoreboard. Groups run concurrently; a descriptor tha
 a running group waits, one that breaks a bound gets an error beat.
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 import cocotb
@@ -225,11 +227,18 @@ async def campaign(tb, count, *, bad=0.0):
 @cocotb.test()
 async def random_concurrent_groups(dut):
     """Random GEMMs on every group at once: all precisions, edge shapes, requantization,
-    random padding, back-to-back descriptors, gaps and stalls on every stream."""
+    random padding, back-to-back descriptors, gaps and stalls on every stream; then one GEMM
+    per group over every row at once (each PE row driven by every group in turn: each
+    waits for the others)."""
     tb = RMMUBench(dut)
     await tb.start()
     count = scale(12 if tb.unit.rows * tb.unit.cols <= 64 else 2)
     await campaign(tb, count)
+    ops = [replace(random_ops(tb.rng, tb.model, 1, group=grp.group)[0], row0=0,
+                   nrows=tb.unit.rows) for grp in tb.groups]
+    for grp, d in zip(tb.groups, ops):
+        grp.play(d)
+    await tb.finish(budget(tb.model, ops) * len(ops))
     dut._log.info("checked %s beats over %d operations",
                   [g.board.checked for g in tb.groups], sum(g.ops for g in tb.groups))
 
