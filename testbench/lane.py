@@ -294,10 +294,15 @@ def bad_config_fields(lane):
               dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1)]
     sparse = [dict(k=0), dict(k=u.max_t // u.block + 1), dict(select="threshold"),
               dict(int8_bound=7), dict(granularity="element")]
-    base = LaneConfig(t=u.max_t, k=1, granularity=f"{u.block}x{u.block}")
+    base = _good_config(u)
     return [(mode, kw) for mode, kws in (("sparse", common + sparse), ("dense", common))
             for kw in kws if rtl_error(base.replace(mode=mode, **kw), max_t=u.max_t,
                                        max_m=u.max_m, block=u.block)]
+
+
+def _good_config(lane):
+    """A configuration ``lane`` accepts in both modes (the base of the rejections)."""
+    return LaneConfig(t=lane.max_t, m=1, k=1, granularity=f"{lane.block}x{lane.block}")
 
 
 def _kind(error):
@@ -308,7 +313,7 @@ def _kind(error):
 def bad_config_kinds(lane):
     """The ``bad_config`` bins: ``(mode, field)`` of every rejection
     :func:`bad_config_fields` sends (derived from the check, so they follow it)."""
-    base = LaneConfig(t=lane.max_t, k=1, granularity=f"{lane.block}x{lane.block}")
+    base = _good_config(lane)
     return sorted({(mode, _kind(rtl_error(base.replace(mode=mode, **kw), max_t=lane.max_t,
                                           max_m=lane.max_m, block=lane.block)))
                    for mode, kw in bad_config_fields(lane)})
