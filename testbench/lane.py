@@ -21,7 +21,7 @@ from . import quick
 
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
            "expected_importance", "lane_params", "simulate_lane", "head_errors", "random_keep",
-           "pick_threshold"]
+           "pick_threshold", "bad_config_fields", "bad_config_kinds"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
 MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
@@ -287,6 +287,15 @@ class LaneBench(Bench):
         self.coverpoint("int8", ["off", "none", "some", "all"])   # HB-BSSA: INT8 kept blocks
         self.coverpoint("select", ["topk", "threshold", "error"])
         self.coverpoint("pruned", [False, True, "error"])
+        nb = u.max_t // u.block
+        # A k class needs enough blocks: "1" and "all" differ from 2 blocks on, "between"
+        # needs 3. Dense mode runs every block (its est_bits is checked, not used); threshold
+        # mode has its own coverpoint (select).
+        classes = ["all"] + ["1"] * (nb >= 2) + ["between"] * (nb >= 3)
+        self.coverpoint("head", [("dense",)] + [("sparse", b, c) for b in (2, 4, 8)
+                                                for c in classes])
+        self.coverpoint("blocks", ["max"] + ["1"] * (nb >= 2) + ["between"] * (nb >= 3))
+        self.coverpoint("bad_config", bad_config_kinds(u))
 
     @staticmethod
     def _cmp_row(expected, actual):
@@ -315,6 +324,8 @@ class LaneBench(Bench):
         self.cover("mode", "error" if bad_cfg or bad_load else cfg.mode)
         self.cover("select", "error" if bad_cfg or bad_load else cfg.select)
         self.cover("pruned", "error" if bad_cfg or bad_load else keep is not None)
+        if bad_cfg:
+            self.cover("bad_config", (cfg.mode, _kind(bad_cfg)))
         if bad_cfg or bad_load:
             self.sboard.expect({"error": 1, "kept": 0})
             if bad_load:              # the whole LOAD is taken (and dropped)
@@ -323,12 +334,20 @@ class LaneBench(Bench):
             return None
         ref = run_lane(self.params, cfg, qi, ki, vi, pq, pk, keep=keep)
         kept = int(ref.mask.sum()) // u.block ** 2
+        nb = cfg.t // u.block
         self.cover("est_bits", cfg.est_bits)
         self.cover("kept", min(4, -(-kept // (cfg.t // u.block))))   # per block row (ceil)
         if cfg.mode == "sparse":
             n8 = 0 if ref.int8_blocks is None else int(ref.int8_blocks.sum())
             self.cover("int8", "off" if ref.int8_blocks is None else
                        "none" if n8 == 0 else "all" if n8 == kept else "some")
+        nk = len(ref.keys) // u.block                  # key blocks (kept keys)
+        if cfg.mode == "dense" or cfg.select == "topk":
+            self.cover("head", ("dense",) if cfg.mode == "dense" else (
+                "sparse", cfg.est_bits,
+                "all" if cfg.k == nk else "1" if cfg.k == 1 else "between"))
+        nb = cfg.t // u.block
+        self.cover("blocks", "max" if cfg.t == u.max_t else "1" if nb == 1 else "between")
         self.board.expect_all(expected_rows(ref.out, u.cols))
         self.iboard.expect_all(expected_importance(ref.importance))
         self.sboard.expect({"error": 0, "kept": kept, "label": label or cfg.mode,
@@ -341,6 +360,47 @@ class LaneBench(Bench):
 
     async def finish(self, heads=1):
         await super().finish(20000 * heads + 1000)
+
+
+def bad_config_fields(lane):
+    """``(mode, {field: value})`` per configuration the lane's check rejects, one field at a
+    time from a good head of ``lane``'s largest size (top-k, the query-tile granularity);
+    the checks of every mode in both modes, the sparse-only ones in sparse mode. Entries
+    :func:`attnforge.golden.lane.rtl_error` accepts (a feature the RTL gained) drop out. Not
+    sendable, so not listed: ``est_shift`` (its 6-bit field holds only legal values). The
+    keep-list's own rejections (``n_keep``, the KEEP beats: :func:`head_errors`) are sent by
+    ``bad_configs`` too and counted in the ``pruned`` coverpoint's ``error`` bin."""
+    u = lane
+    common = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
+              dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(q8_shift=6, k8_shift=3),
+              dict(q8_shift=16, int8_bound=5), dict(k8_shift=-1)]
+    sparse = [dict(k=0), dict(k=u.max_t // u.block + 1), dict(select="threshold"),
+              dict(int8_bound=7), dict(granularity="element"), dict(q_shift=64),
+              dict(k_shift=100), dict(k_shift=-1)]
+    base = _good_config(u)
+    return [(mode, kw) for mode, kws in (("sparse", common + sparse), ("dense", common))
+            for kw in kws if rtl_error(base.replace(mode=mode, **kw), max_t=u.max_t,
+                                       max_m=u.max_m, block=u.block, frac_bits=u.frac_bits)]
+
+
+def _good_config(lane):
+    """A configuration ``lane`` accepts in both modes (the base of the rejections)."""
+    return LaneConfig(t=lane.max_t, m=1, k=1, granularity=f"{lane.block}x{lane.block}")
+
+
+def _kind(error):
+    """The field an :func:`attnforge.golden.lane.rtl_error` message names."""
+    return error.split(" must be", 1)[0]
+
+
+def bad_config_kinds(lane):
+    """The ``bad_config`` bins: ``(mode, field)`` of every rejection
+    :func:`bad_config_fields` sends (derived from the check, so they follow it)."""
+    base = _good_config(lane)
+    return sorted({(mode, _kind(rtl_error(base.replace(mode=mode, **kw), max_t=lane.max_t,
+                                          max_m=lane.max_m, block=lane.block,
+                                          frac_bits=lane.frac_bits)))
+                   for mode, kw in bad_config_fields(lane)})
 
 
 def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None,
@@ -462,21 +522,18 @@ async def fixture_heads(dut):
 
 @cocotb.test()
 async def bad_configs(dut):
-    """Every field the check rejects, one at a time, between good heads: exactly one error
-    status each, nothing else consumed, no hang."""
+    """Every field the check rejects (:func:`bad_config_fields`: both modes), one at a time,
+    between good heads: exactly one error status each, nothing else consumed, no hang."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
     good = _random_head(tb, u.max_t, k=1)
-    bad = [dict(t=0), dict(t=u.max_t + u.block), dict(t=u.block + 1), dict(est_bits=3),
-           dict(est_bits=0), dict(m=0), dict(m=u.max_m + 1), dict(k=0),
-           dict(k=u.max_t // u.block + 1), dict(q8_shift=6, k8_shift=3),
-           dict(q8_shift=16, int8_bound=5), dict(k8_shift=-1),
-           dict(granularity="element"), dict(q_shift=64), dict(k_shift=100), dict(k_shift=-1)]
+    bad = bad_config_fields(u)
     tb.play(*good)
-    for kw in bad:
-        cfg = good[0].replace(**kw)
-        assert rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block), kw
+    for mode, kw in bad:
+        cfg = good[0].replace(mode=mode, **kw)
+        assert rtl_error(cfg, max_t=u.max_t, max_m=u.max_m, block=u.block,
+                         frac_bits=u.frac_bits), kw
         tb.play(cfg, *good[1:])
     # token pruning: n_keep (cfg check, nothing else taken) and the keep-list's beats (checked
     # in LOAD: the whole LOAD is taken and dropped, then one error status)
@@ -502,15 +559,17 @@ async def bad_configs(dut):
 
 @cocotb.test()
 async def reset_mid_head(dut):
-    """Reset during the load, during the projections (PROJECT, ~250 cycles in), during the
-    tiles and while output rows are stalled: the lane returns to IDLE (takes a new cfg at
-    once) and the next heads are bit-exact."""
+    """A reset of the idle lane, then resets during the load, during the projections
+    (PROJECT, ~250 cycles in), during the tiles and while output rows are stalled, of plain,
+    HB-BSSA and pruned heads: the lane returns to IDLE (takes a new cfg at once) and the next
+    heads (INT2 estimates: top-1, all blocks, threshold on pruned keys) are bit-exact."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
     t, b = u.max_t, u.block
-    for wait, pruned in ((20, False), (250, False), (600, False), (1500, False), (10, True),
-                         (400, True)):
+    await tb.reset()                    # idle: changes nothing
+    for wait, pruned, k in ((20, False, 1), (250, False, 1), (600, False, t // b),
+                            (1500, False, 1), (10, True, 1), (400, True, 1)):
         keep = random_keep(tb.rng, t, b, n_keep=t // 2 // b * b or b) if pruned else None
         tb.play(*_random_head(tb, t, k=min(3, t // 2 // b or 1), keep=keep,
                               int8=None if pruned else 0.5), keep=keep)   # HB-BSSA / pruned
@@ -519,7 +578,7 @@ async def reset_mid_head(dut):
         await ClockCycles(dut.clk, 1)
         assert dut.cfg__ready.value == 1, "not IDLE after reset"
         keep = random_keep(tb.rng, t, b) if pruned else None
-        cfg, *h = _random_head(tb, t, k=1, est_bits=2, keep=keep)
+        cfg, *h = _random_head(tb, t, k=k, est_bits=2, keep=keep)
         tb.play(cfg.replace(select="threshold", threshold=pick_threshold(
             tb.params, cfg, h, tb.rng, keep)) if pruned else cfg, *h, keep=keep)
         await tb.finish(1)

@@ -7,6 +7,8 @@ compared beat by beat by a scoreboard. Groups run concurrently; a descriptor tha
 a running group waits, one that breaks a bound gets an error beat.
 """
 
+from dataclasses import replace
+
 import numpy as np
 
 import cocotb
@@ -225,11 +227,24 @@ async def campaign(tb, count, *, bad=0.0):
 @cocotb.test()
 async def random_concurrent_groups(dut):
     """Random GEMMs on every group at once: all precisions, edge shapes, requantization,
-    random padding, back-to-back descriptors, gaps and stalls on every stream."""
+    random padding, back-to-back descriptors, gaps and stalls on every stream; then, on every
+    group at once, one GEMM over every row (each PE row driven by every group in turn: each
+    waits for the others) and one single-row GEMM ending at each row (every group's
+    accumulator reads every row as the bottom of its operation)."""
     tb = RMMUBench(dut)
     await tb.start()
     count = scale(12 if tb.unit.rows * tb.unit.cols <= 64 else 2)
     await campaign(tb, count)
+    R = tb.unit.rows
+    total = 0
+    for grp in tb.groups:
+        ops = [replace(d, row0=row0, nrows=nrows) for d, (row0, nrows) in zip(
+            random_ops(tb.rng, tb.model, R + 1, group=grp.group),
+            [(0, R)] + [(r, 1) for r in range(R)])]
+        for d in ops:
+            grp.play(d)
+        total += budget(tb.model, ops)
+    await tb.finish(total * len(tb.groups))
     dut._log.info("checked %s beats over %d operations",
                   [g.board.checked for g in tb.groups], sum(g.ops for g in tb.groups))
 

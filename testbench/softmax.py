@@ -21,7 +21,46 @@ from .kit import Bench, SIZE_BINS, scale, size_bin
 PERIOD_NS = 10
 
 #: The quick subset a mutant run uses (``make mutants``).
-MUTANT_TESTS = ("random_rows", "reset_mid_stream", "latency")
+MUTANT_TESTS = ("random_rows", "reset_mid_stream", "latency", "kill_rows")
+
+#: Directed rows (each sent as one beat, its first score in lane 0) that kill this unit's
+#: mutant survivors of ``MUTANTS=6 MUTANT_SEED=1 make mutants UNITS=softmax`` (default
+#: format: in_bits 16, in_frac 8, out_frac 8, table_bits 7), found with the golden model:
+#: random rows exercise both places, but only few rows turn the change into a different
+#: rounded probability.
+KILL_ROWS = (
+    # bit 2 of exponential-table entry 52 cleared in lane 0 of the normalization
+    # (:func:`table_bit_row`: the row's lane-0 probability changes)
+    (-2024, -1482), (-1492, -1433), (-1314, -1146),
+    # the comparison of quotient step 17 of 20 of the reciprocal inverted in the copy of the
+    # step that feeds only the remainder handed to the last stage (the Verilog repeats each
+    # step per use): the last two quotient bits change when step 18 subtracts (the golden
+    # model with that divider emulated, rows of 1-4 scores in [-3000, 3000): ~1 in 5 000)
+    (-14, -87, 1726), (-2285, 146, -177, -33), (719, 150, 1240),
+)
+
+
+def table_bit_row(fmt, entry, bit, span=600, tops=range(-2000, 2000, 7)):
+    """A two-score row ``(x0, x1)`` whose lane-0 probability (golden
+    :func:`attnforge.golden.softmax.normalize` at the row's unmutated statistics) changes
+    when ``bit`` of exponential-table entry ``entry`` is flipped, or None (a search over
+    ``x1`` in ``tops``, ``x0`` in ``[x1 - span, x1]``; seconds)."""
+    from ..golden import softmax as gs
+
+    class Flipped(type(fmt)):
+        @property
+        def table(self):
+            t = super().table.copy()
+            t[entry] ^= 1 << bit
+            return t
+    flipped = Flipped(**{f: getattr(fmt, f) for f in fmt.__dataclass_fields__})
+    for x1 in tops:
+        x = np.stack([np.arange(x1 - span, x1 + 1), np.full(span + 1, x1)], axis=1)
+        for row in x:
+            k, _, r = gs.row_stats(row, fmt)
+            if gs.normalize(row[:1], k, r, fmt)[0] != gs.normalize(row[:1], k, r, flipped)[0]:
+                return tuple(int(v) for v in row)
+    return None
 
 
 def make_rows(rng, unit, n_rows, *, partial=0.3):
@@ -185,6 +224,20 @@ async def reset_mid_stream(dut):
         await ClockCycles(dut.clk, 2)
         assert not dut.o__valid.value, "an output survived the reset"
     tb.play(make_rows(tb.rng, u, 40))
+    await tb.finish()
+
+
+@cocotb.test()
+async def kill_rows(dut):
+    """The directed rows of :data:`KILL_ROWS` that fit the unit (scores in range, one beat),
+    each as one beat, first score in lane 0: every output beat compared."""
+    tb = SoftmaxBench(dut, gaps=0.2, stalls=0.2)
+    u = tb.unit
+    lo, hi = -(1 << (u.fmt.in_bits - 1)), (1 << (u.fmt.in_bits - 1)) - 1
+    rows = [list(r) for r in KILL_ROWS if all(lo <= v <= hi for v in r)]
+    await tb.start()
+    tb.play([split_beats(r, list(range(len(r))), u.per_beat) for r in rows
+             if len(r) <= min(u.per_beat, u.max_len)])
     await tb.finish()
 
 
