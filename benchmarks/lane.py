@@ -4,8 +4,8 @@ the lane's arithmetic on real fixture heads, and the **RTL** top level's measure
 simulated point against the model.
 
     python benchmarks/lane.py          -> build/reports/lane_bench.md / .json / .png
-    python benchmarks/lane.py --long   also the record's long sim point (DOTA's 32 x 16 RMMU,
-                                       a Verilator build of many minutes)
+    python benchmarks/lane.py --long   also the record's long sim points (a Verilator build of
+                                       many minutes each; docs/lane.md TODO 6)
 
 ``cycles[T][mode]`` (T as a string, mode in "dense", "0.9", "0.95") is the target-mode figure:
 32x32 blocks (= the query tile), INT4 estimate, sigma = 0.25, d = 64, a 32 x 16 RMMU split
@@ -14,7 +14,7 @@ RTL simulation at these sizes). ``cycles_rtl_schedule`` is the same model with t
 the RTL top level implements today (``schedule="rtl"``: projections on chip, a tile's phases
 back to back, dense on the compute group). ``rtl_points`` are measured on ``rtl/lane.py``
 (cocotb on Verilator, ``attnforge.testbench.lane.cycles_vs_model``) at the record's sim point
-(T = 32, d = 8; with ``--long`` also T = 64, d = 64 on a 32 x 16 RMMU) and equal the
+(T = 32, d = 8; with ``--long`` also the long points) and equal the
 ``schedule="rtl"`` model there (the test asserts it). ``lane_bench.png``: cycles per head vs T
 (model) beside the RTL-measured heads and the model of the same heads.
 ``cycles_element`` is element granularity. Synthetic heads (Gaussian Q, K, V) for T > 512; the

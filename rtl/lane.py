@@ -408,10 +408,5 @@ UNIT = Unit(
      Param("frac_bits", Range(0, 15), "fraction bits of the FX16 Q, K, V, scores, O"),
      Param("prob_frac", Range(1, 15), "fraction bits of the probabilities")),
     sim=(SimPoint(dict(max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8),
-                  id="t32-d8-4x2"),
-         # DOTA's 32 x 16 RMMU (issue 13), split 16 + 16: the compute group's 16 rows take
-         # d = 64 in 4 full passes and equal the query tile (M = Bq = nrows hides every A·V
-         # weight load); `make long` (docs/lane.md section 7)
-         SimPoint(dict(max_t=64, d=64, max_m=16, rows=32, cols=16, est_rows=16, block=16),
-                  id="t64-d64-32x16", testcases=("cycles_vs_model",), long=True)),
+                  id="t32-d8-4x2"),),
     synth=Synth(hierarchical=True, boards=("ulx3s-85f",)))
