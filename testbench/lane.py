@@ -21,7 +21,8 @@ from . import quick
 
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
            "expected_importance", "lane_params", "simulate_lane", "head_errors", "random_keep",
-           "pick_threshold", "bad_config_fields", "bad_config_kinds"]
+           "pick_threshold", "bad_config_fields", "bad_config_kinds", "run_back",
+           "front_stimulus"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
 MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
@@ -249,6 +250,42 @@ def simulate_core(dut, params, cfg, qi, ki, vi, pq, pk, *, seed=8, gaps=0.0, sta
 
 
 # -- cocotb bench (Verilator) ----------------------------------------------------------------
+def front_stimulus(trace, model, k_keep):
+    """The front half's input (:class:`attnforge.rtl.lane_front.LaneFront` with a one-row
+    estimate group, ``WithRMMU``) for the "estimate" descriptors of a golden
+    :func:`attnforge.golden.lane.run_lane_rmmu` trace: ``(tiles, a, w, starts)`` -- the tile
+    commands (top-``k_keep``), the ``a`` and ``w`` beats (``model.a_beats/w_beats`` of each
+    descriptor moved to row 0), and each tile's first query."""
+    tiles, a_items, w_items, starts = [], [], [], []
+    for ph, b0, d, a, b in trace:
+        if ph != "estimate":
+            continue
+        d1 = Descriptor(0, 1, d.precision, d.m, d.k, d.n, True, d.out_fmt, d.shift)
+        tiles.append({"n": d.n, "k": d.k, "precision": d.precision, "shift": d.shift,
+                      "k_keep": k_keep})
+        a_items += [{"data": [int(x) for x in row]} for row in model.a_beats(d1, a)]
+        w_items += [{"data": [[int(x) for x in t] for t in beat]}
+                    for beat in model.w_beats(d1, b)]
+        starts.append(b0)
+    return tiles, a_items, w_items, starts
+
+
+def run_back(dut, tiles, ka, w, av, rng, timeout=40000):
+    """Run a back half (:class:`attnforge.rtl.lane_back.LaneBack` with its own RMMU,
+    ``WithRMMU``) on ``tiles``, ``ka`` and ``w`` beats (random gaps and stalls from ``rng``)
+    until it has produced the output beats of the A·V descriptors ``av`` (``(model, desc, a,
+    b)`` each); returns ``(got, want)``, both as ``(lanes, last)`` per beat."""
+    want = []
+    for model, desc, a, b in av:
+        lanes, last = model.o_beats(desc, a, b)
+        want += [([int(x) for x in r], bool(x_)) for r, x_ in zip(lanes, last)]
+    (got,) = quick.run_streams(
+        dut, {dut.tile: tiles, dut.ka: ka, dut.w: w},
+        {dut.o: (len(want), lambda p: ([int(x) for x in p.lanes], bool(p.last)))},
+        rng, timeout=timeout)
+    return got, want
+
+
 import cocotb  # noqa: E402  (the Amaranth-simulator drivers above need no cocotb)
 from cocotb.triggers import ClockCycles  # noqa: E402
 

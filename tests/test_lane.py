@@ -333,7 +333,8 @@ def test_lane_front_estimate_and_detect_bit_exact():
     import random
     from amaranth.sim import Simulator
     from attnforge.golden.lane import run_lane_rmmu
-    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.golden.rmmu import RMMUModel
+    from attnforge.testbench.lane import front_stimulus
     from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.lane_front import LaneFront
     from attnforge.testbench import quick
@@ -344,16 +345,8 @@ def test_lane_front_estimate_and_detect_bit_exact():
     cfg = auto_config(params, LaneConfig(t=32, m=2, granularity="8x8", k=2), qi, ki, pq, pk)
     plan, trace = run_lane_rmmu(params, cfg, qi, ki, vi, pq, pk)
     model = RMMUModel(rows=1, cols=2, groups=1, tile_m=8, max_m=8, max_k=16, max_n=32)
-    tiles, a_items, w_items, want = [], [], [], []
-    for ph, b0, d, a, b in trace:
-        if ph != "estimate":
-            continue
-        d1 = Descriptor(0, 1, d.precision, d.m, d.k, d.n, True, d.out_fmt, d.shift)
-        tiles.append({"n": d.n, "k": d.k, "precision": d.precision, "shift": d.shift,
-                      "k_keep": cfg.k})
-        a_items += [{"data": [int(x) for x in row]} for row in model.a_beats(d1, a)]
-        w_items += [{"data": [[int(x) for x in t] for t in beat]} for beat in model.w_beats(d1, b)]
-        want.append(sum(1 << j for j in range(4) if plan.mask[b0, 8 * j]))
+    tiles, a_items, w_items, starts = front_stimulus(trace, model, cfg.k)
+    want = [sum(1 << j for j in range(4) if plan.mask[b0, 8 * j]) for b0 in starts]
     dut = WithRMMU(LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1))
     sim = Simulator(dut)
     sim.add_clock(1e-6)
@@ -612,7 +605,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     from attnforge.golden.rmmu import Descriptor, RMMUModel
     from attnforge.rtl.lane_back import LaneBack
     from attnforge.rtl.lane_core import WithRMMU
-    from attnforge.testbench import quick
+    from attnforge.testbench.lane import run_back
     params = LaneParams(max_t=32, d=8, rows=4, cols=2, est_rows=1, tile=8, tile_m=8)
     rng = np.random.default_rng(16)
     qi, ki, vi = head(rng, 32)
@@ -622,7 +615,7 @@ def test_lane_back_scores_softmax_av_bit_exact():
     dut = WithRMMU(LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32))
     big = 32
     model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=big, max_k=big, max_n=big)
-    tiles, ka, w, want = [], [], [], []
+    tiles, ka, w, avs = [], [], [], []
     by_tile = {}
     for ph, b0, d, a, b in trace:
         if ph in ("scores", "av"):
@@ -634,13 +627,9 @@ def test_lane_back_scores_softmax_av_bit_exact():
         ka += [{"data": [int(x) for x in r]} for r in model.a_beats(ds, as_)]
         w += [{"data": [[int(x) for x in t] for t in beat]}
               for beat in np.concatenate([model.w_beats(ds, bs), model.w_beats(dv, bv)])]
-        lanes, last = model.o_beats(dv, av, bv)
-        want += [([int(x) for x in r], bool(x_)) for r, x_ in zip(lanes, last)]
+        avs.append((model, dv, av, bv))
         assert np.array_equal(model.gemm(dv, av, bv), ref.out[b0:b0 + 8])
-    (got,) = quick.run_streams(
-        dut, {dut.tile: tiles, dut.ka: ka, dut.w: w},
-        {dut.o: (len(want), lambda p: ([int(x) for x in p.lanes], bool(p.last)))},
-        random.Random(6), timeout=40000)
+    got, want = run_back(dut, tiles, ka, w, avs, random.Random(6))
     assert got == want
 
 

@@ -231,11 +231,12 @@ def test_lane_back_int8_path_bit_exact(quantile):
     from attnforge.golden.rmmu import RMMUModel
     from attnforge.rtl.lane_back import LaneBack
     from attnforge.rtl.lane_core import WithRMMU
+    from attnforge.testbench.lane import run_back
     params, cfg, h = _hb_head(22, quantile=quantile)
     ref, trace = run_lane_rmmu(params, cfg, *h)
     dut = WithRMMU(LaneBack(rows=3, cols=2, d=8, bq=8, max_t=32))
     model = RMMUModel(rows=3, cols=2, groups=1, tile_m=8, max_m=32, max_k=32, max_n=32)
-    tiles, ka, w, want = [], [], [], []
+    tiles, ka, w, avs = [], [], [], []
     for i, (b0, descs) in enumerate(sorted(_by_tile(trace).items())):
         lists = _tile_lists(ref, i)
         tiles.append({"g": 8 * lists["nblk"], "n8": lists["n8"], "fxs": lists["fxs"],
@@ -246,13 +247,9 @@ def test_lane_back_int8_path_bit_exact(quantile):
                 ka += [{"data": [int(x) for x in r]} for r in model.a_beats(d, a)]
             w += [{"data": [[int(x) for x in t] for t in beat]} for beat in model.w_beats(d, b)]
         _, dv, av, bv = descs[-1]
-        lanes, last = model.o_beats(dv, av, bv)
-        want += [([int(x) for x in r], bool(x_)) for r, x_ in zip(lanes, last)]
+        avs.append((model, dv, av, bv))
         assert np.array_equal(model.gemm(dv, av, bv), ref.out[b0:b0 + 8])
-    (got,) = quick.run_streams(
-        dut, {dut.tile: tiles, dut.ka: ka, dut.w: w},
-        {dut.o: (len(want), lambda p: ([int(x) for x in p.lanes], bool(p.last)))},
-        random.Random(6), timeout=60000)
+    got, want = run_back(dut, tiles, ka, w, avs, random.Random(6), timeout=60000)
     assert got == want
 
 
@@ -318,23 +315,15 @@ def test_lane_front_int8_flags_per_tile():
     ``block_norms`` of the RMMU's estimate; the gather ANDs it with the kept blocks), under
     gaps and stalls."""
     from attnforge.golden.lane import run_lane_rmmu
-    from attnforge.golden.rmmu import Descriptor, RMMUModel
+    from attnforge.golden.rmmu import RMMUModel
+    from attnforge.testbench.lane import front_stimulus
     from attnforge.rtl.lane_core import WithRMMU
     from attnforge.rtl.lane_front import LaneFront
     params, cfg, h = _hb_head(33, k=4, quantile=0.5)
     plan, trace = run_lane_rmmu(params, cfg, *h)
     norms = block_norms(plan.est, 8)
     model = RMMUModel(rows=1, cols=2, groups=1, tile_m=8, max_m=8, max_k=16, max_n=32)
-    tiles, a_items, w_items = [], [], []
-    for ph, b0, d, a, b in trace:
-        if ph != "estimate":
-            continue
-        d1 = Descriptor(0, 1, d.precision, d.m, d.k, d.n, True, d.out_fmt, d.shift)
-        tiles.append({"n": d.n, "k": d.k, "precision": d.precision, "shift": d.shift,
-                      "k_keep": cfg.k})
-        a_items += [{"data": [int(x) for x in row]} for row in model.a_beats(d1, a)]
-        w_items += [{"data": [[int(x) for x in t] for t in beat]}
-                    for beat in model.w_beats(d1, b)]
+    tiles, a_items, w_items, _ = front_stimulus(trace, model, cfg.k)
     want = [sum(1 << j for j in range(4) if norms[i, j] <= cfg.int8_bound) for i in range(4)]
     assert 0 < sum(bin(x).count("1") for x in want) < 16
     dut = WithRMMU(LaneFront(est_rows=1, cols=2, block=8, max_t=32, max_k=16, det_per_beat=1))
