@@ -20,3 +20,16 @@ def _simulator_available(request):
     if simulator() != "verilator" and any(k in request.node.name for k in VERILATOR_ONLY):
         pytest.skip(f"{request.node.name}: the 512-PE array runs on Verilator only "
                     f"(SIM={simulator()} covers the small RMMU points)")
+
+
+@pytest.fixture
+def client():
+    """An in-process Dask cluster (threads, one worker), so that the sweep/search tests'
+    stand-ins (monkeypatched functions) are seen by the tasks."""
+    from distributed import Client, LocalCluster
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
+                           dashboard_address=":0")
+    c = Client(cluster)
+    yield c
+    c.close()
+    cluster.close()

@@ -70,17 +70,6 @@ seeds = [5, 6]
 """
 
 
-@pytest.fixture
-def client():
-    from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=":0")
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
 def test_tiny_search_end_to_end(tmp_path, monkeypatch, client):
     monkeypatch.setattr(sweep_run, "BUILD", tmp_path)
     out = search(parse_spec(SPEC), client=client, progress=False)
@@ -108,16 +97,12 @@ def test_tiny_search_end_to_end(tmp_path, monkeypatch, client):
     assert again["methods"]["reinforce"] == m["reinforce"]
 
 
-def test_bad_search_key():
-    spec = parse_spec(SPEC.replace("episodes = 3", "epochs = 3"))
-    with pytest.raises(SpecError, match="search.epochs: unknown key"):
-        search(spec, progress=False)
-    spec = parse_spec(SPEC.replace("blocks = [8, 16]", "blocks = [8, 12]"))
-    with pytest.raises(SpecError, match="search.blocks"):
-        search(spec, progress=False)
-    spec = parse_spec(SPEC.replace("episodes = 3", "workload = { seq_len = 4 }"))
-    with pytest.raises(SpecError, match="search.workload.seq_len"):
-        search(spec, progress=False)
-    spec = parse_spec(SPEC.replace("block = 16 }", "block = 12 }"))
-    with pytest.raises(SpecError, match="search.generator: block must be .*power of two"):
+@pytest.mark.parametrize("old, new, message", [
+    ("episodes = 3", "epochs = 3", "search.epochs: unknown key"),
+    ("blocks = [8, 16]", "blocks = [8, 12]", "search.blocks"),
+    ("episodes = 3", "workload = { seq_len = 4 }", "search.workload.seq_len"),
+    ("block = 16 }", "block = 12 }", "search.generator: block must be .*power of two")])
+def test_bad_search_key(old, new, message):
+    spec = parse_spec(SPEC.replace(old, new))
+    with pytest.raises(SpecError, match=message):
         search(spec, progress=False)

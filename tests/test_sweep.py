@@ -52,19 +52,6 @@ def sandbox(tmp_path, monkeypatch):
     return tmp_path, calls
 
 
-@pytest.fixture
-def client():
-    """An in-process Dask cluster (threads), so that the tests' stand-ins are seen by the
-    tasks."""
-    from distributed import Client, LocalCluster
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False,
-                           dashboard_address=":0")
-    c = Client(cluster)
-    yield c
-    c.close()
-    cluster.close()
-
-
 def fake_rtl(gen, params, cfg, qi, ki, vi, pq, pk):
     """An 'RTL' that agrees with the models (the golden output, the model's cycles)."""
     r = lanepoint.run_lane(params, cfg, qi, ki, vi, pq, pk)
