@@ -66,21 +66,31 @@ class EstimateFeeder(wiring.Component):
     def _pack(self, row, base, m_dims, p):
         """Word packing ``row[base*n + j]``, ``j < n = p.lanes`` (p bits each, value ``j`` at
         bits ``j*p``), zero at dims ``>= m_dims`` (a ``Mux`` chain per value: no case
-        statement over a wide index)."""
+        statement over a wide index). Value ``j`` only ever reads dims ``b*n + j``, so its
+        chain compares ``base`` with each ``b`` whose dim ``b*n + j`` is below ``max_m`` (the
+        last such dim is the chain's default: a larger ``base`` means a dim ``>= max_m >=
+        m_dims``, zeroed; a value no dim below ``max_m`` reaches is the constant 0). A chain
+        over every dim ``i < max_m`` would hold ``n - 1`` of ``n`` arms no ``base`` selects."""
+        n = p.lanes
         parts = []
-        for j in range(p.lanes):
-            dim = base * p.lanes + j
-            expr = Const(0, p.bits)
-            for i in range(self.max_m):
-                expr = Mux(dim == i, row[i].as_unsigned()[:p.bits], expr)
-            parts.append(Mux(dim < m_dims, expr, 0))
+        for j in range(n):
+            if j >= self.max_m:
+                parts.append(Const(0, p.bits))
+                continue
+            dims = [row[i].as_unsigned()[:p.bits] for i in range(j, self.max_m, n)]
+            expr = dims[-1]                  # any larger base: a dim >= max_m >= m_dims
+            for b in reversed(range(len(dims) - 1)):
+                expr = Mux(base == b, dims[b], expr)
+            parts.append(Mux(base * n + j < m_dims, expr, 0))
         return Cat(*parts)
 
     def _word(self, m, row, base, m_dims, prec, name):
-        """:meth:`_pack` at run-time precision ``prec`` (one of :data:`EST_PRECISIONS`)."""
+        """:meth:`_pack` at run-time precision ``prec`` (one of :data:`EST_PRECISIONS`; INT8
+        is the chain's default, as in the engines' ``n = 16/p``: the ``tile`` command carries
+        no other precision)."""
         word = Signal(16, name=name)
-        expr = Const(0, 16)
-        for p in EST_PRECISIONS:
+        expr = self._pack(row, base, m_dims, EST_PRECISIONS[0])
+        for p in EST_PRECISIONS[1:]:
             expr = Mux(prec == p, self._pack(row, base, m_dims, p), expr)
         m.d.comb += word.eq(expr)
         return word
@@ -146,6 +156,7 @@ class EstimateFeeder(wiring.Component):
         a_issue = busy_a & (~a_pend | self.a.ready)
         la = loops("loops_a", a_issue & (a_q == bq - 1))
         a_k0_p = Signal.like(la.k0)
+        a_tile = _Presented(m, a_issue, m_dims, prec, n_keys, "a_tile")
         m.d.comb += [rq.addr.eq(q0 + a_q), rq.en.eq(a_issue | ~a_pend)]
         with m.If(a_pend & self.a.ready):
             m.d.sync += a_pend.eq(0)
@@ -157,7 +168,7 @@ class EstimateFeeder(wiring.Component):
         m.d.comb += [qrow.eq(rq.data), self.a.valid.eq(a_pend)]
         for r in range(E):
             m.d.comb += self.a.payload.data[r].eq(
-                self._word(m, qrow, a_k0_p + r, m_dims, prec, f"a_word{r}"))
+                self._word(m, qrow, a_k0_p + r, a_tile.m, a_tile.prec, f"a_word{r}"))
 
         # ---- engine W: for nt, kp, r: K~ rows of the N-tile's W keys -----------------------
         w_r = Signal(range(max(E, 2)))                     # (a 1-bit counter when E = 1)
@@ -165,6 +176,7 @@ class EstimateFeeder(wiring.Component):
         w_issue = busy_w & (~w_pend | self.w.ready)
         lw = loops("loops_w", w_issue & (w_r == E - 1))
         w_k0_p = Signal.like(lw.k0)
+        w_tile = _Presented(m, w_issue, m_dims, prec, n_keys, "w_tile")
         key0 = lw.n0                                        # first key of the N-tile
         for port in rk:
             m.d.comb += [port.addr.eq(key0 // nb), port.en.eq(w_issue | ~w_pend)]
@@ -197,7 +209,20 @@ class EstimateFeeder(wiring.Component):
                     for j in range(0, nb, cols * n):          # off is a multiple of W
                         row = Mux(off == j, krows[j + x].as_value(), row)
                     m.d.comb += sel.eq(row)
-                    word = self._pack(sel, base, m_dims, p)
-                    expr = Mux((prec == p) & (key0_p + x < n_keys), word, expr)
+                    word = self._pack(sel, base, w_tile.m, p)
+                    expr = Mux((w_tile.prec == p) & (key0_p + x < w_tile.n_keys), word, expr)
                 m.d.comb += self.w.payload.data[c][i].eq(expr)
         return m
+
+
+class _Presented:
+    """The tile command's ``m``, precision and ``n_keys`` as of an engine's last issue: the
+    beat it presents is packed from these, so a ``tile`` command taken while that beat waits
+    (the engine idle, its last beat stalled) cannot change the beat under ``valid``."""
+
+    def __init__(self, m, issue, m_dims, prec, n_keys, name):
+        self.m = Signal.like(m_dims, name=f"{name}_m")
+        self.prec = Signal.like(prec, name=f"{name}_prec")
+        self.n_keys = Signal.like(n_keys, name=f"{name}_n_keys")
+        with m.If(issue):
+            m.d.sync += [self.m.eq(m_dims), self.prec.eq(prec), self.n_keys.eq(n_keys)]

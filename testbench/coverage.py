@@ -21,6 +21,15 @@ Not counted: the empty branch of the time-0 trigger that every ``always @*`` blo
 never taken by construction. Toggle coverage is reported over every signal and over the named
 ones (Amaranth's ``$N`` temporaries excluded), since the named ones are what a reader can act on.
 
+Exclusions: :data:`EXCLUSIONS` holds one record per unit, a tuple of :class:`Exclusion` s, each
+naming the uncovered points it waives (Amaranth source location, optionally a Verilog pattern,
+the point kind and the instance) and the reason the unit can never reach them (unreachable
+through the unit's configuration check, a submodule's generality the unit does not use, ...;
+never "hard to hit"). The report gives the line/branch figure raw and after exclusions, lists
+every waived point with its reason, and per exclusion how many points it waived and how many
+points it matches were hit anyway (a hit says the reason is wrong or too broad) -- an exclusion
+that waives nothing is listed too, to be removed.
+
 Functional coverage: bins declared with :meth:`attnforge.testbench.kit.Bench.coverpoint` are
 merged over the runs; holes are listed. Reports: ``build/coverage/<unit>.md`` / ``.json`` and
 the summary ``build/reports/coverage.md`` / ``.json``.
@@ -32,6 +41,7 @@ import re
 import shutil
 import time
 from collections import defaultdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from ..paths import BUILD, ROOT
@@ -41,11 +51,42 @@ from .runner import run
 from .soak import points_of
 
 __all__ = ["parse_dat", "merge_dats", "annotate", "summarize", "demangle", "source_location",
-           "coverage", "cli"]
+           "Exclusion", "EXCLUSIONS", "coverage", "cli"]
 
 COVERAGE = BUILD / "coverage"
 _TRIGGER_LINE = re.compile(r"if \(\\\$auto\$verilog_backend")
 _SRC = re.compile(r'\(\* src = "([^"]+)" \*\)')
+
+
+@dataclass(frozen=True)
+class Exclusion:
+    """Uncovered line/branch points of a unit that its contract cannot reach, waived with a
+    ``reason``. A point matches when its Verilog line's Amaranth source (as the report gives it,
+    ``rtl/lane.py:269``) fully matches the regular expression ``source`` and, where given, the
+    Verilog line's text matches ``verilog`` (searched), the point's Verilator kind
+    (``cond_then``, ``else``, ``case``, ...) fully matches ``what`` and its instance path
+    ``hier`` (searched). Only uncovered points are waived; matching points that were hit are
+    counted and reported (see the module doc)."""
+    source: str
+    reason: str
+    verilog: str = ""
+    what: str = ""
+    hier: str = ""
+
+    def __post_init__(self):
+        if not self.reason.strip():
+            raise ValueError(f"exclusion {self.source!r}: reason must be given")
+
+    def matches(self, source, verilog, what, hier):
+        return (re.fullmatch(self.source, source) is not None
+                and (not self.verilog or re.search(self.verilog, verilog) is not None)
+                and (not self.what or re.fullmatch(self.what, what) is not None)
+                and (not self.hier or re.search(self.hier, hier) is not None))
+
+
+#: Per unit, the points its contract cannot reach (see :class:`Exclusion`); the reasons are
+#: quoted in the report and docs/verification.md.
+EXCLUSIONS = {}
 
 
 def parse_dat(path):
@@ -116,23 +157,56 @@ def _source_of(lines, number):
     return ""
 
 
-def summarize(points, verilog):
+def _apply_exclusions(code, lines, exclusions):
+    """Split the line/branch ``code`` points by ``exclusions``: ``(waived, per-exclusion
+    counts)``; ``waived`` maps id(point) -> the index of the exclusion that waives it."""
+    sources = {}
+
+    def source(n):
+        if n not in sources:
+            sources[n] = _source_of(lines, n) if 0 < n <= len(lines) else ""
+        return sources[n]
+    waived, counts = {}, [{"waived": 0, "hit": 0} for _ in exclusions]
+    for p in code:
+        text = lines[p["line"] - 1] if 0 < p["line"] <= len(lines) else ""
+        for i, ex in enumerate(exclusions):
+            if ex.matches(source(p["line"]), text, p["comment"], p["hier"]):
+                if p["count"]:
+                    counts[i]["hit"] += 1
+                else:
+                    counts[i]["waived"] += 1
+                    waived[id(p)] = i
+                break
+    return waived, counts
+
+
+def summarize(points, verilog, exclusions=()):
     """Line/branch and toggle figures of merged ``points`` of one Verilog file, with every
-    uncovered line (and its Amaranth source) listed."""
+    uncovered line (and its Amaranth source) listed; uncovered points that ``exclusions``
+    (:class:`Exclusion` s) waive are listed apart with their reasons, and the line/branch
+    figure is given raw and after exclusions."""
     lines = Path(verilog).read_text().splitlines()
     code = [p for p in points if p["type"] in ("line", "branch")
             and not (0 < p["line"] <= len(lines) and _TRIGGER_LINE.search(lines[p["line"] - 1]))]
     toggles = [p for p in points if p["type"] == "toggle"
                and "verilog_backend" not in demangle(p["comment"])]
     named = [p for p in toggles if not demangle(p["comment"]).startswith("$")]
-    uncovered = defaultdict(list)
+    waived, counts = _apply_exclusions(code, lines, exclusions)
+    uncovered, excluded = defaultdict(list), defaultdict(list)
     for p in code:
         if p["count"] == 0:
-            uncovered[p["line"]].append(p["comment"])
-    holes = [{"line": n, "what": ", ".join(sorted(set(kinds))),
-              "verilog": lines[n - 1].strip()[:120] if 0 < n <= len(lines) else "",
-              "source": _source_of(lines, n) if 0 < n <= len(lines) else ""}
-             for n, kinds in sorted(uncovered.items())]
+            if id(p) in waived:
+                excluded[(p["line"], waived[id(p)])].append(p["comment"])
+            else:
+                uncovered[p["line"]].append(p["comment"])
+
+    def hole(n, kinds):
+        return {"line": n, "what": ", ".join(sorted(set(kinds))), "points": len(kinds),
+                "verilog": lines[n - 1].strip()[:120] if 0 < n <= len(lines) else "",
+                "source": _source_of(lines, n) if 0 < n <= len(lines) else ""}
+    holes = [hole(n, kinds) for n, kinds in sorted(uncovered.items())]
+    waived_lines = [{**hole(n, kinds), "reason": exclusions[i].reason}
+                    for (n, i), kinds in sorted(excluded.items())]
     bits = defaultdict(set)              # signal -> its bits that missed a toggle direction
     for p in named:
         if p["count"] == 0:
@@ -144,10 +218,15 @@ def summarize(points, verilog):
 
     def pct(sel):
         return round(100 * sum(1 for p in sel if p["count"]) / len(sel), 1) if sel else None
+    kept = [p for p in code if id(p) not in waived]
     return {"line_points": len(code), "line_covered": sum(1 for p in code if p["count"]),
-            "line_pct": pct(code), "toggle_points": len(toggles), "toggle_pct": pct(toggles),
+            "line_pct": pct(code), "excluded_points": len(code) - len(kept),
+            "line_pct_after_exclusions": pct(kept),
+            "toggle_points": len(toggles), "toggle_pct": pct(toggles),
             "named_toggle_points": len(named), "named_toggle_pct": pct(named),
-            "uncovered_lines": holes, "untoggled_named_bits": untoggled}
+            "uncovered_lines": holes, "excluded_lines": waived_lines,
+            "exclusions": [{**asdict(ex), **c} for ex, c in zip(exclusions, counts)],
+            "untoggled_named_bits": untoggled}
 
 
 def _merge_functional(runs):
@@ -226,7 +305,7 @@ def cover_point(name, point, seeds, log=print, begin=None):
     verilog = work / f"{name}.v"
     points = parse_dat(merged)
     annotate(points, verilog, annotated)
-    summary = summarize(points, verilog)
+    summary = summarize(points, verilog, EXCLUSIONS.get(name, ()))
     return {"unit": name, "point": point.label, "params": point.params, "seeds": list(seeds),
             "failures": failures, "annotated": str(annotated), **summary,
             "functional": _merge_functional(functional)}
@@ -241,7 +320,9 @@ def unit_page(result):
     md += [f"Seeds {r['seeds']}; parameters `{json.dumps(r['params'])}`; annotated Verilog: "
            f"`{r['annotated']}`.", "",
            f"- line/branch: {r['line_covered']} of {r['line_points']} points "
-           f"({r['line_pct']} %)",
+           f"({r['line_pct']} %); after exclusions: {r['line_covered']} of "
+           f"{r['line_points'] - r['excluded_points']} ({r['line_pct_after_exclusions']} %), "
+           f"{r['excluded_points']} uncovered points waived",
            f"- toggle: {r['toggle_pct']} % of {r['toggle_points']} points; named signals: "
            f"{r['named_toggle_pct']} % of {r['named_toggle_points']}", ""]
     if r["uncovered_lines"]:
@@ -250,6 +331,19 @@ def unit_page(result):
                         [[h["line"], h["what"], f"`{h['source']}`",
                           f"`{h['verilog'].replace('|', '/')}`"]
                          for h in r["uncovered_lines"]]), ""]
+    if r["exclusions"]:
+        md += ["## Exclusions", "",
+               "Every record of `EXCLUSIONS` for this unit (testbench/coverage.py): the points "
+               "it waived, and the points it matches that were hit anyway.", "",
+               md_table(["Amaranth source", "Verilog", "kind", "waived", "hit", "reason"],
+                        [[f"`{x['source']}`", f"`{x['verilog']}`" if x["verilog"] else "",
+                          x["what"], x["waived"], x["hit"], x["reason"]]
+                         for x in r["exclusions"]]), "",
+               "### Waived points", "",
+               md_table(["Verilog line", "points", "Amaranth source", "Verilog", "reason"],
+                        [[h["line"], f"{h['points']}: {h['what']}", f"`{h['source']}`",
+                          f"`{h['verilog'].replace('|', '/')}`", h["reason"]]
+                         for h in r["excluded_lines"]]), ""]
     if r["untoggled_named_bits"]:
         md += ["## Named signals with bits not toggled both ways", "",
                ", ".join(f"`{b}`" for b in r["untoggled_named_bits"][:400]), ""]
@@ -292,12 +386,13 @@ def report(results):
     rows = []
     for r in results:
         if "error" in r:
-            rows.append([r["unit"], r["point"], "-", "-", "-", "-", "-", r["error"]])
+            rows.append([r["unit"], r["point"], "-", "-", "-", "-", "-", "-", r["error"]])
             continue
         fun = r["functional"]
         bins = sum(len(p["bins"]) for p in fun.values())
         hit = sum(1 for p in fun.values() for v in p["bins"].values() if v >= p["at_least"])
         rows.append([r["unit"], r["point"], f"{r['line_pct']} % of {r['line_points']}",
+                     f"{r['line_pct_after_exclusions']} % ({r['excluded_points']} waived)",
                      len(r["uncovered_lines"]), f"{r['toggle_pct']} %",
                      f"{r['named_toggle_pct']} %",
                      f"{hit}/{bins} bins" if bins else "none declared",
@@ -306,7 +401,8 @@ def report(results):
           "Verilator line/branch and toggle coverage of each unit's cocotb testbench, merged over "
           "the seeds; functional bins from `Bench.coverpoint`. Per-unit pages list every "
           "uncovered line with its Amaranth source.", "",
-          md_table(["unit", "point", "line/branch", "uncovered lines", "toggle (all)",
+          md_table(["unit", "point", "line/branch", "after exclusions", "uncovered lines",
+                    "toggle (all)",
                     "toggle (named)", "functional", "details"], rows), ""]
     return write_report("coverage", "\n".join(md), results)
 
