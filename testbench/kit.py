@@ -85,6 +85,7 @@ def scale(n, minimum=1):
 
 
 _checked = [0]          # transactions checked by every scoreboard of this simulator process
+_by_board = {}          # the same per scoreboard name (a soak reports what a transaction is)
 
 
 def transactions_checked():
@@ -96,7 +97,7 @@ def _write_stats():
     path = os.environ.get(STATS_ENV)
     if path:
         with open(path, "w") as f:
-            json.dump({"transactions": _checked[0]}, f)
+            json.dump({"transactions": _checked[0], "scoreboards": _by_board}, f)
 
 
 def make_rng(salt=""):
@@ -360,6 +361,7 @@ class Scoreboard:
             self._fail(f"{self.name}: transaction #{index} differs: {diff}")
         self.checked += 1
         _checked[0] += 1
+        _by_board[self.name] = _by_board.get(self.name, 0) + 1
 
     def _fail(self, message):
         self.errors.append(message)

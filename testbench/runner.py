@@ -171,7 +171,8 @@ def reproduce(unit, params, *, seed, xseed=None, testcase=None, sim="verilator",
 
 class Run:
     """What one :func:`run` did: ``tests`` run, ``failed``, the ``seed`` / ``xseed``,
-    ``transactions`` checked by the scoreboards, ``seconds`` of wall time, the ``work``
+    ``transactions`` checked by the scoreboards (``scoreboards``: the same per scoreboard
+    name), ``seconds`` of wall time, the ``work``
     directory, the ``coverage`` data file (coverage builds) and the ``command`` reproducing it."""
 
     def __init__(self, **kw):
@@ -270,6 +271,8 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
                    seconds=time.monotonic() - begin,
                    transactions=json.loads(stats.read_text())["transactions"]
                    if stats.exists() else 0,
+                   scoreboards=json.loads(stats.read_text()).get("scoreboards", {})
+                   if stats.exists() else {},
                    coverage=cov_file if cov_file and cov_file.exists() else None, log=log_file,
                    functional=json.loads(fcov.read_text()) if fcov.exists() else {})
         if waves:

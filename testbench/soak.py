@@ -6,7 +6,11 @@ RMMU -- only with ``SOAK_POINTS=all``) round-robin, seed after seed, with every 
 transaction counts multiplied by ``SOAK_SCALE`` (:func:`attnforge.testbench.kit.scale`), until
 the unit has run at least ``SOAK_SEEDS`` seeds per point *and* its scoreboards have checked at
 least ``SOAK_TRANSACTIONS`` transactions (at most ``SOAK_MAX_SEEDS`` seeds per point). Every
-transaction goes through the scoreboards: zero mismatches is the pass criterion.
+transaction goes through the scoreboards: zero mismatches is the pass criterion. A transaction
+is one item a scoreboard checked (a MAC result, an output beat ...); the report also gives the
+count per scoreboard, which says what was checked: for the lane, ``lane.o`` output beats
+(``ceil(d / cols)`` per output row), ``lane.importance`` beats (one per key of a head) and
+``lane.status`` (one per head, rejected heads included: the heads played).
 
 Seeds are ``SOAK_SEED0``, ``SOAK_SEED0 + 1`` ... (default: drawn at random and printed, so two
 soaks cover different ground); the Verilator reset-value seed of each run is its seed. Progress
@@ -60,7 +64,7 @@ def soak(units=None, *, transactions=None, seeds=None, scale=None, seed0=None,
         unit = UNITS[name]
         points = points_of(unit, every)
         row = {"unit": name, "points": [p.label for p in points], "transactions": 0, "runs": 0,
-               "seeds": [], "tests": 0, "failures": [], "seconds": 0.0}
+               "seeds": [], "tests": 0, "failures": [], "seconds": 0.0, "scoreboards": {}}
         rows.append(row)
         start = time.monotonic()
         for r in range(max_seeds):
@@ -75,6 +79,8 @@ def soak(units=None, *, transactions=None, seeds=None, scale=None, seed0=None,
                 row["runs"] += 1
                 row["tests"] += done.tests
                 row["transactions"] += done.transactions
+                for board, n in getattr(done, "scoreboards", {}).items():
+                    row["scoreboards"][board] = row["scoreboards"].get(board, 0) + n
                 status = "ok"
                 if done.failed:
                     status = "FAILED"
@@ -97,11 +103,12 @@ def soak(units=None, *, transactions=None, seeds=None, scale=None, seed0=None,
 def report(rows, name="soak"):
     """Write ``build/reports/soak.md`` / ``.json``."""
     table = md_table(["unit", "points", "seeds", "runs", "cocotb tests", "transactions checked",
-                      "mismatches / failures", "wall time"],
+                      "per scoreboard", "mismatches / failures", "wall time"],
                      [[r["unit"], ", ".join(r["points"]),
                        f"{len(r['seeds'])} ({r['seeds'][0]}..{r['seeds'][-1]})" if r["seeds"]
-                       else "0", r["runs"], r["tests"], r["transactions"], len(r["failures"]),
-                       f"{r['seconds']:.0f} s"] for r in rows])
+                       else "0", r["runs"], r["tests"], r["transactions"],
+                       ", ".join(f"{b} {n}" for b, n in sorted(r.get("scoreboards", {}).items())),
+                       len(r["failures"]), f"{r['seconds']:.0f} s"] for r in rows])
     fails = [f"- `{f['command']}`  ({r['unit']} {f['point']}, seed {f['seed']})"
              for r in rows for f in r["failures"]]
     md = ["# Soak (make soak)", "", table, "",

@@ -81,3 +81,22 @@ def test_exclusions_waive_only_matching_uncovered_points(tmp_path):
                                                                   (0, 0)]
     with pytest.raises(ValueError, match="reason"):
         Exclusion("rtl/x.py:1", " ")
+
+
+def test_soak_counts_transactions_per_scoreboard(monkeypatch):
+    """The soak sums each run's scoreboard counts per unit (the lane's report says how many
+    output beats, importance beats and heads were checked), runs every point for at least
+    ``seeds`` seeds and stops once the transactions are reached."""
+    from attnforge.testbench import soak as soak_mod
+    from attnforge.testbench.runner import Run
+    calls = []
+
+    def fake_run(name, params, *, seed, **kw):
+        calls.append(seed)
+        return Run(tests=6, failed=False, transactions=161, seconds=0.1, command="",
+                   scoreboards={"lane.o": 128, "lane.importance": 32, "lane.status": 1})
+    monkeypatch.setattr(soak_mod, "run", fake_run)
+    (row,) = soak_mod.soak(["lane"], transactions=500, seeds=2, scale=1, seed0=7,
+                           log=lambda *_: None)
+    assert calls == [7, 8, 9, 10] and row["transactions"] == 644
+    assert row["scoreboards"] == {"lane.o": 512, "lane.importance": 128, "lane.status": 4}
