@@ -117,3 +117,47 @@ def test_lane_cycles_equal_model_with_m_tile_below_nrows_plus_row0(est_rows):
         ref = run_lane(params, cfg, *h)
         assert got == expected_rows(ref.out, dut.cols), cfg
         assert status["cycles"] == cycles(params, cfg, ref)["total"], cfg
+
+
+# (est_rows, cols, block, max_t, max_m): K~ slots 2 (a key group of 8, max_t 16) and 4 (groups
+# of 2, depth 3), n_keys partial, m not a multiple of a word
+@pytest.mark.parametrize("geo", [(2, 4, 8, 16, 5), (1, 1, 8, 24, 3)])
+@pytest.mark.parametrize("bits", [8, 4, 2])
+def test_estimate_feeder_dim_major_k_banks(geo, bits):
+    """EstimateFeeder with K~ in (dimension, key-group slot) banks: rows written column-wise
+    as the projector does (a few values per beat, one write enable each, junk in the other
+    values, rows in random order), then two tiles at ``n_keys`` below ``max_t``: the ``a`` and
+    ``w`` beats equal ``RMMUModel.a_beats/w_beats`` of the golden descriptor under gaps and
+    stalls."""
+    from attnforge.golden.numbers import value_range
+    from attnforge.rtl.lane_est import EstimateFeeder
+    est_rows, cols, block, max_t, max_m = geo
+    rng = np.random.default_rng(bits * 7 + cols)
+    prng = random.Random(bits + cols)
+    t, m = max_t - block // 2 - 1, max_m
+    lo, hi = value_range(bits)
+    qt, kt = (rng.integers(lo, hi + 1, size=(t, m)) for _ in range(2))
+    loads = []
+    for tgt, mat in ((0, qt), (1, kt)):
+        for i in rng.permutation(t):
+            for c0 in range(0, max_m, 2):                # two values per beat, like cols = 2
+                row = [int(x) for x in rng.integers(-128, 128, max_m)]
+                en = 0
+                for c in range(c0, min(c0 + 2, m)):
+                    row[c], en = int(mat[i, c]), en | (1 << c)
+                loads.append({"target": tgt, "addr": int(i), "row": row, "en": en})
+    p = Precision.parse(f"int{bits}")
+    model = RMMUModel(rows=est_rows + 1, cols=cols, groups=2, tile_m=block, max_m=64,
+                      max_k=64, max_n=64)
+    tiles, want_a, want_w = [], [], []
+    for q0 in (0, block):
+        desc = Descriptor(0, est_rows, p, block, m, t, True, Precision.INT8, 0)
+        tiles.append({"q0": q0, "n_keys": t, "m": m, "precision": p})
+        want_a += [[int(x) for x in r] for r in model.a_beats(desc, qt[q0:q0 + block])]
+        want_w += [[[int(x) for x in c] for c in b] for b in model.w_beats(desc, kt.T)]
+    dut = EstimateFeeder(est_rows=est_rows, cols=cols, block=block, max_t=max_t, max_m=max_m,
+                         words=est_rows + 1)
+    got_a, got_w = quick.run_feeder(dut, loads, tiles, len(want_a), len(want_w), prng,
+                                    load_gaps=0.2)
+    assert got_a == want_a
+    assert got_w == want_w
