@@ -98,6 +98,7 @@ def _heads(dut, params, cases):
     return out
 
 
+@pytest.mark.slow     # ~15-20 s of CPU each (Amaranth simulator, a whole lane)
 @pytest.mark.parametrize("est_rows", [1, 2])
 def test_lane_cycles_equal_model_with_m_tile_below_nrows_plus_row0(est_rows):
     """The 32 x 16 point's shape at a small size: the compute group (8 rows) starts at row
@@ -105,7 +106,8 @@ def test_lane_cycles_equal_model_with_m_tile_below_nrows_plus_row0(est_rows):
     of the scores, A·V and projection descriptors pays ``row0`` cycles; the top level's status
     cycles equal ``cycles(..., schedule="rtl")`` on dense, top-k and HB-BSSA (INT8 scores)
     heads and the output rows are bit-exact (the earlier model was 17-34 cycles per tile
-    short here: 60 cycles on the dense head)."""
+    short here: 60 cycles on the dense head). ``est_rows`` 2: the estimate group is wider
+    than row 0 alone (``RTL_EST_WIDE``: one cycle less before the first tile)."""
     from attnforge.rtl.lane import Lane
     from attnforge.testbench.lane import expected_rows, lane_params, simulate_lane
     dut = Lane(max_t=16, d=8, max_m=2, rows=8 + est_rows, est_rows=est_rows, cols=1, block=8)
