@@ -47,7 +47,7 @@ from .topk import topk
 __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection", "fit_shift",
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
            "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "rtl_keep_error",
-           "project", "block_norms", "INT8_BOUND_BITS", "sumsq_bits", "RTL_PROJ",
+           "project", "block_norms", "INT8_BOUND_BITS", "sumsq_bits", "RTL_PROJ", "RTL_EST_WIDE",
            "DET_THRESHOLD_LATENCY"]
 
 #: Lane granularity name -> detector code.
@@ -450,9 +450,17 @@ DESC_ISSUE = 1
 
 
 def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
-    """Cycles of one RMMU descriptor from its documented timing (docs/rmmu.md): ``nrows``
-    cycles of initial weight load, then per pass ``max(M-tile rows, nrows)`` (the next tile set
-    loads behind the pass; the last pass just its rows), then the drain ``row0 + nrows + 3``."""
+    """Cycles of one RMMU descriptor (rtl/rmmu.py, docs/rmmu.md): ``nrows`` cycles of initial
+    weight load, then per pass ``max(M-tile rows, nrows + row0)`` (the next tile set loads
+    behind the pass; the last pass just its rows), then the drain ``row0 + nrows + 3``.
+
+    The ``row0`` in the per-pass term: a row's shadow tile is free for the next pass's weights
+    only once the pass's first word has reached that row, ``row0 + r + 1`` cycles after its
+    issue (the skew line counts from the array's row 0), and the next pass issues once all
+    ``nrows`` rows are loaded; so a group that does not start at row 0 hides its weight loads
+    only behind passes of at least ``nrows + row0`` words (measured in the Amaranth simulator,
+    tests/test_lane_l32.py: DOTA's 16 + 16 split pays 16 cycles per compute pass at
+    ``M-tile = Bq = 16``)."""
     if m == 0:
         return 0
     lanes = Precision(precision).lanes
@@ -460,7 +468,7 @@ def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
     passes = -(-k // (nrows * lanes))
     tiles = [min(tile_m, m - i) for i in range(0, m, tile_m)]
     per = [rows for _ in range(t_n) for rows in tiles for _ in range(passes)]
-    return nrows + sum(max(x, nrows) for x in per[:-1]) + per[-1] + row0 + nrows + 3
+    return nrows + sum(max(x, nrows + row0) for x in per[:-1]) + per[-1] + row0 + nrows + 3
 
 
 def descriptor_cycles(*args, **kw):
@@ -586,6 +594,12 @@ RTL_EMPTY, RTL_EMPTY_NEXT = 3, 2
 #: HB-BSSA: a tile with both an FX16 and an INT8 scores descriptor (measured on rtl/lane.py):
 #: the second follows the first one cycle sooner than two :func:`descriptor_cycles` charge.
 RTL_SCORES2 = -1
+#: An estimate group wider than row 0 alone (``est_rows > 1``): the RMMU's loader lets a pass
+#: start in the cycle its last weight row is written (rtl/rmmu.py ``Loader.ready``), which
+#: hides one cycle of ``EstimateFeeder``'s first ``w`` beat; the first tile starts this much
+#: sooner than :data:`RTL_DETECT` (measured at est_rows 1 / 2 / 16 in the Amaranth simulator
+#: and Verilator, tests/test_lane_l32.py, docs/lane.md TODO 6).
+RTL_EST_WIDE = 1
 #: PROJECT (sparse): cycles of the projection phase beyond its two descriptors
 #: (:func:`descriptor_cycles`), from the end of LOAD to TILES (rtl/lane_proj.py).
 RTL_PROJ = 0
@@ -604,7 +618,8 @@ def _rtl_front(params, cfg, tk):
     w = params.cols * Precision.parse(f"int{cfg.est_bits}").lanes
     last = -(-(tk - (-(-tk // w) - 1) * w) // cg) if w >= cg else 1
     words = -(-(-(-tk // cg)) // params.det_per_beat)
-    return RTL_DETECT + (-(-last // params.det_per_beat) - 1) + (words - 1)
+    return RTL_DETECT + (-(-last // params.det_per_beat) - 1) + (words - 1) \
+        - (params.est_rows > 1) * RTL_EST_WIDE
 
 
 def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, front, two=()):

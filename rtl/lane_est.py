@@ -11,8 +11,16 @@ in ``golden.rmmu`` stream order (one M-tile: ``tile_m >= block``):
 
 zeros beyond ``m`` (dims), beyond ``n_keys`` (keys) and in words ``>= est_rows`` / tile rows
 ``>= n``. Memories: ``Q~`` row-major (one projected row of ``max_m`` INT8 containers per
-word); ``K~`` in ``cols*8`` banks by key (bank ``key % (cols*8)``), so every ``w`` beat reads
-each bank once at every precision (``W`` divides ``cols*8``). Rows are written through
+word); ``K~`` **dim-major**: one bank per (dimension ``d``, key group slot ``s``), a word = the
+``G = 2*cols`` keys of one key group at that dimension (INT8 containers, ``G`` x 8 bits),
+group ``key // G`` in slot ``(key // G) % S`` at address ``key // (S*G)``, ``S =
+min(4, ceil(max_t / G))`` slots rounded up to a power of two (4 = the INT2 N-tile, ``W = 4G``
+keys). A ``w`` beat reads every bank once at the N-tile's address: its ``n`` dims (``base*n +
+j``) are a multiplexer over the dimension banks and its ``W`` keys a window of the
+``S*G``-key word (INT8 one slot, INT4 two, INT2 all four), so the beat is wiring after two
+wide multiplexers per lane (the earlier ``cols*8`` banks by key, one row each, packed every
+value of every beat through a per-value chain: half the Verilog of the 32 x 16 lane,
+docs/lane.md TODO 6). Rows are written through
 ``load`` (``target`` 0 = ``Q~``, 1 = ``K~``, ``row`` = the ``max_m`` values as INT8 containers
 holding INTp values, ``en`` = one write enable per value: the projection engine
 (:class:`attnforge.rtl.lane_proj.Projector`) writes each row column-wise, ``cols`` values
@@ -52,6 +60,12 @@ class EstimateFeeder(wiring.Component):
         self.max_t, self.max_m = max_t, max_m
         self.words = words or est_rows
         self.banks = cols * LANES_PER_PE
+        # K~: banks by (dimension, key-group slot); a group = the INT8 N-tile's 2*cols keys;
+        # slots a power of two (the INT4 / INT2 windows of 2 / 4 groups stay aligned)
+        self.group = cols * Precision.INT8.lanes
+        self.slots = min(LANES_PER_PE // Precision.INT8.lanes,
+                         1 << (-(-max_t // self.group) - 1).bit_length())
+        self.k_depth = -(-max_t // (self.slots * self.group))
         super().__init__({
             "load": In(stream.Signature(data.StructLayout({
                 "target": 1, "addr": range(max_t),
@@ -99,25 +113,31 @@ class EstimateFeeder(wiring.Component):
         m = Module()
         E, cols, bq, nb = self.est_rows, self.cols, self.block, self.banks
         row_bits = 8 * self.max_m
-        depth_b = -(-self.max_t // nb)
+        grp, slots = self.group, self.slots
         mq = Memory(shape=row_bits, depth=self.max_t, init=[])
-        mk = [Memory(shape=row_bits, depth=depth_b, init=[]) for _ in range(nb)]
         m.submodules.mq = mq
-        for b, x in enumerate(mk):
-            m.submodules[f"mk{b}"] = x
+        mk = {}                                             # (dim, slot) -> K~ bank
+        for dim in range(self.max_m):
+            for sl in range(slots):
+                mk[dim, sl] = Memory(shape=8 * grp, depth=self.k_depth, init=[])
+                m.submodules[f"mk{dim}_{sl}"] = mk[dim, sl]
         wq, rq = mq.write_port(granularity=8), mq.read_port()
-        wk = [x.write_port(granularity=8) for x in mk]
-        rk = [x.read_port() for x in mk]
+        wk = {x: mem.write_port(granularity=8) for x, mem in mk.items()}
+        rk = {x: mem.read_port() for x, mem in mk.items()}
 
         busy_a, busy_w = Signal(), Signal()
         lp = self.load.payload
         m.d.comb += [self.load.ready.eq(~busy_a & ~busy_w),
                      wq.addr.eq(lp.addr), wq.data.eq(lp.row.as_value()),
                      wq.en.eq(Mux(self.load.valid & (lp.target == 0), lp.en, 0))]
-        for b, port in enumerate(wk):
-            m.d.comb += [port.addr.eq(lp.addr // nb), port.data.eq(lp.row.as_value()),
-                         port.en.eq(Mux(self.load.valid & (lp.target == 1) &
-                                        (lp.addr % nb == b), lp.en, 0))]
+        k_lane = Signal(range(grp))                         # the key's byte in its group
+        k_slot = Signal(range(max(slots, 2)))
+        m.d.comb += [k_lane.eq(lp.addr % grp), k_slot.eq((lp.addr // grp) % slots)]
+        k_write = self.load.valid & (lp.target == 1)
+        for (dim, sl), port in wk.items():
+            m.d.comb += [port.addr.eq(lp.addr // (slots * grp)),
+                         port.data.eq(Cat(*[lp.row[dim]] * grp)),
+                         port.en.eq(Mux(k_write & lp.en[dim] & (k_slot == sl), 1 << k_lane, 0))]
 
         tp = self.tile.payload
         q0 = Signal.like(tp.q0)
@@ -178,8 +198,8 @@ class EstimateFeeder(wiring.Component):
         w_k0_p = Signal.like(lw.k0)
         w_tile = _Presented(m, w_issue, m_dims, prec, n_keys, "w_tile")
         key0 = lw.n0                                        # first key of the N-tile
-        for port in rk:
-            m.d.comb += [port.addr.eq(key0 // nb), port.en.eq(w_issue | ~w_pend)]
+        for port in rk.values():
+            m.d.comb += [port.addr.eq(key0 // (slots * grp)), port.en.eq(w_issue | ~w_pend)]
         with m.If(w_pend & self.w.ready):
             m.d.sync += w_pend.eq(0)
         key0_p = Signal.like(key0)
@@ -189,27 +209,38 @@ class EstimateFeeder(wiring.Component):
             with m.If((w_r == E - 1) & lw.last):
                 m.d.sync += busy_w.eq(0)
         m.d.comb += self.w.valid.eq(w_pend)
-        krows = [Signal(data.ArrayLayout(signed(8), self.max_m), name=f"krow{b}")
-                 for b in range(nb)]
-        m.d.comb += [k.eq(port.data) for k, port in zip(krows, rk)]
-        off = Signal(range(nb))                             # bank of the N-tile's key 0
-        m.d.comb += off.eq(key0_p % nb)
-        base = w_k0_p + w_r_p
+        # the N-tile's keys: a window of W = n*G keys at `off` in each dimension's S*G-key word
+        off = Signal(range(max(slots, 2)))                 # in key groups (a multiple of n/2)
+        m.d.comb += off.eq((key0_p // grp) % slots)
+        base = w_k0_p + w_r_p                              # the beat's packed word (pass, row)
+        lanes = {}
+        for p in EST_PRECISIONS:
+            n = p.lanes
+            span = min(slots, n // 2)                       # key groups per N-tile (W / G)
+            wbits = 8 * grp * span
+            for j in range(n):                             # lane j: dim base*n + j
+                row = Const(0, wbits)
+                for b in range(-(-self.max_m // n)):
+                    dim = b * n + j
+                    if dim >= self.max_m:
+                        continue
+                    word = Cat(*[rk[dim, sl].data for sl in range(slots)])
+                    win = Const(0, wbits)
+                    for o in range(0, slots, span):        # windows at multiples of W
+                        win = Mux(off == o, word[8 * grp * o:8 * grp * (o + span)], win)
+                    row = Mux(base == b, win, row)
+                lane = Signal(wbits, name=f"k_{p.name.lower()}_{j}")
+                m.d.comb += lane.eq(Mux(base * n + j < w_tile.m, row, 0))
+                lanes[p, j] = lane
         for c in range(cols):
             for i in range(LANES_PER_PE):
-                # word i of tile c: key x = c*n + i (per precision); bank off + x
                 expr = Const(0, 16)
                 for p in EST_PRECISIONS:
                     n = p.lanes
-                    if i >= n:
-                        continue
-                    x = c * n + i
-                    sel = Signal(data.ArrayLayout(signed(8), self.max_m), name=f"k{c}_{i}_{n}")
-                    row = Const(0, row_bits)
-                    for j in range(0, nb, cols * n):          # off is a multiple of W
-                        row = Mux(off == j, krows[j + x].as_value(), row)
-                    m.d.comb += sel.eq(row)
-                    word = self._pack(sel, base, w_tile.m, p)
+                    x = c * n + i                          # key of word i of tile c
+                    if i >= n or x >= grp * min(slots, n // 2):
+                        continue                           # (keys beyond max_t: zero)
+                    word = Cat(*[lanes[p, j][8 * x:8 * x + p.bits] for j in range(n)])
                     expr = Mux((w_tile.prec == p) & (key0_p + x < w_tile.n_keys), word, expr)
                 m.d.comb += self.w.payload.data[c][i].eq(expr)
         return m
