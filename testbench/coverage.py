@@ -35,6 +35,7 @@ merged over the runs; holes are listed. Reports: ``build/coverage/<unit>.md`` / 
 the summary ``build/reports/coverage.md`` / ``.json``.
 """
 
+import bisect
 import json
 import os
 import re
@@ -123,19 +124,47 @@ def source_location(src):
     return f"{path}:{line}"
 
 
-def _source_of(lines, number):
-    """The Amaranth source location of Verilog line ``number`` (1-based), or ''."""
+_ARM = re.compile(r"\s*(?:[0-9]+'[hbd][0-9a-fA-F?_]+|default)\s*:")
+_COND = re.compile(r"\b(?:if|casez?)\s*\(\s*(\\\S+|[A-Za-z_][\w$]*)\s*(?:\[[^\]]*\])?\s*\)")
+_ASSIGN = re.compile(r"\s*assign\s+(\\\S+|[A-Za-z_][\w$]*)\s*=")
+
+
+def _assigns(lines):
+    """``(starts, per_module)``: the first line (0-based) of every ``module`` of ``lines`` and,
+    per module, ``{signal: src location}`` of its continuous assignments that carry one
+    (Yosys's ``$N`` names are per module)."""
+    starts, per_module = [0], [{}]
+    for i, text in enumerate(lines):
+        if text.startswith("module "):
+            starts.append(i)
+            per_module.append({})
+        m = _ASSIGN.match(text)
+        if m and m.group(1) not in per_module[-1]:
+            src = _SRC.findall(text)
+            if src:
+                per_module[-1][m.group(1)] = source_location(src[0])
+    return starts, per_module
+
+
+def _source_of(lines, number, assigns=None):
+    """The Amaranth source location of Verilog line ``number`` (1-based), or ''
+    (``assigns``: :func:`_assigns` of ``lines``, computed when not given)."""
     text = lines[number - 1]
     found = _SRC.findall(text)
     if found:
         return source_location(found[0])
+    if _ARM.match(text):                 # a case arm: the case's selector says where it is from
+        for back in range(number - 2, max(number - 400, -1), -1):
+            if re.search(r"\bcasez?\s*\(", lines[back]):
+                text = lines[back]
+                break
     # a branch on a condition signal: the condition's assignment carries its src attribute
-    cond = re.search(r"\b(?:if|case)\s*\(\s*(\\\S+|[A-Za-z_][\w$]*)\s*\)", text)
+    cond = _COND.search(text)
     if cond:
-        assign = re.compile(rf"\s*assign\s+{re.escape(cond.group(1))}\s*=")
-        for other in lines:
-            if assign.match(other) and _SRC.findall(other):
-                return source_location(_SRC.findall(other)[0])
+        starts, per_module = _assigns(lines) if assigns is None else assigns
+        found = per_module[bisect.bisect_right(starts, number - 1) - 1].get(cond.group(1))
+        if found:
+            return found
     # a branch: the declaration of the first signal it assigns carries the src attribute
     for follow in lines[number:number + 4]:
         m = re.match(r"\s*(\\\S+|[A-Za-z_][\w$]*)\s*(?:\[[^\]]*\])?\s*<?=", follow)
@@ -160,11 +189,11 @@ def _source_of(lines, number):
 def _apply_exclusions(code, lines, exclusions):
     """Split the line/branch ``code`` points by ``exclusions``: ``(waived, per-exclusion
     counts)``; ``waived`` maps id(point) -> the index of the exclusion that waives it."""
-    sources = {}
+    sources, assigns = {}, _assigns(lines)
 
     def source(n):
         if n not in sources:
-            sources[n] = _source_of(lines, n) if 0 < n <= len(lines) else ""
+            sources[n] = _source_of(lines, n, assigns) if 0 < n <= len(lines) else ""
         return sources[n]
     waived, counts = {}, [{"waived": 0, "hit": 0} for _ in exclusions]
     for p in code:
@@ -200,10 +229,12 @@ def summarize(points, verilog, exclusions=()):
             else:
                 uncovered[p["line"]].append(p["comment"])
 
+    assigns = _assigns(lines)
+
     def hole(n, kinds):
         return {"line": n, "what": ", ".join(sorted(set(kinds))), "points": len(kinds),
                 "verilog": lines[n - 1].strip()[:120] if 0 < n <= len(lines) else "",
-                "source": _source_of(lines, n) if 0 < n <= len(lines) else ""}
+                "source": _source_of(lines, n, assigns) if 0 < n <= len(lines) else ""}
     holes = [hole(n, kinds) for n, kinds in sorted(uncovered.items())]
     waived_lines = [{**hole(n, kinds), "reason": exclusions[i].reason}
                     for (n, i), kinds in sorted(excluded.items())]
