@@ -85,9 +85,53 @@ class Exclusion:
                 and (not self.hier or re.search(self.hier, hier) is not None))
 
 
+_STRIDED = ("a select whose index is a counter times a fixed stride plus a constant per word "
+            "(the feeder's `elem`/`_pick`: kp*rows + r, 2*(kp*rows + r) (+1), nt*cols + c, "
+            "k0 + r) only ever reads the words of one residue class: the other case arms, and "
+            "the zero beyond the row where the index stays inside it, are unreachable by "
+            "construction (the design inefficiency EstimateFeeder._pack had; a select over "
+            "the reachable words only would remove them)")
+_LANE_ONE_GRAN = ("the lane's configuration check (Lane.config_error) admits only the query-tile "
+                  "granularity BxB, and the lane front only sends good commands: the "
+                  "detector's other granularities and its bad-command answer are unreachable")
+_LANE_RMMU_ROWS = ("the lane's RMMU groups each run on fixed rows: group 0 (estimates) on row "
+                   "0 .. est_rows-1, group 1 (scores, A·V) on every other row; a selection by "
+                   "another row (a PE row owned by the other group, a last row other than the "
+                   "group's) is unreachable")
 #: Per unit, the points its contract cannot reach (see :class:`Exclusion`); the reasons are
 #: quoted in the report and docs/verification.md.
-EXCLUSIONS = {}
+EXCLUSIONS = {
+    "lane": (
+        Exclusion(r"rtl/lane_feed\.py:152", _STRIDED, what="case|cond_else",
+                  hier=r"\.core\.feed$"),
+        Exclusion(r"rtl/lane_proj\.py:(78|163|187)", _STRIDED, what="case|cond_else",
+                  hier=r"\.proj\.feed$"),
+        Exclusion(r"rtl/(detector\.py:(224|234|271)|lane\.py:342)", _LANE_ONE_GRAN,
+                  hier=r"\.front\.det\.ingest$"),
+        Exclusion(r"rtl/lane_pool\.py:(97|109)", "the lane front's granule-pool commands are "
+                  "always good (n >= 1 key: the check keeps n_keep >= block; width = cols x "
+                  "values per word, in 1 .. lanes): the pool's bad-command answer is "
+                  "unreachable", what="if", hier=r"\.front\.pool$"),
+        Exclusion(r"rtl/rmmu\.py:224", "the compute group (1) runs FX16 scores and A·V and "
+                  "INT8 HB-BSSA scores only (the INT4/INT2 estimates run in group 0): its "
+                  "INT4/INT2 lane selections are unreachable", what="cond_then",
+                  hier=r"\.rmmu\.g1\.(out|issuer)$"),
+        Exclusion(r"rtl/rmmu\.py:209", _LANE_RMMU_ROWS, what="cond_then|cond_else",
+                  hier=r"\.rmmu\.g[01]\.(acc|issuer)$"),
+        Exclusion(r"rtl/rmmu\.py:825", _LANE_RMMU_ROWS, what="cond_then", hier=r"\.rmmu$"),
+        Exclusion(r"rtl/rmmu\.py:433", _LANE_RMMU_ROWS, hier=r"\.rmmu\.g0\.loader$"),
+        Exclusion(r"rtl/rmmu\.py:(382|390)", "one M-tile per descriptor (M = block = tile_m "
+                  "in the estimate feeder's loops and the estimate group): the M-tile "
+                  "counter's step past the first tile is unreachable",
+                  hier=r"(\.est\.loops_[aw]|\.rmmu\.g0\.(issuer|loader)\.loops)$"),
+        Exclusion(r"rtl/rmmu\.py:(329|345|622)", "the lane issues only descriptors inside its "
+                  "RMMU's bounds (rows, M, K, N from the checked configuration): the "
+                  "bad-descriptor answer is unreachable", hier=r"\.rmmu\.g[01]\.(seq|out)$"),
+        Exclusion(r"rtl/lane_est\.py:188", "est_rows = 1 at this point: the estimate row "
+                  "counter w_r is always 0 (a 1-bit counter), its step arm is unreachable",
+                  what="cond_then", hier=r"\.est$"),
+    ),
+}
 
 
 def parse_dat(path):
