@@ -102,7 +102,7 @@ _LANE_RMMU_ROWS = ("the lane's RMMU groups each run on fixed rows: group 0 (esti
 #: quoted in the report and docs/verification.md.
 EXCLUSIONS = {
     "lane": (
-        Exclusion(r"rtl/lane_feed\.py:152", _STRIDED, what="case|cond_else",
+        Exclusion(r"rtl/lane_feed\.py:15[23]", _STRIDED, what="case|cond_else",
                   hier=r"\.core\.feed$"),
         Exclusion(r"rtl/lane_proj\.py:(78|163|187)", _STRIDED, what="case|cond_else",
                   hier=r"\.proj\.feed$"),
@@ -127,6 +127,15 @@ EXCLUSIONS = {
         Exclusion(r"rtl/rmmu\.py:(329|345|622)", "the lane issues only descriptors inside its "
                   "RMMU's bounds (rows, M, K, N from the checked configuration): the "
                   "bad-descriptor answer is unreachable", hier=r"\.rmmu\.g[01]\.(seq|out)$"),
+        Exclusion(r"rtl/(lane_core\.py:149|lane_feed\.py:(213|246)|lane_scores\.py:(115|256))",
+                  "a ceiling division (x + c - 1) // c: Amaranth makes x + c - 1 signed and "
+                  "emits floor division with a correction for a negative dividend; x >= 0 and "
+                  "c >= 1, so that branch is unreachable", what="cond_else",
+                  verilog=r"\[\d+\] == 1'h0\) \|\|"),
+        Exclusion(r"rtl/lane_feed\.py:276", "the query nt*cols + c of a scores beat is always "
+                  "below block: block is a multiple of cols (the unit's parameter domain), so "
+                  "the zero for a query beyond the tile is unreachable", what="cond_else",
+                  hier=r"\.core\.feed$"),
         Exclusion(r"rtl/lane_est\.py:188", "est_rows = 1 at this point: the estimate row "
                   "counter w_r is always 0 (a 1-bit counter), its step arm is unreachable",
                   what="cond_then", hier=r"\.est$"),
