@@ -35,6 +35,7 @@ merged over the runs; holes are listed. Reports: ``build/coverage/<unit>.md`` / 
 the summary ``build/reports/coverage.md`` / ``.json``.
 """
 
+import bisect
 import json
 import os
 import re
@@ -84,9 +85,62 @@ class Exclusion:
                 and (not self.hier or re.search(self.hier, hier) is not None))
 
 
+_STRIDED = ("a select whose index is a counter times a fixed stride plus a constant per word "
+            "(the feeder's `elem`/`_pick`: kp*rows + r, 2*(kp*rows + r) (+1), nt*cols + c, "
+            "k0 + r) only ever reads the words of one residue class: the other case arms, and "
+            "the zero beyond the row where the index stays inside it, are unreachable by "
+            "construction (the design inefficiency EstimateFeeder._pack had; a select over "
+            "the reachable words only would remove them)")
+_LANE_ONE_GRAN = ("the lane's configuration check (Lane.config_error) admits only the query-tile "
+                  "granularity BxB, and the lane front only sends good commands: the "
+                  "detector's other granularities and its bad-command answer are unreachable")
+_LANE_RMMU_ROWS = ("the lane's RMMU groups each run on fixed rows: group 0 (estimates) on row "
+                   "0 .. est_rows-1, group 1 (scores, A·V) on every other row; a selection by "
+                   "another row (a PE row owned by the other group, a last row other than the "
+                   "group's) is unreachable")
 #: Per unit, the points its contract cannot reach (see :class:`Exclusion`); the reasons are
 #: quoted in the report and docs/verification.md.
-EXCLUSIONS = {}
+EXCLUSIONS = {
+    "lane": (
+        Exclusion(r"rtl/lane_feed\.py:15[23]", _STRIDED, what="case|cond_else",
+                  hier=r"\.core\.feed$"),
+        Exclusion(r"rtl/lane_proj\.py:(78|163|187)", _STRIDED, what="case|cond_else",
+                  hier=r"\.proj\.feed$"),
+        Exclusion(r"rtl/(detector\.py:(224|234|271)|lane\.py:342)", _LANE_ONE_GRAN,
+                  hier=r"\.front\.det\.ingest$"),
+        Exclusion(r"rtl/lane_pool\.py:(97|109)", "the lane front's granule-pool commands are "
+                  "always good (n >= 1 key: the check keeps n_keep >= block; width = cols x "
+                  "values per word, in 1 .. lanes): the pool's bad-command answer is "
+                  "unreachable", what="if", hier=r"\.front\.pool$"),
+        Exclusion(r"rtl/rmmu\.py:224", "the compute group (1) runs FX16 scores and A·V and "
+                  "INT8 HB-BSSA scores only (the INT4/INT2 estimates run in group 0): its "
+                  "INT4/INT2 lane selections are unreachable", what="cond_then",
+                  hier=r"\.rmmu\.g1\.(out|issuer)$"),
+        Exclusion(r"rtl/rmmu\.py:209", _LANE_RMMU_ROWS, what="cond_then|cond_else",
+                  hier=r"\.rmmu\.g[01]\.(acc|issuer)$"),
+        Exclusion(r"rtl/rmmu\.py:825", _LANE_RMMU_ROWS, what="cond_then", hier=r"\.rmmu$"),
+        Exclusion(r"rtl/rmmu\.py:433", _LANE_RMMU_ROWS, hier=r"\.rmmu\.g0\.loader$"),
+        Exclusion(r"rtl/rmmu\.py:(382|390)", "one M-tile per descriptor (M = block = tile_m "
+                  "in the estimate feeder's loops and the estimate group): the M-tile "
+                  "counter's step past the first tile is unreachable",
+                  hier=r"(\.est\.loops_[aw]|\.rmmu\.g0\.(issuer|loader)\.loops)$"),
+        Exclusion(r"rtl/rmmu\.py:(329|345|622)", "the lane issues only descriptors inside its "
+                  "RMMU's bounds (rows, M, K, N from the checked configuration): the "
+                  "bad-descriptor answer is unreachable", hier=r"\.rmmu\.g[01]\.(seq|out)$"),
+        Exclusion(r"rtl/(lane_core\.py:149|lane_feed\.py:(213|246)|lane_scores\.py:(115|256))",
+                  "a ceiling division (x + c - 1) // c: Amaranth makes x + c - 1 signed and "
+                  "emits floor division with a correction for a negative dividend; x >= 0 and "
+                  "c >= 1, so that branch is unreachable", what="cond_else",
+                  verilog=r"\[\d+\] == 1'h0\) \|\|"),
+        Exclusion(r"rtl/lane_feed\.py:276", "the query nt*cols + c of a scores beat is always "
+                  "below block: block is a multiple of cols (the unit's parameter domain), so "
+                  "the zero for a query beyond the tile is unreachable", what="cond_else",
+                  hier=r"\.core\.feed$"),
+        Exclusion(r"rtl/lane_est\.py:188", "est_rows = 1 at this point: the estimate row "
+                  "counter w_r is always 0 (a 1-bit counter), its step arm is unreachable",
+                  what="cond_then", hier=r"\.est$"),
+    ),
+}
 
 
 def parse_dat(path):
@@ -123,19 +177,47 @@ def source_location(src):
     return f"{path}:{line}"
 
 
-def _source_of(lines, number):
-    """The Amaranth source location of Verilog line ``number`` (1-based), or ''."""
+_ARM = re.compile(r"\s*(?:[0-9]+'[hbd][0-9a-fA-F?_]+|default)\s*:")
+_COND = re.compile(r"\b(?:if|casez?)\s*\(\s*(\\\S+|[A-Za-z_][\w$]*)\s*(?:\[[^\]]*\])?\s*\)")
+_ASSIGN = re.compile(r"\s*assign\s+(\\\S+|[A-Za-z_][\w$]*)\s*=")
+
+
+def _assigns(lines):
+    """``(starts, per_module)``: the first line (0-based) of every ``module`` of ``lines`` and,
+    per module, ``{signal: src location}`` of its continuous assignments that carry one
+    (Yosys's ``$N`` names are per module)."""
+    starts, per_module = [0], [{}]
+    for i, text in enumerate(lines):
+        if text.startswith("module "):
+            starts.append(i)
+            per_module.append({})
+        m = _ASSIGN.match(text)
+        if m and m.group(1) not in per_module[-1]:
+            src = _SRC.findall(text)
+            if src:
+                per_module[-1][m.group(1)] = source_location(src[0])
+    return starts, per_module
+
+
+def _source_of(lines, number, assigns=None):
+    """The Amaranth source location of Verilog line ``number`` (1-based), or ''
+    (``assigns``: :func:`_assigns` of ``lines``, computed when not given)."""
     text = lines[number - 1]
     found = _SRC.findall(text)
     if found:
         return source_location(found[0])
+    if _ARM.match(text):                 # a case arm: the case's selector says where it is from
+        for back in range(number - 2, max(number - 400, -1), -1):
+            if re.search(r"\bcasez?\s*\(", lines[back]):
+                text = lines[back]
+                break
     # a branch on a condition signal: the condition's assignment carries its src attribute
-    cond = re.search(r"\b(?:if|case)\s*\(\s*(\\\S+|[A-Za-z_][\w$]*)\s*\)", text)
+    cond = _COND.search(text)
     if cond:
-        assign = re.compile(rf"\s*assign\s+{re.escape(cond.group(1))}\s*=")
-        for other in lines:
-            if assign.match(other) and _SRC.findall(other):
-                return source_location(_SRC.findall(other)[0])
+        starts, per_module = _assigns(lines) if assigns is None else assigns
+        found = per_module[bisect.bisect_right(starts, number - 1) - 1].get(cond.group(1))
+        if found:
+            return found
     # a branch: the declaration of the first signal it assigns carries the src attribute
     for follow in lines[number:number + 4]:
         m = re.match(r"\s*(\\\S+|[A-Za-z_][\w$]*)\s*(?:\[[^\]]*\])?\s*<?=", follow)
@@ -160,11 +242,11 @@ def _source_of(lines, number):
 def _apply_exclusions(code, lines, exclusions):
     """Split the line/branch ``code`` points by ``exclusions``: ``(waived, per-exclusion
     counts)``; ``waived`` maps id(point) -> the index of the exclusion that waives it."""
-    sources = {}
+    sources, assigns = {}, _assigns(lines)
 
     def source(n):
         if n not in sources:
-            sources[n] = _source_of(lines, n) if 0 < n <= len(lines) else ""
+            sources[n] = _source_of(lines, n, assigns) if 0 < n <= len(lines) else ""
         return sources[n]
     waived, counts = {}, [{"waived": 0, "hit": 0} for _ in exclusions]
     for p in code:
@@ -200,10 +282,12 @@ def summarize(points, verilog, exclusions=()):
             else:
                 uncovered[p["line"]].append(p["comment"])
 
+    assigns = _assigns(lines)
+
     def hole(n, kinds):
         return {"line": n, "what": ", ".join(sorted(set(kinds))), "points": len(kinds),
                 "verilog": lines[n - 1].strip()[:120] if 0 < n <= len(lines) else "",
-                "source": _source_of(lines, n) if 0 < n <= len(lines) else ""}
+                "source": _source_of(lines, n, assigns) if 0 < n <= len(lines) else ""}
     holes = [hole(n, kinds) for n, kinds in sorted(uncovered.items())]
     waived_lines = [{**hole(n, kinds), "reason": exclusions[i].reason}
                     for (n, i), kinds in sorted(excluded.items())]
