@@ -48,12 +48,15 @@ __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
            "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "rtl_keep_error",
            "project", "block_norms", "INT8_BOUND_BITS", "sumsq_bits", "RTL_PROJ",
-           "DET_THRESHOLD_LATENCY"]
+           "DET_THRESHOLD_LATENCY", "FINE_GRANULARITIES"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
               "16x16": Gran.BLK16, "32x32": Gran.BLK32}
 _EST_BITS = (2, 4, 8)
+#: The granularities the lane runs per query row (docs/lane.md section 2): the detector sees each
+#: row's estimate, a tile gathers the union of its rows' kept keys, the softmax each row's own.
+FINE_GRANULARITIES = ("element", "1x4", "1x8")
 #: Latency of the RTL detector in threshold mode (:attr:`attnforge.rtl.detector.Detector.latency`).
 DET_THRESHOLD_LATENCY = 3
 
@@ -227,7 +230,9 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None, n_keep=None, prune=None,
     ``max_m``, ``block``) answers the ``cfg`` beat of ``cfg`` with an error status (a string),
     or None: the checks its ``cfg`` stream applies, in this order, to the fields it carries
     (docs/lane.md section 5). The RTL runs the subset of :meth:`LaneConfig.error` that it
-    implements: BxB blocks equal to the query tile, top-k or threshold; HB-BSSA
+    implements: BxB blocks equal to the query tile or a per-row granularity
+    (:data:`FINE_GRANULARITIES`: element, 1x4, 1x8; ``k`` then counts a row's granules of the
+    kept keys; HB-BSSA off), top-k or threshold; HB-BSSA
     (``int8_bound`` None = off, else an INT8 block when its sum of squares is
     ``<= int8_bound``; ``q8_shift``, ``k8_shift`` >= 0 with ``q8_shift + k8_shift <=
     frac_bits``, checked in every mode as :meth:`LaneConfig.error` does); the projections'
@@ -251,14 +256,19 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None, n_keep=None, prune=None,
         (not prune or 1 <= n_keep <= cfg.t, "n_keep", n_keep, f"in [1, t = {cfg.t}]"),
         (not prune or n_keep % block == 0, "n_keep", n_keep, f"a multiple of the block {block}"),
     )
+    fine = cfg.granularity in FINE_GRANULARITIES
+    gcols = GRANULARITIES[cfg.granularity][1] if fine else block
+    hb = cfg.int8_bound is not None and cfg.int8_bound >= 0      # the cfg field hb
     sparse = (
         (cfg.select in ("topk", "threshold"), "select", cfg.select, "topk or threshold"),
-        (cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
-         f"{block}x{block} (the query tile)"),
-        (cfg.select != "topk" or 1 <= cfg.k <= keys // block, "k", cfg.k,
-         f"in [1, {keys // block}] (top-k of the kept key blocks)"),
+        (fine or cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
+         f"{block}x{block} (the query tile), " + ", ".join(FINE_GRANULARITIES)),
+        (cfg.select != "topk" or 1 <= cfg.k <= keys // gcols, "k", cfg.k,
+         f"in [1, {keys // gcols}] (top-k of the kept keys' granules)"),
         (0 <= cfg.q_shift <= 63, "q_shift", cfg.q_shift, "in [0, 63]"),
         (0 <= cfg.k_shift <= 63, "k_shift", cfg.k_shift, "in [0, 63]"),
+        (not (fine and hb), "int8_bound", cfg.int8_bound,
+         "off with element / 1xV granularity (HB-BSSA INT8 blocks are BxB only)"),
     )
     for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
         if not ok:

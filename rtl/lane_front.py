@@ -24,14 +24,14 @@ beats come from ``RMMUModel.a_beats/w_beats`` of the estimate descriptors of
 check rejects the rest before a tile is issued).
 """
 
-from amaranth.hdl import Array, Module, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
 from .detector import Detector
 from ..golden.lane import INT8_BOUND_BITS, sumsq_bits
-from .lane_pool import GranulePool, Int8Flags
+from .lane_pool import EstimateRows, GranulePool, Int8Flags
 from .rmmu import act_layout, weight_layout
 from .streams import Fork, RowPacker, StreamFIFO
 
@@ -85,7 +85,8 @@ class LaneFront(wiring.Component):
         self.det_per_beat = det_per_beat
         self.rmmu_params = rmmu or dict(rows=est_rows, cols=cols, tile_m=block, max_m=block,
                                         max_k=max_k, max_n=max_t)
-        self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t // block),
+        # max_len = max_t: element granularity puts a whole estimate row through the detector
+        self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t),
                                  score_bits=score_bits, sched_lanes=1)
         self.max_blk = max(1, max_t // block)
         self.flagger = Int8Flags(per_beat=max(1, cols * 8 // block),
@@ -93,6 +94,8 @@ class LaneFront(wiring.Component):
                                  bound_bits=INT8_BOUND_BITS)
         super().__init__({
             "hb": In(1),                                # HB-BSSA on (run-time, held)
+            "fine": In(1),                              # per-row granularity (run-time, held)
+            "gran": In(3),                              # its detector code (ELEM, VEC4, VEC8)
             "bound": In(INT8_BOUND_BITS),               # int8_bound
             "flags": Out(self.flagger.o.signature),     # per tile: INT8 granules
             "tile": In(stream.Signature(tile_layout(max_t, max_k))),
@@ -118,8 +121,19 @@ class LaneFront(wiring.Component):
         wiring.connect(m, wiring.flipped(self.tile), fork.i)
         wiring.connect(m, wiring.flipped(self.a), wiring.flipped(g.a))
         wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g.w))
-        wiring.connect(m, wiring.flipped(g.o), pool.i)
+        m.submodules.rows = rows = EstimateRows(
+            lanes=lanes, in_bits=rmmu_out_bits(self.rmmu_params["max_k"]),
+            score_bits=self.score_bits, bq=b, max_n=self.max_t, min_width=self.cols * 2)
+        m.submodules.pack_rows = pack2 = RowPacker(lanes, self.det_per_beat,
+                                                   signed(self.score_bits))
+        fine = self.fine
+        # the estimate's output beats: to the pool (BxB) or the row buffer (per row)
+        for dst in (pool.i, rows.i):
+            m.d.comb += dst.payload.eq(g.o.payload)
+        m.d.comb += [pool.i.valid.eq(g.o.valid & ~fine), rows.i.valid.eq(g.o.valid & fine),
+                     g.o.ready.eq(Mux(fine, rows.i.ready, pool.i.ready))]
         wiring.connect(m, pool.o, pack.i)
+        wiring.connect(m, rows.o, pack2.i)
         m.submodules.flagger = flagger = self.flagger
         m.submodules.flag_fifo = flag_fifo = StreamFIFO(flagger.o.payload.shape(), FLAG_DEPTH,
                                                         buffered=False)
@@ -142,16 +156,29 @@ class LaneFront(wiring.Component):
             g.cmd.payload.requant.eq(1),
             g.cmd.payload.out_fmt.eq(Precision.parse(f"int{self.score_bits}")),
             g.cmd.payload.shift.eq(t0.payload.shift),
-            pool.cmd.valid.eq(t1.valid), t1.ready.eq(pool.cmd.ready),
+            pool.cmd.valid.eq(t1.valid & ~fine), rows.cmd.valid.eq(t1.valid & fine),
+            t1.ready.eq(Mux(fine, rows.cmd.ready, pool.cmd.ready)),
             pool.cmd.payload.n.eq(t1.payload.n), pool.cmd.payload.width.eq(width),
-            det.cmd.valid.eq(t2.valid), t2.ready.eq(det.cmd.ready),
-            det.cmd.payload.mode.eq(~t2.payload.select), det.cmd.payload.gran.eq(0),
-            det.cmd.payload.length.eq((t2.payload.n + b - 1) >> lb),
+            rows.cmd.payload.n.eq(t1.payload.n), rows.cmd.payload.width.eq(width),
+            det.cmd.valid.eq(t2.valid),
+            det.cmd.payload.mode.eq(~t2.payload.select),
+            det.cmd.payload.gran.eq(Mux(fine, self.gran, 0)),
+            det.cmd.payload.length.eq(Mux(fine, t2.payload.n, (t2.payload.n + b - 1) >> lb)),
             det.cmd.payload.k.eq(t2.payload.k_keep), det.cmd.payload.restart.eq(1),
             det.cmd.payload.threshold.eq(t2.payload.threshold),
-            # packed granule rows -> detector scores (the command carries the row length)
-            det.i.valid.eq(pack.o.valid), pack.o.ready.eq(det.i.ready),
         ]
+        # per-row granularity: one detector command per query row of the tile
+        det_row = Signal(range(b))
+        last_row = ~fine | (det_row == b - 1)
+        m.d.comb += t2.ready.eq(det.cmd.ready & last_row)
+        with m.If(det.cmd.valid & det.cmd.ready):
+            m.d.sync += det_row.eq(Mux(last_row, 0, det_row + 1))
+        # packed granule rows (BxB) or estimate rows -> detector scores (the command carries
+        # the row length)
+        src = [pack.o, pack2.o]
+        m.d.comb += [det.i.valid.eq(Mux(fine, pack2.o.valid, pack.o.valid)),
+                     pack.o.ready.eq(det.i.ready & ~fine), pack2.o.ready.eq(det.i.ready & fine)]
         for j in range(self.det_per_beat):
-            m.d.comb += det.i.payload.scores[j].eq(pack.o.payload.data[j])
+            m.d.comb += det.i.payload.scores[j].eq(Mux(fine, src[1].payload.data[j],
+                                                       src[0].payload.data[j]))
         return m

@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.lane import sumsq_bits
 from .streams import RowLayout
 
-__all__ = ["GranulePool", "Int8Flags", "pool_cmd_layout"]
+__all__ = ["GranulePool", "Int8Flags", "EstimateRows", "pool_cmd_layout"]
 
 
 def pool_cmd_layout(lanes, max_n):
@@ -203,4 +203,90 @@ class Int8Flags(wiring.Component):
                              pos.eq(0)]
             with m.Else():
                 m.d.sync += [flags.eq(nxt), pos.eq(pos + self.i.payload.count)]
+        return m
+
+
+class EstimateRows(wiring.Component):
+    """Per-row granularity (element / 1xV, docs/lane.md section 2): the estimate row group's
+    output beats of one query tile -> its ``bq`` estimate rows, query after query, for the
+    detector (which pools 1xV granules itself).
+
+    ``cmd`` (one per tile, :func:`pool_cmd_layout`): ``n`` keys, ``width`` = ``W`` (lanes per
+    N-tile beat). Input ``i`` as :class:`GranulePool`'s: for every N-tile of ``W`` keys, ``bq``
+    beats (one per query row), lane ``j`` = the estimate of key ``n0 + j``. Output ``o``: a row
+    stream of ``lanes`` signed ``score_bits`` values, per query row ``ceil(n / W)`` beats of
+    ``min(W, keys left)`` valid lanes (the rest 0), ``last`` on the row's final beat.
+
+    One memory of ``bq * ceil(max_n / min_width)`` words (a word = one beat's lanes, address
+    ``q * depth + nt``). Timing: WRITE takes one beat per cycle until the tile's ``bq * N-tiles``
+    beats are in (``i.ready`` is low otherwise: the RMMU's output waits), then READ plays the rows
+    out, one beat per cycle while ``o`` is ready (a read issued in cycle t is presented in t + 1),
+    then the next command is taken. No error path: the lane's check rejects bad tiles first."""
+
+    def __init__(self, *, lanes=16, in_bits=32, score_bits=8, bq=8, max_n=64, min_width=4):
+        self.lanes, self.in_bits, self.score_bits = lanes, in_bits, score_bits
+        self.bq, self.max_n, self.min_width = bq, max_n, min_width
+        self.depth = -(-max_n // min_width)
+        self.out_layout = RowLayout(lanes, signed(score_bits))
+        super().__init__({
+            "cmd": In(stream.Signature(pool_cmd_layout(lanes, max_n))),
+            "i": In(stream.Signature(data.StructLayout({
+                "lanes": data.ArrayLayout(signed(in_bits), lanes), "last": 1, "error": 1}))),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    def elaborate(self, platform):
+        from amaranth.lib.memory import Memory
+        m = Module()
+        sb, lanes, bq, depth = self.score_bits, self.lanes, self.bq, self.depth
+        mem = Memory(shape=sb * lanes, depth=bq * depth, init=[])
+        m.submodules.mem = mem
+        wp, rp = mem.write_port(), mem.read_port()
+        n, width = Signal(range(self.max_n + 1)), Signal(range(lanes + 1))
+        nnt = Signal(range(depth + 1))                  # N-tiles of the tile
+        q, nt = Signal(range(bq)), Signal(range(depth))
+        q_p, nt_p, pend = Signal(range(bq)), Signal(range(depth)), Signal()
+        IDLE, WRITE, READ, DRAIN = range(4)
+        state = Signal(range(4))
+        c = self.cmd.payload
+        m.d.comb += [wp.addr.eq(q * depth + nt),
+                     wp.data.eq(Cat(*[self.i.payload.lanes[j][:sb] for j in range(lanes)]))]
+        with m.If(state == IDLE):
+            m.d.comb += self.cmd.ready.eq(1)
+            with m.If(self.cmd.valid):
+                wd = Mux(c.width == 0, 1, c.width)
+                m.d.sync += [n.eq(c.n), width.eq(c.width), nnt.eq((c.n + wd - 1) // wd),
+                             q.eq(0), nt.eq(0), state.eq(WRITE)]
+        with m.Elif(state == WRITE):
+            m.d.comb += [self.i.ready.eq(1), wp.en.eq(self.i.valid)]
+            with m.If(self.i.valid):
+                m.d.sync += q.eq(Mux(q == bq - 1, 0, q + 1))
+                with m.If(q == bq - 1):
+                    m.d.sync += nt.eq(nt + 1)
+                    with m.If(nt == nnt - 1):
+                        m.d.sync += [nt.eq(0), state.eq(READ)]
+        with m.Elif(state == READ):
+            issue = ~pend | self.o.ready
+            m.d.comb += [rp.addr.eq(q * depth + nt), rp.en.eq(issue)]
+            with m.If(issue):
+                m.d.sync += [pend.eq(1), q_p.eq(q), nt_p.eq(nt)]
+                with m.If(nt == nnt - 1):
+                    m.d.sync += [nt.eq(0), q.eq(q + 1)]
+                    with m.If(q == bq - 1):
+                        m.d.sync += [q.eq(0), state.eq(DRAIN)]
+                with m.Else():
+                    m.d.sync += nt.eq(nt + 1)
+        with m.Else():                                  # DRAIN
+            m.d.comb += rp.en.eq(0)
+            with m.If(~pend | self.o.ready):
+                m.d.sync += [pend.eq(0), state.eq(IDLE)]
+        left = Signal(range(self.max_n + 1))
+        m.d.comb += left.eq(n - nt_p * width)
+        count = Signal(range(lanes + 1))
+        m.d.comb += count.eq(Mux(left < width, left, width))
+        op = self.o.payload
+        m.d.comb += [self.o.valid.eq(pend), op.count.eq(count), op.last.eq(nt_p == nnt - 1),
+                     op.error.eq(0)]
+        for j in range(lanes):
+            m.d.comb += op.data[j].eq(Mux(j < count, rp.data[sb * j:sb * (j + 1)].as_signed(), 0))
         return m
