@@ -148,8 +148,16 @@ class LaneFront(wiring.Component):
         t0, t1, t2 = (fork.o[i] for i in range(3))
         lb = b.bit_length() - 1
         width = Array([self.cols * p.lanes for p in Precision])[t1.payload.precision]
+        # per-row granularity: the estimate descriptor only once the row buffer has taken the
+        # tile (its output then never waits); detector commands one per row the buffer plays
+        est_ok = Signal()
+        with m.If(rows.cmd.valid & rows.cmd.ready):
+            m.d.sync += est_ok.eq(1)
+        with m.If(g.cmd.valid & g.cmd.ready):
+            m.d.sync += est_ok.eq(0)
+        go_est = ~fine | est_ok
         m.d.comb += [
-            g.cmd.valid.eq(t0.valid), t0.ready.eq(g.cmd.ready),
+            g.cmd.valid.eq(t0.valid & go_est), t0.ready.eq(g.cmd.ready & go_est),
             g.cmd.payload.row0.eq(0), g.cmd.payload.nrows.eq(self.est_rows),
             g.cmd.payload.precision.eq(t0.payload.precision), g.cmd.payload.m.eq(b),
             g.cmd.payload.k.eq(t0.payload.k), g.cmd.payload.n.eq(t0.payload.n),
@@ -160,19 +168,26 @@ class LaneFront(wiring.Component):
             t1.ready.eq(Mux(fine, rows.cmd.ready, pool.cmd.ready)),
             pool.cmd.payload.n.eq(t1.payload.n), pool.cmd.payload.width.eq(width),
             rows.cmd.payload.n.eq(t1.payload.n), rows.cmd.payload.width.eq(width),
-            det.cmd.valid.eq(t2.valid),
-            det.cmd.payload.mode.eq(~t2.payload.select),
-            det.cmd.payload.gran.eq(Mux(fine, self.gran, 0)),
-            det.cmd.payload.length.eq(Mux(fine, t2.payload.n, (t2.payload.n + b - 1) >> lb)),
-            det.cmd.payload.k.eq(t2.payload.k_keep), det.cmd.payload.restart.eq(1),
-            det.cmd.payload.threshold.eq(t2.payload.threshold),
         ]
-        # per-row granularity: one detector command per query row of the tile
-        det_row = Signal(range(b))
-        last_row = ~fine | (det_row == b - 1)
-        m.d.comb += t2.ready.eq(det.cmd.ready & last_row)
-        with m.If(det.cmd.valid & det.cmd.ready):
-            m.d.sync += det_row.eq(Mux(last_row, 0, det_row + 1))
+        # per-row granularity: one detector command per query row the row buffer plays (the
+        # tile's fields are the head's: held from its tile command)
+        held = Signal.like(t2.payload)
+        owed = Signal(range(2 * b + 1))                 # rows started, not yet commanded
+        with m.If(t2.valid & t2.ready & fine):
+            m.d.sync += held.eq(t2.payload)
+        m.d.sync += owed.eq(owed + Mux(rows.start, b, 0)
+                            - (det.cmd.valid & det.cmd.ready & fine))
+        cp = Mux(fine, held.as_value(), t2.payload.as_value())
+        cp = tile_layout(self.max_t, self.max_k)(cp)
+        m.d.comb += [
+            det.cmd.valid.eq(Mux(fine, owed != 0, t2.valid)),
+            t2.ready.eq(fine | det.cmd.ready),
+            det.cmd.payload.mode.eq(~cp.select),
+            det.cmd.payload.gran.eq(Mux(fine, self.gran, 0)),
+            det.cmd.payload.length.eq(Mux(fine, cp.n, (cp.n + b - 1) >> lb)),
+            det.cmd.payload.k.eq(cp.k_keep), det.cmd.payload.restart.eq(1),
+            det.cmd.payload.threshold.eq(cp.threshold),
+        ]
         # packed granule rows (BxB) or estimate rows -> detector scores (the command carries
         # the row length)
         src = [pack.o, pack2.o]
