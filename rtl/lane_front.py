@@ -89,6 +89,9 @@ class LaneFront(wiring.Component):
         self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t),
                                  score_bits=score_bits, sched_lanes=1)
         self.max_blk = max(1, max_t // block)
+        self.rows = EstimateRows(lanes=cols * 8, in_bits=rmmu_out_bits(self.rmmu_params["max_k"]),
+                                 score_bits=score_bits, bq=block, max_n=max_t,
+                                 min_width=cols * 2)
         self.flagger = Int8Flags(per_beat=max(1, cols * 8 // block),
                                  sq_bits=sumsq_bits(block, score_bits), max_blk=self.max_blk,
                                  bound_bits=INT8_BOUND_BITS)
@@ -121,9 +124,7 @@ class LaneFront(wiring.Component):
         wiring.connect(m, wiring.flipped(self.tile), fork.i)
         wiring.connect(m, wiring.flipped(self.a), wiring.flipped(g.a))
         wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g.w))
-        m.submodules.rows = rows = EstimateRows(
-            lanes=lanes, in_bits=rmmu_out_bits(self.rmmu_params["max_k"]),
-            score_bits=self.score_bits, bq=b, max_n=self.max_t, min_width=self.cols * 2)
+        m.submodules.rows = rows = self.rows
         m.submodules.pack_rows = pack2 = RowPacker(lanes, self.det_per_beat,
                                                    signed(self.score_bits))
         fine = self.fine
