@@ -459,10 +459,13 @@ def next_keep(importance, n_keep):
 DESC_ISSUE = 1
 
 
-def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
+def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0, rtl=False):
     """Cycles of one RMMU descriptor from its documented timing (docs/rmmu.md): ``nrows``
     cycles of initial weight load, then per pass ``max(M-tile rows, nrows)`` (the next tile set
-    loads behind the pass; the last pass just its rows), then the drain ``row0 + nrows + 3``."""
+    loads behind the pass; the last pass just its rows), then the drain ``row0 + nrows + 3``.
+    ``rtl``: a pass of at most ``nrows`` rows costs ``nrows + 1`` (measured on the lane's
+    scores descriptor, rtl/lane_back.py, whose gathered keys leave a short last M-tile at
+    element granularity: 1- and 3-row passes on a 3-row group take 4 cycles each)."""
     if m == 0:
         return 0
     lanes = Precision(precision).lanes
@@ -470,7 +473,8 @@ def gemm_cycles(m, k, n, nrows, cols, precision, tile_m, row0=0):
     passes = -(-k // (nrows * lanes))
     tiles = [min(tile_m, m - i) for i in range(0, m, tile_m)]
     per = [rows for _ in range(t_n) for rows in tiles for _ in range(passes)]
-    return nrows + sum(max(x, nrows) for x in per[:-1]) + per[-1] + row0 + nrows + 3
+    cost = (lambda x: x if x > nrows else nrows + 1) if rtl else (lambda x: max(x, nrows))
+    return nrows + sum(cost(x) for x in per[:-1]) + per[-1] + row0 + nrows + 3
 
 
 def descriptor_cycles(*args, **kw):
@@ -527,12 +531,12 @@ def cycles(params, cfg, result):
     if dense:
         proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
     else:
-        proj = (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0)
-                + descriptor_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0))
+        proj = (descriptor_cycles(t, d, cfg.m, c_rows, c, fx, tm, row0, rtl)
+                + descriptor_cycles(tk, d, cfg.m, c_rows, c, fx, tm, row0, rtl))
         proj += RTL_PROJ if rtl else 0
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
-        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
+        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm, 0, rtl) for rq in bq]
         macs["estimate"] = t * tk * cfg.m
         r, cg = GRANULARITIES[cfg.granularity]
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
@@ -546,22 +550,25 @@ def cycles(params, cfg, result):
         sel = _int8_select(result, GRANULARITIES[cfg.granularity][0],
                            slice(b0, b0 + rq), pos, tk)
         if sel is None:
-            s = descriptor_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
+            s = descriptor_cycles(gb, d, rq, c_rows, c, fx, tm, row0, rtl)
         else:
             n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
-            s = (descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
-                 + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
+            s = (descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0, rtl)
+                 + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0, rtl))
         two.append(sel is not None and 0 < int(sel.any(axis=0).sum()) < gb)
         scores.append(s)
-        av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0) if gb else 0)
+        av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0, rtl) if gb else 0)
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
         smax.append(int(np.maximum(1, -(-kept_rows // params.sm_per_beat)).sum()))
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
+    fine = None
+    if rtl and not dense and cfg.granularity in FINE_GRANULARITIES:
+        fine = _rtl_fine_front(params, cfg, proj, est, rows_mask, g)
     if rtl:
         total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c),
                               params.det_lat_for(cfg.select),
-                              0 if dense else _rtl_front(params, cfg, tk), two)
+                              0 if dense or fine else _rtl_front(params, cfg, tk), two, fine)
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat_for(cfg.select), scores, smax,
                           params.sm_lat,
@@ -617,7 +624,74 @@ def _rtl_front(params, cfg, tk):
     return RTL_DETECT + (-(-last // params.det_per_beat) - 1) + (words - 1)
 
 
-def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, front, two=()):
+#: Per-row granularity (element / 1xV, measured on rtl/lane.py): the first estimate descriptor
+#: starts ``RTL_FINE_START`` cycles after PROJECT; a tile's gathered list, complete in cycle
+#: ``full``, is the back's ``ready`` at ``full + RTL_FINE_READY``; the back takes a tile
+#: (``go``) ``RTL_FINE_GO`` cycles before its start in :func:`_rtl_schedule`, an empty tile's
+#: ``empty`` beat ``RTL_FINE_EMPTY`` cycles before its first zero row.
+RTL_FINE_START, RTL_FINE_READY, RTL_FINE_GO, RTL_FINE_EMPTY = 2, -1, -1, 0
+
+
+def _rtl_fine_front(params, cfg, proj, est, rows_mask, g):
+    """The front half at per-row granularity (element / 1xV) as the RTL runs it, row by row
+    (rtl/lane_front.py, docs/lane.md section 7): returns ``ready(b, go_prev)``, the cycle tile
+    ``b``'s gathered key list is ready for the back given the cycle ``go_prev`` the back took
+    tile ``b - 1`` (None for ``b = 0``); call it for ``b = 0, 1, ...`` in order.
+
+    The row buffer (:class:`attnforge.rtl.lane_pool.EstimateRows`, two tiles) takes estimate
+    tile ``b`` at ``E_b`` (after the buffer of tile ``b - 2`` is free) and plays it from
+    ``R_b``; each row goes through the packer to the detector (one score per cycle): ingest
+    ``F .. L`` (``n`` keys) once the select stage has copied the previous row, select (``S``:
+    radix ``rad``, then one granule per cycle; an emitting word -- the first kept granule
+    ``f`` or the last -- waits while the previous row's ``mask`` beat is not taken), the
+    ``mask`` beat taken at ``T`` (the first row of a tile only once the gather has handed the
+    previous tile to the back); the gather then lists the union's ``nk`` keys, one per cycle."""
+    t = rows_mask.shape[0]
+    tk = rows_mask.shape[1]
+    cg = GRANULARITIES[cfg.granularity][1]
+    ng = -(-tk // cg)
+    rad = params.score_bits + 1 if cfg.select == "topk" else 0
+    w = params.cols * Precision.parse(f"int{cfg.est_bits}").lanes
+    w_last = tk - (-(-tk // w) - 1) * w
+    gran_rows = np.zeros((t, ng), dtype=bool)
+    for j in range(ng):
+        gran_rows[:, j] = rows_mask[:, j * cg:(j + 1) * cg].any(axis=1)
+    first = [int(np.argmax(r)) if r.any() else ng - 1 for r in gran_rows]
+    neg = -(1 << 40)
+    st = dict(L=neg, S=neg, X=neg, T=neg, E=[], rel=[])
+
+    def ready(b, go_prev):
+        e_list, rel = st["E"], st["rel"]
+        if b == 0:
+            e_b = proj + RTL_FINE_START
+        else:
+            e_b = e_list[-1] + est[b - 1] + 1
+            if b >= 2:
+                e_b = max(e_b, rel[b - 2] + 2)
+        e_list.append(e_b)
+        r_b = e_b + est[b] + 1
+        if b >= 1:
+            r_b = max(r_b, rel[b - 1] + 2)
+        rows = range(b * params.tile, min(t, (b + 1) * params.tile))
+        for i, r in enumerate(rows):
+            cmd = max(st["L"], r_b + 1) if i == 0 else st["L"]
+            f_ = max(cmd + 1, st["S"])
+            l_ = f_ + tk - 1
+            s_ = max(l_ + 1, st["X"])
+            c1 = max(s_ + rad + 1 + first[r], st["T"])
+            x_ = c1 + ng - 1 - first[r]
+            t_ = x_ + 1
+            if i == 0 and go_prev is not None:
+                t_ = max(t_, go_prev + 1)
+            st.update(L=l_, S=s_, X=x_, T=t_)
+        rel.append(st["L"] - w_last - 1)
+        return st["T"] + max(g[b], 1) + 1 + RTL_FINE_READY
+
+    return ready
+
+
+def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, front, two=(),
+                  fine=None):
     """The RTL top level's schedule: in sparse mode the PROJECT phase (``proj`` cycles: the
     two projection descriptors on the compute group, :data:`RTL_PROJ` included) comes first;
     then the front (estimate -> detector, ``det_lat`` + ``front`` after a tile's estimate:
@@ -628,20 +702,26 @@ def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, fr
     ``ceil(d / cols)`` beats) while the back runs the next one. A tile that kept nothing
     (``g = 0``) issues no descriptor: the O buffer plays ``Bq`` zero rows once it is free.
     ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA, :data:`RTL_SCORES2`).
+    ``fine``: per-row granularity, the front's ``ready(b, go_prev)`` (:func:`_rtl_fine_front`)
+    instead of the BxB front.
     Returns the cycle of the head's last output beat (the RTL's ``status.cycles``)."""
     ready, e_end, end, last = [], proj, proj + RTL_START, 0
     for e in est:
         e_end += e
         ready.append(RTL_START if dense else e_end + det_lat + front)
+    go = None
     for b in range(len(g)):
+        rb = fine(b, go) if fine else ready[b]
         if g[b] == 0:
-            start = max(ready[b], last) + RTL_EMPTY
+            start = max(rb, last) + RTL_EMPTY
+            go = start - RTL_FINE_EMPTY
             last = start + bq[b] * n_nt - 1
             end = max(end, start + RTL_EMPTY_NEXT)
             continue
         sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE \
             - params.comp_rows
-        end = max(end, ready[b]) + scores[b] + sm + av[b] + \
+        go = max(end, rb) - RTL_FINE_GO
+        end = max(end, rb) + scores[b] + sm + av[b] + \
             (RTL_SCORES2 if b < len(two) and two[b] else 0)
         last = end + bq[b] * n_nt + RTL_DRAIN
     return last
