@@ -262,14 +262,16 @@ class LaneCore(wiring.Component):
         for j in reversed(range(n)):
             expr = Mux(rem[j], j, expr)
         m.d.comb += low.eq(expr)
+        slot = Signal(range(n))                        # nk narrowed: a complete case
+        m.d.comb += slot.eq(nk)
         with m.If(building):
             with m.If(rem == 0):
                 m.d.sync += [building.eq(0), full.eq(1)]
             with m.Else():
-                m.d.sync += [keys[nk].eq(low), nk.eq(nk + 1),
+                m.d.sync += [keys[slot].eq(low), nk.eq(nk + 1),
                              rem.eq(rem & ~(1 << low))]
                 for q in range(bq):
-                    m.d.sync += mg[q].bit_select(nk, 1).eq(rowmask[q].bit_select(low, 1))
+                    m.d.sync += mg[q].bit_select(slot, 1).eq(rowmask[q].bit_select(low, 1))
                 with m.If((rem & (rem - 1)) == 0):
                     m.d.sync += [building.eq(0), full.eq(1)]
         with m.If(done):
