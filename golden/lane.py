@@ -48,12 +48,15 @@ __all__ = ["LaneParams", "LaneConfig", "LaneResult", "run_lane", "int_projection
            "auto_config", "next_keep", "gemm_cycles", "descriptor_cycles", "cycles",
            "GRAN_CODES", "DESC_ISSUE", "run_lane_rmmu", "rtl_error", "rtl_keep_error",
            "project", "block_norms", "INT8_BOUND_BITS", "sumsq_bits", "RTL_PROJ", "RTL_EST_WIDE",
-           "DET_THRESHOLD_LATENCY"]
+           "DET_THRESHOLD_LATENCY", "FINE_GRANULARITIES"]
 
 #: Lane granularity name -> detector code.
 GRAN_CODES = {"element": Gran.ELEM, "1x4": Gran.VEC4, "1x8": Gran.VEC8, "8x8": Gran.BLK8,
               "16x16": Gran.BLK16, "32x32": Gran.BLK32}
 _EST_BITS = (2, 4, 8)
+#: The granularities the lane runs per query row (docs/lane.md section 2): the detector sees each
+#: row's estimate, a tile gathers the union of its rows' kept keys, the softmax each row's own.
+FINE_GRANULARITIES = ("element", "1x4", "1x8")
 #: Latency of the RTL detector in threshold mode (:attr:`attnforge.rtl.detector.Detector.latency`).
 DET_THRESHOLD_LATENCY = 3
 
@@ -227,7 +230,9 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None, n_keep=None, prune=None,
     ``max_m``, ``block``) answers the ``cfg`` beat of ``cfg`` with an error status (a string),
     or None: the checks its ``cfg`` stream applies, in this order, to the fields it carries
     (docs/lane.md section 5). The RTL runs the subset of :meth:`LaneConfig.error` that it
-    implements: BxB blocks equal to the query tile, top-k or threshold; HB-BSSA
+    implements: BxB blocks equal to the query tile or a per-row granularity
+    (:data:`FINE_GRANULARITIES`: element, 1x4, 1x8; ``k`` then counts a row's granules of the
+    kept keys; HB-BSSA off), top-k or threshold; HB-BSSA
     (``int8_bound`` None = off, else an INT8 block when its sum of squares is
     ``<= int8_bound``; ``q8_shift``, ``k8_shift`` >= 0 with ``q8_shift + k8_shift <=
     frac_bits``, checked in every mode as :meth:`LaneConfig.error` does); the projections'
@@ -251,14 +256,19 @@ def rtl_error(cfg, *, max_t, max_m, block, keep=None, n_keep=None, prune=None,
         (not prune or 1 <= n_keep <= cfg.t, "n_keep", n_keep, f"in [1, t = {cfg.t}]"),
         (not prune or n_keep % block == 0, "n_keep", n_keep, f"a multiple of the block {block}"),
     )
+    fine = cfg.granularity in FINE_GRANULARITIES
+    gcols = GRANULARITIES[cfg.granularity][1] if fine else block
+    hb = cfg.int8_bound is not None and cfg.int8_bound >= 0      # the cfg field hb
     sparse = (
         (cfg.select in ("topk", "threshold"), "select", cfg.select, "topk or threshold"),
-        (cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
-         f"{block}x{block} (the query tile)"),
-        (cfg.select != "topk" or 1 <= cfg.k <= keys // block, "k", cfg.k,
-         f"in [1, {keys // block}] (top-k of the kept key blocks)"),
+        (fine or cfg.granularity == f"{block}x{block}", "granularity", cfg.granularity,
+         f"{block}x{block} (the query tile), " + ", ".join(FINE_GRANULARITIES)),
+        (cfg.select != "topk" or 1 <= cfg.k <= keys // gcols, "k", cfg.k,
+         f"in [1, {keys // gcols}] (top-k of the kept keys' granules)"),
         (0 <= cfg.q_shift <= 63, "q_shift", cfg.q_shift, "in [0, 63]"),
         (0 <= cfg.k_shift <= 63, "k_shift", cfg.k_shift, "in [0, 63]"),
+        (not (fine and hb), "int8_bound", cfg.int8_bound,
+         "off with element / 1xV granularity (HB-BSSA INT8 blocks are BxB only)"),
     )
     for ok, name, value, legal in checks + (sparse if cfg.mode == "sparse" else ()):
         if not ok:
@@ -530,7 +540,7 @@ def cycles(params, cfg, result):
         proj += RTL_PROJ if rtl else 0
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
-        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm) for rq in bq]
+        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm, 0) for rq in bq]
         macs["estimate"] = t * tk * cfg.m
         r, cg = GRANULARITIES[cfg.granularity]
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
@@ -556,10 +566,13 @@ def cycles(params, cfg, result):
         smax.append(int(np.maximum(1, -(-kept_rows // params.sm_per_beat)).sum()))
         macs["scores"] += gb * d * rq
         macs["av"] += gb * d * rq
+    fine = None
+    if rtl and not dense and cfg.granularity in FINE_GRANULARITIES:
+        fine = _rtl_fine_front(params, cfg, proj, est, rows_mask, g)
     if rtl:
         total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c),
                               params.det_lat_for(cfg.select),
-                              0 if dense else _rtl_front(params, cfg, tk), two)
+                              0 if dense or fine else _rtl_front(params, cfg, tk), two, fine)
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat_for(cfg.select), scores, smax,
                           params.sm_lat,
@@ -622,7 +635,74 @@ def _rtl_front(params, cfg, tk):
         - (params.est_rows > 1) * RTL_EST_WIDE
 
 
-def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, front, two=()):
+#: Per-row granularity (element / 1xV, measured on rtl/lane.py): the first estimate descriptor
+#: starts ``RTL_FINE_START`` cycles after PROJECT; a tile's gathered list, complete in cycle
+#: ``full``, is the back's ``ready`` at ``full + RTL_FINE_READY``; the back takes a tile
+#: (``go``) ``RTL_FINE_GO`` cycles before its start in :func:`_rtl_schedule`, an empty tile's
+#: ``empty`` beat ``RTL_FINE_EMPTY`` cycles before its first zero row.
+RTL_FINE_START, RTL_FINE_READY, RTL_FINE_GO, RTL_FINE_EMPTY = 2, -1, -1, 0
+
+
+def _rtl_fine_front(params, cfg, proj, est, rows_mask, g):
+    """The front half at per-row granularity (element / 1xV) as the RTL runs it, row by row
+    (rtl/lane_front.py, docs/lane.md section 7): returns ``ready(b, go_prev)``, the cycle tile
+    ``b``'s gathered key list is ready for the back given the cycle ``go_prev`` the back took
+    tile ``b - 1`` (None for ``b = 0``); call it for ``b = 0, 1, ...`` in order.
+
+    The row buffer (:class:`attnforge.rtl.lane_pool.EstimateRows`, two tiles) takes estimate
+    tile ``b`` at ``E_b`` (after the buffer of tile ``b - 2`` is free) and plays it from
+    ``R_b``; each row goes through the packer to the detector (one score per cycle): ingest
+    ``F .. L`` (``n`` keys) once the select stage has copied the previous row, select (``S``:
+    radix ``rad``, then one granule per cycle; an emitting word -- the first kept granule
+    ``f`` or the last -- waits while the previous row's ``mask`` beat is not taken), the
+    ``mask`` beat taken at ``T`` (the first row of a tile only once the gather has handed the
+    previous tile to the back); the gather then lists the union's ``nk`` keys, one per cycle."""
+    t = rows_mask.shape[0]
+    tk = rows_mask.shape[1]
+    cg = GRANULARITIES[cfg.granularity][1]
+    ng = -(-tk // cg)
+    rad = params.score_bits + 1 if cfg.select == "topk" else 0
+    w = params.cols * Precision.parse(f"int{cfg.est_bits}").lanes
+    w_last = tk - (-(-tk // w) - 1) * w
+    gran_rows = np.zeros((t, ng), dtype=bool)
+    for j in range(ng):
+        gran_rows[:, j] = rows_mask[:, j * cg:(j + 1) * cg].any(axis=1)
+    first = [int(np.argmax(r)) if r.any() else ng - 1 for r in gran_rows]
+    neg = -(1 << 40)
+    st = dict(L=neg, S=neg, X=neg, T=neg, E=[], rel=[])
+
+    def ready(b, go_prev):
+        e_list, rel = st["E"], st["rel"]
+        if b == 0:
+            e_b = proj + RTL_FINE_START
+        else:
+            e_b = e_list[-1] + est[b - 1] + 1
+            if b >= 2:
+                e_b = max(e_b, rel[b - 2] + 2)
+        e_list.append(e_b)
+        r_b = e_b + est[b] + 1
+        if b >= 1:
+            r_b = max(r_b, rel[b - 1] + 2)
+        rows = range(b * params.tile, min(t, (b + 1) * params.tile))
+        for i, r in enumerate(rows):
+            cmd = max(st["L"], r_b + 1) if i == 0 else st["L"]
+            f_ = max(cmd + 1, st["S"])
+            l_ = f_ + tk - 1
+            s_ = max(l_ + 1, st["X"])
+            c1 = max(s_ + rad + 1 + first[r], st["T"])
+            x_ = c1 + ng - 1 - first[r]
+            t_ = x_ + 1
+            if i == 0 and go_prev is not None:
+                t_ = max(t_, go_prev + 1)
+            st.update(L=l_, S=s_, X=x_, T=t_)
+        rel.append(st["L"] - w_last - 1)
+        return st["T"] + max(g[b], 1) + 1 + RTL_FINE_READY
+
+    return ready
+
+
+def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, front, two=(),
+                  fine=None):
     """The RTL top level's schedule: in sparse mode the PROJECT phase (``proj`` cycles: the
     two projection descriptors on the compute group, :data:`RTL_PROJ` included) comes first;
     then the front (estimate -> detector, ``det_lat`` + ``front`` after a tile's estimate:
@@ -633,20 +713,26 @@ def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, fr
     ``ceil(d / cols)`` beats) while the back runs the next one. A tile that kept nothing
     (``g = 0``) issues no descriptor: the O buffer plays ``Bq`` zero rows once it is free.
     ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA, :data:`RTL_SCORES2`).
+    ``fine``: per-row granularity, the front's ``ready(b, go_prev)`` (:func:`_rtl_fine_front`)
+    instead of the BxB front.
     Returns the cycle of the head's last output beat (the RTL's ``status.cycles``)."""
     ready, e_end, end, last = [], proj, proj + RTL_START, 0
     for e in est:
         e_end += e
         ready.append(RTL_START if dense else e_end + det_lat + front)
+    go = None
     for b in range(len(g)):
+        rb = fine(b, go) if fine else ready[b]
         if g[b] == 0:
-            start = max(ready[b], last) + RTL_EMPTY
+            start = max(rb, last) + RTL_EMPTY
+            go = start - RTL_FINE_EMPTY
             last = start + bq[b] * n_nt - 1
             end = max(end, start + RTL_EMPTY_NEXT)
             continue
         sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE \
             - params.comp_rows
-        end = max(end, ready[b]) + scores[b] + sm + av[b] + \
+        go = max(end, rb) - RTL_FINE_GO
+        end = max(end, rb) + scores[b] + sm + av[b] + \
             (RTL_SCORES2 if b < len(two) and two[b] else 0)
         last = end + bq[b] * n_nt + RTL_DRAIN
     return last

@@ -31,7 +31,9 @@ Configuration check (``cfg``): the RTL side of :func:`attnforge.golden.lane.rtl_
 in ``[1, max_t]`` and a multiple of ``block``, ``est_bits`` in 2/4/8, ``m`` in ``[1, max_m]``,
 in every mode ``q8_shift + k8_shift <= frac_bits``, with ``prune``: ``n_keep`` in ``[1, t]``
 and a multiple of ``block``; sparse mode also: granularity code = the block's (BxB = the query
-tile), top-k (``select = 0``) with ``k`` in ``[1, n_keys / block]`` or threshold
+tile) or a per-row one (``Gran.ELEM``, ``VEC4``, ``VEC8``: element / 1xV, with ``hb = 0``),
+top-k (``select = 0``) with ``k`` in ``[1, n_keys / C]`` (``C`` = the granule's columns:
+block, 1, 4 or 8) or threshold
 (``select = 1``: a block is kept when its score, the max of its B x B estimates, is
 ``>= threshold``; a block row may keep none: that tile's output rows are 0, no descriptor is
 issued), ``q_shift`` and ``k_shift`` in ``[0, 63]`` (the RMMU's shift). HB-BSSA (``hb = 1``: a
@@ -46,6 +48,11 @@ after LOAD works on ``n_keys = n_keep`` keys (``t`` without pruning: the one "nu
 signal; the projection engine projects the ``n_keys`` kept K rows); the importance leaves in
 token coordinates (``t`` beats, 0 at a pruned token). A bad KEEP beat: the rest of LOAD up to
 its ``last`` beat is taken and dropped, then one error status.
+
+Per-row granularity (element / 1xV): the detector sees each query row's estimate (``block``
+commands per tile), the tile gathers the union of its rows' kept keys (the scores and A·V
+descriptors run over it) and each row's softmax takes its own kept keys only; ``status.kept``
+then counts gathered keys (BxB: kept blocks).
 
 Limits (docs/lane.md TODO): tiles run one after another.
 
@@ -241,13 +248,17 @@ class Lane(wiring.Component):
         bits_bad = (c.est_bits != 2) & (c.est_bits != 4) & (c.est_bits != 8)
         m_bad = (c.m == 0) | (c.m > self.max_m)
         gran = BLOCK_GRAN.get(self.block)
-        gran_bad = (c.gran != gran) if gran is not None else 1
+        fine = c.gran <= Gran.VEC8                       # per-row: element, 1x4, 1x8
+        gran_bad = ((c.gran != gran) if gran is not None else 1) & ~fine
         shifts8_bad = c.q8_shift + c.k8_shift > self.frac_bits
         keys = Mux(c.prune, c.n_keep, c.t)
         prune_bad = c.prune & ((c.n_keep == 0) | (c.n_keep > c.t) |
                                (c.n_keep % self.block != 0))
-        topk_bad = (c.select == 0) & ((c.k == 0) | (c.k > keys // self.block))
-        sparse_bad = gran_bad | topk_bad | (c.q_shift > 63) | (c.k_shift > 63)
+        granules = Mux(fine, Mux(c.gran == Gran.VEC8, keys >> 3,
+                                 Mux(c.gran == Gran.VEC4, keys >> 2, keys)), keys // self.block)
+        topk_bad = (c.select == 0) & ((c.k == 0) | (c.k > granules))
+        hb_bad = c.hb & fine                             # HB-BSSA INT8 blocks: BxB only
+        sparse_bad = gran_bad | topk_bad | (c.q_shift > 63) | (c.k_shift > 63) | hb_bad
         return t_bad | bits_bad | m_bad | shifts8_bad | prune_bad | (~c.dense & sparse_bad)
 
     def elaborate(self, platform):
@@ -274,6 +285,7 @@ class Lane(wiring.Component):
         m.d.comb += prec.eq(Mux(cfg.est_bits == 8, Precision.INT8,
                                 Mux(cfg.est_bits == 4, Precision.INT4, Precision.INT2)))
         m.d.comb += [core.dense.eq(cfg.dense), core.hb.eq(cfg.hb),
+                     core.fine.eq(~cfg.dense & (cfg.gran <= Gran.VEC8)), core.gran.eq(cfg.gran),
                      core.int8_bound.eq(cfg.int8_bound), core.q8_shift.eq(cfg.q8_shift),
                      core.k8_shift.eq(cfg.k8_shift)]
         cycles = Signal(32)

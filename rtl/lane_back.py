@@ -107,7 +107,7 @@ class LaneBack(wiring.Component):
         with m.If(self.tile.valid & self.tile.ready):
             m.d.sync += [g.eq(tp.g), g8.eq(tile_g8), shift8.eq(tp.shift8),
                          scmd.g.eq(tp.g), scmd.n8.eq(tp.n8), scmd.fxs.eq(tp.fxs),
-                         scmd.i8s.eq(tp.i8s),
+                         scmd.i8s.eq(tp.i8s), scmd.fine.eq(tp.fine), scmd.mg.eq(tp.mg),
                          step.eq(Mux(tile_g8 == tp.g, 4, 1)), aux_s.eq(1), aux_p.eq(1)]
         # the descriptor is a register (scores on tile accept, A.V after the scores' issue):
         # the group's cmd port is never driven by constants (Verilator: ALWNEVER/UNDRIVEN)
@@ -132,7 +132,8 @@ class LaneBack(wiring.Component):
                 m.d.sync += step.eq(3)
         m.d.comb += [smax.cmd.valid.eq(aux_s), smax.cmd.payload.eq(scmd),
                      prob.cmd.valid.eq(aux_p), prob.cmd.payload.g.eq(g),
-                     prob.cmd.payload.n_tiles.eq(self.n_tiles_av)]
+                     prob.cmd.payload.n_tiles.eq(self.n_tiles_av),
+                     prob.cmd.payload.clear.eq(scmd.fine)]
         with m.If(smax.cmd.valid & smax.cmd.ready):
             m.d.sync += aux_s.eq(0)
         with m.If(prob.cmd.valid & prob.cmd.ready):

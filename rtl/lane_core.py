@@ -97,6 +97,8 @@ class LaneCore(wiring.Component):
             "imp_cmd": In(self.importance.cmd.signature.flip()),  # importance: clear / emit
             "imp": Out(self.importance.o.signature),              # the head's column sums
             "kept": Out(16),         # kept blocks since the last clear (saturating)
+            "fine": In(1),           # per-row granularity (run-time, held; gran: its code)
+            "gran": In(3),
             "hb": In(1),             # HB-BSSA (run-time, held for the head): INT8 blocks on
             "int8_bound": In(INT8_BOUND_BITS),   # a block whose sum of squares <= the bound
             "q8_shift": In(4), "k8_shift": In(4),  # INT8 copies of Q, K
@@ -128,7 +130,8 @@ class LaneCore(wiring.Component):
         wiring.connect(m, feed.w, back.w)
         wiring.connect(m, back.o, wiring.flipped(self.o))
         m.d.comb += front.mask.ready.eq(1)             # the kept blocks come from idx
-        m.d.comb += [front.hb.eq(self.hb), front.bound.eq(self.int8_bound)]
+        m.d.comb += [front.hb.eq(self.hb), front.bound.eq(self.int8_bound),
+                     front.fine.eq(self.fine), front.gran.eq(self.gran)]
 
         # gather: detector idx rows -> (q0, kept blocks) for the feeder and g for the back
         nmax = self.max_t // self.block
@@ -139,7 +142,12 @@ class LaneCore(wiring.Component):
         slots = data.ArrayLayout(range(nmax), nmax)
         fxs, i8s = Signal(slots), Signal(slots)        # slots of the FX16 / INT8 blocks
         nfx, n8 = Signal(range(nmax + 1)), Signal(range(nmax + 1))
-        m.d.comb += front.idx.ready.eq(~full & front.flags.valid)
+        fine = self.fine
+        m.d.comb += front.idx.ready.eq(Mux(fine, 1, ~full & front.flags.valid))
+        tile_done = Signal()                           # the gathered tile has left
+        keys, nk, mg = self._fine_gather(m, full, tile_done)
+        ng = Signal(range(self.max_t + 1))            # gathered keys (fine) / blocks (BxB)
+        m.d.comb += ng.eq(Mux(fine, nk, nblk))
         idx = front.idx.payload
         is8 = front.flags.payload.flags.bit_select(idx.index[0], 1)
         m.d.comb += front.flags.ready.eq(front.idx.valid & front.idx.ready & idx.last)
@@ -152,7 +160,7 @@ class LaneCore(wiring.Component):
                     m.d.sync += [blk[j].eq(j), fxs[j].eq(j)]
         with m.Else():
             m.d.comb += self.tile.ready.eq(front.tile.ready)
-        with m.If(front.idx.valid & front.idx.ready):
+        with m.If(front.idx.valid & front.idx.ready & ~fine):
             with m.If(idx.count != 0):
                 m.d.sync += nblk.eq(nblk + 1)
                 with m.If(is8):
@@ -175,15 +183,19 @@ class LaneCore(wiring.Component):
         # illegal): one `empty` beat once the back is idle (its previous tile's output rows
         # are all out), the O buffer plays Bq zero rows
         idle = full & feed.tile.ready & back.tile.ready
-        go = idle & (nblk != 0)
-        m.d.comb += self.empty.valid.eq(idle & (nblk == 0))
+        go = idle & (ng != 0)
+        m.d.comb += self.empty.valid.eq(idle & (ng == 0))
         m.d.comb += [feed.tile.valid.eq(go), back.tile.valid.eq(go),
                      feed.tile.payload.q0.eq(q0), feed.tile.payload.nblk.eq(nblk),
                      feed.tile.payload.blk.eq(blk), feed.tile.payload.n8.eq(n8),
                      feed.tile.payload.fxs.eq(fxs), feed.tile.payload.i8s.eq(i8s),
                      feed.tile.payload.q8_shift.eq(self.q8_shift),
                      feed.tile.payload.k8_shift.eq(self.k8_shift),
-                     back.tile.payload.g.eq(nblk * self.block), back.tile.payload.n8.eq(n8),
+                     feed.tile.payload.fine.eq(fine), feed.tile.payload.nkeys.eq(nk),
+                     feed.tile.payload.keys.eq(keys),
+                     back.tile.payload.fine.eq(fine), back.tile.payload.mg.eq(mg),
+                     back.tile.payload.g.eq(Mux(fine, nk, nblk * self.block)),
+                     back.tile.payload.n8.eq(n8),
                      back.tile.payload.fxs.eq(fxs), back.tile.payload.i8s.eq(i8s),
                      back.tile.payload.shift8.eq(self.back.frac_bits - self.q8_shift
                                                  - self.k8_shift)]
@@ -192,23 +204,76 @@ class LaneCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.imp_cmd), imp.cmd)
         wiring.connect(m, imp.o, wiring.flipped(self.imp))
         cur = Signal.like(blk)                        # the kept blocks of the back's tile
+        cur_keys, cur_fine = Signal.like(keys), Signal()    # (per-row: its gathered keys)
         with m.If(go):
-            m.d.sync += cur.eq(blk)
+            m.d.sync += [cur.eq(blk), cur_keys.eq(keys), cur_fine.eq(fine)]
         lb = self.block.bit_length() - 1
         pos = back.p.payload.index[0]
         kblk = Signal(range(nmax))
         sel = cur[0]
         for j in range(1, nmax):
             sel = Mux((pos >> lb) == j, cur[j], sel)
-        m.d.comb += [kblk.eq(sel), imp.i.payload.key.eq((kblk << lb) | (pos & (self.block - 1))),
+        fkey = cur_keys[0]
+        for j in range(1, self.max_t):
+            fkey = Mux(pos == j, cur_keys[j], fkey)
+        m.d.comb += [kblk.eq(sel),
+                     imp.i.payload.key.eq(Mux(cur_fine, fkey,
+                                              (kblk << lb) | (pos & (self.block - 1)))),
                      imp.i.payload.p.eq(back.p.payload.data[0]),
                      imp.i.valid.eq(back.p.valid & (back.p.payload.count != 0)),
                      back.p.ready.eq(imp.i.ready | (back.p.payload.count == 0))]
 
-        with m.If(go | (self.empty.valid & self.empty.ready)):
+        m.d.comb += tile_done.eq(go | (self.empty.valid & self.empty.ready))
+        with m.If(tile_done):
             m.d.sync += [full.eq(0), nblk.eq(0), nfx.eq(0), n8.eq(0), q0.eq(q0 + self.block)]
-            with m.If(self.kept + nblk < (1 << 16)):
-                m.d.sync += self.kept.eq(self.kept + nblk)
+            with m.If(self.kept + ng < (1 << 16)):
+                m.d.sync += self.kept.eq(self.kept + ng)
         with m.If(self.clear):
             m.d.sync += [q0.eq(0), self.kept.eq(0)]
         return m
+
+    def _fine_gather(self, m, full, done):
+        """Per-row granularity (``fine``): the detector's ``mask`` beats of the tile's ``block``
+        query rows (granule bits, expanded to keys by ``gran``) -> the union of their kept keys
+        as a list ``keys[0 .. nk-1]`` (ascending, one key per cycle once the last row is in,
+        lowest remaining bit first) and each row's kept subset in gathered coordinates
+        (``mg[q]`` bit ``i``: row ``q`` keeps ``keys[i]``). Sets ``full`` when the list is
+        complete (at once for an empty union: an empty tile). Returns ``(keys, nk, mg)``."""
+        n, bq = self.max_t, self.block
+        front, fine = self.front, self.fine
+        keys = Signal(data.ArrayLayout(range(n), n))
+        nk = Signal(range(n + 1))
+        mg = Signal(data.ArrayLayout(n, bq))
+        rowmask = Signal(data.ArrayLayout(n, bq))
+        union, rem = Signal(n), Signal(n)
+        row, building = Signal(range(bq)), Signal()
+        gm = front.mask.payload.mask
+        km = Signal(n)                                 # the row's kept keys
+        for j in range(n):
+            m.d.comb += km[j].eq(Mux(self.gran == 1, gm[j >> 2],
+                                     Mux(self.gran == 2, gm[j >> 3], gm[j])))
+        m.d.comb += front.mask.ready.eq(Mux(fine, ~full & ~building, 1))
+        with m.If(front.mask.valid & front.mask.ready & fine):
+            m.d.sync += [rowmask[row].eq(km), union.eq(union | km), row.eq(row + 1)]
+            with m.If(row == bq - 1):
+                m.d.sync += [row.eq(0), building.eq(1), rem.eq(union | km)]
+        low = Signal(range(n))                         # lowest remaining key
+        expr = n - 1
+        for j in reversed(range(n)):
+            expr = Mux(rem[j], j, expr)
+        m.d.comb += low.eq(expr)
+        slot = Signal(range(n))                        # nk narrowed: a complete case
+        m.d.comb += slot.eq(nk)
+        with m.If(building):
+            with m.If(rem == 0):
+                m.d.sync += [building.eq(0), full.eq(1)]
+            with m.Else():
+                m.d.sync += [keys[slot].eq(low), nk.eq(nk + 1),
+                             rem.eq(rem & ~(1 << low))]
+                for q in range(bq):
+                    m.d.sync += mg[q].bit_select(slot, 1).eq(rowmask[q].bit_select(low, 1))
+                with m.If((rem & (rem - 1)) == 0):
+                    m.d.sync += [building.eq(0), full.eq(1)]
+        with m.If(done):
+            m.d.sync += [nk.eq(0), union.eq(0)]
+        return keys, nk, mg

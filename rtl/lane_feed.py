@@ -75,7 +75,10 @@ class BackFeeder(wiring.Component):
             "tile": In(stream.Signature(data.StructLayout({
                 "q0": range(max_t), "nblk": range(self.max_blk + 1), "blk": slots,
                 "n8": range(self.max_blk + 1), "fxs": slots, "i8s": slots,
-                "q8_shift": 4, "k8_shift": 4}))),
+                "q8_shift": 4, "k8_shift": 4,
+                # per-row granularity: the gathered keys themselves (keys[i], i < nkeys)
+                "fine": 1, "nkeys": range(max_t + 1),
+                "keys": data.ArrayLayout(range(max_t), max_t)}))),
             "a": Out(stream.Signature(act_layout(self.words))),
             "w": Out(stream.Signature(weight_layout(cols))),
             "rd": In(row_read_signature(max_t, d)),
@@ -116,7 +119,9 @@ class BackFeeder(wiring.Component):
                          for n in ("blk", "fxs", "i8s"))
         q8s, k8s = Signal(4), Signal(4)
         g, g_fx, g8 = (Signal(range(self.max_t + 1), name=n) for n in ("g", "g_fx", "g8"))
-        m.d.comb += [g.eq(nblk << lb), g8.eq(n8 << lb), g_fx.eq(g - g8)]
+        fine, nkeys = Signal(), Signal(range(self.max_t + 1))
+        keys = Signal(data.ArrayLayout(range(self.max_t), self.max_t))
+        m.d.comb += [g.eq(Mux(fine, nkeys, nblk << lb)), g8.eq(n8 << lb), g_fx.eq(g - g8)]
         m.d.comb += self.tile.ready.eq(~busy_a & ~busy_w & ~self.load.valid)
         n_nt_s, n_kp_s = -(-bq // cols), -(-d // rows)
         n_nt_8, n_kp_8 = -(-bq // nb2), -(-d // (2 * rows))
@@ -134,16 +139,22 @@ class BackFeeder(wiring.Component):
 
         tm = self.tile_m
 
+        def fine_key(i):
+            """Per-row granularity: ``keys[i]``."""
+            ki = Signal(range(self.max_t), name="key_index")
+            m.d.comb += ki.eq(i)
+            return padded([keys[j] for j in range(self.max_t)], self.max_t)[ki]
+
         def key(i):
             """Key of gathered position ``i`` (ascending: the A.V order)."""
-            return (lookup(blk, i >> lb, "blk_index") << lb) | (i & (b - 1))
+            return Mux(fine, fine_key(i), (lookup(blk, i >> lb, "blk_index") << lb) | (i & (b - 1)))
 
         def desc_key(i, int8):
             """Key of position ``i`` of the FX16 (``int8`` 0) or INT8 scores descriptor."""
             slot = Signal(range(self.max_blk), name="slot")
             m.d.comb += slot.eq(Mux(n8 == 0, i >> lb, Mux(int8, lookup(i8s, i >> lb, "i8_index"),
                                                           lookup(fxs, i >> lb, "fx_index"))))
-            return (lookup(blk, slot, "blk_index") << lb) | (i & (b - 1))
+            return Mux(fine, fine_key(i), (lookup(blk, slot, "blk_index") << lb) | (i & (b - 1)))
 
         def elem(rowval, idx, limit):
             """Element ``idx`` of a row-wide word (0 at or beyond ``limit``)."""
@@ -286,7 +297,9 @@ class BackFeeder(wiring.Component):
             m.d.sync += [q0.eq(tp.q0), nblk.eq(tp.nblk), blk.eq(tp.blk), n8.eq(tp.n8),
                          fxs.eq(tp.fxs), i8s.eq(tp.i8s), q8s.eq(tp.q8_shift),
                          k8s.eq(tp.k8_shift), busy_a.eq(1), busy_w.eq(1),
-                         a_ph.eq(tp.n8 == tp.nblk), a_nt.eq(0), a_kp.eq(0), a_m.eq(0),
-                         a_m0.eq(0), w_mt.eq(0), w_ph.eq(Mux(tp.n8 == tp.nblk, 1, 0)),
+                         fine.eq(tp.fine), nkeys.eq(tp.nkeys), keys.eq(tp.keys),
+                         a_ph.eq(~tp.fine & (tp.n8 == tp.nblk)), a_nt.eq(0), a_kp.eq(0),
+                         a_m.eq(0), a_m0.eq(0), w_mt.eq(0),
+                         w_ph.eq(Mux(~tp.fine & (tp.n8 == tp.nblk), 1, 0)),
                          w_nt.eq(0), w_kp.eq(0), w_r.eq(0)]
         return m

@@ -24,14 +24,14 @@ beats come from ``RMMUModel.a_beats/w_beats`` of the estimate descriptors of
 check rejects the rest before a tile is issued).
 """
 
-from amaranth.hdl import Array, Module, signed
+from amaranth.hdl import Array, Module, Mux, Signal, signed
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..golden.numbers import Precision
 from .detector import Detector
 from ..golden.lane import INT8_BOUND_BITS, sumsq_bits
-from .lane_pool import GranulePool, Int8Flags
+from .lane_pool import EstimateRows, GranulePool, Int8Flags
 from .rmmu import act_layout, weight_layout
 from .streams import Fork, RowPacker, StreamFIFO
 
@@ -85,14 +85,20 @@ class LaneFront(wiring.Component):
         self.det_per_beat = det_per_beat
         self.rmmu_params = rmmu or dict(rows=est_rows, cols=cols, tile_m=block, max_m=block,
                                         max_k=max_k, max_n=max_t)
-        self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t // block),
+        # max_len = max_t: element granularity puts a whole estimate row through the detector
+        self.detector = Detector(per_beat=det_per_beat, max_len=max(2, max_t),
                                  score_bits=score_bits, sched_lanes=1)
         self.max_blk = max(1, max_t // block)
+        self.rows = EstimateRows(lanes=cols * 8, in_bits=rmmu_out_bits(self.rmmu_params["max_k"]),
+                                 score_bits=score_bits, bq=block, max_n=max_t,
+                                 min_width=cols * 2)
         self.flagger = Int8Flags(per_beat=max(1, cols * 8 // block),
                                  sq_bits=sumsq_bits(block, score_bits), max_blk=self.max_blk,
                                  bound_bits=INT8_BOUND_BITS)
         super().__init__({
             "hb": In(1),                                # HB-BSSA on (run-time, held)
+            "fine": In(1),                              # per-row granularity (run-time, held)
+            "gran": In(3),                              # its detector code (ELEM, VEC4, VEC8)
             "bound": In(INT8_BOUND_BITS),               # int8_bound
             "flags": Out(self.flagger.o.signature),     # per tile: INT8 granules
             "tile": In(stream.Signature(tile_layout(max_t, max_k))),
@@ -118,8 +124,17 @@ class LaneFront(wiring.Component):
         wiring.connect(m, wiring.flipped(self.tile), fork.i)
         wiring.connect(m, wiring.flipped(self.a), wiring.flipped(g.a))
         wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g.w))
-        wiring.connect(m, wiring.flipped(g.o), pool.i)
+        m.submodules.rows = rows = self.rows
+        m.submodules.pack_rows = pack2 = RowPacker(lanes, self.det_per_beat,
+                                                   signed(self.score_bits))
+        fine = self.fine
+        # the estimate's output beats: to the pool (BxB) or the row buffer (per row)
+        for dst in (pool.i, rows.i):
+            m.d.comb += dst.payload.eq(g.o.payload)
+        m.d.comb += [pool.i.valid.eq(g.o.valid & ~fine), rows.i.valid.eq(g.o.valid & fine),
+                     g.o.ready.eq(Mux(fine, rows.i.ready, pool.i.ready))]
         wiring.connect(m, pool.o, pack.i)
+        wiring.connect(m, rows.o, pack2.i)
         m.submodules.flagger = flagger = self.flagger
         m.submodules.flag_fifo = flag_fifo = StreamFIFO(flagger.o.payload.shape(), FLAG_DEPTH,
                                                         buffered=False)
@@ -134,24 +149,52 @@ class LaneFront(wiring.Component):
         t0, t1, t2 = (fork.o[i] for i in range(3))
         lb = b.bit_length() - 1
         width = Array([self.cols * p.lanes for p in Precision])[t1.payload.precision]
+        # per-row granularity: the estimate descriptor only once the row buffer has taken the
+        # tile (its output then never waits); detector commands one per row the buffer plays
+        est_ok = Signal()
+        with m.If(rows.cmd.valid & rows.cmd.ready):
+            m.d.sync += est_ok.eq(1)
+        with m.If(g.cmd.valid & g.cmd.ready):
+            m.d.sync += est_ok.eq(0)
+        go_est = ~fine | est_ok
         m.d.comb += [
-            g.cmd.valid.eq(t0.valid), t0.ready.eq(g.cmd.ready),
+            g.cmd.valid.eq(t0.valid & go_est), t0.ready.eq(g.cmd.ready & go_est),
             g.cmd.payload.row0.eq(0), g.cmd.payload.nrows.eq(self.est_rows),
             g.cmd.payload.precision.eq(t0.payload.precision), g.cmd.payload.m.eq(b),
             g.cmd.payload.k.eq(t0.payload.k), g.cmd.payload.n.eq(t0.payload.n),
             g.cmd.payload.requant.eq(1),
             g.cmd.payload.out_fmt.eq(Precision.parse(f"int{self.score_bits}")),
             g.cmd.payload.shift.eq(t0.payload.shift),
-            pool.cmd.valid.eq(t1.valid), t1.ready.eq(pool.cmd.ready),
+            pool.cmd.valid.eq(t1.valid & ~fine), rows.cmd.valid.eq(t1.valid & fine),
+            t1.ready.eq(Mux(fine, rows.cmd.ready, pool.cmd.ready)),
             pool.cmd.payload.n.eq(t1.payload.n), pool.cmd.payload.width.eq(width),
-            det.cmd.valid.eq(t2.valid), t2.ready.eq(det.cmd.ready),
-            det.cmd.payload.mode.eq(~t2.payload.select), det.cmd.payload.gran.eq(0),
-            det.cmd.payload.length.eq((t2.payload.n + b - 1) >> lb),
-            det.cmd.payload.k.eq(t2.payload.k_keep), det.cmd.payload.restart.eq(1),
-            det.cmd.payload.threshold.eq(t2.payload.threshold),
-            # packed granule rows -> detector scores (the command carries the row length)
-            det.i.valid.eq(pack.o.valid), pack.o.ready.eq(det.i.ready),
+            rows.cmd.payload.n.eq(t1.payload.n), rows.cmd.payload.width.eq(width),
         ]
+        # per-row granularity: one detector command per query row the row buffer plays (the
+        # tile's fields are the head's: held from its tile command)
+        held = Signal.like(t2.payload)
+        owed = Signal(range(2 * b + 1))                 # rows started, not yet commanded
+        with m.If(t2.valid & t2.ready & fine):
+            m.d.sync += held.eq(t2.payload)
+        m.d.sync += owed.eq(owed + Mux(rows.start, b, 0)
+                            - (det.cmd.valid & det.cmd.ready & fine))
+        cp = Mux(fine, held.as_value(), t2.payload.as_value())
+        cp = tile_layout(self.max_t, self.max_k)(cp)
+        m.d.comb += [
+            det.cmd.valid.eq(Mux(fine, owed != 0, t2.valid)),
+            t2.ready.eq(fine | det.cmd.ready),
+            det.cmd.payload.mode.eq(~cp.select),
+            det.cmd.payload.gran.eq(Mux(fine, self.gran, 0)),
+            det.cmd.payload.length.eq(Mux(fine, cp.n, (cp.n + b - 1) >> lb)),
+            det.cmd.payload.k.eq(cp.k_keep), det.cmd.payload.restart.eq(1),
+            det.cmd.payload.threshold.eq(cp.threshold),
+        ]
+        # packed granule rows (BxB) or estimate rows -> detector scores (the command carries
+        # the row length)
+        src = [pack.o, pack2.o]
+        m.d.comb += [det.i.valid.eq(Mux(fine, pack2.o.valid, pack.o.valid)),
+                     pack.o.ready.eq(det.i.ready & ~fine), pack2.o.ready.eq(det.i.ready & fine)]
         for j in range(self.det_per_beat):
-            m.d.comb += det.i.payload.scores[j].eq(pack.o.payload.data[j])
+            m.d.comb += det.i.payload.scores[j].eq(Mux(fine, src[1].payload.data[j],
+                                                       src[0].payload.data[j]))
         return m

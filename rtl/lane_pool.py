@@ -38,7 +38,7 @@ from amaranth.lib.wiring import In, Out
 from ..golden.lane import sumsq_bits
 from .streams import RowLayout
 
-__all__ = ["GranulePool", "Int8Flags", "pool_cmd_layout"]
+__all__ = ["GranulePool", "Int8Flags", "EstimateRows", "pool_cmd_layout"]
 
 
 def pool_cmd_layout(lanes, max_n):
@@ -203,4 +203,114 @@ class Int8Flags(wiring.Component):
                              pos.eq(0)]
             with m.Else():
                 m.d.sync += [flags.eq(nxt), pos.eq(pos + self.i.payload.count)]
+        return m
+
+
+class EstimateRows(wiring.Component):
+    """Per-row granularity (element / 1xV, docs/lane.md section 2): the estimate row group's
+    output beats of one query tile -> its ``bq`` estimate rows, query after query, for the
+    detector (which pools 1xV granules itself).
+
+    ``cmd`` (one per tile, :func:`pool_cmd_layout`): ``n`` keys, ``width`` = ``W`` (lanes per
+    N-tile beat). Input ``i`` as :class:`GranulePool`'s: for every N-tile of ``W`` keys, ``bq``
+    beats (one per query row), lane ``j`` = the estimate of key ``n0 + j``. Output ``o``: a row
+    stream of ``lanes`` signed ``score_bits`` values, per query row ``ceil(n / W)`` beats of
+    ``min(W, keys left)`` valid lanes (the rest 0), ``last`` on the row's final beat.
+
+    Two tile buffers (ping-pong) in one memory (a word = one beat's lanes, address
+    ``(buffer * bq + q) * depth + nt``, ``depth = ceil(max_n / min_width)``): a command is taken
+    when the next write buffer is free; ``armed`` is high from then until its tile's last beat is
+    in (the lane issues the estimate descriptor only while armed, so the RMMU's output never
+    waits: ``i.ready`` is high while armed). A written buffer plays out (``start`` pulses in its
+    first read cycle), one beat per cycle while ``o`` is ready (a read issued in cycle t is
+    presented in t + 1); the buffer is free again in the cycle its last beat is taken, and the
+    next written buffer starts playing in the cycle after. No error path: the lane's check
+    rejects bad tiles first."""
+
+    def __init__(self, *, lanes=16, in_bits=32, score_bits=8, bq=8, max_n=64, min_width=4):
+        self.lanes, self.in_bits, self.score_bits = lanes, in_bits, score_bits
+        self.bq, self.max_n, self.min_width = bq, max_n, min_width
+        self.depth = -(-max_n // min_width)
+        self.out_layout = RowLayout(lanes, signed(score_bits))
+        super().__init__({
+            "cmd": In(stream.Signature(pool_cmd_layout(lanes, max_n))),
+            "i": In(stream.Signature(data.StructLayout({
+                "lanes": data.ArrayLayout(signed(in_bits), lanes), "last": 1, "error": 1}))),
+            "o": Out(stream.Signature(self.out_layout)),
+            "armed": Out(1),
+            "start": Out(1),
+        })
+
+    def elaborate(self, platform):
+        from amaranth.lib.memory import Memory
+        m = Module()
+        sb, lanes, bq, depth = self.score_bits, self.lanes, self.bq, self.depth
+        mem = Memory(shape=sb * lanes, depth=2 * bq * depth, init=[])
+        m.submodules.mem = mem
+        wp, rp = mem.write_port(), mem.read_port()
+        full = Signal(2)                                # buffer b holds an unread tile
+        wb, rb = Signal(), Signal()
+        # per buffer: keys, width, N-tiles of its tile
+        n = [Signal(range(self.max_n + 1), name=f"n{b}") for b in range(2)]
+        width = [Signal(range(lanes + 1), name=f"width{b}") for b in range(2)]
+        nnt = [Signal(range(depth + 1), name=f"nnt{b}") for b in range(2)]
+        # ---- write side
+        armed = self.armed
+        wq, wnt = Signal(range(bq)), Signal(range(depth))
+        c = self.cmd.payload
+        m.d.comb += self.cmd.ready.eq(~armed & ~full.bit_select(wb, 1))
+        with m.If(self.cmd.valid & self.cmd.ready):
+            wd = Mux(c.width == 0, 1, c.width)
+            for b in range(2):
+                with m.If(wb == b):
+                    m.d.sync += [n[b].eq(c.n), width[b].eq(c.width),
+                                 nnt[b].eq((c.n + wd - 1) // wd)]
+            m.d.sync += [armed.eq(1), wq.eq(0), wnt.eq(0)]
+        w_nnt = Mux(wb, nnt[1], nnt[0])
+        m.d.comb += [wp.addr.eq((wb * bq + wq) * depth + wnt),
+                     wp.data.eq(Cat(*[self.i.payload.lanes[j][:sb] for j in range(lanes)])),
+                     self.i.ready.eq(armed), wp.en.eq(armed & self.i.valid)]
+        set_full = Signal(2)
+        with m.If(armed & self.i.valid):
+            m.d.sync += wq.eq(Mux(wq == bq - 1, 0, wq + 1))
+            with m.If(wq == bq - 1):
+                m.d.sync += wnt.eq(wnt + 1)
+                with m.If(wnt == w_nnt - 1):
+                    m.d.sync += [wnt.eq(0), armed.eq(0), wb.eq(~wb)]
+                    m.d.comb += set_full.eq(Mux(wb, 2, 1))
+        # ---- read side
+        reading, last_issued, pend = Signal(), Signal(), Signal()
+        q, nt = Signal(range(bq)), Signal(range(depth))
+        nt_p = Signal(range(depth))
+        r_nnt = Mux(rb, nnt[1], nnt[0])
+        clr_full = Signal(2)
+        with m.If(~reading & full.bit_select(rb, 1)):
+            m.d.sync += [reading.eq(1), q.eq(0), nt.eq(0), last_issued.eq(0)]
+        m.d.comb += self.start.eq(reading & (q == 0) & (nt == 0) & ~last_issued & ~pend)
+        issue = reading & ~last_issued & (~pend | self.o.ready)
+        m.d.comb += [rp.addr.eq((rb * bq + q) * depth + nt), rp.en.eq(issue)]
+        with m.If(pend & self.o.ready):
+            m.d.sync += pend.eq(0)
+            with m.If(last_issued):
+                m.d.sync += [reading.eq(0), last_issued.eq(0), rb.eq(~rb)]
+                m.d.comb += clr_full.eq(Mux(rb, 2, 1))
+        with m.If(issue):
+            m.d.sync += [pend.eq(1), nt_p.eq(nt)]
+            with m.If(nt == r_nnt - 1):
+                m.d.sync += [nt.eq(0), q.eq(q + 1)]
+                with m.If(q == bq - 1):
+                    m.d.sync += [q.eq(0), last_issued.eq(1)]
+            with m.Else():
+                m.d.sync += nt.eq(nt + 1)
+        m.d.sync += full.eq((full | set_full) & ~clr_full)
+        r_n, r_w = Mux(rb, n[1], n[0]), Mux(rb, width[1], width[0])
+        left = Signal(range(self.max_n + 1))
+        m.d.comb += left.eq(r_n - nt_p * r_w)
+        count = Signal(range(lanes + 1))
+        m.d.comb += count.eq(Mux(left < r_w, left, r_w))
+        op = self.o.payload
+        m.d.comb += [self.o.valid.eq(pend), op.count.eq(count), op.last.eq(nt_p == r_nnt - 1),
+                     op.error.eq(0)]
+        for j in range(lanes):
+            m.d.comb += op.data[j].eq(Mux(j < count, rp.data[sb * j:sb * (j + 1)].as_signed(), 0))
         return m

@@ -17,9 +17,12 @@ beat: INT8 packs two values per word, so an N-tile is ``2*cols`` queries); descr
 key order (the online softmax is order-sensitive) with each score from its block's path.
 
 Command ``cmd``: ``g`` = gathered keys of the tile (1..max_g), ``n8``, ``fxs``, ``i8s`` (0: FX16
-only, slots ignored). v0 streams every gathered
-position of every row (BxB granularity with ``block = bq``: every row of the tile keeps the
-same keys); the per-row kept subset for element granularity is TODO (docs/lane.md).
+only, slots ignored), ``fine``, ``mg``. Every row plays every gathered position (BxB: every row
+of the tile keeps the same keys); with ``fine`` (per-row granularity, element / 1xV: the
+gathered keys are the union of the rows' kept keys; ``per_beat`` = 1 only) a position row
+``q`` does not keep (``mg[q]`` bit clear) leaves as a beat with ``count`` 0 (data and index
+0), so the softmax sees exactly the row's kept scores in ascending key order, with the same
+timing as BxB.
 
 Timing: one RMMU beat per cycle in; out one beat per cycle (a read issued in cycle t is
 presented in t + 1 and held by disabling the read port while stalled). Write and read phases do
@@ -36,13 +39,16 @@ from .streams import row_signature
 __all__ = ["ScoreTile", "score_cmd_layout"]
 
 
-def score_cmd_layout(max_g, block):
+def score_cmd_layout(max_g, block, bq=None):
     """Command of :class:`ScoreTile`: ``g`` gathered keys, ``n8`` INT8 blocks, the gathered
-    slots of the FX16 (``fxs``) and INT8 (``i8s``) blocks, ascending."""
+    slots of the FX16 (``fxs``) and INT8 (``i8s``) blocks, ascending; per-row granularity:
+    ``fine`` and ``mg`` (``bq`` rows of ``max_g`` bits, bit ``i`` of row ``q``: query ``q``
+    keeps gathered position ``i``)."""
     nb = max(1, max_g // block)
     slots = data.ArrayLayout(range(nb), nb)
     return data.StructLayout({"g": range(max_g + 1), "n8": range(nb + 1), "fxs": slots,
-                              "i8s": slots})
+                              "i8s": slots, "fine": 1,
+                              "mg": data.ArrayLayout(max_g, bq or block)})
 
 
 class ScoreTile(wiring.Component):
@@ -62,7 +68,7 @@ class ScoreTile(wiring.Component):
         self.max_g, self.per_beat, self.index_bits = max_g, per_beat, index_bits
         self.block, self.max_blk = block, max_g // block
         super().__init__({
-            "cmd": In(stream.Signature(score_cmd_layout(max_g, block))),
+            "cmd": In(stream.Signature(score_cmd_layout(max_g, block, bq))),
             "s": In(stream.Signature(data.StructLayout({
                 "lanes": data.ArrayLayout(signed(in_bits), cols * 8), "last": 1, "error": 1}))),
             "o": Out(row_signature(per_beat, signed(16), index_bits)),
@@ -93,6 +99,8 @@ class ScoreTile(wiring.Component):
         seg = Signal()
         n8 = Signal(range(nb + 1))
         fxs, i8s = (Signal(data.ArrayLayout(range(nb), nb), name=x) for x in ("fxs", "i8s"))
+        fine = Signal()
+        mg = Signal(data.ArrayLayout(self.max_g, bq))
         g8 = Signal(range(self.max_g + 1))
         m.d.comb += g8.eq(n8 << lb)
         g_seg = Mux(seg, g8, g - g8)
@@ -114,6 +122,7 @@ class ScoreTile(wiring.Component):
                 cp = self.cmd.payload
                 m.d.sync += [g.eq(cp.g), nt.eq(0), key.eq(0), nw.eq((cp.g + p - 1) // p),
                              n8.eq(cp.n8), fxs.eq(cp.fxs), i8s.eq(cp.i8s),
+                             fine.eq(cp.fine), mg.eq(cp.mg),
                              seg.eq((cp.n8 << lb) == cp.g)]
                 m.d.sync += state.eq(WRITE)
         with m.Elif(state == WRITE):
@@ -160,7 +169,12 @@ class ScoreTile(wiring.Component):
                 m.d.comb += rd.eq(rp.data)
         left = Signal(range(self.max_g + 1))
         m.d.comb += left.eq(g - w_pend * p)
-        count = Mux(left < p, left, p)
+        count = Signal(range(p + 1))
+        if p == 1:        # per-row granularity: a position this row does not keep is a count-0
+            kept = mg[q_pend].bit_select(w_pend, 1)     # beat (no max, no sum, probability 0)
+            m.d.comb += count.eq(Mux(left != 0, ~fine | kept, 0))
+        else:
+            m.d.comb += count.eq(Mux(left < p, left, p))
         m.d.comb += [self.o.valid.eq(pending), self.o.payload.count.eq(count),
                      self.o.payload.last.eq(w_pend == nw - 1), self.o.payload.error.eq(0)]
         for i in range(p):
@@ -223,7 +237,7 @@ class ProbBuffer(wiring.Component):
         self.per_beat, self.prob_bits, self.max_tiles = per_beat, prob_bits, max_tiles
         super().__init__({
             "cmd": In(stream.Signature(data.StructLayout({
-                "g": range(max_g + 1), "n_tiles": range(max_tiles + 1)}))),
+                "g": range(max_g + 1), "n_tiles": range(max_tiles + 1), "clear": 1}))),
             "i": In(row_signature(per_beat, unsigned(prob_bits), index_bits)),
             "a": Out(stream.Signature(data.StructLayout({
                 "data": data.ArrayLayout(16, rows)}))),
@@ -247,18 +261,24 @@ class ProbBuffer(wiring.Component):
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.write_port(granularity=16), mem.read_port()))
 
-        IDLE, WRITE, READ, DRAIN = range(4)
-        state = Signal(range(4))
+        IDLE, WRITE, READ, DRAIN, CLEAR = range(5)
+        state = Signal(range(5))
         with m.If(state == IDLE):
             m.d.comb += self.cmd.ready.eq(1)
             with m.If(self.cmd.valid):
                 m.d.sync += [g.eq(self.cmd.payload.g), n_tiles.eq(self.cmd.payload.n_tiles),
-                             passes.eq((self.cmd.payload.g + nr - 1) // nr), q.eq(0),
-                             state.eq(WRITE)]
+                             passes.eq((self.cmd.payload.g + nr - 1) // nr), q.eq(0), kp.eq(0),
+                             state.eq(Mux(self.cmd.payload.clear, CLEAR, WRITE))]
+        with m.Elif(state == CLEAR):                    # per-row granularity: zero the words
+            for wp, _ in banks:                         # (kept positions are written later)
+                m.d.comb += [wp.addr.eq(kp), wp.data.eq(0), wp.en.eq(-1)]
+            m.d.sync += kp.eq(kp + 1)
+            with m.If(kp == passes - 1):
+                m.d.sync += [kp.eq(0), state.eq(WRITE)]
         with m.Elif(state == WRITE):
             m.d.comb += self.i.ready.eq(1)
             pos0 = self.i.payload.index[0]
-            with m.If(self.i.valid):
+            with m.If(self.i.valid & (self.i.payload.count != 0)):
                 lane0 = (pos0 % nr) // p                 # which group of P lanes in the word
                 for b, (wp, _) in enumerate(banks):
                     m.d.comb += [wp.addr.eq(pos0 // nr),
@@ -268,6 +288,7 @@ class ProbBuffer(wiring.Component):
                         for grp in range(nr // p):
                             with m.If(lane0 == grp):
                                 m.d.comb += wp.en.eq(((1 << p) - 1) << (grp * p))
+            with m.If(self.i.valid):
                 with m.If(self.i.payload.last):
                     m.d.sync += q.eq(q + 1)
                     with m.If(q == bq - 1):

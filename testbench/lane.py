@@ -15,7 +15,8 @@ from dataclasses import replace
 import numpy as np
 from amaranth.sim import Simulator
 
-from ..golden.lane import GRAN_CODES, rtl_error, rtl_keep_error, run_lane, run_lane_rmmu
+from ..golden.lane import (FINE_GRANULARITIES, GRAN_CODES, rtl_error, rtl_keep_error, run_lane,
+                           run_lane_rmmu)
 from ..golden.rmmu import Descriptor, RMMUModel
 from . import quick
 
@@ -289,7 +290,7 @@ def run_back(dut, tiles, ka, w, av, rng, timeout=40000):
 import cocotb  # noqa: E402  (the Amaranth-simulator drivers above need no cocotb)
 from cocotb.triggers import ClockCycles  # noqa: E402
 
-from ..golden.attention import to_fx  # noqa: E402
+from ..golden.attention import GRANULARITIES, to_fx  # noqa: E402
 from ..golden.lane import (LaneConfig, auto_config, block_norms, cycles,  # noqa: E402
                            int_projection)
 from .kit import Bench, scale  # noqa: E402
@@ -333,6 +334,7 @@ class LaneBench(Bench):
                                                 for c in classes])
         self.coverpoint("blocks", ["max"] + ["1"] * (nb >= 2) + ["between"] * (nb >= 3))
         self.coverpoint("bad_config", bad_config_kinds(u))
+        self.coverpoint("gran", ["BxB", *FINE_GRANULARITIES])     # sparse heads
 
     @staticmethod
     def _cmp_row(expected, actual):
@@ -370,16 +372,21 @@ class LaneBench(Bench):
                                    for b in head_loads(cfg, qi, ki, vi, pq, pk, keep))
             return None
         ref = run_lane(self.params, cfg, qi, ki, vi, pq, pk, keep=keep)
-        kept = int(ref.mask.sum()) // u.block ** 2
+        fine = cfg.mode == "sparse" and cfg.granularity in FINE_GRANULARITIES
+        if cfg.mode == "sparse":
+            self.cover("gran", cfg.granularity if fine else "BxB")
+        # status.kept: kept blocks (BxB), gathered keys (per-row granularity)
+        kept = sum(len(g) for g in ref.gather) if fine else int(ref.mask.sum()) // u.block ** 2
         nb = cfg.t // u.block
         self.cover("est_bits", cfg.est_bits)
-        self.cover("kept", min(4, -(-kept // (cfg.t // u.block))))   # per block row (ceil)
+        if not fine:
+            self.cover("kept", min(4, -(-kept // (cfg.t // u.block))))   # per block row (ceil)
         if cfg.mode == "sparse":
             n8 = 0 if ref.int8_blocks is None else int(ref.int8_blocks.sum())
             self.cover("int8", "off" if ref.int8_blocks is None else
                        "none" if n8 == 0 else "all" if n8 == kept else "some")
         nk = len(ref.keys) // u.block                  # key blocks (kept keys)
-        if cfg.mode == "dense" or cfg.select == "topk":
+        if cfg.mode == "dense" or (cfg.select == "topk" and not fine):
             self.cover("head", ("dense",) if cfg.mode == "dense" else (
                 "sparse", cfg.est_bits,
                 "all" if cfg.k == nk else "1" if cfg.k == 1 else "between"))
@@ -413,7 +420,9 @@ def bad_config_fields(lane):
               dict(q8_shift=16, int8_bound=5), dict(k8_shift=-1)]
     sparse = [dict(k=0), dict(k=u.max_t // u.block + 1), dict(select="threshold"),
               dict(int8_bound=7), dict(granularity="element"), dict(q_shift=64),
-              dict(k_shift=100), dict(k_shift=-1)]
+              dict(k_shift=100), dict(k_shift=-1), dict(granularity="element", int8_bound=7),
+              dict(granularity="1x8", k=u.max_t // 8 + 1), dict(granularity="element", k=0),
+              dict(granularity="32x32" if u.block != 32 else "16x16")]
     base = _good_config(u)
     return [(mode, kw) for mode, kws in (("sparse", common + sparse), ("dense", common))
             for kw in kws if rtl_error(base.replace(mode=mode, **kw), max_t=u.max_t,
@@ -441,27 +450,30 @@ def bad_config_kinds(lane):
 
 
 def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None,
-                 int8=None, keep=None, threshold=None):
+                 int8=None, keep=None, threshold=None, gran=None):
     nrng = np.random.default_rng(tb.rng.getrandbits(32) if seed is None else seed)
     d = tb.unit.d
     q, k_, v = (nrng.normal(0, sigma, (t, d)) for _ in range(3))
     qi, ki, vi = to_fx(q, k_, v, tb.unit.frac_bits)
     return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng, int8=int8,
-                 keep=keep, threshold=threshold)
+                 keep=keep, threshold=threshold, gran=gran)
 
 
-def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None, keep=None, threshold=None):
+def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None, keep=None, threshold=None,
+          gran=None):
     """One head's ``(cfg, qi, ki, vi, pq, pk)``: shifts fitted to its data (``auto_config``,
     over the kept keys with a keep-list), then the projections' shifts moved by -1 .. +2 at
     random (saturated or coarser ``Q~``/``K~``: the on-chip projection must match the golden
     model either way); ``threshold``: threshold mode at that value; ``int8`` (HB-BSSA): None
     (off), ``"zero"`` (``int8_bound`` 0), or a quantile of the head's kept-block sums of
-    squares (1.0: every kept block at INT8)."""
+    squares (1.0: every kept block at INT8); ``gran``: the granularity (default the block,
+    BxB; element / 1xV heads take no ``int8``)."""
     t, d = qi.shape
     rng = np.random.default_rng(seed)
     pq, pk = int_projection(d, m, seed=int(rng.integers(1 << 16)))
     b = tb.unit.block
-    cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m, granularity=f"{b}x{b}", k=k)
+    cfg = LaneConfig(t=t, mode=mode, est_bits=est_bits, m=m, granularity=gran or f"{b}x{b}",
+                     k=k)
     if threshold is not None:
         cfg = cfg.replace(select="threshold", threshold=threshold)
     cfg = auto_config(tb.params, cfg, qi, ki, pq, pk, keep=keep)
@@ -522,10 +534,15 @@ async def random_heads(dut):
         mode = "dense" if i % 4 == 3 else "sparse"
         keep = random_keep(tb.rng, t, u.block) if i % 3 == 1 else None
         keys = t if keep is None else len(keep)
+        # granularity: BxB half the time, else element / 1x4 / 1x8 (per-row masks, no HB-BSSA)
+        gran = tb.rng.choice([None, None, None, *FINE_GRANULARITIES])
+        gcols = GRANULARITIES[gran][1] if gran else u.block
         cfg, *h = _random_head(tb, t, mode=mode, est_bits=(2, 4, 8)[i % 3],
-                               k=tb.rng.randint(1, keys // u.block),
+                               k=tb.rng.randint(1, keys // gcols),
                                m=tb.rng.randint(1, u.max_m), sigma=tb.rng.choice([0.5, 1, 2]),
-                               int8=tb.rng.choice([None, "zero", 0.25, 0.5, 1.0]), keep=keep)
+                               int8=None if gran else tb.rng.choice([None, "zero", 0.25, 0.5,
+                                                                     1.0]),
+                               keep=keep, gran=gran)
         if mode == "sparse" and i % 2:
             cfg = cfg.replace(select="threshold",
                               threshold=pick_threshold(tb.params, cfg, h, tb.rng, keep))
@@ -647,6 +664,11 @@ async def cycles_vs_model(dut):
     blocks = plan.est.reshape(nb, u.block, nb, u.block).max(axis=(1, 3))
     thr = int(np.median(blocks.max(axis=1)))          # some block rows keep nothing
     heads.append(("threshold: empty rows", (cfg.replace(threshold=thr), *h)))
+    # per-row granularity: element top-2 / top-8, 1x4 top-1, 1x8 threshold (rows keep 0 .. all)
+    heads += [(f"{g} top-{k}", _random_head(tb, u.max_t, k=k, seed=1, gran=g))
+              for g, k in (("element", 2), ("element", 8), ("1x4", 1))]
+    heads.append(("1x8 threshold", _random_head(tb, u.max_t, seed=1, gran="1x8",
+                                                threshold=int(np.median(plan.est)))))
     # token pruning: T/2 and one block of kept tokens, top-1 and dense (the same head unpruned:
     # top-1 and dense above)
     kp = {"pruned T/2": list(range(0, u.max_t, 2))[:u.max_t // 2 // u.block * u.block],
