@@ -19,6 +19,11 @@ driver port of it (the projection engine's, :class:`attnforge.rtl.lane_proj.Proj
 the top level) and ``rd`` a second reader of the Q/K memories (``BackFeeder.rd``); while
 ``rd.active`` the projection engine holds both (it runs before the first tile).
 
+Per-row granularity (``fine``, detector code ``gran``: element / 1x4 / 1x8): the front's
+``mask`` beats (one per query row) build the tile's union of kept keys and each row's kept
+subset (:meth:`LaneCore._fine_gather`); the feeder reads the listed keys, the back gives each
+row's softmax only its own; ``kept`` counts gathered keys.
+
 Limits (TODO in docs/lane.md): the estimate's ``a``/``w`` beats (``Q~`` rows, ``K~^T``
 tiles) come in on ``ea``/``ew`` (:class:`attnforge.rtl.lane_est.EstimateFeeder` in the top
 level :class:`attnforge.rtl.lane.Lane` makes them); tiles run one after another. A tile whose

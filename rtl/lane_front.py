@@ -1,5 +1,10 @@
-"""Front half of the attention lane (docs/lane.md section 3, ESTIMATE + DETECT at BxB
-granularity): the RMMU's estimate row group -> granule pool -> row packer -> detector.
+"""Front half of the attention lane (docs/lane.md section 3, ESTIMATE + DETECT): the RMMU's
+estimate row group -> granule pool -> row packer -> detector (BxB granularity), or, with
+``fine`` (per-row granularity: element / 1x4 / 1x8, detector code ``gran``), -> row buffer
+(:class:`attnforge.rtl.lane_pool.EstimateRows`) -> row packer -> detector, one detector
+command per query row of the tile (the tile's fields held from its command; the estimate
+descriptor is issued only once the row buffer has taken the tile). The detector is built for
+rows of ``max_t`` scores.
 
 One ``tile`` command per query tile of ``block`` rows starts three things (a :class:`Fork`):
 the RMMU descriptor ``E_b = requantize(Q~_b K~^T, shift, score_bits)`` (``m = block`` rows of

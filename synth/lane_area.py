@@ -37,6 +37,8 @@ PART_NAMES = {
     "core.front.flag_fifo": "FIFO of the INT8 flags (tile by tile)",
     "core.gmux": "GroupMux (compute group: Projector or LaneBack)",
     "core.front.pack": "RowPacker (granules -> detector beats)",
+    "core.front.rows": "EstimateRows (per-row granularity: estimate tile -> rows, 2 buffers)",
+    "core.front.pack_rows": "RowPacker (estimate rows -> detector beats, per-row granularity)",
     "core.front.det": "Detector (top-k / threshold of blocks, scheduler)",
     "core.feed": "BackFeeder (Q, K, V memories -> scores / A·V beats)",
     "core.back": "LaneBack sequencer (scores, A·V descriptors; routing)",

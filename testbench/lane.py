@@ -555,7 +555,8 @@ async def random_heads(dut):
 async def fixture_heads(dut):
     """Heads of the real MiniLM fixtures (short_recipe, layers 0/2/5, heads 0/4/8), cropped to
     the lane's bounds (first max_t tokens, first d dims), INT4 and INT2, top-1 and top-2
-    blocks, and the same heads dense."""
+    blocks, the same heads dense and at element / 1x4 / 1x8 granularity (top-2 or top-4
+    granules per row)."""
     from ..golden import minilm
     tb = LaneBench(dut)
     await tb.start()
@@ -571,6 +572,11 @@ async def fixture_heads(dut):
                             m=min(2, u.max_m), seed=li * 10 + j)
             tb.play(cfg, *h, label=f"fixture L{li}H{j} {mode}")
             n += 1
+        gran = {0: "element", 2: "1x4", 5: "1x8"}[li] if bits != 8 else "element"
+        cfg, *h = _head(tb, qi, ki, vi, mode="sparse", est_bits=bits, k=2 * k,
+                        m=min(2, u.max_m), seed=li * 10 + j, gran=gran)   # per-row masks
+        tb.play(cfg, *h, label=f"fixture L{li}H{j} {gran}")
+        n += 1
     await tb.finish(n)
 
 

@@ -127,10 +127,22 @@ def _run(dut, heads, *, gaps=0.0, stalls=0.0, check_cycles=False):
     return ok
 
 
+def _one_empty_tile(params, rng, t):
+    """An element threshold head in which exactly the tile with the lowest estimate maximum
+    keeps nothing (threshold = that maximum + 1), the others keep something."""
+    while True:
+        cfg, *h, opt = _head(params, rng, t, "element", quantile=0.5)
+        plan = run_lane(params, cfg.replace(threshold=-256), *h, plan_only=True)
+        top = plan.est.reshape(t // params.tile, -1).max(axis=1)
+        if len(set(top.tolist())) == len(top):
+            return (cfg.replace(threshold=int(top.min()) + 1), *h, opt)
+
+
 def _fine_heads(params, seed):
     rng = np.random.default_rng(seed)
     t = params.max_t
     return [_head(params, rng, t, "element", k=2), _head(params, rng, t, "1x4", k=1),
+            _one_empty_tile(params, rng, t),                         # an empty tile between
             _head(params, rng, t, "element", quantile=0.8),          # rows keep 0 .. many
             _head(params, rng, t, "1x8", quantile=2.0),              # nothing kept: empty tiles
             _head(params, rng, t, "1x4", quantile=0.5, keep=list(range(0, t, 2))),
@@ -138,9 +150,10 @@ def _fine_heads(params, seed):
 
 
 def test_lane_fine_heads_bit_exact_cycles_equal_model():
-    """Small lane, no gaps or stalls: element top-2, 1x4 top-1, element threshold (per-row
-    kept counts differ), 1x8 keeping nothing (every tile empty), a pruned 1x4 threshold head
-    and a BxB head after them -- bit-exact, status cycles == the RTL model."""
+    """Small lane, no gaps or stalls: element top-2, 1x4 top-1, element threshold with one
+    empty tile, element threshold (per-row kept counts differ), 1x8 keeping nothing (every
+    tile empty), a pruned 1x4 threshold head and a BxB head after them -- bit-exact, status
+    cycles == the RTL model."""
     from attnforge.rtl.lane import Lane
     from attnforge.testbench.lane import lane_params
     dut = Lane(**SMALL)
@@ -151,6 +164,7 @@ def test_lane_fine_heads_bit_exact_cycles_equal_model():
     rows = [ref.mask.sum(axis=1) for cfg, ref in ok if cfg.granularity == "element"]
     assert any(len(set(r.tolist())) > 1 for r in rows)           # per-row subsets differ
     assert any(not any(len(g) for g in ref.gather) for _, ref in ok)
+    assert any(0 in (n := [len(g) for g in ref.gather]) and any(n) for _, ref in ok)
 
 
 def test_lane_fine_heads_gaps_stalls_bad_configs_and_reset():
@@ -163,7 +177,7 @@ def test_lane_fine_heads_gaps_stalls_bad_configs_and_reset():
     dut = Lane(**SMALL)
     params = lane_params(dut)
     rng = np.random.default_rng(SEED + 1)
-    good = _fine_heads(params, SEED + 1)[:3]
+    good = [_fine_heads(params, SEED + 1)[i] for i in (0, 1, 3)]
     cfg, *h, _ = good[0]
     bad = [(cfg.replace(k=17), *h, {}),
            (cfg.replace(granularity="1x8", k=2), *h, dict(keep=list(range(8)))),
