@@ -100,3 +100,19 @@ def test_soak_counts_transactions_per_scoreboard(monkeypatch):
                            log=lambda *_: None)
     assert calls == [7, 8, 9, 10] and row["transactions"] == 644
     assert row["scoreboards"] == {"lane.o": 512, "lane.importance": 128, "lane.status": 4}
+
+
+def test_exclusion_sources_follow_their_code():
+    """``at`` finds a snippet's line (so an exclusion survives edits elsewhere in the file), a
+    vanished snippet gives a pattern matching nothing; every anchor of the lane's exclusions
+    is still in its file (a failure here: the code an exclusion argues about changed -- re-read
+    the reason, then update the snippet or drop the exclusion)."""
+    import re
+    from attnforge.paths import ROOT
+    from attnforge.testbench.coverage import EXCLUSIONS, at
+    lines = (ROOT / "rtl/lane_est.py").read_text().splitlines()
+    n = next(i for i, line in enumerate(lines, 1) if "w_r.eq(Mux(w_r == E - 1" in line)
+    assert re.fullmatch(at("rtl/lane_est.py", "w_r.eq(Mux(w_r == E - 1"), f"rtl/lane_est.py:{n}")
+    gone = at("rtl/lane_est.py", "no such line")
+    assert not any(re.fullmatch(gone, f"rtl/lane_est.py:{i}") for i in range(1, len(lines) + 1))
+    assert not [e.source for e in EXCLUSIONS["lane"] if "not found" in e.source]
