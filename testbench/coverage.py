@@ -110,9 +110,10 @@ _STRIDED = ("a select whose index is a counter times a fixed stride plus a const
             "the zero beyond the row where the index stays inside it, are unreachable by "
             "construction (the design inefficiency EstimateFeeder._pack had; a select over "
             "the reachable words only would remove them)")
-_LANE_ONE_GRAN = ("the lane's configuration check (Lane.config_error) admits only the query-tile "
-                  "granularity BxB, and the lane front only sends good commands: the "
-                  "detector's other granularities and its bad-command answer are unreachable")
+_LANE_ONE_GRAN = ("the lane's configuration check (Lane.config_error) admits the query-tile "
+                  "granularity BxB (its one block code) and element / 1x4 / 1x8, and the lane "
+                  "front only sends good commands: the detector's other block granularities and "
+                  "its bad-command answer are unreachable")
 _LANE_RMMU_ROWS = ("the lane's RMMU groups each run on fixed rows: group 0 (estimates) on row "
                    "0 .. est_rows-1, group 1 (scores, A·V) on every other row; a selection by "
                    "another row (a PE row owned by the other group, a last row other than the "
