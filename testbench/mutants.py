@@ -332,7 +332,7 @@ def counterexample(name, line, work, tag="cex"):
               f"select -assert-none {module}/t:$*dff* {module}/t:$*mem* {module}/t:$*latch*\n"
               f"copy {module} gate\nrename {module} gold\n{gate}\n"
               f"miter -equiv -flatten -make_outputs gold gate miter\nhierarchy -top miter\n"
-              f"sat -prove trigger 0 -show-inputs -dump_json {tag}.json miter\n")
+              f"opt -fast\nsat -prove trigger 0 -show-inputs -dump_json {tag}.json miter\n")
     log = work / f"{tag}.log"
     _yosys(script, work, log.name, _proof_timeout())
     text = log.read_text() if log.exists() else ""
