@@ -65,7 +65,7 @@ from ..rtl.emit import fix_time0
 from ..tools import tool
 from .coverage import source_location
 
-__all__ = ["mutants", "mutate_unit", "mutant_selector", "counterexample", "cli", "CTRL", "PLUSARG"]
+__all__ = ["mutants", "mutate_unit", "insert_mutants", "mutant_selector", "counterexample", "cli", "CTRL", "PLUSARG"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -156,6 +156,28 @@ def mutant_selector(text, top):
     return text[:head.start()] + header + body + text[end:]
 
 
+def insert_mutants(work, top, n, seed, flatten=False):
+    """Sample ``n`` mutations of the design ``work/top.v`` (top module ``top``) and write them
+    all into ``work/mutants.v`` behind the run-time selector (module docstring, steps 1-2);
+    also writes ``design.il`` and the unmutated ``base.v``. Returns the ``mutate`` lines (with
+    their ``-ctrl`` options; line ``i`` is selected by ``+MUTANT=<i + 1>``), or None when
+    Yosys fails (``prepare.log`` / ``apply.log`` say why)."""
+    width = max(1, n.bit_length())
+    ok = _yosys(f"read_verilog top.v\nhierarchy -top {top}\nproc\n"
+                + ("flatten\n" if flatten else "")
+                + f"opt_clean\nwrite_rtlil design.il\nwrite_verilog -noattr base.v\n"
+                f"mutate -list {n} -seed {seed} -ctrl {CTRL} {width} 1 -o mutations.ys "
+                f"* */t:$meminit* %d\n", work, "prepare.log")
+    lines = [ln for ln in (work / "mutations.ys").read_text().splitlines()
+             if ln.startswith("mutate ")] if ok else []
+    if not ok or not _yosys("read_rtlil design.il\n" + "\n".join(lines)
+                            + "\nwrite_verilog -noattr mutants.v\n", work, "apply.log"):
+        return None
+    netlist = work / "mutants.v"
+    netlist.write_text(fix_time0(mutant_selector(netlist.read_text(), top)))
+    return lines
+
+
 def _plain(line):
     """A ``mutate`` line without its ``-ctrl`` option: the mutation alone."""
     return re.sub(r" -ctrl \S+ \d+ \d+", "", line)
@@ -184,22 +206,12 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
     (work / "top.v").write_text(text)
     result = {"unit": name, "point": point.label, "params": point.params, "seed": seed,
               "scale": scale, "testcases": testcases, "flow": flow, "mutants": []}
-    width = max(1, n.bit_length())
     step = time.monotonic()
-    ok = _yosys(f"read_verilog top.v\nhierarchy -top {name}\nproc\n"
-                + ("flatten\n" if flatten else "")
-                + f"opt_clean\nwrite_rtlil design.il\nwrite_verilog -noattr base.v\n"
-                f"mutate -list {n} -seed {seed} -ctrl {CTRL} {width} 1 -o mutations.ys "
-                f"* */t:$meminit* %d\n", work, "prepare.log")
-    lines = [ln for ln in (work / "mutations.ys").read_text().splitlines()
-             if ln.startswith("mutate ")] if ok else []
-    ok = ok and _yosys("read_rtlil design.il\n" + "\n".join(lines)
-                       + "\nwrite_verilog -noattr mutants.v\n", work, "apply.log")
-    if not ok:
+    lines = insert_mutants(work, name, n, seed, flatten)
+    if lines is None:
         result["error"] = f"yosys failed, see {work / 'prepare.log'} / apply.log"
         return result
     netlist = work / "mutants.v"
-    netlist.write_text(fix_time0(mutant_selector(netlist.read_text(), name)))
     result["yosys_s"] = round(time.monotonic() - step, 1)
     verdict, base_s, base_log = _run_tests(name, point.params, netlist, 0, testcases, seed,
                                            scale, None, work / "base")
