@@ -65,7 +65,8 @@ from ..rtl.emit import fix_time0
 from ..tools import tool
 from .coverage import source_location
 
-__all__ = ["mutants", "mutate_unit", "insert_mutants", "mutant_selector", "counterexample", "cli", "CTRL", "PLUSARG"]
+__all__ = ["mutants", "mutate_unit", "insert_mutants", "mutant_selector", "counterexample",
+           "in_parent", "cli", "CTRL", "PLUSARG"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -285,8 +286,9 @@ def _build_seconds(run_json):
 
 def _classify(name, plain, work, i):
     """A mutant the tests did not kill -> (status, why, kill vector): equivalent when the
-    mutation alone changes nothing in the netlist, when ``sat`` finds no input of its
-    combinational module that tells it apart, or when ``equiv_induct`` proves it; else
+    mutation alone changes nothing in the netlist, when ``sat`` finds nothing that tells it
+    apart at its module's ports or, failing that, at its parent's (:func:`counterexample`,
+    :func:`in_parent`: bits a consumer drops), or when ``equiv_induct`` proves it; else
     survived (with ``sat``'s distinguishing inputs when it found some)."""
     made = _yosys(f"read_rtlil design.il\n{plain}\nwrite_verilog -noattr m{i:03d}.v\n", work,
                   f"m{i:03d}-yosys.log")
@@ -294,7 +296,10 @@ def _classify(name, plain, work, i):
         return "equivalent", "netlist unchanged", None
     found, vector = counterexample(name, plain, work, f"m{i:03d}-sat")
     if found == "equivalent":
-        return "equivalent", "SAT: no input of its module tells it apart", None
+        return "equivalent", "SAT: nothing at its module's ports tells it apart", None
+    up = in_parent(work, plain) if found == "killable" else None
+    if up and counterexample(name, up, work, f"m{i:03d}-sat-parent")[0] == "equivalent":
+        return "equivalent", "SAT: nothing at its parent module's ports tells it apart", None
     if found is None and _equivalent(plain, work, i):
         return "equivalent", "equiv_induct", None
     return "survived", None, vector if found == "killable" else None
@@ -313,36 +318,39 @@ def _equivalent(line, work, i):
 
 
 def counterexample(name, line, work, tag="cex"):
-    """For a mutant inside a purely combinational module (no flip-flop, memory or latch in it
-    or below it), prove or refute its equivalence on that module alone with Yosys ``sat``
-    over every input value (a miter of the original and the mutated module).
+    """Prove or refute mutant ``line`` equivalent on the module it hits, with Yosys ``sat``
+    over every input value of a miter of the original and the mutated module (its submodules
+    flattened in; ``opt -fast`` first merges the logic both copies share). A module that holds
+    state is cut at its state: memories are mapped to flip-flops and every flip-flop becomes
+    a free input (its output) and an output (its next value) (``expose -evert-dff``), so
+    "equivalent" means equal outputs and next state from *every* state -- sound, and
+    stronger than needed (a difference only in unreachable states still counts as one).
 
-    ``line`` is a ``mutate`` command (without ``-ctrl``) on the design in ``work``: a
-    submodule of the hierarchical ``design.il``, or -- in a flattened design -- a cell named
+    ``line`` is a ``mutate`` command (without ``-ctrl``) on the design in ``work``: a module
+    of the hierarchical ``design.il``, or -- in a flattened design -- a cell named
     ``$flatten\\<instance>.``, looked up in the unflattened ``top.v``.
 
-    Returns ``("equivalent", None)`` when no input tells them apart (the mutant cannot be
-    killed whatever the rest of the design feeds the module), ``("killable", inputs)`` with
-    the distinguishing input values (``{port: int}``: the operands a directed test needs), or
-    ``(None, reason)`` when the check does not apply (the cell is in the top module, the
-    module holds state, or Yosys fails). Seconds for the MAC's datapath."""
+    Returns ``("equivalent", None)`` when nothing tells them apart (the mutant cannot be killed
+    whatever the rest of the design does), ``("killable", inputs)`` with the distinguishing
+    input values (``{port: int}``, the operands a directed test needs; None for a module with
+    state, whose counterexample starts from an arbitrary state), or ``(None, reason)`` when
+    there is no verdict (Yosys failed or ran out of ``MUTANT_PROOF_TIMEOUT``). Seconds for
+    the MAC's datapath."""
     cell = re.search(r"-cell (\S+)", line).group(1)
     gate = re.sub(r" -src \S+", "", line)
     flat = re.match(r"\$flatten\\([^.]+)\.(.+)", cell)
-    if _module(line) != name:
-        module, source = f"\\{_module(line)}", "read_rtlil design.il\n"
-        gate = gate.replace(f"-module {_module(line)} ", "-module gate ")
-    elif flat:
+    if flat and _module(line) == name:
         inst, local = flat.groups()
         module = f"\\{name}.{inst}"
         source = f"read_verilog top.v\nhierarchy -top {name}\nproc\nopt_clean\n"
         gate = gate.replace(f"-module {name} ", "-module gate ").replace(cell, local)
         gate = gate.replace(f"-wire {inst}.", "-wire ")
     else:
-        return None, "in the top module"
+        module, source = f"\\{_module(line)}", "read_rtlil design.il\n"
+        gate = gate.replace(f"-module {_module(line)} ", "-module gate ")
     script = (f"{source}hierarchy -top {module}\nflatten\n"
-              f"select -assert-none {module}/t:$*dff* {module}/t:$*mem* {module}/t:$*latch*\n"
               f"copy {module} gate\nrename {module} gold\n{gate}\n"
+              f"memory_map\nasync2sync\ndffunmap\nexpose -dff -evert-dff gold gate\n"
               f"miter -equiv -flatten -make_outputs gold gate miter\nhierarchy -top miter\n"
               f"opt -fast\nsat -prove trigger 0 -show-inputs -dump_json {tag}.json miter\n")
     log = work / f"{tag}.log"
@@ -355,7 +363,29 @@ def counterexample(name, line, work, tag="cex"):
     inputs = {}
     for sig, value in re.findall(r"^\s+\\in_(\S+)\s+\S+\s+\S+\s+([01xz]+)\s*$", text, re.M):
         inputs[sig] = int(value.replace("x", "0").replace("z", "0"), 2)
+    if any(sig.endswith(".q") for sig in inputs):          # a cut state: no input vector
+        return "killable", None
     return "killable", inputs
+
+
+def in_parent(work, line):
+    """Mutant ``line`` restated on the module instantiating the one it hits (in the
+    hierarchical ``design.il``; its first instance): the same cell, as ``flatten`` names it
+    there. None for the top module."""
+    mod, parent, inst = f"\\{_module(line)}", None, None
+    current = None
+    for text in (work / "design.il").read_text().splitlines():
+        if text.startswith("module "):
+            current = text.split()[1]
+        elif text.strip().startswith("cell ") and text.split()[1] == mod:
+            parent, inst = current, text.split()[2]
+            break
+    if parent is None:
+        return None
+    cell = re.search(r"-cell (\S+)", line).group(1)
+    local = f"$flatten{inst}.{cell}" if cell.startswith("$") else f"{inst}.{cell}"
+    return (line.replace(f"-module {_module(line)} ", f"-module {parent.lstrip(chr(92))} ")
+            .replace(f"-cell {cell}", f"-cell {local}"))
 
 
 def _clock(begin):
