@@ -32,11 +32,13 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    **equivalent** -- the tests passed and the mutation alone leaves the netlist unchanged (it
    hit nothing), or Yosys proves the mutated module equivalent to the original
    (``equiv_make``, ``equiv_simple -seq 5``, ``equiv_induct -seq 5``, ``equiv_status
-   -assert``), or -- for a mutant inside a purely combinational module (the MAC's datapath) --
-   Yosys ``sat`` finds no input of that module that tells it apart (:func:`counterexample`):
-   no test could kill it; **survived** -- the tests passed and no equivalence proof was
-   found: a hole in the testbench, listed with its source, the command that reruns it and, for
-   a combinational module, the input values that distinguish it (``kill_vector``: the
+   -assert``), or Yosys ``sat`` finds nothing that tells the mutated module apart at its
+   ports -- from any state, its state cut -- or, failing that, at its parent's ports
+   (:func:`counterexample`, :func:`in_parent`): no test could kill it; each proof is bounded
+   by ``MUTANT_PROOF_TIMEOUT`` seconds (default 120); **survived** -- the tests passed and no
+   equivalence proof was found: a hole in the testbench, or a mutant equivalent only on
+   reachable states (to be read), listed with its source, the command that reruns it and,
+   for a combinational module, the input values that distinguish it (``kill_vector``: the
    operands a directed test needs); **error** -- the mutant's run did not start (no test ran):
    not counted. The netlist is built with ``-Wno-fatal``, since an inverted bit under the
    control of its own cell's output is a combinational loop Verilator only warns about
@@ -53,6 +55,7 @@ import importlib
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -111,13 +114,17 @@ def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout,
     begin = time.monotonic()
     log = out.with_suffix(".log")
     with open(log, "w") as f:
+        # own process group: a hung mutant's simulator (a grandchild) is stopped with it
+        proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
         try:
-            proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
-                                  timeout=timeout)
+            proc.wait(timeout=timeout)
             verdict = "passed" if proc.returncode == 0 else "failed"
             if verdict == "failed" and "cocotb.regression" not in log.read_text(errors="replace"):
                 verdict = "error"          # the model did not build or start: no test ran
         except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
             verdict = "timeout"
     return verdict, time.monotonic() - begin, log
 
