@@ -263,7 +263,7 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
                  "seconds": round(seconds, 1), "mutation": plain, "equivalence": why,
                  "kill_vector": vector,
                  "rerun": f"SEED={seed} XSEED={seed} python -m attnforge.testbench.runner "
-                          f"{name} '{json.dumps(point.params)}' --verilog {netlist} "
+                          f"{name} '{json.dumps(point.params)}' --verilog {os.path.relpath(netlist, ROOT)} "
                           f"--plusarg +{PLUSARG}={i + 1}"
                           + (f" --testcase {','.join(testcases)}" if testcases else "")}
         result["mutants"].append(entry)
