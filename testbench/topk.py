@@ -340,7 +340,7 @@ async def error_behind_stalled_beat(dut):
     good rows set and clear every score bit in every lane. Random stalls are bursts of up
     to 4 cycles, shorter than a bad row takes to reach its error answer (found by
     ``MUTANTS=24 MUTANT_SEED=1 make mutants UNITS=topk`` #11: a bit of the held beat cleared
-    while the error answer waits, ``rtl/topk_parts.py``, the emitter's ``start_error``)."""
+    while the error answer waits, ``rtl/topk_parts.py:445``, the emitter's ``start_error``)."""
     tb = TopKBench(dut, gaps=0, stalls=0)
     tb.o.stalls = BackPressure(tb.rng, 0.9, burst=64)
     await tb.start()
