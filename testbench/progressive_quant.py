@@ -41,6 +41,15 @@ KILL_ROWS = (
     (1785, 1459, 402, -532),
     (-23, -41, 2, -56, -23, -1, 4),
     (-50, 54, 31, 44, 57, -39),
+    # Sixth session, ``MUTANTS=10 MUTANT_SEED=1 make mutants UNITS=progressive_quant`` #4
+    # (``inv`` on ``shift > 15`` of the sticky-bit mask of ``round_shift``, rtl/numbers.py:50,
+    # in the normalization's lane-1 exponential): some table entries round half up instead of
+    # to even; these rows (the golden model with that rounding emulated in lane 1, about one
+    # row in 3 000) carry a lane-1 probability on a rounding boundary.
+    (62, 61, 41, 45, 38, 49, 23, -51, 23, 1, -23, 51, 6),
+    (-1969, -30, 1134, -339, -362, 259, -114, -883, 196),
+    (1640, -438, -1186, -901, 1326, -653, -133, -60, 166, 1553, -1116),
+    (3, -49, -58, -23, -24),
 )
 
 #: Names of :func:`make_queries`' kinds, in order.
