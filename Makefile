@@ -38,7 +38,7 @@ help:
 	@echo "make bitstream BOARD=ulx3s-85f UNIT=mac PARAMS='frac_bits=0 max_depth=8'  unit + UART bridge -> board bitstream (docs/board.md)"
 	@echo "make soak     many seeds x scaled transactions per unit (SOAK_TRANSACTIONS, SOAK_SEEDS, SOAK_SCALE, UNITS)"
 	@echo "make coverage Verilator line/toggle + functional coverage -> build/reports/coverage.md (UNITS)"
-	@echo "make mutants  Yosys mutate: kill rate per unit -> build/reports/mutants.md (MUTANTS=n, UNITS)"
+	@echo "make mutants  Yosys mutate, all mutants in one build per unit: kill rate -> build/reports/mutants.md (MUTANTS=n, UNITS)"
 	@echo "make sweep    design-space sweep of SPEC (default sweeps/lane.toml) on Dask -> build/sweeps/<name>/ (SWEEP_ARGS='--workers 2 --resume')"
 	@echo "make search   HB-BSSA search (REINFORCE vs random/heuristic/exhaustive) of SPEC -> build/sweeps/<name>/search/"
 

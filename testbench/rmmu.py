@@ -20,7 +20,19 @@ from ..rtl.rmmu import act_layout, cmd_layout, result_layout, weight_layout
 from .kit import Bench, corner_ints, scale
 
 #: The quick subset a mutant run uses (``make mutants``).
-MUTANT_TESTS = ("random_concurrent_groups", "bad_descriptors", "reset_mid_operation")
+MUTANT_TESTS = ("random_concurrent_groups", "bad_descriptors", "reset_mid_operation",
+                "extremes_at_max_k", "rows_from_every_group", "requant_vectors")
+
+#: Output-lane inputs ``(x, out_fmt, shift)`` on which a mutant of the shared output lane
+#: (``LaneOut``: round, saturate, mask) differs from the original, as Yosys ``sat`` found them
+#: for the survivors of ``MUTANTS=30 MUTANT_SEED=1 make mutants UNITS=rmmu``
+#: (:func:`attnforge.testbench.mutants.counterexample`: #29, ``cnot0`` on bit 2 of the
+#: saturation comparison, ``rtl/numbers.py:50``, requantizing to INT8 by 8). Random
+#: requantization meets such an accumulator value with a probability of about 2**-14 per
+#: lane; :func:`requant_vectors` produces each one as a 1 x K x 1 GEMM.
+KILL_LANE_VECTORS = (
+    (-9600, Precision.INT8, 8),
+)
 
 #: Descriptor classes (:func:`descriptor_class`).
 DESCRIPTORS = ("good", "nrows = 0", "rows beyond the array", "m out of range",
@@ -312,6 +324,80 @@ async def reset_mid_operation(dut):
     for d in ops:
         g0.play(d)
     await tb.finish(budget(tb.model, ops))
+
+
+@cocotb.test()
+async def rows_from_every_group(dut):
+    """Every group drives every PE row in every precision with full tiles (K = one pass over
+    all rows, N = every column), first with random operands, then with their bitwise
+    complements (``~x = -1 - x``; activations never 0 or -1, so every weight bit changes a
+    result): each bit of each PE row's input -- weights and activations, which the RMMU
+    multiplexes from the group holding the row -- is driven both 0 and 1 from every group.
+    Random campaigns give a group the other groups' rows only now and then."""
+    tb = RMMUBench(dut, gaps=0.1, stalls=0.1)
+    await tb.start()
+    u = tb.unit
+    if u.rows * u.cols > 64:
+        dut._log.info("large array: the row crossbar is exercised by the small builds")
+        return
+    ops = []
+    for grp in tb.groups:
+        for p in Precision:
+            lo, hi = value_range(p.bits)
+            k, n = min(u.rows * p.lanes, u.max_k), min(u.cols * p.lanes, u.max_n)
+            desc = Descriptor(0, u.rows, p, 2, k, n)
+            a = np.array([[_draw(tb.rng, lo, hi, (0, -1)) for _ in range(k)]
+                          for _ in range(2)])
+            b = np.array([[tb.rng.randint(lo, hi) for _ in range(n)] for _ in range(k)])
+            for x, y in ((a, b), (-1 - a, -1 - b)):
+                grp.play(desc, x, y)
+                ops.append(desc)
+    await tb.finish(budget(tb.model, ops) * len(tb.groups))
+
+
+def _draw(rng, lo, hi, avoid):
+    """A uniform integer in ``[lo, hi]`` not in ``avoid``."""
+    while True:
+        v = rng.randint(lo, hi)
+        if v not in avoid:
+            return v
+
+
+def gemm_terms(x, bits, max_k):
+    """``(a, b)``: at most ``max_k`` pairs of signed ``bits``-bit values with
+    ``sum(a_i * b_i) == x``, or None when ``x`` needs more terms."""
+    lo, hi = value_range(bits)
+    a, b, t = [], [], int(x)
+    while not lo <= t <= hi and len(a) < max_k - 1:
+        q = max(lo, min(hi, -(-t // lo) if t < 0 else t // lo))
+        if q == 0:
+            return None
+        a.append(lo)
+        b.append(q)
+        t -= lo * q
+    if not lo <= t <= hi:
+        return None
+    return a + [1], b + [t]
+
+
+@cocotb.test()
+async def requant_vectors(dut):
+    """Each :data:`KILL_LANE_VECTORS` accumulator ``x`` made by a 1 x K x 1 FX16 GEMM on group
+    0 and requantized to ``out_fmt`` by ``shift``: lane values on which the output lane's
+    rounding and saturation must be exact."""
+    tb = RMMUBench(dut, gaps=0.1, stalls=0.1)
+    await tb.start()
+    u, g0, ops = tb.unit, tb.groups[0], []
+    for x, fmt, shift in KILL_LANE_VECTORS:
+        terms = gemm_terms(x, Precision.FX16.bits, u.max_k)
+        if terms is None:
+            continue
+        a, b = terms
+        desc = Descriptor(0, u.rows, Precision.FX16, 1, len(a), 1, True, fmt, shift)
+        g0.play(desc, np.array([a]), np.array(b).reshape(-1, 1))
+        ops.append(desc)
+    await tb.finish(budget(tb.model, ops))
+    dut._log.info("played %d of %d lane vectors", len(ops), len(KILL_LANE_VECTORS))
 
 
 #: Environment variable with the utilization runs a benchmark asks for (JSON list of runs,

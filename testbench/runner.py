@@ -184,7 +184,7 @@ class Run:
 
 def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=None,
         extra_env=None, timescale=("1ns", "1ps"), sim=None, coverage=False, scale=None,
-        check=True, verilog=None, quiet=False, wrap=None):
+        check=True, verilog=None, quiet=False, wrap=None, plusargs=()):
     """Build ``unit`` for ``params`` with the selected simulator and run its cocotb testbench.
 
     ``test_module`` defaults to the unit record's testbench; ``testcase`` selects cocotb
@@ -192,8 +192,11 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     ``sim`` overrides ``$SIM``; ``coverage`` builds with Verilator line + toggle coverage and
     keeps the run's ``coverage.dat``; ``scale`` multiplies transaction counts
     (:func:`attnforge.testbench.kit.scale`); ``verilog`` simulates that file instead of the
-    emitted Verilog (mutants); ``wrap`` as for :func:`prepare`; ``quiet`` sends the simulator's output to ``sim-s<seed>.log`` in
-    the build directory instead of the terminal (soak, coverage, mutants). Returns the number
+    emitted Verilog (mutants; the emitted design's hierarchical blocks stay blocks when the
+    file still defines those modules); ``plusargs`` reach the simulator (``+MUTANT=<n>``
+    selects a mutant of a mutant netlist); ``wrap`` as for :func:`prepare`; ``quiet`` sends
+    the simulator's output to ``sim-s<seed>.log`` in the build directory instead of the
+    terminal (soak, coverage, mutants). Returns the number
     of tests run; raises ``AssertionError`` naming
     the seeds and the command to reproduce when any cocotb test fails (with ``check=False``
     returns the :class:`Run` instead, failed or not).
@@ -213,14 +216,18 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     work, path = prepare(unit, params, waves=waves, sim=sim, coverage=coverage, wrap=wrap)
     if verilog is not None:                 # a given netlist (a mutant): its own directory
         text = Path(verilog).read_text()
+        emitted = work
         work = work.parent / f"{unit}-v{hashlib.sha1(text.encode()).hexdigest()[:10]}"
         work.mkdir(parents=True, exist_ok=True)
         path = work / f"{unit}.v"
         if not path.exists() or path.read_text() != text:
             path.write_text(text)
+        _keep_hier_blocks(emitted, work, text)
     xseed = _xseed(seed) if sim == "verilator" else None
     command = reproduce(unit, params, seed=seed, xseed=xseed, testcase=testcase, sim=sim,
                         scale=scale)
+    if verilog is not None:
+        command += f" --verilog {verilog}" + "".join(f" --plusarg {p}" for p in plusargs)
 
     env = verilator_env() if sim == "verilator" else dict(os.environ)
     saved = dict(os.environ)
@@ -242,9 +249,9 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
                      STATS_ENV: str(stats.resolve()), FCOV_ENV: str(fcov.resolve())}
         if scale is not None:
             extra_env[SCALE_ENV] = str(scale)
-        plusargs, cov_file = [], None
+        plusargs, cov_file = list(plusargs), None
         if sim == "verilator":
-            plusargs = [f"+verilator+seed+{xseed}", "+verilator+rand+reset+2"]
+            plusargs += [f"+verilator+seed+{xseed}", "+verilator+rand+reset+2"]
             _progress(f"{unit} {json.dumps(params)}: seed {seed}, Verilator reset-value seed "
                       f"{xseed} (+verilator+seed+{xseed} +verilator+rand+reset+2)")
             if coverage:
@@ -288,6 +295,19 @@ def run(unit, params=None, *, test_module=None, testcase=None, seed=None, waves=
     finally:
         os.environ.clear()
         os.environ.update(saved)
+
+
+def _keep_hier_blocks(emitted, work, text):
+    """Give the netlist ``text`` in ``work`` the hierarchical-block list of the emitted design
+    (in ``emitted``) when it still defines every listed module (a netlist Yosys kept
+    hierarchical, mutants included), so its shared modules are Verilated once here too."""
+    vlt, mine = emitted / "hier.vlt", work / "hier.vlt"
+    blocks = re.findall(r'hier_block -module "([^"]+)"', vlt.read_text()) if vlt.exists() else []
+    defined = set(_split_modules(text)) if blocks else set()
+    if blocks and all(b in defined or f"\\{b}" in defined for b in blocks):
+        mine.write_text(vlt.read_text())
+    elif mine.exists():
+        mine.unlink()
 
 
 def _build(runner, sim, unit, params, work, path, waves, timescale, build_args):
@@ -381,7 +401,8 @@ def _stub(text):
 def main(argv=None):
     """``python -m attnforge.testbench.runner UNIT 'PARAMS-JSON' [--testcase T]``: one run
     (what failure messages print to reproduce a failure). ``--verilog FILE`` simulates that
-    netlist instead of the emitted Verilog (a mutant), ``--json FILE`` writes what the run did.
+    netlist instead of the emitted Verilog (a mutant; ``--plusarg +MUTANT=<n>`` selects one of
+    a mutant netlist's mutants), ``--json FILE`` writes what the run did.
     Exit status 0 when every test passed, 1 otherwise."""
     import argparse
     ap = argparse.ArgumentParser(prog="python -m attnforge.testbench.runner")
@@ -390,8 +411,11 @@ def main(argv=None):
     ap.add_argument("--testcase")
     ap.add_argument("--verilog")
     ap.add_argument("--json")
+    ap.add_argument("--plusarg", action="append", default=[],
+                    help="a simulator plusarg, e.g. +MUTANT=3 (repeatable)")
     args = ap.parse_args(argv)
     done = run(args.unit, json.loads(args.params), verilog=args.verilog, check=False,
+               plusargs=args.plusarg,
                testcase=args.testcase.split(",") if args.testcase else None)
     if args.json:
         Path(args.json).write_text(json.dumps(

@@ -151,3 +151,73 @@ def test_mutant_tests_name_cocotb_tests():
         assert tests, f"{unit.test_module} has no MUTANT_TESTS"
         for t in tests:
             assert getattr(module, t, None) is not None, f"{unit.test_module}.{t}"
+
+
+def test_mutant_selector_makes_the_ctrl_port_a_plusarg_register():
+    """The top's ``mutsel`` input leaves the port list and becomes a register set from
+    ``+MUTANT=<i>``; submodules keep their ``mutsel`` ports; a netlist without one is
+    unchanged."""
+    from attnforge.testbench.mutants import mutant_selector
+    text = ("module sub(a, y, mutsel);\n  input a;\n  wire a;\n  output y;\n  wire y;\n"
+            "  input [1:0] mutsel;\n  wire [1:0] mutsel;\nendmodule\n"
+            "module top(a, y, mutsel);\n  input a;\n  wire a;\n  output y;\n  wire y;\n"
+            "  input [1:0] mutsel;\n  wire [1:0] mutsel;\n"
+            "  sub s (.a(a), .y(y), .mutsel(mutsel));\nendmodule\n")
+    out = mutant_selector(text, "top")
+    top = out[out.index("module top"):]
+    assert top.startswith("module top(a, y);")
+    assert "reg [1:0] mutsel;" in top and "input [1:0] mutsel" not in top
+    assert 'initial if (!$value$plusargs("MUTANT=%d", mutsel)) mutsel = 0;' in top
+    assert "wire [1:0] mutsel;" not in top
+    assert out[:out.index("module top")] == text[:text.index("module top")]
+    plain = text.replace(", mutsel);", ");")
+    assert mutant_selector(plain.replace("mutsel", "other"), "top") == \
+        plain.replace("mutsel", "other")
+
+
+def test_insert_mutants_one_netlist_selected_at_run_time(tmp_path):
+    """All sampled mutations of a small hierarchical design land in one netlist, each behind
+    ``mutsel == i`` (1-based), the submodule keeps its hierarchy and gets the selector as a
+    port, and Verilator accepts the result (seconds)."""
+    from attnforge.testbench.mutants import insert_mutants
+    from attnforge.testbench.runner import VERILATOR_WAIVERS
+    from attnforge.tools import verilator_env
+    (tmp_path / "top.v").write_text(
+        "module inc(input [3:0] a, output [3:0] y);\n  assign y = a + 4'd1;\nendmodule\n"
+        "module top(input clk, input rst, input [3:0] d, output reg [3:0] q);\n"
+        "  wire [3:0] n;\n  inc u (.a(d), .y(n));\n"
+        "  always @(posedge clk) if (rst) q <= 4'd0; else q <= n ^ q;\nendmodule\n")
+    lines = insert_mutants(tmp_path, "top", 6, 1)
+    assert lines and len(lines) == 6
+    assert [int(ln.split()[4]) for ln in lines] == list(range(1, 7))       # -ctrl mutsel 3 i
+    assert any("-module inc " in ln for ln in lines)                       # not flattened
+    text = (tmp_path / "mutants.v").read_text()
+    assert "module inc(" in text and "$value$plusargs" in text
+    env = verilator_env()
+    exe = shutil.which("verilator", path=env["PATH"])
+    proc = subprocess.run([exe, "--lint-only", "-Wall", "-Wno-fatal", *VERILATOR_WAIVERS,
+                           "--top-module", "top", "mutants.v"], cwd=tmp_path, env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+
+
+def test_gemm_terms_and_score_query_build_what_they_promise():
+    """The directed-stimulus builders of the mutant kill tests: RMMU accumulators made of
+    in-range products, progressive-quantization queries whose scores are the given row."""
+    import random
+    import numpy as np
+    from attnforge.golden.numbers import requantize
+    from attnforge.testbench.progressive_quant import KILL_ROWS, score_query
+    from attnforge.testbench.rmmu import gemm_terms
+    for x in (-9600, 0, 32767, -32768, 10 ** 6, -(10 ** 9)):
+        a, b = gemm_terms(x, 16, 64)
+        assert sum(p * q for p, q in zip(a, b)) == x
+        assert all(-32768 <= v <= 32767 for v in a + b)
+    assert gemm_terms(1 << 40, 4, 3) is None
+    unit = build("progressive_quant")
+    cfg = unit.config
+    for row in KILL_ROWS:
+        q, keys = score_query(unit, row, random.Random(1))
+        s = keys @ np.array(q)
+        assert list(requantize(s, cfg.score_shift, cfg.softmax.in_bits)) == list(row)
+        assert keys.min() >= -(1 << (cfg.key_bits - 1)) and keys.max() < 1 << (cfg.key_bits - 1)
