@@ -164,10 +164,16 @@ class BackFeeder(wiring.Component):
             return Mux(idx < limit, padded(words, d)[sel], 0)
 
         def int8_word(rowval, dim0, shift):
-            """Elements ``dim0``, ``dim0 + 1`` requantized to INT8 and packed (lane 0 low)."""
-            lo = requantize(elem(rowval, dim0, d).as_signed(), shift, 8)
-            hi = requantize(elem(rowval, dim0 + 1, d).as_signed(), shift, 8)
-            return Cat(lo.as_signed()[:8], hi.as_signed()[:8])
+            """Elements ``dim0``, ``dim0 + 1`` requantized to INT8 and packed (lane 0 low).
+            Each element is a signal first: ``requantize`` uses its operand several times,
+            and every use of an ``Array`` lookup expression is a new ``d``-way multiplexer
+            (the 32 x 16 lane's Verilog emission ran out of memory, docs/lane.md TODO 6)."""
+            vals = []
+            for i in range(2):
+                x = Signal(signed(16), name=f"int8_in{i}")
+                m.d.comb += x.eq(elem(rowval, dim0 + i, d))
+                vals.append(requantize(x, shift, 8).as_signed()[:8])
+            return Cat(*vals)
 
         # ---- engine A: scores a beats: [FX16 desc, INT8 desc] x (nt, M-tile, kp, key m)
         a_ph = Signal()                                   # 0 FX16, 1 INT8
