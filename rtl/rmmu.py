@@ -28,7 +28,9 @@ Weights are double-buffered: each PE has an active and a shadow tile. The loader
 row (all ``cols`` tiles) per ``w`` beat into the shadows; the first activation word of a pass
 carries a *swap* that makes each row's shadow active exactly when that word reaches the row, so
 loading the next pass overlaps the current one and passes follow each other without a bubble
-whenever a pass has at least ``nrows`` words (``M-tile >= nrows``).
+whenever a pass has at least ``nrows + row0`` words (``M-tile >= nrows + row0``: the swap
+wave counts from the array's row 0, so a group's row ``r`` frees its shadow ``row0 + r + 1``
+cycles after the pass's first word; measured, tests/test_lane_l32.py; ``golden.lane.gemm_cycles``).
 
 Timing
 ------
