@@ -23,7 +23,7 @@ from . import quick
 __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expected_rows",
            "expected_importance", "lane_params", "simulate_lane", "head_errors", "random_keep",
            "pick_threshold", "bad_config_fields", "bad_config_kinds", "run_back",
-           "front_stimulus"]
+           "front_stimulus", "expected_kept", "checked_heads"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
 MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
@@ -117,6 +117,36 @@ def expected_importance(importance):
     n = len(importance)
     return [{"data": [int(x)], "index": [i], "count": 1, "last": int(i == n - 1), "error": 0}
             for i, x in enumerate(importance)]
+
+
+def expected_kept(cfg, ref, block):
+    """``status.kept`` of a head: kept blocks at BxB, gathered keys (the union of the tiles'
+    rows' kept keys) at per-row granularity."""
+    if cfg.mode == "sparse" and cfg.granularity in FINE_GRANULARITIES:
+        return sum(len(g) for g in ref.gather)
+    return int(ref.mask.sum()) // block ** 2
+
+
+def checked_heads(dut, heads, results):
+    """Scoreboard of :func:`simulate_lane`'s ``results`` for ``heads``: a reset head gave
+    nothing, an erroneous one exactly one error status and no rows, a good one the golden
+    rows, importance and ``kept``; yields ``(cfg, opt, ref, status)`` per good head (the
+    caller checks cycles or anything else it measures)."""
+    params = lane_params(dut)
+    for (cfg, *h, opt), res in zip(heads, results):
+        if "reset" in opt:
+            assert res is None
+            continue
+        got, status, imp = res
+        if any(head_errors(cfg, dut, **opt)):
+            assert status["error"] == 1 and got == [] and imp == [], (cfg, opt)
+            continue
+        ref = run_lane(params, cfg, *h, keep=opt.get("keep"))
+        assert status["error"] == 0, (cfg, opt)
+        assert got == expected_rows(ref.out, dut.cols), (cfg, opt)
+        assert imp == expected_importance(ref.importance), (cfg, opt)
+        assert status["kept"] == expected_kept(cfg, ref, dut.block), (cfg, opt)
+        yield cfg, opt, ref, status
 
 
 def simulate_lane(dut, heads, *, seed=8, gaps=0.0, stalls=0.0, limit=400000):
@@ -375,8 +405,7 @@ class LaneBench(Bench):
         fine = cfg.mode == "sparse" and cfg.granularity in FINE_GRANULARITIES
         if cfg.mode == "sparse":
             self.cover("gran", cfg.granularity if fine else "BxB")
-        # status.kept: kept blocks (BxB), gathered keys (per-row granularity)
-        kept = sum(len(g) for g in ref.gather) if fine else int(ref.mask.sum()) // u.block ** 2
+        kept = expected_kept(cfg, ref, u.block)
         nb = cfg.t // u.block
         self.cover("est_bits", cfg.est_bits)
         if not fine:

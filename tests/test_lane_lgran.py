@@ -101,26 +101,11 @@ def test_fine_golden_order_is_the_rmmu_mapping():
 
 # -- Amaranth simulator: the top level --------------------------------------------------------
 def _run(dut, heads, *, gaps=0.0, stalls=0.0, check_cycles=False):
-    from attnforge.testbench.lane import (expected_importance, expected_rows, head_errors,
-                                          lane_params, simulate_lane)
+    from attnforge.testbench.lane import checked_heads, lane_params, simulate_lane
     params = lane_params(dut)
     results = simulate_lane(dut, heads, seed=SEED, gaps=gaps, stalls=stalls)
     ok = []
-    for (cfg, *h, opt), res in zip(heads, results):
-        if "reset" in opt:
-            assert res is None
-            continue
-        got, status, imp = res
-        if any(head_errors(cfg, dut, **opt)):
-            assert status["error"] == 1 and got == [] and imp == [], (cfg, opt)
-            continue
-        ref = run_lane(params, cfg, *h, keep=opt.get("keep"))
-        assert status["error"] == 0
-        assert got == expected_rows(ref.out, dut.cols), (cfg, opt)
-        assert imp == expected_importance(ref.importance), (cfg, opt)
-        fine = cfg.mode == "sparse" and cfg.granularity in FINE_GRANULARITIES
-        assert status["kept"] == (sum(len(g) for g in ref.gather) if fine else   # gathered
-                                  int(ref.mask.sum()) // dut.block ** 2)         # keys/blocks
+    for cfg, opt, ref, status in checked_heads(dut, heads, results):
         if check_cycles:
             assert status["cycles"] == cycles(params, cfg, ref)["total"], (cfg, opt)
         ok.append((cfg, ref))

@@ -88,24 +88,6 @@ def test_pruned_head_costs_fewer_cycles():
 
 
 # -- Amaranth simulator: the top level -------------------------------------------------------
-def _check(dut, heads, results, params):
-    from attnforge.testbench.lane import expected_importance, expected_rows, head_errors
-    for (cfg, *h, opt), res in zip(heads, results):
-        if "reset" in opt:
-            assert res is None
-            continue
-        got, status, imp = res
-        if any(head_errors(cfg, dut, **opt)):
-            assert status["error"] == 1 and got == [] and imp == [], opt
-            continue
-        ref = run_lane(params, cfg, *h, keep=opt.get("keep"))
-        assert status["error"] == 0
-        assert got == expected_rows(ref.out, dut.cols), (cfg, opt)
-        assert imp == expected_importance(ref.importance), (cfg, opt)
-        assert status["kept"] * dut.block ** 2 == ref.mask.sum()
-        yield cfg, opt, ref, status
-
-
 def _threshold_and_pruned_heads(dut, params, seed, m):
     from attnforge.testbench.lane import pick_threshold, random_keep
     rng, nrng = random.Random(seed), np.random.default_rng(seed)
@@ -138,13 +120,13 @@ def test_lane_threshold_and_pruned_heads_bit_exact():
     multiple of the block with a threshold) with gaps and stalls, then a keep-list error found in LOAD (not ascending: the
     whole LOAD taken, one error status) and a good head."""
     from attnforge.rtl.lane import Lane
-    from attnforge.testbench.lane import lane_params, simulate_lane
+    from attnforge.testbench.lane import checked_heads, lane_params, simulate_lane
     dut = Lane(**SMALL)
     params = lane_params(dut)
     heads = _threshold_and_pruned_heads(dut, params, SEED, 1)
     heads = [heads[i] for i in (0, 1, 2, 4, 6, 8, 11)]
-    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED, gaps=0.3, stalls=0.3),
-                     params))
+    results = simulate_lane(dut, heads, seed=SEED, gaps=0.3, stalls=0.3)
+    ok = list(checked_heads(dut, heads, results))
     assert len(ok) == len(heads) - 1
     assert any(s["kept"] == 0 for *_, s in ok)
 
@@ -153,12 +135,12 @@ def test_lane_threshold_and_pruned_heads_bit_exact():
 def test_lane_threshold_and_pruned_heads_bit_exact_t32():
     """The same at the record's sim point (``Lane()``: T = 32, d = 8, 4 x 2 RMMU)."""
     from attnforge.rtl.lane import Lane
-    from attnforge.testbench.lane import lane_params, simulate_lane
+    from attnforge.testbench.lane import checked_heads, lane_params, simulate_lane
     dut = Lane()
     params = lane_params(dut)
     heads = _threshold_and_pruned_heads(dut, params, SEED + 2, 2)
-    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED, gaps=0.2, stalls=0.2),
-                     params))
+    results = simulate_lane(dut, heads, seed=SEED, gaps=0.2, stalls=0.2)
+    ok = list(checked_heads(dut, heads, results))
     assert len(ok) == len(heads) - 3
 
 
@@ -167,7 +149,7 @@ def test_lane_pruned_cycles_equal_model():
     """No gaps or stalls: a head with some empty block rows and the same head pruned to half
     its tokens -- status cycles == ``golden.lane.cycles(schedule="rtl")`` exactly."""
     from attnforge.rtl.lane import Lane
-    from attnforge.testbench.lane import lane_params, simulate_lane
+    from attnforge.testbench.lane import checked_heads, lane_params, simulate_lane
     dut = Lane()
     params = lane_params(dut)
     nrng = np.random.default_rng(SEED + 1)
@@ -178,7 +160,7 @@ def test_lane_pruned_cycles_equal_model():
     keep = list(range(0, 32, 2))
     _, cfg_p, _ = _head(np.random.default_rng(0), 32, k=1)
     heads.append((auto_config(params, cfg_p, *h[:2], *h[3:], keep=keep), *h, dict(keep=keep)))
-    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED), params))
+    ok = list(checked_heads(dut, heads, simulate_lane(dut, heads, seed=SEED)))
     assert len(ok) == 2
     for cfg, opt, ref, status in ok:
         assert status["cycles"] == cycles(params, cfg, ref)["total"], opt
@@ -197,7 +179,8 @@ def test_lane_reset_mid_pruned_head():
     threshold head with empty block rows run: the lane returns to IDLE, the kept-token vector
     is forgotten, and the next (pruned) head is bit-exact."""
     from attnforge.rtl.lane import Lane
-    from attnforge.testbench.lane import lane_params, pick_threshold, random_keep, simulate_lane
+    from attnforge.testbench.lane import (checked_heads, lane_params, pick_threshold,
+                                          random_keep, simulate_lane)
     dut = Lane(**SMALL)
     params = lane_params(dut)
     rng, nrng = random.Random(SEED + 5), np.random.default_rng(SEED + 5)
@@ -211,6 +194,6 @@ def test_lane_reset_mid_pruned_head():
         keep2 = random_keep(rng, t, b, t - b)
         _, cfg2, h2 = _head(nrng, t, params=params, m=1, keep=keep2, k=1)
         heads.append((cfg2, *h2, dict(keep=keep2)))
-    ok = list(_check(dut, heads, simulate_lane(dut, heads, seed=SEED, gaps=0.2, stalls=0.2),
-                     params))
+    results = simulate_lane(dut, heads, seed=SEED, gaps=0.2, stalls=0.2)
+    ok = list(checked_heads(dut, heads, results))
     assert len(ok) == 3
