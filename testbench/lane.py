@@ -766,7 +766,10 @@ async def every_head_class(dut):
     """One top-k head of the largest size per bin of the ``head`` coverpoint, deterministically
     (random heads draw them at random: seed 1 missed INT2 at a k between 1 and all blocks):
     every estimate precision x k = 1, a k between (when there are 3 blocks or more) and all
-    blocks, plus a dense head; gaps and stalls on, every output row through the scoreboard."""
+    blocks, plus a dense head, plus one HB-BSSA head per ``int8`` bin (bound 0: no kept block
+    at INT8; the median kept-block norm; the largest: every kept block; random heads draw
+    HB-BSSA only at BxB, half of them since element / 1xV, and seed 1 then missed "none");
+    gaps and stalls on, every output row through the scoreboard."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
@@ -775,6 +778,8 @@ async def every_head_class(dut):
     heads = [_random_head(tb, u.max_t, mode="dense")]
     heads += [_random_head(tb, u.max_t, est_bits=bits, k=k, m=tb.rng.randint(1, u.max_m))
               for bits in (2, 4, 8) for k in ks]
+    heads += [_random_head(tb, u.max_t, k=ks[-1], m=tb.rng.randint(1, u.max_m), int8=int8)
+              for int8 in ("zero", 0.5, 1.0)]
     for head in heads:
         tb.play(*head)
     await tb.finish(len(heads))
