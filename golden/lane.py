@@ -540,7 +540,8 @@ def cycles(params, cfg, result):
         proj += RTL_PROJ if rtl else 0
         macs["project"] = (t + tk) * d * cfg.m
         p = Precision.parse(f"int{cfg.est_bits}")
-        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm, 0) for rq in bq]
+        est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm, 0)
+               - (rtl and e_rows > 1) * RTL_EST_WIDE for rq in bq]
         macs["estimate"] = t * tk * cfg.m
         r, cg = GRANULARITIES[cfg.granularity]
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
@@ -609,9 +610,11 @@ RTL_EMPTY, RTL_EMPTY_NEXT = 3, 2
 RTL_SCORES2 = -1
 #: An estimate group wider than row 0 alone (``est_rows > 1``): the RMMU's loader lets a pass
 #: start in the cycle its last weight row is written (rtl/rmmu.py ``Loader.ready``), which
-#: hides one cycle of ``EstimateFeeder``'s first ``w`` beat; the first tile starts this much
-#: sooner than :data:`RTL_DETECT` (measured at est_rows 1 / 2 / 16 in the Amaranth simulator
-#: and Verilator, tests/test_lane_l32.py, docs/lane.md TODO 6).
+#: hides one cycle of ``EstimateFeeder``'s first ``w`` beat: every estimate descriptor takes
+#: this much less than :func:`descriptor_cycles` (measured at est_rows 1 / 2 / 3 / 16 in the
+#: Amaranth simulator and Verilator, tests/test_lane_l32.py, docs/lane.md TODO 6; charged per
+#: descriptor since session 7: a tile whose start waits on the front -- after an empty tile,
+#: or at per-row granularity -- showed the first tile alone was one cycle short).
 RTL_EST_WIDE = 1
 #: PROJECT (sparse): cycles of the projection phase beyond its two descriptors
 #: (:func:`descriptor_cycles`), from the end of LOAD to TILES (rtl/lane_proj.py).
@@ -631,8 +634,7 @@ def _rtl_front(params, cfg, tk):
     w = params.cols * Precision.parse(f"int{cfg.est_bits}").lanes
     last = -(-(tk - (-(-tk // w) - 1) * w) // cg) if w >= cg else 1
     words = -(-(-(-tk // cg)) // params.det_per_beat)
-    return RTL_DETECT + (-(-last // params.det_per_beat) - 1) + (words - 1) \
-        - (params.est_rows > 1) * RTL_EST_WIDE
+    return RTL_DETECT + (-(-last // params.det_per_beat) - 1) + (words - 1)
 
 
 #: Per-row granularity (element / 1xV, measured on rtl/lane.py): the first estimate descriptor

@@ -121,6 +121,41 @@ def test_lane_cycles_equal_model_with_m_tile_below_nrows_plus_row0(est_rows):
         assert status["cycles"] == cycles(params, cfg, ref)["total"], cfg
 
 
+@pytest.mark.slow     # ~25 s of CPU (Amaranth simulator, a whole lane, three heads)
+def test_lane_front_bound_tiles_with_a_wide_estimate_group():
+    """``RTL_EST_WIDE`` is charged per estimate descriptor, not once per head: where a tile's
+    start waits on the front -- every tile at per-row granularity (the detector sees each
+    row), the tile after an empty one in threshold mode -- each estimate descriptor of a group
+    wider than row 0 is one cycle shorter than :func:`descriptor_cycles`. At ``est_rows`` 2
+    the model charged it once and was one cycle long on these heads (and at DOTA's 32 x 16
+    point, ``est_rows`` 16, on the element / 1xV heads of the cocotb bench)."""
+    from attnforge.rtl.lane import Lane
+    from attnforge.testbench.lane import checked_heads, lane_params, simulate_lane
+    dut = Lane(max_t=32, d=8, max_m=2, rows=5, est_rows=2, cols=2, block=8)
+    params = lane_params(dut)
+    rng = np.random.default_rng(SEED)
+    qi, ki, vi = to_fx(*(rng.normal(0, 1, (32, 8)) for _ in range(3)), dut.frac_bits)
+    pq, pk = int_projection(8, 2, seed=SEED)
+    heads = []
+    for gran, k in (("element", 2), ("1x4", 1)):
+        cfg = LaneConfig(t=32, m=2, est_bits=4, k=k, granularity=gran)
+        heads.append((auto_config(params, cfg, qi, ki, pq, pk), qi, ki, vi, pq, pk, {}))
+    cfg = auto_config(params, LaneConfig(t=32, m=2, est_bits=4, granularity="8x8",
+                                         select="threshold"), qi, ki, pq, pk)
+    est = run_lane(params, cfg.replace(threshold=-(1 << params.score_bits)), qi, ki, vi, pq,
+                   pk, plan_only=True).est
+    rows_max = est.reshape(4, 8, 4, 8).max(axis=(1, 3)).max(axis=1)    # per query tile
+    thr = int(rows_max[0]) + 1                                       # tile 0 keeps nothing
+    assert (rows_max >= thr).any()
+    heads.append((cfg.replace(threshold=thr), qi, ki, vi, pq, pk, {}))
+    results = simulate_lane(dut, heads, seed=SEED)
+    checked = list(checked_heads(dut, heads, results))
+    assert len(checked) == 3
+    assert len(checked[2][2].gather[0]) == 0
+    for cfg, _, ref, status in checked:
+        assert status["cycles"] == cycles(params, cfg, ref)["total"], cfg
+
+
 # (est_rows, cols, block, max_t, max_m): K~ slots 2 (a key group of 8, max_t 16) and 4 (groups
 # of 2, depth 3), n_keys partial, m not a multiple of a word
 @pytest.mark.parametrize("geo", [(2, 4, 8, 16, 5), (1, 1, 8, 24, 3)])
