@@ -413,7 +413,7 @@ UNIT = Unit(
     "scores, softmax, A·V on one RMMU with two row groups (three with an INT8 group)",
     (Param("d", Range(1, 256), "head dimension"),
      Param("max_m", Range(1, Ref("d")), "largest projected width m (estimate K)"),
-     Param("rows", Range(2, 64), "RMMU rows (estimate + compute groups)"),
+     Param("rows", Range(2, 64), "RMMU rows (estimate + compute + INT8 groups)"),
      Param("est_rows", Range(1, Ref("rows - 1", lambda p: p["rows"] - 1)),
            "rows of the estimate group (rows 0 .. est_rows-1)"),
      Param("int8_rows", Range(0, Ref("rows - est_rows - 1",
@@ -428,5 +428,9 @@ UNIT = Unit(
      Param("frac_bits", Range(0, 15), "fraction bits of the FX16 Q, K, V, scores, O"),
      Param("prob_frac", Range(1, 15), "fraction bits of the probabilities")),
     sim=(SimPoint(dict(max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8),
-                  id="t32-d8-4x2"),),
+                  id="t32-d8-4x2"),
+         # HB-BSSA's own INT8 row group (the sim point's 3-row compute group + 1 INT8 row): a
+         # second Verilator build, so in `make long` (quick checks: tests/test_lane_lint8.py)
+         SimPoint(dict(max_t=32, d=8, max_m=4, rows=5, cols=2, est_rows=1, int8_rows=1,
+                       block=8), id="t32-d8-5x2-int8", long=True)),
     synth=Synth(hierarchical=True, boards=("ulx3s-85f",)))
