@@ -572,9 +572,9 @@ def cycles(params, cfg, result):
         else:
             n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
             s_fx = descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
-            i8_rows, i8_row0 = _int8_group(params, c_rows, row0)
+            i8_rows, i8_row0 = _int8_group(params, c_rows, row0, n_fx > 0)
             s8 = descriptor_cycles(n8, d, rq, i8_rows, c, Precision.INT8, tm, i8_row0)
-            if params.int8_rows:        # own row group: the two descriptors run concurrently
+            if params.int8_rows and n_fx:   # own row group: the two run concurrently
                 s = max(s_fx, s8)
                 extra = RTL_SCORES_SPLIT if n8 and n_fx else 0
             else:                       # shared compute group: one after the other
@@ -634,10 +634,12 @@ RTL_SCORES2 = -1
 RTL_SCORES_SPLIT = 0
 
 
-def _int8_group(params, c_rows, row0):
-    """``(nrows, row0)`` of the INT8 scores descriptors: the INT8 row group (the last
-    ``int8_rows`` rows) if there is one, else the compute group."""
-    if params.int8_rows:
+def _int8_group(params, c_rows, row0, beside_fx):
+    """``(nrows, row0)`` of a tile's INT8 scores descriptor: the INT8 row group (the last
+    ``int8_rows`` rows) if there is one and the tile has an FX16 descriptor too
+    (``beside_fx``), else the compute group (``c_rows`` rows from ``row0``: a tile whose kept
+    blocks are all INT8 would leave the compute group idle, and it is the wider group)."""
+    if params.int8_rows and beside_fx:
         return params.int8_rows, params.int8_row0
     return c_rows, row0
 #: An estimate group wider than row 0 alone (``est_rows > 1``): the RMMU's loader lets a pass
@@ -846,7 +848,7 @@ def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
             q8 = requantize(qi[rows], cfg.q8_shift, 8)
             k8 = requantize(kk[g[i8_keys]], cfg.k8_shift, 8)
             s8 = np.zeros_like(st)
-            i8_rows, i8_row0 = _int8_group(params, c_rows, e_rows)
+            i8_rows, i8_row0 = _int8_group(params, c_rows, e_rows, fx_keys.any())
             s8[i8_keys] = gemm("scores", b0, k8, q8.T, Precision.INT8, i8_row0, i8_rows,
                                params.frac_bits - cfg.q8_shift - cfg.k8_shift, fx)
             st = np.where(sel.T, s8, st)

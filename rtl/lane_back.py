@@ -18,10 +18,12 @@ k8_shift`` to FX16); :class:`ScoreTile` puts every result beat at its gathered p
 softmax sees each row in ascending key order, every score from its block's path.
 
 With an INT8 row group (``int8_rows > 0``, docs/lane.md TODO 5/7) the INT8 scores descriptor
-runs on its own group ``g8`` (rows ``int8_row0 ..``, operands on ``ka8``/``w8``, results
-straight into :class:`ScoreTile`'s second input ``s8``), issued with the tile's FX16 one, so
-the two run concurrently; the compute group ``g`` runs the FX16 scores descriptor (when the
-tile has FX16 keys), then the A·V one. The softmax starts once both have delivered.
+of a tile that has FX16 blocks too runs on its own group ``g8`` (rows ``int8_row0 ..``,
+operands on ``ka8``/``w8``, results straight into :class:`ScoreTile`'s second input ``s8``),
+issued with the tile's FX16 one, so the two run concurrently; the compute group ``g`` runs
+the FX16 scores descriptor, then the A·V one. A tile whose kept blocks are all INT8 runs its
+INT8 descriptor on ``g`` as without the group (the compute group would idle, and it is the
+wider group nearer row 0: docs/lane.md TODO 7). The softmax starts once both have delivered.
 
 Routing follows the RMMU's in-order streams: ``a`` comes from ``ka`` for the scores
 descriptor's ``N-tiles x passes x g`` beats, then from the probability buffer; results go to
@@ -133,20 +135,14 @@ class LaneBack(wiring.Component):
                      g_port.cmd.valid.eq((step == 1) | (step == 2) | (step == 4))]
         first8 = tile_g8 == tp.g                       # every kept block INT8
         with m.If(self.tile.valid & self.tile.ready):
+            # the first scores descriptor: FX16, or INT8 if the tile has no FX16 block (with
+            # an INT8 group too: the compute group would idle, and it is the wider one)
             m.d.sync += [c.row0.eq(self.row0), c.nrows.eq(rows), c.requant.eq(1),
-                         c.out_fmt.eq(Precision.FX16)]
-            if not split:      # the first scores descriptor (INT8 only if there is no FX16)
-                m.d.sync += [c.precision.eq(Mux(first8, Precision.INT8, Precision.FX16)),
-                             c.m.eq(Mux(first8, tile_g8, tp.g - tile_g8)), c.k.eq(self.d),
-                             c.n.eq(bq), c.shift.eq(Mux(first8, tp.shift8, self.frac_bits))]
-            else:              # the FX16 scores descriptor, or at once A.V if it has no keys
-                m.d.sync += [c.precision.eq(Precision.FX16),
-                             c.m.eq(Mux(first8, bq, tp.g - tile_g8)),
-                             c.k.eq(Mux(first8, tp.g, self.d)),
-                             c.n.eq(Mux(first8, self.d, bq)),
-                             c.shift.eq(Mux(first8, self.prob_frac, self.frac_bits)),
-                             step.eq(Mux(first8, 2, 1))]
-        if split:              # the INT8 scores descriptor on its own group, with the tile
+                         c.out_fmt.eq(Precision.FX16),
+                         c.precision.eq(Mux(first8, Precision.INT8, Precision.FX16)),
+                         c.m.eq(Mux(first8, tile_g8, tp.g - tile_g8)), c.k.eq(self.d),
+                         c.n.eq(bq), c.shift.eq(Mux(first8, tp.shift8, self.frac_bits))]
+        if split:              # a mixed tile's INT8 scores descriptor on its own group, at once
             c8, pend8 = Signal.like(self.g8.cmd.payload), Signal()
             m.d.comb += [self.g8.cmd.payload.eq(c8), self.g8.cmd.valid.eq(pend8)]
             with m.If(self.tile.valid & self.tile.ready):
@@ -154,7 +150,7 @@ class LaneBack(wiring.Component):
                              c8.precision.eq(Precision.INT8), c8.requant.eq(1),
                              c8.out_fmt.eq(Precision.FX16), c8.m.eq(tile_g8),
                              c8.k.eq(self.d), c8.n.eq(bq), c8.shift.eq(tp.shift8),
-                             pend8.eq(tile_g8 != 0)]
+                             pend8.eq((tile_g8 != 0) & ~first8)]
             with m.If(self.g8.cmd.valid & self.g8.cmd.ready):
                 m.d.sync += pend8.eq(0)
         with m.If(g_port.cmd.valid & g_port.cmd.ready):
@@ -179,12 +175,11 @@ class LaneBack(wiring.Component):
         a_left = Signal(range(self.n_tiles_s * self.passes_s * self.max_t + 1))
         a_ext = Signal()
         with m.If(self.tile.valid & self.tile.ready):
-            a_fx = self.n_tiles_s * self.passes_s * (tp.g - tile_g8)
-            if split:          # (the INT8 group takes its a beats on ka8)
-                m.d.sync += [a_left.eq(a_fx), a_ext.eq(~first8)]
-            else:
-                m.d.sync += [a_left.eq(a_fx + self.n_tiles_8 * self.passes_8 * tile_g8),
-                             a_ext.eq(1)]
+            a_8 = self.n_tiles_8 * self.passes_8 * tile_g8
+            if split:          # (the INT8 group takes a mixed tile's INT8 a beats on ka8)
+                a_8 = Mux(first8, a_8, 0)
+            m.d.sync += [a_left.eq(self.n_tiles_s * self.passes_s * (tp.g - tile_g8) + a_8),
+                         a_ext.eq(1)]
         with m.If(a_ext):
             m.d.comb += [g_port.a.valid.eq(self.ka.valid), self.ka.ready.eq(g_port.a.ready),
                          g_port.a.payload.eq(self.ka.payload)]
@@ -199,7 +194,7 @@ class LaneBack(wiring.Component):
         # o: the scores results to the softmax until their last beat, then the A.V results out
         to_smax = Signal(range(3))       # scores descriptors whose results are still due
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += to_smax.eq((tile_g8 != tp.g) + ((tile_g8 != 0) if not split else 0))
+            m.d.sync += to_smax.eq((tile_g8 != 0) + (tile_g8 != tp.g) if not split else 1)
         with m.If(to_smax != 0):
             m.d.comb += [smax.s.valid.eq(g_port.o.valid), g_port.o.ready.eq(smax.s.ready),
                          smax.s.payload.eq(g_port.o.payload)]

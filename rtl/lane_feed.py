@@ -176,7 +176,7 @@ class BackFeeder(wiring.Component):
             return Cat(*vals)
 
         all8 = ~fine & (tp.n8 == tp.nblk)               # the tile's blocks are all INT8
-        has8 = ~fine & (tp.n8 != 0)
+        own8 = ~fine & (tp.n8 != 0) & (tp.n8 != tp.nblk)    # INT8 beside FX16 blocks
         rd = self.rd
         with m.If(self.tile.valid & self.tile.ready):
             m.d.sync += [q0.eq(tp.q0), nblk.eq(tp.nblk), blk.eq(tp.blk), n8.eq(tp.n8),
@@ -186,7 +186,8 @@ class BackFeeder(wiring.Component):
 
         def engine_a(rk, out, mode, rows):
             """Scores ``a`` beats, ``[FX16 desc, INT8 desc] x (nt, M-tile, kp, key m)``, read
-            through ``rk``; ``mode`` "all" (both descriptors), "fx" (FX16 only) or "int8"
+            through ``rk``; ``mode`` "all" (both descriptors), "main" (the compute group's
+            with an INT8 group: FX16 only, or INT8 when the tile has no FX16 block) or "int8"
             (INT8 only: the INT8 group's engine), for a group of ``rows`` PE rows. Returns its
             busy flag."""
             n_kp_s, n_kp_8 = -(-d // rows), -(-d // (2 * rows))
@@ -236,18 +237,19 @@ class BackFeeder(wiring.Component):
             for r in range(rows):
                 fx = elem(rk.data, a_kp_p * rows + r, d)
                 i8 = int8_word(rk.data, (a_kp_p * rows + r) * 2, k8s)
-                value = {"all": Mux(a_ph_p, i8, fx), "fx": fx, "int8": i8}[mode]
+                value = i8 if mode == "int8" else Mux(a_ph_p, i8, fx)
                 m.d.comb += out.payload.data[r].eq(value)
             with m.If(self.tile.valid & self.tile.ready):
                 m.d.sync += [a_nt.eq(0), a_kp.eq(0), a_m.eq(0), a_m0.eq(0),
-                             a_ph.eq({"all": all8, "fx": 0, "int8": 1}[mode]),
-                             busy.eq({"all": 1, "fx": ~all8, "int8": has8}[mode])]
+                             a_ph.eq(all8 if mode != "int8" else 1),
+                             busy.eq(1 if mode != "int8" else own8)]
             return busy
 
         def engine_w(rq, rv, out, mode, rows):
             """``w`` beats: scores (phase 0 FX16, 1 INT8: nt, M-tile, kp, r), A.V (2: nt, kp,
             r), Q read through the bank ports ``rq``, V through ``rv`` (None for "int8");
-            ``mode`` "all" (phases 0, 1, 2), "fx" (0, 2) or "int8" (1: the INT8 group's
+            ``mode`` "all" (phases 0, 1, 2), "main" (0 or, without FX16 blocks, 1; then 2)
+            or "int8" (1: the INT8 group's
             engine), for a group of ``rows`` PE rows. Returns its busy flag."""
             n_kp_s, n_kp_8 = -(-d // rows), -(-d // (2 * rows))
             busy = Signal(name=f"busy_w_{mode}")
@@ -330,21 +332,22 @@ class BackFeeder(wiring.Component):
                     qv = Mux(w_nt_p * cols + c < bq, elem(qrow[c], dim, d), 0)
                     vv = Mux(dim < g, elem(rv.data, col, d), 0)   # A.V: gathered position
                     fx_w = Mux(w_ph_p == 2, vv, qv)
-                    w0 = Mux(w_ph_p == 1, q8[0], fx_w) if mode == "all" else fx_w
-                    w1 = Mux(w_ph_p == 1, q8[1], 0) if mode == "all" else 0
+                    w0, w1 = Mux(w_ph_p == 1, q8[0], fx_w), Mux(w_ph_p == 1, q8[1], 0)
                 # the whole tile in one assignment (words >= 2 zero-extended, not
                 # constant-driven: Verilator -Wall ALWNEVER)
                 m.d.comb += out.payload.data[c].eq(Cat(w0, w1))
             with m.If(self.tile.valid & self.tile.ready):
                 m.d.sync += [w_mt.eq(0), w_nt.eq(0), w_kp.eq(0), w_r.eq(0),
-                             w_ph.eq({"all": Mux(all8, 1, 0), "fx": Mux(all8, 2, 0),
-                                      "int8": 1}[mode]),
-                             busy.eq({"all": 1, "fx": 1, "int8": has8}[mode])]
+                             w_ph.eq(Mux(all8, 1, 0) if mode != "int8" else 1),
+                             busy.eq(1 if mode != "int8" else own8)]
             return busy
 
         # the compute group's engines (FX16 scores, A.V; INT8 scores too unless the INT8
-        # group has its own) and, with int8_port, the INT8 group's on second read ports
-        mode = "fx" if self.int8_port else "all"
+        # group has its own) and, with int8_port, the INT8 group's on second read ports: it
+        # takes the INT8 descriptor of a tile with FX16 blocks too (concurrently with the
+        # FX16 one); a tile whose blocks are all INT8 runs it on the compute group (which
+        # would idle otherwise, and is the wider, nearer group: docs/lane.md TODO 7)
+        mode = "main" if self.int8_port else "all"
         busy = [engine_a(rk, self.a, mode, rows), engine_w(rq, rv, self.w, mode, rows)]
         if self.int8_port:
             i8 = self.int8_rows

@@ -17,7 +17,8 @@ beat: INT8 packs two values per word, so an N-tile is ``2*cols`` queries); descr
 key order (the online softmax is order-sensitive) with each score from its block's path.
 
 With ``int8_port`` (the lane's INT8 row group, ``int8_rows > 0``) the INT8 descriptor's beats
-come on their own input ``s8``, concurrently with the FX16 ones on ``s``: each input has its
+of a tile with FX16 blocks too come on their own input ``s8``, concurrently with the FX16 ones
+on ``s`` (a tile whose blocks are all INT8 has its INT8 beats on ``s``): each input has its
 own position counters and its own write port on every bank (the two descriptors' keys are
 disjoint, so the two writes of a cycle never hit the same word); the read phase starts once
 both descriptors' last beats are in.
@@ -145,7 +146,7 @@ class ScoreTile(wiring.Component):
         state = Signal(range(4))
         seg = Signal()                                   # shared input: the segment arriving
         key8, nt8 = Signal.like(key), Signal.like(nt)    # int8_port: the INT8 input's counters
-        fx_left, i8_left = Signal(), Signal()            # int8_port: segments still due
+        s_left, i8_left = Signal(), Signal()             # int8_port: inputs still due
         with m.If(state == IDLE):
             m.d.comb += self.cmd.ready.eq(1)
             with m.If(self.cmd.valid):
@@ -154,7 +155,7 @@ class ScoreTile(wiring.Component):
                              n8.eq(cp.n8), fxs.eq(cp.fxs), i8s.eq(cp.i8s),
                              fine.eq(cp.fine), mg.eq(cp.mg),
                              seg.eq((cp.n8 << lb) == cp.g), key8.eq(0), nt8.eq(0),
-                             fx_left.eq((cp.n8 << lb) != cp.g), i8_left.eq(cp.n8 != 0)]
+                             s_left.eq(1), i8_left.eq((cp.n8 != 0) & ((cp.n8 << lb) != cp.g))]
                 m.d.sync += state.eq(WRITE)
         with m.Elif(state == WRITE):
             if not self.int8_port:                       # one input: FX16 beats, then INT8
@@ -165,16 +166,16 @@ class ScoreTile(wiring.Component):
                         m.d.sync += [seg.eq(1), nt.eq(0)]
                     with m.Else():
                         m.d.sync += [q.eq(0), w.eq(0), state.eq(READ)]
-            else:                                        # two inputs, concurrently
-                m.d.comb += [self.s.ready.eq(fx_left), self.s8.ready.eq(i8_left)]
-                take, take8 = self.s.valid & fx_left, self.s8.valid & i8_left
-                end_fx = take & write_beat(self.s, 0, key, nt, [wp for wp, _ in banks], take)
+            else:              # two inputs, concurrently: s = FX16 (INT8 if all blocks are)
+                m.d.comb += [self.s.ready.eq(s_left), self.s8.ready.eq(i8_left)]
+                take, take8 = self.s.valid & s_left, self.s8.valid & i8_left
+                end_s = take & write_beat(self.s, seg, key, nt, [wp for wp, _ in banks], take)
                 end8 = take8 & write_beat(self.s8, 1, key8, nt8, banks8, take8)
-                with m.If(end_fx):
-                    m.d.sync += fx_left.eq(0)
+                with m.If(end_s):
+                    m.d.sync += s_left.eq(0)
                 with m.If(end8):
                     m.d.sync += i8_left.eq(0)
-                with m.If((~fx_left | end_fx) & (~i8_left | end8)):
+                with m.If((~s_left | end_s) & (~i8_left | end8)):
                     m.d.sync += [q.eq(0), w.eq(0), state.eq(READ)]
         with m.Elif(state == READ):
             issue = ~pending | self.o.ready
