@@ -175,8 +175,8 @@ class BackFeeder(wiring.Component):
                 vals.append(requantize(x, shift, 8).as_signed()[:8])
             return Cat(*vals)
 
-        all8 = ~fine & (tp.n8 == tp.nblk)               # the tile's blocks are all INT8
-        own8 = ~fine & (tp.n8 != 0) & (tp.n8 != tp.nblk)    # INT8 beside FX16 blocks
+        all8 = ~tp.fine & (tp.n8 == tp.nblk)            # the tile's blocks are all INT8
+        own8 = ~tp.fine & (tp.n8 != 0) & (tp.n8 != tp.nblk)   # INT8 beside FX16 blocks
         rd = self.rd
         with m.If(self.tile.valid & self.tile.ready):
             m.d.sync += [q0.eq(tp.q0), nblk.eq(tp.nblk), blk.eq(tp.blk), n8.eq(tp.n8),
