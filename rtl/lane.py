@@ -430,7 +430,10 @@ UNIT = Unit(
     sim=(SimPoint(dict(max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8),
                   id="t32-d8-4x2"),
          # HB-BSSA's own INT8 row group (the sim point's 3-row compute group + 1 INT8 row): a
-         # second Verilator build, so in `make long` (quick checks: tests/test_lane_lint8.py)
+         # second Verilator build, so in `make long` (quick checks: tests/test_lane_lint8.py);
+         # the heads that differ from the first point's (testcases: not a soak/coverage point)
          SimPoint(dict(max_t=32, d=8, max_m=4, rows=5, cols=2, est_rows=1, int8_rows=1,
-                       block=8), id="t32-d8-5x2-int8", long=True)),
+                       block=8), id="t32-d8-5x2-int8", long=True,
+                  testcases=("random_heads", "bad_configs", "reset_mid_head",
+                             "cycles_vs_model"))),
     synth=Synth(hierarchical=True, boards=("ulx3s-85f",)))

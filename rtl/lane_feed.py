@@ -26,6 +26,13 @@ operands are requantized on the fly from the FX16 memories
 * INT8 scores ``w``: tile ``c`` word ``i`` (``i < 2``) of PE row ``r`` = ``q8[q0 + n0 + 2c + i,
   k0 + 2r]`` | ``q8[.., k0 + 2r + 1] << 8``.
 
+With ``int8_rows`` > 0 (HB-BSSA's own INT8 row group, docs/lane.md TODO 7) a tile that has both
+kinds of blocks sends its INT8 scores descriptor's beats on ``a8`` / ``w8`` instead (the same
+stream order for a group of ``int8_rows`` rows), from a second pair of engines on second read
+ports of the K memory and the Q banks, concurrently with the FX16 and A·V beats on ``a`` /
+``w``; a tile whose blocks are all INT8 keeps them on ``a`` / ``w`` (its INT8 descriptor runs
+on the compute group).
+
 Q lives in ``2*cols`` banks by query (``q % (2*cols)``) so that both an FX16 beat (``cols``
 consecutive queries) and an INT8 beat (``2*cols``) read each bank once.
 
