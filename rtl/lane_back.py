@@ -154,6 +154,7 @@ class LaneBack(wiring.Component):
             with m.If(self.g8.cmd.valid & self.g8.cmd.ready):
                 m.d.sync += pend8.eq(0)
         with m.If(g_port.cmd.valid & g_port.cmd.ready):
+            # then INT8 on g too (never with an INT8 group: a mixed tile's runs on g8)
             with m.If((step == 1) & (g8 != 0) & (not split)):
                 m.d.sync += [step.eq(4), c.precision.eq(Precision.INT8), c.m.eq(g8),
                              c.shift.eq(shift8)]

@@ -145,8 +145,13 @@ class ScoreTile(wiring.Component):
         IDLE, WRITE, READ, DRAIN = range(4)
         state = Signal(range(4))
         seg = Signal()                                   # shared input: the segment arriving
-        key8, nt8 = Signal.like(key), Signal.like(nt)    # int8_port: the INT8 input's counters
-        s_left, i8_left = Signal(), Signal()             # int8_port: inputs still due
+        start8 = []                                      # int8_port: the s8 side's command
+        if self.int8_port:
+            key8, nt8 = Signal.like(key), Signal.like(nt)    # the INT8 input's counters
+            s_left, i8_left = Signal(), Signal()             # inputs still due
+            cp = self.cmd.payload
+            start8 = [key8.eq(0), nt8.eq(0), s_left.eq(1),
+                      i8_left.eq((cp.n8 != 0) & ((cp.n8 << lb) != cp.g))]
         with m.If(state == IDLE):
             m.d.comb += self.cmd.ready.eq(1)
             with m.If(self.cmd.valid):
@@ -154,8 +159,7 @@ class ScoreTile(wiring.Component):
                 m.d.sync += [g.eq(cp.g), nt.eq(0), key.eq(0), nw.eq((cp.g + p - 1) // p),
                              n8.eq(cp.n8), fxs.eq(cp.fxs), i8s.eq(cp.i8s),
                              fine.eq(cp.fine), mg.eq(cp.mg),
-                             seg.eq((cp.n8 << lb) == cp.g), key8.eq(0), nt8.eq(0),
-                             s_left.eq(1), i8_left.eq((cp.n8 != 0) & ((cp.n8 << lb) != cp.g))]
+                             seg.eq((cp.n8 << lb) == cp.g), *start8]
                 m.d.sync += state.eq(WRITE)
         with m.Elif(state == WRITE):
             if not self.int8_port:                       # one input: FX16 beats, then INT8
