@@ -87,8 +87,8 @@ class LaneCore(wiring.Component):
         self.block, self.max_t, self.d = block, max_t, d
         self.int8_rows = int8_rows
         big = max(max_t, d, block, max_k)
-        self.rmmu_params = dict(rows=est_rows + rows + int8_rows, cols=cols, tile_m=block, max_m=big,
-                                max_k=big, max_n=big)
+        self.rmmu_params = dict(rows=est_rows + rows + int8_rows, cols=cols, tile_m=block,
+                                max_m=big, max_k=big, max_n=big)
         self.front = LaneFront(est_rows=est_rows, cols=cols, block=block, max_t=max_t,
                                max_k=max_k, det_per_beat=1, rmmu=self.rmmu_params)
         self.feed = BackFeeder(rows=rows, cols=cols, d=d, bq=block, max_t=max_t, block=block,
