@@ -73,6 +73,10 @@ class LaneParams:
     max_t        longest sequence            d            head dimension
     rows, cols   RMMU array                  est_rows     rows of the estimate group (the
                                                           compute group is the rest)
+    int8_rows    HB-BSSA's own INT8 row group (0: the INT8 scores descriptors share the
+                 compute group, one after the FX16 one; > 0: the last ``int8_rows`` rows run
+                 them concurrently with the FX16 descriptor; the compute group is then
+                 ``rows - est_rows - int8_rows`` rows)
     tile         query tile Bq (rows per tile; a multiple of the largest block used)
     tile_m       RMMU accumulator depth      frac_bits / prob_frac / score_bits  formats
     det_per_beat, sm_per_beat                detector / softmax elements per beat
@@ -89,6 +93,7 @@ class LaneParams:
     rows: int = 4
     cols: int = 2
     est_rows: int = 1
+    int8_rows: int = 0
     tile: int = 8
     tile_m: int = 32
     frac_bits: int = 8
@@ -106,6 +111,8 @@ class LaneParams:
         _check(2 <= self.rows <= 64, "rows", self.rows, "in [2, 64]")
         _check(1 <= self.est_rows < self.rows, "est_rows", self.est_rows,
                f"in [1, {self.rows - 1}]")
+        _check(0 <= self.int8_rows <= self.rows - self.est_rows - 1, "int8_rows",
+               self.int8_rows, f"in [0, {self.rows - self.est_rows - 1}]")
         _check(1 <= self.tile <= self.max_t, "tile", self.tile, f"in [1, {self.max_t}]")
         _check(self.schedule in ("pipelined", "rtl"), "schedule", self.schedule,
                "pipelined or rtl")
@@ -134,7 +141,13 @@ class LaneParams:
 
     @property
     def comp_rows(self):
-        return self.rows - self.est_rows
+        """Rows of the compute group (FX16 scores, A·V, projections)."""
+        return self.rows - self.est_rows - self.int8_rows
+
+    @property
+    def int8_row0(self):
+        """First row of the INT8 group (after the estimate and compute groups)."""
+        return self.rows - self.int8_rows
 
     def softmax_format(self):
         return SoftmaxFormat(in_bits=16, in_frac=self.frac_bits, out_frac=self.prob_frac,
@@ -547,20 +560,28 @@ def cycles(params, cfg, result):
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
         per_cmd = -(-(-(-tk // cg)) // params.det_per_beat) + radix
         det = [(rq // r if r > 1 else rq) * per_cmd for rq in bq]
-    scores, av, smax, two = [], [], [], []     # two: tiles with an FX16 and an INT8 descriptor
+    scores, av, smax, two = [], [], [], []     # two: per tile, the RTL's scores offset
     rows_mask = result.mask[:, result.keys]
     for i, b0 in enumerate(tiles):
         gb, rq = g[i], bq[i]
         pos = np.searchsorted(result.keys, result.gather[i])
         sel = _int8_select(result, GRANULARITIES[cfg.granularity][0],
                            slice(b0, b0 + rq), pos, tk)
+        extra = 0                       # the RTL's measured offset of this tile's scores
         if sel is None:
             s = descriptor_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
         else:
             n_fx, n8 = int((~sel.all(axis=0)).sum()), int(sel.any(axis=0).sum())
-            s = (descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
-                 + descriptor_cycles(n8, d, rq, c_rows, c, Precision.INT8, tm, row0))
-        two.append(sel is not None and 0 < int(sel.any(axis=0).sum()) < gb)
+            s_fx = descriptor_cycles(n_fx, d, rq, c_rows, c, fx, tm, row0)
+            i8_rows, i8_row0 = _int8_group(params, c_rows, row0, n_fx > 0)
+            s8 = descriptor_cycles(n8, d, rq, i8_rows, c, Precision.INT8, tm, i8_row0)
+            if params.int8_rows and n_fx:   # own row group: the two run concurrently
+                s = max(s_fx, s8)
+                extra = RTL_SCORES_SPLIT if n8 and n_fx else 0
+            else:                       # shared compute group: one after the other
+                s = s_fx + s8
+                extra = RTL_SCORES2 if 0 < n8 < gb else 0
+        two.append(extra)
         scores.append(s)
         av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0) if gb else 0)
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
@@ -608,6 +629,20 @@ RTL_EMPTY, RTL_EMPTY_NEXT = 3, 2
 #: HB-BSSA: a tile with both an FX16 and an INT8 scores descriptor (measured on rtl/lane.py):
 #: the second follows the first one cycle sooner than two :func:`descriptor_cycles` charge.
 RTL_SCORES2 = -1
+#: HB-BSSA with the INT8 row group (``int8_rows > 0``): a tile with both descriptors, which run
+#: concurrently on their groups, ends this many cycles after the longer one
+#: (:func:`descriptor_cycles`; measured on rtl/lane.py, tests/test_lane_lint8.py).
+RTL_SCORES_SPLIT = 0
+
+
+def _int8_group(params, c_rows, row0, beside_fx):
+    """``(nrows, row0)`` of a tile's INT8 scores descriptor: the INT8 row group (the last
+    ``int8_rows`` rows) if there is one and the tile has an FX16 descriptor too
+    (``beside_fx``), else the compute group (``c_rows`` rows from ``row0``: a tile whose kept
+    blocks are all INT8 would leave the compute group idle, and it is the wider group)."""
+    if params.int8_rows and beside_fx:
+        return params.int8_rows, params.int8_row0
+    return c_rows, row0
 #: An estimate group wider than row 0 alone (``est_rows > 1``): the RMMU's loader lets a pass
 #: start in the cycle its last weight row is written (rtl/rmmu.py ``Loader.ready``), which
 #: hides one cycle of ``EstimateFeeder``'s first ``w`` beat: every estimate descriptor takes
@@ -714,7 +749,9 @@ def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, fr
     row), then the A·V descriptor; the O buffer plays each tile out (``Bq`` rows of
     ``ceil(d / cols)`` beats) while the back runs the next one. A tile that kept nothing
     (``g = 0``) issues no descriptor: the O buffer plays ``Bq`` zero rows once it is free.
-    ``two[b]``: tile ``b`` has two scores descriptors (HB-BSSA, :data:`RTL_SCORES2`).
+    ``two[b]``: cycles to add to tile ``b``'s scores (HB-BSSA with an FX16 and an INT8
+    descriptor: :data:`RTL_SCORES2` on a shared compute group, :data:`RTL_SCORES_SPLIT` with
+    the INT8 row group).
     ``fine``: per-row granularity, the front's ``ready(b, go_prev)`` (:func:`_rtl_fine_front`)
     instead of the BxB front.
     Returns the cycle of the head's last output beat (the RTL's ``status.cycles``)."""
@@ -735,7 +772,7 @@ def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, fr
             - params.comp_rows
         go = max(end, rb) - RTL_FINE_GO
         end = max(end, rb) + scores[b] + sm + av[b] + \
-            (RTL_SCORES2 if b < len(two) and two[b] else 0)
+            (two[b] if b < len(two) else 0)
         last = end + bq[b] * n_nt + RTL_DRAIN
     return last
 
@@ -771,7 +808,8 @@ def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
     dense = cfg.mode == "dense"
     e_rows, c_rows = (0, params.rows) if dense else (params.est_rows, params.comp_rows)
     big = max(params.max_t, params.d) * 2
-    rmmu = RMMUModel(rows=params.rows, cols=params.cols, groups=2, tile_m=params.tile_m,
+    rmmu = RMMUModel(rows=params.rows, cols=params.cols, groups=3 if params.int8_rows else 2,
+                     tile_m=params.tile_m,
                      max_m=big, max_k=big, max_n=big)
     fx, trace = Precision.FX16, []
 
@@ -812,7 +850,8 @@ def run_lane_rmmu(params, cfg, qi, ki, vi, pq=None, pk=None, keep=None):
             q8 = requantize(qi[rows], cfg.q8_shift, 8)
             k8 = requantize(kk[g[i8_keys]], cfg.k8_shift, 8)
             s8 = np.zeros_like(st)
-            s8[i8_keys] = gemm("scores", b0, k8, q8.T, Precision.INT8, e_rows, c_rows,
+            i8_rows, i8_row0 = _int8_group(params, c_rows, e_rows, fx_keys.any())
+            s8[i8_keys] = gemm("scores", b0, k8, q8.T, Precision.INT8, i8_row0, i8_rows,
                                params.frac_bits - cfg.q8_shift - cfg.k8_shift, fx)
             st = np.where(sel.T, s8, st)
         s = st.T                                      # score buffer: (Bq, G), row per query

@@ -203,23 +203,27 @@ class Lane(wiring.Component):
     """One head of dynamic sparse attention (module docstring). Generator parameters (the
     run-time configuration's bounds): ``max_t`` (longest head), ``d`` (head dimension),
     ``max_m`` (largest projected width), ``rows`` / ``cols`` (the RMMU), ``est_rows`` (its
-    estimate group; the compute group is the other ``rows - est_rows``), ``block`` (the query
+    estimate group, rows ``0 .. est_rows-1``), ``int8_rows`` (HB-BSSA's own INT8 row group,
+    the last ``int8_rows`` rows, running a tile's INT8 scores descriptor concurrently with the
+    FX16 one; 0: the INT8 descriptors share the compute group, one after the FX16 one; the
+    compute group is the ``rows - est_rows - int8_rows`` rows between), ``block`` (the query
     tile = the BxB block), ``frac_bits`` / ``prob_frac`` (FX16 and probability formats)."""
 
-    def __init__(self, *, max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8,
-                 frac_bits=8, prob_frac=12):
+    def __init__(self, *, max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, int8_rows=0,
+                 block=8, frac_bits=8, prob_frac=12):
         self.record.validate(max_t=max_t, d=d, max_m=max_m, rows=rows, cols=cols,
-                             est_rows=est_rows, block=block, frac_bits=frac_bits,
-                             prob_frac=prob_frac)
+                             est_rows=est_rows, int8_rows=int8_rows, block=block,
+                             frac_bits=frac_bits, prob_frac=prob_frac)
         self.max_t, self.d, self.max_m, self.rows, self.cols = max_t, d, max_m, rows, cols
-        self.est_rows, self.block = est_rows, block
+        self.est_rows, self.int8_rows, self.block = est_rows, int8_rows, block
         self.frac_bits, self.prob_frac = frac_bits, prob_frac
-        self.core = LaneCore(est_rows=est_rows, rows=rows - est_rows, cols=cols, d=d,
+        comp = rows - est_rows - int8_rows                 # the compute group's rows
+        self.core = LaneCore(est_rows=est_rows, rows=comp, cols=cols, d=d,
                              block=block, max_t=max_t, max_k=max_m, frac_bits=frac_bits,
-                             prob_frac=prob_frac)
+                             prob_frac=prob_frac, int8_rows=int8_rows)
         self.est = EstimateFeeder(est_rows=est_rows, cols=cols, block=block, max_t=max_t,
                                   max_m=max_m, words=rows)
-        self.proj = Projector(rows=rows - est_rows, row0=est_rows, cols=cols, d=d,
+        self.proj = Projector(rows=comp, row0=est_rows, cols=cols, d=d,
                               max_t=max_t, max_m=max_m, rmmu=self.core.rmmu_params)
         self.out = RowOut(cols=cols, d=d, bq=block,
                           in_bits=rmmu_out_bits(self.core.rmmu_params["max_k"]))
@@ -406,12 +410,16 @@ class Lane(wiring.Component):
 
 UNIT = Unit(
     "lane", Lane, "one head of dynamic sparse attention: estimate, detect, gathered FX16 "
-    "scores, softmax, A·V on one RMMU with two row groups",
+    "scores, softmax, A·V on one RMMU with two row groups (three with an INT8 group)",
     (Param("d", Range(1, 256), "head dimension"),
      Param("max_m", Range(1, Ref("d")), "largest projected width m (estimate K)"),
-     Param("rows", Range(2, 64), "RMMU rows (estimate + compute groups)"),
+     Param("rows", Range(2, 64), "RMMU rows (estimate + compute + INT8 groups)"),
      Param("est_rows", Range(1, Ref("rows - 1", lambda p: p["rows"] - 1)),
            "rows of the estimate group (rows 0 .. est_rows-1)"),
+     Param("int8_rows", Range(0, Ref("rows - est_rows - 1",
+                                     lambda p: p["rows"] - p["est_rows"] - 1)),
+           "rows of HB-BSSA's own INT8 group (the last rows; 0: INT8 blocks share the "
+           "compute group)"),
      Param("cols", Range(1, 64), "RMMU columns"),
      Param("block", Range(Ref("cols"), Ref("8 * cols", lambda p: 8 * p["cols"]),
                           multiple_of="cols", pow2=True),
@@ -420,5 +428,12 @@ UNIT = Unit(
      Param("frac_bits", Range(0, 15), "fraction bits of the FX16 Q, K, V, scores, O"),
      Param("prob_frac", Range(1, 15), "fraction bits of the probabilities")),
     sim=(SimPoint(dict(max_t=32, d=8, max_m=4, rows=4, cols=2, est_rows=1, block=8),
-                  id="t32-d8-4x2"),),
+                  id="t32-d8-4x2"),
+         # HB-BSSA's own INT8 row group (the sim point's 3-row compute group + 1 INT8 row): a
+         # second Verilator build, so in `make long` (quick checks: tests/test_lane_lint8.py);
+         # the heads that differ from the first point's (testcases: not a soak/coverage point)
+         SimPoint(dict(max_t=32, d=8, max_m=4, rows=5, cols=2, est_rows=1, int8_rows=1,
+                       block=8), id="t32-d8-5x2-int8", long=True,
+                  testcases=("random_heads", "bad_configs", "reset_mid_head",
+                             "cycles_vs_model"))),
     synth=Synth(hierarchical=True, boards=("ulx3s-85f",)))

@@ -17,6 +17,14 @@ operands' ``a``/``w`` beats from the feeder, requantized by ``shift8 = frac_bits
 k8_shift`` to FX16); :class:`ScoreTile` puts every result beat at its gathered position, so the
 softmax sees each row in ascending key order, every score from its block's path.
 
+With an INT8 row group (``int8_rows > 0``, docs/lane.md TODO 5/7) the INT8 scores descriptor
+of a tile that has FX16 blocks too runs on its own group ``g8`` (rows ``int8_row0 ..``,
+operands on ``ka8``/``w8``, results straight into :class:`ScoreTile`'s second input ``s8``),
+issued with the tile's FX16 one, so the two run concurrently; the compute group ``g`` runs
+the FX16 scores descriptor, then the A·V one. A tile whose kept blocks are all INT8 runs its
+INT8 descriptor on ``g`` as without the group (the compute group would idle, and it is the
+wider group nearer row 0: docs/lane.md TODO 7). The softmax starts once both have delivered.
+
 Routing follows the RMMU's in-order streams: ``a`` comes from ``ka`` for the scores
 descriptor's ``N-tiles x passes x g`` beats, then from the probability buffer; results go to
 the softmax until the scores descriptor's ``last`` beat, then to ``o``.
@@ -41,22 +49,25 @@ class LaneBack(wiring.Component):
     (keys; the softmax format's ``max_len``), ``frac_bits``, ``prob_frac``, ``row0`` (first row
     of the group), ``rmmu`` (parameters of the RMMU whose group ``g`` drives; default an array
     of just these rows), ``tap`` (add the ``p`` output: every probability with its gathered
-    position, for the importance accumulator). The RMMU is outside (see
-    :class:`attnforge.rtl.lane_front.LaneFront`)."""
+    position, for the importance accumulator), ``int8_rows`` / ``int8_row0`` (HB-BSSA's own
+    INT8 row group, driven through ``g8``; 0: the INT8 descriptors run on ``g``). The RMMU is
+    outside (see :class:`attnforge.rtl.lane_front.LaneFront`)."""
 
     def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, frac_bits=8, prob_frac=12,
-                 row0=0, rmmu=None, tap=False):
+                 row0=0, rmmu=None, tap=False, int8_rows=0, int8_row0=0):
         self.rows, self.cols, self.d, self.bq, self.max_t = rows, cols, d, bq, max_t
         self.frac_bits, self.prob_frac, self.row0 = frac_bits, prob_frac, row0
         self.tap = tap
+        self.int8_rows, self.int8_row0 = int8_rows, int8_row0
         big = max(max_t, d, bq)
         self.rmmu_params = rmmu or dict(rows=rows, cols=cols, tile_m=max(bq, 1), max_m=big,
                                         max_k=big, max_n=big)
+        split = int8_rows > 0
         self.out_bits = rmmu_out_bits(self.rmmu_params["max_k"])
         words = self.rmmu_params["rows"]
         self.smax = TileSoftmax(cols=cols, in_bits=self.out_bits, bq=bq, max_g=max_t,
                                 per_beat=1, max_t=max_t, frac_bits=frac_bits,
-                                prob_frac=prob_frac, block=bq)
+                                prob_frac=prob_frac, block=bq, int8_port=split)
         self.n_tiles_av = -(-d // cols)
         self.n_tiles_s = -(-bq // cols)
         self.passes_s = -(-d // rows)
@@ -70,6 +81,10 @@ class LaneBack(wiring.Component):
             "w": In(stream.Signature(weight_layout(cols))),
             "o": Out(stream.Signature(result_layout(cols, self.out_bits))),
         }
+        if split:  # the INT8 group's port and operands
+            members.update(g8=group_port(self.rmmu_params),
+                           ka8=In(stream.Signature(act_layout(words))),
+                           w8=In(stream.Signature(weight_layout(cols))))
         if tap:   # every probability as the softmax writes it (gathered position as index):
             members["p"] = Out(self.smax.o.signature)   # for the importance accumulator
         super().__init__(members)
@@ -83,8 +98,12 @@ class LaneBack(wiring.Component):
                                               max_g=self.max_t,
                                               per_beat=1, prob_bits=self.prob_frac + 1,
                                               index_bits=ib, max_tiles=self.n_tiles_av)
-        g_port = self.g
+        g_port, split = self.g, self.int8_rows > 0
         wiring.connect(m, wiring.flipped(self.w), wiring.flipped(g_port.w))
+        if split:
+            wiring.connect(m, wiring.flipped(self.w8), wiring.flipped(self.g8.w))
+            wiring.connect(m, wiring.flipped(self.ka8), wiring.flipped(self.g8.a))
+            wiring.connect(m, wiring.flipped(self.g8.o), smax.s8)
         if self.tap:                 # (a Fork: the tap must be always ready or it stalls A.V)
             m.submodules.tap = tap = Fork(smax.o.signature.members["payload"].shape, 2)
             wiring.connect(m, smax.o, tap.i)
@@ -114,15 +133,29 @@ class LaneBack(wiring.Component):
         c = Signal.like(g_port.cmd.payload)
         m.d.comb += [g_port.cmd.payload.eq(c),
                      g_port.cmd.valid.eq((step == 1) | (step == 2) | (step == 4))]
+        first8 = tile_g8 == tp.g                       # every kept block INT8
         with m.If(self.tile.valid & self.tile.ready):
-            first8 = tile_g8 == tp.g
-            m.d.sync += [c.row0.eq(self.row0), c.nrows.eq(rows),
+            # the first scores descriptor: FX16, or INT8 if the tile has no FX16 block (with
+            # an INT8 group too: the compute group would idle, and it is the wider one)
+            m.d.sync += [c.row0.eq(self.row0), c.nrows.eq(rows), c.requant.eq(1),
+                         c.out_fmt.eq(Precision.FX16),
                          c.precision.eq(Mux(first8, Precision.INT8, Precision.FX16)),
-                         c.requant.eq(1), c.out_fmt.eq(Precision.FX16),
                          c.m.eq(Mux(first8, tile_g8, tp.g - tile_g8)), c.k.eq(self.d),
                          c.n.eq(bq), c.shift.eq(Mux(first8, tp.shift8, self.frac_bits))]
+        if split:              # a mixed tile's INT8 scores descriptor on its own group, at once
+            c8, pend8 = Signal.like(self.g8.cmd.payload), Signal()
+            m.d.comb += [self.g8.cmd.payload.eq(c8), self.g8.cmd.valid.eq(pend8)]
+            with m.If(self.tile.valid & self.tile.ready):
+                m.d.sync += [c8.row0.eq(self.int8_row0), c8.nrows.eq(self.int8_rows),
+                             c8.precision.eq(Precision.INT8), c8.requant.eq(1),
+                             c8.out_fmt.eq(Precision.FX16), c8.m.eq(tile_g8),
+                             c8.k.eq(self.d), c8.n.eq(bq), c8.shift.eq(tp.shift8),
+                             pend8.eq((tile_g8 != 0) & ~first8)]
+            with m.If(self.g8.cmd.valid & self.g8.cmd.ready):
+                m.d.sync += pend8.eq(0)
         with m.If(g_port.cmd.valid & g_port.cmd.ready):
-            with m.If((step == 1) & (g8 != 0)):
+            # then INT8 on g too (never with an INT8 group: a mixed tile's runs on g8)
+            with m.If((step == 1) & (g8 != 0) & (not split)):
                 m.d.sync += [step.eq(4), c.precision.eq(Precision.INT8), c.m.eq(g8),
                              c.shift.eq(shift8)]
             with m.Elif((step == 1) | (step == 4)):
@@ -143,8 +176,11 @@ class LaneBack(wiring.Component):
         a_left = Signal(range(self.n_tiles_s * self.passes_s * self.max_t + 1))
         a_ext = Signal()
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [a_left.eq(self.n_tiles_s * self.passes_s * (tp.g - tile_g8)
-                                   + self.n_tiles_8 * self.passes_8 * tile_g8), a_ext.eq(1)]
+            a_8 = self.n_tiles_8 * self.passes_8 * tile_g8
+            if split:          # (the INT8 group takes a mixed tile's INT8 a beats on ka8)
+                a_8 = Mux(first8, a_8, 0)
+            m.d.sync += [a_left.eq(self.n_tiles_s * self.passes_s * (tp.g - tile_g8) + a_8),
+                         a_ext.eq(1)]
         with m.If(a_ext):
             m.d.comb += [g_port.a.valid.eq(self.ka.valid), self.ka.ready.eq(g_port.a.ready),
                          g_port.a.payload.eq(self.ka.payload)]
@@ -159,7 +195,7 @@ class LaneBack(wiring.Component):
         # o: the scores results to the softmax until their last beat, then the A.V results out
         to_smax = Signal(range(3))       # scores descriptors whose results are still due
         with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += to_smax.eq((tile_g8 != 0) + (tile_g8 != tp.g))
+            m.d.sync += to_smax.eq((tile_g8 != 0) + (tile_g8 != tp.g) if not split else 1)
         with m.If(to_smax != 0):
             m.d.comb += [smax.s.valid.eq(g_port.o.valid), g_port.o.ready.eq(smax.s.ready),
                          smax.s.payload.eq(g_port.o.payload)]

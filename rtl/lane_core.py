@@ -12,7 +12,10 @@ HB-BSSA (``hb``, ``int8_bound``, ``q8_shift``, ``k8_shift``: run-time, held for 
 front's per-tile INT8 flags are paired with the detector's kept blocks in the gather (one flags
 beat per tile, taken with the tile's last ``idx`` beat; ``idx`` waits for it); the tile goes to
 the feeder and the back with the FX16 and INT8 blocks' slots, and the back runs the INT8 blocks'
-scores as their own descriptor.
+scores as their own descriptor -- on the compute group after the FX16 one (``int8_rows = 0``),
+or on a third row group of ``int8_rows`` rows after the compute group (``RMMU(groups=3)``),
+concurrently with it: the feeder then drives that group's ``a``/``w`` from second read ports
+of its Q and K memories (``BackFeeder.a8``/``w8``).
 
 The compute group is shared (:class:`attnforge.rtl.lane_proj.GroupMux`): ``pg`` is a second
 driver port of it (the projection engine's, :class:`attnforge.rtl.lane_proj.Projector`, in
@@ -75,19 +78,26 @@ class WithRMMU(wiring.Component):
 
 
 class LaneCore(wiring.Component):
+    """The lane below its top level (module docstring). ``est_rows`` / ``rows`` /
+    ``int8_rows``: the RMMU's estimate, compute and (HB-BSSA, 0: none) INT8 row groups, in
+    that order from row 0."""
+
     def __init__(self, *, est_rows=1, rows=3, cols=2, d=8, block=8, max_t=32, max_k=16,
-                 frac_bits=8, prob_frac=12):
+                 frac_bits=8, prob_frac=12, int8_rows=0):
         self.block, self.max_t, self.d = block, max_t, d
+        self.int8_rows = int8_rows
         big = max(max_t, d, block, max_k)
-        self.rmmu_params = dict(rows=est_rows + rows, cols=cols, tile_m=block, max_m=big,
-                                max_k=big, max_n=big)
+        self.rmmu_params = dict(rows=est_rows + rows + int8_rows, cols=cols, tile_m=block,
+                                max_m=big, max_k=big, max_n=big)
         self.front = LaneFront(est_rows=est_rows, cols=cols, block=block, max_t=max_t,
                                max_k=max_k, det_per_beat=1, rmmu=self.rmmu_params)
         self.feed = BackFeeder(rows=rows, cols=cols, d=d, bq=block, max_t=max_t, block=block,
-                               tile_m=block, words=est_rows + rows)
+                               tile_m=block, words=est_rows + rows + int8_rows,
+                               int8_rows=int8_rows)
         self.back = LaneBack(rows=rows, cols=cols, d=d, bq=block, max_t=max_t,
                              frac_bits=frac_bits, prob_frac=prob_frac, row0=est_rows,
-                             rmmu=self.rmmu_params, tap=True)
+                             rmmu=self.rmmu_params, tap=True, int8_rows=int8_rows,
+                             int8_row0=est_rows + rows)
         self.importance = Importance(max_t=max_t, prob_bits=prob_frac + 1,
                                      acc_bits=prob_frac + 1 + max(1, (max_t - 1).bit_length()))
         super().__init__({
@@ -117,7 +127,11 @@ class LaneCore(wiring.Component):
         m.submodules.front = front = self.front
         m.submodules.feed = feed = self.feed
         m.submodules.back = back = self.back
-        m.submodules.rmmu = rmmu = RMMU(groups=2, **self.rmmu_params)
+        m.submodules.rmmu = rmmu = RMMU(groups=3 if self.int8_rows else 2, **self.rmmu_params)
+        if self.int8_rows:                             # HB-BSSA's INT8 row group
+            wiring.connect(m, rmmu.g[2], back.g8)
+            wiring.connect(m, feed.a8, back.ka8)
+            wiring.connect(m, feed.w8, back.w8)
         wiring.connect(m, rmmu.g[0], front.g)
         m.submodules.gmux = gmux = GroupMux(self.rmmu_params)
         wiring.connect(m, rmmu.g[1], gmux.o)

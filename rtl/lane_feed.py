@@ -26,6 +26,13 @@ operands are requantized on the fly from the FX16 memories
 * INT8 scores ``w``: tile ``c`` word ``i`` (``i < 2``) of PE row ``r`` = ``q8[q0 + n0 + 2c + i,
   k0 + 2r]`` | ``q8[.., k0 + 2r + 1] << 8``.
 
+With ``int8_rows`` > 0 (HB-BSSA's own INT8 row group, docs/lane.md TODO 7) a tile that has both
+kinds of blocks sends its INT8 scores descriptor's beats on ``a8`` / ``w8`` instead (the same
+stream order for a group of ``int8_rows`` rows), from a second pair of engines on second read
+ports of the K memory and the Q banks, concurrently with the FX16 and A·V beats on ``a`` /
+``w``; a tile whose blocks are all INT8 keeps them on ``a`` / ``w`` (its INT8 descriptor runs
+on the compute group).
+
 Q lives in ``2*cols`` banks by query (``q % (2*cols)``) so that both an FX16 beat (``cols``
 consecutive queries) and an INT8 beat (``2*cols``) read each bank once.
 
@@ -62,9 +69,11 @@ def row_read_signature(max_t, d):
 
 
 class BackFeeder(wiring.Component):
-    def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8, words=None):
+    def __init__(self, *, rows=3, cols=2, d=8, bq=8, max_t=32, block=8, tile_m=8, words=None,
+                 int8_rows=0):
         # words: activation words per a beat (the whole RMMU's rows; words >= rows are 0)
         self.words = words or rows
+        self.int8_rows, self.int8_port = int8_rows, int8_rows > 0
         self.rows, self.cols, self.d, self.bq, self.tile_m = rows, cols, d, bq, tile_m
         self.max_t, self.block = max_t, block
         self.max_blk = max_t // block
@@ -82,6 +91,8 @@ class BackFeeder(wiring.Component):
             "a": Out(stream.Signature(act_layout(self.words))),
             "w": Out(stream.Signature(weight_layout(cols))),
             "rd": In(row_read_signature(max_t, d)),
+            **({"a8": Out(stream.Signature(act_layout(self.words))),
+                "w8": Out(stream.Signature(weight_layout(cols)))} if self.int8_port else {}),
         })
 
     def elaborate(self, platform):
@@ -102,8 +113,6 @@ class BackFeeder(wiring.Component):
         rk, rv = mk.read_port(), mv.read_port()
         rq = [x.read_port() for x in mq]
 
-        busy_a, busy_w = Signal(), Signal()
-        m.d.comb += self.load.ready.eq(~busy_a & ~busy_w)
         lp = self.load.payload
         for port, tgt in ((wk, 1), (wv, 2)):
             m.d.comb += [port.addr.eq(lp.addr), port.data.eq(lp.row.as_value()),
@@ -122,9 +131,7 @@ class BackFeeder(wiring.Component):
         fine, nkeys = Signal(), Signal(range(self.max_t + 1))
         keys = Signal(data.ArrayLayout(range(self.max_t), self.max_t))
         m.d.comb += [g.eq(Mux(fine, nkeys, nblk << lb)), g8.eq(n8 << lb), g_fx.eq(g - g8)]
-        m.d.comb += self.tile.ready.eq(~busy_a & ~busy_w & ~self.load.valid)
-        n_nt_s, n_kp_s = -(-bq // cols), -(-d // rows)
-        n_nt_8, n_kp_8 = -(-bq // nb2), -(-d // (2 * rows))
+        n_nt_s, n_nt_8 = -(-bq // cols), -(-bq // nb2)
         n_nt_v = -(-d // cols)
 
         # Arrays padded to a power-of-two length of their index (Verilator -Wall: complete cases)
@@ -175,70 +182,187 @@ class BackFeeder(wiring.Component):
                 vals.append(requantize(x, shift, 8).as_signed()[:8])
             return Cat(*vals)
 
-        # ---- engine A: scores a beats: [FX16 desc, INT8 desc] x (nt, M-tile, kp, key m)
-        a_ph = Signal()                                   # 0 FX16, 1 INT8
-        a_nt, a_kp, a_m = Signal(range(n_nt_s)), Signal(range(n_kp_s)), Signal(range(self.max_t))
-        a_m0 = Signal(range(self.max_t))                  # first row of the M-tile
-        a_g = Signal(range(self.max_t + 1))
-        a_end = Signal(range(self.max_t + 1))
-        m.d.comb += [a_g.eq(Mux(a_ph, g8, g_fx)),
-                     a_end.eq(Mux(a_m0 + tm < a_g, a_m0 + tm, a_g))]
-        a_kp_p, a_ph_p = Signal.like(a_kp), Signal()
-        a_pend = Signal()
-        a_issue = busy_a & (~a_pend | self.a.ready)
+        all8 = ~tp.fine & (tp.n8 == tp.nblk)            # the tile's blocks are all INT8
+        own8 = ~tp.fine & (tp.n8 != 0) & (tp.n8 != tp.nblk)   # INT8 beside FX16 blocks
         rd = self.rd
-        m.d.comb += [rk.addr.eq(Mux(rd.active, rd.addr, desc_key(a_m, a_ph))),
-                     rk.en.eq(Mux(rd.active, rd.en, a_issue | ~a_pend))]
-        with m.If(a_pend & self.a.ready):
-            m.d.sync += a_pend.eq(0)
-        with m.If(a_issue):
-            m.d.sync += [a_pend.eq(1), a_kp_p.eq(a_kp), a_ph_p.eq(a_ph)]
-            with m.If(a_m == a_end - 1):
-                with m.If(a_kp == Mux(a_ph, n_kp_8, n_kp_s) - 1):
-                    m.d.sync += a_kp.eq(0)
-                    with m.If(a_end == a_g):
-                        m.d.sync += [a_m0.eq(0), a_m.eq(0)]
-                        with m.If(a_nt == Mux(a_ph, n_nt_8, n_nt_s) - 1):
-                            m.d.sync += a_nt.eq(0)
-                            with m.If(~a_ph & (n8 != 0)):
-                                m.d.sync += a_ph.eq(1)
-                            with m.Else():
-                                m.d.sync += busy_a.eq(0)
-                        with m.Else():
-                            m.d.sync += a_nt.eq(a_nt + 1)
-                    with m.Else():
-                        m.d.sync += [a_m0.eq(a_end), a_m.eq(a_end)]
-                with m.Else():
-                    m.d.sync += [a_kp.eq(a_kp + 1), a_m.eq(a_m0)]
-            with m.Else():
-                m.d.sync += a_m.eq(a_m + 1)
-        m.d.comb += self.a.valid.eq(a_pend)
-        for r in range(rows):
-            fx = elem(rk.data, a_kp_p * rows + r, d)
-            i8 = int8_word(rk.data, (a_kp_p * rows + r) * 2, k8s)
-            m.d.comb += self.a.payload.data[r].eq(Mux(a_ph_p, i8, fx))
+        with m.If(self.tile.valid & self.tile.ready):
+            m.d.sync += [q0.eq(tp.q0), nblk.eq(tp.nblk), blk.eq(tp.blk), n8.eq(tp.n8),
+                         fxs.eq(tp.fxs), i8s.eq(tp.i8s), q8s.eq(tp.q8_shift),
+                         k8s.eq(tp.k8_shift), fine.eq(tp.fine), nkeys.eq(tp.nkeys),
+                         keys.eq(tp.keys)]
 
-        # ---- engine W: scores w (phase 0 FX16, 1 INT8: nt, M-tile, kp, r), A.V w (2: nt, kp, r)
-        w_ph = Signal(range(3))
-        w_nt, w_kp, w_r = Signal(range(max(n_nt_s, n_nt_v))), Signal(range(self.max_t)), \
-            Signal(range(rows))
-        w_ph_p, w_nt_p, w_kp_p, w_r_p = Signal.like(w_ph), Signal.like(w_nt), \
-            Signal.like(w_kp), Signal.like(w_r)
-        w_mt = Signal(range(self.max_t + 1))
-        w_pend = Signal()
-        w_issue = busy_w & (~w_pend | self.w.ready)
-        kp_v_last = ((g + rows - 1) // rows) - 1
-        # Q banks: the beat's queries start at base = q0 + nt * (cols or 2 cols), a multiple of
-        # cols: bank j holds query base + s with s = (j - base) mod 2 cols
-        base = Signal(range(self.max_t + nb2 * self.max_t))
-        m.d.comb += base.eq(q0 + w_nt * Mux(w_ph == 1, nb2, cols))
-        half = Signal()
-        m.d.comb += half.eq((base // cols) & 1)
-        for c, port in enumerate(rq):
-            addr = base // nb2 + (half if c < cols else 0)
-            m.d.comb += [port.addr.eq(Mux(rd.active, rd.addr // nb2, addr)),
-                         port.en.eq(Mux(rd.active, rd.en, w_issue | ~w_pend))]
-        base_p = Signal.like(base)
+        def engine_a(rk, out, mode, rows):
+            """Scores ``a`` beats, ``[FX16 desc, INT8 desc] x (nt, M-tile, kp, key m)``, read
+            through ``rk``; ``mode`` "all" (both descriptors), "main" (the compute group's
+            with an INT8 group: FX16 only, or INT8 when the tile has no FX16 block) or "int8"
+            (INT8 only: the INT8 group's engine), for a group of ``rows`` PE rows. Returns its
+            busy flag."""
+            n_kp_s, n_kp_8 = -(-d // rows), -(-d // (2 * rows))
+            busy = Signal(name=f"busy_a_{mode}")
+            a_ph = Signal(name="a_ph")                    # 0 FX16, 1 INT8
+            a_nt, a_kp = Signal(range(n_nt_s), name="a_nt"), Signal(range(n_kp_s), name="a_kp")
+            a_m = Signal(range(self.max_t), name="a_m")
+            a_m0 = Signal(range(self.max_t), name="a_m0")  # first row of the M-tile
+            a_g = Signal(range(self.max_t + 1), name="a_g")
+            a_end = Signal(range(self.max_t + 1), name="a_end")
+            m.d.comb += [a_g.eq(Mux(a_ph, g8, g_fx)),
+                         a_end.eq(Mux(a_m0 + tm < a_g, a_m0 + tm, a_g))]
+            a_kp_p, a_ph_p = Signal.like(a_kp), Signal(name="a_ph_p")
+            a_pend = Signal(name="a_pend")
+            a_issue = busy & (~a_pend | out.ready)
+            addr, en = desc_key(a_m, a_ph), a_issue | ~a_pend
+            if mode != "int8":                            # the projector's reads share rk
+                addr, en = Mux(rd.active, rd.addr, addr), Mux(rd.active, rd.en, en)
+            m.d.comb += [rk.addr.eq(addr), rk.en.eq(en)]
+            with m.If(a_pend & out.ready):
+                m.d.sync += a_pend.eq(0)
+            with m.If(a_issue):
+                m.d.sync += [a_pend.eq(1), a_kp_p.eq(a_kp), a_ph_p.eq(a_ph)]
+                with m.If(a_m == a_end - 1):
+                    with m.If(a_kp == Mux(a_ph, n_kp_8, n_kp_s) - 1):
+                        m.d.sync += a_kp.eq(0)
+                        with m.If(a_end == a_g):
+                            m.d.sync += [a_m0.eq(0), a_m.eq(0)]
+                            with m.If(a_nt == Mux(a_ph, n_nt_8, n_nt_s) - 1):
+                                m.d.sync += a_nt.eq(0)
+                                if mode == "all":
+                                    with m.If(~a_ph & (n8 != 0)):
+                                        m.d.sync += a_ph.eq(1)
+                                    with m.Else():
+                                        m.d.sync += busy.eq(0)
+                                else:
+                                    m.d.sync += busy.eq(0)
+                            with m.Else():
+                                m.d.sync += a_nt.eq(a_nt + 1)
+                        with m.Else():
+                            m.d.sync += [a_m0.eq(a_end), a_m.eq(a_end)]
+                    with m.Else():
+                        m.d.sync += [a_kp.eq(a_kp + 1), a_m.eq(a_m0)]
+                with m.Else():
+                    m.d.sync += a_m.eq(a_m + 1)
+            m.d.comb += out.valid.eq(a_pend)
+            for r in range(rows):
+                fx = elem(rk.data, a_kp_p * rows + r, d)
+                i8 = int8_word(rk.data, (a_kp_p * rows + r) * 2, k8s)
+                value = i8 if mode == "int8" else Mux(a_ph_p, i8, fx)
+                m.d.comb += out.payload.data[r].eq(value)
+            with m.If(self.tile.valid & self.tile.ready):
+                m.d.sync += [a_nt.eq(0), a_kp.eq(0), a_m.eq(0), a_m0.eq(0),
+                             a_ph.eq(all8 if mode != "int8" else 1),
+                             busy.eq(1 if mode != "int8" else own8)]
+            return busy
+
+        def engine_w(rq, rv, out, mode, rows):
+            """``w`` beats: scores (phase 0 FX16, 1 INT8: nt, M-tile, kp, r), A.V (2: nt, kp,
+            r), Q read through the bank ports ``rq``, V through ``rv`` (None for "int8");
+            ``mode`` "all" (phases 0, 1, 2), "main" (0 or, without FX16 blocks, 1; then 2)
+            or "int8" (1: the INT8 group's
+            engine), for a group of ``rows`` PE rows. Returns its busy flag."""
+            n_kp_s, n_kp_8 = -(-d // rows), -(-d // (2 * rows))
+            busy = Signal(name=f"busy_w_{mode}")
+            w_ph = Signal(range(3), name="w_ph")
+            w_nt = Signal(range(max(n_nt_s, n_nt_v)), name="w_nt")
+            w_kp, w_r = Signal(range(self.max_t), name="w_kp"), Signal(range(rows), name="w_r")
+            w_ph_p, w_nt_p, w_kp_p, w_r_p = Signal.like(w_ph), Signal.like(w_nt), \
+                Signal.like(w_kp), Signal.like(w_r)
+            w_mt = Signal(range(self.max_t + 1), name="w_mt")
+            w_pend = Signal(name="w_pend")
+            w_issue = busy & (~w_pend | out.ready)
+            kp_v_last = ((g + rows - 1) // rows) - 1
+            # Q banks: the beat's queries start at base = q0 + nt * (cols or 2 cols), a
+            # multiple of cols: bank j holds query base + s with s = (j - base) mod 2 cols
+            base = Signal(range(self.max_t + nb2 * self.max_t), name="base")
+            m.d.comb += base.eq(q0 + w_nt * Mux(w_ph == 1, nb2, cols))
+            half = Signal(name="half")
+            m.d.comb += half.eq((base // cols) & 1)
+            for c, port in enumerate(rq):
+                addr, en = base // nb2 + (half if c < cols else 0), w_issue | ~w_pend
+                if mode != "int8":                        # the projector's reads share rq
+                    addr, en = Mux(rd.active, rd.addr // nb2, addr), Mux(rd.active, rd.en, en)
+                m.d.comb += [port.addr.eq(addr), port.en.eq(en)]
+            base_p = Signal.like(base)
+            pos_v = w_kp * rows + w_r
+            if rv is not None:
+                m.d.comb += [rv.addr.eq(key(Mux(pos_v < g, pos_v, 0))),
+                             rv.en.eq(w_issue | ~w_pend)]
+            with m.If(w_pend & out.ready):
+                m.d.sync += w_pend.eq(0)
+            with m.If(w_issue):
+                m.d.sync += [w_pend.eq(1), w_ph_p.eq(w_ph), w_nt_p.eq(w_nt), w_kp_p.eq(w_kp),
+                             w_r_p.eq(w_r), base_p.eq(base)]
+                with m.If(w_r == rows - 1):
+                    m.d.sync += w_r.eq(0)
+
+                    def by_phase(fx, i8, av):
+                        return Mux(w_ph == 2, av, Mux(w_ph == 1, i8, fx))
+                    kp_last = by_phase(n_kp_s - 1, n_kp_8 - 1, kp_v_last)
+                    nt_last = by_phase(n_nt_s - 1, n_nt_8 - 1, n_nt_v - 1)
+                    mt_last = by_phase((g_fx + tm - 1) // tm - 1, (g8 + tm - 1) // tm - 1, 0)
+                    with m.If(w_kp == kp_last):
+                        m.d.sync += w_kp.eq(0)
+                        with m.If(w_mt != mt_last):
+                            m.d.sync += w_mt.eq(w_mt + 1)
+                        with m.Elif(w_nt == nt_last):
+                            m.d.sync += [w_mt.eq(0), w_nt.eq(0)]
+                            if mode == "int8":
+                                m.d.sync += busy.eq(0)
+                            else:
+                                with m.If(w_ph == 2):
+                                    m.d.sync += [w_ph.eq(0), busy.eq(0)]
+                                if mode == "all":
+                                    with m.Elif((w_ph == 0) & (n8 != 0)):
+                                        m.d.sync += w_ph.eq(1)
+                                with m.Else():
+                                    m.d.sync += w_ph.eq(2)
+                        with m.Else():
+                            m.d.sync += [w_mt.eq(0), w_nt.eq(w_nt + 1)]
+                    with m.Else():
+                        m.d.sync += w_kp.eq(w_kp + 1)
+                with m.Else():
+                    m.d.sync += w_r.eq(w_r + 1)
+            m.d.comb += out.valid.eq(w_pend)
+            half_p = Signal(name="half_p")
+            m.d.comb += half_p.eq((base_p // cols) & 1)
+            qrow = []                                     # query base_p + s, s < 2 cols
+            for s_ in range(nb2):
+                lo_bank, hi_bank = rq[s_].data, rq[(s_ + cols) % nb2].data
+                qrow.append(Mux(half_p, hi_bank, lo_bank))
+            dim = w_kp_p * rows + w_r_p                   # scores FX16: Q element
+            for c in range(cols):
+                col = w_nt_p * cols + c                   # A.V: V column
+                q8 = [Mux(w_nt_p * nb2 + 2 * c + i < bq,
+                          int8_word(qrow[2 * c + i], dim * 2, q8s), 0)
+                      for i in range(2)]                  # INT8: queries 2c, 2c + 1 of the beat
+                if mode == "int8":
+                    w0, w1 = q8
+                else:
+                    qv = Mux(w_nt_p * cols + c < bq, elem(qrow[c], dim, d), 0)
+                    vv = Mux(dim < g, elem(rv.data, col, d), 0)   # A.V: gathered position
+                    fx_w = Mux(w_ph_p == 2, vv, qv)
+                    w0, w1 = Mux(w_ph_p == 1, q8[0], fx_w), Mux(w_ph_p == 1, q8[1], 0)
+                # the whole tile in one assignment (words >= 2 zero-extended, not
+                # constant-driven: Verilator -Wall ALWNEVER)
+                m.d.comb += out.payload.data[c].eq(Cat(w0, w1))
+            with m.If(self.tile.valid & self.tile.ready):
+                m.d.sync += [w_mt.eq(0), w_nt.eq(0), w_kp.eq(0), w_r.eq(0),
+                             w_ph.eq(Mux(all8, 1, 0) if mode != "int8" else 1),
+                             busy.eq(1 if mode != "int8" else own8)]
+            return busy
+
+        # the compute group's engines (FX16 scores, A.V; INT8 scores too unless the INT8
+        # group has its own) and, with int8_port, the INT8 group's on second read ports: it
+        # takes the INT8 descriptor of a tile with FX16 blocks too (concurrently with the
+        # FX16 one); a tile whose blocks are all INT8 runs it on the compute group (which
+        # would idle otherwise, and is the wider, nearer group: docs/lane.md TODO 7)
+        mode = "main" if self.int8_port else "all"
+        busy = [engine_a(rk, self.a, mode, rows), engine_w(rq, rv, self.w, mode, rows)]
+        if self.int8_port:
+            i8 = self.int8_rows
+            busy += [engine_a(mk.read_port(), self.a8, "int8", i8),
+                     engine_w([x.read_port() for x in mq], None, self.w8, "int8", i8)]
+        idle = ~Cat(*busy).any()
+        m.d.comb += [self.load.ready.eq(idle), self.tile.ready.eq(idle & ~self.load.valid)]
+
         # rd: the bank / memory of the row being read, registered with the read
         rd_bank, rd_k = Signal(range(nb2)), Signal()
         with m.If(rd.active & rd.en):
@@ -247,65 +371,4 @@ class BackFeeder(wiring.Component):
         for c in range(1, nb2):
             q_row = Mux(rd_bank == c, rq[c].data, q_row)
         m.d.comb += rd.data.eq(Mux(rd_k, rk.data, q_row))
-        pos_v = w_kp * rows + w_r
-        m.d.comb += [rv.addr.eq(key(Mux(pos_v < g, pos_v, 0))), rv.en.eq(w_issue | ~w_pend)]
-        with m.If(w_pend & self.w.ready):
-            m.d.sync += w_pend.eq(0)
-        with m.If(w_issue):
-            m.d.sync += [w_pend.eq(1), w_ph_p.eq(w_ph), w_nt_p.eq(w_nt), w_kp_p.eq(w_kp),
-                         w_r_p.eq(w_r), base_p.eq(base)]
-            with m.If(w_r == rows - 1):
-                m.d.sync += w_r.eq(0)
-                def by_phase(fx, i8, av):
-                    return Mux(w_ph == 2, av, Mux(w_ph == 1, i8, fx))
-                kp_last = by_phase(n_kp_s - 1, n_kp_8 - 1, kp_v_last)
-                nt_last = by_phase(n_nt_s - 1, n_nt_8 - 1, n_nt_v - 1)
-                mt_last = by_phase((g_fx + tm - 1) // tm - 1, (g8 + tm - 1) // tm - 1, 0)
-                with m.If(w_kp == kp_last):
-                    m.d.sync += w_kp.eq(0)
-                    with m.If(w_mt != mt_last):
-                        m.d.sync += w_mt.eq(w_mt + 1)
-                    with m.Elif(w_nt == nt_last):
-                        m.d.sync += [w_mt.eq(0), w_nt.eq(0)]
-                        with m.If(w_ph == 2):
-                            m.d.sync += [w_ph.eq(0), busy_w.eq(0)]
-                        with m.Elif((w_ph == 0) & (n8 != 0)):
-                            m.d.sync += w_ph.eq(1)
-                        with m.Else():
-                            m.d.sync += w_ph.eq(2)
-                    with m.Else():
-                        m.d.sync += [w_mt.eq(0), w_nt.eq(w_nt + 1)]
-                with m.Else():
-                    m.d.sync += w_kp.eq(w_kp + 1)
-            with m.Else():
-                m.d.sync += w_r.eq(w_r + 1)
-        m.d.comb += self.w.valid.eq(w_pend)
-        half_p = Signal()
-        m.d.comb += half_p.eq((base_p // cols) & 1)
-        qrow = []                                         # query base_p + s, s < 2 cols
-        for s_ in range(nb2):
-            lo_bank, hi_bank = rq[s_].data, rq[(s_ + cols) % nb2].data
-            qrow.append(Mux(half_p, hi_bank, lo_bank))
-        dim = w_kp_p * rows + w_r_p                       # scores FX16: Q element
-        for c in range(cols):
-            col = w_nt_p * cols + c                       # A.V: V column
-            pos = w_kp_p * rows + w_r_p                   # A.V: gathered position
-            qv = Mux(w_nt_p * cols + c < bq, elem(qrow[c], dim, d), 0)
-            vv = Mux(pos < g, elem(rv.data, col, d), 0)
-            q8 = [Mux(w_nt_p * nb2 + 2 * c + i < bq, int8_word(qrow[2 * c + i], dim * 2, q8s), 0)
-                  for i in range(2)]                  # INT8: queries 2c, 2c + 1 of the beat
-            w0 = Mux(w_ph_p == 1, q8[0], Mux(w_ph_p == 2, vv, qv))
-            # the whole tile in one assignment (words >= 2 zero-extended, not constant-driven:
-            # Verilator -Wall ALWNEVER)
-            m.d.comb += self.w.payload.data[c].eq(Cat(w0, Mux(w_ph_p == 1, q8[1], 0)))
-
-        with m.If(self.tile.valid & self.tile.ready):
-            m.d.sync += [q0.eq(tp.q0), nblk.eq(tp.nblk), blk.eq(tp.blk), n8.eq(tp.n8),
-                         fxs.eq(tp.fxs), i8s.eq(tp.i8s), q8s.eq(tp.q8_shift),
-                         k8s.eq(tp.k8_shift), busy_a.eq(1), busy_w.eq(1),
-                         fine.eq(tp.fine), nkeys.eq(tp.nkeys), keys.eq(tp.keys),
-                         a_ph.eq(~tp.fine & (tp.n8 == tp.nblk)), a_nt.eq(0), a_kp.eq(0),
-                         a_m.eq(0), a_m0.eq(0), w_mt.eq(0),
-                         w_ph.eq(Mux(~tp.fine & (tp.n8 == tp.nblk), 1, 0)),
-                         w_nt.eq(0), w_kp.eq(0), w_r.eq(0)]
         return m

@@ -16,6 +16,13 @@ beat: INT8 packs two values per word, so an N-tile is ``2*cols`` queries); descr
 ``i8s``: the gathered slots of each kind, ascending), so the softmax sees the row in ascending
 key order (the online softmax is order-sensitive) with each score from its block's path.
 
+With ``int8_port`` (the lane's INT8 row group, ``int8_rows > 0``) the INT8 descriptor's beats
+of a tile with FX16 blocks too come on their own input ``s8``, concurrently with the FX16 ones
+on ``s`` (a tile whose blocks are all INT8 has its INT8 beats on ``s``): each input has its
+own position counters and its own write port on every bank (the two descriptors' keys are
+disjoint, so the two writes of a cycle never hit the same word); the read phase starts once
+both descriptors' last beats are in.
+
 Command ``cmd``: ``g`` = gathered keys of the tile (1..max_g), ``n8``, ``fxs``, ``i8s`` (0: FX16
 only, slots ignored), ``fine``, ``mg``. Every row plays every gathered position (BxB: every row
 of the tile keeps the same keys); with ``fine`` (per-row granularity, element / 1xV: the
@@ -58,7 +65,7 @@ class ScoreTile(wiring.Component):
     ``index_bits`` (width of the position index)."""
 
     def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, index_bits=8,
-                 block=None):
+                 block=None, int8_port=False):
         block = block or bq
         if bq % cols or max_g % per_beat or max_g > (1 << index_bits) or max_g % block:
             raise ValueError(f"bq must be a multiple of cols ({cols}) and max_g a multiple of "
@@ -67,10 +74,13 @@ class ScoreTile(wiring.Component):
         self.cols, self.in_bits, self.bq = cols, in_bits, bq
         self.max_g, self.per_beat, self.index_bits = max_g, per_beat, index_bits
         self.block, self.max_blk = block, max_g // block
+        self.int8_port = int8_port
+        beats = stream.Signature(data.StructLayout({
+            "lanes": data.ArrayLayout(signed(in_bits), cols * 8), "last": 1, "error": 1}))
         super().__init__({
             "cmd": In(stream.Signature(score_cmd_layout(max_g, block, bq))),
-            "s": In(stream.Signature(data.StructLayout({
-                "lanes": data.ArrayLayout(signed(in_bits), cols * 8), "last": 1, "error": 1}))),
+            "s": In(beats),
+            **({"s8": In(beats)} if int8_port else {}),
             "o": Out(row_signature(per_beat, signed(16), index_bits)),
         })
 
@@ -87,35 +97,61 @@ class ScoreTile(wiring.Component):
         q_pend, w_pend = Signal.like(q), Signal.like(w)
         pending = Signal()
 
-        banks = []
+        banks, banks8 = [], []                           # banks8: the INT8 input's ports
         for b in range(bq):
             mem = Memory(shape=16 * p, depth=words, init=[])
             m.submodules[f"bank{b}"] = mem
             banks.append((mem.write_port(granularity=16), mem.read_port()))
+            if self.int8_port:
+                banks8.append(mem.write_port(granularity=16))
 
         # HB-BSSA: segment 0 = the FX16 descriptor's beats, 1 = the INT8 descriptor's
         blk, nb, nb2 = self.block, self.max_blk, 2 * cols
         lb = blk.bit_length() - 1
-        seg = Signal()
         n8 = Signal(range(nb + 1))
         fxs, i8s = (Signal(data.ArrayLayout(range(nb), nb), name=x) for x in ("fxs", "i8s"))
         fine = Signal()
         mg = Signal(data.ArrayLayout(self.max_g, bq))
         g8 = Signal(range(self.max_g + 1))
         m.d.comb += g8.eq(n8 << lb)
-        g_seg = Mux(seg, g8, g - g8)
-        nt_last = Mux(seg, -(-bq // nb2) - 1, bq // cols - 1)
-        slot = Signal(range(nb))
-        bi = Signal(range(nb))
-        m.d.comb += bi.eq(key >> lb)
-        m.d.comb += slot.eq(Mux(seg, Array([i8s[j] for j in range(nb)])[bi],
-                                Array([fxs[j] for j in range(nb)])[bi]))
-        pos = Signal(range(self.max_g))                  # gathered position of this beat
-        m.d.comb += pos.eq(Mux(n8 == 0, key, (slot << lb) | (key & (blk - 1))))
+
+        def write_beat(s, seg, key, nt, ports, take):
+            """Write beat ``s`` of segment ``seg`` (descriptor position ``key`` of N-tile
+            ``nt``) into its banks at its gathered position when ``take``; step ``key`` /
+            ``nt``. Returns "the segment's last beat"."""
+            g_seg = Mux(seg, g8, g - g8)
+            nt_last = Mux(seg, -(-bq // nb2) - 1, bq // cols - 1)
+            slot = Signal(range(nb), name="slot")
+            bi = Signal(range(nb), name="slot_index")
+            m.d.comb += bi.eq(key >> lb)
+            m.d.comb += slot.eq(Mux(seg, Array([i8s[j] for j in range(nb)])[bi],
+                                    Array([fxs[j] for j in range(nb)])[bi]))
+            pos = Signal(range(self.max_g), name="pos")   # gathered position of this beat
+            m.d.comb += pos.eq(Mux(n8 == 0, key, (slot << lb) | (key & (blk - 1))))
+            for b, wp in enumerate(ports):
+                lane = Mux(seg, s.payload.lanes[b % nb2][:16], s.payload.lanes[b % cols][:16])
+                m.d.comb += [wp.addr.eq(pos // p), wp.data.eq(Cat(*[lane] * p))]
+                with m.If(take & Mux(seg, nt == b // nb2, nt == b // cols)):
+                    m.d.comb += wp.en.eq(1 << (pos % p))
+            end_key = key == g_seg - 1
+            with m.If(take):
+                with m.If(end_key):
+                    m.d.sync += [key.eq(0), nt.eq(nt + 1)]
+                with m.Else():
+                    m.d.sync += key.eq(key + 1)
+            return end_key & (nt == nt_last)
 
         # named states (an explicit state register: Verilator -Wall clean, unlike m.FSM's cases)
         IDLE, WRITE, READ, DRAIN = range(4)
         state = Signal(range(4))
+        seg = Signal()                                   # shared input: the segment arriving
+        start8 = []                                      # int8_port: the s8 side's command
+        if self.int8_port:
+            key8, nt8 = Signal.like(key), Signal.like(nt)    # the INT8 input's counters
+            s_left, i8_left = Signal(), Signal()             # inputs still due
+            cp = self.cmd.payload
+            start8 = [key8.eq(0), nt8.eq(0), s_left.eq(1),
+                      i8_left.eq((cp.n8 != 0) & ((cp.n8 << lb) != cp.g))]
         with m.If(state == IDLE):
             m.d.comb += self.cmd.ready.eq(1)
             with m.If(self.cmd.valid):
@@ -123,27 +159,28 @@ class ScoreTile(wiring.Component):
                 m.d.sync += [g.eq(cp.g), nt.eq(0), key.eq(0), nw.eq((cp.g + p - 1) // p),
                              n8.eq(cp.n8), fxs.eq(cp.fxs), i8s.eq(cp.i8s),
                              fine.eq(cp.fine), mg.eq(cp.mg),
-                             seg.eq((cp.n8 << lb) == cp.g)]
+                             seg.eq((cp.n8 << lb) == cp.g), *start8]
                 m.d.sync += state.eq(WRITE)
         with m.Elif(state == WRITE):
-            m.d.comb += self.s.ready.eq(1)
-            with m.If(self.s.valid):
-                for b, (wp, _) in enumerate(banks):
-                    lane = Mux(seg, self.s.payload.lanes[b % nb2][:16],
-                               self.s.payload.lanes[b % cols][:16])
-                    m.d.comb += [wp.addr.eq(pos // p), wp.data.eq(Cat(*[lane] * p))]
-                    with m.If(Mux(seg, nt == b // nb2, nt == b // cols)):
-                        m.d.comb += wp.en.eq(1 << (pos % p))
-                with m.If(key == g_seg - 1):
-                    m.d.sync += [key.eq(0), nt.eq(nt + 1)]
-                    with m.If(nt == nt_last):
-                        with m.If(~seg & (n8 != 0)):
-                            m.d.sync += [seg.eq(1), nt.eq(0)]
-                        with m.Else():
-                            m.d.sync += [q.eq(0), w.eq(0)]
-                            m.d.sync += state.eq(READ)
-                with m.Else():
-                    m.d.sync += key.eq(key + 1)
+            if not self.int8_port:                       # one input: FX16 beats, then INT8
+                m.d.comb += self.s.ready.eq(1)
+                end = write_beat(self.s, seg, key, nt, [wp for wp, _ in banks], self.s.valid)
+                with m.If(self.s.valid & end):
+                    with m.If(~seg & (n8 != 0)):
+                        m.d.sync += [seg.eq(1), nt.eq(0)]
+                    with m.Else():
+                        m.d.sync += [q.eq(0), w.eq(0), state.eq(READ)]
+            else:              # two inputs, concurrently: s = FX16 (INT8 if all blocks are)
+                m.d.comb += [self.s.ready.eq(s_left), self.s8.ready.eq(i8_left)]
+                take, take8 = self.s.valid & s_left, self.s8.valid & i8_left
+                end_s = take & write_beat(self.s, seg, key, nt, [wp for wp, _ in banks], take)
+                end8 = take8 & write_beat(self.s8, 1, key8, nt8, banks8, take8)
+                with m.If(end_s):
+                    m.d.sync += s_left.eq(0)
+                with m.If(end8):
+                    m.d.sync += i8_left.eq(0)
+                with m.If((~s_left | end_s) & (~i8_left | end8)):
+                    m.d.sync += [q.eq(0), w.eq(0), state.eq(READ)]
         with m.Elif(state == READ):
             issue = ~pending | self.o.ready
             for _, rp in banks:
@@ -192,16 +229,18 @@ class TileSoftmax(wiring.Component):
     ``max_g`` must be a multiple of ``per_beat`` and at most ``max_t``."""
 
     def __init__(self, *, cols=2, in_bits=36, bq=8, max_g=32, per_beat=4, max_t=32,
-                 frac_bits=8, prob_frac=12, block=None):
+                 frac_bits=8, prob_frac=12, block=None, int8_port=False):
         from .softmax import Softmax
         ib = max(1, (max_g - 1).bit_length())
         self.tile = ScoreTile(cols=cols, in_bits=in_bits, bq=bq, max_g=max_g,
-                              per_beat=per_beat, index_bits=ib, block=block)
+                              per_beat=per_beat, index_bits=ib, block=block,
+                              int8_port=int8_port)
         self.softmax = Softmax(per_beat=per_beat, max_len=max_t, in_bits=16, in_frac=frac_bits,
                                out_frac=prob_frac, index_bits=ib)
         super().__init__({
             "cmd": In(self.tile.cmd.signature.flip()),
             "s": In(self.tile.s.signature.flip()),
+            **({"s8": In(self.tile.s8.signature.flip())} if int8_port else {}),
             "o": Out(self.softmax.o.signature),
         })
 
@@ -211,6 +250,8 @@ class TileSoftmax(wiring.Component):
         m.submodules.softmax = self.softmax
         wiring.connect(m, wiring.flipped(self.cmd), self.tile.cmd)
         wiring.connect(m, wiring.flipped(self.s), self.tile.s)
+        if self.tile.int8_port:
+            wiring.connect(m, wiring.flipped(self.s8), self.tile.s8)
         wiring.connect(m, self.tile.o, self.softmax.i)
         wiring.connect(m, self.softmax.o, wiring.flipped(self.o))
         return m

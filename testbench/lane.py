@@ -35,7 +35,8 @@ def lane_params(lane):
     built)."""
     from ..golden.lane import LaneParams
     return LaneParams(max_t=lane.max_t, d=lane.d, rows=lane.rows, cols=lane.cols,
-                      est_rows=lane.est_rows, tile=lane.block, tile_m=lane.block,
+                      est_rows=lane.est_rows, int8_rows=lane.int8_rows, tile=lane.block,
+                      tile_m=lane.block,
                       frac_bits=lane.frac_bits, prob_frac=lane.prob_frac, det_per_beat=1,
                       sm_per_beat=1, schedule="rtl")
 
