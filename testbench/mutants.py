@@ -46,7 +46,9 @@ For each unit (``UNITS``, default all) at its record's first regression point:
 
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
 ``build/mutants/<unit>-<digest>-<hier|flat>/verdicts.json`` by seed, scale, tests and
-mutation, so a rerun continues where a stopped one ended. Kill rate = killed / (killed +
+mutation, so a rerun continues where a stopped one ended; a kill is also reused when the
+tests grew (:func:`cached_verdict`), so adding a test to ``MUTANT_TESTS`` reruns only the
+survivors. Kill rate = killed / (killed +
 survived). Reports: ``build/mutants/<unit>-<digest>-<flow>/`` (netlists, logs) and
 ``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
 """
@@ -69,7 +71,7 @@ from ..tools import tool
 from .coverage import source_location
 
 __all__ = ["mutants", "mutate_unit", "insert_mutants", "mutant_selector", "counterexample",
-           "in_parent", "cli", "CTRL", "PLUSARG"]
+           "in_parent", "cached_verdict", "cli", "CTRL", "PLUSARG"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -244,10 +246,11 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
             break
         plain = _plain(line)
         key = f"{seed}/{scale}/{testcases}/{plain}"
-        if key in cache:
-            result["mutants"].append(cache[key])
+        known = cached_verdict(cache, seed, scale, testcases, plain)
+        if known is not None:
+            result["mutants"].append(known)
             log(f"[mutants {_clock(begin)}] {name} mutant {i + 1}/{len(lines)}: "
-                f"{cache[key]['status']} (cached verdict)")
+                f"{known['status']} (cached verdict)")
             continue
         verdict, seconds, _ = _run_tests(name, point.params, netlist, i + 1, testcases, seed,
                                          scale, timeout, work / f"m{i:03d}")
@@ -277,6 +280,26 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
             f"{left} left (~{left * seconds:.0f} s)")
     result["wall_s"] = round(time.monotonic() - start, 1)
     return result
+
+
+def cached_verdict(cache, seed, scale, testcases, plain):
+    """The verdict ``cache`` (``verdicts.json``: key ``seed/scale/tests/mutation``) holds for
+    mutation ``plain`` run with ``testcases`` at ``seed`` and ``scale``, or None. Besides the
+    exact key, a **kill** by a subset of ``testcases`` (same seed, scale and mutation) is
+    reused: the cocotb tests are independent (each resets the DUT and draws from its own
+    stream seeded by the seed and the unit), so adding tests to ``MUTANT_TESTS`` cannot
+    revive a killed mutant, and a grown list reruns only what survived. Survivors, errors
+    and equivalent verdicts of a different list are not reused."""
+    exact = cache.get(f"{seed}/{scale}/{testcases}/{plain}")
+    if exact is not None or not testcases:
+        return exact
+    for key, entry in cache.items():
+        m = re.match(r"(\d+)/([^/]+)/(\[[^\]]*\])/(.*)$", key, re.S)
+        if (m and entry["status"].startswith("killed") and m.group(4) == plain
+                and m.group(1) == str(seed) and m.group(2) == str(scale)
+                and set(re.findall(r"'([^']+)'", m.group(3))) <= set(testcases)):
+            return entry
+    return None
 
 
 def _build_seconds(run_json):

@@ -221,3 +221,19 @@ def test_gemm_terms_and_score_query_build_what_they_promise():
         s = keys @ np.array(q)
         assert list(requantize(s, cfg.score_shift, cfg.softmax.in_bits)) == list(row)
         assert keys.min() >= -(1 << (cfg.key_bits - 1)) and keys.max() < 1 << (cfg.key_bits - 1)
+
+
+def test_cached_verdict_reuses_kills_of_fewer_tests():
+    """A verdict is reused for the same seed, scale, tests and mutation; a kill also when the
+    tests grew, never a survivor (it must meet the new tests) nor another seed's kill."""
+    from attnforge.testbench.mutants import cached_verdict
+    m = "mutate -mode inv -module top -cell $and$1 -port \\Y -portbit 0"
+    kill, alive = {"status": "killed"}, {"status": "survived"}
+    cache = {f"1/1.0/{['a']}/{m}": kill, f"1/1.0/{['a', 'b']}/{m}x": alive}
+    assert cached_verdict(cache, 1, 1.0, ["a"], m) is kill
+    assert cached_verdict(cache, 1, 1.0, ["a", "c"], m) is kill
+    assert cached_verdict(cache, 1, 1.0, ["b"], m) is None
+    assert cached_verdict(cache, 2, 1.0, ["a", "c"], m) is None
+    assert cached_verdict(cache, 1, 2.0, ["a", "c"], m) is None
+    assert cached_verdict(cache, 1, 1.0, ["a", "b"], m + "x") is alive
+    assert cached_verdict(cache, 1, 1.0, ["a", "b", "c"], m + "x") is None
