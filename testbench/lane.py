@@ -784,3 +784,32 @@ async def every_head_class(dut):
         tb.play(*head)
     await tb.finish(len(heads))
     assert tb.sboard.checked == len(heads)
+
+
+@cocotb.test()
+async def per_row_masks(dut):
+    """Element / 1x4 / 1x8 heads of the largest size whose rows each keep about half of their
+    granules (top-k at half the granules per row, and threshold mode at the estimate's
+    median), so a query tile gathers (nearly) every key while each of its rows skips some of
+    the gathered positions: every bit of the score buffer's per-row mask (``ScoreTile``
+    ``mg``) is driven both ways, for every row of the tile (random heads draw a random k).
+    Plus top-1 heads, whose tiles gather a number of keys that is not a multiple of the block:
+    the scores GEMM then ends on a partial M-tile of the compute group (the mutant sample of
+    seed 1 left the end of such a tile unmarked, ``tag.last`` of ``Issuer``, alive: the
+    lane hangs). Gaps and stalls on, every output row through the scoreboard."""
+    tb = LaneBench(dut)
+    await tb.start()
+    u = tb.unit
+    t = u.max_t
+    heads = []
+    for gran in FINE_GRANULARITIES:
+        per = GRANULARITIES[gran][1]                    # keys per granule
+        for k in sorted({1, max(1, t // per // 2)}):
+            heads.append(_random_head(tb, t, k=k, gran=gran, m=tb.rng.randint(1, u.max_m)))
+        cfg, *h = _random_head(tb, t, gran=gran, threshold=0)
+        plan = run_lane(tb.params, cfg, *h, plan_only=True)
+        heads.append((cfg.replace(threshold=int(np.median(plan.est))), *h))
+    for head in heads:
+        tb.play(*head)
+    await tb.finish(len(heads))
+    assert tb.sboard.checked == len(heads)
