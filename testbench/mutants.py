@@ -26,7 +26,8 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    ``+MUTANT=<i>``, seed ``MUTANT_SEED`` and transaction scale ``MUTANT_SCALE`` (default 1;
    :func:`attnforge.testbench.kit.scale`);
 5. verdicts: **killed** -- a test failed (a scoreboard mismatch, a protocol or timeout
-   assertion of the testbench, or a simulator error); **killed (timeout)** -- the run exceeded
+   assertion of the testbench, or a simulator error; the run stops at the first failed test,
+   :func:`first_failure`); **killed (timeout)** -- the run exceeded
    ``MUTANT_TIMEOUT`` seconds (default: 5x the unmutated run's simulation + 120 s): a design
    that hangs the testbench is detected, so it counts as killed and is listed apart;
    **equivalent** -- the tests passed and the mutation alone leaves the netlist unchanged (it
@@ -71,7 +72,7 @@ from ..tools import tool
 from .coverage import source_location
 
 __all__ = ["mutants", "mutate_unit", "insert_mutants", "mutant_selector", "counterexample",
-           "in_parent", "cached_verdict", "cli", "CTRL", "PLUSARG"]
+           "in_parent", "cached_verdict", "first_failure", "cli", "CTRL", "PLUSARG"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -103,9 +104,10 @@ def _testcases(unit, point):
     return list(tests) if tests else None
 
 
-def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout, out):
+def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout, out,
+               stop_early=True):
     """One cocotb run of mutant ``selector`` of ``verilog`` in a subprocess -> (verdict,
-    seconds, log path)."""
+    seconds, log path); with ``stop_early`` the run stops at its first failed test."""
     env = {**os.environ, "SEED": str(seed), "XSEED": str(seed), "WAVES": "0",
            "ATTNFORGE_SCALE": str(scale), "ATTNFORGE_ROOT": str(ROOT)}
     cmd = [sys.executable, "-m", "attnforge.testbench.runner", name, json.dumps(params),
@@ -119,16 +121,34 @@ def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout,
         # own process group: a hung mutant's simulator (a grandchild) is stopped with it
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-        try:
-            proc.wait(timeout=timeout)
+        verdict = None
+        while proc.poll() is None:
+            if timeout is not None and time.monotonic() - begin > timeout:
+                verdict = "timeout"
+            elif stop_early and first_failure(log.read_text(errors="replace")):
+                verdict = "failed"       # one failed test kills the mutant: skip the rest
+            if verdict:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(POLL_S)
+        if verdict is None:
             verdict = "passed" if proc.returncode == 0 else "failed"
             if verdict == "failed" and "cocotb.regression" not in log.read_text(errors="replace"):
                 verdict = "error"          # the model did not build or start: no test ran
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            verdict = "timeout"
     return verdict, time.monotonic() - begin, log
+
+
+#: Seconds between looks at a running mutant's log (:func:`first_failure`, the timeout).
+POLL_S = 1.0
+
+
+def first_failure(log_text):
+    """The name of the first cocotb test the log ``log_text`` reports as failed, or None.
+    A mutant is killed by its first failing test: its run is stopped there (a mutant that
+    breaks the lane's datapath often hangs the tests after it, each until its own timeout)."""
+    found = re.search(r"cocotb\.regression\s+(\S+) failed", log_text)
+    return found.group(1) if found else None
 
 
 def _src(line):
@@ -224,7 +244,7 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
     netlist = work / "mutants.v"
     result["yosys_s"] = round(time.monotonic() - step, 1)
     verdict, base_s, base_log = _run_tests(name, point.params, netlist, 0, testcases, seed,
-                                           scale, None, work / "base")
+                                           scale, None, work / "base", stop_early=False)
     build_s = _build_seconds(work / "base.json")
     result["build_s"], result["base_run_s"] = build_s, round(base_s, 1)
     log(f"[mutants {_clock(begin)}] {name}: {len(lines)} mutants in one {flow} netlist "

@@ -237,3 +237,15 @@ def test_cached_verdict_reuses_kills_of_fewer_tests():
     assert cached_verdict(cache, 1, 2.0, ["a", "c"], m) is None
     assert cached_verdict(cache, 1, 1.0, ["a", "b"], m + "x") is alive
     assert cached_verdict(cache, 1, 1.0, ["a", "b", "c"], m + "x") is None
+
+
+def test_first_failure_names_the_failed_test():
+    """A mutant's run stops at the first test cocotb reports as failed (not at a passed or
+    a running one)."""
+    from attnforge.testbench.mutants import first_failure
+    log = ("     0.00ns INFO     cocotb.regression      running t.random_heads (1/3)\n"
+           "  9.00ns INFO     cocotb.regression      t.random_heads passed\n"
+           "  9.00ns INFO     cocotb.regression      running t.bad_configs (2/3)\n")
+    assert first_failure(log) is None
+    log += "2410010.00ns WARNING  cocotb.regression      t.bad_configs failed\n"
+    assert first_failure(log) == "t.bad_configs"
