@@ -34,8 +34,9 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    hit nothing), or Yosys proves the mutated module equivalent to the original
    (``equiv_make``, ``equiv_simple -seq 5``, ``equiv_induct -seq 5``, ``equiv_status
    -assert``), or Yosys ``sat`` finds nothing that tells the mutated module apart at its
-   ports -- from any state, its state cut -- or, failing that, at its parent's ports
-   (:func:`counterexample`, :func:`in_parent`): no test could kill it; each proof is bounded
+   ports -- from any state, its state cut -- or, failing that, at the ports of each
+   enclosing module in turn up to the top, as long as each proof ends in time
+   (:func:`counterexample`, :func:`in_parent`: bits a consumer drops): no test could kill it; each proof is bounded
    by ``MUTANT_PROOF_TIMEOUT`` seconds (default 120); **survived** -- the tests passed and no
    equivalence proof was found: a hole in the testbench, or a mutant equivalent only on
    reachable states (to be read), listed with its source, the command that reruns it and,
@@ -337,7 +338,8 @@ def _build_seconds(run_json):
 def _classify(name, plain, work, i):
     """A mutant the tests did not kill -> (status, why, kill vector): equivalent when the
     mutation alone changes nothing in the netlist, when ``sat`` finds nothing that tells it
-    apart at its module's ports or, failing that, at its parent's (:func:`counterexample`,
+    apart at its module's ports or, failing that, at an enclosing module's (each in turn up
+    to the top, stopping at the first proof out of time; :func:`counterexample`,
     :func:`in_parent`: bits a consumer drops), or when ``equiv_induct`` proves it; else
     survived (with ``sat``'s distinguishing inputs when it found some)."""
     made = _yosys(f"read_rtlil design.il\n{plain}\nwrite_verilog -noattr m{i:03d}.v\n", work,
@@ -347,9 +349,16 @@ def _classify(name, plain, work, i):
     found, vector = counterexample(name, plain, work, f"m{i:03d}-sat")
     if found == "equivalent":
         return "equivalent", "SAT: nothing at its module's ports tells it apart", None
-    up = in_parent(work, plain) if found == "killable" else None
-    if up and counterexample(name, up, work, f"m{i:03d}-sat-parent")[0] == "equivalent":
-        return "equivalent", "SAT: nothing at its parent module's ports tells it apart", None
+    up, level = (in_parent(work, plain) if found == "killable" else None), 1
+    while up:                          # each enclosing module in turn, up to the top
+        verdict = counterexample(name, up, work, f"m{i:03d}-sat-up{level}")[0]
+        if verdict == "equivalent":
+            where = "its parent module's" if level == 1 else \
+                f"the ports of {_module(up)} ({level} levels up)"
+            return "equivalent", f"SAT: nothing at {where} ports tells it apart", None
+        if verdict is None:            # out of time: the larger modules above will be too
+            break
+        up, level = in_parent(work, up), level + 1
     if found is None and _equivalent(plain, work, i):
         return "equivalent", "equiv_induct", None
     return "survived", None, vector if found == "killable" else None
@@ -389,7 +398,9 @@ def counterexample(name, line, work, tag="cex"):
     cell = re.search(r"-cell (\S+)", line).group(1)
     gate = re.sub(r" -src \S+", "", line)
     flat = re.match(r"\$flatten\\([^.]+)\.(.+)", cell)
-    if flat and _module(line) == name:
+    # a flattened design holds the cell as named; a hierarchical one (a mutant restated on an
+    # enclosing module by in_parent) only once flattened, below
+    if flat and _module(line) == name and f" {cell}\n" in (work / "design.il").read_text():
         inst, local = flat.groups()
         module = f"\\{name}.{inst}"
         source = f"read_verilog top.v\nhierarchy -top {name}\nproc\nopt_clean\n"
@@ -399,7 +410,7 @@ def counterexample(name, line, work, tag="cex"):
         module, source = f"\\{_module(line)}", "read_rtlil design.il\n"
         gate = gate.replace(f"-module {_module(line)} ", "-module gate ")
     script = (f"{source}hierarchy -top {module}\nflatten\n"
-              f"copy {module} gate\nrename {module} gold\n{gate}\n"
+              f"copy {module} gate\nrename {module} gold\n{gate}\nopt_clean gold gate\n"
               f"memory_map\nasync2sync\ndffunmap\nexpose -dff -evert-dff gold gate\n"
               f"miter -equiv -flatten -make_outputs gold gate miter\nhierarchy -top miter\n"
               f"opt -fast\nsat -prove trigger 0 -show-inputs -dump_json {tag}.json miter\n")
@@ -421,7 +432,8 @@ def counterexample(name, line, work, tag="cex"):
 def in_parent(work, line):
     """Mutant ``line`` restated on the module instantiating the one it hits (in the
     hierarchical ``design.il``; its first instance): the same cell, as ``flatten`` names it
-    there. None for the top module."""
+    there (``$flatten\\<instance>.\\<instance>...<cell>``; applied again, one level further
+    up). None for the top module."""
     mod, parent, inst = f"\\{_module(line)}", None, None
     current = None
     for text in (work / "design.il").read_text().splitlines():
@@ -433,7 +445,12 @@ def in_parent(work, line):
     if parent is None:
         return None
     cell = re.search(r"-cell (\S+)", line).group(1)
-    local = f"$flatten{inst}.{cell}" if cell.startswith("$") else f"{inst}.{cell}"
+    if cell.startswith("$flatten\\"):          # already restated: one instance name more
+        local = f"$flatten{inst}.{cell[len('$flatten'):]}"
+    elif cell.startswith("$"):
+        local = f"$flatten{inst}.{cell}"
+    else:
+        local = f"{inst}.{cell}"
     return (line.replace(f"-module {_module(line)} ", f"-module {parent.lstrip(chr(92))} ")
             .replace(f"-cell {cell}", f"-cell {local}"))
 

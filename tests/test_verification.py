@@ -249,3 +249,29 @@ def test_first_failure_names_the_failed_test():
     assert first_failure(log) is None
     log += "2410010.00ns WARNING  cocotb.regression      t.bad_configs failed\n"
     assert first_failure(log) == "t.bad_configs"
+
+
+def test_survivor_classification_climbs_to_the_module_that_drops_the_bit(tmp_path):
+    """A mutation of a bit that its module and the next one up pass on but the top drops:
+    ``sat`` tells it apart at its module and its parent, and proves it equivalent two levels
+    up (``in_parent`` twice names the cell as ``flatten`` does there). Seconds."""
+    from attnforge.testbench.mutants import counterexample, in_parent
+    (tmp_path / "top.v").write_text(
+        "module inc(input [3:0] a, output [3:0] y);\n  assign y = a + 4'd1;\nendmodule\n"
+        "module mid(input [3:0] a, output [3:0] y);\n  inc u (.a(a), .y(y));\nendmodule\n"
+        "module top(input clk, input [3:0] d, output reg [2:0] q);\n"
+        "  wire [3:0] n;\n  mid m (.a(d), .y(n));\n"
+        "  always @(posedge clk) q <= n[2:0];\nendmodule\n")
+    import re
+    from attnforge.testbench.mutants import insert_mutants
+    assert insert_mutants(tmp_path, "top", 1, 1)         # writes design.il (hierarchy kept)
+    add = re.search(r"cell \$add (\S+)", (tmp_path / "design.il").read_text()).group(1)
+    line = f"mutate -mode inv -module inc -cell {add} -port Y -portbit 3"
+    assert counterexample("top", line, tmp_path, "c0")[0] == "killable"
+    up = in_parent(tmp_path, line)
+    assert f"-module mid -cell $flatten\\u.{add}" in up
+    assert counterexample("top", up, tmp_path, "c1")[0] == "killable"
+    up2 = in_parent(tmp_path, up)
+    assert f"-module top -cell $flatten\\m.\\u.{add}" in up2
+    assert counterexample("top", up2, tmp_path, "c2")[0] == "equivalent"
+    assert in_parent(tmp_path, up2) is None
