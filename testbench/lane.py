@@ -26,7 +26,7 @@ __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expect
            "front_stimulus", "expected_kept", "checked_heads"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
-MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
+MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head", "per_row_masks")
 
 
 def lane_params(lane):
