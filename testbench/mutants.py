@@ -309,13 +309,16 @@ def cached_verdict(cache, seed, scale, testcases, plain):
     exact key, a **kill** by a subset of ``testcases`` (same seed, scale and mutation) is
     reused: the cocotb tests are independent (each resets the DUT and draws from its own
     stream seeded by the seed and the unit), so adding tests to ``MUTANT_TESTS`` cannot
-    revive a killed mutant, and a grown list reruns only what survived. Survivors, errors
-    and equivalent verdicts of a different list are not reused."""
+    revive a killed mutant, and a grown list reruns only what survived. An equivalent verdict
+    is a proof about the design, whatever the tests: reused too. Survivors and errors of a
+    different list are not reused."""
     exact = cache.get(f"{seed}/{scale}/{testcases}/{plain}")
     if exact is not None or not testcases:
         return exact
     for key, entry in cache.items():
         m = re.match(r"(\d+)/([^/]+)/(\[[^\]]*\])/(.*)$", key, re.S)
+        if entry["status"] == "equivalent" and m and m.group(4) == plain:
+            return entry
         if (m and entry["status"].startswith("killed") and m.group(4) == plain
                 and m.group(1) == str(seed) and m.group(2) == str(scale)
                 and set(re.findall(r"'([^']+)'", m.group(3))) <= set(testcases)):

@@ -225,7 +225,8 @@ def test_gemm_terms_and_score_query_build_what_they_promise():
 
 def test_cached_verdict_reuses_kills_of_fewer_tests():
     """A verdict is reused for the same seed, scale, tests and mutation; a kill also when the
-    tests grew, never a survivor (it must meet the new tests) nor another seed's kill."""
+    tests grew, never a survivor (it must meet the new tests) nor another seed's kill; an
+    equivalent verdict (a proof) whatever the tests."""
     from attnforge.testbench.mutants import cached_verdict
     m = "mutate -mode inv -module top -cell $and$1 -port \\Y -portbit 0"
     kill, alive = {"status": "killed"}, {"status": "survived"}
@@ -237,6 +238,8 @@ def test_cached_verdict_reuses_kills_of_fewer_tests():
     assert cached_verdict(cache, 1, 2.0, ["a", "c"], m) is None
     assert cached_verdict(cache, 1, 1.0, ["a", "b"], m + "x") is alive
     assert cached_verdict(cache, 1, 1.0, ["a", "b", "c"], m + "x") is None
+    proof = {"status": "equivalent"}                  # a proof: whatever the tests
+    assert cached_verdict({f"2/1.0/{['a']}/{m}": proof}, 1, 1.0, ["b"], m) is proof
 
 
 def test_first_failure_names_the_failed_test():
