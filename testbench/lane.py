@@ -795,9 +795,12 @@ async def per_row_masks(dut):
     ways, for every row of the tile (random heads draw a random k and often gather few keys).
     Plus top-1 heads of the granularities finer than 1xB, whose tiles gather a number of
     keys that is not a multiple of the block: the scores GEMM then ends on a partial M-tile
-    of the compute group. (The mutant sample of seed 1 left both alive: slot 25 of the key
-    list never written, and such a tile's end unmarked, ``tag.last`` of ``Issuer``.) Gaps and
-    stalls on, every output row through the scoreboard; five heads."""
+    of the compute group. Estimates cycle through INT2 / INT4 / INT8: at INT2 an estimate
+    row arrives in beats of 16 keys, so the per-row packer (16 -> 1) joins a row's second
+    beat while its first drains. (The mutant sample of seed 1 left all three alive: slot 25 of
+    the key list never written, such a tile's end unmarked, ``tag.last`` of ``Issuer``, and
+    input lane 8 of that second beat also written into slot 8.) Gaps and stalls on, every
+    output row through the scoreboard; five heads."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
@@ -806,7 +809,8 @@ async def per_row_masks(dut):
     for gran in FINE_GRANULARITIES:
         per = GRANULARITIES[gran][1]                    # keys per granule
         for k in sorted({max(1, t // per // 2)} | ({1} if per < u.block else set())):
-            heads.append(_random_head(tb, t, k=k, gran=gran, m=tb.rng.randint(1, u.max_m)))
+            heads.append(_random_head(tb, t, k=k, gran=gran, m=tb.rng.randint(1, u.max_m),
+                                      est_bits=(2, 4, 8)[len(heads) % 3]))
     for head in heads:
         tb.play(*head)
     await tb.finish(len(heads))
