@@ -36,8 +36,8 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    -assert``), or Yosys ``sat`` finds nothing that tells the mutated module apart at its
    ports -- from any state, its state cut -- or, failing that, at the ports of each
    enclosing module in turn up to the top, as long as each proof ends in time
-   (:func:`counterexample`, :func:`in_parent`: bits a consumer drops): no test could kill it; each proof is bounded
-   by ``MUTANT_PROOF_TIMEOUT`` seconds (default 120); **survived** -- the tests passed and no
+   (:func:`counterexample`, :func:`in_parent`: bits a consumer drops): no test could kill
+   it; each proof is bounded by ``MUTANT_PROOF_TIMEOUT`` seconds (default 120); **survived** -- the tests passed and no
    equivalence proof was found: a hole in the testbench, or a mutant equivalent only on
    reachable states (to be read), listed with its source, the command that reruns it and,
    for a combinational module, the input values that distinguish it (``kill_vector``: the
@@ -49,8 +49,8 @@ For each unit (``UNITS``, default all) at its record's first regression point:
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
 ``build/mutants/<unit>-<digest>-<hier|flat>/verdicts.json`` by seed, scale, tests and
 mutation, so a rerun continues where a stopped one ended; a kill is also reused when the
-tests grew (:func:`cached_verdict`), so adding a test to ``MUTANT_TESTS`` reruns only the
-survivors. Kill rate = killed / (killed +
+tests grew, and an equivalence proof whatever the tests (:func:`cached_verdict`), so adding
+a test to ``MUTANT_TESTS`` reruns only the survivors. Kill rate = killed / (killed +
 survived). Reports: ``build/mutants/<unit>-<digest>-<flow>/`` (netlists, logs) and
 ``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
 """
