@@ -38,8 +38,9 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    enclosing module in turn up to the top, as long as each proof ends in time
    (:func:`counterexample`, :func:`in_parent`: bits a consumer drops): no test could kill
    it; each proof is bounded by ``MUTANT_PROOF_TIMEOUT`` seconds (default 120);
-   **survived** -- the tests passed and no equivalence proof was found: a hole in the testbench, or a mutant equivalent only on
-   reachable states (to be read), listed with its source, the command that reruns it and,
+   **survived** -- the tests passed and no equivalence proof was found: a hole in the
+   testbench, or a mutant equivalent only on reachable states (to be read), listed with its
+   source, the command that reruns it and,
    for a combinational module, the input values that distinguish it (``kill_vector``: the
    operands a directed test needs); **error** -- the mutant's run did not start (no test ran):
    not counted. The netlist is built with ``-Wno-fatal``, since an inverted bit under the
