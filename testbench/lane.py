@@ -26,7 +26,7 @@ __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expect
            "front_stimulus", "expected_kept", "checked_heads"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
-MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head")
+MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head", "per_row_masks")
 
 
 def lane_params(lane):
@@ -781,6 +781,37 @@ async def every_head_class(dut):
               for bits in (2, 4, 8) for k in ks]
     heads += [_random_head(tb, u.max_t, k=ks[-1], m=tb.rng.randint(1, u.max_m), int8=int8)
               for int8 in ("zero", 0.5, 1.0)]
+    for head in heads:
+        tb.play(*head)
+    await tb.finish(len(heads))
+    assert tb.sboard.checked == len(heads)
+
+
+@cocotb.test()
+async def per_row_masks(dut):
+    """Element / 1x4 / 1x8 heads of the largest size whose rows each keep half of their
+    granules (top-k), so a query tile gathers (nearly) every key -- every slot of the
+    gathered-key list (``LaneCore._fine_gather``) is written -- while each of its rows skips
+    some of the gathered positions: every bit of the per-row masks (``mg``) is driven both
+    ways, for every row of the tile (random heads draw a random k and often gather few keys).
+    Plus top-1 heads of the granularities finer than 1xB, whose tiles gather a number of
+    keys that is not a multiple of the block: the scores GEMM then ends on a partial M-tile
+    of the compute group. Estimates cycle through INT2 / INT4 / INT8: at INT2 an estimate
+    row arrives in beats of 16 keys, so the per-row packer (16 -> 1) joins a row's second
+    beat while its first drains. (The mutant sample of seed 1 left all three alive: slot 25 of
+    the key list never written, such a tile's end unmarked, ``tag.last`` of ``Issuer``, and
+    input lane 8 of that second beat also written into slot 8.) Gaps and stalls on, every
+    output row through the scoreboard; five heads."""
+    tb = LaneBench(dut)
+    await tb.start()
+    u = tb.unit
+    t = u.max_t
+    heads = []
+    for gran in FINE_GRANULARITIES:
+        per = GRANULARITIES[gran][1]                    # keys per granule
+        for k in sorted({max(1, t // per // 2)} | ({1} if per < u.block else set())):
+            heads.append(_random_head(tb, t, k=k, gran=gran, m=tb.rng.randint(1, u.max_m),
+                                      est_bits=(2, 4, 8)[len(heads) % 3]))
     for head in heads:
         tb.play(*head)
     await tb.finish(len(heads))

@@ -26,18 +26,21 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    ``+MUTANT=<i>``, seed ``MUTANT_SEED`` and transaction scale ``MUTANT_SCALE`` (default 1;
    :func:`attnforge.testbench.kit.scale`);
 5. verdicts: **killed** -- a test failed (a scoreboard mismatch, a protocol or timeout
-   assertion of the testbench, or a simulator error); **killed (timeout)** -- the run exceeded
+   assertion of the testbench, or a simulator error; the run stops at the first failed test,
+   :func:`first_failure`); **killed (timeout)** -- the run exceeded
    ``MUTANT_TIMEOUT`` seconds (default: 5x the unmutated run's simulation + 120 s): a design
    that hangs the testbench is detected, so it counts as killed and is listed apart;
    **equivalent** -- the tests passed and the mutation alone leaves the netlist unchanged (it
    hit nothing), or Yosys proves the mutated module equivalent to the original
    (``equiv_make``, ``equiv_simple -seq 5``, ``equiv_induct -seq 5``, ``equiv_status
    -assert``), or Yosys ``sat`` finds nothing that tells the mutated module apart at its
-   ports -- from any state, its state cut -- or, failing that, at its parent's ports
-   (:func:`counterexample`, :func:`in_parent`): no test could kill it; each proof is bounded
-   by ``MUTANT_PROOF_TIMEOUT`` seconds (default 120); **survived** -- the tests passed and no
-   equivalence proof was found: a hole in the testbench, or a mutant equivalent only on
-   reachable states (to be read), listed with its source, the command that reruns it and,
+   ports -- from any state, its state cut -- or, failing that, at the ports of each
+   enclosing module in turn up to the top, as long as each proof ends in time
+   (:func:`counterexample`, :func:`in_parent`: bits a consumer drops): no test could kill
+   it; each proof is bounded by ``MUTANT_PROOF_TIMEOUT`` seconds (default 120);
+   **survived** -- the tests passed and no equivalence proof was found: a hole in the
+   testbench, or a mutant equivalent only on reachable states (to be read), listed with its
+   source, the command that reruns it and,
    for a combinational module, the input values that distinguish it (``kill_vector``: the
    operands a directed test needs); **error** -- the mutant's run did not start (no test ran):
    not counted. The netlist is built with ``-Wno-fatal``, since an inverted bit under the
@@ -46,7 +49,9 @@ For each unit (``UNITS``, default all) at its record's first regression point:
 
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
 ``build/mutants/<unit>-<digest>-<hier|flat>/verdicts.json`` by seed, scale, tests and
-mutation, so a rerun continues where a stopped one ended. Kill rate = killed / (killed +
+mutation, so a rerun continues where a stopped one ended; a kill is also reused when the
+tests grew, and an equivalence proof whatever the tests (:func:`cached_verdict`), so adding
+a test to ``MUTANT_TESTS`` reruns only the survivors. Kill rate = killed / (killed +
 survived). Reports: ``build/mutants/<unit>-<digest>-<flow>/`` (netlists, logs) and
 ``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
 """
@@ -69,7 +74,7 @@ from ..tools import tool
 from .coverage import source_location
 
 __all__ = ["mutants", "mutate_unit", "insert_mutants", "mutant_selector", "counterexample",
-           "in_parent", "cli", "CTRL", "PLUSARG"]
+           "in_parent", "cached_verdict", "first_failure", "cli", "CTRL", "PLUSARG"]
 
 MUTANTS = BUILD / "mutants"
 
@@ -101,9 +106,10 @@ def _testcases(unit, point):
     return list(tests) if tests else None
 
 
-def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout, out):
+def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout, out,
+               stop_early=True):
     """One cocotb run of mutant ``selector`` of ``verilog`` in a subprocess -> (verdict,
-    seconds, log path)."""
+    seconds, log path); with ``stop_early`` the run stops at its first failed test."""
     env = {**os.environ, "SEED": str(seed), "XSEED": str(seed), "WAVES": "0",
            "ATTNFORGE_SCALE": str(scale), "ATTNFORGE_ROOT": str(ROOT)}
     cmd = [sys.executable, "-m", "attnforge.testbench.runner", name, json.dumps(params),
@@ -117,16 +123,34 @@ def _run_tests(name, params, verilog, selector, testcases, seed, scale, timeout,
         # own process group: a hung mutant's simulator (a grandchild) is stopped with it
         proc = subprocess.Popen(cmd, stdout=f, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-        try:
-            proc.wait(timeout=timeout)
+        verdict = None
+        while proc.poll() is None:
+            if timeout is not None and time.monotonic() - begin > timeout:
+                verdict = "timeout"
+            elif stop_early and first_failure(log.read_text(errors="replace")):
+                verdict = "failed"       # one failed test kills the mutant: skip the rest
+            if verdict:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                break
+            time.sleep(POLL_S)
+        if verdict is None:
             verdict = "passed" if proc.returncode == 0 else "failed"
             if verdict == "failed" and "cocotb.regression" not in log.read_text(errors="replace"):
                 verdict = "error"          # the model did not build or start: no test ran
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-            verdict = "timeout"
     return verdict, time.monotonic() - begin, log
+
+
+#: Seconds between looks at a running mutant's log (:func:`first_failure`, the timeout).
+POLL_S = 1.0
+
+
+def first_failure(log_text):
+    """The name of the first cocotb test the log ``log_text`` reports as failed, or None.
+    A mutant is killed by its first failing test: its run is stopped there (a mutant that
+    breaks the lane's datapath often hangs the tests after it, each until its own timeout)."""
+    found = re.search(r"cocotb\.regression\s+(\S+) failed", log_text)
+    return found.group(1) if found else None
 
 
 def _src(line):
@@ -222,7 +246,7 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
     netlist = work / "mutants.v"
     result["yosys_s"] = round(time.monotonic() - step, 1)
     verdict, base_s, base_log = _run_tests(name, point.params, netlist, 0, testcases, seed,
-                                           scale, None, work / "base")
+                                           scale, None, work / "base", stop_early=False)
     build_s = _build_seconds(work / "base.json")
     result["build_s"], result["base_run_s"] = build_s, round(base_s, 1)
     log(f"[mutants {_clock(begin)}] {name}: {len(lines)} mutants in one {flow} netlist "
@@ -244,10 +268,11 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
             break
         plain = _plain(line)
         key = f"{seed}/{scale}/{testcases}/{plain}"
-        if key in cache:
-            result["mutants"].append(cache[key])
+        known = cached_verdict(cache, seed, scale, testcases, plain)
+        if known is not None:
+            result["mutants"].append(known)
             log(f"[mutants {_clock(begin)}] {name} mutant {i + 1}/{len(lines)}: "
-                f"{cache[key]['status']} (cached verdict)")
+                f"{known['status']} (cached verdict)")
             continue
         verdict, seconds, _ = _run_tests(name, point.params, netlist, i + 1, testcases, seed,
                                          scale, timeout, work / f"m{i:03d}")
@@ -279,6 +304,29 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
     return result
 
 
+def cached_verdict(cache, seed, scale, testcases, plain):
+    """The verdict ``cache`` (``verdicts.json``: key ``seed/scale/tests/mutation``) holds for
+    mutation ``plain`` run with ``testcases`` at ``seed`` and ``scale``, or None. Besides the
+    exact key, a **kill** by a subset of ``testcases`` (same seed, scale and mutation) is
+    reused: the cocotb tests are independent (each resets the DUT and draws from its own
+    stream seeded by the seed and the unit), so adding tests to ``MUTANT_TESTS`` cannot
+    revive a killed mutant, and a grown list reruns only what survived. An equivalent verdict
+    is a proof about the design, whatever the tests: reused too. Survivors and errors of a
+    different list are not reused."""
+    exact = cache.get(f"{seed}/{scale}/{testcases}/{plain}")
+    if exact is not None or not testcases:
+        return exact
+    for key, entry in cache.items():
+        m = re.match(r"(\d+)/([^/]+)/(\[[^\]]*\])/(.*)$", key, re.S)
+        if entry["status"] == "equivalent" and m and m.group(4) == plain:
+            return entry
+        if (m and entry["status"].startswith("killed") and m.group(4) == plain
+                and m.group(1) == str(seed) and m.group(2) == str(scale)
+                and set(re.findall(r"'([^']+)'", m.group(3))) <= set(testcases)):
+            return entry
+    return None
+
+
 def _build_seconds(run_json):
     """The Verilator build time of the run ``run_json`` describes (0 when the model was
     cached)."""
@@ -294,7 +342,8 @@ def _build_seconds(run_json):
 def _classify(name, plain, work, i):
     """A mutant the tests did not kill -> (status, why, kill vector): equivalent when the
     mutation alone changes nothing in the netlist, when ``sat`` finds nothing that tells it
-    apart at its module's ports or, failing that, at its parent's (:func:`counterexample`,
+    apart at its module's ports or, failing that, at an enclosing module's (each in turn up
+    to the top, stopping at the first proof out of time; :func:`counterexample`,
     :func:`in_parent`: bits a consumer drops), or when ``equiv_induct`` proves it; else
     survived (with ``sat``'s distinguishing inputs when it found some)."""
     made = _yosys(f"read_rtlil design.il\n{plain}\nwrite_verilog -noattr m{i:03d}.v\n", work,
@@ -304,9 +353,16 @@ def _classify(name, plain, work, i):
     found, vector = counterexample(name, plain, work, f"m{i:03d}-sat")
     if found == "equivalent":
         return "equivalent", "SAT: nothing at its module's ports tells it apart", None
-    up = in_parent(work, plain) if found == "killable" else None
-    if up and counterexample(name, up, work, f"m{i:03d}-sat-parent")[0] == "equivalent":
-        return "equivalent", "SAT: nothing at its parent module's ports tells it apart", None
+    up, level = (in_parent(work, plain) if found == "killable" else None), 1
+    while up:                          # each enclosing module in turn, up to the top
+        verdict = counterexample(name, up, work, f"m{i:03d}-sat-up{level}")[0]
+        if verdict == "equivalent":
+            where = "its parent module's" if level == 1 else \
+                f"the ports of {_module(up)} ({level} levels up)"
+            return "equivalent", f"SAT: nothing at {where} ports tells it apart", None
+        if verdict is None:            # out of time: the larger modules above will be too
+            break
+        up, level = in_parent(work, up), level + 1
     if found is None and _equivalent(plain, work, i):
         return "equivalent", "equiv_induct", None
     return "survived", None, vector if found == "killable" else None
@@ -346,7 +402,9 @@ def counterexample(name, line, work, tag="cex"):
     cell = re.search(r"-cell (\S+)", line).group(1)
     gate = re.sub(r" -src \S+", "", line)
     flat = re.match(r"\$flatten\\([^.]+)\.(.+)", cell)
-    if flat and _module(line) == name:
+    # a flattened design holds the cell as named; a hierarchical one (a mutant restated on an
+    # enclosing module by in_parent) only once flattened, below
+    if flat and _module(line) == name and f" {cell}\n" in (work / "design.il").read_text():
         inst, local = flat.groups()
         module = f"\\{name}.{inst}"
         source = f"read_verilog top.v\nhierarchy -top {name}\nproc\nopt_clean\n"
@@ -356,7 +414,7 @@ def counterexample(name, line, work, tag="cex"):
         module, source = f"\\{_module(line)}", "read_rtlil design.il\n"
         gate = gate.replace(f"-module {_module(line)} ", "-module gate ")
     script = (f"{source}hierarchy -top {module}\nflatten\n"
-              f"copy {module} gate\nrename {module} gold\n{gate}\n"
+              f"copy {module} gate\nrename {module} gold\n{gate}\nopt_clean gold gate\n"
               f"memory_map\nasync2sync\ndffunmap\nexpose -dff -evert-dff gold gate\n"
               f"miter -equiv -flatten -make_outputs gold gate miter\nhierarchy -top miter\n"
               f"opt -fast\nsat -prove trigger 0 -show-inputs -dump_json {tag}.json miter\n")
@@ -378,7 +436,8 @@ def counterexample(name, line, work, tag="cex"):
 def in_parent(work, line):
     """Mutant ``line`` restated on the module instantiating the one it hits (in the
     hierarchical ``design.il``; its first instance): the same cell, as ``flatten`` names it
-    there. None for the top module."""
+    there (``$flatten\\<instance>.\\<instance>...<cell>``; applied again, one level further
+    up). None for the top module."""
     mod, parent, inst = f"\\{_module(line)}", None, None
     current = None
     for text in (work / "design.il").read_text().splitlines():
@@ -390,7 +449,12 @@ def in_parent(work, line):
     if parent is None:
         return None
     cell = re.search(r"-cell (\S+)", line).group(1)
-    local = f"$flatten{inst}.{cell}" if cell.startswith("$") else f"{inst}.{cell}"
+    if cell.startswith("$flatten\\"):          # already restated: one instance name more
+        local = f"$flatten{inst}.{cell[len('$flatten'):]}"
+    elif cell.startswith("$"):
+        local = f"$flatten{inst}.{cell}"
+    else:
+        local = f"{inst}.{cell}"
     return (line.replace(f"-module {_module(line)} ", f"-module {parent.lstrip(chr(92))} ")
             .replace(f"-cell {cell}", f"-cell {local}"))
 

@@ -221,3 +221,60 @@ def test_gemm_terms_and_score_query_build_what_they_promise():
         s = keys @ np.array(q)
         assert list(requantize(s, cfg.score_shift, cfg.softmax.in_bits)) == list(row)
         assert keys.min() >= -(1 << (cfg.key_bits - 1)) and keys.max() < 1 << (cfg.key_bits - 1)
+
+
+def test_cached_verdict_reuses_kills_of_fewer_tests():
+    """A verdict is reused for the same seed, scale, tests and mutation; a kill also when the
+    tests grew, never a survivor (it must meet the new tests) nor another seed's kill; an
+    equivalent verdict (a proof) whatever the tests."""
+    from attnforge.testbench.mutants import cached_verdict
+    m = "mutate -mode inv -module top -cell $and$1 -port \\Y -portbit 0"
+    kill, alive = {"status": "killed"}, {"status": "survived"}
+    cache = {f"1/1.0/{['a']}/{m}": kill, f"1/1.0/{['a', 'b']}/{m}x": alive}
+    assert cached_verdict(cache, 1, 1.0, ["a"], m) is kill
+    assert cached_verdict(cache, 1, 1.0, ["a", "c"], m) is kill
+    assert cached_verdict(cache, 1, 1.0, ["b"], m) is None
+    assert cached_verdict(cache, 2, 1.0, ["a", "c"], m) is None
+    assert cached_verdict(cache, 1, 2.0, ["a", "c"], m) is None
+    assert cached_verdict(cache, 1, 1.0, ["a", "b"], m + "x") is alive
+    assert cached_verdict(cache, 1, 1.0, ["a", "b", "c"], m + "x") is None
+    proof = {"status": "equivalent"}                  # a proof: whatever the tests
+    assert cached_verdict({f"2/1.0/{['a']}/{m}": proof}, 1, 1.0, ["b"], m) is proof
+
+
+def test_first_failure_names_the_failed_test():
+    """A mutant's run stops at the first test cocotb reports as failed (not at a passed or
+    a running one)."""
+    from attnforge.testbench.mutants import first_failure
+    log = ("     0.00ns INFO     cocotb.regression      running t.random_heads (1/3)\n"
+           "  9.00ns INFO     cocotb.regression      t.random_heads passed\n"
+           "  9.00ns INFO     cocotb.regression      running t.bad_configs (2/3)\n")
+    assert first_failure(log) is None
+    log += "2410010.00ns WARNING  cocotb.regression      t.bad_configs failed\n"
+    assert first_failure(log) == "t.bad_configs"
+
+
+def test_survivor_classification_climbs_to_the_module_that_drops_the_bit(tmp_path):
+    """A mutation of a bit that its module and the next one up pass on but the top drops:
+    ``sat`` tells it apart at its module and its parent, and proves it equivalent two levels
+    up (``in_parent`` twice names the cell as ``flatten`` does there). Seconds."""
+    from attnforge.testbench.mutants import counterexample, in_parent
+    (tmp_path / "top.v").write_text(
+        "module inc(input [3:0] a, output [3:0] y);\n  assign y = a + 4'd1;\nendmodule\n"
+        "module mid(input [3:0] a, output [3:0] y);\n  inc u (.a(a), .y(y));\nendmodule\n"
+        "module top(input clk, input [3:0] d, output reg [2:0] q);\n"
+        "  wire [3:0] n;\n  mid m (.a(d), .y(n));\n"
+        "  always @(posedge clk) q <= n[2:0];\nendmodule\n")
+    import re
+    from attnforge.testbench.mutants import insert_mutants
+    assert insert_mutants(tmp_path, "top", 1, 1)         # writes design.il (hierarchy kept)
+    add = re.search(r"cell \$add (\S+)", (tmp_path / "design.il").read_text()).group(1)
+    line = f"mutate -mode inv -module inc -cell {add} -port Y -portbit 3"
+    assert counterexample("top", line, tmp_path, "c0")[0] == "killable"
+    up = in_parent(tmp_path, line)
+    assert f"-module mid -cell $flatten\\u.{add}" in up
+    assert counterexample("top", up, tmp_path, "c1")[0] == "killable"
+    up2 = in_parent(tmp_path, up)
+    assert f"-module top -cell $flatten\\m.\\u.{add}" in up2
+    assert counterexample("top", up2, tmp_path, "c2")[0] == "equivalent"
+    assert in_parent(tmp_path, up2) is None
