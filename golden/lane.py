@@ -561,6 +561,8 @@ def cycles(params, cfg, result):
         per_cmd = -(-(-(-tk // cg)) // params.det_per_beat) + radix
         det = [(rq // r if r > 1 else rq) * per_cmd for rq in bq]
     scores, av, smax, two = [], [], [], []     # two: per tile, the RTL's scores offset
+    beats = []                      # per tile, the detector's idx beats (BxB: RTL_EMPTY_NEXT)
+    cg = GRANULARITIES[cfg.granularity][1]
     rows_mask = result.mask[:, result.keys]
     for i, b0 in enumerate(tiles):
         gb, rq = g[i], bq[i]
@@ -582,6 +584,9 @@ def cycles(params, cfg, result):
                 s = s_fx + s8
                 extra = RTL_SCORES2 if 0 < n8 < gb else 0
         two.append(extra)
+        words = np.unique(pos // cg // params.det_per_beat) if not dense else ()
+        last_word = (-(-tk // cg) - 1) // params.det_per_beat
+        beats.append(len(words) + (last_word not in words))
         scores.append(s)
         av.append(descriptor_cycles(rq, gb, d, c_rows, c, fx, tm, row0) if gb else 0)
         kept_rows = rows_mask[b0:b0 + rq].sum(axis=1)
@@ -594,7 +599,8 @@ def cycles(params, cfg, result):
     if rtl:
         total = _rtl_schedule(params, dense, proj, est, scores, av, g, bq, -(-d // c),
                               params.det_lat_for(cfg.select),
-                              0 if dense or fine else _rtl_front(params, cfg, tk), two, fine)
+                              0 if dense or fine else _rtl_front(params, cfg, tk), two, fine,
+                              beats)
     else:
         total = _pipeline(n_tiles, est, det, params.det_lat_for(cfg.select), scores, smax,
                           params.sm_lat,
@@ -624,8 +630,13 @@ def cycles(params, cfg, result):
 RTL_START, RTL_DETECT, RTL_TILE, RTL_DRAIN = 1, 3, 0, 1
 #: An empty tile (threshold mode, nothing kept): its first zero row leaves ``RTL_EMPTY`` cycles
 #: after its block list is gathered or the O buffer's previous tile has left, whichever is
-#: later; the back takes the next tile ``RTL_EMPTY_NEXT`` cycles after that first row.
-RTL_EMPTY, RTL_EMPTY_NEXT = 3, 2
+#: later. BxB: the next tile's detector beats (``idx``, one per word of kept granules, plus a
+#: closing beat when the row's last word keeps none) queued behind the empty one; the back
+#: takes that tile ``RTL_EMPTY_NEXT`` + (its beats) cycles after the first zero row (measured
+#: in session 7 with per-handshake traces, Amaranth simulator, tests/test_lane_l32.py; the
+#: earlier constant, 2 after the first zero row, held only where the next tile waited on its
+#: own estimate). Per-row granularity: ``RTL_FINE_EMPTY_NEXT`` cycles after the first zero row.
+RTL_EMPTY, RTL_EMPTY_NEXT, RTL_FINE_EMPTY_NEXT = 3, -2, 2
 #: HB-BSSA: a tile with both an FX16 and an INT8 scores descriptor (measured on rtl/lane.py):
 #: the second follows the first one cycle sooner than two :func:`descriptor_cycles` charge.
 RTL_SCORES2 = -1
@@ -739,7 +750,7 @@ def _rtl_fine_front(params, cfg, proj, est, rows_mask, g):
 
 
 def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, front, two=(),
-                  fine=None):
+                  fine=None, beats=()):
     """The RTL top level's schedule: in sparse mode the PROJECT phase (``proj`` cycles: the
     two projection descriptors on the compute group, :data:`RTL_PROJ` included) comes first;
     then the front (estimate -> detector, ``det_lat`` + ``front`` after a tile's estimate:
@@ -753,7 +764,9 @@ def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, fr
     descriptor: :data:`RTL_SCORES2` on a shared compute group, :data:`RTL_SCORES_SPLIT` with
     the INT8 row group).
     ``fine``: per-row granularity, the front's ``ready(b, go_prev)`` (:func:`_rtl_fine_front`)
-    instead of the BxB front.
+    instead of the BxB front. ``beats[b]``: tile ``b``'s detector ``idx`` beats (BxB: the
+    back takes a tile queued behind an empty one :data:`RTL_EMPTY_NEXT` + that many cycles
+    after the empty tile's first zero row).
     Returns the cycle of the head's last output beat (the RTL's ``status.cycles``)."""
     ready, e_end, end, last = [], proj, proj + RTL_START, 0
     for e in est:
@@ -766,7 +779,10 @@ def _rtl_schedule(params, dense, proj, est, scores, av, g, bq, n_nt, det_lat, fr
             start = max(rb, last) + RTL_EMPTY
             go = start - RTL_FINE_EMPTY
             last = start + bq[b] * n_nt - 1
-            end = max(end, start + RTL_EMPTY_NEXT)
+            if fine or b + 1 >= len(beats):
+                end = max(end, start + RTL_FINE_EMPTY_NEXT)
+            else:
+                end = max(end, start + RTL_EMPTY_NEXT + beats[b + 1])
             continue
         sm = (-(-g[b] // params.sm_per_beat) * bq[b] + g[b]) + params.sm_lat + RTL_TILE \
             - params.comp_rows

@@ -435,5 +435,9 @@ UNIT = Unit(
          SimPoint(dict(max_t=32, d=8, max_m=4, rows=5, cols=2, est_rows=1, int8_rows=1,
                        block=8), id="t32-d8-5x2-int8", long=True,
                   testcases=("random_heads", "bad_configs", "reset_mid_head",
-                             "cycles_vs_model"))),
+                             "cycles_vs_model")),
+         # DOTA's 32 x 16 RMMU split 16 + 16, d 64 (docs/lane.md TODO 6): RTL == model on
+         # the bench's 22 heads (~30 min Verilator build + ~80 min simulation on 2 cores)
+         SimPoint(dict(max_t=64, d=64, max_m=16, rows=32, cols=16, est_rows=16, block=16),
+                  id="t64-d64-32x16", long=True, testcases=("cycles_vs_model",))),
     synth=Synth(hierarchical=True, boards=("ulx3s-85f",)))
