@@ -545,6 +545,7 @@ def cycles(params, cfg, result):
     g = [len(x) for x in result.gather]
     bq = [min(params.tile, t - b0) for b0 in tiles]
     macs = dict.fromkeys(("project", "estimate", "scores", "av"), 0)
+    r, cg = GRANULARITIES[cfg.granularity]
     if dense:
         proj, est, det = 0, [0] * n_tiles, [0] * n_tiles
     else:
@@ -556,19 +557,16 @@ def cycles(params, cfg, result):
         est = [descriptor_cycles(rq, cfg.m, tk, e_rows, c, p, tm, 0)
                - (rtl and e_rows > 1) * RTL_EST_WIDE for rq in bq]
         macs["estimate"] = t * tk * cfg.m
-        r, cg = GRANULARITIES[cfg.granularity]
         radix = params.score_bits + 1 if cfg.select == "topk" else 0
         per_cmd = -(-(-(-tk // cg)) // params.det_per_beat) + radix
         det = [(rq // r if r > 1 else rq) * per_cmd for rq in bq]
     scores, av, smax, two = [], [], [], []     # two: per tile, the RTL's scores offset
     beats = []                      # per tile, the detector's idx beats (BxB: RTL_EMPTY_NEXT)
-    cg = GRANULARITIES[cfg.granularity][1]
     rows_mask = result.mask[:, result.keys]
     for i, b0 in enumerate(tiles):
         gb, rq = g[i], bq[i]
         pos = np.searchsorted(result.keys, result.gather[i])
-        sel = _int8_select(result, GRANULARITIES[cfg.granularity][0],
-                           slice(b0, b0 + rq), pos, tk)
+        sel = _int8_select(result, r, slice(b0, b0 + rq), pos, tk)
         extra = 0                       # the RTL's measured offset of this tile's scores
         if sel is None:
             s = descriptor_cycles(gb, d, rq, c_rows, c, fx, tm, row0)
