@@ -480,23 +480,27 @@ def bad_config_kinds(lane):
 
 
 def _random_head(tb, t, *, mode="sparse", est_bits=4, k=2, m=2, sigma=1.0, seed=None,
-                 int8=None, keep=None, threshold=None, gran=None):
+                 int8=None, keep=None, threshold=None, gran=None, bump=None):
     nrng = np.random.default_rng(tb.rng.getrandbits(32) if seed is None else seed)
     d = tb.unit.d
     q, k_, v = (nrng.normal(0, sigma, (t, d)) for _ in range(3))
     qi, ki, vi = to_fx(q, k_, v, tb.unit.frac_bits)
     return _head(tb, qi, ki, vi, mode=mode, est_bits=est_bits, k=k, m=m, seed=nrng, int8=int8,
-                 keep=keep, threshold=threshold, gran=gran)
+                 keep=keep, threshold=threshold, gran=gran, bump=bump)
 
 
 def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None, keep=None, threshold=None,
-          gran=None):
+          gran=None, bump=None):
     """One head's ``(cfg, qi, ki, vi, pq, pk)``: shifts fitted to its data (``auto_config``,
-    over the kept keys with a keep-list), then the projections' shifts moved by -1 .. +2 at
-    random (saturated or coarser ``Q~``/``K~``: the on-chip projection must match the golden
-    model either way); ``threshold``: threshold mode at that value; ``int8`` (HB-BSSA): None
-    (off), ``"zero"`` (``int8_bound`` 0), or a quantile of the head's kept-block sums of
-    squares (1.0: every kept block at INT8); ``gran``: the granularity (default the block,
+    over the kept keys with a keep-list), then the projections' shifts moved at random by
+    -1 .. +2 (INT4 / INT8) or -2 .. 0 (INT2): saturated or coarser ``Q~``/``K~``, the on-chip
+    projection must match the golden model either way. (INT2 is the exception because its
+    fitted ``Q~``/``K~`` are already mostly 0: one step coarser and the whole estimate is 0
+    for most heads -- a top-k of ties that checks no estimate value, the hole that let the
+    lane mutant #21 live; two steps finer, about 3 in 4 estimates are nonzero.) ``bump``: that
+    move for both shifts instead of a random one. ``threshold``: threshold mode at that value;
+    ``int8`` (HB-BSSA): None (off), ``"zero"`` (``int8_bound`` 0), or a quantile of the head's
+    kept-block sums of squares (1.0: every kept block at INT8); ``gran``: the granularity (default the block,
     BxB; element / 1xV heads take no ``int8``)."""
     t, d = qi.shape
     rng = np.random.default_rng(seed)
@@ -507,8 +511,11 @@ def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None, keep=None, t
     if threshold is not None:
         cfg = cfg.replace(select="threshold", threshold=threshold)
     cfg = auto_config(tb.params, cfg, qi, ki, pq, pk, keep=keep)
-    cfg = cfg.replace(q_shift=max(0, cfg.q_shift + int(rng.integers(-1, 3))),
-                      k_shift=max(0, cfg.k_shift + int(rng.integers(-1, 3))))
+    lo, hi = (-2, 1) if est_bits == 2 else (-1, 3)
+    dq, dk = (int(rng.integers(lo, hi)) for _ in range(2))
+    if bump is not None:
+        dq = dk = bump
+    cfg = cfg.replace(q_shift=max(0, cfg.q_shift + dq), k_shift=max(0, cfg.k_shift + dk))
     if int8 == "zero":
         cfg = cfg.replace(int8_bound=0)
     elif int8 is not None and mode == "sparse":
@@ -800,8 +807,10 @@ async def per_row_masks(dut):
     row arrives in beats of 16 keys, so the per-row packer (16 -> 1) joins a row's second
     beat while its first drains. (The mutant sample of seed 1 left all three alive: slot 25 of
     the key list never written, such a tile's end unmarked, ``tag.last`` of ``Issuer``, and
-    input lane 8 of that second beat also written into slot 8.) Gaps and stalls on, every
-    output row through the scoreboard; five heads."""
+    input lane 8 of that second beat also written into slot 8.) Plus two element heads with
+    dense INT2 estimates at thresholds 0 and 1, whose kept keys follow every estimate value
+    (the random INT2 heads were mostly all-zero estimates, which hid #21). Gaps and stalls on,
+    every output row through the scoreboard; seven heads."""
     tb = LaneBench(dut)
     await tb.start()
     u = tb.unit
@@ -812,6 +821,13 @@ async def per_row_masks(dut):
         for k in sorted({max(1, t // per // 2)} | ({1} if per < u.block else set())):
             heads.append(_random_head(tb, t, k=k, gran=gran, m=tb.rng.randint(1, u.max_m),
                                       est_bits=(2, 4, 8)[len(heads) % 3]))
+    # INT2 estimates two shift steps finer than the fit (about 3 in 4 nonzero, -2 .. 2) at
+    # thresholds 0 and 1, element granularity: each key's mask bit follows its estimate's sign
+    # and zero-ness, so a wrong value anywhere in an estimate row -- such as an input lane of
+    # the per-row packer's second beat written into a wrong slot -- changes the kept keys
+    for thr in (0, 1):
+        heads.append(_random_head(tb, t, gran="element", est_bits=2, m=u.max_m, threshold=thr,
+                                  bump=-2))
     for head in heads:
         tb.play(*head)
     await tb.finish(len(heads))
