@@ -324,6 +324,25 @@ def test_packer_back_to_back(p_in, p_out):
         assert got[dut.o] == expected
 
 
+@pytest.mark.parametrize("p_in, p_out", [(16, 1), (2, 1)])
+def test_packer_lane_shapes(p_in, p_out):
+    """The lane's two packers at its sim point (``LaneFront``: the per-row front's 16 -> 1
+    behind ``EstimateRows``, the BxB pool's 2 -> 1), one score field: 150 random rows of
+    random partial beats, under several gap / stall mixes. The lane's own bench cannot steer
+    when the packer's next input beat arrives (the estimate rows come out of a ping-pong
+    buffer at their own pace), so the joins at row boundaries are checked here: a row's next
+    beat joining while its previous beat's last elements drain (slot ``n - 1`` onward), a
+    new row's first beat presented exactly as the ended head's last element leaves with no
+    tail (it joins at slot 0), or one cycle earlier (it starts a tail). Lane mutants #2 and
+    #21 of the seventh session's sample (docs/verification.md) sit in two of those selects."""
+    dut, beats = packer_case(p_in, p_out, "data", 150, 16 * p_in + p_out)
+    expected = golden.pack(beats, p_out)
+    for seed, (gaps, stalls) in enumerate([(0.3, 0.3), (0.1, 0.6), (0.8, 0)]):
+        got, _ = simulate(dut, {dut.i: beats}, {dut.o: (dut.o_layout, len(expected))},
+                          gaps=gaps, stalls=stalls, seed=seed)
+        assert got[dut.o] == expected, (gaps, stalls, seed)
+
+
 def simulate_reset(dut, port, before, after, outputs, *, drain=60, seed=4):
     """Feed ``before`` into ``port``, wait ``drain`` cycles, reset for one cycle, feed
     ``after``; take ``outputs`` ({port: (shape, beats expected after the reset)}) with random
