@@ -26,7 +26,8 @@ __all__ = ["core_stimulus", "simulate_core", "cfg_fields", "head_loads", "expect
            "front_stimulus", "expected_kept", "checked_heads"]
 
 #: The cocotb tests `attnforge mutants lane` runs against each mutant (the quick subset).
-MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head", "per_row_masks")
+MUTANT_TESTS = ("random_heads", "bad_configs", "reset_mid_head", "per_row_masks",
+                "block_max_every_lane")
 
 
 def lane_params(lane):
@@ -324,6 +325,7 @@ from cocotb.triggers import ClockCycles  # noqa: E402
 from ..golden.attention import GRANULARITIES, to_fx  # noqa: E402
 from ..golden.lane import (LaneConfig, auto_config, block_norms, cycles,  # noqa: E402
                            int_projection)
+from ..golden.numbers import Precision  # noqa: E402
 from .kit import Bench, scale  # noqa: E402
 
 
@@ -788,6 +790,53 @@ async def every_head_class(dut):
               for bits in (2, 4, 8) for k in ks]
     heads += [_random_head(tb, u.max_t, k=ks[-1], m=tb.rng.randint(1, u.max_m), int8=int8)
               for int8 in ("zero", 0.5, 1.0)]
+    for head in heads:
+        tb.play(*head)
+    await tb.finish(len(heads))
+    assert tb.sboard.checked == len(heads)
+
+
+def _block_max_head(tb, bits, lane, tries=200):
+    """A BxB threshold head at INT``bits`` whose threshold is the maximum of one estimate block
+    that holds it once, in a key column on pool input lane ``lane`` (key ``c`` of an N-tile
+    beat of ``W = cols * lanes(INT bits)`` keys arrives on lane ``c mod W``): that block is kept
+    exactly, by its one element on that lane. Redrawn (the bench's random stream) until such a
+    block exists; a few draws at most at the sim point."""
+    u, b = tb.unit, tb.unit.block
+    w = u.cols * Precision.parse(f"int{bits}").lanes
+    nb = u.max_t // b
+    for _ in range(tries):
+        cfg, *h = _random_head(tb, u.max_t, est_bits=bits, k=1, m=u.max_m, threshold=0)
+        est = run_lane(tb.params, cfg, *h, plan_only=True).est
+        for bi in range(nb):
+            for bj in range(nb):
+                blk = est[bi * b:(bi + 1) * b, bj * b:(bj + 1) * b]
+                top = blk == blk.max()
+                if top.sum() == 1 and (bj * b + int(np.argwhere(top)[0][1])) % w == lane:
+                    return (cfg.replace(threshold=int(blk.max())), *h)
+    raise AssertionError(f"no INT{bits} head with a block maximum alone on lane {lane} in "
+                         f"{tries} draws")
+
+
+@cocotb.test()
+async def block_max_every_lane(dut):
+    """BxB threshold heads whose threshold is one block's maximum, held by a single estimate
+    on a chosen input lane of the granule pool (``GranulePool``, the front's block-max chain):
+    lanes 0..3 at INT8 (4 keys per beat), 4..7 at INT4 (8), 8..15 at INT2 (16), one head per
+    lane, so a compare or select of any lane that loses or invents a block maximum changes a
+    kept block. (Random heads leave it to chance whether a block's maximum is unique and
+    decides anything: the eighth session's mutant sample lost lane 0 from the chain and no
+    test saw it.) Gaps and stalls on, every output row through the scoreboard."""
+    tb = LaneBench(dut)
+    await tb.start()
+    u = tb.unit
+    heads = []
+    lane = 0
+    for bits in (8, 4, 2):
+        top = min(u.cols * 8, u.cols * Precision.parse(f"int{bits}").lanes)
+        while lane < top:
+            heads.append(_block_max_head(tb, bits, lane))
+            lane += 1
     for head in heads:
         tb.play(*head)
     await tb.finish(len(heads))
