@@ -399,16 +399,24 @@ class RowPacker(wiring.Component):
         ended2 = Signal()
         err2 = Signal()
         extra = self.i_layout.extra
-        ext = Signal(data.StructLayout(extra)) if extra else None
-        ext2 = Signal(data.StructLayout(extra)) if extra else None
+        ext = Signal(data.StructLayout(extra), name="ext") if extra else None
+        ext2 = Signal(data.StructLayout(extra), name="ext2") if extra else None
         ext_in = Cat(*(ip[name] for name in extra))
 
+        # Every term below is a named signal: an expression used in several places would be
+        # emitted again at every use (Amaranth inlines it), and the 17 slots' selects use each
+        # of them many times (named: 16 -> 1 emits about a tenth of the Verilog).
+        def comb(name, value, shape=1):
+            sig = Signal(shape, name=name)
+            m.d.comb += sig.eq(value)
+            return sig
+
         # Output, from the buffer (and, for a full beat waiting for the row's fate, from i).
-        look = ~tail & ~ended & (n == p_out) & i.valid
-        look_more = look & (ip.count != 0)
-        look_end = look & (ip.count == 0) & ip.last
-        count = Mux(tail, head, Mux(n >= p_out, p_out, n))
-        last = tail | (ended & (n <= p_out)) | look_end
+        look = comb("look", ~tail & ~ended & (n == p_out) & i.valid)
+        look_more = comb("look_more", look & (ip.count != 0))
+        look_end = comb("look_end", look & (ip.count == 0) & ip.last)
+        count = comb("count", Mux(tail, head, Mux(n >= p_out, p_out, n)), range(p_out + 1))
+        last = comb("last", tail | (ended & (n <= p_out)) | look_end)
         m.d.comb += [
             o.valid.eq(tail | ended | (n > p_out) | look_more | look_end),
             op.count.eq(count),
@@ -426,46 +434,50 @@ class RowPacker(wiring.Component):
 
         # After this cycle's output: the buffer shifts by per_beat_out (a full beat, or the
         # head's last beat with a tail behind it), or empties (the head's last beat, no tail).
-        take_o = o.valid & o.ready
-        end_o = take_o & last
-        promote = end_o & tail           # the tail becomes the head
-        n_after = Signal(range(cap + 1))
-        m.d.comb += n_after.eq(Mux(end_o & ~tail, 0, Mux(take_o, n - p_out, n)))
+        take_o = comb("take_o", o.valid & o.ready)
+        end_o = comb("end_o", take_o & last)
+        promote = comb("promote", end_o & tail)          # the tail becomes the head
+        empties = comb("empties", end_o & ~tail)
+        n_after = comb("n_after", Mux(empties, 0, Mux(take_o, n - p_out, n)), range(cap + 1))
 
         def after_is(k):                 # n_after == k, without the subtraction
-            return Mux(end_o & ~tail, k == 0, Mux(take_o, n == k + p_out, n == k))
+            return Mux(empties, k == 0, Mux(take_o, n == k + p_out, n == k))
 
-        h_ended = Mux(end_o, promote & ended2, ended)
-        h_err = Mux(end_o, promote & err2, err)
-        h_start = Mux(end_o, ~tail, start)
-        t_open = tail & ~end_o & ~ended2
+        h_ended = comb("h_ended", Mux(end_o, promote & ended2, ended))
+        h_err = comb("h_err", Mux(end_o, promote & err2, err))
+        h_start = comb("h_start", Mux(end_o, ~tail, start))
+        t_open = comb("t_open", tail & ~end_o & ~ended2)
 
         # Where an input beat goes: appended to the open head or tail (at n_after), or, when
         # the head has ended and its rest fits one beat, begins a tail at slot per_beat_out.
-        to_head = ~h_ended & ~(tail & ~end_o)
-        new_tail = h_ended & ~(tail & ~end_o) & (n_after <= p_out)
+        tail_waits = comb("tail_waits", tail & ~end_o)
+        to_head = comb("to_head", ~h_ended & ~tail_waits)
+        new_tail = comb("new_tail", h_ended & ~tail_waits & (n_after <= p_out))
         # (with a tail, n >= per_beat_out: its test only helps k-induction)
         m.d.comb += i.ready.eq(new_tail | (to_head & (n_after <= cap - p_in))
                                | (t_open & (n_after == p_out)))
-        take_i = i.valid & i.ready
-        marker = end_o & look_end        # i's empty last beat ends the row leaving now
-        begins = take_i & ~marker        # i's beat joins or begins a buffered row
-        pos = Mux(new_tail, p_out, n_after)
-        e_in = Mux(to_head, h_err, Mux(t_open, err2, 0)) | ip.error
+        take_i = comb("take_i", i.valid & i.ready)
+        marker = comb("marker", end_o & look_end)        # i's empty last beat ends the row
+        begins = comb("begins", take_i & ~marker)        # i's beat joins or begins a row
+        pos = comb("pos", Mux(new_tail, p_out, n_after), range(cap + 1))
+        e_in = comb("e_in", Mux(to_head, h_err, Mux(t_open, err2, 0)) | ip.error)
 
         # Slot j takes input lane j - pos: at most one lane hits, so a one-hot OR (not a
         # priority chain) picks it; pos == k comes from comparisons of the registered n
         # (the subtraction n - per_beat_out stays off the path to the slot selects).
-        at = [Mux(new_tail, k == p_out, after_is(k)) for k in range(cap - p_in + 1)]
+        at = [comb(f"at{k}", Mux(new_tail, k == p_out, after_is(k)))
+              for k in range(cap - p_in + 1)]
+        has = [comb(f"has{l}", l < ip.count) for l in range(p_in)]    # input lane l valid
         for j in range(cap):
             val = Mux(take_o, buf[j + p_out], buf[j]) if j + p_out < cap else \
                 Mux(take_o, 0, buf[j])
             e = Mux(take_o, ebit[j + p_out], ebit[j]) if j + p_out < cap else \
                 Mux(take_o, 0, ebit[j])
-            hits = [(l, at[j - l] & (l < ip.count)) for l in range(p_in)
+            hits = [(l, at[j - l] & has[l]) for l in range(p_in)
                     if 0 <= j - l <= cap - p_in]
             if hits:
-                hit = begins & _any(h for _, h in hits)
+                hits = [(l, comb(f"hit{j}_{l}", h)) for l, h in hits]
+                hit = comb(f"hit{j}", begins & _any(h for _, h in hits))
                 val = Mux(hit, _any(Mux(h, lane(l), 0) for l, h in hits), val)
                 e = Mux(hit, e_in, e)
             m.d.sync += [buf[j].eq(val), ebit[j].eq(e)]
