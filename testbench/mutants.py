@@ -48,7 +48,9 @@ For each unit (``UNITS``, default all) at its record's first regression point:
    (UNOPTFLAT) and still simulates.
 
 ``MUTANT_BUDGET`` (seconds) stops starting new mutants once spent; verdicts are cached in
-``build/mutants/<unit>-<digest>-<hier|flat>/verdicts.json`` by seed, scale, tests and
+``build/mutants/<unit>-<digest>-<hier|flat>/verdicts-<netlist>.json`` (``<netlist>``: a
+digest of the emitted Verilog, so a verdict is never reused for a changed design, where the
+same cell name can mean other logic and a kill may no longer hold) by seed, scale, tests and
 mutation, so a rerun continues where a stopped one ended; a kill is also reused when the
 tests grew, and an equivalence proof whatever the tests (:func:`cached_verdict`), so adding
 a test to ``MUTANT_TESTS`` reruns only the survivors. Kill rate = killed / (killed +
@@ -56,6 +58,7 @@ survived). Reports: ``build/mutants/<unit>-<digest>-<flow>/`` (netlists, logs) a
 ``build/reports/mutants.md`` / ``.json``. Progress is printed per mutant.
 """
 
+import hashlib
 import importlib
 import json
 import os
@@ -258,7 +261,8 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
     sim_s = max(base_s - build_s, 1.0)
     timeout = float(os.environ.get("MUTANT_TIMEOUT") or 5 * sim_s + 120)
     result["timeout_s"] = round(timeout)
-    cache_file = work / "verdicts.json"       # verdicts of earlier runs, by mutation and seed
+    # verdicts of earlier runs on this very netlist, by mutation and seed
+    cache_file = work / f"verdicts-{hashlib.sha256(text.encode()).hexdigest()[:12]}.json"
     cache = json.loads(cache_file.read_text()) if cache_file.exists() else {}
     for i, line in enumerate(lines):
         if budget is not None and time.monotonic() - begin > budget:
@@ -305,7 +309,7 @@ def mutate_unit(name, n, seed, scale, log=print, begin=None, budget=None, progre
 
 
 def cached_verdict(cache, seed, scale, testcases, plain):
-    """The verdict ``cache`` (``verdicts.json``: key ``seed/scale/tests/mutation``) holds for
+    """The verdict ``cache`` (``verdicts-<netlist>.json``: key ``seed/scale/tests/mutation``) holds for
     mutation ``plain`` run with ``testcases`` at ``seed`` and ``scale``, or None. Besides the
     exact key, a **kill** by a subset of ``testcases`` (same seed, scale and mutation) is
     reused: the cocotb tests are independent (each resets the DUT and draws from its own
