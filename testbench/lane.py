@@ -502,8 +502,8 @@ def _head(tb, qi, ki, vi, *, mode, est_bits, k, m, seed, int8=None, keep=None, t
     lane mutant #21 live; two steps finer, about 3 in 4 estimates are nonzero.) ``bump``: that
     move for both shifts instead of a random one. ``threshold``: threshold mode at that value;
     ``int8`` (HB-BSSA): None (off), ``"zero"`` (``int8_bound`` 0), or a quantile of the head's
-    kept-block sums of squares (1.0: every kept block at INT8); ``gran``: the granularity (default the block,
-    BxB; element / 1xV heads take no ``int8``)."""
+    kept-block sums of squares (1.0: every kept block at INT8); ``gran``: the granularity
+    (default the block, BxB; element / 1xV heads take no ``int8``)."""
     t, d = qi.shape
     rng = np.random.default_rng(seed)
     pq, pk = int_projection(d, m, seed=int(rng.integers(1 << 16)))
@@ -796,6 +796,12 @@ async def every_head_class(dut):
     assert tb.sboard.checked == len(heads)
 
 
+def _beat_keys(unit, bits):
+    """Keys per estimate beat at INT``bits``: ``cols`` PEs x their lanes at that precision
+    (as ``LaneFront`` sets the pool's width; INT2 fills every pool lane)."""
+    return unit.cols * Precision.parse(f"int{bits}").lanes
+
+
 def _block_max_head(tb, bits, lane, tries=200):
     """A BxB threshold head at INT``bits`` whose threshold is the maximum of one estimate block
     that holds it once, in a key column on pool input lane ``lane`` (key ``c`` of an N-tile
@@ -803,7 +809,7 @@ def _block_max_head(tb, bits, lane, tries=200):
     exactly, by its one element on that lane. Redrawn (the bench's random stream) until such a
     block exists; a few draws at most at the sim point."""
     u, b = tb.unit, tb.unit.block
-    w = u.cols * Precision.parse(f"int{bits}").lanes
+    w = _beat_keys(u, bits)
     nb = u.max_t // b
     for _ in range(tries):
         cfg, *h = _random_head(tb, u.max_t, est_bits=bits, k=1, m=u.max_m, threshold=0)
@@ -833,8 +839,7 @@ async def block_max_every_lane(dut):
     heads = []
     lane = 0
     for bits in (8, 4, 2):
-        top = min(u.cols * 8, u.cols * Precision.parse(f"int{bits}").lanes)
-        while lane < top:
+        while lane < _beat_keys(u, bits):
             heads.append(_block_max_head(tb, bits, lane))
             lane += 1
     for head in heads:
